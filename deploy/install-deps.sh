@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs everything tern needs to build, test and benchmark, from Debian packages.
+# Idempotent: packages already present are skipped, so a second run is quick.
+set -eu
+
+PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
+python3 python3-paho-mqtt mosquitto mosquitto-clients curl procps iproute2"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+# MQTT.js interop tests need node and npm; a machine that already has them (from any
+# source) keeps its own, since Debian's npm conflicts with NodeSource's nodejs.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "install-deps: installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q --no-install-recommends $missing
+fi

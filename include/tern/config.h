@@ -1,0 +1,70 @@
+/* ternd configuration: defaults, JSON file (cJSON), command-line overrides.
+ * Every key is documented in docs/configuration.md with its default. */
+#ifndef TERN_CONFIG_H
+#define TERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/fsm.h" /* struct tern_fsm_limits */
+
+#define TERN_CONFIG_STR_MAX 256
+
+enum tern_log_level {
+    TERN_LOG_ERROR = 0,
+    TERN_LOG_WARN = 1,
+    TERN_LOG_INFO = 2,
+    TERN_LOG_DEBUG = 3,
+};
+
+struct tern_config {
+    char listen[TERN_CONFIG_STR_MAX];   /* "HOST:PORT", default "127.0.0.1:1883" */
+    char data_dir[TERN_CONFIG_STR_MAX]; /* default "tern-data" */
+    int log_level;                      /* enum tern_log_level, default info */
+    uint32_t node_id;                   /* default 1 */
+
+    uint32_t max_connections;    /* default 100000 */
+    uint32_t max_packet_size;    /* bytes, both directions, default 1048576 */
+    uint16_t receive_maximum;    /* QoS>0 PUBLISH a client may have unacked to us, 1024 */
+    uint16_t topic_alias_maximum;/* client-to-server aliases we accept, default 64 */
+    uint16_t max_keepalive_s;    /* cap on client keepalive (v5 server keepalive), 65535 */
+    uint32_t connect_timeout_ms; /* accept to CONNECT, default 10000 */
+    uint64_t write_buffer_max;   /* unsent bytes per connection before it is closed as
+                                    not reading, default 16777216 */
+    uint32_t retry_interval_s;   /* in-session re-send of unacked QoS>0, 0 = off (default) */
+    uint8_t max_qos;             /* 0..2, default 2 */
+    bool retain_available;       /* default true */
+    bool wildcard_subscriptions; /* default true */
+    bool shared_subscriptions;   /* default true */
+    bool subscription_identifiers; /* default true */
+    uint32_t client_id_max_len;  /* default 65535 */
+
+    struct tern_fsm_limits limits; /* inflight, queue, retained, expiry bounds */
+};
+
+/* Fills every field with its default. */
+void tern_config_defaults(struct tern_config *c);
+
+/* Reads a JSON object from `path` onto c (keys not present keep their values).
+ * On error returns TERN_EINVAL (or TERN_EIO) and writes a message that names the
+ * key and the reason into errmsg (TERN_ERRMSG_SIZE bytes), e.g.
+ * "inflight_max: must be an integer from 1 to 65535". Unknown keys are errors. */
+int tern_config_load_file(struct tern_config *c, const char *path, char *errmsg);
+
+/* Same, from a JSON text (used by load_file and by tests). */
+int tern_config_load_json(struct tern_config *c, const char *json, size_t len,
+                          char *errmsg);
+
+/* Sets one key from a string, as a command-line flag does ("inflight_max", "50").
+ * Same validation and messages as the file. */
+int tern_config_set(struct tern_config *c, const char *key, const char *value,
+                    char *errmsg);
+
+/* Splits "HOST:PORT" ("[::1]:1883" for IPv6). Returns TERN_OK or TERN_EINVAL. */
+int tern_config_split_hostport(const char *s, char *host, size_t host_cap,
+                               uint16_t *port);
+
+const char *tern_log_level_name(int level);
+
+#endif

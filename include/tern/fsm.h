@@ -1,0 +1,207 @@
+/* tern session state machine (FSM).
+ *
+ * Holds sessions, their subscriptions, queued and in-flight messages, inbound
+ * QoS 2 ids, wills and retained messages, and changes them only through
+ * tern_fsm_apply(). Given the same commands in the same order, every replica ends
+ * in the same state: apply never reads a clock (commands carry now_ms), never
+ * does I/O and decides everything (packet ids, which message enters the in-flight
+ * window, which shared-subscription member gets a message) deterministically.
+ *
+ * The same FSM is used twice on a node: the replicated instance (persistent
+ * sessions, client-id registry, retained messages; commands go through the log)
+ * and a node-local instance (clean sessions, whose state need not outlive the
+ * connection; commands are applied directly). The session logic is the same;
+ * only where its commands come from differs.
+ *
+ * Effects reach the node through an observer, called during apply, on every
+ * replica; the node acts only for sessions it owns (owner_node == its id).
+ *
+ * Memory: the FSM owns everything it stores (it copies from commands). Pointers
+ * it hands out (sessions, messages) stay valid until the next apply.
+ */
+#ifndef TERN_FSM_H
+#define TERN_FSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/cmd.h"
+
+/* A stored application message, shared by every queue that holds it. */
+struct tern_msg {
+    uint64_t id;
+    uint32_t refcount;
+    uint8_t qos;    /* as published */
+    bool retain;    /* as published */
+    uint8_t flags;  /* TERN_MSG_HAS_* */
+    uint8_t payload_format;
+    uint32_t expiry_s;       /* interval as published, when TERN_MSG_HAS_EXPIRY */
+    uint64_t created_ms;     /* now_ms of the PUBLISH command */
+    uint64_t expire_at_ms;   /* 0 = never */
+    uint32_t from_node;      /* node the publisher was on */
+    struct tern_bytes topic; /* the rest point into this allocation */
+    struct tern_bytes payload;
+    struct tern_bytes content_type;
+    struct tern_bytes response_topic;
+    struct tern_bytes correlation_data;
+    struct tern_bytes user;
+};
+
+/* Remaining message expiry interval in seconds at now_ms (for forwarding), or
+ * 0 if expired. Only meaningful with TERN_MSG_HAS_EXPIRY. */
+uint32_t tern_msg_remaining_s(const struct tern_msg *m, uint64_t now_ms);
+
+/* What the owner node must send to a session's client. */
+struct tern_delivery {
+    const struct tern_msg *msg; /* NULL when only a PUBREL is owed */
+    uint16_t packet_id;         /* 0 for QoS 0 */
+    uint8_t qos;                /* effective QoS */
+    bool retain;                /* retain flag to send */
+    bool dup;                   /* re-delivery after resume */
+    bool pubrel;                /* send PUBREL(packet_id) instead of PUBLISH */
+    uint8_t sub_id_count;
+    uint32_t sub_ids[TERN_MAX_SUB_IDS];
+};
+
+struct tern_fsm_session; /* opaque; read through the accessors below */
+
+enum tern_drop_policy {
+    TERN_DROP_OLDEST = 0, /* queue full: drop the oldest queued message */
+    TERN_DROP_NEW = 1,    /* queue full: drop the new message */
+};
+
+/* Bounds. Every replica must use the same values. */
+struct tern_fsm_limits {
+    uint16_t inflight_max;        /* per session, default 20 */
+    uint32_t queue_max;           /* queued messages per session, default 1000 */
+    uint64_t queue_bytes_max;     /* queued payload bytes per session, default 16 MiB */
+    bool queue_qos0;              /* queue QoS 0 for offline sessions, default false */
+    uint8_t drop_policy;          /* enum tern_drop_policy, default TERN_DROP_OLDEST */
+    uint32_t retained_max;        /* retained messages, default 100000 */
+    uint64_t retained_bytes_max;  /* retained payload bytes, default 256 MiB */
+    uint32_t session_expiry_max_s;/* cap on requested session expiry, default 0 = none */
+    uint32_t message_expiry_max_s;/* cap on message expiry, default 0 = none */
+    uint32_t sessions_max;        /* default 1000000 */
+};
+
+void tern_fsm_limits_default(struct tern_fsm_limits *l);
+
+/* Counters, for metrics. */
+struct tern_fsm_stats {
+    uint64_t sessions;
+    uint64_t sessions_online;
+    uint64_t subscriptions;
+    uint64_t messages;          /* stored messages (queues, in flight, retained) */
+    uint64_t retained;
+    uint64_t retained_bytes;
+    uint64_t queued;            /* entries in all queues */
+    uint64_t inflight;          /* entries in all in-flight windows */
+    uint64_t dropped_queue_full;
+    uint64_t dropped_expired;
+    uint64_t dropped_qos0_offline;
+    uint64_t retained_rejected; /* retained limit hit */
+    uint64_t sessions_expired;
+    uint64_t wills_published;
+    uint64_t applied;           /* commands applied */
+};
+
+/* Effects, called during apply. Any member may be NULL. */
+struct tern_fsm_observer {
+    void *ctx;
+    /* SESSION_OPEN applied. Called before the resumed session's owed deliveries,
+     * so the owner can send CONNACK first. */
+    void (*opened)(void *ctx, struct tern_fsm_session *s, bool session_present);
+    /* SUBSCRIBE applied; called before retained messages are delivered, so the
+     * owner can send SUBACK first. */
+    void (*subscribed)(void *ctx, struct tern_fsm_session *s, uint16_t packet_id);
+    /* A message entered the in-flight window of an online session, a PUBLISH or
+     * PUBREL is owed after resume, or a QoS 0 message is to be sent now. The
+     * delivery (and its msg) is valid only during the call. */
+    void (*deliver)(void *ctx, struct tern_fsm_session *s, const struct tern_delivery *d);
+    /* The connection (owner_node, epoch) of client_id no longer owns the session:
+     * taken over, deleted or expired. reason: TERN_RC_SESSION_TAKEN_OVER or
+     * TERN_RC_ADMIN_ACTION. */
+    void (*fenced)(void *ctx, struct tern_bytes client_id, uint32_t owner_node,
+                   uint64_t epoch, uint8_t reason);
+    /* The FSM published a message of its own (a will). Each node delivers it to
+     * subscribers that are not in this FSM (its local clean sessions). */
+    void (*published)(void *ctx, const struct tern_msg *m);
+};
+
+struct tern_fsm;
+
+/* self_node: this replica's node id (only used to annotate; apply is identical on
+ * every replica). Returns NULL on allocation failure. */
+struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *limits,
+                              const struct tern_fsm_observer *obs);
+void tern_fsm_free(struct tern_fsm *f);
+
+/* The result of applying one command. */
+struct tern_fsm_result {
+    int status;            /* TERN_OK, TERN_ESTALE (epoch mismatch), TERN_ENOTFOUND,
+                              TERN_ELIMIT, TERN_EINVAL */
+    bool session_present;  /* SESSION_OPEN */
+    uint64_t epoch;        /* SESSION_OPEN: the new epoch */
+    bool duplicate;        /* PUBLISH: inbound QoS 2 id already held, not enqueued */
+    uint32_t matched;      /* PUBLISH: sessions it was queued or sent to */
+};
+
+/* Applies one command. A rejected command (stale epoch, unknown session) changes
+ * nothing and says why in the result. */
+void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
+                    struct tern_fsm_result *res);
+
+/* Retained messages of this FSM's subscribers are read from `src` instead of
+ * this FSM (the node-local instance reads the replicated one's). NULL = self. */
+void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src);
+
+/* Earliest now_ms at which a TICK would change something (session expiry, a
+ * delayed will), or UINT64_MAX. */
+uint64_t tern_fsm_next_deadline(const struct tern_fsm *f);
+
+/* Does any subscription of this FSM match topic? (Lets the node skip proposing a
+ * PUBLISH that would change nothing.) */
+bool tern_fsm_has_subscriber(const struct tern_fsm *f, const char *topic, size_t len);
+
+const struct tern_fsm_stats *tern_fsm_stats(const struct tern_fsm *f);
+
+/* --- reading sessions --- */
+struct tern_fsm_session *tern_fsm_session_get(const struct tern_fsm *f, const char *id,
+                                              size_t len);
+struct tern_bytes tern_fsm_session_client_id(const struct tern_fsm_session *s);
+uint64_t tern_fsm_session_epoch(const struct tern_fsm_session *s);
+uint32_t tern_fsm_session_owner(const struct tern_fsm_session *s);
+bool tern_fsm_session_online(const struct tern_fsm_session *s);
+uint32_t tern_fsm_session_expiry(const struct tern_fsm_session *s);
+uint8_t tern_fsm_session_proto(const struct tern_fsm_session *s);
+uint32_t tern_fsm_session_queued(const struct tern_fsm_session *s);
+uint64_t tern_fsm_session_queued_bytes(const struct tern_fsm_session *s);
+uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s);
+uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s);
+/* Is inbound QoS 2 packet id held (PUBLISH seen, PUBREL not yet)? */
+bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id);
+
+/* Node-local annotation (the node's connection for this session). Not part of the
+ * replicated state, never snapshotted. */
+void *tern_fsm_session_local(const struct tern_fsm_session *s);
+void tern_fsm_session_set_local(struct tern_fsm_session *s, void *local);
+
+/* Visits every session; return non-zero from fn to stop. */
+int tern_fsm_sessions_walk(const struct tern_fsm *f,
+                           int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx);
+
+/* Visits the session's subscriptions (full filter, options byte, sub id). */
+int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
+                               int (*fn)(void *ctx, struct tern_bytes filter,
+                                         uint8_t options, uint32_t sub_id),
+                               void *ctx);
+
+/* --- retained messages --- */
+/* Visits retained messages whose topic matches filter (no $share prefix). */
+int tern_fsm_retained_match(const struct tern_fsm *f, const char *filter, size_t len,
+                            int (*fn)(void *ctx, const struct tern_msg *m), void *ctx);
+int tern_fsm_retained_walk(const struct tern_fsm *f,
+                           int (*fn)(void *ctx, const struct tern_msg *m), void *ctx);
+
+#endif
