@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
-python3 python3-paho-mqtt mosquitto mosquitto-clients curl procps iproute2"
+python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl procps iproute2"
 
 missing=""
 for p in $PKGS; do

@@ -121,7 +121,9 @@ struct tern_cmd {
 };
 
 /* Encodes cmd into out[0..cap). Returns the size it needs; writes only when it
- * fits. */
+ * fits. Returns 0 (writes nothing) when cmd cannot be encoded: unknown type, a
+ * u16-prefixed field over 65535 bytes, qos > 2, unknown flag bits, proto or ack
+ * kind, or a SUBSCRIBE list that is not exactly `count` entries. */
 size_t tern_cmd_encode(const struct tern_cmd *cmd, uint8_t *out, size_t cap);
 
 /* Decodes one command from buf. On success sets *used to the bytes consumed and
@@ -138,7 +140,8 @@ struct tern_cmd_sub {
     uint32_t sub_id;  /* subscription identifier, 0 = none */
 };
 
-/* Appends an entry to a list buffer; returns the bytes it needs, writes when fits. */
+/* Appends an entry to a list buffer; returns the bytes it needs, writes when fits
+ * (0: filter over 65535 bytes). */
 size_t tern_cmd_put_sub(uint8_t *out, size_t cap, const struct tern_cmd_sub *e);
 
 /* Walks a list; *pos starts at 0. Returns false at the end or on a malformed

@@ -282,7 +282,8 @@ struct tern_codec_error {
  * (fixed header + remaining length) and returns TERN_OK. Returns TERN_EAGAIN if
  * more bytes are needed, TERN_EMALFORMED if the remaining length encoding is
  * invalid, TERN_ETOOBIG if the packet would exceed max_packet_size (the total
- * packet size, as MQTT 5 defines it). Errors fill *err. */
+ * packet size, as MQTT 5 defines it; 0 means no limit beyond the protocol's).
+ * Errors fill *err. */
 int tern_codec_frame(const uint8_t *buf, size_t len, uint32_t max_packet_size,
                      size_t *frame_len, struct tern_codec_error *err);
 
@@ -293,7 +294,8 @@ int tern_codec_frame(const uint8_t *buf, size_t len, uint32_t max_packet_size,
  * wildcards, topic filters with wildcards in the right places, non-zero packet
  * ids where required, QoS 3, property ids allowed for the packet, duplicate
  * properties, property value ranges. Returns TERN_OK, TERN_EMALFORMED or
- * TERN_EPROTO with *err filled. */
+ * TERN_EPROTO with *err filled. A CONNECT refused with reason 0x84 still has
+ * protocol_name and version set, so the broker can answer in kind. */
 int tern_codec_decode(const uint8_t *frame, size_t len, uint8_t version,
                       struct tern_packet *out, struct tern_codec_error *err);
 
@@ -304,8 +306,9 @@ size_t tern_codec_encode(const struct tern_packet *p, uint8_t version, uint8_t *
                          size_t cap);
 
 /* Size of the v5 property block (without its length prefix) that encoding `p`
- * would write for `type`. Lets the broker strip optional properties (reason
- * string, user properties) to respect a client's maximum packet size. */
+ * would write (0 if it cannot be encoded). Lets the broker strip optional
+ * properties (reason string, user properties) to respect a client's maximum
+ * packet size. */
 size_t tern_codec_props_size(const struct tern_props *p);
 
 /* Iterates a decoded SUBSCRIBE or UNSUBSCRIBE list. *pos starts at 0. Returns
@@ -314,7 +317,8 @@ bool tern_codec_next_filter(const struct tern_sublist *s, uint8_t type, uint32_t
                             struct tern_bytes *filter, uint8_t *options);
 
 /* Appends one SUBSCRIBE entry (options != -1) or UNSUBSCRIBE entry (options == -1)
- * to out[0..cap); returns the bytes it needs, writing only if they fit. */
+ * to out[0..cap); returns the bytes it needs, writing only if they fit (0 if the
+ * filter is longer than 65535 bytes). */
 size_t tern_codec_put_filter(uint8_t *out, size_t cap, struct tern_bytes filter,
                              int options);
 

@@ -19,6 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Longest key (a topic name or filter, MQTT's u16 string limit), and most levels
+ * a key in a tree may have: tern_topic_tree_add() refuses deeper keys with
+ * TERN_EINVAL, which bounds the matching stack. */
+#define TERN_TOPIC_KEY_MAX 65535u
+#define TERN_TOPIC_LEVELS_MAX 1024u
+
 /* A valid topic name: non-empty, no '+' or '#'. (UTF-8 is checked by the codec.) */
 bool tern_topic_name_valid(const char *name, size_t len);
 
@@ -27,8 +33,10 @@ bool tern_topic_name_valid(const char *name, size_t len);
  * non-empty without '/', '+' or '#', and FILTER is a valid filter. */
 bool tern_topic_filter_valid(const char *filter, size_t len);
 
-/* Splits "$share/GROUP/FILTER". Returns true for a shared filter and sets the
- * group and inner filter (pointers into `filter`); false for a plain filter. */
+/* Splits "$share/GROUP/FILTER". Returns true for a shared filter (any filter
+ * starting with "$share/") and sets the group and inner filter (pointers into
+ * `filter`; inner is empty when there is no '/' after GROUP); false for a plain
+ * filter. Validity is tern_topic_filter_valid()'s job. */
 bool tern_topic_shared_split(const char *filter, size_t len, const char **group,
                              size_t *group_len, const char **inner, size_t *inner_len);
 
@@ -39,8 +47,14 @@ bool tern_topic_matches(const char *filter, size_t filter_len, const char *name,
 struct tern_topic_tree;
 
 /* Called for each match. `key` is the stored key (NUL-terminated, owned by the
- * tree, valid during the callback). Return non-zero to stop the walk. The callback
- * must not modify the tree. */
+ * tree, valid during the callback). Return non-zero to stop the walk: the match /
+ * walk function then returns that value (else 0). The callback must not modify
+ * the tree.
+ *
+ * Visit order is unspecified. It depends only on the sequence of adds and
+ * removes (never on addresses), but a tree rebuilt in another order (e.g. from a
+ * snapshot) may visit in another order: replicated logic must not let the order
+ * decide an outcome. */
 typedef int (*tern_topic_visit_fn)(void *ctx, const char *key, size_t key_len,
                                    void *value);
 
@@ -48,7 +62,10 @@ struct tern_topic_tree *tern_topic_tree_new(void);
 void tern_topic_tree_free(struct tern_topic_tree *t);
 
 /* Adds value under key. A key holds a set of values; adding a value already
- * there is a no-op. Returns 0 or TERN_ENOMEM. */
+ * there is a no-op. Returns 0, TERN_ENOMEM, or TERN_EINVAL for a NULL value or a
+ * key longer than TERN_TOPIC_KEY_MAX or with more than TERN_TOPIC_LEVELS_MAX
+ * levels. Levels "+" and "#" are wildcards for match(); store names (no
+ * wildcards) in a tree used with match_filter(). */
 int tern_topic_tree_add(struct tern_topic_tree *t, const char *key, size_t len,
                         void *value);
 

@@ -1,0 +1,375 @@
+/* Session state machine: lifecycle, command dispatch, proposal-id dedup, TICK and
+ * read accessors. The command handlers live in fsm_session.c (sessions,
+ * subscriptions, wills) and fsm_publish.c (publish, acks); see fsm_internal.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm_internal.h"
+
+struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *limits,
+                              const struct tern_fsm_observer *obs)
+{
+    struct tern_fsm *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->self_node = self_node;
+    if (limits)
+        f->limits = *limits;
+    else
+        tern_fsm_limits_default(&f->limits);
+    if (obs)
+        f->obs = *obs;
+    bool ok = fsm_map_init(&f->sessions) == TERN_OK;
+    ok = fsm_map_init(&f->groups) == TERN_OK && ok;
+    f->subs = tern_topic_tree_new();
+    f->retained = tern_topic_tree_new();
+    if (!ok || !f->subs || !f->retained) {
+        tern_fsm_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void tern_fsm_free(struct tern_fsm *f)
+{
+    if (!f)
+        return;
+    if (f->sessions.buckets)
+        fsm_session_free_all(f); /* before the retained tree: both hold messages */
+    fsm_map_free(&f->sessions);
+    fsm_map_free(&f->groups);
+    if (f->subs)
+        tern_topic_tree_free(f->subs);
+    fsm_retained_free_all(f);
+    free(f->origins);
+    free(f->match);
+    free(f->pend);
+    free(f);
+}
+
+void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src)
+{
+    f->retained_src = src;
+}
+
+/* --- proposal ids: (node << 40) | per-node sequence --- */
+
+static struct fsm_origin *origin_find(const struct tern_fsm *f, uint32_t node)
+{
+    for (size_t i = 0; i < f->origin_count; i++) {
+        if (f->origins[i].node == node)
+            return &f->origins[i];
+    }
+    return NULL;
+}
+
+static bool proposal_dup(const struct tern_fsm *f, uint64_t id)
+{
+    if (id == 0)
+        return false;
+    const struct fsm_origin *o = origin_find(f, (uint32_t)(id >> 40));
+    return o && (id & FSM_PROPOSAL_SEQ_MASK) <= o->seq;
+}
+
+/* Beyond FSM_ORIGINS_MAX nodes, ids of new nodes are not remembered (no dedup
+ * for them) rather than growing without bound. */
+static void proposal_record(struct tern_fsm *f, uint64_t id)
+{
+    if (id == 0)
+        return;
+    uint32_t node = (uint32_t)(id >> 40);
+    struct fsm_origin *o = origin_find(f, node);
+    if (!o) {
+        if (f->origin_count >= FSM_ORIGINS_MAX ||
+            fsm_grow((void **)&f->origins, &f->origin_cap, f->origin_count + 1,
+                     sizeof(*f->origins)) != TERN_OK)
+            return;
+        o = &f->origins[f->origin_count++];
+        *o = (struct fsm_origin){.node = node};
+    }
+    o->seq = id & FSM_PROPOSAL_SEQ_MASK;
+}
+
+/* --- TICK --- */
+
+struct due_ctx {
+    uint64_t now_ms;
+    struct tern_fsm_session **v;
+    size_t n, cap;
+};
+
+static int due_collect(void *ctx, void *val)
+{
+    struct due_ctx *x = ctx;
+    if (fsm_session_deadline(val) > x->now_ms)
+        return 0;
+    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
+        return 1; /* the rest waits for the next tick */
+    x->v[x->n++] = val;
+    return 0;
+}
+
+static int epoch_cmp(const void *a, const void *b)
+{
+    const struct tern_fsm_session *x = *(struct tern_fsm_session *const *)a;
+    const struct tern_fsm_session *y = *(struct tern_fsm_session *const *)b;
+    return (x->epoch > y->epoch) - (x->epoch < y->epoch);
+}
+
+/* Due sessions are handled in epoch order (epochs are unique), not in hash
+ * order, so every replica publishes wills and expires sessions alike. */
+static void fsm_tick(struct tern_fsm *f, uint64_t now_ms)
+{
+    struct due_ctx x = {.now_ms = now_ms};
+    fsm_map_walk(&f->sessions, due_collect, &x);
+    if (x.n > 1)
+        qsort(x.v, x.n, sizeof(*x.v), epoch_cmp);
+    for (size_t i = 0; i < x.n; i++) {
+        struct tern_fsm_session *s = x.v[i];
+        if (s->will_at_ms && s->will_at_ms <= now_ms)
+            fsm_will_publish(f, s, now_ms);
+        if (fsm_session_expired(s, now_ms)) {
+            fsm_will_publish(f, s, now_ms); /* the session ends: a pending will goes */
+            fsm_session_destroy(f, s);
+            f->stats.sessions_expired++;
+        }
+    }
+    free(x.v);
+    fsm_retained_expire(f, now_ms);
+}
+
+/* --- apply --- */
+
+static void fsm_retain_delete_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                                  struct tern_fsm_result *r)
+{
+    struct tern_bytes t = c->u.retain_delete.topic;
+    r->status =
+        t.ptr ? fsm_retained_delete(f, (const char *)t.ptr, t.len) : TERN_ENOTFOUND;
+}
+
+static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
+                     struct tern_fsm_result *r)
+{
+    switch (c->type) {
+    case TERN_CMD_SESSION_OPEN:
+        fsm_open(f, c, r);
+        break;
+    case TERN_CMD_SESSION_CLOSE:
+        fsm_close(f, c, r);
+        break;
+    case TERN_CMD_SUBSCRIBE:
+        fsm_subscribe(f, c, r);
+        break;
+    case TERN_CMD_UNSUBSCRIBE:
+        fsm_unsubscribe(f, c, r);
+        break;
+    case TERN_CMD_PUBLISH:
+        fsm_publish(f, c, r);
+        break;
+    case TERN_CMD_ACK:
+        fsm_ack(f, c, r);
+        break;
+    case TERN_CMD_PUBREL:
+        fsm_pubrel(f, c, r);
+        break;
+    case TERN_CMD_TICK:
+        fsm_tick(f, c->now_ms);
+        break;
+    case TERN_CMD_SESSION_DELETE:
+        fsm_delete_cmd(f, c, r);
+        break;
+    case TERN_CMD_RETAIN_DELETE:
+        fsm_retain_delete_cmd(f, c, r);
+        break;
+    default:
+        r->status = TERN_EINVAL;
+        break;
+    }
+}
+
+void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
+                    struct tern_fsm_result *res)
+{
+    *res = (struct tern_fsm_result){.status = TERN_OK};
+    if (proposal_dup(f, cmd->proposal_id)) {
+        res->duplicate = true; /* a retried proposal: applied once already */
+        return;
+    }
+    dispatch(f, cmd, res);
+    /* Rejected commands count too: a retry would be rejected the same way. */
+    proposal_record(f, cmd->proposal_id);
+    f->stats.applied++;
+}
+
+/* --- reading --- */
+
+static int deadline_visit(void *ctx, void *val)
+{
+    uint64_t *d = ctx;
+    uint64_t s = fsm_session_deadline(val);
+    if (s < *d)
+        *d = s;
+    return 0;
+}
+
+uint64_t tern_fsm_next_deadline(const struct tern_fsm *f)
+{
+    uint64_t d = UINT64_MAX;
+    fsm_map_walk(&f->sessions, deadline_visit, &d);
+    return d;
+}
+
+static int any_visit(void *ctx, const char *key, size_t len, void *value)
+{
+    (void)ctx;
+    (void)key;
+    (void)len;
+    (void)value;
+    return 1;
+}
+
+bool tern_fsm_has_subscriber(const struct tern_fsm *f, const char *topic, size_t len)
+{
+    return tern_topic_tree_match(f->subs, topic, len, any_visit, NULL) != 0;
+}
+
+const struct tern_fsm_stats *tern_fsm_stats(const struct tern_fsm *f)
+{
+    return &f->stats;
+}
+
+struct tern_fsm_session *tern_fsm_session_get(const struct tern_fsm *f, const char *id,
+                                              size_t len)
+{
+    struct tern_bytes b = {(const uint8_t *)id, (uint32_t)len};
+    return len > UINT32_MAX ? NULL : fsm_session_find(f, b);
+}
+
+struct tern_bytes tern_fsm_session_client_id(const struct tern_fsm_session *s)
+{
+    return (struct tern_bytes){(const uint8_t *)s->client_id, (uint32_t)s->client_id_len};
+}
+
+uint64_t tern_fsm_session_epoch(const struct tern_fsm_session *s)
+{
+    return s->epoch;
+}
+
+uint32_t tern_fsm_session_owner(const struct tern_fsm_session *s)
+{
+    return s->owner_node;
+}
+
+bool tern_fsm_session_online(const struct tern_fsm_session *s)
+{
+    return s->online;
+}
+
+uint32_t tern_fsm_session_expiry(const struct tern_fsm_session *s)
+{
+    return s->expiry_s;
+}
+
+uint8_t tern_fsm_session_proto(const struct tern_fsm_session *s)
+{
+    return s->proto;
+}
+
+uint32_t tern_fsm_session_queued(const struct tern_fsm_session *s)
+{
+    return s->queued;
+}
+
+uint64_t tern_fsm_session_queued_bytes(const struct tern_fsm_session *s)
+{
+    return s->queued_bytes;
+}
+
+uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s)
+{
+    return s->flight_count;
+}
+
+uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s)
+{
+    return s->sub_count;
+}
+
+bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < s->inbound_count; i++) {
+        if (s->inbound[i] == packet_id)
+            return true;
+    }
+    return false;
+}
+
+void *tern_fsm_session_local(const struct tern_fsm_session *s)
+{
+    return s->local;
+}
+
+void tern_fsm_session_set_local(struct tern_fsm_session *s, void *local)
+{
+    s->local = local;
+}
+
+struct session_walk {
+    int (*fn)(void *ctx, struct tern_fsm_session *s);
+    void *ctx;
+};
+
+static int session_visit(void *ctx, void *val)
+{
+    struct session_walk *w = ctx;
+    return w->fn(w->ctx, val);
+}
+
+int tern_fsm_sessions_walk(const struct tern_fsm *f,
+                           int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx)
+{
+    struct session_walk w = {fn, ctx};
+    return fsm_map_walk(&f->sessions, session_visit, &w);
+}
+
+int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
+                               int (*fn)(void *ctx, struct tern_bytes filter,
+                                         uint8_t options, uint32_t sub_id),
+                               void *ctx)
+{
+    for (const struct fsm_sub *u = s->subs; u; u = u->next) {
+        struct tern_bytes b = {(const uint8_t *)u->filter, (uint32_t)u->filter_len};
+        int rc = fn(ctx, b, u->options, u->sub_id);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+struct retained_walk {
+    int (*fn)(void *ctx, const struct tern_msg *m);
+    void *ctx;
+};
+
+static int retained_visit(void *ctx, const char *key, size_t len, void *value)
+{
+    struct retained_walk *w = ctx;
+    (void)key;
+    (void)len;
+    return w->fn(w->ctx, value);
+}
+
+int tern_fsm_retained_match(const struct tern_fsm *f, const char *filter, size_t len,
+                            int (*fn)(void *ctx, const struct tern_msg *m), void *ctx)
+{
+    struct retained_walk w = {fn, ctx};
+    return tern_topic_tree_match_filter(f->retained, filter, len, retained_visit, &w);
+}
+
+int tern_fsm_retained_walk(const struct tern_fsm *f,
+                           int (*fn)(void *ctx, const struct tern_msg *m), void *ctx)
+{
+    struct retained_walk w = {fn, ctx};
+    return tern_topic_tree_walk(f->retained, retained_visit, &w);
+}

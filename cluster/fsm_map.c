@@ -1,0 +1,131 @@
+/* String-keyed hash map for the FSM: client id -> session, shared group key ->
+ * group. Chained buckets, FNV-1a, doubling at load factor 1. Keys are not copied:
+ * each value owns its key and outlives its entry. Visit order depends on the
+ * table layout, so replicated logic never lets it decide an outcome. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm_internal.h"
+
+#define MAP_BUCKETS_MIN 64u
+
+static uint64_t map_hash(const char *key, size_t len)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)key[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+int fsm_map_init(struct fsm_map *m)
+{
+    m->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*m->buckets));
+    m->nbuckets = MAP_BUCKETS_MIN;
+    m->count = 0;
+    return m->buckets ? TERN_OK : TERN_ENOMEM;
+}
+
+void fsm_map_free(struct fsm_map *m)
+{
+    for (size_t i = 0; m->buckets && i < m->nbuckets; i++) {
+        struct fsm_map_ent *e = m->buckets[i];
+        while (e) {
+            struct fsm_map_ent *next = e->next;
+            free(e);
+            e = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = NULL;
+    m->nbuckets = 0;
+    m->count = 0;
+}
+
+static struct fsm_map_ent **map_slot(const struct fsm_map *m, const char *key, size_t len,
+                                     uint64_t h)
+{
+    struct fsm_map_ent **p = &m->buckets[h & (m->nbuckets - 1)];
+    while (*p) {
+        struct fsm_map_ent *e = *p;
+        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0)
+            break;
+        p = &e->next;
+    }
+    return p;
+}
+
+void *fsm_map_get(const struct fsm_map *m, const char *key, size_t len)
+{
+    struct fsm_map_ent *e = *map_slot(m, key, len, map_hash(key, len));
+    return e ? e->val : NULL;
+}
+
+/* Growing is best effort: a failed resize only makes chains longer. */
+static void map_grow(struct fsm_map *m)
+{
+    size_t n = m->nbuckets * 2;
+    struct fsm_map_ent **b = calloc(n, sizeof(*b));
+    if (!b)
+        return;
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct fsm_map_ent *e = m->buckets[i];
+        while (e) {
+            struct fsm_map_ent *next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = b;
+    m->nbuckets = n;
+}
+
+int fsm_map_put(struct fsm_map *m, const char *key, size_t len, void *val)
+{
+    uint64_t h = map_hash(key, len);
+    struct fsm_map_ent **p = map_slot(m, key, len, h);
+    if (*p) {
+        (*p)->key = key;
+        (*p)->val = val;
+        return TERN_OK;
+    }
+    struct fsm_map_ent *e = malloc(sizeof(*e));
+    if (!e)
+        return TERN_ENOMEM;
+    *e = (struct fsm_map_ent){.hash = h, .key = key, .len = len, .val = val};
+    *p = e;
+    m->count++;
+    if (m->count > m->nbuckets)
+        map_grow(m);
+    return TERN_OK;
+}
+
+void fsm_map_del(struct fsm_map *m, const char *key, size_t len)
+{
+    struct fsm_map_ent **p = map_slot(m, key, len, map_hash(key, len));
+    struct fsm_map_ent *e = *p;
+    if (!e)
+        return;
+    *p = e->next;
+    free(e);
+    m->count--;
+}
+
+int fsm_map_walk(const struct fsm_map *m, int (*fn)(void *ctx, void *val), void *ctx)
+{
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct fsm_map_ent *e = m->buckets[i];
+        while (e) {
+            /* Read next first: fn may delete the entry it is given. */
+            struct fsm_map_ent *next = e->next;
+            int rc = fn(ctx, e->val);
+            if (rc)
+                return rc;
+            e = next;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,265 @@
+/* Publishing into the FSM, and the acknowledgements that drain in-flight windows.
+ *
+ * A publish is matched against the subscription tree, the matches are sorted by
+ * subscription seq (the tree's visit order is not replicated state), then:
+ *  - plain subscriptions: one copy per session, with the highest granted QoS and
+ *    the identifiers of all its matching subscriptions;
+ *  - shared subscriptions: per (group, inner filter) one member, round robin
+ *    over the online members (or, if none is online, over all of them).
+ * Each copy is enqueued, which delivers or queues it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm_internal.h"
+
+static int match_collect(void *ctx, const char *key, size_t len, void *value)
+{
+    struct tern_fsm *f = ctx;
+    (void)key;
+    (void)len;
+    if (fsm_grow((void **)&f->match, &f->match_cap, f->match_count + 1,
+                 sizeof(*f->match)) != TERN_OK)
+        return 1; /* out of memory: deliver to what was found */
+    f->match[f->match_count++] = value;
+    return 0;
+}
+
+static int seq_cmp(const void *a, const void *b)
+{
+    const struct fsm_sub *x = *(const struct fsm_sub *const *)a;
+    const struct fsm_sub *y = *(const struct fsm_sub *const *)b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static bool no_local(const struct fsm_sub *u, struct tern_bytes from)
+{
+    return (u->options & TERN_SUBOPT_NO_LOCAL) && from.len == u->s->client_id_len &&
+           memcmp(from.ptr, u->s->client_id, from.len) == 0;
+}
+
+static struct fsm_entry sub_entry(const struct fsm_sub *u, struct tern_msg *m)
+{
+    uint8_t sub_qos = u->options & TERN_SUBOPT_QOS_MASK;
+    struct fsm_entry e = {.msg = m,
+                          .qos = m->qos < sub_qos ? m->qos : sub_qos,
+                          .retain = (u->options & TERN_SUBOPT_RETAIN_AS_PUBLISHED) &&
+                                    m->retain};
+    if (u->sub_id)
+        e.ids[e.nids++] = u->sub_id;
+    return e;
+}
+
+static struct fsm_pending *pend_add(struct tern_fsm *f, struct tern_fsm_session *s,
+                                    const struct fsm_entry *e)
+{
+    if (fsm_grow((void **)&f->pend, &f->pend_cap, f->pend_count + 1, sizeof(*f->pend)) !=
+        TERN_OK)
+        return NULL;
+    struct fsm_pending *p = &f->pend[f->pend_count++];
+    p->s = s;
+    p->e = *e;
+    return p;
+}
+
+/* Folds a plain subscription into its session's single copy. */
+static void pend_plain(struct tern_fsm *f, const struct fsm_sub *u, struct tern_msg *m,
+                       uint64_t mark)
+{
+    struct tern_fsm_session *s = u->s;
+    struct fsm_entry e = sub_entry(u, m);
+    if (s->mark != mark) {
+        if (pend_add(f, s, &e)) {
+            s->mark = mark;
+            s->slot = (uint32_t)(f->pend_count - 1);
+        }
+        return;
+    }
+    struct fsm_entry *have = &f->pend[s->slot].e;
+    if (e.qos > have->qos)
+        have->qos = e.qos;
+    have->retain = have->retain || e.retain;
+    if (e.nids && have->nids < TERN_MAX_SUB_IDS)
+        have->ids[have->nids++] = e.ids[0];
+}
+
+/* Eligible members of group g from match index i on (earlier matches belong to
+ * other groups). Counts them; with out, stops at the want-th and sets *out. */
+static uint32_t group_scan(const struct tern_fsm *f, size_t i, const struct fsm_group *g,
+                           struct tern_bytes from, bool online_only, uint32_t want,
+                           const struct fsm_sub **out)
+{
+    uint32_t n = 0;
+    for (; i < f->match_count; i++) {
+        const struct fsm_sub *u = f->match[i];
+        if (u->group != g || no_local(u, from) || (online_only && !u->s->online))
+            continue;
+        if (out && n == want) {
+            *out = u;
+            return n;
+        }
+        n++;
+    }
+    return n;
+}
+
+static void pend_shared(struct tern_fsm *f, size_t i, struct tern_msg *m,
+                        struct tern_bytes from)
+{
+    struct fsm_group *g = f->match[i]->group;
+    bool online = group_scan(f, i, g, from, true, 0, NULL) > 0;
+    uint32_t n = group_scan(f, i, g, from, online, 0, NULL);
+    if (n == 0)
+        return;
+    const struct fsm_sub *u = NULL;
+    group_scan(f, i, g, from, online, (uint32_t)(g->next++ % n), &u);
+    struct fsm_entry e = sub_entry(u, m);
+    pend_add(f, u->s, &e);
+}
+
+uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_bytes from,
+                         uint64_t now_ms)
+{
+    if (m->retain)
+        fsm_retain(f, m);
+    f->match_count = 0;
+    f->pend_count = 0;
+    tern_topic_tree_match(f->subs, (const char *)m->topic.ptr, m->topic.len,
+                          match_collect, f);
+    if (f->match_count > 1)
+        qsort(f->match, f->match_count, sizeof(*f->match), seq_cmp);
+    uint64_t mark = ++f->mark_counter;
+    for (size_t i = 0; i < f->match_count; i++) {
+        struct fsm_sub *u = f->match[i];
+        if (!u->group && !no_local(u, from))
+            pend_plain(f, u, m, mark);
+        else if (u->group && u->group->mark != mark) {
+            u->group->mark = mark;
+            pend_shared(f, i, m, from);
+        }
+    }
+    uint32_t matched = 0;
+    for (size_t i = 0; i < f->pend_count; i++)
+        matched += fsm_enqueue(f, f->pend[i].s, &f->pend[i].e, now_ms);
+    return matched;
+}
+
+static int inbound_find(const struct tern_fsm_session *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->inbound_count; i++) {
+        if (s->inbound[i] == id)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Returns true when the command must go no further (duplicate or error). */
+static bool inbound_hold(struct tern_fsm_session *s, uint16_t id,
+                         struct tern_fsm_result *r)
+{
+    if (inbound_find(s, id) >= 0) {
+        r->duplicate = true;
+        return true;
+    }
+    if (fsm_grow((void **)&s->inbound, &s->inbound_cap, s->inbound_count + 1,
+                 sizeof(*s->inbound)) != TERN_OK) {
+        r->status = TERN_ENOMEM;
+        return true;
+    }
+    s->inbound[s->inbound_count++] = id;
+    return false;
+}
+
+void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
+{
+    const struct tern_cmd_msg *cm = &c->u.publish.msg;
+    if (!fsm_cmd_msg_valid(cm)) {
+        r->status = TERN_EINVAL;
+        return;
+    }
+    /* A publisher without a session here (a clean client publishing into the
+     * replicated FSM) is fine: no fencing, no inbound QoS 2 tracking. */
+    struct tern_fsm_session *ps = fsm_session_find(f, c->u.publish.client_id);
+    if (ps && ps->epoch != c->u.publish.epoch) {
+        r->status = TERN_ESTALE;
+        return;
+    }
+    uint16_t in_id = c->u.publish.inbound_packet_id;
+    if (ps && in_id && inbound_hold(ps, in_id, r))
+        return;
+    uint32_t from = ps ? ps->owner_node : (uint32_t)(c->proposal_id >> 40);
+    struct tern_msg *m = fsm_msg_new(f, cm, c->now_ms, from);
+    if (!m) {
+        r->status = TERN_ENOMEM;
+        return;
+    }
+    r->matched = fsm_publish_msg(f, m, c->u.publish.client_id, c->now_ms);
+    fsm_msg_unref(f, m);
+}
+
+/* PUBREC moves a QoS 2 entry to REL: the message is no longer needed, and the
+ * PUBREL is asked for only now, after the state change is replicated. */
+static int ack_pubrec(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i,
+                      uint8_t reason, uint64_t now_ms)
+{
+    struct fsm_flight *fl = &s->flight[i];
+    if (fl->state != FSM_SENT || fl->e.qos != 2)
+        return TERN_ENOTFOUND;
+    if (reason >= 0x80) {
+        fsm_flight_remove(f, s, i);
+        fsm_promote(f, s, now_ms);
+        return TERN_OK;
+    }
+    fl->state = FSM_REL;
+    fsm_msg_unref(f, fl->e.msg);
+    fl->e.msg = NULL;
+    fsm_deliver(f, s, &fl->e, fl->packet_id, false, true);
+    return TERN_OK;
+}
+
+static int ack_apply(struct tern_fsm *f, struct tern_fsm_session *s,
+                     const struct tern_cmd *c)
+{
+    int i = fsm_flight_find(s, c->u.ack.packet_id);
+    if (i < 0)
+        return TERN_ENOTFOUND;
+    const struct fsm_flight *fl = &s->flight[i];
+    switch (c->u.ack.kind) {
+    case TERN_PUBACK:
+        if (fl->state != FSM_SENT || fl->e.qos != 1)
+            return TERN_ENOTFOUND;
+        break;
+    case TERN_PUBREC:
+        return ack_pubrec(f, s, (uint32_t)i, c->u.ack.reason, c->now_ms);
+    case TERN_PUBCOMP:
+        if (fl->state != FSM_REL)
+            return TERN_ENOTFOUND;
+        break;
+    default:
+        return TERN_EINVAL;
+    }
+    fsm_flight_remove(f, s, (uint32_t)i);
+    fsm_promote(f, s, c->now_ms);
+    return TERN_OK;
+}
+
+void fsm_ack(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s =
+        fsm_session_check(f, c->u.ack.client_id, c->u.ack.epoch, r);
+    if (s)
+        r->status = ack_apply(f, s, c);
+}
+
+void fsm_pubrel(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s =
+        fsm_session_check(f, c->u.pubrel.client_id, c->u.pubrel.epoch, r);
+    if (!s)
+        return;
+    int i = inbound_find(s, c->u.pubrel.packet_id);
+    if (i < 0) {
+        r->status = TERN_ENOTFOUND;
+        return;
+    }
+    s->inbound[i] = s->inbound[--s->inbound_count];
+}

@@ -1,0 +1,214 @@
+/* Per-session outbound state: the FIFO queue, the in-flight window and packet
+ * ids.
+ *
+ * A message for a session is appended to its queue; promotion moves queue heads
+ * into the in-flight window (min(inflight_max, receive_max)) while the session is
+ * online, giving each a packet id, and only then asks the owner to send it. So
+ * the send order is the queue order and a packet id is replicated state before
+ * anything goes on the wire. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm_internal.h"
+
+static uint32_t flight_window(const struct tern_fsm *f, const struct tern_fsm_session *s)
+{
+    uint32_t w = f->limits.inflight_max;
+    if (s->receive_max < w)
+        w = s->receive_max;
+    return w ? w : 1; /* a zero window would stall QoS > 0 for ever */
+}
+
+void fsm_deliver(struct tern_fsm *f, struct tern_fsm_session *s,
+                 const struct fsm_entry *e, uint16_t packet_id, bool dup, bool pubrel)
+{
+    if (!f->obs.deliver || !s->online)
+        return;
+    struct tern_delivery d = {.packet_id = packet_id, .dup = dup, .pubrel = pubrel};
+    if (pubrel) {
+        d.qos = 2;
+    } else {
+        d.msg = e->msg;
+        d.qos = e->qos;
+        d.retain = e->retain;
+        d.sub_id_count = e->nids;
+        memcpy(d.sub_ids, e->ids, sizeof(d.sub_ids));
+    }
+    f->obs.deliver(f->obs.ctx, s, &d);
+}
+
+static struct fsm_qent *queue_pop(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    struct fsm_qent *q = s->q_head;
+    s->q_head = q->next;
+    if (!s->q_head)
+        s->q_tail = NULL;
+    s->queued--;
+    s->queued_bytes -= fsm_msg_bytes(q->e.msg);
+    f->stats.queued--;
+    return q;
+}
+
+static void queue_push(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_qent *q)
+{
+    q->next = NULL;
+    if (s->q_tail)
+        s->q_tail->next = q;
+    else
+        s->q_head = q;
+    s->q_tail = q;
+    s->queued++;
+    s->queued_bytes += fsm_msg_bytes(q->e.msg);
+    f->stats.queued++;
+}
+
+static void queue_drop_head(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    struct fsm_qent *q = queue_pop(f, s);
+    fsm_msg_unref(f, q->e.msg);
+    free(q);
+}
+
+static bool queue_over(const struct tern_fsm *f, const struct tern_fsm_session *s,
+                       uint32_t add, uint64_t add_bytes)
+{
+    return (uint64_t)s->queued + add > f->limits.queue_max ||
+           s->queued_bytes + add_bytes > f->limits.queue_bytes_max;
+}
+
+/* Appends, applying the drop policy. Returns whether the new entry was kept. */
+static bool queue_append(struct tern_fsm *f, struct tern_fsm_session *s,
+                         const struct fsm_entry *e)
+{
+    if (f->limits.drop_policy == TERN_DROP_NEW &&
+        queue_over(f, s, 1, fsm_msg_bytes(e->msg))) {
+        f->stats.dropped_queue_full++;
+        return false;
+    }
+    struct fsm_qent *q = malloc(sizeof(*q));
+    if (!q)
+        return false;
+    q->e = *e;
+    fsm_msg_ref(e->msg);
+    queue_push(f, s, q);
+    bool kept = true;
+    /* Oldest first; the new entry is the tail, so dropping it empties the queue. */
+    while (s->q_head && queue_over(f, s, 0, 0)) {
+        kept = s->q_head != q;
+        queue_drop_head(f, s);
+        f->stats.dropped_queue_full++;
+    }
+    return kept;
+}
+
+bool fsm_enqueue(struct tern_fsm *f, struct tern_fsm_session *s,
+                 const struct fsm_entry *e, uint64_t now_ms)
+{
+    if (e->qos == 0 && s->online) {
+        fsm_deliver(f, s, e, 0, false, false);
+        return true;
+    }
+    if (e->qos == 0 && !f->limits.queue_qos0) {
+        f->stats.dropped_qos0_offline++;
+        return false;
+    }
+    if (!queue_append(f, s, e))
+        return false;
+    fsm_promote(f, s, now_ms);
+    return true;
+}
+
+int fsm_flight_find(const struct tern_fsm_session *s, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < s->flight_count; i++) {
+        if (s->flight[i].packet_id == packet_id)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Cycles 1..65535, skipping ids in flight. The window is below 65535, so a free
+ * id exists; the loop bound is a guard. */
+static uint16_t next_packet_id(struct tern_fsm_session *s)
+{
+    for (uint32_t i = 0; i < FSM_PACKET_ID_MAX; i++) {
+        uint16_t id = s->next_packet_id ? s->next_packet_id : 1;
+        s->next_packet_id = id == FSM_PACKET_ID_MAX ? 1 : (uint16_t)(id + 1);
+        if (fsm_flight_find(s, id) < 0)
+            return id;
+    }
+    return 0;
+}
+
+/* Moves the queue head into the window. Returns false when it cannot. */
+static bool promote_one(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    if (s->flight_count >= flight_window(f, s))
+        return false;
+    if (fsm_grow((void **)&s->flight, &s->flight_cap, s->flight_count + 1,
+                 sizeof(*s->flight)) != TERN_OK)
+        return false;
+    uint16_t id = next_packet_id(s);
+    if (id == 0)
+        return false;
+    struct fsm_qent *q = queue_pop(f, s);
+    struct fsm_flight *fl = &s->flight[s->flight_count++];
+    *fl = (struct fsm_flight){.packet_id = id, .state = FSM_SENT, .e = q->e};
+    free(q);
+    f->stats.inflight++;
+    fsm_deliver(f, s, &fl->e, id, false, false);
+    return true;
+}
+
+void fsm_promote(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
+{
+    while (s->online && s->q_head) {
+        struct fsm_qent *q = s->q_head;
+        if (fsm_msg_expired(q->e.msg, now_ms)) {
+            queue_drop_head(f, s);
+            f->stats.dropped_expired++;
+        } else if (q->e.qos == 0) {
+            queue_pop(f, s);
+            fsm_deliver(f, s, &q->e, 0, false, false);
+            fsm_msg_unref(f, q->e.msg);
+            free(q);
+        } else if (!promote_one(f, s)) {
+            break;
+        }
+    }
+}
+
+/* Owed first, in the order they were sent: DUP PUBLISH or PUBREL, then the queue. */
+void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < s->flight_count; i++) {
+        struct fsm_flight *fl = &s->flight[i];
+        fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
+                    fl->state == FSM_REL);
+    }
+    fsm_promote(f, s, now_ms);
+}
+
+void fsm_flight_remove(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i)
+{
+    fsm_msg_unref(f, s->flight[i].e.msg);
+    memmove(&s->flight[i], &s->flight[i + 1],
+            (s->flight_count - i - 1) * sizeof(*s->flight));
+    s->flight_count--;
+    f->stats.inflight--;
+}
+
+void fsm_queue_clear(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    while (s->q_head)
+        queue_drop_head(f, s);
+}
+
+void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    while (s->flight_count)
+        fsm_flight_remove(f, s, s->flight_count - 1);
+    free(s->flight);
+    s->flight = NULL;
+    s->flight_cap = 0;
+}

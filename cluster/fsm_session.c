@@ -1,0 +1,520 @@
+/* Session lifecycle (open, close, delete, wills) and subscriptions.
+ *
+ * Wills follow MQTT 5 3.1.2.5: published when the connection is gone and either
+ * the will delay has elapsed or the session ends, whichever is first; not
+ * published when a new connection resumes the session before the delay elapses,
+ * nor after a normal DISCONNECT (the node then closes with publish_will false). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm_internal.h"
+
+struct tern_fsm_session *fsm_session_find(const struct tern_fsm *f, struct tern_bytes id)
+{
+    if (!id.ptr || id.len == 0)
+        return NULL;
+    return fsm_map_get(&f->sessions, (const char *)id.ptr, id.len);
+}
+
+static struct tern_bytes session_id(const struct tern_fsm_session *s)
+{
+    return (struct tern_bytes){(const uint8_t *)s->client_id, (uint32_t)s->client_id_len};
+}
+
+static uint64_t session_expire_at(const struct tern_fsm_session *s)
+{
+    if (s->online || s->expiry_s == FSM_EXPIRY_NEVER)
+        return UINT64_MAX;
+    return s->offline_since_ms + (uint64_t)s->expiry_s * 1000;
+}
+
+bool fsm_session_expired(const struct tern_fsm_session *s, uint64_t now_ms)
+{
+    return now_ms >= session_expire_at(s);
+}
+
+uint64_t fsm_session_deadline(const struct tern_fsm_session *s)
+{
+    uint64_t d = session_expire_at(s);
+    if (s->will_at_ms && s->will_at_ms < d)
+        d = s->will_at_ms;
+    return d;
+}
+
+static uint32_t expiry_cap(const struct tern_fsm *f, uint32_t expiry_s)
+{
+    uint32_t cap = f->limits.session_expiry_max_s;
+    return (cap && expiry_s > cap) ? cap : expiry_s;
+}
+
+/* --- subscriptions --- */
+
+static struct fsm_group *group_get(struct tern_fsm *f, const char *group, size_t glen,
+                                   const char *inner, size_t ilen)
+{
+    char *key = malloc(glen + 1 + ilen + 1);
+    if (!key)
+        return NULL;
+    memcpy(key, group, glen);
+    key[glen] = '/';
+    memcpy(key + glen + 1, inner, ilen);
+    key[glen + 1 + ilen] = 0;
+    struct fsm_group *g = fsm_map_get(&f->groups, key, glen + 1 + ilen);
+    if (g) {
+        free(key);
+        g->refs++;
+        return g;
+    }
+    g = calloc(1, sizeof(*g));
+    if (!g || fsm_map_put(&f->groups, key, glen + 1 + ilen, g) != TERN_OK) {
+        free(g);
+        free(key);
+        return NULL;
+    }
+    g->key = key;
+    g->key_len = glen + 1 + ilen;
+    g->refs = 1;
+    return g;
+}
+
+static void group_put(struct tern_fsm *f, struct fsm_group *g)
+{
+    if (!g || --g->refs > 0)
+        return;
+    fsm_map_del(&f->groups, g->key, g->key_len);
+    free(g->key);
+    free(g);
+}
+
+static struct fsm_sub *sub_find(const struct tern_fsm_session *s, const char *filter,
+                                size_t len)
+{
+    for (struct fsm_sub *u = s->subs; u; u = u->next) {
+        if (u->filter_len == len && memcmp(u->filter, filter, len) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+static void sub_append(struct tern_fsm_session *s, struct fsm_sub *u)
+{
+    struct fsm_sub **p = &s->subs;
+    while (*p)
+        p = &(*p)->next;
+    *p = u;
+    s->sub_count++;
+}
+
+static int sub_index(struct tern_fsm *f, struct fsm_sub *u)
+{
+    const char *g;
+    size_t glen;
+    u->inner = u->filter;
+    u->inner_len = u->filter_len;
+    if (tern_topic_shared_split(u->filter, u->filter_len, &g, &glen, &u->inner,
+                                &u->inner_len)) {
+        u->group = group_get(f, g, glen, u->inner, u->inner_len);
+        if (!u->group)
+            return TERN_ENOMEM;
+    }
+    int rc = tern_topic_tree_add(f->subs, u->inner, u->inner_len, u);
+    if (rc != TERN_OK)
+        group_put(f, u->group);
+    return rc;
+}
+
+static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s,
+                                  const struct tern_cmd_sub *e)
+{
+    struct fsm_sub *u = calloc(1, sizeof(*u));
+    char *filter = malloc((size_t)e->filter.len + 1);
+    if (!u || !filter)
+        goto err;
+    memcpy(filter, e->filter.ptr, e->filter.len);
+    filter[e->filter.len] = 0;
+    *u = (struct fsm_sub){.s = s,
+                          .filter = filter,
+                          .filter_len = e->filter.len,
+                          .options = e->options,
+                          .sub_id = e->sub_id,
+                          .seq = ++f->sub_counter};
+    if (sub_index(f, u) != TERN_OK)
+        goto err;
+    sub_append(s, u);
+    f->stats.subscriptions++;
+    return u;
+err:
+    free(filter);
+    free(u);
+    return NULL;
+}
+
+static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_sub *u)
+{
+    struct fsm_sub **p = &s->subs;
+    while (*p && *p != u)
+        p = &(*p)->next;
+    if (*p)
+        *p = u->next;
+    s->sub_count--;
+    tern_topic_tree_remove(f->subs, u->inner, u->inner_len, u);
+    group_put(f, u->group);
+    free(u->filter);
+    free(u);
+    f->stats.subscriptions--;
+}
+
+static void subs_clear(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    while (s->subs)
+        sub_destroy(f, s, s->subs);
+}
+
+/* --- wills --- */
+
+static void will_publish_msg(struct tern_fsm *f, struct tern_msg *m,
+                             struct tern_bytes from, uint64_t now_ms)
+{
+    fsm_msg_set_expiry(f, m, now_ms); /* the will is published now */
+    fsm_publish_msg(f, m, from, now_ms);
+    if (f->obs.published)
+        f->obs.published(f->obs.ctx, m);
+    f->stats.wills_published++;
+    fsm_msg_unref(f, m);
+}
+
+static struct tern_msg *will_detach(struct tern_fsm_session *s)
+{
+    struct tern_msg *m = s->will;
+    s->will = NULL;
+    s->will_at_ms = 0;
+    return m;
+}
+
+void fsm_will_publish(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
+{
+    struct tern_msg *m = will_detach(s);
+    if (m)
+        will_publish_msg(f, m, session_id(s), now_ms);
+}
+
+/* --- session state --- */
+
+static void set_offline(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
+{
+    if (!s->online)
+        return;
+    s->online = false;
+    s->offline_since_ms = now_ms;
+    f->stats.sessions_online--;
+}
+
+/* Drops everything but identity, epoch and the local annotation. */
+static void session_clear(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    subs_clear(f, s);
+    fsm_queue_clear(f, s);
+    fsm_flight_clear(f, s);
+    fsm_msg_unref(f, will_detach(s));
+    free(s->inbound);
+    s->inbound = NULL;
+    s->inbound_count = 0;
+    s->inbound_cap = 0;
+    s->next_packet_id = 1;
+}
+
+void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    set_offline(f, s, 0);
+    session_clear(f, s);
+    fsm_map_del(&f->sessions, s->client_id, s->client_id_len);
+    f->stats.sessions--;
+    free(s->client_id);
+    free(s);
+}
+
+static int destroy_visit(void *ctx, void *val)
+{
+    fsm_session_destroy(ctx, val);
+    return 0;
+}
+
+void fsm_session_free_all(struct tern_fsm *f)
+{
+    fsm_map_walk(&f->sessions, destroy_visit, f);
+}
+
+static struct tern_fsm_session *session_new(struct tern_fsm *f, struct tern_bytes id)
+{
+    struct tern_fsm_session *s = calloc(1, sizeof(*s));
+    char *cid = malloc((size_t)id.len + 1);
+    if (!s || !cid)
+        goto err;
+    memcpy(cid, id.ptr, id.len);
+    cid[id.len] = 0;
+    s->client_id = cid;
+    s->client_id_len = id.len;
+    s->next_packet_id = 1;
+    if (fsm_map_put(&f->sessions, cid, id.len, s) != TERN_OK)
+        goto err;
+    f->stats.sessions++;
+    return s;
+err:
+    free(cid);
+    free(s);
+    return NULL;
+}
+
+/* An existing session meets a new connection: fence the old one, settle its
+ * will, discard its state on clean start or expiry. Returns session_present. */
+static bool open_existing(struct tern_fsm *f, struct tern_fsm_session *s,
+                          const struct tern_cmd *c)
+{
+    bool was_online = s->online;
+    if (was_online && f->obs.fenced)
+        f->obs.fenced(f->obs.ctx, session_id(s), s->owner_node, s->epoch,
+                      TERN_RC_SESSION_TAKEN_OVER);
+    /* Offline first: nothing of the old will may reach the old connection. */
+    set_offline(f, s, c->now_ms);
+    bool expired = !was_online && fsm_session_expired(s, c->now_ms);
+    bool discard = c->u.open.clean_start || expired;
+    /* The old connection is gone now: its will goes out if its delay is 0 or its
+     * session ends; a pending delayed will of a resumed session is cancelled. */
+    bool publish = discard || (was_online && s->will_delay_s == 0);
+    struct tern_msg *will = will_detach(s);
+    if (discard)
+        session_clear(f, s);
+    if (expired)
+        f->stats.sessions_expired++;
+    if (will && publish)
+        will_publish_msg(f, will, session_id(s), c->now_ms);
+    else
+        fsm_msg_unref(f, will);
+    return !discard;
+}
+
+static void open_set(struct tern_fsm *f, struct tern_fsm_session *s,
+                     const struct tern_cmd *c)
+{
+    s->owner_node = c->u.open.node;
+    s->epoch = ++f->epoch_counter;
+    s->proto = c->u.open.proto;
+    s->expiry_s = expiry_cap(f, c->u.open.expiry_s);
+    s->receive_max = c->u.open.receive_max ? c->u.open.receive_max : 65535;
+    s->online = true;
+    s->offline_since_ms = 0;
+    f->stats.sessions_online++;
+    if (c->u.open.has_will) {
+        /* On allocation failure the session simply has no will. */
+        s->will = fsm_msg_new(f, &c->u.open.will, c->now_ms, c->u.open.node);
+        s->will_delay_s = c->u.open.will_delay_s;
+    }
+}
+
+void fsm_open(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
+{
+    const struct tern_bytes id = c->u.open.client_id;
+    if (!id.ptr || id.len == 0 ||
+        (c->u.open.has_will && !fsm_cmd_msg_valid(&c->u.open.will))) {
+        r->status = TERN_EINVAL;
+        return;
+    }
+    struct tern_fsm_session *s = fsm_session_find(f, id);
+    bool present = false;
+    if (s) {
+        present = open_existing(f, s, c);
+    } else if (f->stats.sessions >= f->limits.sessions_max) {
+        r->status = TERN_ELIMIT;
+        return;
+    } else if (!(s = session_new(f, id))) {
+        r->status = TERN_ENOMEM;
+        return;
+    }
+    open_set(f, s, c);
+    r->session_present = present;
+    r->epoch = s->epoch;
+    if (f->obs.opened)
+        f->obs.opened(f->obs.ctx, s, present);
+    fsm_resume(f, s, c->now_ms);
+}
+
+struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern_bytes id,
+                                           uint64_t epoch, struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s = fsm_session_find(f, id);
+    if (!s)
+        r->status = TERN_ENOTFOUND;
+    else if (s->epoch != epoch)
+        r->status = TERN_ESTALE;
+    return r->status == TERN_OK ? s : NULL;
+}
+
+void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s =
+        fsm_session_check(f, c->u.close.client_id, c->u.close.epoch, r);
+    if (!s || !s->online)
+        return; /* a second close of the same epoch changes nothing */
+    set_offline(f, s, c->now_ms);
+    s->expiry_s = expiry_cap(f, c->u.close.expiry_s);
+    if (s->will && !c->u.close.publish_will) {
+        fsm_msg_unref(f, will_detach(s));
+    } else if (s->will && (s->will_delay_s == 0 || s->expiry_s == 0)) {
+        fsm_will_publish(f, s, c->now_ms);
+    } else if (s->will) {
+        uint64_t d = s->will_delay_s < s->expiry_s ? s->will_delay_s : s->expiry_s;
+        s->will_at_ms = c->now_ms + d * 1000;
+    }
+    if (s->expiry_s == 0)
+        fsm_session_destroy(f, s);
+}
+
+void fsm_delete_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                    struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s = fsm_session_find(f, c->u.del.client_id);
+    if (!s) {
+        r->status = TERN_ENOTFOUND;
+        return;
+    }
+    if (s->online && f->obs.fenced)
+        f->obs.fenced(f->obs.ctx, session_id(s), s->owner_node, s->epoch,
+                      TERN_RC_ADMIN_ACTION);
+    set_offline(f, s, c->now_ms);
+    /* An admin kick ends the session, so a will (live or pending) goes out. */
+    fsm_will_publish(f, s, c->now_ms);
+    fsm_session_destroy(f, s);
+}
+
+/* --- SUBSCRIBE / UNSUBSCRIBE --- */
+
+struct sub_done {
+    struct fsm_sub *u;
+    bool existed;
+};
+
+struct retained_ctx {
+    const struct tern_msg **v;
+    size_t n, cap;
+};
+
+static int retained_collect(void *ctx, const char *key, size_t len, void *value)
+{
+    struct retained_ctx *x = ctx;
+    (void)key;
+    (void)len;
+    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
+        return 1;
+    x->v[x->n++] = value;
+    return 0;
+}
+
+static int topic_cmp(const void *a, const void *b)
+{
+    const struct tern_msg *x = *(const struct tern_msg *const *)a;
+    const struct tern_msg *y = *(const struct tern_msg *const *)b;
+    uint32_t n = x->topic.len < y->topic.len ? x->topic.len : y->topic.len;
+    int c = memcmp(x->topic.ptr, y->topic.ptr, n);
+    if (c)
+        return c;
+    return (x->topic.len > y->topic.len) - (x->topic.len < y->topic.len);
+}
+
+static void retained_send(struct tern_fsm *f, struct tern_fsm_session *s,
+                          const struct fsm_sub *u, const struct tern_msg *src_m,
+                          uint64_t now_ms)
+{
+    bool own = f->retained_src == NULL || f->retained_src == f;
+    /* A message of another FSM is copied: refcounts never cross instances. */
+    struct tern_msg *m = own ? (struct tern_msg *)src_m : fsm_msg_clone(f, src_m);
+    if (!m)
+        return;
+    uint8_t sub_qos = u->options & TERN_SUBOPT_QOS_MASK;
+    struct fsm_entry e = {.msg = m,
+                          .qos = m->qos < sub_qos ? m->qos : sub_qos,
+                          .retain = true,
+                          .nids = u->sub_id ? 1 : 0,
+                          .ids = {u->sub_id}};
+    fsm_enqueue(f, s, &e, now_ms);
+    if (!own)
+        fsm_msg_unref(f, m);
+}
+
+/* Retained messages for one new subscription, in topic order (the retained
+ * tree's visit order is not replicated state). */
+static void sub_retained(struct tern_fsm *f, struct tern_fsm_session *s,
+                         const struct sub_done *d, uint64_t now_ms)
+{
+    uint8_t rh = (d->u->options & TERN_SUBOPT_RETAIN_HANDLING_MASK) >>
+                 TERN_SUBOPT_RETAIN_HANDLING_SHIFT;
+    if (d->u->group || rh >= 2 || (rh == 1 && d->existed))
+        return;
+    const struct tern_fsm *src = f->retained_src ? f->retained_src : f;
+    struct retained_ctx x = {0};
+    tern_topic_tree_match_filter(src->retained, d->u->inner, d->u->inner_len,
+                                 retained_collect, &x);
+    if (x.n > 1)
+        qsort(x.v, x.n, sizeof(*x.v), topic_cmp);
+    for (size_t i = 0; i < x.n; i++) {
+        if (!fsm_msg_expired(x.v[i], now_ms))
+            retained_send(f, s, d->u, x.v[i], now_ms);
+    }
+    free(x.v);
+}
+
+static bool sub_apply(struct tern_fsm *f, struct tern_fsm_session *s,
+                      const struct tern_cmd_sub *e, struct sub_done *d)
+{
+    if (!e->filter.ptr ||
+        !tern_topic_filter_valid((const char *)e->filter.ptr, e->filter.len))
+        return false;
+    d->u = sub_find(s, (const char *)e->filter.ptr, e->filter.len);
+    d->existed = d->u != NULL;
+    if (d->u) {
+        d->u->options = e->options; /* replaced in place */
+        d->u->sub_id = e->sub_id;
+    } else {
+        d->u = sub_create(f, s, e);
+    }
+    return d->u != NULL;
+}
+
+void fsm_subscribe(struct tern_fsm *f, const struct tern_cmd *c,
+                   struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s =
+        fsm_session_check(f, c->u.sub.client_id, c->u.sub.epoch, r);
+    if (!s)
+        return;
+    struct sub_done *done = NULL;
+    size_t n = 0, cap = 0;
+    uint32_t pos = 0;
+    struct tern_cmd_sub e;
+    while (tern_cmd_next_sub(c->u.sub.list, &pos, &e)) {
+        if (fsm_grow((void **)&done, &cap, n + 1, sizeof(*done)) != TERN_OK)
+            break;
+        if (sub_apply(f, s, &e, &done[n]))
+            n++;
+    }
+    if (f->obs.subscribed)
+        f->obs.subscribed(f->obs.ctx, s, c->u.sub.packet_id);
+    for (size_t i = 0; i < n; i++)
+        sub_retained(f, s, &done[i], c->now_ms);
+    free(done);
+}
+
+void fsm_unsubscribe(struct tern_fsm *f, const struct tern_cmd *c,
+                     struct tern_fsm_result *r)
+{
+    struct tern_fsm_session *s =
+        fsm_session_check(f, c->u.sub.client_id, c->u.sub.epoch, r);
+    if (!s)
+        return;
+    uint32_t pos = 0;
+    struct tern_cmd_sub e;
+    while (tern_cmd_next_sub(c->u.sub.list, &pos, &e)) {
+        struct fsm_sub *u = sub_find(s, (const char *)e.filter.ptr, e.filter.len);
+        if (u)
+            sub_destroy(f, s, u);
+    }
+}

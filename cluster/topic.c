@@ -1,0 +1,789 @@
+/* tern topic tree: a level trie.
+ *
+ * Why this shape: a broker's subscription table is dominated by two patterns,
+ * wide nodes (100k device ids under "devices/") and popular filters with many
+ * subscribers ("broadcast/#"). So each node keeps its plain children in a
+ * chained hash table (O(1) lookup at any width), '+' and '#' children as
+ * dedicated pointers (matching never searches for them), and its values in a
+ * dense array with a pointer index once it grows (O(1) add/remove, set
+ * semantics, and an iteration order that depends only on the history of adds
+ * and removes, never on addresses).
+ *
+ * No recursion: matching uses a fixed stack bounded by the tree depth, which
+ * add() caps at TERN_TOPIC_LEVELS_MAX; whole-subtree walks use parent pointers
+ * and need no stack at all.
+ */
+#include "tern/topic.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern/error.h"
+
+#define KIDS_CAP_MIN 4u
+/* Value sets up to this size are scanned linearly; bigger ones get an index. */
+#define VSET_LINEAR_MAX 16u
+#define SHARE_PREFIX "$share/"
+#define SHARE_PREFIX_LEN 7u
+
+/* --- validation and plain matching ------------------------------------------ */
+
+bool tern_topic_name_valid(const char *name, size_t len)
+{
+    if (name == NULL || len == 0 || len > TERN_TOPIC_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (name[i] == '+' || name[i] == '#' || name[i] == '\0')
+            return false;
+    }
+    return true;
+}
+
+/* Plain filter (no $share handling). */
+static bool filter_plain_valid(const char *f, size_t len)
+{
+    if (f == NULL || len == 0 || len > TERN_TOPIC_KEY_MAX)
+        return false;
+    size_t level_start = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = f[i];
+        if (c == '\0')
+            return false;
+        if (c == '/') {
+            level_start = i + 1;
+            continue;
+        }
+        bool alone = i == level_start && (i + 1 == len || f[i + 1] == '/');
+        if (c == '+' && !alone)
+            return false;
+        if (c == '#' && !(alone && i + 1 == len))
+            return false;
+    }
+    return true;
+}
+
+bool tern_topic_shared_split(const char *filter, size_t len, const char **group,
+                             size_t *group_len, const char **inner, size_t *inner_len)
+{
+    if (filter == NULL || len < SHARE_PREFIX_LEN ||
+        memcmp(filter, SHARE_PREFIX, SHARE_PREFIX_LEN) != 0)
+        return false;
+    const char *g = filter + SHARE_PREFIX_LEN;
+    size_t rest = len - SHARE_PREFIX_LEN;
+    const char *slash = memchr(g, '/', rest);
+    size_t glen = slash ? (size_t)(slash - g) : rest;
+    if (group)
+        *group = g;
+    if (group_len)
+        *group_len = glen;
+    if (inner)
+        *inner = slash ? slash + 1 : g + rest;
+    if (inner_len)
+        *inner_len = slash ? rest - glen - 1 : 0;
+    return true;
+}
+
+bool tern_topic_filter_valid(const char *filter, size_t len)
+{
+    const char *g, *in;
+    size_t glen, inlen;
+    if (!tern_topic_shared_split(filter, len, &g, &glen, &in, &inlen))
+        return filter_plain_valid(filter, len);
+    if (glen == 0 || memchr(g, '+', glen) || memchr(g, '#', glen) ||
+        memchr(g, '\0', glen))
+        return false;
+    return filter_plain_valid(in, inlen);
+}
+
+/* End of the level starting at pos (index of the next '/' or len). */
+static size_t level_end(const char *s, size_t len, size_t pos)
+{
+    const char *slash = pos < len ? memchr(s + pos, '/', len - pos) : NULL;
+    return slash ? (size_t)(slash - s) : len;
+}
+
+bool tern_topic_matches(const char *filter, size_t filter_len, const char *name,
+                        size_t name_len)
+{
+    if (name_len > 0 && name[0] == '$' && filter_len > 0 &&
+        (filter[0] == '+' || filter[0] == '#'))
+        return false;
+    /* Positions past the end (len + 1) mean "all levels consumed". */
+    size_t fp = 0, np = 0;
+    while (fp <= filter_len) {
+        size_t fe = level_end(filter, filter_len, fp);
+        size_t flen = fe - fp;
+        if (flen == 1 && filter[fp] == '#')
+            return true; /* matches the parent level and everything below */
+        if (np > name_len)
+            return false;
+        size_t ne = level_end(name, name_len, np);
+        bool plus = flen == 1 && filter[fp] == '+';
+        if (!plus && (flen != ne - np || memcmp(filter + fp, name + np, flen) != 0))
+            return false;
+        fp = fe + 1;
+        np = ne + 1;
+    }
+    return np > name_len;
+}
+
+/* --- value sets -------------------------------------------------------------- */
+
+/* Dense array (iteration order = history of adds/removes) plus, when large, an
+ * open-addressing index of positions (idx[i] = position + 1, 0 = empty). */
+struct vset {
+    void **v;
+    uint32_t n, cap;
+    uint32_t *idx;
+    uint32_t idx_cap; /* power of two, 0 when not indexed */
+};
+
+static uint32_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* Slot in idx holding p, or the empty slot where it would go. */
+static uint32_t vset_slot(const struct vset *s, const void *p)
+{
+    uint32_t mask = s->idx_cap - 1;
+    uint32_t i = ptr_hash(p) & mask;
+    while (s->idx[i] != 0 && s->v[s->idx[i] - 1] != p)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static uint32_t vset_find(const struct vset *s, const void *p)
+{
+    if (s->idx_cap) {
+        uint32_t slot = vset_slot(s, p);
+        return s->idx[slot] ? s->idx[slot] - 1 : UINT32_MAX;
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->v[i] == p)
+            return i;
+    }
+    return UINT32_MAX;
+}
+
+/* (Re)builds the index with cap slots (load <= 1/2). */
+static int vset_reindex(struct vset *s, uint32_t cap)
+{
+    uint32_t *idx = calloc(cap, sizeof(*idx));
+    if (idx == NULL)
+        return TERN_ENOMEM;
+    free(s->idx);
+    s->idx = idx;
+    s->idx_cap = cap;
+    for (uint32_t i = 0; i < s->n; i++)
+        s->idx[vset_slot(s, s->v[i])] = i + 1;
+    return 0;
+}
+
+static int vset_add(struct vset *s, void *p)
+{
+    if (s->n == s->cap) {
+        if (s->cap >= UINT32_MAX / 4)
+            return TERN_ENOMEM; /* over 1G values: treat as exhausted */
+        uint32_t cap = s->cap ? s->cap * 2 : 2;
+        void **v = realloc(s->v, cap * sizeof(*v));
+        if (v == NULL)
+            return TERN_ENOMEM;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (s->idx_cap == 0 && s->n + 1 > VSET_LINEAR_MAX) {
+        if (vset_reindex(s, 4 * VSET_LINEAR_MAX) != 0)
+            return TERN_ENOMEM;
+    } else if (s->idx_cap && (s->n + 1) * 2 > s->idx_cap) {
+        if (vset_reindex(s, s->idx_cap * 2) != 0)
+            return TERN_ENOMEM;
+    }
+    s->v[s->n++] = p;
+    if (s->idx_cap)
+        s->idx[vset_slot(s, p)] = s->n;
+    return 0;
+}
+
+/* Linear-probing delete by backward shift (keeps probe chains intact). */
+static void vset_unindex(struct vset *s, uint32_t slot)
+{
+    uint32_t mask = s->idx_cap - 1;
+    uint32_t i = slot, j = slot;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (s->idx[j] == 0)
+            break;
+        uint32_t home = ptr_hash(s->v[s->idx[j] - 1]) & mask;
+        /* Move j back to i unless its home lies cyclically in (i, j]. */
+        bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->idx[i] = s->idx[j];
+            i = j;
+        }
+    }
+    s->idx[i] = 0;
+}
+
+static void vset_remove_at(struct vset *s, uint32_t pos)
+{
+    uint32_t last = s->n - 1;
+    if (s->idx_cap) {
+        vset_unindex(s, vset_slot(s, s->v[pos]));
+        if (pos != last)
+            s->idx[vset_slot(s, s->v[last])] = pos + 1;
+    }
+    s->v[pos] = s->v[last];
+    s->n--;
+    if (s->idx_cap && s->n <= VSET_LINEAR_MAX / 2) {
+        free(s->idx);
+        s->idx = NULL;
+        s->idx_cap = 0;
+    } else if (s->idx_cap > 4 * VSET_LINEAR_MAX && s->n * 8 < s->idx_cap) {
+        (void)vset_reindex(s, s->idx_cap / 2); /* best effort */
+    }
+    if (s->n == 0) {
+        free(s->v);
+        s->v = NULL;
+        s->cap = 0;
+    } else if (s->cap > 8 && s->n * 4 < s->cap) {
+        void **v = realloc(s->v, (s->cap / 2) * sizeof(*v));
+        if (v != NULL) { /* best effort */
+            s->v = v;
+            s->cap /= 2;
+        }
+    }
+}
+
+static void vset_free(struct vset *s)
+{
+    free(s->v);
+    free(s->idx);
+    memset(s, 0, sizeof(*s));
+}
+
+/* --- nodes ------------------------------------------------------------------- */
+
+struct node {
+    struct node *parent;
+    struct node *next;  /* chain in the parent's bucket */
+    struct node *plus;  /* '+' child */
+    struct node *hash;  /* '#' child */
+    struct node **kids; /* buckets of plain children */
+    uint32_t kids_cap;  /* power of two, or 0 */
+    uint32_t kids_n;
+    uint32_t level_hash;
+    uint32_t depth; /* root = 0 */
+    struct vset vals;
+    char *key; /* full key, NUL-terminated, while vals.n > 0 */
+    size_t key_len;
+    size_t level_len;
+    char level[]; /* NUL-terminated */
+};
+
+struct tern_topic_tree {
+    struct node *root; /* level "", never holds values, never pruned */
+    size_t count;
+};
+
+static uint32_t level_hash(const char *s, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, then a finaliser for low bits */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 0x100000001b3ULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+static bool is_plus(const char *s, size_t len)
+{
+    return len == 1 && s[0] == '+';
+}
+
+static bool is_hash(const char *s, size_t len)
+{
+    return len == 1 && s[0] == '#';
+}
+
+static struct node *kid_find(const struct node *n, const char *s, size_t len, uint32_t h)
+{
+    if (n->kids_cap == 0)
+        return NULL;
+    for (struct node *c = n->kids[h & (n->kids_cap - 1)]; c; c = c->next) {
+        if (c->level_hash == h && c->level_len == len && memcmp(c->level, s, len) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Exact child for one level, wildcards included. */
+static struct node *child_get(const struct node *n, const char *s, size_t len)
+{
+    if (is_plus(s, len))
+        return n->plus;
+    if (is_hash(s, len))
+        return n->hash;
+    return kid_find(n, s, len, level_hash(s, len));
+}
+
+static int kids_resize(struct node *n, uint32_t cap)
+{
+    struct node **b = calloc(cap, sizeof(*b));
+    if (b == NULL)
+        return TERN_ENOMEM;
+    for (uint32_t i = 0; i < n->kids_cap; i++) {
+        struct node *c = n->kids[i];
+        while (c) {
+            struct node *next = c->next;
+            uint32_t j = c->level_hash & (cap - 1);
+            c->next = b[j];
+            b[j] = c;
+            c = next;
+        }
+    }
+    free(n->kids);
+    n->kids = b;
+    n->kids_cap = cap;
+    return 0;
+}
+
+static struct node *child_create(struct node *n, const char *s, size_t len)
+{
+    bool plain = !is_plus(s, len) && !is_hash(s, len);
+    if (plain && n->kids_n >= n->kids_cap) {
+        if (n->kids_cap >= (UINT32_MAX >> 2))
+            return NULL;
+        if (kids_resize(n, n->kids_cap ? n->kids_cap * 2 : KIDS_CAP_MIN) != 0)
+            return NULL;
+    }
+    struct node *c = calloc(1, sizeof(*c) + len + 1);
+    if (c == NULL)
+        return NULL;
+    memcpy(c->level, s, len);
+    c->level_len = len;
+    c->parent = n;
+    c->depth = n->depth + 1;
+    if (is_plus(s, len)) {
+        n->plus = c;
+    } else if (is_hash(s, len)) {
+        n->hash = c;
+    } else {
+        c->level_hash = level_hash(s, len);
+        uint32_t j = c->level_hash & (n->kids_cap - 1);
+        c->next = n->kids[j];
+        n->kids[j] = c;
+        n->kids_n++;
+    }
+    return c;
+}
+
+static void child_unlink(struct node *n, struct node *c)
+{
+    if (n->plus == c) {
+        n->plus = NULL;
+        return;
+    }
+    if (n->hash == c) {
+        n->hash = NULL;
+        return;
+    }
+    struct node **pp = &n->kids[c->level_hash & (n->kids_cap - 1)];
+    while (*pp != c)
+        pp = &(*pp)->next;
+    *pp = c->next;
+    n->kids_n--;
+    if (n->kids_n == 0) {
+        free(n->kids);
+        n->kids = NULL;
+        n->kids_cap = 0;
+    } else if (n->kids_cap > KIDS_CAP_MIN && n->kids_n * 4 < n->kids_cap) {
+        (void)kids_resize(n, n->kids_cap / 2); /* best effort: shrink */
+    }
+}
+
+static bool node_empty(const struct node *n)
+{
+    return n->vals.n == 0 && n->kids_n == 0 && n->plus == NULL && n->hash == NULL;
+}
+
+/* Frees empty nodes from n upwards (never the root). */
+static void prune(struct node *n)
+{
+    while (n->parent != NULL && node_empty(n)) {
+        struct node *p = n->parent;
+        child_unlink(p, n);
+        free(n);
+        n = p;
+    }
+}
+
+/* Child iteration: plain children (bucket order), then '+', then '#'. */
+static struct node *plain_from(const struct node *n, uint32_t bucket)
+{
+    for (uint32_t i = bucket; i < n->kids_cap; i++) {
+        if (n->kids[i])
+            return n->kids[i];
+    }
+    return n->plus ? n->plus : n->hash;
+}
+
+static struct node *child_first(const struct node *n)
+{
+    return plain_from(n, 0);
+}
+
+static struct node *child_next(const struct node *n, const struct node *c)
+{
+    if (c == n->hash)
+        return NULL;
+    if (c == n->plus)
+        return n->hash;
+    if (c->next)
+        return c->next;
+    return plain_from(n, (c->level_hash & (n->kids_cap - 1)) + 1);
+}
+
+/* --- tree -------------------------------------------------------------------- */
+
+struct tern_topic_tree *tern_topic_tree_new(void)
+{
+    struct tern_topic_tree *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->root = calloc(1, sizeof(struct node) + 1);
+    if (t->root == NULL) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void node_release(struct node *n)
+{
+    vset_free(&n->vals);
+    free(n->key);
+    free(n->kids);
+}
+
+/* Moves n's children onto the list threaded through `next` (the tree is being
+ * destroyed, so the bucket chains may be reused). */
+static struct node *push_children(struct node *n, struct node *list)
+{
+    for (uint32_t i = 0; i < n->kids_cap; i++) {
+        struct node *c = n->kids[i];
+        while (c) {
+            struct node *next = c->next;
+            c->next = list;
+            list = c;
+            c = next;
+        }
+    }
+    struct node *wild[2] = {n->plus, n->hash};
+    for (int i = 0; i < 2; i++) {
+        if (wild[i]) {
+            wild[i]->next = list;
+            list = wild[i];
+        }
+    }
+    return list;
+}
+
+void tern_topic_tree_free(struct tern_topic_tree *t)
+{
+    if (t == NULL)
+        return;
+    /* A work list instead of recursion: each node is visited once. */
+    struct node *list = push_children(t->root, NULL);
+    while (list) {
+        struct node *n = list;
+        list = push_children(n, n->next);
+        node_release(n);
+        free(n);
+    }
+    node_release(t->root);
+    free(t->root);
+    free(t);
+}
+
+/* Counts levels; false when over the cap. */
+static bool levels_ok(const char *key, size_t len)
+{
+    if (len > TERN_TOPIC_KEY_MAX)
+        return false;
+    size_t levels = 1;
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] == '/' && ++levels > TERN_TOPIC_LEVELS_MAX)
+            return false;
+    }
+    return true;
+}
+
+/* The node for an exact key, or NULL. */
+static struct node *node_find(const struct tern_topic_tree *t, const char *key,
+                              size_t len)
+{
+    const struct node *n = t->root;
+    size_t pos = 0;
+    while (n && pos <= len) {
+        size_t e = level_end(key, len, pos);
+        n = child_get(n, key + pos, e - pos);
+        pos = e + 1;
+    }
+    return (struct node *)n;
+}
+
+static int node_set_key(struct node *n, const char *key, size_t len)
+{
+    if (n->key)
+        return 0;
+    n->key = malloc(len + 1);
+    if (n->key == NULL)
+        return TERN_ENOMEM;
+    memcpy(n->key, key, len);
+    n->key[len] = '\0';
+    n->key_len = len;
+    return 0;
+}
+
+int tern_topic_tree_add(struct tern_topic_tree *t, const char *key, size_t len,
+                        void *value)
+{
+    if (t == NULL || (key == NULL && len > 0) || value == NULL || !levels_ok(key, len))
+        return TERN_EINVAL;
+    struct node *n = t->root;
+    size_t pos = 0;
+    while (pos <= len) {
+        size_t e = level_end(key, len, pos);
+        struct node *c = child_get(n, key + pos, e - pos);
+        if (c == NULL)
+            c = child_create(n, key + pos, e - pos);
+        if (c == NULL) {
+            prune(n);
+            return TERN_ENOMEM;
+        }
+        n = c;
+        pos = e + 1;
+    }
+    if (vset_find(&n->vals, value) != UINT32_MAX)
+        return 0;
+    int rc = node_set_key(n, key, len);
+    if (rc == 0)
+        rc = vset_add(&n->vals, value);
+    if (rc != 0) {
+        if (n->vals.n == 0) {
+            free(n->key);
+            n->key = NULL;
+        }
+        prune(n);
+        return rc;
+    }
+    t->count++;
+    return 0;
+}
+
+int tern_topic_tree_remove(struct tern_topic_tree *t, const char *key, size_t len,
+                           void *value)
+{
+    if (t == NULL || (key == NULL && len > 0))
+        return TERN_ENOTFOUND;
+    struct node *n = node_find(t, key, len);
+    if (n == NULL)
+        return TERN_ENOTFOUND;
+    uint32_t pos = vset_find(&n->vals, value);
+    if (pos == UINT32_MAX)
+        return TERN_ENOTFOUND;
+    vset_remove_at(&n->vals, pos);
+    t->count--;
+    if (n->vals.n == 0) {
+        free(n->key);
+        n->key = NULL;
+        n->key_len = 0;
+        prune(n);
+    }
+    return 0;
+}
+
+void *tern_topic_tree_get(const struct tern_topic_tree *t, const char *key, size_t len)
+{
+    if (t == NULL || (key == NULL && len > 0))
+        return NULL;
+    const struct node *n = node_find(t, key, len);
+    return (n && n->vals.n) ? n->vals.v[0] : NULL;
+}
+
+size_t tern_topic_tree_count(const struct tern_topic_tree *t)
+{
+    return t ? t->count : 0;
+}
+
+static int visit_node(const struct node *n, tern_topic_visit_fn fn, void *ctx)
+{
+    /* Values may not change during the callback, so index the live array. */
+    for (uint32_t i = 0; i < n->vals.n; i++) {
+        int rc = fn(ctx, n->key, n->key_len, n->vals.v[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Visits top and everything below it, pre-order, using parent pointers. */
+static int walk_subtree(const struct node *top, tern_topic_visit_fn fn, void *ctx)
+{
+    const struct node *n = top;
+    while (n) {
+        int rc = visit_node(n, fn, ctx);
+        if (rc != 0)
+            return rc;
+        const struct node *c = child_first(n);
+        if (c) {
+            n = c;
+            continue;
+        }
+        for (;;) {
+            if (n == top)
+                return 0;
+            const struct node *s = child_next(n->parent, n);
+            if (s) {
+                n = s;
+                break;
+            }
+            n = n->parent;
+        }
+    }
+    return 0;
+}
+
+int tern_topic_tree_walk(const struct tern_topic_tree *t, tern_topic_visit_fn fn,
+                         void *ctx)
+{
+    if (t == NULL || fn == NULL)
+        return 0;
+    return walk_subtree(t->root, fn, ctx);
+}
+
+/* A pending match step: node reached, position of the next level in the input
+ * (input length + 1 once all levels are consumed), and for '+' steps of
+ * match_filter the last child handed out. Depth bounds the stack: at most one
+ * pending entry per tree level plus the top (see the pushes below). */
+struct frame {
+    const struct node *n;
+    size_t pos;
+    const struct node *iter;
+    bool plus;
+};
+
+#define STACK_MAX (TERN_TOPIC_LEVELS_MAX + 2)
+
+int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, size_t len,
+                          tern_topic_visit_fn fn, void *ctx)
+{
+    if (t == NULL || fn == NULL || (name == NULL && len > 0))
+        return 0;
+    bool dollar = len > 0 && name[0] == '$';
+    struct frame st[STACK_MAX];
+    size_t top = 0;
+    st[top++] = (struct frame){.n = t->root, .pos = 0};
+    while (top > 0) {
+        struct frame f = st[--top];
+        bool root = f.n->parent == NULL;
+        int rc;
+        /* "x/#" matches "x" and everything below, so check it before the end. */
+        if (f.n->hash && !(root && dollar) && (rc = visit_node(f.n->hash, fn, ctx)))
+            return rc;
+        if (f.pos > len) {
+            if ((rc = visit_node(f.n, fn, ctx)) != 0)
+                return rc;
+            continue;
+        }
+        size_t e = level_end(name, len, f.pos);
+        /* Pushes go one level deeper than the popped entry, so the stack holds at
+         * most one pending entry per depth plus two at the deepest: <= depth + 1. */
+        assert(top + 2 <= STACK_MAX);
+        if (f.n->plus && !(root && dollar))
+            st[top++] = (struct frame){.n = f.n->plus, .pos = e + 1};
+        const struct node *c =
+            kid_find(f.n, name + f.pos, e - f.pos, level_hash(name + f.pos, e - f.pos));
+        if (c)
+            st[top++] = (struct frame){.n = c, .pos = e + 1};
+    }
+    return 0;
+}
+
+/* '#' in a filter at node n: n itself ("a/#" matches "a") and all below; at the
+ * root, names starting with '$' are skipped. */
+static int match_rest(const struct node *n, tern_topic_visit_fn fn, void *ctx)
+{
+    if (n->parent != NULL)
+        return walk_subtree(n, fn, ctx);
+    for (const struct node *c = child_first(n); c; c = child_next(n, c)) {
+        if (c->level[0] == '$')
+            continue;
+        int rc = walk_subtree(c, fn, ctx);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Next child for a '+' step, skipping '$' levels at the root. */
+static const struct node *plus_next(const struct node *n, const struct node *prev)
+{
+    const struct node *c = prev ? child_next(n, prev) : child_first(n);
+    while (c && n->parent == NULL && c->level[0] == '$')
+        c = child_next(n, c);
+    return c;
+}
+
+int tern_topic_tree_match_filter(const struct tern_topic_tree *t, const char *filter,
+                                 size_t len, tern_topic_visit_fn fn, void *ctx)
+{
+    if (t == NULL || fn == NULL || (filter == NULL && len > 0))
+        return 0;
+    struct frame st[STACK_MAX];
+    size_t top = 0;
+    st[top++] = (struct frame){.n = t->root, .pos = 0};
+    while (top > 0) {
+        struct frame *f = &st[top - 1];
+        if (f->pos > len) {
+            top--;
+            int rc = visit_node(f->n, fn, ctx);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        size_t e = level_end(filter, len, f->pos);
+        const char *lv = filter + f->pos;
+        if (is_hash(lv, e - f->pos)) {
+            top--;
+            int rc = match_rest(f->n, fn, ctx);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        if (is_plus(lv, e - f->pos)) {
+            /* Stays on the stack, handing out one child per pass. */
+            f->iter = plus_next(f->n, f->iter);
+            if (f->iter == NULL) {
+                top--;
+                continue;
+            }
+            assert(top < STACK_MAX);
+            st[top++] = (struct frame){.n = f->iter, .pos = e + 1};
+            continue;
+        }
+        const struct node *c = kid_find(f->n, lv, e - f->pos, level_hash(lv, e - f->pos));
+        if (c == NULL)
+            top--;
+        else
+            *f = (struct frame){.n = c, .pos = e + 1};
+    }
+    return 0;
+}

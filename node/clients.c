@@ -1,0 +1,110 @@
+/* Client-id table of one node: which local connection holds the session of a
+ * client id (active), and which one is waiting for its SESSION_OPEN to apply
+ * (connecting). Both exist during a takeover on the same node.
+ *
+ * Chained hash table keyed by client id (FNV-1a), grown at load factor 1. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clients.h"
+#include "tern/error.h"
+
+static uint32_t hash_id(const char *id, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)id[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+void tern_clients_init(struct tern_clients *t)
+{
+    memset(t, 0, sizeof(*t));
+}
+
+void tern_clients_free(struct tern_clients *t)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct tern_client_slot *s = t->buckets[i];
+        while (s) {
+            struct tern_client_slot *next = s->next;
+            free(s);
+            s = next;
+        }
+    }
+    free(t->buckets);
+    memset(t, 0, sizeof(*t));
+}
+
+struct tern_client_slot *tern_clients_get(const struct tern_clients *t, const char *id,
+                                          size_t len)
+{
+    if (t->nbuckets == 0)
+        return NULL;
+    struct tern_client_slot *s = t->buckets[hash_id(id, len) & (t->nbuckets - 1)];
+    for (; s; s = s->next)
+        if (s->id_len == len && memcmp(s->id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+static int grow(struct tern_clients *t)
+{
+    size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
+    struct tern_client_slot **b = calloc(n, sizeof(*b));
+    if (!b)
+        return TERN_ENOMEM;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct tern_client_slot *s = t->buckets[i];
+        while (s) {
+            struct tern_client_slot *next = s->next;
+            size_t j = hash_id(s->id, s->id_len) & (n - 1);
+            s->next = b[j];
+            b[j] = s;
+            s = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+    return TERN_OK;
+}
+
+struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id,
+                                          size_t len)
+{
+    struct tern_client_slot *s = tern_clients_get(t, id, len);
+    if (s)
+        return s;
+    if (t->count >= t->nbuckets && grow(t) != TERN_OK)
+        return NULL;
+    s = calloc(1, sizeof(*s) + len + 1);
+    if (!s)
+        return NULL;
+    memcpy(s->id, id, len);
+    s->id_len = len;
+    size_t j = hash_id(id, len) & (t->nbuckets - 1);
+    s->next = t->buckets[j];
+    t->buckets[j] = s;
+    t->count++;
+    return s;
+}
+
+/* Drops the slot when neither an active nor a connecting connection uses it. */
+void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot)
+{
+    if (slot->active || slot->connecting)
+        return;
+    size_t j = hash_id(slot->id, slot->id_len) & (t->nbuckets - 1);
+    struct tern_client_slot **pp = &t->buckets[j];
+    while (*pp && *pp != slot)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = slot->next;
+        t->count--;
+        free(slot);
+    }
+}

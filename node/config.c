@@ -1,0 +1,618 @@
+/* ternd configuration (tern/config.h).
+ *
+ * Every key is one row of `keys` below: name, type, where it lives in struct
+ * tern_config, its range and its default. The JSON file and tern_config_set()
+ * both turn their input into a `struct val` and go through apply_key(), so a key
+ * is validated, and its errors worded, the same way wherever it comes from.
+ * docs/configuration.md documents the same table for users.
+ */
+#include "tern/config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tern/error.h"
+
+/* A config file larger than this is surely not a config file. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+/* Longest user text echoed back in an error message. */
+#define ECHO_MAX 64
+/* Integers from JSON arrive as doubles; above 2^53 they would not be exact. */
+#define JSON_EXACT_MAX (UINT64_C(1) << 53)
+
+#define TIB (UINT64_C(1) << 40)
+
+enum key_type {
+    KEY_UINT,     /* unsigned integer of 1, 2, 4 or 8 bytes in [min, max] */
+    KEY_BOOL,     /* bool */
+    KEY_ENUM,     /* integer field, spelled as one of `names` (index = value) */
+    KEY_STR,      /* char[TERN_CONFIG_STR_MAX], non-empty */
+    KEY_HOSTPORT, /* KEY_STR that tern_config_split_hostport accepts */
+};
+
+struct key {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    size_t size;
+    uint64_t min, max;        /* KEY_UINT */
+    const char *const *names; /* KEY_ENUM, NULL-terminated */
+    const char *def;          /* as tern_config_set takes it; NULL: limits default */
+    const char *doc;
+};
+
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const drop_policy_names[] = {"drop_oldest", "drop_new", NULL};
+
+#define FIELD(f) offsetof(struct tern_config, f), sizeof(((struct tern_config *)0)->f)
+#define UINT(n, f, lo, hi, d, doc)                                                       \
+    {                                                                                    \
+        n, KEY_UINT, FIELD(f), lo, hi, NULL, d, doc                                      \
+    }
+#define BOOL(n, f, d, doc)                                                               \
+    {                                                                                    \
+        n, KEY_BOOL, FIELD(f), 0, 1, NULL, d, doc                                        \
+    }
+#define ENUM(n, f, names, d, doc)                                                        \
+    {                                                                                    \
+        n, KEY_ENUM, FIELD(f), 0, 0, names, d, doc                                       \
+    }
+
+/* Limit keys have def NULL: their defaults live in tern_fsm_limits_default(), the
+ * one place the FSM and the config agree on. */
+static const struct key keys[] = {
+    {"listen", KEY_HOSTPORT, FIELD(listen), 0, 0, NULL, "127.0.0.1:1883",
+     "MQTT TCP listener address"},
+    {"data_dir", KEY_STR, FIELD(data_dir), 0, 0, NULL, "tern-data",
+     "directory for the Raft log and snapshots"},
+    ENUM("log_level", log_level, log_level_names, "info", "messages above are dropped"),
+    UINT("node_id", node_id, 1, UINT32_MAX, "1", "this node's id in the cluster"),
+    UINT("max_connections", max_connections, 1, UINT32_MAX, "100000",
+         "client connections accepted at once"),
+    UINT("max_packet_size", max_packet_size, 16, 268435460, "1048576",
+         "largest MQTT packet, both directions, bytes"),
+    UINT("receive_maximum", receive_maximum, 1, 65535, "1024",
+         "unacked QoS>0 PUBLISH a client may send us"),
+    UINT("topic_alias_maximum", topic_alias_maximum, 0, 65535, "64",
+         "client-to-server topic aliases accepted"),
+    UINT("max_keepalive_s", max_keepalive_s, 1, 65535, "65535",
+         "cap on client keepalive"),
+    UINT("connect_timeout_ms", connect_timeout_ms, 1, 3600000, "10000",
+         "accept to CONNECT"),
+    UINT("write_buffer_max", write_buffer_max, 1024, TIB, "16777216",
+         "unsent bytes per connection before it is closed"),
+    UINT("retry_interval_s", retry_interval_s, 0, 86400, "0",
+         "in-session re-send of unacked QoS>0, 0 = off"),
+    UINT("max_qos", max_qos, 0, 2, "2", "highest QoS granted"),
+    BOOL("retain_available", retain_available, "true", "retained messages enabled"),
+    BOOL("wildcard_subscriptions", wildcard_subscriptions, "true", "+ and # allowed"),
+    BOOL("shared_subscriptions", shared_subscriptions, "true", "$share/ allowed"),
+    BOOL("subscription_identifiers", subscription_identifiers, "true",
+         "MQTT 5 subscription identifiers"),
+    UINT("client_id_max_len", client_id_max_len, 23, 65535, "65535",
+         "longest client id, bytes (MQTT requires at least 23)"),
+    UINT("inflight_max", limits.inflight_max, 1, 65535, NULL,
+         "unacked QoS>0 deliveries per session"),
+    UINT("queue_max", limits.queue_max, 1, UINT32_MAX, NULL,
+         "queued messages per session"),
+    UINT("queue_bytes_max", limits.queue_bytes_max, 1, TIB, NULL,
+         "queued payload bytes per session"),
+    BOOL("queue_qos0", limits.queue_qos0, NULL, "queue QoS 0 for offline sessions"),
+    ENUM("drop_policy", limits.drop_policy, drop_policy_names, NULL,
+         "which message a full queue drops"),
+    UINT("retained_max", limits.retained_max, 0, UINT32_MAX, NULL,
+         "retained messages in the cluster"),
+    UINT("retained_bytes_max", limits.retained_bytes_max, 0, TIB, NULL,
+         "retained payload bytes in the cluster"),
+    UINT("session_expiry_max_s", limits.session_expiry_max_s, 0, UINT32_MAX, NULL,
+         "cap on session expiry, 0 = no cap"),
+    UINT("message_expiry_max_s", limits.message_expiry_max_s, 0, UINT32_MAX, NULL,
+         "cap on message expiry, 0 = no cap"),
+    UINT("sessions_max", limits.sessions_max, 1, UINT32_MAX, NULL,
+         "sessions in the cluster"),
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* A value before it is checked against a key. */
+struct val {
+    enum { VAL_NUM, VAL_BOOL, VAL_STR, VAL_OTHER } kind;
+    double num;       /* VAL_NUM */
+    bool b;           /* VAL_BOOL */
+    const char *str;  /* VAL_STR */
+    const char *what; /* VAL_OTHER: "null", "an array", "an object" */
+    bool text;        /* from the command line: str may spell a number or a bool */
+};
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+/* --- error messages ---------------------------------------------------------- */
+
+static bool is_decimal(const char *s)
+{
+    s += (*s == '-');
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+    }
+    return true;
+}
+
+/* What the user gave, as the message's "got ..." part. */
+static void describe_val(const struct val *v, char *buf, size_t cap)
+{
+    switch (v->kind) {
+    case VAL_NUM:
+        snprintf(buf, cap, "%.17g", v->num);
+        break;
+    case VAL_BOOL:
+        snprintf(buf, cap, "%s", v->b ? "true" : "false");
+        break;
+    case VAL_STR: {
+        const char *dots = strlen(v->str) > ECHO_MAX ? "..." : "";
+        if (v->text && is_decimal(v->str) && !*dots)
+            snprintf(buf, cap, "%s", v->str);
+        else
+            snprintf(buf, cap, "\"%.*s%s\"", ECHO_MAX, v->str, dots);
+        break;
+    }
+    case VAL_OTHER:
+        snprintf(buf, cap, "%s", v->what);
+        break;
+    }
+}
+
+/* What the key wants, e.g. "must be an integer from 1 to 65535". */
+static void describe_key(const struct key *k, char *buf, size_t cap)
+{
+    switch (k->type) {
+    case KEY_UINT:
+        snprintf(buf, cap, "must be an integer from %llu to %llu",
+                 (unsigned long long)k->min, (unsigned long long)k->max);
+        break;
+    case KEY_BOOL:
+        snprintf(buf, cap, "must be true or false");
+        break;
+    case KEY_ENUM: {
+        size_t n = (size_t)snprintf(buf, cap, "must be one of ");
+        for (size_t i = 0; k->names[i] && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", k->names[i]);
+        break;
+    }
+    case KEY_STR:
+        snprintf(buf, cap, "must be a non-empty string of at most %d bytes",
+                 TERN_CONFIG_STR_MAX - 1);
+        break;
+    case KEY_HOSTPORT:
+        snprintf(buf, cap, "must be HOST:PORT (port 0 to 65535, IPv6 host in brackets)");
+        break;
+    }
+}
+
+static int bad_value(const struct key *k, const struct val *v, char *errmsg)
+{
+    char want[160], got[ECHO_MAX + 8];
+    describe_key(k, want, sizeof want);
+    describe_val(v, got, sizeof got);
+    snprintf(errmsg, TERN_ERRMSG_SIZE, "%s: %s, got %s", k->name, want, got);
+    return TERN_EINVAL;
+}
+
+/* Edit distance, to suggest the key a typo meant. Names longer than 63 bytes are
+ * not keys and get no suggestion. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+    if (la >= 64 || lb >= 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof cur[0]);
+    }
+    return prev[lb];
+}
+
+static int unknown_key(const char *name, char *errmsg)
+{
+    const struct key *best = NULL;
+    size_t best_d = 3; /* suggest only close matches */
+    for (size_t i = 0; i < NKEYS; i++) {
+        size_t d = edit_distance(name, keys[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = &keys[i];
+        }
+    }
+    const char *dots = strlen(name) > ECHO_MAX ? "..." : "";
+    if (best)
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "unknown key \"%.*s%s\" (did you mean \"%s\"?)", ECHO_MAX, name, dots,
+                 best->name);
+    else
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "unknown key \"%.*s%s\"", ECHO_MAX, name,
+                 dots);
+    return TERN_EINVAL;
+}
+
+/* --- conversion and storing ------------------------------------------------- */
+
+/* Strict decimal: digits only, no sign, no spaces, no overflow. */
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        unsigned d = (unsigned)(*s - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return false;
+        n = n * 10 + d;
+    }
+    *out = n;
+    return true;
+}
+
+static bool val_to_uint(const struct key *k, const struct val *v, uint64_t *out)
+{
+    if (v->kind == VAL_NUM) {
+        /* Range first: it also keeps the cast below defined. */
+        if (!(v->num >= (double)k->min && v->num <= (double)k->max))
+            return false;
+        *out = (uint64_t)v->num;
+        return (double)*out == v->num; /* rejects 1.5 */
+    }
+    if (v->kind == VAL_STR && v->text && parse_u64(v->str, out))
+        return *out >= k->min && *out <= k->max;
+    return false;
+}
+
+static bool val_to_bool(const struct val *v, bool *out)
+{
+    if (v->kind == VAL_BOOL) {
+        *out = v->b;
+        return true;
+    }
+    if (v->kind == VAL_STR && v->text) {
+        *out = strcmp(v->str, "true") == 0;
+        return *out || strcmp(v->str, "false") == 0;
+    }
+    return false;
+}
+
+static bool val_to_enum(const struct key *k, const struct val *v, uint64_t *out)
+{
+    if (v->kind != VAL_STR)
+        return false;
+    for (uint64_t i = 0; k->names[i]; i++) {
+        if (strcmp(k->names[i], v->str) == 0) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool val_to_str(const struct key *k, const struct val *v)
+{
+    if (v->kind != VAL_STR || v->str[0] == '\0' || strlen(v->str) >= TERN_CONFIG_STR_MAX)
+        return false;
+    if (k->type == KEY_HOSTPORT) {
+        char host[TERN_CONFIG_STR_MAX];
+        uint16_t port;
+        return tern_config_split_hostport(v->str, host, sizeof host, &port) == TERN_OK;
+    }
+    return true;
+}
+
+/* memcpy of the exact width: the field may be a uintN_t or (log_level) an int, and
+ * small non-negative values have the same bytes in either. */
+static void store_uint(void *field, size_t size, uint64_t n)
+{
+    uint8_t u8 = (uint8_t)n;
+    uint16_t u16 = (uint16_t)n;
+    uint32_t u32 = (uint32_t)n;
+    const void *src = size == 1   ? (const void *)&u8
+                      : size == 2 ? (const void *)&u16
+                      : size == 4 ? (const void *)&u32
+                                  : (const void *)&n;
+    assert(size == 1 || size == 2 || size == 4 || size == 8);
+    memcpy(field, src, size);
+}
+
+/* The one validation path: checks v against k and stores it into c. */
+static int apply_key(struct tern_config *c, const struct key *k, const struct val *v,
+                     char *errmsg)
+{
+    void *field = (char *)c + k->offset;
+    uint64_t n;
+    bool b;
+
+    switch (k->type) {
+    case KEY_UINT:
+        if (!val_to_uint(k, v, &n))
+            return bad_value(k, v, errmsg);
+        store_uint(field, k->size, n);
+        return TERN_OK;
+    case KEY_BOOL:
+        if (!val_to_bool(v, &b))
+            return bad_value(k, v, errmsg);
+        *(bool *)field = b;
+        return TERN_OK;
+    case KEY_ENUM:
+        if (!val_to_enum(k, v, &n))
+            return bad_value(k, v, errmsg);
+        store_uint(field, k->size, n);
+        return TERN_OK;
+    case KEY_STR:
+    case KEY_HOSTPORT:
+        if (!val_to_str(k, v))
+            return bad_value(k, v, errmsg);
+        memcpy(field, v->str, strlen(v->str) + 1);
+        return TERN_OK;
+    }
+    return TERN_EINVAL;
+}
+
+/* --- public ------------------------------------------------------------------ */
+
+void tern_config_defaults(struct tern_config *c)
+{
+    char errmsg[TERN_ERRMSG_SIZE];
+    memset(c, 0, sizeof *c);
+    tern_fsm_limits_default(&c->limits);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        /* The table is code: check it where every run passes. */
+        assert(k->type != KEY_UINT || k->size == 8 ||
+               k->max < (UINT64_C(1) << (8 * k->size)));
+        assert(k->type != KEY_UINT || k->max <= JSON_EXACT_MAX);
+        if (k->def) {
+            int rc = tern_config_set(c, k->name, k->def, errmsg);
+            assert(rc == TERN_OK);
+            (void)rc;
+        }
+    }
+}
+
+int tern_config_set(struct tern_config *c, const char *key, const char *value,
+                    char *errmsg)
+{
+    if (!key || !value) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "config: key and value are required");
+        return TERN_EINVAL;
+    }
+    const struct key *k = find_key(key);
+    if (!k)
+        return unknown_key(key, errmsg);
+    struct val v = {.kind = VAL_STR, .str = value, .text = true};
+    return apply_key(c, k, &v, errmsg);
+}
+
+static struct val val_from_json(const cJSON *item)
+{
+    struct val v = {.kind = VAL_OTHER, .what = "null"};
+    if (cJSON_IsNumber(item)) {
+        v.kind = VAL_NUM;
+        v.num = item->valuedouble;
+    } else if (cJSON_IsBool(item)) {
+        v.kind = VAL_BOOL;
+        v.b = cJSON_IsTrue(item);
+    } else if (cJSON_IsString(item)) {
+        v.kind = VAL_STR;
+        v.str = item->valuestring;
+    } else if (cJSON_IsArray(item)) {
+        v.what = "an array";
+    } else if (cJSON_IsObject(item)) {
+        v.what = "an object";
+    }
+    return v;
+}
+
+/* "line L, column C" (1-based, columns in bytes) of pos in json. */
+static int syntax_error(const char *json, size_t len, const char *pos, const char *what,
+                        char *errmsg)
+{
+    size_t line = 1, col = 1;
+    size_t off = pos && pos >= json && pos <= json + len ? (size_t)(pos - json) : 0;
+    for (size_t i = 0; i < off; i++) {
+        if (json[i] == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+    }
+    snprintf(errmsg, TERN_ERRMSG_SIZE, "config: %s at line %zu, column %zu", what, line,
+             col);
+    return TERN_EINVAL;
+}
+
+static int apply_object(struct tern_config *c, const cJSON *root, char *errmsg)
+{
+    bool seen[NKEYS] = {false};
+    for (const cJSON *item = root->child; item; item = item->next) {
+        const struct key *k = find_key(item->string);
+        if (!k)
+            return unknown_key(item->string, errmsg);
+        /* cJSON keeps duplicates; the last silently winning would hide a mistake. */
+        if (seen[k - keys]) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "%s: duplicate key", k->name);
+            return TERN_EINVAL;
+        }
+        seen[k - keys] = true;
+        struct val v = val_from_json(item);
+        int rc = apply_key(c, k, &v, errmsg);
+        if (rc != TERN_OK)
+            return rc;
+    }
+    return TERN_OK;
+}
+
+/* First byte in [p, end) that is not JSON whitespace, or end. */
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+int tern_config_load_json(struct tern_config *c, const char *json, size_t len,
+                          char *errmsg)
+{
+    /* The error position comes from return_parse_end: the same pointer as
+     * cJSON_GetErrorPtr(), without reading cJSON's global. */
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    if (!root)
+        return syntax_error(json, len, end, "invalid JSON", errmsg);
+    int rc;
+    const char *rest = skip_space(end, json + len);
+    if (rest != json + len) {
+        rc = syntax_error(json, len, rest, "unexpected text after the JSON object",
+                          errmsg);
+    } else if (!cJSON_IsObject(root)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "config: top level must be a JSON object");
+        rc = TERN_EINVAL;
+    } else {
+        /* Work on a copy: a file with an error changes nothing. */
+        struct tern_config tmp = *c;
+        rc = apply_object(&tmp, root, errmsg);
+        if (rc == TERN_OK)
+            *c = tmp;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Reads the whole file into a malloc'd buffer. */
+static int read_file(const char *path, char **out, size_t *len, char *errmsg)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot open: %s", strerror(errno));
+        return TERN_EIO;
+    }
+    int rc = TERN_OK;
+    char *buf = malloc(CONFIG_FILE_MAX + 1);
+    size_t n = buf ? fread(buf, 1, CONFIG_FILE_MAX + 1, f) : 0;
+    if (!buf) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "out of memory");
+        rc = TERN_ENOMEM;
+    } else if (ferror(f)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot read: %s", strerror(errno));
+        rc = TERN_EIO;
+    } else if (n > CONFIG_FILE_MAX) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "larger than %d bytes", CONFIG_FILE_MAX);
+        rc = TERN_ETOOBIG;
+    }
+    fclose(f);
+    if (rc != TERN_OK) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = n;
+    return TERN_OK;
+}
+
+/* "PATH: message", the path cut short if the two do not fit. Built by hand:
+ * snprintf into the same size would warn about truncation, which is intended. */
+static void prefix_path(const char *path, char *errmsg)
+{
+    size_t mlen = strnlen(errmsg, TERN_ERRMSG_SIZE - 1);
+    size_t room = TERN_ERRMSG_SIZE - 1 - mlen; /* for "PATH: " */
+    size_t plen = strlen(path);
+    if (room < 3)
+        return; /* no room for a path: the message alone */
+    if (plen > room - 2)
+        plen = room - 2;
+    memmove(errmsg + plen + 2, errmsg, mlen);
+    memcpy(errmsg, path, plen);
+    memcpy(errmsg + plen, ": ", 2);
+    errmsg[plen + 2 + mlen] = '\0';
+}
+
+int tern_config_load_file(struct tern_config *c, const char *path, char *errmsg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = read_file(path, &buf, &len, errmsg);
+    if (rc == TERN_OK) {
+        rc = tern_config_load_json(c, buf, len, errmsg);
+        free(buf);
+    }
+    if (rc != TERN_OK)
+        prefix_path(path, errmsg);
+    return rc;
+}
+
+/* Host text must be printable, without spaces, and without the characters that
+ * would make "HOST:PORT" ambiguous. */
+static bool host_ok(const char *h, size_t len, bool bracketed)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)h[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '[' || ch == ']' ||
+            (!bracketed && ch == ':'))
+            return false;
+    }
+    return true;
+}
+
+int tern_config_split_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
+{
+    if (!s || !host || host_cap == 0 || !port)
+        return TERN_EINVAL;
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        return TERN_EINVAL;
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    bool bracketed = s[0] == '[';
+    if (bracketed) {
+        if (hlen < 2 || s[hlen - 1] != ']')
+            return TERN_EINVAL;
+        h++;
+        hlen -= 2;
+    }
+    uint64_t p;
+    if (!host_ok(h, hlen, bracketed) || hlen >= host_cap || strlen(colon + 1) > 5 ||
+        !parse_u64(colon + 1, &p) || p > 65535)
+        return TERN_EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)p;
+    return TERN_OK;
+}
+
+const char *tern_log_level_name(int level)
+{
+    if (level < TERN_LOG_ERROR || level > TERN_LOG_DEBUG)
+        return "unknown";
+    return log_level_names[level];
+}

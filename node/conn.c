@@ -1,0 +1,502 @@
+/* One client connection: reading and framing, writing, timers, closing.
+ *
+ * Lifetime: a connection is referenced by its open handles (one reference for
+ * the TCP handle + timer pair) and by every pending proposal that carries it as
+ * context. It is freed when the last reference goes, never inside a libuv
+ * callback that still uses it.
+ *
+ * Output produced during a loop turn is gathered in wbuf and written once, in
+ * the prepare phase (node.c), so a burst of deliveries costs one write.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern/log.h"
+#include "node.h"
+
+#define READ_CHUNK 65536
+
+struct write_req {
+    uv_write_t req;
+    struct tern_conn *conn;
+    size_t len;
+    uint8_t data[];
+};
+
+static void conn_process(struct tern_conn *c);
+
+void tern_conn_ref(struct tern_conn *c)
+{
+    c->refs++;
+}
+
+static void conn_free(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    n->conn_count--;
+    if (c->in_alias) {
+        for (uint32_t i = 0; i <= n->cfg.topic_alias_maximum; i++)
+            free(c->in_alias[i]);
+        free(c->in_alias);
+        free(c->in_alias_len);
+    }
+    for (uint16_t i = 0; i < c->out_alias_count; i++)
+        free(c->out_alias_topic[i]);
+    while (c->subs) {
+        struct tern_pending_sub *p = c->subs;
+        c->subs = p->next;
+        free(p);
+    }
+    free(c->acks);
+    free(c->client_id);
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+}
+
+void tern_conn_unref(struct tern_conn *c)
+{
+    if (--c->refs == 0)
+        conn_free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct tern_conn *c = h->data;
+    tern_conn_unref(c);
+}
+
+/* Marks the connection as having output; node.c flushes in the prepare phase. */
+static void mark_dirty(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (c->flush_scheduled)
+        return;
+    if (n->dirty_count == n->dirty_cap) {
+        size_t cap = n->dirty_cap ? n->dirty_cap * 2 : 256;
+        struct tern_conn **d = realloc(n->dirty, cap * sizeof(*d));
+        if (!d)
+            return; /* flushed by the next write that can mark it */
+        n->dirty = d;
+        n->dirty_cap = cap;
+    }
+    n->dirty[n->dirty_count++] = c;
+    c->flush_scheduled = true;
+    tern_conn_ref(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct tern_conn *c = w->conn;
+    c->wqueued -= w->len;
+    free(w);
+    if (status < 0 && c->state != TERN_CONN_CLOSING)
+        tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(status));
+    tern_conn_unref(c);
+}
+
+/* Writes out wbuf: try_write first (usually takes it all), the rest queued. */
+void tern_conn_flush(struct tern_conn *c)
+{
+    c->flush_scheduled = false;
+    if (c->wlen == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+        goto done;
+    size_t off = 0;
+    if (c->wqueued == 0) {
+        uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+        int rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (rv > 0)
+            off = (size_t)rv;
+        else if (rv < 0 && rv != UV_EAGAIN) {
+            c->wlen = 0;
+            tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
+            goto done;
+        }
+    }
+    c->node->stats.bytes_out += c->wlen;
+    size_t rest = c->wlen - off;
+    c->wlen = 0;
+    if (rest == 0)
+        goto done;
+    struct write_req *w = malloc(sizeof(*w) + rest);
+    if (!w) {
+        tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+        goto done;
+    }
+    memcpy(w->data, c->wbuf + off, rest);
+    w->conn = c;
+    w->len = rest;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
+    tern_conn_ref(c);
+    int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rv < 0) {
+        free(w);
+        tern_conn_unref(c);
+        tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
+        goto done;
+    }
+    c->wqueued += rest;
+    if (c->wqueued > c->node->cfg.write_buffer_max && c->state != TERN_CONN_CLOSING) {
+        c->node->stats.dropped_slow_client++;
+        tern_conn_close(c, TERN_RC_QUOTA_EXCEEDED, "client is not reading (write buffer full)");
+    }
+done:
+    tern_conn_unref(c);
+}
+
+static int wbuf_reserve(struct tern_conn *c, size_t need)
+{
+    if (c->wlen + need <= c->wcap)
+        return TERN_OK;
+    size_t cap = c->wcap ? c->wcap : 4096;
+    while (cap < c->wlen + need)
+        cap *= 2;
+    uint8_t *p = realloc(c->wbuf, cap);
+    if (!p)
+        return TERN_ENOMEM;
+    c->wbuf = p;
+    c->wcap = cap;
+    return TERN_OK;
+}
+
+/* Encodes p into the output buffer. Returns false if it did not fit the
+ * client's maximum packet size (nothing written). */
+bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p)
+{
+    if (c->state == TERN_CONN_CLOSING && p->type != TERN_DISCONNECT &&
+        p->type != TERN_CONNACK)
+        return true;
+    size_t need = tern_codec_encode(p, c->version, NULL, 0);
+    if (need == 0)
+        return false;
+    if (c->client_max_packet && need > c->client_max_packet)
+        return false;
+    if (wbuf_reserve(c, need) != TERN_OK) {
+        tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+        return true;
+    }
+    tern_codec_encode(p, c->version, c->wbuf + c->wlen, need);
+    c->wlen += need;
+    mark_dirty(c);
+    return true;
+}
+
+void tern_conn_send(struct tern_conn *c, const struct tern_packet *p)
+{
+    if (!tern_conn_send_sized(c, p))
+        TERN_LOGD("%s: dropped a %u packet over the client's maximum packet size",
+                  c->peer, p->type);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct tern_conn *c = req->data;
+    free(req);
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    }
+    tern_conn_unref(c);
+}
+
+/* Closes the connection: for MQTT 5, tells the client why (DISCONNECT with
+ * reason, or the CONNACK already queued), then ends the session's connection
+ * (will, session expiry) and closes once pending output is written. */
+void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
+{
+    if (c->state == TERN_CONN_CLOSING)
+        return;
+    bool was_active = c->state == TERN_CONN_ACTIVE;
+    if (why)
+        TERN_LOGI("%s %.*s: closing: %s (reason 0x%02x)", c->peer,
+                  (int)c->client_id_len, c->client_id ? c->client_id : "", why, reason);
+    if (was_active && c->version == TERN_MQTT_5 && !c->disconnect_sent &&
+        reason != TERN_RC_SUCCESS) {
+        struct tern_packet p = {.type = TERN_DISCONNECT};
+        p.u.disconnect.reason = reason;
+        tern_conn_send(c, &p);
+        c->disconnect_sent = true;
+    }
+    tern_session_closed(c); /* needs the state before CLOSING */
+    c->state = TERN_CONN_CLOSING;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    if (c->wlen)
+        tern_conn_flush_now(c);
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req) {
+        req->data = c;
+        tern_conn_ref(c);
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+            return;
+        free(req);
+        tern_conn_unref(c);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+void tern_conn_flush_now(struct tern_conn *c)
+{
+    /* tern_conn_flush consumes the dirty reference; take one for it. */
+    tern_conn_ref(c);
+    tern_conn_flush(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tern_conn *c = h->data;
+    if (c->rcap - c->rlen < READ_CHUNK) {
+        size_t cap = c->rlen + READ_CHUNK;
+        uint8_t *p = realloc(c->rbuf, cap);
+        if (!p) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        c->rbuf = p;
+        c->rcap = cap;
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tern_conn *c = s->data;
+    if (nread < 0) {
+        tern_conn_close(c, TERN_RC_UNSPECIFIED,
+                        nread == UV_EOF ? "connection closed by client"
+                                        : uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->rlen += (size_t)nread;
+    c->node->stats.bytes_in += (uint64_t)nread;
+    c->last_rx_ms = tern_now_ms();
+    conn_process(c);
+}
+
+static const char *packet_name(uint8_t type)
+{
+    static const char *names[] = {"reserved", "CONNECT", "CONNACK", "PUBLISH", "PUBACK",
+                                  "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK",
+                                  "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+                                  "DISCONNECT", "AUTH"};
+    return type < 16 ? names[type] : "?";
+}
+
+/* Refuses a CONNECT that failed to decode, with the CONNACK the client can read. */
+static void reject_connect(struct tern_conn *c, const uint8_t *frame, size_t len,
+                           const struct tern_codec_error *err)
+{
+    /* Protocol level is byte 8 of a CONNECT with a 1-byte remaining length;
+     * decode failed, so look at it carefully. */
+    uint8_t version = TERN_MQTT_311;
+    size_t off = 1;
+    while (off < len && off < 5 && (frame[off] & 0x80))
+        off++;
+    off++;
+    if (off + 6 < len && frame[off + 6] == TERN_MQTT_5)
+        version = TERN_MQTT_5;
+    c->version = version;
+    struct tern_packet p = {.type = TERN_CONNACK};
+    if (version == TERN_MQTT_5)
+        p.u.connack.reason = err->reason;
+    else
+        p.u.connack.reason = err->reason == TERN_RC_UNSUPPORTED_PROTOCOL_VERSION
+                                 ? TERN_V3_BAD_PROTOCOL
+                                 : TERN_V3_ID_REJECTED;
+    if (version == TERN_MQTT_5 || err->reason == TERN_RC_UNSUPPORTED_PROTOCOL_VERSION)
+        tern_conn_send(c, &p);
+}
+
+static int dispatch(struct tern_conn *c, struct tern_packet *p, uint8_t *reason)
+{
+    if (c->state == TERN_CONN_NEW && p->type != TERN_CONNECT) {
+        *reason = TERN_RC_PROTOCOL_ERROR;
+        return TERN_EPROTO;
+    }
+    switch (p->type) {
+    case TERN_CONNECT:
+        if (c->state != TERN_CONN_NEW) {
+            *reason = TERN_RC_PROTOCOL_ERROR;
+            return TERN_EPROTO;
+        }
+        return tern_handle_connect(c, &p->u.connect, reason);
+    case TERN_PUBLISH:
+        return tern_handle_publish(c, &p->u.publish, reason);
+    case TERN_PUBACK:
+    case TERN_PUBREC:
+    case TERN_PUBREL:
+    case TERN_PUBCOMP:
+        return tern_handle_ack(c, p->type, &p->u.ack, reason);
+    case TERN_SUBSCRIBE:
+        return tern_handle_subscribe(c, &p->u.sub, reason);
+    case TERN_UNSUBSCRIBE:
+        return tern_handle_unsubscribe(c, &p->u.sub, reason);
+    case TERN_PINGREQ: {
+        struct tern_packet r = {.type = TERN_PINGRESP};
+        tern_conn_send(c, &r);
+        return TERN_OK;
+    }
+    case TERN_DISCONNECT:
+        return tern_handle_disconnect(c, &p->u.disconnect, reason);
+    case TERN_AUTH:
+        /* No enhanced authentication method is supported, so AUTH is never
+         * expected (CONNECT with a method is refused with 0x8C). */
+        *reason = TERN_RC_PROTOCOL_ERROR;
+        return TERN_EPROTO;
+    default:
+        /* CONNACK, SUBACK ... are server-to-client only. */
+        *reason = TERN_RC_PROTOCOL_ERROR;
+        return TERN_EPROTO;
+    }
+}
+
+/* Decodes and handles every whole packet in rbuf. Stops while the session is
+ * being opened (packets pipelined after CONNECT wait for CONNACK). */
+static void conn_process(struct tern_conn *c)
+{
+    size_t off = 0;
+    tern_conn_ref(c);
+    while (c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) {
+        size_t frame_len;
+        struct tern_codec_error err = {0, NULL};
+        int rv = tern_codec_frame(c->rbuf + off, c->rlen - off, c->node->cfg.max_packet_size,
+                                  &frame_len, &err);
+        if (rv == TERN_EAGAIN)
+            break;
+        if (rv != TERN_OK) {
+            c->node->stats.protocol_errors++;
+            tern_conn_close(c, err.reason, err.msg);
+            break;
+        }
+        struct tern_packet p;
+        rv = tern_codec_decode(c->rbuf + off, frame_len, c->version, &p, &err);
+        if (rv != TERN_OK) {
+            c->node->stats.protocol_errors++;
+            if (c->state == TERN_CONN_NEW && (c->rbuf[off] >> 4) == TERN_CONNECT)
+                reject_connect(c, c->rbuf + off, frame_len, &err);
+            char why[160];
+            snprintf(why, sizeof(why), "bad %s: %s", packet_name(c->rbuf[off] >> 4),
+                     err.msg ? err.msg : "malformed");
+            tern_conn_close(c, err.reason, why);
+            break;
+        }
+        uint8_t reason = TERN_RC_SUCCESS;
+        rv = dispatch(c, &p, &reason);
+        off += frame_len;
+        if (rv != TERN_OK) {
+            c->node->stats.protocol_errors++;
+            char why[160];
+            snprintf(why, sizeof(why), "%s refused", packet_name(p.type));
+            tern_conn_close(c, reason, why);
+            break;
+        }
+    }
+    if (off > 0 && c->state != TERN_CONN_CLOSING) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    /* Hold reading while CONNECTING so input waits in the kernel, bounded. */
+    if (c->state == TERN_CONN_CONNECTING)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    tern_conn_unref(c);
+}
+
+/* Resumes reading once CONNACK has been sent. */
+void tern_conn_resume(struct tern_conn *c)
+{
+    if (c->state != TERN_CONN_ACTIVE)
+        return;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->rlen)
+        conn_process(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct tern_conn *c = t->data;
+    if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
+        tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME, "no CONNECT within connect_timeout_ms");
+        return;
+    }
+    if (c->state != TERN_CONN_ACTIVE || c->keepalive_s == 0)
+        return;
+    uint64_t limit = (uint64_t)c->keepalive_s * 1500;
+    uint64_t idle = tern_now_ms() - c->last_rx_ms;
+    if (idle >= limit) {
+        tern_conn_close(c, TERN_RC_KEEP_ALIVE_TIMEOUT, "keepalive expired");
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, limit - idle, 0);
+}
+
+void tern_conn_keepalive_start(struct tern_conn *c)
+{
+    uv_timer_stop(&c->timer);
+    if (c->keepalive_s)
+        uv_timer_start(&c->timer, on_timer, (uint64_t)c->keepalive_s * 1500, 0);
+}
+
+void tern_conn_accept(struct tern_node *n)
+{
+    struct tern_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->node = n;
+    c->state = TERN_CONN_NEW;
+    uv_tcp_init(n->loop, &c->tcp);
+    uv_timer_init(n->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->refs = 2; /* the two handles */
+    c->next = n->conns;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+    n->conn_count++;
+    if (uv_accept((uv_stream_t *)&n->listener, (uv_stream_t *)&c->tcp) != 0) {
+        c->state = TERN_CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    strcpy(c->peer, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[48] = "";
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, host, sizeof(host));
+            snprintf(c->peer, sizeof(c->peer), "%s:%u", host, ntohs(a->sin_port));
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, host, sizeof(host));
+            snprintf(c->peer, sizeof(c->peer), "[%s]:%u", host, ntohs(a->sin6_port));
+        }
+    }
+    if (n->conn_count > n->cfg.max_connections || n->stopping) {
+        n->stats.connections_rejected++;
+        c->state = TERN_CONN_CLOSING;
+        TERN_LOGW("%s: refused: max_connections (%u) reached", c->peer,
+                  n->cfg.max_connections);
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        return;
+    }
+    n->stats.connections_accepted++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->last_rx_ms = tern_now_ms();
+    uv_timer_start(&c->timer, on_timer, n->cfg.connect_timeout_ms, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}

@@ -1,0 +1,238 @@
+/* CONNECT: validate, register the session in the replicated FSM (SESSION_OPEN),
+ * and answer with CONNACK when that command applies (session.c: repl_opened). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "tern/log.h"
+
+/* CONNACK refusing the connection, in the client's protocol version. */
+static void refuse(struct tern_conn *c, uint8_t v5_reason, uint8_t v3_code)
+{
+    struct tern_packet p = {.type = TERN_CONNACK};
+    p.u.connack.reason = c->version == TERN_MQTT_5 ? v5_reason : v3_code;
+    tern_conn_send(c, &p);
+}
+
+static void on_open_done(struct tern_conn *c, int status, const struct tern_fsm_result *res,
+                         void *arg)
+{
+    (void)arg;
+    if (status == TERN_OK && res->status == TERN_OK) {
+        /* CONNACK went out when the command applied; now read what the client
+         * sent after CONNECT (outside the FSM's apply). */
+        tern_conn_resume(c);
+        return;
+    }
+    if (c->state != TERN_CONN_CONNECTING)
+        return;
+    struct tern_client_slot *slot = tern_clients_get(&c->node->clients, c->client_id,
+                                                     c->client_id_len);
+    if (slot && slot->connecting == c)
+        slot->connecting = NULL;
+    refuse(c, status == TERN_OK && res->status == TERN_ELIMIT ? TERN_RC_QUOTA_EXCEEDED
+                                                             : TERN_RC_SERVER_UNAVAILABLE,
+           TERN_V3_SERVER_UNAVAILABLE);
+    c->state = TERN_CONN_NEW; /* no session to close */
+    tern_conn_close(c, TERN_RC_SUCCESS, "session could not be opened");
+}
+
+static int assign_client_id(struct tern_conn *c)
+{
+    char id[64];
+    int len = snprintf(id, sizeof(id), "tern-%" PRIu32 "-%" PRIx64 "-%" PRIu64,
+                       c->node->cfg.node_id, tern_now_ms(), ++c->node->next_client_seq);
+    c->client_id = malloc((size_t)len + 1);
+    if (!c->client_id)
+        return TERN_ENOMEM;
+    memcpy(c->client_id, id, (size_t)len + 1);
+    c->client_id_len = (uint16_t)len;
+    c->assigned_id = true;
+    return TERN_OK;
+}
+
+static int check_will(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
+                      uint8_t *v3)
+{
+    const struct tern_config *cfg = &c->node->cfg;
+    if (!p->will_flag)
+        return TERN_OK;
+    if (p->will_qos > cfg->max_qos) {
+        *v5 = TERN_RC_QOS_NOT_SUPPORTED;
+        *v3 = TERN_V3_NOT_AUTHORIZED;
+        return TERN_EPROTO;
+    }
+    if (p->will_retain && !cfg->retain_available) {
+        *v5 = TERN_RC_RETAIN_NOT_SUPPORTED;
+        *v3 = TERN_V3_NOT_AUTHORIZED;
+        return TERN_EPROTO;
+    }
+    return TERN_OK;
+}
+
+/* Reads the client's v5 limits and our session expiry / keepalive choices. */
+static void read_limits(struct tern_conn *c, const struct tern_connect *p)
+{
+    const struct tern_config *cfg = &c->node->cfg;
+    const struct tern_props *pr = &p->props;
+    c->keepalive_s = p->keepalive_s;
+    if (cfg->max_keepalive_s && (c->keepalive_s > cfg->max_keepalive_s ||
+                                 (c->keepalive_s == 0 && c->version == TERN_MQTT_5))) {
+        /* 3.1.1 has no way to tell the client, so only v5 gets keepalive 0 capped. */
+        if (c->keepalive_s > cfg->max_keepalive_s || cfg->max_keepalive_s < 65535) {
+            c->keepalive_s = cfg->max_keepalive_s;
+            c->keepalive_capped = c->version == TERN_MQTT_5;
+        }
+    }
+    c->client_receive_max = 65535;
+    c->client_max_packet = 0;
+    c->client_alias_max = 0;
+    c->request_problem_info = true;
+    if (c->version == TERN_MQTT_5) {
+        c->session_expiry_s = (pr->mask & TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY))
+                                  ? pr->session_expiry
+                                  : 0;
+        if (pr->mask & TERN_PROP_BIT(TERN_PROP_RECEIVE_MAX))
+            c->client_receive_max = pr->receive_max;
+        if (pr->mask & TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE))
+            c->client_max_packet = pr->max_packet_size;
+        if (pr->mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS_MAX))
+            c->client_alias_max = pr->topic_alias_max;
+        if (pr->mask & TERN_PROP_BIT(TERN_PROP_REQUEST_PROBLEM_INFO))
+            c->request_problem_info = pr->request_problem_info;
+    } else {
+        /* 3.1.1: a persistent session lasts until the client cleans it. */
+        c->session_expiry_s = p->clean_start ? 0 : UINT32_MAX;
+    }
+    uint32_t cap = cfg->limits.session_expiry_max_s;
+    if (cap && c->session_expiry_s > cap) {
+        c->session_expiry_s = cap;
+        c->expiry_capped = c->version == TERN_MQTT_5;
+    }
+}
+
+/* Fills a command message from a decoded PUBLISH or will. User properties are
+ * copied into *userbuf (malloc'ed; the caller frees it). */
+int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
+                         struct tern_bytes topic, struct tern_bytes payload, uint8_t qos,
+                         bool retain, uint32_t expiry_max_s, uint8_t **userbuf)
+{
+    memset(m, 0, sizeof(*m));
+    m->topic = topic;
+    m->payload = payload;
+    m->qos = qos;
+    m->retain = retain;
+    *userbuf = NULL;
+    if (pr->mask & TERN_PROP_BIT(TERN_PROP_PAYLOAD_FORMAT)) {
+        m->flags |= TERN_MSG_HAS_PAYLOAD_FORMAT;
+        m->payload_format = pr->payload_format;
+    }
+    if (pr->mask & TERN_PROP_BIT(TERN_PROP_MESSAGE_EXPIRY)) {
+        m->flags |= TERN_MSG_HAS_EXPIRY;
+        m->expiry_s = pr->message_expiry;
+        if (expiry_max_s && m->expiry_s > expiry_max_s)
+            m->expiry_s = expiry_max_s;
+    }
+    if (pr->mask & TERN_PROP_BIT(TERN_PROP_CONTENT_TYPE)) {
+        m->flags |= TERN_MSG_HAS_CONTENT_TYPE;
+        m->content_type = pr->content_type;
+    }
+    if (pr->mask & TERN_PROP_BIT(TERN_PROP_RESPONSE_TOPIC)) {
+        m->flags |= TERN_MSG_HAS_RESPONSE_TOPIC;
+        m->response_topic = pr->response_topic;
+    }
+    if (pr->mask & TERN_PROP_BIT(TERN_PROP_CORRELATION_DATA)) {
+        m->flags |= TERN_MSG_HAS_CORRELATION;
+        m->correlation_data = pr->correlation_data;
+    }
+    if (pr->user_count) {
+        *userbuf = malloc(pr->raw.len);
+        if (!*userbuf)
+            return TERN_ENOMEM;
+        size_t n = tern_props_user_extract(pr, *userbuf);
+        m->user = (struct tern_bytes){*userbuf, (uint32_t)n};
+    }
+    return TERN_OK;
+}
+
+int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *reason)
+{
+    struct tern_node *n = c->node;
+    const struct tern_config *cfg = &n->cfg;
+    c->version = p->version == TERN_MQTT_31 ? TERN_MQTT_311 : p->version;
+    *reason = TERN_RC_SUCCESS; /* a refusal is said by CONNACK, not DISCONNECT */
+
+    if (c->version == TERN_MQTT_5 && (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
+        refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);
+        return TERN_EPROTO;
+    }
+    if (p->client_id.len == 0) {
+        if (c->version != TERN_MQTT_5 && !p->clean_start) {
+            refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
+            return TERN_EPROTO;
+        }
+        if (assign_client_id(c) != TERN_OK)
+            return TERN_ENOMEM;
+    } else {
+        if (p->client_id.len > cfg->client_id_max_len) {
+            refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
+            return TERN_EPROTO;
+        }
+        c->client_id = malloc(p->client_id.len + 1);
+        if (!c->client_id)
+            return TERN_ENOMEM;
+        memcpy(c->client_id, p->client_id.ptr, p->client_id.len);
+        c->client_id[p->client_id.len] = '\0';
+        c->client_id_len = (uint16_t)p->client_id.len;
+    }
+    uint8_t v5 = 0, v3 = 0;
+    if (check_will(c, p, &v5, &v3) != TERN_OK) {
+        refuse(c, v5, v3);
+        return TERN_EPROTO;
+    }
+    read_limits(c, p);
+
+    struct tern_client_slot *slot = tern_clients_put(&n->clients, c->client_id,
+                                                     c->client_id_len);
+    if (!slot)
+        return TERN_ENOMEM;
+    if (slot->connecting) {
+        /* Another CONNECT for this id is being opened on this node right now. */
+        refuse(c, TERN_RC_SERVER_BUSY, TERN_V3_SERVER_UNAVAILABLE);
+        return TERN_EPROTO;
+    }
+
+    struct tern_cmd cmd = {.type = TERN_CMD_SESSION_OPEN, .now_ms = tern_now_ms()};
+    cmd.u.open.client_id = (struct tern_bytes){(const uint8_t *)c->client_id,
+                                               c->client_id_len};
+    cmd.u.open.node = cfg->node_id;
+    cmd.u.open.proto = c->version;
+    cmd.u.open.clean_start = p->clean_start;
+    cmd.u.open.expiry_s = c->session_expiry_s;
+    cmd.u.open.receive_max = c->client_receive_max;
+    uint8_t *userbuf = NULL;
+    if (p->will_flag) {
+        cmd.u.open.has_will = true;
+        if (p->will_props.mask & TERN_PROP_BIT(TERN_PROP_WILL_DELAY))
+            cmd.u.open.will_delay_s = p->will_props.will_delay;
+        if (tern_msg_from_packet(&cmd.u.open.will, &p->will_props, p->will_topic,
+                                 p->will_payload, p->will_qos, p->will_retain,
+                                 cfg->limits.message_expiry_max_s, &userbuf) != TERN_OK)
+            return TERN_ENOMEM;
+    }
+    slot->connecting = c;
+    c->state = TERN_CONN_CONNECTING;
+    tern_conn_ref(c);
+    int rv = tern_session_propose(c, &cmd, on_open_done, NULL);
+    tern_conn_unref(c);
+    free(userbuf);
+    if (rv != TERN_OK) {
+        slot->connecting = NULL;
+        c->state = TERN_CONN_NEW;
+        refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
+        return TERN_EPROTO;
+    }
+    return TERN_OK;
+}

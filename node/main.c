@@ -1,0 +1,158 @@
+/* ternd: one tern node. Reads the configuration (defaults, then --config FILE,
+ * then flags, which win), starts the node and runs its loop. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "node.h"
+#include "tern/config.h"
+#include "tern/error.h"
+#include "tern/log.h"
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "dev"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ternd [options]\n"
+            "\n"
+            "Runs one tern MQTT broker node. With no options: 127.0.0.1:1883, data in\n"
+            "./tern-data. Flags override the same keys of the config file.\n"
+            "\n"
+            "  --config FILE        JSON config file (docs/configuration.md)\n"
+            "  --listen HOST:PORT   MQTT listener (key: listen)\n"
+            "  --data-dir DIR       data directory (key: data_dir)\n"
+            "  --log-level LEVEL    error, warn, info or debug (key: log_level)\n"
+            "  --node-id N          this node's id (key: node_id)\n"
+            "  --set KEY=VALUE      any config key\n"
+            "  --help               this text\n"
+            "  --version            print the version\n");
+}
+
+/* Flag name -> config key, for the flags that take one value. */
+static const char *flag_key(const char *flag)
+{
+    static const char *map[][2] = {{"--listen", "listen"},
+                                   {"--data-dir", "data_dir"},
+                                   {"--log-level", "log_level"},
+                                   {"--node-id", "node_id"}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(flag, map[i][0]) == 0)
+            return map[i][1];
+    return NULL;
+}
+
+static int apply_set(struct tern_config *cfg, const char *kv, char *errmsg)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "--set: expected KEY=VALUE, got \"%s\"", kv);
+        return TERN_EINVAL;
+    }
+    char key[64];
+    size_t klen = (size_t)(eq - kv);
+    if (klen >= sizeof(key)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "--set: key too long: \"%.*s\"", (int)klen, kv);
+        return TERN_EINVAL;
+    }
+    memcpy(key, kv, klen);
+    key[klen] = '\0';
+    return tern_config_set(cfg, key, eq + 1, errmsg);
+}
+
+/* Two passes: the config file first wherever --config appears, then the flags in
+ * order, so a flag always overrides the file. Returns 0 to run, 1 for an
+ * informational exit (help/version), -1 on error (message printed). */
+static int parse_args(int argc, char **argv, struct tern_config *cfg)
+{
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("ternd %s\n", TERN_VERSION);
+            return 1;
+        }
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ternd: --config needs a FILE\n");
+                usage(stderr);
+                return -1;
+            }
+            if (tern_config_load_file(cfg, argv[++i], errmsg) != TERN_OK) {
+                fprintf(stderr, "ternd: %s\n", errmsg);
+                return -1;
+            }
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *key = flag_key(argv[i]);
+        int rv = TERN_OK;
+        if (strcmp(argv[i], "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (!key && strcmp(argv[i], "--set") != 0) {
+            fprintf(stderr, "ternd: unknown option \"%s\"\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ternd: %s needs a value\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+        rv = key ? tern_config_set(cfg, key, argv[i + 1], errmsg)
+                 : apply_set(cfg, argv[i + 1], errmsg);
+        if (rv != TERN_OK) {
+            fprintf(stderr, "ternd: %s\n", errmsg);
+            return -1;
+        }
+        i++;
+    }
+    return 0;
+}
+
+static int make_data_dir(const char *dir)
+{
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST)
+        return 0;
+    fprintf(stderr, "ternd: data_dir: cannot create \"%s\": %s\n", dir, strerror(errno));
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct tern_config cfg;
+    tern_config_defaults(&cfg);
+    int rv = parse_args(argc, argv, &cfg);
+    if (rv != 0)
+        return rv > 0 ? 0 : 2;
+    tern_log_set_level(cfg.log_level);
+    if (make_data_dir(cfg.data_dir) != 0)
+        return 1;
+    /* Before any socket exists: a write to a vanished peer must return EPIPE,
+     * not kill the process (a Raft peer's death included). */
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t *loop = uv_default_loop();
+    static struct tern_node node;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    if (tern_node_init(&node, loop, &cfg, errmsg) != TERN_OK ||
+        tern_node_start(&node, errmsg) != TERN_OK) {
+        fprintf(stderr, "ternd: %s\n", errmsg);
+        return 1;
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    tern_node_free(&node);
+    uv_loop_close(loop);
+    TERN_LOGI("ternd stopped");
+    return 0;
+}

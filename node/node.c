@@ -1,0 +1,177 @@
+/* The node: listener, the two FSMs, the flush phase and the tick timer. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "node.h"
+#include "tern/log.h"
+
+#define TICK_MS 1000
+
+uint64_t tern_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Prepare phase: write out everything this loop turn produced, once per
+ * connection. */
+static void on_flush(uv_prepare_t *h)
+{
+    struct tern_node *n = h->data;
+    /* Flushing can close connections, which can mark others dirty: loop on the
+     * count, not a snapshot of it. */
+    for (size_t i = 0; i < n->dirty_count; i++)
+        tern_conn_flush(n->dirty[i]);
+    n->dirty_count = 0;
+}
+
+static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    (void)status;
+    (void)res;
+    struct tern_node *n = ctx;
+    n->tick_proposed = false;
+}
+
+/* Time-driven changes (session expiry, delayed wills) are commands too, so every
+ * replica applies them at the same point of the log. */
+static void on_tick(uv_timer_t *t)
+{
+    struct tern_node *n = t->data;
+    struct tern_fsm *repl = tern_cluster_fsm(n->cluster);
+    uint64_t now = tern_now_ms();
+    if (n->tick_proposed || tern_fsm_next_deadline(repl) > now)
+        return;
+    struct tern_cmd cmd = {.type = TERN_CMD_TICK, .now_ms = now};
+    if (tern_cluster_propose(n->cluster, &cmd, on_tick_done, n) == TERN_OK)
+        n->tick_proposed = true;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct tern_node *n = server->data;
+    if (status < 0) {
+        TERN_LOGW("accept: %s", uv_strerror(status));
+        return;
+    }
+    tern_conn_accept(n);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct tern_node *n = h->data;
+    TERN_LOGI("signal %d: shutting down", signum);
+    tern_node_stop(n);
+}
+
+int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
+                   char *errmsg)
+{
+    memset(n, 0, sizeof(*n));
+    n->loop = loop;
+    n->cfg = *cfg;
+    tern_clients_init(&n->clients);
+
+    struct tern_fsm_observer lobs = tern_session_observer(n, false);
+    struct tern_fsm_limits llim = cfg->limits;
+    llim.retained_max = 0; /* retained messages live in the replicated FSM only */
+    llim.retained_bytes_max = 0;
+    llim.sessions_max = cfg->max_connections + 1;
+    n->local = tern_fsm_new(cfg->node_id, &llim, &lobs);
+    if (!n->local) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the local state machine");
+        return TERN_ENOMEM;
+    }
+    struct tern_cluster_config cc = {
+        .node_id = cfg->node_id,
+        .data_dir = n->cfg.data_dir,
+        .limits = cfg->limits,
+        .max_batch_bytes = 1 << 20,
+    };
+    struct tern_fsm_observer robs = tern_session_observer(n, true);
+    int rv = tern_cluster_new(&n->cluster, loop, &cc, &robs, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    tern_fsm_set_retained_source(n->local, tern_cluster_fsm(n->cluster));
+    return TERN_OK;
+}
+
+int tern_node_start(struct tern_node *n, char *errmsg)
+{
+    char host[TERN_CONFIG_STR_MAX];
+    uint16_t port;
+    if (tern_config_split_hostport(n->cfg.listen, host, sizeof(host), &port) != TERN_OK) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: must be HOST:PORT, got \"%.200s\"",
+                 n->cfg.listen);
+        return TERN_EINVAL;
+    }
+    struct sockaddr_storage addr;
+    int rv = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (rv != 0) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: bad address \"%.100s\": %s", host,
+                 uv_strerror(rv));
+        return TERN_EINVAL;
+    }
+    uv_tcp_init(n->loop, &n->listener);
+    n->listener.data = n;
+    rv = uv_tcp_bind(&n->listener, (struct sockaddr *)&addr, 0);
+    if (rv == 0)
+        rv = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
+    if (rv != 0) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: cannot listen on %.100s: %s", n->cfg.listen,
+                 uv_strerror(rv));
+        uv_close((uv_handle_t *)&n->listener, NULL);
+        return TERN_EIO;
+    }
+    uv_prepare_init(n->loop, &n->flush);
+    n->flush.data = n;
+    uv_prepare_start(&n->flush, on_flush);
+    uv_timer_init(n->loop, &n->tick_timer);
+    n->tick_timer.data = n;
+    uv_timer_start(&n->tick_timer, on_tick, TICK_MS, TICK_MS);
+    uv_signal_init(n->loop, &n->sig_int);
+    uv_signal_init(n->loop, &n->sig_term);
+    n->sig_int.data = n->sig_term.data = n;
+    uv_signal_start(&n->sig_int, on_signal, SIGINT);
+    uv_signal_start(&n->sig_term, on_signal, SIGTERM);
+    TERN_LOGI("ternd node %u listening on %s", n->cfg.node_id, n->cfg.listen);
+    return TERN_OK;
+}
+
+static void on_cluster_closed(void *ctx)
+{
+    (void)ctx;
+}
+
+/* Graceful stop: refuse new work, tell clients (v5: 0x8B), close every handle so
+ * the loop ends. */
+void tern_node_stop(struct tern_node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    uv_close((uv_handle_t *)&n->listener, NULL);
+    /* Closing is asynchronous (handles close on a later turn), so the list is
+     * stable while we walk it. */
+    for (struct tern_conn *c = n->conns; c; c = c->next)
+        tern_conn_close(c, TERN_RC_SERVER_SHUTTING_DOWN, NULL);
+    on_flush(&n->flush);
+    uv_close((uv_handle_t *)&n->flush, NULL);
+    uv_close((uv_handle_t *)&n->tick_timer, NULL);
+    uv_close((uv_handle_t *)&n->sig_int, NULL);
+    uv_close((uv_handle_t *)&n->sig_term, NULL);
+    tern_cluster_close(n->cluster, on_cluster_closed, n);
+}
+
+/* After the loop has ended. */
+void tern_node_free(struct tern_node *n)
+{
+    tern_fsm_free(n->local);
+    tern_clients_free(&n->clients);
+    free(n->dirty);
+}

@@ -1,0 +1,217 @@
+/* Internal header of the node layer: the MQTT front end of one ternd process.
+ *
+ * One libuv loop. A tern_node owns the listener, every client connection, the
+ * node-local FSM (clean sessions) and the cluster (replicated FSM + log).
+ *
+ * Where a session lives:
+ *  - every session is registered in the replicated FSM (client id, owner node,
+ *    epoch, will), so takeover and wills work across nodes;
+ *  - a persistent session (expiry > 0, or resumed) keeps its subscriptions,
+ *    queue and in-flight state there too;
+ *  - a clean session keeps them in the node-local FSM, applied directly.
+ * The packet handlers talk to either through the same commands (session.c).
+ */
+#ifndef TERN_NODE_H
+#define TERN_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "tern/cluster.h"
+#include "tern/codec.h"
+#include "tern/config.h"
+#include "tern/fsm.h"
+
+#include "clients.h"
+
+struct tern_conn;
+
+/* Counters for metrics; the FSMs keep their own. */
+struct tern_node_stats {
+    uint64_t connections_accepted;
+    uint64_t connections_rejected; /* max_connections */
+    uint64_t protocol_errors;
+    uint64_t msgs_in[3];  /* PUBLISH received by QoS */
+    uint64_t msgs_out[3]; /* PUBLISH sent by QoS */
+    uint64_t bytes_in, bytes_out;
+    uint64_t dropped_too_large;   /* not sent: over the client's max packet size */
+    uint64_t dropped_slow_client; /* connections closed: write buffer full */
+};
+
+struct tern_node {
+    uv_loop_t *loop;
+    struct tern_config cfg;
+    uv_tcp_t listener;
+    uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
+    uv_prepare_t flush; /* writes out what this loop turn produced */
+    uv_signal_t sig_int, sig_term;
+    struct tern_cluster *cluster; /* replicated FSM */
+    struct tern_fsm *local;       /* clean sessions */
+    struct tern_conn *conns;      /* all connections, intrusive list */
+    uint32_t conn_count;
+    struct tern_conn **dirty;     /* connections with output to flush */
+    size_t dirty_count, dirty_cap;
+    struct tern_clients clients;  /* client id -> connection */
+    uint64_t next_client_seq;     /* assigned client ids */
+    uint64_t epoch_local;
+    struct tern_node_stats stats;
+    bool stopping;
+    bool tick_proposed;
+};
+
+enum tern_conn_state {
+    TERN_CONN_NEW,        /* waiting for CONNECT */
+    TERN_CONN_CONNECTING, /* SESSION_OPEN proposed */
+    TERN_CONN_ACTIVE,
+    TERN_CONN_CLOSING,
+};
+
+/* Outbound topic aliases: a small table from topic to alias, filled until the
+ * client's topic alias maximum, then new topics go without alias. */
+#define TERN_OUT_ALIAS_MAX 64
+
+struct tern_conn {
+    struct tern_conn *next, *prev;
+    struct tern_node *node;
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* connect timeout, then keepalive */
+    int refs;         /* pending proposals + 1 while the handle is open */
+    enum tern_conn_state state;
+    char peer[64];
+
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+
+    uint8_t *wbuf; /* output gathered in this loop turn, flushed at once */
+    size_t wlen, wcap;
+    uint64_t wqueued; /* bytes handed to uv_write, not yet written */
+    bool flush_scheduled;
+
+    uint8_t version;
+    char *client_id;
+    uint16_t client_id_len;
+    bool persistent;        /* session lives in the replicated FSM */
+    uint64_t epoch;         /* in the replicated FSM */
+    uint64_t local_epoch;   /* in the local FSM (clean sessions) */
+    uint16_t keepalive_s;
+    uint64_t last_rx_ms;
+    uint32_t session_expiry_s;
+    bool will_suppressed;   /* normal DISCONNECT */
+    bool assigned_id;       /* client id chosen by the broker (v5: tell the client) */
+    bool keepalive_capped;  /* v5: send server keepalive */
+    bool expiry_capped;     /* v5: send the session expiry we use */
+    bool disconnect_sent;
+
+    /* Client's limits (v5 CONNECT properties). */
+    uint16_t client_receive_max;
+    uint32_t client_max_packet;
+    uint16_t client_alias_max;
+    bool request_problem_info;
+
+    /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
+    uint32_t inbound_unacked;
+    /* Inbound topic aliases (v5), index 1..topic_alias_maximum. */
+    char **in_alias;
+    uint16_t *in_alias_len;
+
+    /* Outbound topic aliases. */
+    char *out_alias_topic[TERN_OUT_ALIAS_MAX];
+    uint16_t out_alias_count;
+
+    /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
+     * an ack whose durable effects are not committed yet holds back later ones. */
+    struct tern_ack_slot *acks;
+    uint32_t ack_head, ack_count, ack_cap;
+
+    /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
+     * the `subscribed` effect, before any retained message. */
+    struct tern_pending_sub *subs;
+};
+
+struct tern_ack_slot {
+    uint16_t packet_id;
+    uint8_t type;   /* TERN_PUBACK, TERN_PUBREC, TERN_PUBCOMP */
+    uint8_t reason;
+    bool done;
+};
+
+struct tern_pending_sub {
+    struct tern_pending_sub *next;
+    uint8_t type; /* TERN_SUBACK or TERN_UNSUBACK */
+    uint16_t packet_id;
+    uint32_t count;
+    uint8_t reasons[];
+};
+
+/* node.c */
+int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
+                   char *errmsg);
+int tern_node_start(struct tern_node *n, char *errmsg);
+void tern_node_stop(struct tern_node *n);
+void tern_node_free(struct tern_node *n);
+uint64_t tern_now_ms(void);
+void tern_node_schedule_tick(struct tern_node *n);
+
+/* conn.c */
+void tern_conn_accept(struct tern_node *n);
+void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);
+bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p);
+void tern_conn_flush(struct tern_conn *c); /* consumes the dirty reference */
+void tern_conn_flush_now(struct tern_conn *c);
+void tern_conn_resume(struct tern_conn *c);
+void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why);
+void tern_conn_ref(struct tern_conn *c);
+void tern_conn_unref(struct tern_conn *c);
+struct tern_conn *tern_conn_find(struct tern_node *n, const char *id, size_t len);
+void tern_conn_keepalive_start(struct tern_conn *c);
+
+/* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
+ * which the connection is closed with *reason. */
+int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *reason);
+int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
+int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *p,
+                    uint8_t *reason);
+int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *p,
+                          uint8_t *reason);
+int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *p,
+                            uint8_t *reason);
+int tern_handle_disconnect(struct tern_conn *c, const struct tern_disconnect *p,
+                           uint8_t *reason);
+
+/* session.c: glue between connections and the two FSMs. */
+struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated);
+void tern_session_closed(struct tern_conn *c);
+struct tern_fsm *tern_session_fsm(struct tern_conn *c);
+struct tern_fsm_session *tern_session_get(struct tern_conn *c);
+/* Sets the command's client id and epoch for this connection's session and
+ * applies it: directly for the local FSM (cb runs before this returns), through
+ * the log for the replicated one. cb gets ctx; the connection is referenced until
+ * cb has run. */
+int tern_session_command(struct tern_conn *c, struct tern_cmd *cmd,
+                         void (*cb)(struct tern_conn *c, int status,
+                                    const struct tern_fsm_result *res, void *arg),
+                         void *arg);
+
+/* Proposes cmd to the replicated FSM whatever the session's kind. */
+int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
+                         void (*cb)(struct tern_conn *c, int status,
+                                    const struct tern_fsm_result *res, void *arg),
+                         void *arg);
+int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
+                         struct tern_bytes topic, struct tern_bytes payload, uint8_t qos,
+                         bool retain, uint32_t expiry_max_s, uint8_t **userbuf);
+
+/* acks.c: ordered acknowledgements to publishers. */
+/* Reserves the next slot; returns its index or -1 when the window is full. */
+int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id);
+/* Completes slot idx and sends every completed ack at the head, in order. */
+void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason);
+
+/* deliver.c */
+void tern_deliver(struct tern_conn *c, const struct tern_delivery *d);
+void tern_deliver_to_local(struct tern_node *n, const struct tern_cmd_msg *m,
+                           const char *from_id, size_t from_len);
+
+#endif

@@ -1,0 +1,350 @@
+/* Glue between connections and the two FSMs (see node.h: where a session lives).
+ *
+ * The FSMs call back here (observer effects) while they apply commands; this
+ * file maps a session to its connection and turns effects into packets:
+ * CONNACK when a SESSION_OPEN applies, SUBACK when a SUBSCRIBE applies, PUBLISH
+ * and PUBREL for deliveries, DISCONNECT 0x8E for a fenced (taken over) session.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "tern/log.h"
+
+struct closure {
+    struct tern_conn *conn;
+    void (*cb)(struct tern_conn *c, int status, const struct tern_fsm_result *res,
+               void *arg);
+    void *arg;
+};
+
+struct tern_fsm *tern_session_fsm(struct tern_conn *c)
+{
+    return c->persistent ? tern_cluster_fsm(c->node->cluster) : c->node->local;
+}
+
+struct tern_fsm_session *tern_session_get(struct tern_conn *c)
+{
+    return tern_fsm_session_get(tern_session_fsm(c), c->client_id, c->client_id_len);
+}
+
+static void on_proposed(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    struct closure *cl = ctx;
+    if (cl->cb)
+        cl->cb(cl->conn, status, res, cl->arg);
+    tern_conn_unref(cl->conn);
+    free(cl);
+}
+
+int tern_session_command(struct tern_conn *c, struct tern_cmd *cmd,
+                         void (*cb)(struct tern_conn *c, int status,
+                                    const struct tern_fsm_result *res, void *arg),
+                         void *arg)
+{
+    struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
+    cmd->now_ms = tern_now_ms();
+    /* Every command that names a session carries the epoch it holds there. */
+    switch (cmd->type) {
+    case TERN_CMD_SUBSCRIBE:
+    case TERN_CMD_UNSUBSCRIBE:
+        cmd->u.sub.client_id = id;
+        cmd->u.sub.epoch = c->persistent ? c->epoch : c->local_epoch;
+        break;
+    case TERN_CMD_ACK:
+        cmd->u.ack.client_id = id;
+        cmd->u.ack.epoch = c->persistent ? c->epoch : c->local_epoch;
+        break;
+    case TERN_CMD_PUBREL:
+        cmd->u.pubrel.client_id = id;
+        cmd->u.pubrel.epoch = c->persistent ? c->epoch : c->local_epoch;
+        break;
+    default:
+        break;
+    }
+    if (!c->persistent) {
+        struct tern_fsm_result res;
+        tern_fsm_apply(c->node->local, cmd, &res);
+        if (cb)
+            cb(c, TERN_OK, &res, arg);
+        return TERN_OK;
+    }
+    return tern_session_propose(c, cmd, cb, arg);
+}
+
+int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
+                         void (*cb)(struct tern_conn *c, int status,
+                                    const struct tern_fsm_result *res, void *arg),
+                         void *arg)
+{
+    struct closure *cl = malloc(sizeof(*cl));
+    if (!cl)
+        return TERN_ENOMEM;
+    *cl = (struct closure){c, cb, arg};
+    tern_conn_ref(c);
+    int rv = tern_cluster_propose(c->node->cluster, cmd, on_proposed, cl);
+    if (rv != TERN_OK) {
+        tern_conn_unref(c);
+        free(cl);
+    }
+    return rv;
+}
+
+/* The connection ended: the session goes offline (will, expiry) in the
+ * replicated FSM; a clean session's local state is dropped. */
+void tern_session_closed(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (!c->client_id)
+        return;
+    struct tern_client_slot *slot = tern_clients_get(&n->clients, c->client_id,
+                                                     c->client_id_len);
+    struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
+    if (c->state == TERN_CONN_ACTIVE) {
+        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
+        cmd.u.close.client_id = id;
+        cmd.u.close.epoch = c->epoch;
+        cmd.u.close.expiry_s = c->persistent ? c->session_expiry_s : 0;
+        cmd.u.close.publish_will = !c->will_suppressed;
+        if (tern_cluster_propose(n->cluster, &cmd, NULL, NULL) != TERN_OK)
+            TERN_LOGW("%.*s: cannot record the end of the connection", (int)id.len,
+                      c->client_id);
+        if (!c->persistent && c->local_epoch) {
+            cmd.u.close.epoch = c->local_epoch;
+            cmd.u.close.publish_will = false;
+            struct tern_fsm_result res;
+            tern_fsm_apply(n->local, &cmd, &res);
+        }
+        struct tern_fsm_session *s = tern_session_get(c);
+        if (s && tern_fsm_session_local(s) == c)
+            tern_fsm_session_set_local(s, NULL);
+    }
+    if (slot) {
+        if (slot->active == c)
+            slot->active = NULL;
+        if (slot->connecting == c)
+            slot->connecting = NULL;
+        tern_clients_release(&n->clients, slot);
+    }
+}
+
+static struct tern_conn *conn_of(struct tern_fsm_session *s)
+{
+    struct tern_conn *c = tern_fsm_session_local(s);
+    return c && c->state == TERN_CONN_ACTIVE ? c : NULL;
+}
+
+static void send_connack(struct tern_conn *c, bool present)
+{
+    struct tern_node *n = c->node;
+    struct tern_packet p = {.type = TERN_CONNACK};
+    p.u.connack.session_present = present;
+    p.u.connack.reason = TERN_RC_SUCCESS;
+    if (c->version == TERN_MQTT_5) {
+        struct tern_props *pr = &p.u.connack.props;
+        pr->mask |= TERN_PROP_BIT(TERN_PROP_RECEIVE_MAX) |
+                    TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE) |
+                    TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS_MAX);
+        pr->receive_max = n->cfg.receive_maximum;
+        pr->max_packet_size = n->cfg.max_packet_size;
+        pr->topic_alias_max = n->cfg.topic_alias_maximum;
+        if (n->cfg.max_qos < 2) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_MAX_QOS);
+            pr->max_qos = n->cfg.max_qos;
+        }
+        if (!n->cfg.retain_available) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_RETAIN_AVAILABLE);
+            pr->retain_available = 0;
+        }
+        if (!n->cfg.wildcard_subscriptions) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_WILDCARD_SUB_AVAILABLE);
+            pr->wildcard_sub_available = 0;
+        }
+        if (!n->cfg.subscription_identifiers) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_SUB_ID_AVAILABLE);
+            pr->sub_id_available = 0;
+        }
+        if (!n->cfg.shared_subscriptions) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_SHARED_SUB_AVAILABLE);
+            pr->shared_sub_available = 0;
+        }
+        if (c->assigned_id) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_ASSIGNED_CLIENT_ID);
+            pr->assigned_client_id =
+                (struct tern_bytes){(const uint8_t *)c->client_id, c->client_id_len};
+        }
+        if (c->keepalive_capped) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_SERVER_KEEPALIVE);
+            pr->server_keepalive = c->keepalive_s;
+        }
+        if (c->expiry_capped) {
+            pr->mask |= TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY);
+            pr->session_expiry = c->session_expiry_s;
+        }
+    }
+    tern_conn_send(c, &p);
+}
+
+/* SESSION_OPEN applied (replicated FSM): bind the waiting connection. */
+static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
+{
+    struct tern_node *n = ctx;
+    if (tern_fsm_session_owner(s) != n->cfg.node_id)
+        return;
+    struct tern_bytes id = tern_fsm_session_client_id(s);
+    struct tern_client_slot *slot = tern_clients_get(&n->clients, (const char *)id.ptr,
+                                                     id.len);
+    struct tern_conn *c = slot ? slot->connecting : NULL;
+    if (!c)
+        return;
+    slot->connecting = NULL;
+    c->epoch = tern_fsm_session_epoch(s);
+    if (c->state != TERN_CONN_CONNECTING) {
+        /* The client went away while its session was being opened: end it. */
+        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
+        cmd.u.close.client_id = id;
+        cmd.u.close.epoch = c->epoch;
+        cmd.u.close.expiry_s = tern_fsm_session_expiry(s);
+        cmd.u.close.publish_will = true;
+        tern_cluster_propose(n->cluster, &cmd, NULL, NULL);
+        tern_clients_release(&n->clients, slot);
+        return;
+    }
+    slot->active = c;
+    c->persistent = tern_fsm_session_expiry(s) > 0 || present;
+    if (c->persistent) {
+        tern_fsm_session_set_local(s, c);
+    } else {
+        /* Clean session: its subscriptions and messages live on this node. */
+        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_OPEN, .now_ms = tern_now_ms()};
+        cmd.u.open.client_id = id;
+        cmd.u.open.node = n->cfg.node_id;
+        cmd.u.open.proto = c->version;
+        cmd.u.open.clean_start = true;
+        cmd.u.open.receive_max = c->client_receive_max;
+        struct tern_fsm_result res;
+        c->state = TERN_CONN_ACTIVE; /* so the local opened effect finds it */
+        tern_fsm_apply(n->local, &cmd, &res);
+        c->local_epoch = res.epoch;
+        struct tern_fsm_session *ls = tern_fsm_session_get(n->local, (const char *)id.ptr,
+                                                           id.len);
+        if (ls)
+            tern_fsm_session_set_local(ls, c);
+    }
+    c->state = TERN_CONN_ACTIVE;
+    send_connack(c, present);
+    tern_conn_keepalive_start(c);
+    TERN_LOGD("%s %.*s: connected (v%u, %s session, present=%d, epoch %llu)", c->peer,
+              (int)id.len, (const char *)id.ptr, c->version,
+              c->persistent ? "persistent" : "clean", present,
+              (unsigned long long)c->epoch);
+    /* Deliveries owed by the resumed session follow in this apply. */
+}
+
+static void local_opened(void *ctx, struct tern_fsm_session *s, bool present)
+{
+    (void)ctx;
+    (void)s;
+    (void)present;
+}
+
+static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet_id)
+{
+    (void)ctx;
+    struct tern_conn *c = conn_of(s);
+    if (!c)
+        return;
+    /* SUBACK now: retained messages for this SUBSCRIBE follow in this apply. */
+    struct tern_pending_sub **pp = &c->subs;
+    for (; *pp; pp = &(*pp)->next) {
+        struct tern_pending_sub *p = *pp;
+        if (p->type != TERN_SUBACK || p->packet_id != packet_id)
+            continue;
+        struct tern_packet pk = {.type = TERN_SUBACK};
+        pk.u.sub.packet_id = packet_id;
+        pk.u.sub.list = (struct tern_bytes){p->reasons, p->count};
+        pk.u.sub.count = p->count;
+        tern_conn_send(c, &pk);
+        *pp = p->next;
+        free(p);
+        return;
+    }
+}
+
+static void on_deliver(void *ctx, struct tern_fsm_session *s, const struct tern_delivery *d)
+{
+    (void)ctx;
+    struct tern_conn *c = conn_of(s);
+    if (c)
+        tern_deliver(c, d);
+}
+
+static void fence(struct tern_node *n, struct tern_bytes id, uint32_t owner,
+                  uint64_t epoch, uint8_t reason, bool replicated)
+{
+    if (owner != n->cfg.node_id)
+        return;
+    struct tern_client_slot *slot = tern_clients_get(&n->clients, (const char *)id.ptr,
+                                                     id.len);
+    struct tern_conn *c = slot ? slot->active : NULL;
+    if (!c || c->state != TERN_CONN_ACTIVE)
+        return;
+    if ((replicated ? c->epoch : c->local_epoch) != epoch)
+        return;
+    /* The new owner's SESSION_OPEN supersedes this connection's will. */
+    c->will_suppressed = true;
+    tern_conn_close(c, reason,
+                    reason == TERN_RC_SESSION_TAKEN_OVER ? "session taken over"
+                                                         : "session removed by admin");
+}
+
+static void repl_fenced(void *ctx, struct tern_bytes id, uint32_t owner, uint64_t epoch,
+                        uint8_t reason)
+{
+    fence(ctx, id, owner, epoch, reason, true);
+}
+
+static void local_fenced(void *ctx, struct tern_bytes id, uint32_t owner, uint64_t epoch,
+                         uint8_t reason)
+{
+    fence(ctx, id, owner, epoch, reason, false);
+}
+
+static struct tern_cmd_msg msg_of(const struct tern_msg *m)
+{
+    struct tern_cmd_msg cm = {
+        .topic = m->topic,
+        .payload = m->payload,
+        .qos = m->qos,
+        .retain = m->retain,
+        .flags = m->flags,
+        .payload_format = m->payload_format,
+        .expiry_s = m->expiry_s,
+        .content_type = m->content_type,
+        .response_topic = m->response_topic,
+        .correlation_data = m->correlation_data,
+        .user = m->user,
+    };
+    return cm;
+}
+
+/* The replicated FSM published a will: this node's clean subscribers get it. */
+static void repl_published(void *ctx, const struct tern_msg *m)
+{
+    struct tern_node *n = ctx;
+    struct tern_cmd_msg cm = msg_of(m);
+    tern_deliver_to_local(n, &cm, NULL, 0);
+}
+
+struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated)
+{
+    struct tern_fsm_observer o = {
+        .ctx = n,
+        .opened = replicated ? repl_opened : local_opened,
+        .subscribed = on_subscribed,
+        .deliver = on_deliver,
+        .fenced = replicated ? repl_fenced : local_fenced,
+        .published = replicated ? repl_published : NULL,
+    };
+    return o;
+}

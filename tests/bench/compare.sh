@@ -1,0 +1,441 @@
+#!/usr/bin/env bash
+# Runs the benchmark scenarios against Mosquitto and tern side by side and writes
+# Markdown tables (and gnuplot PNGs) of the medians. See docs/benchmarks.md.
+#
+# Runs are interleaved (mosquitto, tern, mosquitto, tern ...) so that drift in the
+# shared machine hits both brokers alike; each number is the median of --repeat.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+QUICK=0
+DURATION=""
+REPEAT=""
+ONLY=""
+OUT="$ROOT/docs/benchmarks.md"
+TERND="${TERND:-$ROOT/build/ternd}"
+
+usage() {
+    cat <<EOF
+usage: tests/bench/compare.sh [options]
+  --quick         CI smoke run: ~1 s per scenario, few connections (< 60 s total)
+  --duration S    measured seconds per run (default 5, quick 0.5)
+  --repeat R      runs per broker and case; the median is reported (default 3, quick 1)
+  --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain
+  --out FILE      Markdown output (default docs/benchmarks.md, results spliced
+                  between its results markers; other files are written whole)
+Environment: TERN_BENCH (tern-bench binary), TERND (default build/ternd).
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --duration) DURATION=${2:?}; shift ;;
+    --repeat) REPEAT=${2:?}; shift ;;
+    --only) ONLY=${2:?}; shift ;;
+    --out) OUT=${2:?}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$ONLY" in
+"" | 1to1 | fanin | fanout | latency | idle | storm | drain) ;;
+*) echo "compare.sh: unknown scenario $ONLY" >&2; usage >&2; exit 2 ;;
+esac
+
+if [ "$QUICK" = 1 ]; then
+    DURATION=${DURATION:-0.5}; REPEAT=${REPEAT:-1}; WARMUP=0.2; GRACE=1
+    FANIN_PUBS=10; FANOUT_SUBS=100; IDLE_SIZES="100 300 500"; IDLE_HOLD=1.2
+    STORM_N=500; DRAIN_SUBS=20; DRAIN_MSGS=50
+else
+    DURATION=${DURATION:-5}; REPEAT=${REPEAT:-3}; WARMUP=1; GRACE=3
+    FANIN_PUBS=100; FANOUT_SUBS=1000; IDLE_SIZES="1000 5000 10000"; IDLE_HOLD=2
+    STORM_N=5000; DRAIN_SUBS=100; DRAIN_MSGS=100
+fi
+
+WORK=$(mktemp -d /tmp/tern-compare.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait, then no mercy.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "compare: $*" >&2; }
+
+# ---- tools ---------------------------------------------------------------------
+BENCH=${TERN_BENCH:-}
+if [ -z "$BENCH" ]; then
+    if [ -x "$ROOT/build/tern-bench" ]; then
+        BENCH="$ROOT/build/tern-bench"
+    else
+        log "build/tern-bench not found, compiling it"
+        BENCH="$WORK/tern-bench"
+        gcc -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 -Wall -Wextra \
+            -I"$ROOT/include" "$ROOT"/node/codec*.c "$ROOT/tests/bench/tern_bench.c" \
+            -luv -lm -o "$BENCH"
+    fi
+fi
+command -v mosquitto >/dev/null || { echo "compare.sh: mosquitto not installed" >&2; exit 1; }
+BROKERS=(mosquitto)
+if [ -x "$TERND" ]; then
+    BROKERS+=(tern)
+else
+    log "no $TERND yet: running Mosquitto only, tern columns say pending"
+fi
+HAVE_GNUPLOT=0
+command -v gnuplot >/dev/null && HAVE_GNUPLOT=1
+
+# ---- brokers -------------------------------------------------------------------
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 20000))
+        if port_free "$p"; then echo "$p"; return; fi
+    done
+    echo "compare.sh: no free port" >&2; exit 1
+}
+wait_listen() { # port pid
+    for _ in $(seq 100); do
+        ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+declare -A BPID BPORT
+NSTART=0
+start_broker() { # name
+    local name=$1 port pid
+    port=$(free_port)
+    NSTART=$((NSTART + 1))
+    case "$name" in
+    mosquitto)
+        # Equivalent limits to tern's defaults: big queues, no in-flight cap.
+        cat >"$WORK/mosq.conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+max_queued_messages 100000
+max_inflight_messages 0
+set_tcp_nodelay true
+persistence false
+log_type error
+EOF
+        (ulimit -n "$(ulimit -Hn)"; exec mosquitto -c "$WORK/mosq.conf") \
+            >>"$WORK/mosquitto.log" 2>&1 &
+        pid=$!
+        ;;
+    tern)
+        mkdir -p "$WORK/tern-data-$NSTART"
+        (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --listen "127.0.0.1:$port" \
+            --data-dir "$WORK/tern-data-$NSTART" --log-level warn) >>"$WORK/tern.log" 2>&1 &
+        pid=$!
+        ;;
+    esac
+    PIDS+=("$pid")
+    if ! wait_listen "$port" "$pid"; then
+        echo "compare.sh: $name did not start on port $port:" >&2
+        tail -5 "$WORK/$name.log" >&2 || true
+        exit 1
+    fi
+    BPID[$name]=$pid
+    BPORT[$name]=$port
+}
+stop_broker() { # name
+    local pid=${BPID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "BPID[$1]"
+}
+start_all() { for b in "${BROKERS[@]}"; do start_broker "$b"; done; }
+stop_all() { for b in "${BROKERS[@]}"; do stop_broker "$b"; done; }
+
+# ---- running and reading results -----------------------------------------------
+RES="$WORK/results"
+mkdir -p "$RES"
+RUN=0
+# run_bench KEY BROKER ARGS...: one bench run, its JSON saved as RES/KEY.BROKER.N
+run_bench() {
+    local key=$1 broker=$2
+    shift 2
+    RUN=$((RUN + 1))
+    local out="$RES/$key.$broker.$RUN"
+    local bound
+    bound=$(awk -v d="$DURATION" -v w="$WARMUP" -v g="$GRACE" 'BEGIN{print int(2*d+w+2*g+90)}')
+    if ! timeout "$bound" "$BENCH" --host 127.0.0.1 --port "${BPORT[$broker]}" --json \
+        --client-prefix "c$RUN-" --label "$key" "$@" >"$out" 2>"$out.err"; then
+        log "run $key on $broker failed: $(tail -2 "$out.err" | tr '\n' ' ')"
+    fi
+    log "$key $broker: $(jget received_per_s "$out") msg/s recv, loss $(jget loss "$out")"
+}
+jget() { sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p" "$2" 2>/dev/null | head -1; }
+# median KEY BROKER FIELD: median over that case's runs, empty if none
+median() {
+    local f vals=()
+    for f in "$RES/$1.$2".*; do
+        [ -e "$f" ] || continue
+        case "$f" in *.err) continue ;; esac
+        local v
+        v=$(jget "$3" "$f")
+        [ -n "$v" ] && vals+=("$v")
+    done
+    [ ${#vals[@]} -gt 0 ] || return 0
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{a[NR]=$1} END{
+        if (NR%2) m=a[(NR+1)/2]; else m=(a[NR/2]+a[NR/2+1])/2; printf "%.6g\n", m}'
+}
+# cases KEY ARGS...: REPEAT interleaved runs of every broker
+cases() {
+    local key=$1 r b
+    shift
+    for r in $(seq "$REPEAT"); do
+        for b in "${BROKERS[@]}"; do run_bench "$key" "$b" "$@"; done
+    done
+}
+COMMON=(--duration "$DURATION" --warmup "$WARMUP" --grace "$GRACE")
+
+# ---- Markdown output -----------------------------------------------------------
+MD="$WORK/results.md"
+: >"$MD"
+fmt() { # number -> short form
+    [ -n "$1" ] || { echo "pending"; return; }
+    awk -v v="$1" 'BEGIN{ if (v >= 100) printf "%.0f", v; else if (v >= 1) printf "%.2f", v;
+        else printf "%.3g", v }'
+}
+ratio() {
+    if [ -z "$1" ] || [ -z "$2" ]; then echo "pending"; return; fi
+    awk -v t="$1" -v m="$2" 'BEGIN{ if (m == 0) print "n/a"; else printf "%.2f", t/m }'
+}
+# table TITLE "key:label" ... -- "field:label" ...
+table() {
+    local title=$1
+    shift
+    local keys=() fields=()
+    while [ "$1" != "--" ]; do keys+=("$1"); shift; done
+    shift
+    fields=("$@")
+    {
+        echo
+        echo "#### $title"
+        echo
+        echo "| case | metric | tern | mosquitto | tern / mosquitto |"
+        echo "| --- | --- | ---: | ---: | ---: |"
+        local k f
+        for k in "${keys[@]}"; do
+            for f in "${fields[@]}"; do
+                local t m
+                t=$(median "${k%%:*}" tern "${f%%:*}")
+                m=$(median "${k%%:*}" mosquitto "${f%%:*}")
+                echo "| ${k#*:} | ${f#*:} | $(fmt "$t") | $(fmt "$m") | $(ratio "$t" "$m") |"
+            done
+        done
+    } >>"$MD"
+}
+IMGDIR="$(dirname "$OUT")/img"
+# plot NAME TITLE YLABEL FIELD "key:label" ...: grouped bars, tern next to mosquitto
+plot() {
+    local name=$1 title=$2 ylabel=$3 field=$4
+    shift 4
+    [ "$HAVE_GNUPLOT" = 1 ] || return 0
+    mkdir -p "$IMGDIR"
+    local dat="$WORK/$name.dat" k
+    : >"$dat"
+    for k in "$@"; do
+        local t m
+        t=$(median "${k%%:*}" tern "$field")
+        m=$(median "${k%%:*}" mosquitto "$field")
+        echo "\"${k#*:}\" ${t:-0} ${m:-0}" >>"$dat"
+    done
+    gnuplot <<EOF 2>>"$WORK/gnuplot.log" || log "gnuplot failed for $name"
+set terminal pngcairo size 800,420 font ",10"
+set output "$IMGDIR/$name.png"
+set title "$title"
+set ylabel "$ylabel"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set key top right
+plot "$dat" using 2:xtic(1) title "tern", "" using 3 title "mosquitto"
+EOF
+    echo >>"$MD"
+    echo "![$title](img/$name.png)" >>"$MD"
+}
+
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+T0=$(date +%s)
+
+# ---- 1) 1:1 at max rate ----------------------------------------------------------
+if want 1to1 || want latency; then
+    start_all
+    if want 1to1; then
+        for q in 0 1; do
+            for s in 16 1024; do
+                cases "1to1-q$q-s$s" --pubs 1 --subs 1 --qos "$q" --size "$s" "${COMMON[@]}"
+            done
+        done
+    else # latency alone still needs Mosquitto's 1:1 QoS 0 16 B maximum
+        for r in $(seq "$REPEAT"); do
+            run_bench "1to1-q0-s16" mosquitto --pubs 1 --subs 1 --qos 0 --size 16 "${COMMON[@]}"
+        done
+    fi
+    # ---- 4) latency at half of Mosquitto's 1:1 QoS 0 16 B maximum ---------------------
+    if want latency; then
+        MAXRATE=$(median 1to1-q0-s16 mosquitto received_per_s)
+        LATRATE=$(awk -v m="${MAXRATE:-0}" 'BEGIN{r=int(m/2); if (r < 100) r=100; print r}')
+        log "latency rate: $LATRATE msg/s (half of Mosquitto's ${MAXRATE:-?})"
+        for q in 0 1; do
+            cases "lat-q$q" --pubs 1 --subs 1 --qos "$q" --size 16 --rate "$LATRATE" "${COMMON[@]}"
+        done
+    fi
+    stop_all
+fi
+if want 1to1; then
+    echo >>"$MD"
+    echo "### 1) One publisher, one subscriber, maximum rate" >>"$MD"
+    K1=("1to1-q0-s16:QoS 0, 16 B" "1to1-q0-s1024:QoS 0, 1 KiB" "1to1-q1-s16:QoS 1, 16 B"
+        "1to1-q1-s1024:QoS 1, 1 KiB")
+    table "Throughput (higher is better) and latency under full load" "${K1[@]}" -- \
+        "received_per_s:received msg/s" "loss:lost" "duplicates:duplicates" \
+        "lat_p50_us:p50 us" "lat_p99_us:p99 us"
+    plot 1to1 "1:1 maximum rate" "messages/s received" received_per_s "${K1[@]}"
+fi
+
+# ---- 2) fan-in ---------------------------------------------------------------------
+if want fanin; then
+    start_all
+    for q in 0 1; do
+        cases "fanin-q$q" --pubs "$FANIN_PUBS" --subs 1 --qos "$q" --size 16 "${COMMON[@]}"
+    done
+    stop_all
+    echo >>"$MD"
+    echo "### 2) Fan-in: $FANIN_PUBS publishers, one subscriber" >>"$MD"
+    K2=("fanin-q0:QoS 0" "fanin-q1:QoS 1")
+    table "Fan-in" "${K2[@]}" -- "received_per_s:received msg/s" "loss:lost" \
+        "duplicates:duplicates" "lat_p50_us:p50 us" "lat_p99_us:p99 us"
+    plot fanin "Fan-in $FANIN_PUBS:1" "messages/s received" received_per_s "${K2[@]}"
+fi
+
+# ---- 3) fan-out --------------------------------------------------------------------
+if want fanout; then
+    start_all
+    for q in 0 1; do
+        cases "fanout-q$q" --pubs 1 --subs "$FANOUT_SUBS" --qos "$q" --size 16 "${COMMON[@]}"
+    done
+    stop_all
+    echo >>"$MD"
+    echo "### 3) Fan-out: one publisher, $FANOUT_SUBS subscribers" >>"$MD"
+    K3=("fanout-q0:QoS 0" "fanout-q1:QoS 1")
+    table "Fan-out (deliveries: one per subscriber per message)" "${K3[@]}" -- \
+        "received_per_s:deliveries/s" "sent_per_s:published msg/s" "loss:lost" \
+        "duplicates:duplicates" "lat_p50_us:p50 us" "lat_p99_us:p99 us"
+    plot fanout "Fan-out 1:$FANOUT_SUBS" "deliveries/s" received_per_s "${K3[@]}"
+fi
+
+if want latency; then
+    echo >>"$MD"
+    echo "### 4) Latency at a fixed rate: $LATRATE msg/s (half of Mosquitto's 1:1 QoS 0 16 B maximum)" >>"$MD"
+    K4=("lat-q0:QoS 0" "lat-q1:QoS 1")
+    table "Latency (lower is better)" "${K4[@]}" -- "lat_p50_us:p50 us" \
+        "lat_p99_us:p99 us" "lat_p999_us:p99.9 us" "lat_max_us:max us" \
+        "received_per_s:received msg/s" "loss:lost"
+    plot latency "End-to-end p99 at $LATRATE msg/s" "microseconds" lat_p99_us "${K4[@]}"
+fi
+
+# ---- 5) idle connections: memory -------------------------------------------------------
+if want idle; then
+    for n in $IDLE_SIZES; do
+        for r in $(seq "$REPEAT"); do
+            for b in "${BROKERS[@]}"; do
+                # A fresh broker per sample: RSS_0 is then really zero connections.
+                start_broker "$b"
+                run_bench "idle-$n" "$b" --idle "$n" --duration "$IDLE_HOLD" \
+                    --rss-pid "${BPID[$b]}" --concurrency 200
+                stop_broker "$b"
+            done
+        done
+    done
+    echo >>"$MD"
+    echo "### 5) Idle connections: broker memory" >>"$MD"
+    K5=()
+    for n in $IDLE_SIZES; do K5+=("idle-$n:$n connections"); done
+    table "VmRSS; per connection = (RSS_N - RSS_0) / N (lower is better)" "${K5[@]}" -- \
+        "connected:connected" "rss_before_kb:RSS_0 kB" "rss_after_kb:RSS_N kB" \
+        "rss_per_conn_bytes:bytes per connection"
+    plot idle "Broker memory per idle connection" "bytes" rss_per_conn_bytes "${K5[@]}"
+fi
+
+# ---- 6) connection storm ----------------------------------------------------------------
+if want storm; then
+    start_all
+    cases storm --connect-rate "$STORM_N" --concurrency 200 --connect-timeout 60
+    stop_all
+    echo >>"$MD"
+    echo "### 6) Connection storm: $STORM_N clients, 200 handshakes in flight" >>"$MD"
+    table "CONNACKs per second (higher is better)" "storm:$STORM_N connections" -- \
+        "connect_per_s:connections/s" "connected:connected" "connect_failures:failures"
+fi
+
+# ---- 7) persistent sessions: drain on reconnect -----------------------------------------
+if want drain; then
+    start_all
+    cases drain --drain --subs "$DRAIN_SUBS" --messages "$DRAIN_MSGS" --qos 1 \
+        --duration 30 --grace "$GRACE"
+    stop_all
+    echo >>"$MD"
+    echo "### 7) Persistent sessions: $DRAIN_SUBS sessions x $DRAIN_MSGS queued QoS 1 messages" >>"$MD"
+    table "Time from reconnect to the last queued message (lower is better)" \
+        "drain:$((DRAIN_SUBS * DRAIN_MSGS)) messages" -- "drain_s:drain seconds" \
+        "drain_per_s:messages/s" "delivered:delivered" "loss:lost" \
+        "session_present:sessions present"
+fi
+
+# ---- 8) cluster -------------------------------------------------------------------------
+# TODO(cluster): scenario 8, three ternd nodes on 127.0.0.1-3: publishers on one node,
+# subscribers on another (forwarding cost), and throughput during a leader kill.
+# Mosquitto has no equivalent; compare against single-node tern instead.
+echo >>"$MD"
+echo "### 8) Cluster (TODO)" >>"$MD"
+echo >>"$MD"
+echo "Not measured yet: needs the clustered ternd. Planned: 3 nodes, cross-node pub/sub and a leader kill." >>"$MD"
+
+# ---- write ------------------------------------------------------------------------------
+ELAPSED=$(($(date +%s) - T0))
+{
+    echo
+    echo "Generated by \`tests/bench/compare.sh$([ "$QUICK" = 1 ] && echo " --quick")\` on $(date -u '+%Y-%m-%d %H:%M UTC'):"
+    echo "${DURATION} s measured per run after ${WARMUP} s warm-up, median of $REPEAT run(s) per broker," \
+        "brokers: ${BROKERS[*]}$([ -x "$TERND" ] || echo " (tern: pending, build/ternd not built yet)"), $ELAPSED s in all."
+    [ "$HAVE_GNUPLOT" = 1 ] || echo "Plots skipped: gnuplot is not installed."
+    echo "Machine: $(nproc) cores ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); brokers and load generator share the cores."
+} >"$WORK/header.md"
+cat "$WORK/header.md" "$MD" >"$WORK/final.md"
+
+BEGIN_MARK='<!-- results:begin -->'
+END_MARK='<!-- results:end -->'
+if [ -f "$OUT" ] && grep -qF "$BEGIN_MARK" "$OUT" && grep -qF "$END_MARK" "$OUT"; then
+    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$WORK/final.md" '
+        $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+        $0 == e { skip = 0 }
+        !skip' "$OUT" >"$WORK/out.md"
+    cat "$WORK/out.md" >"$OUT"
+else
+    { echo "# tern benchmark results"; cat "$WORK/final.md"; } >"$OUT"
+fi
+log "wrote $OUT in $ELAPSED s"

@@ -1,0 +1,652 @@
+/* Tests of node/config.c: defaults, every key, every kind of error message,
+ * command-line overrides, HOST:PORT splitting, and that the shipped example file
+ * and the docs agree with the code. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tern/config.h"
+#include "tern/error.h"
+
+/* Every key, in the order of docs/configuration.md. */
+static const char *const all_keys[] = {
+    "listen",
+    "data_dir",
+    "log_level",
+    "node_id",
+    "max_connections",
+    "max_packet_size",
+    "receive_maximum",
+    "topic_alias_maximum",
+    "max_keepalive_s",
+    "connect_timeout_ms",
+    "write_buffer_max",
+    "retry_interval_s",
+    "max_qos",
+    "retain_available",
+    "wildcard_subscriptions",
+    "shared_subscriptions",
+    "subscription_identifiers",
+    "client_id_max_len",
+    "inflight_max",
+    "queue_max",
+    "queue_bytes_max",
+    "queue_qos0",
+    "drop_policy",
+    "retained_max",
+    "retained_bytes_max",
+    "session_expiry_max_s",
+    "message_expiry_max_s",
+    "sessions_max",
+};
+#define NKEYS (sizeof all_keys / sizeof all_keys[0])
+
+/* Loads a NUL-terminated JSON text onto c. */
+static int load(struct tern_config *c, const char *json, char *errmsg)
+{
+    return tern_config_load_json(c, json, strlen(json), errmsg);
+}
+
+/* Expects `json` to be rejected with a message containing `want`. */
+static void expect_json_error(const char *json, const char *want)
+{
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    int rc = load(&c, json, errmsg);
+    if (rc != TERN_EINVAL || !strstr(errmsg, want))
+        fail_msg("json %s: rc %d, message \"%s\", wanted \"%s\"", json, rc, errmsg, want);
+}
+
+static void expect_set_error(const char *key, const char *value, const char *want)
+{
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    int rc = tern_config_set(&c, key, value, errmsg);
+    if (rc != TERN_EINVAL || !strstr(errmsg, want))
+        fail_msg("set %s=%s: rc %d, message \"%s\", wanted \"%s\"", key, value, rc,
+                 errmsg, want);
+}
+
+/* Field by field: struct copies need not preserve padding bytes. */
+static void assert_config_equal(const struct tern_config *c, const struct tern_config *d)
+{
+    assert_string_equal(c->listen, d->listen);
+    assert_string_equal(c->data_dir, d->data_dir);
+    assert_int_equal(c->log_level, d->log_level);
+    assert_int_equal(c->node_id, d->node_id);
+    assert_int_equal(c->max_connections, d->max_connections);
+    assert_int_equal(c->max_packet_size, d->max_packet_size);
+    assert_int_equal(c->receive_maximum, d->receive_maximum);
+    assert_int_equal(c->topic_alias_maximum, d->topic_alias_maximum);
+    assert_int_equal(c->max_keepalive_s, d->max_keepalive_s);
+    assert_int_equal(c->connect_timeout_ms, d->connect_timeout_ms);
+    assert_int_equal(c->write_buffer_max, d->write_buffer_max);
+    assert_int_equal(c->retry_interval_s, d->retry_interval_s);
+    assert_int_equal(c->max_qos, d->max_qos);
+    assert_int_equal(c->retain_available, d->retain_available);
+    assert_int_equal(c->wildcard_subscriptions, d->wildcard_subscriptions);
+    assert_int_equal(c->shared_subscriptions, d->shared_subscriptions);
+    assert_int_equal(c->subscription_identifiers, d->subscription_identifiers);
+    assert_int_equal(c->client_id_max_len, d->client_id_max_len);
+    assert_int_equal(c->limits.inflight_max, d->limits.inflight_max);
+    assert_int_equal(c->limits.queue_max, d->limits.queue_max);
+    assert_int_equal(c->limits.queue_bytes_max, d->limits.queue_bytes_max);
+    assert_int_equal(c->limits.queue_qos0, d->limits.queue_qos0);
+    assert_int_equal(c->limits.drop_policy, d->limits.drop_policy);
+    assert_int_equal(c->limits.retained_max, d->limits.retained_max);
+    assert_int_equal(c->limits.retained_bytes_max, d->limits.retained_bytes_max);
+    assert_int_equal(c->limits.session_expiry_max_s, d->limits.session_expiry_max_s);
+    assert_int_equal(c->limits.message_expiry_max_s, d->limits.message_expiry_max_s);
+    assert_int_equal(c->limits.sessions_max, d->limits.sessions_max);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    tern_config_defaults(&c);
+    assert_string_equal(c.listen, "127.0.0.1:1883");
+    assert_string_equal(c.data_dir, "tern-data");
+    assert_int_equal(c.log_level, TERN_LOG_INFO);
+    assert_int_equal(c.node_id, 1);
+    assert_int_equal(c.max_connections, 100000);
+    assert_int_equal(c.max_packet_size, 1048576);
+    assert_int_equal(c.receive_maximum, 1024);
+    assert_int_equal(c.topic_alias_maximum, 64);
+    assert_int_equal(c.max_keepalive_s, 65535);
+    assert_int_equal(c.connect_timeout_ms, 10000);
+    assert_int_equal(c.write_buffer_max, 16777216);
+    assert_int_equal(c.retry_interval_s, 0);
+    assert_int_equal(c.max_qos, 2);
+    assert_true(c.retain_available);
+    assert_true(c.wildcard_subscriptions);
+    assert_true(c.shared_subscriptions);
+    assert_true(c.subscription_identifiers);
+    assert_int_equal(c.client_id_max_len, 65535);
+    assert_int_equal(c.limits.inflight_max, 20);
+    assert_int_equal(c.limits.queue_max, 1000);
+    assert_int_equal(c.limits.queue_bytes_max, 16 * 1024 * 1024);
+    assert_false(c.limits.queue_qos0);
+    assert_int_equal(c.limits.drop_policy, TERN_DROP_OLDEST);
+    assert_int_equal(c.limits.retained_max, 100000);
+    assert_int_equal(c.limits.retained_bytes_max, 256 * 1024 * 1024);
+    assert_int_equal(c.limits.session_expiry_max_s, 0);
+    assert_int_equal(c.limits.message_expiry_max_s, 0);
+    assert_int_equal(c.limits.sessions_max, 1000000);
+}
+
+static void test_limits_match_fsm(void **state)
+{
+    (void)state;
+    struct tern_config c, d;
+    tern_config_defaults(&c);
+    tern_config_defaults(&d);
+    tern_fsm_limits_default(&d.limits);
+    assert_config_equal(&c, &d);
+}
+
+/* Every key with a non-default value, from a file... */
+static const char all_keys_json[] = "{\n"
+                                    "  \"listen\": \"[::1]:8883\",\n"
+                                    "  \"data_dir\": \"/var/lib/tern\",\n"
+                                    "  \"log_level\": \"debug\",\n"
+                                    "  \"node_id\": 4294967295,\n"
+                                    "  \"max_connections\": 5,\n"
+                                    "  \"max_packet_size\": 268435460,\n"
+                                    "  \"receive_maximum\": 65535,\n"
+                                    "  \"topic_alias_maximum\": 0,\n"
+                                    "  \"max_keepalive_s\": 60,\n"
+                                    "  \"connect_timeout_ms\": 3600000,\n"
+                                    "  \"write_buffer_max\": 1099511627776,\n"
+                                    "  \"retry_interval_s\": 30,\n"
+                                    "  \"max_qos\": 1,\n"
+                                    "  \"retain_available\": false,\n"
+                                    "  \"wildcard_subscriptions\": false,\n"
+                                    "  \"shared_subscriptions\": false,\n"
+                                    "  \"subscription_identifiers\": false,\n"
+                                    "  \"client_id_max_len\": 23,\n"
+                                    "  \"inflight_max\": 65535,\n"
+                                    "  \"queue_max\": 1,\n"
+                                    "  \"queue_bytes_max\": 1e3,\n"
+                                    "  \"queue_qos0\": true,\n"
+                                    "  \"drop_policy\": \"drop_new\",\n"
+                                    "  \"retained_max\": 0,\n"
+                                    "  \"retained_bytes_max\": 0,\n"
+                                    "  \"session_expiry_max_s\": 4294967295,\n"
+                                    "  \"message_expiry_max_s\": 86400,\n"
+                                    "  \"sessions_max\": 7\n"
+                                    "}\n";
+
+/* ...and the same from the command line. */
+static const char *const all_keys_set[][2] = {
+    {"listen", "[::1]:8883"},
+    {"data_dir", "/var/lib/tern"},
+    {"log_level", "debug"},
+    {"node_id", "4294967295"},
+    {"max_connections", "5"},
+    {"max_packet_size", "268435460"},
+    {"receive_maximum", "65535"},
+    {"topic_alias_maximum", "0"},
+    {"max_keepalive_s", "60"},
+    {"connect_timeout_ms", "3600000"},
+    {"write_buffer_max", "1099511627776"},
+    {"retry_interval_s", "30"},
+    {"max_qos", "1"},
+    {"retain_available", "false"},
+    {"wildcard_subscriptions", "false"},
+    {"shared_subscriptions", "false"},
+    {"subscription_identifiers", "false"},
+    {"client_id_max_len", "23"},
+    {"inflight_max", "65535"},
+    {"queue_max", "1"},
+    {"queue_bytes_max", "1000"},
+    {"queue_qos0", "true"},
+    {"drop_policy", "drop_new"},
+    {"retained_max", "0"},
+    {"retained_bytes_max", "0"},
+    {"session_expiry_max_s", "4294967295"},
+    {"message_expiry_max_s", "86400"},
+    {"sessions_max", "7"},
+};
+
+static void check_all_keys(const struct tern_config *c)
+{
+    assert_string_equal(c->listen, "[::1]:8883");
+    assert_string_equal(c->data_dir, "/var/lib/tern");
+    assert_int_equal(c->log_level, TERN_LOG_DEBUG);
+    assert_int_equal(c->node_id, UINT32_MAX);
+    assert_int_equal(c->max_connections, 5);
+    assert_int_equal(c->max_packet_size, 268435460);
+    assert_int_equal(c->receive_maximum, 65535);
+    assert_int_equal(c->topic_alias_maximum, 0);
+    assert_int_equal(c->max_keepalive_s, 60);
+    assert_int_equal(c->connect_timeout_ms, 3600000);
+    assert_true(c->write_buffer_max == UINT64_C(1099511627776));
+    assert_int_equal(c->retry_interval_s, 30);
+    assert_int_equal(c->max_qos, 1);
+    assert_false(c->retain_available);
+    assert_false(c->wildcard_subscriptions);
+    assert_false(c->shared_subscriptions);
+    assert_false(c->subscription_identifiers);
+    assert_int_equal(c->client_id_max_len, 23);
+    assert_int_equal(c->limits.inflight_max, 65535);
+    assert_int_equal(c->limits.queue_max, 1);
+    assert_int_equal(c->limits.queue_bytes_max, 1000);
+    assert_true(c->limits.queue_qos0);
+    assert_int_equal(c->limits.drop_policy, TERN_DROP_NEW);
+    assert_int_equal(c->limits.retained_max, 0);
+    assert_int_equal(c->limits.retained_bytes_max, 0);
+    assert_int_equal(c->limits.session_expiry_max_s, UINT32_MAX);
+    assert_int_equal(c->limits.message_expiry_max_s, 86400);
+    assert_int_equal(c->limits.sessions_max, 7);
+}
+
+static void test_every_key_from_json(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    int rc = load(&c, all_keys_json, errmsg);
+    if (rc != TERN_OK)
+        fail_msg("%s", errmsg);
+    check_all_keys(&c);
+}
+
+static void test_every_key_from_set(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    assert_int_equal(sizeof all_keys_set / sizeof all_keys_set[0], NKEYS);
+    tern_config_defaults(&c);
+    for (size_t i = 0; i < NKEYS; i++) {
+        int rc = tern_config_set(&c, all_keys_set[i][0], all_keys_set[i][1], errmsg);
+        if (rc != TERN_OK)
+            fail_msg("%s", errmsg);
+    }
+    check_all_keys(&c);
+}
+
+static void test_empty_object_keeps_values(void **state)
+{
+    (void)state;
+    struct tern_config c, d;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    tern_config_defaults(&d);
+    assert_int_equal(load(&c, " { } ", errmsg), TERN_OK);
+    assert_config_equal(&c, &d);
+}
+
+static void test_range_errors(void **state)
+{
+    (void)state;
+    /* The exact wording, once. */
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    assert_int_equal(load(&c, "{\"inflight_max\": 0}", errmsg), TERN_EINVAL);
+    assert_string_equal(errmsg,
+                        "inflight_max: must be an integer from 1 to 65535, got 0");
+
+    expect_json_error("{\"inflight_max\": 65536}", "inflight_max: must be an integer");
+    expect_json_error("{\"max_packet_size\": 15}", "max_packet_size: must be an integer "
+                                                   "from 16 to 268435460, got 15");
+    expect_json_error("{\"max_packet_size\": 268435461}", "got 268435461");
+    expect_json_error("{\"receive_maximum\": 0}", "receive_maximum: must be an integer "
+                                                  "from 1 to 65535");
+    expect_json_error("{\"max_qos\": 3}",
+                      "max_qos: must be an integer from 0 to 2, got 3");
+    expect_json_error("{\"node_id\": 0}", "node_id: must be an integer");
+    expect_json_error("{\"node_id\": 4294967296}", "node_id:");
+    expect_json_error("{\"client_id_max_len\": 22}", "client_id_max_len: must be");
+    expect_json_error("{\"queue_max\": -1}", "queue_max: must be an integer from 1 to "
+                                             "4294967295, got -1");
+    expect_json_error("{\"write_buffer_max\": 1e300}", "write_buffer_max: must be");
+    expect_json_error("{\"retained_bytes_max\": 1099511627777}", "retained_bytes_max:");
+}
+
+static void test_type_errors(void **state)
+{
+    (void)state;
+    expect_json_error("{\"inflight_max\": 1.5}",
+                      "inflight_max: must be an integer from 1 "
+                      "to 65535, got 1.5");
+    expect_json_error("{\"inflight_max\": \"50\"}",
+                      "inflight_max: must be an integer from "
+                      "1 to 65535, got \"50\"");
+    expect_json_error("{\"inflight_max\": true}", "got true");
+    expect_json_error("{\"inflight_max\": null}",
+                      "inflight_max: must be an integer from 1 "
+                      "to 65535, got null");
+    expect_json_error("{\"inflight_max\": [1]}", "got an array");
+    expect_json_error("{\"inflight_max\": {}}", "got an object");
+    expect_json_error("{\"retain_available\": 1}", "retain_available: must be true or "
+                                                   "false, got 1");
+    expect_json_error("{\"queue_qos0\": \"true\"}",
+                      "queue_qos0: must be true or false, got "
+                      "\"true\"");
+    expect_json_error("{\"data_dir\": 5}", "data_dir: must be a non-empty string");
+    expect_json_error("{\"listen\": 1883}", "listen: must be HOST:PORT");
+    expect_json_error("{\"log_level\": 3}",
+                      "log_level: must be one of error, warn, info, "
+                      "debug, got 3");
+}
+
+static void test_enum_errors(void **state)
+{
+    (void)state;
+    expect_json_error(
+        "{\"log_level\": \"verbose\"}",
+        "log_level: must be one of error, warn, info, debug, got \"verbose\"");
+    expect_json_error("{\"log_level\": \"INFO\"}", "log_level: must be one of");
+    expect_json_error(
+        "{\"drop_policy\": \"oldest\"}",
+        "drop_policy: must be one of drop_oldest, drop_new, got \"oldest\"");
+}
+
+static void test_string_errors(void **state)
+{
+    (void)state;
+    char long_dir[400];
+    char json[500];
+    memset(long_dir, 'd', 256);
+    long_dir[256] = '\0';
+    snprintf(json, sizeof json, "{\"data_dir\": \"%s\"}", long_dir);
+    expect_json_error(json, "data_dir: must be a non-empty string of at most 255 bytes");
+    expect_json_error(json, "...\""); /* the echo is cut short */
+    expect_json_error("{\"data_dir\": \"\"}", "data_dir: must be a non-empty string");
+
+    const char *bad_listen[] = {
+        "\"\"",     "\"localhost\"", "\"localhost:\"", "\":1883\"", "\"h:70000\"",
+        "\"h:-1\"", "\"::1:1883\"",  "\"[::1]\"",      "\"h:18x\"", "\"a b:1\""};
+    for (size_t i = 0; i < sizeof bad_listen / sizeof bad_listen[0]; i++) {
+        snprintf(json, sizeof json, "{\"listen\": %s}", bad_listen[i]);
+        expect_json_error(json, "listen: must be HOST:PORT");
+    }
+}
+
+static void test_unknown_and_duplicate_keys(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    assert_int_equal(load(&c, "{\"inflght_max\": 5}", errmsg), TERN_EINVAL);
+    assert_string_equal(errmsg,
+                        "unknown key \"inflght_max\" (did you mean \"inflight_max\"?)");
+    expect_json_error("{\"cluster\": {}}", "unknown key \"cluster\"");
+    expect_json_error("{\"zzzzzzzzzzzzzz\": 1}", "unknown key \"zzzzzzzzzzzzzz\"");
+    expect_json_error("{\"node_id\": 2, \"node_id\": 3}", "node_id: duplicate key");
+    expect_set_error("inflght_max", "5", "unknown key \"inflght_max\"");
+    expect_set_error("cluster", "x", "unknown key \"cluster\"");
+}
+
+static void test_json_syntax_errors(void **state)
+{
+    (void)state;
+    expect_json_error("{\n  \"node_id\": 1,\n  \"listen\" \"x\"\n}",
+                      "config: invalid JSON at line 3, column 12");
+    expect_json_error("{\"node_id\": 1,}", "invalid JSON at line 1");
+    expect_json_error("", "invalid JSON at line 1, column 1");
+    expect_json_error("{\"node_id\": 1", "invalid JSON");
+    expect_json_error("{} {}",
+                      "unexpected text after the JSON object at line 1, column 4");
+    expect_json_error("[1, 2]", "config: top level must be a JSON object");
+    expect_json_error("42", "top level must be a JSON object");
+}
+
+static void test_error_changes_nothing(void **state)
+{
+    (void)state;
+    struct tern_config c, d;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    tern_config_defaults(&d);
+    /* The first key is valid, the second is not: neither is applied. */
+    assert_int_equal(load(&c, "{\"node_id\": 9, \"max_qos\": 7}", errmsg), TERN_EINVAL);
+    assert_config_equal(&c, &d);
+    assert_int_equal(tern_config_set(&c, "node_id", "0", errmsg), TERN_EINVAL);
+    assert_config_equal(&c, &d);
+}
+
+static void test_set_overrides_file(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    assert_int_equal(load(&c, "{\"inflight_max\": 10, \"node_id\": 2}", errmsg), TERN_OK);
+    assert_int_equal(tern_config_set(&c, "inflight_max", "50", errmsg), TERN_OK);
+    assert_int_equal(c.limits.inflight_max, 50);
+    assert_int_equal(c.node_id, 2);
+    assert_int_equal(tern_config_set(&c, "retain_available", "false", errmsg), TERN_OK);
+    assert_false(c.retain_available);
+    assert_int_equal(tern_config_set(&c, "retain_available", "true", errmsg), TERN_OK);
+    assert_true(c.retain_available);
+    assert_int_equal(tern_config_set(&c, "log_level", "error", errmsg), TERN_OK);
+    assert_int_equal(c.log_level, TERN_LOG_ERROR);
+}
+
+static void test_set_errors(void **state)
+{
+    (void)state;
+    expect_set_error("inflight_max", "0",
+                     "inflight_max: must be an integer from 1 to 65535, got 0");
+    expect_set_error("inflight_max", "-1", "got -1");
+    expect_set_error("inflight_max", "1.5",
+                     "inflight_max: must be an integer from 1 to "
+                     "65535, got \"1.5\"");
+    expect_set_error("inflight_max", "abc", "got \"abc\"");
+    expect_set_error("inflight_max", "", "got \"\"");
+    expect_set_error("inflight_max", " 5", "inflight_max: must be an integer");
+    expect_set_error("inflight_max", "+5", "inflight_max: must be an integer");
+    expect_set_error("inflight_max", "0x10", "inflight_max: must be an integer");
+    expect_set_error("write_buffer_max", "99999999999999999999999",
+                     "write_buffer_max: must be an integer");
+    expect_set_error("write_buffer_max", "1099511627777", "write_buffer_max: must be");
+    expect_set_error("queue_qos0", "yes",
+                     "queue_qos0: must be true or false, got \"yes\"");
+    expect_set_error("queue_qos0", "1", "queue_qos0: must be true or false, got 1");
+    expect_set_error("queue_qos0", "TRUE", "queue_qos0: must be true or false");
+    expect_set_error("log_level", "trace",
+                     "log_level: must be one of error, warn, info, "
+                     "debug, got \"trace\"");
+    expect_set_error("listen", "nope", "listen: must be HOST:PORT");
+    expect_set_error("data_dir", "", "data_dir: must be a non-empty string");
+
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    assert_int_equal(tern_config_set(&c, NULL, "1", errmsg), TERN_EINVAL);
+    assert_int_equal(tern_config_set(&c, "node_id", NULL, errmsg), TERN_EINVAL);
+}
+
+static void expect_split(const char *s, const char *host, int port)
+{
+    char h[64];
+    uint16_t p = 0;
+    int rc = tern_config_split_hostport(s, h, sizeof h, &p);
+    if (rc != TERN_OK)
+        fail_msg("split \"%s\": rc %d", s, rc);
+    assert_string_equal(h, host);
+    assert_int_equal(p, port);
+}
+
+static void expect_split_fails(const char *s)
+{
+    char h[64];
+    uint16_t p = 0;
+    if (tern_config_split_hostport(s, h, sizeof h, &p) != TERN_EINVAL)
+        fail_msg("split \"%s\" should fail", s);
+}
+
+static void test_split_hostport(void **state)
+{
+    (void)state;
+    expect_split("127.0.0.1:1883", "127.0.0.1", 1883);
+    expect_split("localhost:0", "localhost", 0);
+    expect_split("0.0.0.0:65535", "0.0.0.0", 65535);
+    expect_split("[::1]:1883", "::1", 1883);
+    expect_split("[::]:8883", "::", 8883);
+    expect_split("[fe80::1%eth0]:1", "fe80::1%eth0", 1);
+    expect_split("broker.example.com:01883", "broker.example.com", 1883);
+
+    const char *bad[] = {"",          "1883",      ":1883",     "host:",   "host:65536",
+                         "host:-1",   "host:+1",   "host:1 ",   "host:1x", "host:123456",
+                         "::1:1883",  "[::1]",     "[::1]1883", "[]:1883", "[::1:1883",
+                         "::1]:1883", "h[1]:1883", " host:1",   "ho st:1", "host:999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_split_fails(bad[i]);
+
+    /* The host must fit the caller's buffer, NUL included. */
+    char h[4];
+    uint16_t p;
+    assert_int_equal(tern_config_split_hostport("abc:1", h, sizeof h, &p), TERN_OK);
+    assert_int_equal(tern_config_split_hostport("abcd:1", h, sizeof h, &p), TERN_EINVAL);
+    assert_int_equal(tern_config_split_hostport(NULL, h, sizeof h, &p), TERN_EINVAL);
+}
+
+static void test_log_level_name(void **state)
+{
+    (void)state;
+    assert_string_equal(tern_log_level_name(TERN_LOG_ERROR), "error");
+    assert_string_equal(tern_log_level_name(TERN_LOG_WARN), "warn");
+    assert_string_equal(tern_log_level_name(TERN_LOG_INFO), "info");
+    assert_string_equal(tern_log_level_name(TERN_LOG_DEBUG), "debug");
+    assert_string_equal(tern_log_level_name(-1), "unknown");
+    assert_string_equal(tern_log_level_name(4), "unknown");
+}
+
+static void test_strerror(void **state)
+{
+    (void)state;
+    for (int e = TERN_OK; e <= TERN_EUNSUPPORTED; e++) {
+        const char *s = tern_strerror(e);
+        assert_non_null(s);
+        assert_string_not_equal(s, "unknown error");
+        for (int f = TERN_OK; f < e; f++)
+            assert_string_not_equal(s, tern_strerror(f));
+    }
+    assert_string_equal(tern_strerror(-1), "unknown error");
+    assert_string_equal(tern_strerror(99), "unknown error");
+}
+
+/* The repository root, from this file's path (tests/unit/test_config.c). */
+static void repo_path(const char *rel, char *out, size_t cap)
+{
+    const char *file = __FILE__;
+    const char *tail = strstr(file, "tests/unit/test_config.c");
+    assert_non_null(tail);
+    snprintf(out, cap, "%.*s%s", (int)(tail - file), file, rel);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/tern_test_config_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs("{\"node_id\": 3,\n \"max_qos\": 9}\n", f);
+    fclose(f);
+
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE];
+    tern_config_defaults(&c);
+    assert_int_equal(tern_config_load_file(&c, path, errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, path)); /* which file */
+    assert_non_null(strstr(errmsg, ": max_qos: must be an integer from 0 to 2, got 9"));
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"node_id\": 3}", f);
+    fclose(f);
+    assert_int_equal(tern_config_load_file(&c, path, errmsg), TERN_OK);
+    assert_int_equal(c.node_id, 3);
+    unlink(path);
+
+    assert_int_equal(tern_config_load_file(&c, path, errmsg), TERN_EIO);
+    assert_non_null(strstr(errmsg, "cannot open"));
+}
+
+/* deploy/ternd.example.json holds every key at its default. */
+static void test_example_file_is_defaults(void **state)
+{
+    (void)state;
+    char path[1024];
+    struct tern_config c, d;
+    char errmsg[TERN_ERRMSG_SIZE];
+    repo_path("deploy/ternd.example.json", path, sizeof path);
+    /* Garbage first: only a file naming every key can turn it into the defaults. */
+    memset(&c, 0x55, sizeof c);
+    int rc = tern_config_load_file(&c, path, errmsg);
+    if (rc != TERN_OK)
+        fail_msg("%s", errmsg);
+    tern_config_defaults(&d);
+    assert_config_equal(&c, &d);
+}
+
+/* docs/configuration.md names every key as `key`. */
+static void test_docs_name_every_key(void **state)
+{
+    (void)state;
+    char path[1024], quoted[64];
+    repo_path("docs/configuration.md", path, sizeof path);
+    const char *doc = slurp(path);
+    for (size_t i = 0; i < NKEYS; i++) {
+        snprintf(quoted, sizeof quoted, "`%s`", all_keys[i]);
+        if (!strstr(doc, quoted))
+            fail_msg("docs/configuration.md does not document %s", quoted);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_limits_match_fsm),
+        cmocka_unit_test(test_every_key_from_json),
+        cmocka_unit_test(test_every_key_from_set),
+        cmocka_unit_test(test_empty_object_keeps_values),
+        cmocka_unit_test(test_range_errors),
+        cmocka_unit_test(test_type_errors),
+        cmocka_unit_test(test_enum_errors),
+        cmocka_unit_test(test_string_errors),
+        cmocka_unit_test(test_unknown_and_duplicate_keys),
+        cmocka_unit_test(test_json_syntax_errors),
+        cmocka_unit_test(test_error_changes_nothing),
+        cmocka_unit_test(test_set_overrides_file),
+        cmocka_unit_test(test_set_errors),
+        cmocka_unit_test(test_split_hostport),
+        cmocka_unit_test(test_log_level_name),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_example_file_is_defaults),
+        cmocka_unit_test(test_docs_name_every_key),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
