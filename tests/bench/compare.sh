@@ -213,7 +213,7 @@ MD="$WORK/results.md"
 : >"$MD"
 fmt() { # number -> short form
     [ -n "$1" ] || { echo "pending"; return; }
-    awk -v v="$1" 'BEGIN{ if (v >= 100) printf "%.0f", v; else if (v >= 1) printf "%.2f", v;
+    awk -v v="$1" 'BEGIN{ if (v >= 100 || v == int(v)) printf "%.0f", v; else if (v >= 1) printf "%.2f", v;
         else printf "%.3g", v }'
 }
 ratio() {
@@ -384,10 +384,12 @@ fi
 # ---- 6) connection storm ----------------------------------------------------------------
 if want storm; then
     start_all
-    cases storm --connect-rate "$STORM_N" --concurrency 200 --connect-timeout 60
+    # 100 handshakes in flight: Mosquitto's listen backlog is 100, and SYNs dropped
+    # by a full accept queue would measure the 1 s SYN retry timer, not the broker.
+    cases storm --connect-rate "$STORM_N" --concurrency 100 --connect-timeout 60
     stop_all
     echo >>"$MD"
-    echo "### 6) Connection storm: $STORM_N clients, 200 handshakes in flight" >>"$MD"
+    echo "### 6) Connection storm: $STORM_N clients, 100 handshakes in flight" >>"$MD"
     table "CONNACKs per second (higher is better)" "storm:$STORM_N connections" -- \
         "connect_per_s:connections/s" "connected:connected" "connect_failures:failures"
 fi
