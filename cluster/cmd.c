@@ -316,7 +316,7 @@ static void pubrel_fields(struct cur *c, struct tern_cmd *cmd)
 /* Header and body of one command; false for an unknown type. */
 static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
 {
-    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_RETAIN_DELETE)
+    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_ROUTE_DEL)
         return false;
     f_u64(c, &cmd->now_ms, "now_ms");
     f_u64(c, &cmd->proposal_id, "proposal_id");
@@ -347,6 +347,14 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
         return true;
     case TERN_CMD_RETAIN_DELETE:
         f_str16(c, &cmd->u.retain_delete.topic, "retain_delete.topic");
+        return true;
+    case TERN_CMD_NODE_DOWN:
+        f_u32(c, &cmd->u.node_down.node, "node_down.node");
+        return true;
+    case TERN_CMD_ROUTE_ADD:
+    case TERN_CMD_ROUTE_DEL:
+        f_u32(c, &cmd->u.route.node, "route.node");
+        f_str16(c, &cmd->u.route.filter, "route.filter");
         return true;
     default:
         return false;

@@ -6,6 +6,18 @@
 
 #include "fsm_internal.h"
 
+/* Creates the containers of replicated state (empty). */
+static int fsm_state_init(struct tern_fsm *f)
+{
+    bool ok = fsm_map_init(&f->sessions) == TERN_OK;
+    ok = fsm_map_init(&f->groups) == TERN_OK && ok;
+    ok = fsm_map_init(&f->routes) == TERN_OK && ok;
+    f->subs = tern_topic_tree_new();
+    f->retained = tern_topic_tree_new();
+    f->route_tree = tern_topic_tree_new();
+    return ok && f->subs && f->retained && f->route_tree ? TERN_OK : TERN_ENOMEM;
+}
+
 struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *limits,
                               const struct tern_fsm_observer *obs)
 {
@@ -19,29 +31,34 @@ struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *
         tern_fsm_limits_default(&f->limits);
     if (obs)
         f->obs = *obs;
-    bool ok = fsm_map_init(&f->sessions) == TERN_OK;
-    ok = fsm_map_init(&f->groups) == TERN_OK && ok;
-    f->subs = tern_topic_tree_new();
-    f->retained = tern_topic_tree_new();
-    if (!ok || !f->subs || !f->retained) {
+    if (fsm_state_init(f) != TERN_OK) {
         tern_fsm_free(f);
         return NULL;
     }
     return f;
 }
 
-void tern_fsm_free(struct tern_fsm *f)
+void fsm_state_free(struct tern_fsm *f)
 {
-    if (!f)
-        return;
     if (f->sessions.buckets)
         fsm_session_free_all(f); /* before the retained tree: both hold messages */
     fsm_map_free(&f->sessions);
     fsm_map_free(&f->groups);
     if (f->subs)
         tern_topic_tree_free(f->subs);
+    f->subs = NULL;
     fsm_retained_free_all(f);
+    fsm_routes_free_all(f);
     free(f->origins);
+    f->origins = NULL;
+    f->origin_count = f->origin_cap = 0;
+}
+
+void tern_fsm_free(struct tern_fsm *f)
+{
+    if (!f)
+        return;
+    fsm_state_free(f);
     free(f->match);
     free(f->pend);
     free(f);
@@ -50,44 +67,6 @@ void tern_fsm_free(struct tern_fsm *f)
 void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src)
 {
     f->retained_src = src;
-}
-
-/* --- proposal ids: (node << 40) | per-node sequence --- */
-
-static struct fsm_origin *origin_find(const struct tern_fsm *f, uint32_t node)
-{
-    for (size_t i = 0; i < f->origin_count; i++) {
-        if (f->origins[i].node == node)
-            return &f->origins[i];
-    }
-    return NULL;
-}
-
-static bool proposal_dup(const struct tern_fsm *f, uint64_t id)
-{
-    if (id == 0)
-        return false;
-    const struct fsm_origin *o = origin_find(f, (uint32_t)(id >> 40));
-    return o && (id & FSM_PROPOSAL_SEQ_MASK) <= o->seq;
-}
-
-/* Beyond FSM_ORIGINS_MAX nodes, ids of new nodes are not remembered (no dedup
- * for them) rather than growing without bound. */
-static void proposal_record(struct tern_fsm *f, uint64_t id)
-{
-    if (id == 0)
-        return;
-    uint32_t node = (uint32_t)(id >> 40);
-    struct fsm_origin *o = origin_find(f, node);
-    if (!o) {
-        if (f->origin_count >= FSM_ORIGINS_MAX ||
-            fsm_grow((void **)&f->origins, &f->origin_cap, f->origin_count + 1,
-                     sizeof(*f->origins)) != TERN_OK)
-            return;
-        o = &f->origins[f->origin_count++];
-        *o = (struct fsm_origin){.node = node};
-    }
-    o->seq = id & FSM_PROPOSAL_SEQ_MASK;
 }
 
 /* --- TICK --- */
@@ -182,6 +161,15 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
     case TERN_CMD_RETAIN_DELETE:
         fsm_retain_delete_cmd(f, c, r);
         break;
+    case TERN_CMD_NODE_DOWN:
+        fsm_node_down(f, c, r);
+        break;
+    case TERN_CMD_ROUTE_ADD:
+        fsm_route_add_cmd(f, c, r);
+        break;
+    case TERN_CMD_ROUTE_DEL:
+        fsm_route_del_cmd(f, c, r);
+        break;
     default:
         r->status = TERN_EINVAL;
         break;
@@ -192,13 +180,13 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
                     struct tern_fsm_result *res)
 {
     *res = (struct tern_fsm_result){.status = TERN_OK};
-    if (proposal_dup(f, cmd->proposal_id)) {
+    if (fsm_proposal_dup(f, cmd->proposal_id)) {
         res->duplicate = true; /* a retried proposal: applied once already */
         return;
     }
     dispatch(f, cmd, res);
     /* Rejected commands count too: a retry would be rejected the same way. */
-    proposal_record(f, cmd->proposal_id);
+    fsm_proposal_record(f, cmd->proposal_id);
     f->stats.applied++;
 }
 

@@ -7,6 +7,9 @@
  *  fsm_queue.c    per-session queue, in-flight window, packet ids, promotion
  *  fsm_session.c  SESSION_OPEN / CLOSE / DELETE, SUBSCRIBE / UNSUBSCRIBE, wills
  *  fsm_publish.c  matching a publish to sessions, shared-group choice, ACK, PUBREL
+ *  fsm_dedup.c    proposal-id dedup: a sliding window per origin node
+ *  fsm_route.c    routes: which nodes have clean-session subscribers per filter
+ *  fsm_snap.c     snapshot writer; fsm_restore.c snapshot reader
  *
  * Determinism: nothing here may depend on addresses or on the visit order of the
  * topic trees or the hash map. Where an order decides an outcome (which shared
@@ -27,9 +30,14 @@
 
 #define FSM_EXPIRY_NEVER 0xFFFFFFFFu
 #define FSM_PACKET_ID_MAX 65535u
-/* Origin nodes remembered for proposal-id dedup; more than a cluster will have. */
-#define FSM_ORIGINS_MAX 4096u
+/* Origin nodes remembered for proposal-id dedup; more than a cluster will have.
+ * Beyond it the least recently applied origin is forgotten. */
+#define FSM_ORIGINS_MAX 256u
 #define FSM_PROPOSAL_SEQ_MASK ((UINT64_C(1) << 40) - 1)
+/* Sequences remembered below the highest applied one, per origin. */
+#define FSM_DEDUP_WINDOW 1024u
+/* (filter, node) routes; a bound on the table, far above real use. */
+#define FSM_ROUTES_MAX 1000000u
 
 /* --- string-keyed hash map (keys are owned by the values) --- */
 struct fsm_map_ent {
@@ -138,9 +146,24 @@ struct tern_fsm_session {
     uint32_t slot; /* index into the publish scratch when marked */
 };
 
+/* Dedup state of one origin node: the highest applied sequence and a bitmap
+ * of the FSM_DEDUP_WINDOW sequences up to it (bit seq % window). */
 struct fsm_origin {
     uint32_t node;
-    uint64_t seq;
+    uint64_t high;
+    uint64_t last_used; /* stats.applied when last recorded: LRU eviction */
+    uint64_t bits[FSM_DEDUP_WINDOW / 64];
+};
+
+/* One (filter, node) route. key = filter bytes + node (4 bytes LE), so the map
+ * needs no second key; inner points into key (the $share prefix skipped). */
+struct fsm_route {
+    char *key;
+    size_t key_len;
+    size_t filter_len;
+    const char *inner;
+    size_t inner_len;
+    uint32_t node;
 };
 
 /* One pending delivery of a publish. */
@@ -166,8 +189,11 @@ struct tern_fsm {
     uint64_t sub_counter;
     uint64_t mark_counter;
 
-    struct fsm_origin *origins;
+    struct fsm_origin *origins; /* sorted by node */
     size_t origin_count, origin_cap;
+
+    struct fsm_map routes;              /* route key -> struct fsm_route */
+    struct tern_topic_tree *route_tree; /* inner filter -> struct fsm_route */
 
     /* Scratch space reused by publish, so a publish allocates nothing in the
      * steady state. Apply is not re-entrant, so one set is enough. */
@@ -232,5 +258,33 @@ uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_byt
 void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
 void fsm_ack(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
 void fsm_pubrel(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
+
+/* --- node down (fsm_session.c) --- */
+void fsm_node_down(struct tern_fsm *f, const struct tern_cmd *c,
+                   struct tern_fsm_result *r);
+/* Subscription restore helper: creates u's index entries (tree, group). */
+int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u);
+struct fsm_sub *fsm_sub_find(const struct tern_fsm_session *s, const char *filter,
+                             size_t len);
+
+/* --- proposal dedup (fsm_dedup.c) --- */
+bool fsm_proposal_dup(const struct tern_fsm *f, uint64_t id);
+void fsm_proposal_record(struct tern_fsm *f, uint64_t id);
+
+/* --- routes (fsm_route.c) --- */
+void fsm_route_add_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                       struct tern_fsm_result *r);
+void fsm_route_del_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                       struct tern_fsm_result *r);
+int fsm_route_add(struct tern_fsm *f, const char *filter, size_t len, uint32_t node);
+void fsm_routes_drop_node(struct tern_fsm *f, uint32_t node);
+void fsm_routes_free_all(struct tern_fsm *f);
+/* Routes sorted by (filter bytes, node), for snapshots; caller frees. */
+int fsm_routes_sorted(const struct tern_fsm *f, struct fsm_route ***out, size_t *n);
+
+/* --- lifecycle helpers (fsm.c) --- */
+/* Frees every piece of replicated state (sessions, groups, trees, routes,
+ * origins), leaving f's configuration and scratch space. */
+void fsm_state_free(struct tern_fsm *f);
 
 #endif

@@ -86,8 +86,8 @@ static void group_put(struct tern_fsm *f, struct fsm_group *g)
     free(g);
 }
 
-static struct fsm_sub *sub_find(const struct tern_fsm_session *s, const char *filter,
-                                size_t len)
+struct fsm_sub *fsm_sub_find(const struct tern_fsm_session *s, const char *filter,
+                             size_t len)
 {
     for (struct fsm_sub *u = s->subs; u; u = u->next) {
         if (u->filter_len == len && memcmp(u->filter, filter, len) == 0)
@@ -105,7 +105,7 @@ static void sub_append(struct tern_fsm_session *s, struct fsm_sub *u)
     s->sub_count++;
 }
 
-static int sub_index(struct tern_fsm *f, struct fsm_sub *u)
+int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
 {
     const char *g;
     size_t glen;
@@ -138,7 +138,7 @@ static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s
                           .options = e->options,
                           .sub_id = e->sub_id,
                           .seq = ++f->sub_counter};
-    if (sub_index(f, u) != TERN_OK)
+    if (fsm_sub_index(f, u) != TERN_OK)
         goto err;
     sub_append(s, u);
     f->stats.subscriptions++;
@@ -349,6 +349,23 @@ struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern
     return r->status == TERN_OK ? s : NULL;
 }
 
+/* The connection of an online session ended (SESSION_CLOSE, NODE_DOWN), s
+ * already offline: settle its will and end the session if its expiry is 0. */
+static void close_settle(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms,
+                         bool publish_will)
+{
+    if (s->will && !publish_will) {
+        fsm_msg_unref(f, will_detach(s));
+    } else if (s->will && (s->will_delay_s == 0 || s->expiry_s == 0)) {
+        fsm_will_publish(f, s, now_ms);
+    } else if (s->will) {
+        uint64_t d = s->will_delay_s < s->expiry_s ? s->will_delay_s : s->expiry_s;
+        s->will_at_ms = now_ms + d * 1000;
+    }
+    if (s->expiry_s == 0)
+        fsm_session_destroy(f, s);
+}
+
 void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
 {
     struct tern_fsm_session *s =
@@ -357,16 +374,68 @@ void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_res
         return; /* a second close of the same epoch changes nothing */
     set_offline(f, s, c->now_ms);
     s->expiry_s = expiry_cap(f, c->u.close.expiry_s);
-    if (s->will && !c->u.close.publish_will) {
-        fsm_msg_unref(f, will_detach(s));
-    } else if (s->will && (s->will_delay_s == 0 || s->expiry_s == 0)) {
-        fsm_will_publish(f, s, c->now_ms);
-    } else if (s->will) {
-        uint64_t d = s->will_delay_s < s->expiry_s ? s->will_delay_s : s->expiry_s;
-        s->will_at_ms = c->now_ms + d * 1000;
+    close_settle(f, s, c->now_ms, c->u.close.publish_will);
+}
+
+struct down_ctx {
+    uint32_t node;
+    struct tern_fsm_session **v;
+    size_t n, cap;
+    bool oom;
+};
+
+static int down_collect(void *ctx, void *val)
+{
+    struct down_ctx *x = ctx;
+    struct tern_fsm_session *s = val;
+    if (!s->online || s->owner_node != x->node)
+        return 0;
+    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
+        x->oom = true;
+        return 1;
     }
-    if (s->expiry_s == 0)
-        fsm_session_destroy(f, s);
+    x->v[x->n++] = s;
+    return 0;
+}
+
+static int down_epoch_cmp(const void *a, const void *b)
+{
+    const struct tern_fsm_session *x = *(struct tern_fsm_session *const *)a;
+    const struct tern_fsm_session *y = *(struct tern_fsm_session *const *)b;
+    return (x->epoch > y->epoch) - (x->epoch < y->epoch);
+}
+
+/* Every online session of the lost node closes as with publish_will, in epoch
+ * order. Two passes: all of them go offline before any will is published, so
+ * a will never goes to the in-flight window of a connection on the dead node
+ * (it is queued for the session instead). Each gets a new epoch, so commands
+ * still in flight from the old connections are rejected as stale; the old
+ * connection is fenced in case its node is alive after all. */
+void fsm_node_down(struct tern_fsm *f, const struct tern_cmd *c,
+                   struct tern_fsm_result *r)
+{
+    struct down_ctx x = {.node = c->u.node_down.node};
+    fsm_map_walk(&f->sessions, down_collect, &x);
+    if (x.oom) {
+        free(x.v);
+        r->status = TERN_ENOMEM;
+        return;
+    }
+    if (x.n > 1)
+        qsort(x.v, x.n, sizeof(*x.v), down_epoch_cmp);
+    for (size_t i = 0; i < x.n; i++) {
+        struct tern_fsm_session *s = x.v[i];
+        if (f->obs.fenced)
+            f->obs.fenced(f->obs.ctx, session_id(s), s->owner_node, s->epoch,
+                          TERN_RC_SERVER_UNAVAILABLE);
+        set_offline(f, s, c->now_ms);
+        s->epoch = ++f->epoch_counter;
+    }
+    for (size_t i = 0; i < x.n; i++)
+        close_settle(f, x.v[i], c->now_ms, true);
+    free(x.v);
+    fsm_routes_drop_node(f, c->u.node_down.node);
+    r->matched = (uint32_t)x.n;
 }
 
 void fsm_delete_cmd(struct tern_fsm *f, const struct tern_cmd *c,
@@ -468,7 +537,7 @@ static bool sub_apply(struct tern_fsm *f, struct tern_fsm_session *s,
     if (!e->filter.ptr ||
         !tern_topic_filter_valid((const char *)e->filter.ptr, e->filter.len))
         return false;
-    d->u = sub_find(s, (const char *)e->filter.ptr, e->filter.len);
+    d->u = fsm_sub_find(s, (const char *)e->filter.ptr, e->filter.len);
     d->existed = d->u != NULL;
     if (d->u) {
         d->u->options = e->options; /* replaced in place */
@@ -513,7 +582,7 @@ void fsm_unsubscribe(struct tern_fsm *f, const struct tern_cmd *c,
     uint32_t pos = 0;
     struct tern_cmd_sub e;
     while (tern_cmd_next_sub(c->u.sub.list, &pos, &e)) {
-        struct fsm_sub *u = sub_find(s, (const char *)e.filter.ptr, e.filter.len);
+        struct fsm_sub *u = fsm_sub_find(s, (const char *)e.filter.ptr, e.filter.len);
         if (u)
             sub_destroy(f, s, u);
     }

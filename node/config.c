@@ -33,6 +33,7 @@ enum key_type {
     KEY_ENUM,     /* integer field, spelled as one of `names` (index = value) */
     KEY_STR,      /* char[TERN_CONFIG_STR_MAX], non-empty */
     KEY_HOSTPORT, /* KEY_STR that tern_config_split_hostport accepts */
+    KEY_MEMBERS,  /* cluster members: JSON array of objects, or text (see below) */
 };
 
 struct key {
@@ -115,6 +116,20 @@ static const struct key keys[] = {
          "cap on message expiry, 0 = no cap"),
     UINT("sessions_max", limits.sessions_max, 1, UINT32_MAX, NULL,
          "sessions in the cluster"),
+    {"members", KEY_MEMBERS, FIELD(members), 0, 0, NULL, NULL,
+     "cluster members; empty = a single-node cluster"},
+    {"raft_address", KEY_HOSTPORT, FIELD(raft_address), 0, 0, NULL, "127.0.0.1:0",
+     "single node only: where Raft listens (port 0 = any)"},
+    UINT("raft_election_timeout_ms", raft_election_timeout_ms, 50, 60000, "300",
+         "Raft election timeout"),
+    UINT("raft_heartbeat_timeout_ms", raft_heartbeat_timeout_ms, 10, 10000, "30",
+         "Raft heartbeat interval"),
+    UINT("raft_snapshot_threshold", raft_snapshot_threshold, 16, UINT32_MAX, "4096",
+         "log entries between snapshots"),
+    UINT("raft_snapshot_trailing", raft_snapshot_trailing, 0, UINT32_MAX, "1024",
+         "log entries kept after a snapshot"),
+    UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",
+         "largest Raft entry (a batch of commands)"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -199,6 +214,9 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         break;
     case KEY_HOSTPORT:
         snprintf(buf, cap, "must be HOST:PORT (port 0 to 65535, IPv6 host in brackets)");
+        break;
+    case KEY_MEMBERS:
+        snprintf(buf, cap, "must be an array of {id, raft, peer, mqtt} (text: ID=RAFT/PEER/MQTT,...)");
         break;
     }
 }
@@ -342,6 +360,97 @@ static void store_uint(void *field, size_t size, uint64_t n)
     memcpy(field, src, size);
 }
 
+/* Members as text: "ID=RAFT/PEER/MQTT,ID=RAFT/PEER/MQTT,..." (the --set form). */
+static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
+{
+    c->member_count = 0;
+    while (*s) {
+        if (c->member_count == TERN_CLUSTER_MEMBERS_MAX) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "members: at most %d members",
+                     TERN_CLUSTER_MEMBERS_MAX);
+            return TERN_EINVAL;
+        }
+        struct tern_member *m = &c->members[c->member_count];
+        char raft[64], peer[64], mqtt[64];
+        unsigned id;
+        int used = 0;
+        if (sscanf(s, "%u=%63[^/]/%63[^/]/%63[^,]%n", &id, raft, peer, mqtt, &used) != 4 ||
+            id == 0) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "members: expected ID=RAFT/PEER/MQTT[,...], got \"%.64s\"", s);
+            return TERN_EINVAL;
+        }
+        m->id = id;
+        memcpy(m->raft, raft, sizeof(raft));
+        memcpy(m->peer, peer, sizeof(peer));
+        memcpy(m->mqtt, mqtt, sizeof(mqtt));
+        c->member_count++;
+        s += used;
+        if (*s == ',')
+            s++;
+    }
+    return TERN_OK;
+}
+
+static int member_str(const cJSON *o, const char *name, char *out, size_t i,
+                      char *errmsg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    char host[64];
+    uint16_t port;
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= 64 ||
+        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) != TERN_OK) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "members[%zu].%s: must be \"HOST:PORT\"", i,
+                 name);
+        return TERN_EINVAL;
+    }
+    strcpy(out, v->valuestring);
+    return TERN_OK;
+}
+
+/* Members as JSON: [{"id": 1, "raft": "H:P", "peer": "H:P", "mqtt": "H:P"}, ...] */
+static int members_from_json(struct tern_config *c, const cJSON *arr, char *errmsg)
+{
+    if (!cJSON_IsArray(arr)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "members: must be an array of {\"id\", \"raft\", \"peer\", \"mqtt\"}");
+        return TERN_EINVAL;
+    }
+    c->member_count = 0;
+    size_t i = 0;
+    for (const cJSON *o = arr->child; o; o = o->next, i++) {
+        if (i == TERN_CLUSTER_MEMBERS_MAX) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "members: at most %d members",
+                     TERN_CLUSTER_MEMBERS_MAX);
+            return TERN_EINVAL;
+        }
+        struct tern_member *m = &c->members[i];
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+        if (!cJSON_IsObject(o) || !cJSON_IsNumber(id) || id->valuedouble < 1 ||
+            id->valuedouble > UINT32_MAX || id->valuedouble != (double)(uint32_t)id->valuedouble) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "members[%zu].id: must be an integer from 1 to 4294967295", i);
+            return TERN_EINVAL;
+        }
+        m->id = (uint32_t)id->valuedouble;
+        for (size_t j = 0; j < i; j++)
+            if (c->members[j].id == m->id) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE, "members[%zu].id: duplicate id %u", i,
+                         m->id);
+                return TERN_EINVAL;
+            }
+        int rc = member_str(o, "raft", m->raft, i, errmsg);
+        if (rc == TERN_OK)
+            rc = member_str(o, "peer", m->peer, i, errmsg);
+        if (rc == TERN_OK)
+            rc = member_str(o, "mqtt", m->mqtt, i, errmsg);
+        if (rc != TERN_OK)
+            return rc;
+        c->member_count++;
+    }
+    return TERN_OK;
+}
+
 /* The one validation path: checks v against k and stores it into c. */
 static int apply_key(struct tern_config *c, const struct key *k, const struct val *v,
                      char *errmsg)
@@ -372,6 +481,10 @@ static int apply_key(struct tern_config *c, const struct key *k, const struct va
             return bad_value(k, v, errmsg);
         memcpy(field, v->str, strlen(v->str) + 1);
         return TERN_OK;
+    case KEY_MEMBERS:
+        if (v->kind != VAL_STR)
+            return bad_value(k, v, errmsg);
+        return members_from_text(c, v->str, errmsg);
     }
     return TERN_EINVAL;
 }
@@ -463,6 +576,12 @@ static int apply_object(struct tern_config *c, const cJSON *root, char *errmsg)
             return TERN_EINVAL;
         }
         seen[k - keys] = true;
+        if (k->type == KEY_MEMBERS) {
+            int rc = members_from_json(c, item, errmsg);
+            if (rc != TERN_OK)
+                return rc;
+            continue;
+        }
         struct val v = val_from_json(item);
         int rc = apply_key(c, k, &v, errmsg);
         if (rc != TERN_OK)

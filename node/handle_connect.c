@@ -164,6 +164,10 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     c->version = p->version == TERN_MQTT_31 ? TERN_MQTT_311 : p->version;
     *reason = TERN_RC_SUCCESS; /* a refusal is said by CONNACK, not DISCONNECT */
 
+    if (!tern_node_available(n)) {
+        refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
+        return TERN_EPROTO;
+    }
     if (c->version == TERN_MQTT_5 && (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
         refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);
         return TERN_EPROTO;

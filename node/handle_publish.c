@@ -142,6 +142,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
+    tern_routes_forward(n, &cmd);
 
     int slot = -1;
     if (p->qos > 0) {

@@ -95,6 +95,23 @@ static void on_sub_done(struct tern_conn *c, int status, const struct tern_fsm_r
     free(p);
 }
 
+struct sub_lookup {
+    struct tern_bytes filter;
+    bool found;
+};
+
+static int find_sub(void *ctx, struct tern_bytes filter, uint8_t options, uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct sub_lookup *l = ctx;
+    if (filter.len == l->filter.len && memcmp(filter.ptr, l->filter.ptr, filter.len) == 0) {
+        l->found = true;
+        return 1;
+    }
+    return 0;
+}
+
 int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uint8_t *reason)
 {
     if (c->state != TERN_CONN_ACTIVE)
@@ -145,6 +162,16 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
     }
     p->next = c->subs;
     c->subs = p;
+    /* Clean sessions announce new filters as routes (cluster forwarding). */
+    struct tern_fsm_session *sess = c->persistent ? NULL : tern_session_get(c);
+    uint32_t rpos = 0;
+    struct tern_cmd_sub re;
+    while (sess && tern_cmd_next_sub((struct tern_bytes){list, (uint32_t)len}, &rpos, &re)) {
+        struct sub_lookup l = {re.filter, false};
+        tern_fsm_session_subs_walk(sess, find_sub, &l);
+        if (!l.found)
+            tern_routes_ref(c->node, (const char *)re.filter.ptr, re.filter.len);
+    }
     struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};
     cmd.u.sub.packet_id = s->packet_id;
     cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};
@@ -158,23 +185,6 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
         return rv;
     }
     return TERN_OK;
-}
-
-struct sub_lookup {
-    struct tern_bytes filter;
-    bool found;
-};
-
-static int find_sub(void *ctx, struct tern_bytes filter, uint8_t options, uint32_t sub_id)
-{
-    (void)options;
-    (void)sub_id;
-    struct sub_lookup *l = ctx;
-    if (filter.len == l->filter.len && memcmp(filter.ptr, l->filter.ptr, filter.len) == 0) {
-        l->found = true;
-        return 1;
-    }
-    return 0;
 }
 
 int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
@@ -198,6 +208,8 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
         if (sess)
             tern_fsm_session_subs_walk(sess, find_sub, &l);
         p->reasons[i++] = l.found ? TERN_RC_SUCCESS : TERN_RC_NO_SUBSCRIPTION_EXISTED;
+        if (l.found && !c->persistent)
+            tern_routes_unref(c->node, (const char *)filter.ptr, filter.len);
         struct tern_cmd_sub e = {filter, 0, 0};
         len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len, &e);
     }

@@ -68,6 +68,46 @@ static void on_signal(uv_signal_t *h, int signum)
     tern_node_stop(n);
 }
 
+/* Another node forwarded a message for this node's clean sessions. */
+static void on_forward(void *ctx, const struct tern_cmd *cmd)
+{
+    struct tern_node *n = ctx;
+    struct tern_fsm_result res;
+    tern_fsm_apply(n->local, cmd, &res);
+}
+
+/* A node that cannot commit (no leader, or no link to it) must not hold clients
+ * whose work it cannot make durable: after a grace period it disconnects them
+ * (MQTT 5: 0x88 server unavailable) so they fail over to another node, and it
+ * refuses new ones until the cluster is back. */
+static void on_quorum_timer(uv_timer_t *t)
+{
+    struct tern_node *n = t->data;
+    uint64_t now = tern_now_ms();
+    if (tern_cluster_ready(n->cluster)) {
+        if (n->unready_since_ms)
+            TERN_LOGI("cluster available again");
+        n->unready_since_ms = 0;
+        return;
+    }
+    if (!n->unready_since_ms) {
+        n->unready_since_ms = now;
+        return;
+    }
+    uint64_t grace = (uint64_t)n->cfg.raft_election_timeout_ms * 4;
+    if (now - n->unready_since_ms < grace)
+        return;
+    for (struct tern_conn *c = n->conns; c; c = c->next)
+        if (c->state == TERN_CONN_ACTIVE || c->state == TERN_CONN_CONNECTING)
+            tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "cluster unavailable (no quorum)");
+}
+
+bool tern_node_available(const struct tern_node *n)
+{
+    return n->unready_since_ms == 0 ||
+           tern_now_ms() - n->unready_since_ms < (uint64_t)n->cfg.raft_election_timeout_ms * 4;
+}
+
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
                    char *errmsg)
 {
@@ -90,8 +130,17 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .node_id = cfg->node_id,
         .data_dir = n->cfg.data_dir,
         .limits = cfg->limits,
-        .max_batch_bytes = 1 << 20,
+        .max_batch_bytes = cfg->max_batch_bytes,
+        .member_count = cfg->member_count,
+        .raft_address = n->cfg.raft_address,
+        .election_timeout_ms = cfg->raft_election_timeout_ms,
+        .heartbeat_timeout_ms = cfg->raft_heartbeat_timeout_ms,
+        .snapshot_threshold = cfg->raft_snapshot_threshold,
+        .snapshot_trailing = cfg->raft_snapshot_trailing,
+        .on_forward = on_forward,
+        .forward_ctx = n,
     };
+    memcpy(cc.members, cfg->members, sizeof(cc.members));
     struct tern_fsm_observer robs = tern_session_observer(n, true);
     int rv = tern_cluster_new(&n->cluster, loop, &cc, &robs, errmsg);
     if (rv != TERN_OK)
@@ -134,6 +183,9 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     uv_timer_init(n->loop, &n->tick_timer);
     n->tick_timer.data = n;
     uv_timer_start(&n->tick_timer, on_tick, TICK_MS, TICK_MS);
+    uv_timer_init(n->loop, &n->quorum_timer);
+    n->quorum_timer.data = n;
+    uv_timer_start(&n->quorum_timer, on_quorum_timer, 100, 100);
     uv_signal_init(n->loop, &n->sig_int);
     uv_signal_init(n->loop, &n->sig_term);
     n->sig_int.data = n->sig_term.data = n;
@@ -163,6 +215,7 @@ void tern_node_stop(struct tern_node *n)
     on_flush(&n->flush);
     uv_close((uv_handle_t *)&n->flush, NULL);
     uv_close((uv_handle_t *)&n->tick_timer, NULL);
+    uv_close((uv_handle_t *)&n->quorum_timer, NULL);
     uv_close((uv_handle_t *)&n->sig_int, NULL);
     uv_close((uv_handle_t *)&n->sig_term, NULL);
     tern_cluster_close(n->cluster, on_cluster_closed, n);
@@ -171,7 +224,9 @@ void tern_node_stop(struct tern_node *n)
 /* After the loop has ended. */
 void tern_node_free(struct tern_node *n)
 {
+    tern_cluster_free(n->cluster);
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);
+    tern_routes_free(n);
     free(n->dirty);
 }

@@ -27,6 +27,9 @@
 #include "clients.h"
 
 struct tern_conn;
+struct route;
+
+#define TERN_ROUTE_BUCKETS 4096
 
 /* Counters for metrics; the FSMs keep their own. */
 struct tern_node_stats {
@@ -57,6 +60,9 @@ struct tern_node {
     uint64_t next_client_seq;     /* assigned client ids */
     uint64_t epoch_local;
     struct tern_node_stats stats;
+    struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
+    uv_timer_t quorum_timer;
+    uint64_t unready_since_ms; /* 0 while the cluster can commit */
     bool stopping;
     bool tick_proposed;
 };
@@ -151,6 +157,8 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
 int tern_node_start(struct tern_node *n, char *errmsg);
 void tern_node_stop(struct tern_node *n);
 void tern_node_free(struct tern_node *n);
+/* False while the cluster cannot commit (past a grace period). */
+bool tern_node_available(const struct tern_node *n);
 uint64_t tern_now_ms(void);
 void tern_node_schedule_tick(struct tern_node *n);
 
@@ -202,6 +210,12 @@ int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
 int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
                          struct tern_bytes topic, struct tern_bytes payload, uint8_t qos,
                          bool retain, uint32_t expiry_max_s, uint8_t **userbuf);
+
+/* routes.c */
+void tern_routes_ref(struct tern_node *n, const char *f, size_t len);
+void tern_routes_unref(struct tern_node *n, const char *f, size_t len);
+void tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
+void tern_routes_free(struct tern_node *n);
 
 /* acks.c: ordered acknowledgements to publishers. */
 /* Reserves the next slot; returns its index or -1 when the window is full. */

@@ -90,6 +90,14 @@ int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
     return rv;
 }
 
+static int unroute(void *ctx, struct tern_bytes filter, uint8_t options, uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    tern_routes_unref(ctx, (const char *)filter.ptr, filter.len);
+    return 0;
+}
+
 /* The connection ended: the session goes offline (will, expiry) in the
  * replicated FSM; a clean session's local state is dropped. */
 void tern_session_closed(struct tern_conn *c)
@@ -110,6 +118,9 @@ void tern_session_closed(struct tern_conn *c)
             TERN_LOGW("%.*s: cannot record the end of the connection", (int)id.len,
                       c->client_id);
         if (!c->persistent && c->local_epoch) {
+            struct tern_fsm_session *ls = tern_session_get(c);
+            if (ls && tern_fsm_session_epoch(ls) == c->local_epoch)
+                tern_fsm_session_subs_walk(ls, unroute, n);
             cmd.u.close.epoch = c->local_epoch;
             cmd.u.close.publish_will = false;
             struct tern_fsm_result res;

@@ -22,11 +22,45 @@
 
 struct tern_cluster;
 
+#define TERN_CLUSTER_MEMBERS_MAX 16
+
+/* One cluster member: its Raft and peer-link addresses ("HOST:PORT"). */
+struct tern_member {
+    uint32_t id;
+    char raft[64];
+    char peer[64];
+    char mqtt[64]; /* what clients are told to use (server reference) */
+};
+
+/* A PUBLISH command forwarded by another node for this node's clean sessions. */
+typedef void (*tern_forward_fn)(void *ctx, const struct tern_cmd *cmd);
+
 struct tern_cluster_config {
     uint32_t node_id;
     const char *data_dir;
     struct tern_fsm_limits limits;
     uint32_t max_batch_bytes; /* bytes per log entry, default 1 MiB */
+    /* Members; none = a single-voter cluster of this node alone. */
+    struct tern_member members[TERN_CLUSTER_MEMBERS_MAX];
+    uint32_t member_count;
+    const char *raft_address; /* single node: where Raft listens ("127.0.0.1:0") */
+    uint32_t election_timeout_ms;
+    uint32_t heartbeat_timeout_ms;
+    uint32_t snapshot_threshold; /* entries between snapshots */
+    uint32_t snapshot_trailing;  /* entries kept after a snapshot */
+    tern_forward_fn on_forward;
+    void *forward_ctx;
+};
+
+struct tern_cluster_status {
+    int state; /* 0 unavailable, 1 follower, 2 candidate, 3 leader */
+    uint32_t leader;
+    uint64_t term;
+    uint64_t last_index;
+    uint64_t applied_index;
+    uint64_t pending;   /* proposals not applied yet */
+    uint64_t proposals; /* proposals applied (this node's) */
+    uint64_t entries;   /* log entries this node appended as leader */
 };
 
 /* Called once the proposal's entry has been applied on this node (status
@@ -52,8 +86,16 @@ int tern_cluster_ready(const struct tern_cluster *c);
 /* A unique proposal id: (node id << 40) | sequence. */
 uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c);
 
+/* Sends a PUBLISH command to `node` for its clean sessions (best effort: these
+ * messages are not durable). */
+int tern_cluster_forward(struct tern_cluster *c, uint32_t node, const struct tern_cmd *cmd);
+
+void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
+
 /* Stops accepting proposals, fails pending ones with TERN_ESHUTDOWN, closes
- * handles; cb runs when everything is closed, then the cluster is freed. */
+ * handles; cb runs when Raft has closed. Free with tern_cluster_free() after the
+ * loop has stopped. */
 void tern_cluster_close(struct tern_cluster *c, void (*cb)(void *ctx), void *ctx);
+void tern_cluster_free(struct tern_cluster *c);
 
 #endif

@@ -24,8 +24,8 @@
 #define TERN_CMD_VERSION 1
 
 enum tern_cmd_type {
-    TERN_CMD_SESSION_OPEN = 1,   /* CONNECT: create, resume or take over a session */
-    TERN_CMD_SESSION_CLOSE = 2,  /* connection ended: offline, maybe will, maybe delete */
+    TERN_CMD_SESSION_OPEN = 1,  /* CONNECT: create, resume or take over a session */
+    TERN_CMD_SESSION_CLOSE = 2, /* connection ended: offline, maybe will, maybe delete */
     TERN_CMD_SUBSCRIBE = 3,
     TERN_CMD_UNSUBSCRIBE = 4,
     TERN_CMD_PUBLISH = 5,        /* retain + enqueue to matching sessions */
@@ -34,6 +34,9 @@ enum tern_cmd_type {
     TERN_CMD_TICK = 8,           /* time passes: session expiry, will delay, msg expiry */
     TERN_CMD_SESSION_DELETE = 9, /* admin: discard a session (kick) */
     TERN_CMD_RETAIN_DELETE = 10, /* admin: delete one retained message */
+    TERN_CMD_NODE_DOWN = 11,     /* a node is lost: its online sessions go offline */
+    TERN_CMD_ROUTE_ADD = 12,     /* node has clean-session subscribers for a filter */
+    TERN_CMD_ROUTE_DEL = 13,     /* ... no longer */
 };
 
 /* Presence bits of optional message properties (tern_cmd_msg.flags). */
@@ -71,10 +74,10 @@ struct tern_cmd {
     union {
         struct {
             struct tern_bytes client_id;
-            uint32_t node;      /* node that owns the new connection */
-            uint8_t proto;      /* TERN_MQTT_311 / TERN_MQTT_5 ... */
-            bool clean_start;   /* discard any existing session first */
-            uint32_t expiry_s;  /* session expiry interval; 0 = ends with connection */
+            uint32_t node;        /* node that owns the new connection */
+            uint8_t proto;        /* TERN_MQTT_311 / TERN_MQTT_5 ... */
+            bool clean_start;     /* discard any existing session first */
+            uint32_t expiry_s;    /* session expiry interval; 0 = ends with connection */
             uint16_t receive_max; /* client's receive maximum (bounds in-flight) */
             bool has_will;
             uint32_t will_delay_s;
@@ -117,8 +120,19 @@ struct tern_cmd {
         struct {
             struct tern_bytes topic;
         } retain_delete;
+        struct {
+            uint32_t node;
+        } node_down;
+        struct {
+            uint32_t node;
+            struct tern_bytes filter; /* full filter as subscribed ($share/ kept) */
+        } route;                      /* ROUTE_ADD and ROUTE_DEL */
     } u;
 };
+
+/* Byte offset of the u64 little-endian proposal id in an encoded command, so a
+ * queued command can be stamped when it is first sent. */
+#define TERN_CMD_PROPOSAL_ID_OFFSET 10
 
 /* Encodes cmd into out[0..cap). Returns the size it needs; writes only when it
  * fits. Returns 0 (writes nothing) when cmd cannot be encoded: unknown type, a
@@ -136,8 +150,8 @@ int tern_cmd_decode(const uint8_t *buf, size_t len, struct tern_cmd *cmd, size_t
  * filter is the full filter, "$share/GROUP/..." included. */
 struct tern_cmd_sub {
     struct tern_bytes filter;
-    uint8_t options;  /* TERN_SUBOPT_* byte; QoS already capped by the broker */
-    uint32_t sub_id;  /* subscription identifier, 0 = none */
+    uint8_t options; /* TERN_SUBOPT_* byte; QoS already capped by the broker */
+    uint32_t sub_id; /* subscription identifier, 0 = none */
 };
 
 /* Appends an entry to a list buffer; returns the bytes it needs, writes when fits

@@ -7,7 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tern/fsm.h" /* struct tern_fsm_limits */
+#include "tern/cluster.h" /* struct tern_member */
+#include "tern/fsm.h"     /* struct tern_fsm_limits */
 
 #define TERN_CONFIG_STR_MAX 256
 
@@ -41,6 +42,16 @@ struct tern_config {
     uint32_t client_id_max_len;  /* default 65535 */
 
     struct tern_fsm_limits limits; /* inflight, queue, retained, expiry bounds */
+
+    /* Cluster (none = a single-node cluster). */
+    struct tern_member members[TERN_CLUSTER_MEMBERS_MAX];
+    uint32_t member_count;
+    char raft_address[TERN_CONFIG_STR_MAX]; /* single node, default "127.0.0.1:0" */
+    uint32_t raft_election_timeout_ms;      /* default 300 */
+    uint32_t raft_heartbeat_timeout_ms;     /* default 30 */
+    uint32_t raft_snapshot_threshold;       /* default 4096 */
+    uint32_t raft_snapshot_trailing;        /* default 1024 */
+    uint32_t max_batch_bytes;               /* default 1048576 */
 };
 
 /* Fills every field with its default. */

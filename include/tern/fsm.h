@@ -15,9 +15,11 @@
  *
  * Effects reach the node through an observer, called during apply, on every
  * replica; the node acts only for sessions it owns (owner_node == its id).
+ * Observer callbacks must not call tern_fsm_apply() (or tern_fsm_restore()) on
+ * the same FSM: apply is not re-entrant.
  *
  * Memory: the FSM owns everything it stores (it copies from commands). Pointers
- * it hands out (sessions, messages) stay valid until the next apply.
+ * it hands out (sessions, messages) stay valid until the next apply or restore.
  */
 #ifndef TERN_FSM_H
 #define TERN_FSM_H
@@ -32,9 +34,9 @@
 struct tern_msg {
     uint64_t id;
     uint32_t refcount;
-    uint8_t qos;    /* as published */
-    bool retain;    /* as published */
-    uint8_t flags;  /* TERN_MSG_HAS_* */
+    uint8_t qos;   /* as published */
+    bool retain;   /* as published */
+    uint8_t flags; /* TERN_MSG_HAS_* */
     uint8_t payload_format;
     uint32_t expiry_s;       /* interval as published, when TERN_MSG_HAS_EXPIRY */
     uint64_t created_ms;     /* now_ms of the PUBLISH command */
@@ -73,16 +75,16 @@ enum tern_drop_policy {
 
 /* Bounds. Every replica must use the same values. */
 struct tern_fsm_limits {
-    uint16_t inflight_max;        /* per session, default 20 */
-    uint32_t queue_max;           /* queued messages per session, default 1000 */
-    uint64_t queue_bytes_max;     /* queued payload bytes per session, default 16 MiB */
-    bool queue_qos0;              /* queue QoS 0 for offline sessions, default false */
-    uint8_t drop_policy;          /* enum tern_drop_policy, default TERN_DROP_OLDEST */
-    uint32_t retained_max;        /* retained messages, default 100000 */
-    uint64_t retained_bytes_max;  /* retained payload bytes, default 256 MiB */
-    uint32_t session_expiry_max_s;/* cap on requested session expiry, default 0 = none */
-    uint32_t message_expiry_max_s;/* cap on message expiry, default 0 = none */
-    uint32_t sessions_max;        /* default 1000000 */
+    uint16_t inflight_max;         /* per session, default 20 */
+    uint32_t queue_max;            /* queued messages per session, default 1000 */
+    uint64_t queue_bytes_max;      /* queued payload bytes per session, default 16 MiB */
+    bool queue_qos0;               /* queue QoS 0 for offline sessions, default false */
+    uint8_t drop_policy;           /* enum tern_drop_policy, default TERN_DROP_OLDEST */
+    uint32_t retained_max;         /* retained messages, default 100000 */
+    uint64_t retained_bytes_max;   /* retained payload bytes, default 256 MiB */
+    uint32_t session_expiry_max_s; /* cap on requested session expiry, default 0 = none */
+    uint32_t message_expiry_max_s; /* cap on message expiry, default 0 = none */
+    uint32_t sessions_max;         /* default 1000000 */
 };
 
 void tern_fsm_limits_default(struct tern_fsm_limits *l);
@@ -92,18 +94,18 @@ struct tern_fsm_stats {
     uint64_t sessions;
     uint64_t sessions_online;
     uint64_t subscriptions;
-    uint64_t messages;          /* stored messages (queues, in flight, retained) */
+    uint64_t messages; /* stored messages (queues, in flight, retained) */
     uint64_t retained;
     uint64_t retained_bytes;
-    uint64_t queued;            /* entries in all queues */
-    uint64_t inflight;          /* entries in all in-flight windows */
+    uint64_t queued;   /* entries in all queues */
+    uint64_t inflight; /* entries in all in-flight windows */
     uint64_t dropped_queue_full;
     uint64_t dropped_expired;
     uint64_t dropped_qos0_offline;
     uint64_t retained_rejected; /* retained limit hit */
     uint64_t sessions_expired;
     uint64_t wills_published;
-    uint64_t applied;           /* commands applied */
+    uint64_t applied; /* commands applied */
 };
 
 /* Effects, called during apply. Any member may be NULL. */
@@ -120,8 +122,8 @@ struct tern_fsm_observer {
      * delivery (and its msg) is valid only during the call. */
     void (*deliver)(void *ctx, struct tern_fsm_session *s, const struct tern_delivery *d);
     /* The connection (owner_node, epoch) of client_id no longer owns the session:
-     * taken over, deleted or expired. reason: TERN_RC_SESSION_TAKEN_OVER or
-     * TERN_RC_ADMIN_ACTION. */
+     * taken over, deleted or expired. reason: TERN_RC_SESSION_TAKEN_OVER,
+     * TERN_RC_ADMIN_ACTION, or TERN_RC_SERVER_UNAVAILABLE (NODE_DOWN). */
     void (*fenced)(void *ctx, struct tern_bytes client_id, uint32_t owner_node,
                    uint64_t epoch, uint8_t reason);
     /* The FSM published a message of its own (a will). Each node delivers it to
@@ -139,18 +141,64 @@ void tern_fsm_free(struct tern_fsm *f);
 
 /* The result of applying one command. */
 struct tern_fsm_result {
-    int status;            /* TERN_OK, TERN_ESTALE (epoch mismatch), TERN_ENOTFOUND,
-                              TERN_ELIMIT, TERN_EINVAL */
-    bool session_present;  /* SESSION_OPEN */
-    uint64_t epoch;        /* SESSION_OPEN: the new epoch */
-    bool duplicate;        /* PUBLISH: inbound QoS 2 id already held, not enqueued */
-    uint32_t matched;      /* PUBLISH: sessions it was queued or sent to */
+    int status;           /* TERN_OK, TERN_ESTALE (epoch mismatch), TERN_ENOTFOUND,
+                             TERN_ELIMIT, TERN_EINVAL */
+    bool session_present; /* SESSION_OPEN */
+    uint64_t epoch;       /* SESSION_OPEN: the new epoch */
+    bool duplicate;       /* PUBLISH: inbound QoS 2 id already held, not enqueued;
+                             any command: proposal id already applied, ignored */
+    uint32_t matched;     /* PUBLISH: sessions it was queued or sent to;
+                             NODE_DOWN: sessions taken offline */
 };
 
 /* Applies one command. A rejected command (stale epoch, unknown session) changes
- * nothing and says why in the result. */
+ * nothing and says why in the result.
+ *
+ * Proposal ids (tern/cmd.h) are de-duplicated per origin node with a sliding
+ * window: the highest applied sequence H and which of the 1024 sequences up to
+ * H applied. A command whose sequence applied already, or is older than
+ * H - 1023, is ignored (result.duplicate). So a retried proposal applies once
+ * even when it applies after a higher sequence of its node. 256 origin nodes
+ * are tracked; beyond that the least recently applied one is forgotten.
+ *
+ * NODE_DOWN: every online session owned by the node goes offline as if its
+ * connection closed with publish_will (wills now or after their delay; sessions
+ * with expiry 0 end after their will), in epoch order. Each gets a new epoch
+ * (later commands of the old connections are TERN_ESTALE) and its connection is
+ * fenced with TERN_RC_SERVER_UNAVAILABLE. The node's routes are removed.
+ *
+ * ROUTE_ADD / ROUTE_DEL: presence of (filter, node); idempotent (adding a
+ * present route or deleting an absent one is TERN_OK and changes nothing).
+ * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes. */
 void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
                     struct tern_fsm_result *res);
+
+/* --- snapshots (format: docs/disk-format.md) --- */
+
+/* Serializes all replicated state into a new malloc'ed buffer (the caller frees
+ * it). The same state gives the same bytes. Configuration (self node, limits,
+ * observer, retained source) and local annotations are not included. Returns
+ * TERN_OK or TERN_ENOMEM. */
+int tern_fsm_snapshot(const struct tern_fsm *f, uint8_t **out, size_t *out_len);
+
+/* Replaces all replicated state of f by the snapshot's. The frame is verified
+ * and every field validated before f is touched: on error (TERN_ECORRUPT,
+ * TERN_EUNSUPPORTED for an unknown format version, TERN_ENOMEM) f is unchanged
+ * and errmsg (TERN_ERRMSG_SIZE, may be NULL) says why. Keeps f's observer,
+ * limits, self node and retained source; no observer is called; local
+ * annotations are NULL afterwards, and pointers handed out before are invalid.
+ * A restored FSM applies every later command exactly like the original. */
+int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *errmsg);
+
+/* --- routes --- */
+
+/* Visits every node id having a route whose filter (without its $share prefix)
+ * matches topic, each at most once, in ascending order. Returns 0, fn's
+ * non-zero value (which stops the walk), or TERN_ENOMEM before any visit. */
+int tern_fsm_route_match(const struct tern_fsm *f, const char *topic, size_t len,
+                         int (*fn)(void *ctx, uint32_t node), void *ctx);
+/* Number of (filter, node) routes. */
+uint32_t tern_fsm_route_count(const struct tern_fsm *f);
 
 /* Retained messages of this FSM's subscribers are read from `src` instead of
  * this FSM (the node-local instance reads the replicated one's). NULL = self. */
@@ -165,6 +213,10 @@ uint64_t tern_fsm_next_deadline(const struct tern_fsm *f);
 bool tern_fsm_has_subscriber(const struct tern_fsm *f, const char *topic, size_t len);
 
 const struct tern_fsm_stats *tern_fsm_stats(const struct tern_fsm *f);
+
+/* Highest proposal sequence applied from `node` (0 if none): a restarted node
+ * continues above it so its new proposals are never taken for old ones. */
+uint64_t tern_fsm_proposal_high(const struct tern_fsm *f, uint32_t node);
 
 /* --- reading sessions --- */
 struct tern_fsm_session *tern_fsm_session_get(const struct tern_fsm *f, const char *id,

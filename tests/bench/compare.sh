@@ -123,7 +123,8 @@ start_broker() { # name
     NSTART=$((NSTART + 1))
     case "$name" in
     mosquitto)
-        # Equivalent limits to tern's defaults: big queues, no in-flight cap.
+        # Same limits on both brokers (tern's are set below): big queues, no
+        # practical in-flight cap.
         cat >"$WORK/mosq.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
@@ -140,7 +141,10 @@ EOF
     tern)
         mkdir -p "$WORK/tern-data-$NSTART"
         (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --listen "127.0.0.1:$port" \
-            --data-dir "$WORK/tern-data-$NSTART" --log-level warn) >>"$WORK/tern.log" 2>&1 &
+            --data-dir "$WORK/tern-data-$NSTART" --log-level warn \
+            --set inflight_max=65535 --set queue_max=100000 \
+            --set queue_bytes_max=1073741824 --set receive_maximum=65535) \
+            >>"$WORK/tern.log" 2>&1 &
         pid=$!
         ;;
     esac
@@ -200,9 +204,9 @@ median() {
 }
 # cases KEY ARGS...: REPEAT interleaved runs of every broker
 cases() {
-    local key=$1 r b
+    local key=$1 b
     shift
-    for r in $(seq "$REPEAT"); do
+    for _ in $(seq "$REPEAT"); do
         for b in "${BROKERS[@]}"; do run_bench "$key" "$b" "$@"; done
     done
 }
@@ -291,7 +295,7 @@ if want 1to1 || want latency; then
             done
         done
     else # latency alone still needs Mosquitto's 1:1 QoS 0 16 B maximum
-        for r in $(seq "$REPEAT"); do
+        for _ in $(seq "$REPEAT"); do
             run_bench "1to1-q0-s16" mosquitto --pubs 1 --subs 1 --qos 0 --size 16 "${COMMON[@]}"
         done
     fi
@@ -361,7 +365,7 @@ fi
 # ---- 5) idle connections: memory -------------------------------------------------------
 if want idle; then
     for n in $IDLE_SIZES; do
-        for r in $(seq "$REPEAT"); do
+        for _ in $(seq "$REPEAT"); do
             for b in "${BROKERS[@]}"; do
                 # A fresh broker per sample: RSS_0 is then really zero connections.
                 start_broker "$b"

@@ -935,6 +935,9 @@ static void handle_connack(struct conn *c, const struct tern_connack *ca)
         return;
     }
     c->session_present = ca->session_present;
+    if (c->role == ROLE_PUB && (ca->props.mask & TERN_PROP_BIT(TERN_PROP_RECEIVE_MAX)) &&
+        ca->props.receive_max > 0 && c->nfree > ca->props.receive_max)
+        c->nfree = ca->props.receive_max; /* the broker's receive maximum wins */
     if (ca->session_present)
         b->st.session_present++;
     if (c->role == ROLE_SUB && !(b->phase == PH_DRAIN_RECONNECT)) {

@@ -68,7 +68,8 @@ class Broker:
         self.mosquitto_conf = list(mosquitto_conf)
         self.proc = None
         self.kind = TARGET
-        self.problems = []  # non-fatal notes (e.g. needed SIGKILL)
+        self.problems = []  # e.g. needed SIGKILL at stop
+        self.reported = False
         self._log_offset_at_start = 0
 
     # --- command line --------------------------------------------------------
@@ -139,6 +140,10 @@ class Broker:
                 p.kill()
                 p.wait(5)
         self.proc = None
+        if not kill and p.returncode is not None and p.returncode < 0 and \
+                p.returncode not in (-signal.SIGTERM, -signal.SIGKILL):
+            self.problems.append("broker died with signal %d while shutting down on "
+                                 "SIGTERM" % -p.returncode)
         with open(self.log_path, "ab") as log:
             log.write(("=== stopped: exit %s\n" % p.returncode).encode())
         return p.returncode
@@ -225,6 +230,7 @@ def pytest_runtest_makereport(item, call):
             if rpt:
                 problem = "sanitizer report in broker log:\n" + rpt
         if problem:
+            b.reported = True  # teardown does not report the same broker again
             rep.outcome = "failed"
             rep.longrepr = problem
             return
@@ -247,6 +253,9 @@ def start_broker(request, tmp_path):
 
     errors = []
     for b in brokers:
+        if b.reported:
+            b.stop()
+            continue
         if b.proc is not None and b.proc.poll() is not None:
             errors.append("broker on port %d exited by itself with %s:\n%s" % (
                 b.port, b.proc.returncode, b.log_tail()))

@@ -285,3 +285,16 @@ def assert_serves(b, timeout=TIMEOUT):
         assert m.payload == b"ok"
     finally:
         c.close()
+
+
+def collect_from(cs, n, timeout=TIMEOUT, settle=0.2):
+    """Collects messages from several clients until n in total arrived (bounded), then
+    waits `settle` seconds for unexpected extra ones. Returns one list per client."""
+    out = [[] for _ in cs]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, out)) < n and time.monotonic() < deadline:
+        for i, c in enumerate(cs):
+            out[i] += c.drain(0.01)
+    for i, c in enumerate(cs):
+        out[i] += c.drain(settle if i == 0 else 0.01)
+    return out

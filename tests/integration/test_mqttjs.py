@@ -29,11 +29,15 @@ def test_mqttjs_suite(broker):
     _ensure_node_modules()
     env = dict(os.environ, TERN_HOST=broker.host, TERN_PORT=str(broker.port))
     try:
-        r = subprocess.run(["node", "--test", "--test-reporter=spec", "mqtt.test.mjs"],
+        r = subprocess.run(["node", "--test", "--test-force-exit", "--test-reporter=spec",
+                            "mqtt.test.mjs"],
                            cwd=JS_DIR, env=env, capture_output=True, text=True,
-                           timeout=120)
+                           timeout=90)
     except subprocess.TimeoutExpired as e:
-        pytest.fail("node --test timed out:\n%s" % (e.stdout or ""))
+        out = e.stdout or b""
+        if isinstance(out, bytes):
+            out = out.decode("utf-8", "replace")
+        pytest.fail("node --test timed out:\n%s" % out)
     out = r.stdout + r.stderr
     assert r.returncode == 0, "MQTT.js tests failed:\n" + out[-6000:]
     assert "# fail 0" in out or "fail 0" in out, out[-3000:]

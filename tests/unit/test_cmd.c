@@ -122,6 +122,14 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
     case TERN_CMD_RETAIN_DELETE:
         c.u.retain_delete.topic = B("a/b");
         break;
+    case TERN_CMD_NODE_DOWN:
+        c.u.node_down.node = all ? UINT32_MAX : 7;
+        break;
+    case TERN_CMD_ROUTE_ADD:
+    case TERN_CMD_ROUTE_DEL:
+        c.u.route.node = all ? 0x01020304 : 0;
+        c.u.route.filter = all ? B("$share/g/a/+/#") : B("x");
+        break;
     }
     return c;
 }
@@ -203,6 +211,14 @@ static void cmd_eq(const struct tern_cmd *a, const struct tern_cmd *b)
     case TERN_CMD_RETAIN_DELETE:
         bytes_eq(a->u.retain_delete.topic, b->u.retain_delete.topic);
         break;
+    case TERN_CMD_NODE_DOWN:
+        assert_int_equal(a->u.node_down.node, b->u.node_down.node);
+        break;
+    case TERN_CMD_ROUTE_ADD:
+    case TERN_CMD_ROUTE_DEL:
+        assert_int_equal(a->u.route.node, b->u.route.node);
+        bytes_eq(a->u.route.filter, b->u.route.filter);
+        break;
     }
 }
 
@@ -221,7 +237,7 @@ static uint8_t *encode_heap(const struct tern_cmd *c, size_t *len)
 static void test_round_trip_all(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_RETAIN_DELETE; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -282,7 +298,7 @@ static void test_msg_flags_each(void **state)
 static void test_truncation(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_RETAIN_DELETE; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -353,6 +369,27 @@ static void test_golden(void **state)
                                         7, 0x92}; /* kind, reason */
     assert_int_equal(tern_cmd_encode(&ack, buf, sizeof(buf)), sizeof(ack_bytes));
     assert_memory_equal(buf, ack_bytes, sizeof(ack_bytes));
+
+    struct tern_cmd down = {.type = TERN_CMD_NODE_DOWN, .now_ms = 1};
+    down.u.node_down.node = 0x0A0B0C0D;
+    static const uint8_t down_bytes[] = {1, 11, 1,    0,    0,    0,   0, 0, 0,
+                                         0, 0,  0,    0,    0,    0,   0, 0, 0,
+                                         0x0D, 0x0C, 0x0B, 0x0A}; /* node */
+    assert_int_equal(tern_cmd_encode(&down, buf, sizeof(buf)), sizeof(down_bytes));
+    assert_memory_equal(buf, down_bytes, sizeof(down_bytes));
+
+    struct tern_cmd route = {.type = TERN_CMD_ROUTE_ADD, .now_ms = 1};
+    route.u.route.node = 2;
+    route.u.route.filter = B("a/#");
+    static const uint8_t route_bytes[] = {1, 12, 1, 0,   0,   0,   0, 0, 0,
+                                          0, 0,  0, 0,   0,   0,   0, 0, 0,
+                                          2, 0,  0, 0,               /* node */
+                                          3, 0,  'a', '/', '#'};      /* filter */
+    assert_int_equal(tern_cmd_encode(&route, buf, sizeof(buf)), sizeof(route_bytes));
+    assert_memory_equal(buf, route_bytes, sizeof(route_bytes));
+    route.type = TERN_CMD_ROUTE_DEL;
+    assert_int_equal(tern_cmd_encode(&route, buf, sizeof(buf)), sizeof(route_bytes));
+    assert_int_equal(buf[1], 13);
 }
 
 static int decode_mutated(const struct tern_cmd *in, size_t at, uint8_t value)
@@ -376,7 +413,7 @@ static void test_rejects(void **state)
     assert_int_equal(decode_mutated(&tick, 0, 0), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 0, TERN_CMD_VERSION + 1), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 1, 0), TERN_EMALFORMED);
-    assert_int_equal(decode_mutated(&tick, 1, 11), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_ROUTE_DEL + 1), TERN_EMALFORMED);
     assert_int_equal(decode_mutated(&tick, 1, 255), TERN_EMALFORMED);
 
     /* close: header 18 + client_id 2+8 + epoch 8 + expiry 4 -> publish_will at 40 */
@@ -527,13 +564,13 @@ static void test_batch(void **state)
     (void)state;
     uint8_t buf[1024];
     size_t n = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_RETAIN_DELETE; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
         struct tern_cmd c = make_cmd(type, type % 2);
         n += tern_cmd_encode(&c, buf + n, sizeof(buf) - n);
         assert_true(n <= sizeof(buf));
     }
     size_t pos = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_RETAIN_DELETE; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
         struct tern_cmd want = make_cmd(type, type % 2), got;
         size_t used;
         assert_int_equal(tern_cmd_decode(buf + pos, n - pos, &got, &used, NULL), TERN_OK);

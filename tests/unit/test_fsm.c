@@ -1402,14 +1402,18 @@ static void test_duplicate_proposal(void **state)
     assert_int_equal(r.status, TERN_OK);
     assert_true(r.duplicate);
     assert_int_equal(r.matched, 0);
-    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 4});
-    assert_true(r.duplicate);
     assert_int_equal(st(x)->applied, applied);
     r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n2 | 1});
     assert_false(r.duplicate);
     r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 6});
     assert_false(r.duplicate);
     assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 3);
+    /* A lower sequence that never applied (a retry applied late) applies once. */
+    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 4});
+    assert_false(r.duplicate);
+    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 4});
+    assert_true(r.duplicate);
+    assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 4);
     /* A rejected command is remembered too. */
     r = pub_o(x, "t/#", "m", (struct pub_opts){.proposal_id = n1 | 7});
     assert_int_equal(r.status, TERN_EINVAL);

@@ -1,0 +1,350 @@
+/* Node-to-node links: see peer.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peer.h"
+#include "tern/error.h"
+
+#define HDR 9 /* u32 length + u8 type + u32 from */
+#define RECONNECT_MS 200
+#define OUT_BYTES_MAX (256u << 20)
+
+struct out_link {
+    struct tern_peers *peers;
+    struct tern_peer_addr addr;
+    uv_tcp_t *tcp; /* NULL while down */
+    uv_connect_t connect;
+    uv_timer_t retry;
+    int connected;
+    int connecting;
+    uint64_t queued;
+    uint64_t down_since;
+};
+
+struct in_link {
+    struct tern_peers *peers;
+    uv_tcp_t tcp;
+    uint8_t *buf;
+    size_t len, cap;
+    struct in_link *next;
+};
+
+struct tern_peers {
+    uv_loop_t *loop;
+    uint32_t self;
+    uv_tcp_t listener;
+    struct out_link out[TERN_PEER_MAX];
+    size_t nout;
+    struct in_link *ins;
+    tern_peer_recv_fn fn;
+    void *ctx;
+    int closing;
+};
+
+struct send_req {
+    uv_write_t req;
+    struct out_link *link;
+    size_t len;
+    uint8_t data[];
+};
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static void connect_link(struct out_link *l);
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void link_down(struct out_link *l)
+{
+    if (l->tcp) {
+        uv_close((uv_handle_t *)l->tcp, free_handle);
+        l->tcp = NULL;
+    }
+    if (l->connected || l->connecting)
+        l->down_since = uv_now(l->peers->loop);
+    l->connected = 0;
+    l->connecting = 0;
+    if (!l->peers->closing)
+        uv_timer_start(&l->retry, (uv_timer_cb)connect_link, RECONNECT_MS, 0);
+}
+
+static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    /* Outbound links carry no replies; a read only tells us the peer went away. */
+    struct out_link *l = s->data;
+    free(buf->base);
+    if (n < 0)
+        link_down(l);
+}
+
+static void alloc_small(uv_handle_t *h, size_t sz, uv_buf_t *buf)
+{
+    (void)h;
+    (void)sz;
+    buf->base = malloc(256);
+    buf->len = buf->base ? 256 : 0;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct out_link *l = req->data;
+    l->connecting = 0;
+    if (status < 0 || l->peers->closing) {
+        if (!l->peers->closing)
+            link_down(l);
+        return;
+    }
+    l->connected = 1;
+    l->down_since = 0;
+    uv_tcp_nodelay(l->tcp, 1);
+    uv_read_start((uv_stream_t *)l->tcp, alloc_small, on_out_read);
+}
+
+static void connect_link(struct out_link *l)
+{
+    if (l->peers->closing || l->tcp)
+        return;
+    struct sockaddr_in sa;
+    if (uv_ip4_addr(l->addr.host, l->addr.port, &sa) != 0)
+        return;
+    l->tcp = malloc(sizeof(*l->tcp));
+    if (!l->tcp)
+        return;
+    uv_tcp_init(l->peers->loop, l->tcp);
+    l->tcp->data = l;
+    l->connect.data = l;
+    l->connecting = 1;
+    if (uv_tcp_connect(&l->connect, l->tcp, (struct sockaddr *)&sa, on_connect) != 0)
+        link_down(l);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct send_req *w = (struct send_req *)req;
+    struct out_link *l = w->link;
+    l->queued -= w->len;
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && l->connected)
+        link_down(l);
+}
+
+int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
+                    size_t len)
+{
+    struct out_link *l = NULL;
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].addr.id == to)
+            l = &p->out[i];
+    if (!l || !l->connected || len + HDR > TERN_PEER_FRAME_MAX ||
+        l->queued + len > OUT_BYTES_MAX)
+        return TERN_EAGAIN;
+    struct send_req *w = malloc(sizeof(*w) + HDR + len);
+    if (!w)
+        return TERN_ENOMEM;
+    put32(w->data, (uint32_t)(len + 5));
+    w->data[4] = type;
+    put32(w->data + 5, p->self);
+    memcpy(w->data + HDR, data, len);
+    w->link = l;
+    w->len = HDR + len;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)l->tcp, &b, 1, on_written) != 0) {
+        free(w);
+        link_down(l);
+        return TERN_EAGAIN;
+    }
+    l->queued += w->len;
+    return TERN_OK;
+}
+
+int tern_peers_connected(const struct tern_peers *p, uint32_t to)
+{
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].addr.id == to)
+            return p->out[i].connected;
+    return 0;
+}
+
+uint64_t tern_peers_down_ms(const struct tern_peers *p, uint32_t to)
+{
+    for (size_t i = 0; i < p->nout; i++) {
+        const struct out_link *l = &p->out[i];
+        if (l->addr.id == to)
+            return l->connected ? 0 : uv_now(p->loop) - l->down_since;
+    }
+    return 0;
+}
+
+static void in_closed(uv_handle_t *h)
+{
+    struct in_link *in = h->data;
+    struct tern_peers *p = in->peers;
+    for (struct in_link **pp = &p->ins; *pp; pp = &(*pp)->next)
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    free(in->buf);
+    free(in);
+}
+
+static void in_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
+{
+    struct in_link *in = h->data;
+    (void)sz;
+    if (in->cap - in->len < 65536) {
+        size_t cap = in->len + 65536;
+        uint8_t *b = realloc(in->buf, cap);
+        if (!b) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        in->buf = b;
+        in->cap = cap;
+    }
+    *buf = uv_buf_init((char *)in->buf + in->len, (unsigned)(in->cap - in->len));
+}
+
+static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    struct in_link *in = s->data;
+    if (n < 0) {
+        uv_close((uv_handle_t *)&in->tcp, in_closed);
+        return;
+    }
+    in->len += (size_t)n;
+    size_t off = 0;
+    while (in->len - off >= 4) {
+        uint32_t flen = get32(in->buf + off);
+        if (flen < 5 || flen > TERN_PEER_FRAME_MAX) {
+            uv_close((uv_handle_t *)&in->tcp, in_closed);
+            return;
+        }
+        if (in->len - off < 4 + (size_t)flen)
+            break;
+        const uint8_t *f = in->buf + off + 4;
+        in->peers->fn(in->peers->ctx, get32(f + 1), f[0], f + 5, flen - 5);
+        off += 4 + flen;
+    }
+    memmove(in->buf, in->buf + off, in->len - off);
+    in->len -= off;
+}
+
+static void on_peer_connection(uv_stream_t *server, int status)
+{
+    struct tern_peers *p = server->data;
+    if (status < 0)
+        return;
+    struct in_link *in = calloc(1, sizeof(*in));
+    if (!in)
+        return;
+    in->peers = p;
+    uv_tcp_init(p->loop, &in->tcp);
+    in->tcp.data = in;
+    in->next = p->ins;
+    p->ins = in;
+    if (uv_accept(server, (uv_stream_t *)&in->tcp) != 0) {
+        uv_close((uv_handle_t *)&in->tcp, in_closed);
+        return;
+    }
+    uv_tcp_nodelay(&in->tcp, 1);
+    uv_read_start((uv_stream_t *)&in->tcp, in_alloc, on_in_read);
+}
+
+int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
+                   const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
+                   void *ctx, char *errmsg)
+{
+    struct tern_peers *p = calloc(1, sizeof(*p));
+    if (!p)
+        return TERN_ENOMEM;
+    p->loop = loop;
+    p->self = self;
+    p->fn = fn;
+    p->ctx = ctx;
+    const struct tern_peer_addr *me = NULL;
+    for (size_t i = 0; i < n && i < TERN_PEER_MAX; i++) {
+        if (members[i].id == self) {
+            me = &members[i];
+            continue;
+        }
+        struct out_link *l = &p->out[p->nout++];
+        l->peers = p;
+        l->addr = members[i];
+        l->down_since = uv_now(loop);
+        uv_timer_init(loop, &l->retry);
+        l->retry.data = l;
+    }
+    if (me) {
+        struct sockaddr_in sa;
+        int rv = uv_ip4_addr(me->host, me->port, &sa);
+        uv_tcp_init(loop, &p->listener);
+        p->listener.data = p;
+        if (rv == 0)
+            rv = uv_tcp_bind(&p->listener, (struct sockaddr *)&sa, 0);
+        if (rv == 0)
+            rv = uv_listen((uv_stream_t *)&p->listener, 128, on_peer_connection);
+        if (rv != 0) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "peer: cannot listen on %s:%u: %s",
+                     me->host, me->port, uv_strerror(rv));
+            uv_close((uv_handle_t *)&p->listener, NULL);
+            for (size_t i = 0; i < p->nout; i++)
+                uv_close((uv_handle_t *)&p->out[i].retry, NULL);
+            p->closing = 1;
+            *out = p; /* freed by tern_peers_close after the loop runs */
+            return TERN_EIO;
+        }
+    } else {
+        uv_tcp_init(loop, &p->listener);
+    }
+    for (size_t i = 0; i < p->nout; i++)
+        connect_link(&p->out[i]);
+    *out = p;
+    return TERN_OK;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct tern_peers *p = h->data;
+    free(p);
+}
+
+void tern_peers_close(struct tern_peers *p)
+{
+    int was_closing = p->closing;
+    p->closing = 1;
+    for (size_t i = 0; i < p->nout; i++) {
+        struct out_link *l = &p->out[i];
+        if (!was_closing)
+            uv_close((uv_handle_t *)&l->retry, NULL);
+        if (l->tcp) {
+            uv_close((uv_handle_t *)l->tcp, free_handle);
+            l->tcp = NULL;
+        }
+    }
+    for (struct in_link *in = p->ins; in; in = in->next)
+        if (!uv_is_closing((uv_handle_t *)&in->tcp))
+            uv_close((uv_handle_t *)&in->tcp, in_closed);
+    p->listener.data = p;
+    if (!uv_is_closing((uv_handle_t *)&p->listener))
+        uv_close((uv_handle_t *)&p->listener, on_listener_closed);
+    else
+        free(p); /* listener already closed by a failed start */
+}

@@ -1,0 +1,49 @@
+/* Node-to-node links (not Raft's own transport): proposals forwarded to the
+ * leader, messages forwarded to nodes with clean-session subscribers.
+ *
+ * Every node listens on its peer address and keeps one outbound connection to
+ * each other member (reconnecting with backoff); a node sends on its outbound
+ * link and receives on the links others opened to it. Frames are
+ * [u32 length][u8 type][u32 from node][payload], length counting type, from and
+ * payload, bounded by TERN_PEER_FRAME_MAX. */
+#ifndef TERN_PEER_H
+#define TERN_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#define TERN_PEER_FRAME_MAX (64u << 20)
+#define TERN_PEER_MAX 16
+
+enum tern_peer_frame {
+    TERN_PEER_PROPOSE = 1,  /* concatenated encoded commands, for the leader */
+    TERN_PEER_FORWARD = 2,  /* one encoded PUBLISH command for local delivery */
+};
+
+struct tern_peers;
+
+typedef void (*tern_peer_recv_fn)(void *ctx, uint32_t from, uint8_t type,
+                                  const uint8_t *data, size_t len);
+
+struct tern_peer_addr {
+    uint32_t id;
+    char host[64];
+    uint16_t port;
+};
+
+int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
+                   const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
+                   void *ctx, char *errmsg);
+/* Queues a frame on the outbound link to `to`. Returns TERN_OK, or TERN_EAGAIN when
+ * that link is down (the caller retries later) or its output is over the bound. */
+int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
+                    size_t len);
+/* Is the outbound link to `to` up? */
+int tern_peers_connected(const struct tern_peers *p, uint32_t to);
+/* Milliseconds since `to` was last seen connected (0 while connected). */
+uint64_t tern_peers_down_ms(const struct tern_peers *p, uint32_t to);
+void tern_peers_close(struct tern_peers *p);
+
+#endif

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# CI smoke test for the benchmark harness: runs compare.sh --quick against the
+# brokers that exist and checks that every table has numbers (messages received,
+# connections made). Never asserts a speed: the machine is shared and noisy.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TMP=$(mktemp -d /tmp/tern-bench-smoke.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+OUT="$TMP/bench.md"
+
+timeout 300 "$ROOT/tests/bench/compare.sh" --quick --out "$OUT"
+
+cols="mosquitto"
+[ -x "${TERND:-$ROOT/build/ternd}" ] && cols="$cols tern"
+
+fail=0
+for broker in $cols; do
+    # Table rows "| case | metric | tern | mosquitto | ratio |": fields 2..6 for awk.
+    col=5
+    [ "$broker" = tern ] && col=4
+    bad=$(awk -F'|' -v c="$col" '
+        /^\| / && $3 ~ /received msg\/s|deliveries\/s|connected|delivered|connections\/s/ {
+            v = $(c); gsub(/ /, "", v)
+            n++
+            if (v !~ /^[0-9.]+$/ || v + 0 <= 0) print $2 "/" $3 ": " v
+        }
+        END { if (n < 10) print "only " n " rows with counts" }' "$OUT")
+    if [ -n "$bad" ]; then
+        echo "smoke: $broker has empty or zero results:" >&2
+        echo "$bad" >&2
+        fail=1
+    else
+        echo "smoke: $broker: all scenarios produced counts"
+    fi
+done
+if [ "$fail" != 0 ]; then
+    cat "$OUT" >&2
+    exit 1
+fi
+echo "smoke: ok"

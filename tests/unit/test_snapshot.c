@@ -1,0 +1,888 @@
+/* Unit tests of FSM snapshots (tern_fsm_snapshot / tern_fsm_restore) and of the
+ * storage primitives under them (CRC32C, bounded writer / reader, container).
+ *
+ * The central property: a restored FSM is the original. Checked two ways:
+ * snapshot -> restore -> snapshot gives the same bytes, and the same random
+ * command stream applied to the original and to the restored copy gives the
+ * same effects (an observer hashes every effect) and the same results. Then
+ * corruption: every bit flip and every truncation of a snapshot is refused and
+ * leaves the target FSM as it was. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tern/cmd.h"
+#include "tern/error.h"
+#include "tern/fsm.h"
+#include "tern/storage.h"
+
+#define NEVER 0xFFFFFFFFu
+
+/* --- effect-hashing observer --- */
+
+struct hx {
+    uint64_t h;
+    uint64_t n;
+};
+
+static void mix(struct hx *x, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        x->h ^= b[i];
+        x->h *= UINT64_C(1099511628211);
+    }
+}
+
+static void mix_u64(struct hx *x, uint64_t v)
+{
+    mix(x, &v, sizeof(v));
+}
+
+static void mix_bytes(struct hx *x, struct tern_bytes b)
+{
+    mix_u64(x, b.len);
+    if (b.len)
+        mix(x, b.ptr, b.len);
+}
+
+static void mix_session(struct hx *x, const struct tern_fsm_session *s)
+{
+    mix_bytes(x, tern_fsm_session_client_id(s));
+    mix_u64(x, tern_fsm_session_epoch(s));
+    mix_u64(x, tern_fsm_session_owner(s));
+}
+
+static void mix_msg(struct hx *x, const struct tern_msg *m)
+{
+    mix_u64(x, m->id);
+    mix_bytes(x, m->topic);
+    mix_bytes(x, m->payload);
+    mix_u64(x, m->qos | (uint64_t)m->retain << 8 | (uint64_t)m->flags << 16);
+    mix_u64(x, m->expire_at_ms);
+    mix_u64(x, m->created_ms);
+}
+
+static void on_opened(void *ctx, struct tern_fsm_session *s, bool present)
+{
+    struct hx *x = ctx;
+    x->n++;
+    mix_u64(x, 1 + present);
+    mix_session(x, s);
+}
+
+static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet_id)
+{
+    struct hx *x = ctx;
+    x->n++;
+    mix_u64(x, 3 + ((uint64_t)packet_id << 8));
+    mix_session(x, s);
+}
+
+static void on_deliver(void *ctx, struct tern_fsm_session *s,
+                       const struct tern_delivery *d)
+{
+    struct hx *x = ctx;
+    x->n++;
+    mix_u64(x, 4);
+    mix_session(x, s);
+    if (d->msg)
+        mix_msg(x, d->msg);
+    uint8_t f[6] = {d->qos, d->retain, d->dup, d->pubrel, d->sub_id_count};
+    mix(x, f, sizeof(f));
+    mix_u64(x, d->packet_id);
+    mix(x, d->sub_ids, d->sub_id_count * sizeof(uint32_t));
+}
+
+static void on_fenced(void *ctx, struct tern_bytes id, uint32_t owner, uint64_t epoch,
+                      uint8_t reason)
+{
+    struct hx *x = ctx;
+    x->n++;
+    mix_u64(x, 5);
+    mix_bytes(x, id);
+    mix_u64(x, owner);
+    mix_u64(x, epoch);
+    mix_u64(x, reason);
+}
+
+static void on_published(void *ctx, const struct tern_msg *m)
+{
+    struct hx *x = ctx;
+    x->n++;
+    mix_u64(x, 6);
+    mix_msg(x, m);
+}
+
+static struct tern_fsm *new_fsm(struct hx *x, const struct tern_fsm_limits *lim)
+{
+    struct tern_fsm_observer obs = {.ctx = x,
+                                    .opened = on_opened,
+                                    .subscribed = on_subscribed,
+                                    .deliver = on_deliver,
+                                    .fenced = on_fenced,
+                                    .published = on_published};
+    struct tern_fsm *f = tern_fsm_new(1, lim, &obs);
+    assert_non_null(f);
+    return f;
+}
+
+static struct tern_fsm_limits small_limits(void)
+{
+    struct tern_fsm_limits l;
+    tern_fsm_limits_default(&l);
+    l.inflight_max = 3;
+    l.queue_max = 6;
+    l.queue_qos0 = true;
+    l.retained_max = 8;
+    return l;
+}
+
+/* --- command helpers --- */
+
+static struct tern_bytes B(const char *s) {
+    return (struct tern_bytes){(const uint8_t *)s, (uint32_t)strlen(s)};
+}
+
+static uint64_t
+epoch_of(struct tern_fsm *f, const char *id)
+{
+    struct tern_fsm_session *s = tern_fsm_session_get(f, id, strlen(id));
+    return s ? tern_fsm_session_epoch(s) : 0;
+}
+
+static struct tern_fsm_result run(struct tern_fsm *f, struct tern_cmd *c, uint64_t now)
+{
+    struct tern_fsm_result r;
+    c->now_ms = now;
+    tern_fsm_apply(f, c, &r);
+    return r;
+}
+
+static void do_open(struct tern_fsm *f, uint64_t now, const char *id, uint32_t node,
+                    uint32_t expiry, uint16_t rmax, const char *will, uint32_t delay)
+{
+    struct tern_cmd c = {.type = TERN_CMD_SESSION_OPEN};
+    c.u.open.client_id = B(id);
+    c.u.open.node = node;
+    c.u.open.proto = TERN_MQTT_5;
+    c.u.open.expiry_s = expiry;
+    c.u.open.receive_max = rmax;
+    if (will) {
+        c.u.open.has_will = true;
+        c.u.open.will_delay_s = delay;
+        c.u.open.will.topic = B(will);
+        c.u.open.will.payload = B("bye");
+        c.u.open.will.qos = 1;
+        c.u.open.will.flags = TERN_MSG_HAS_CONTENT_TYPE;
+        c.u.open.will.content_type = B("text/plain");
+    }
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
+static void do_close(struct tern_fsm *f, uint64_t now, const char *id, uint32_t expiry,
+                     bool will)
+{
+    struct tern_cmd c = {.type = TERN_CMD_SESSION_CLOSE};
+    c.u.close.client_id = B(id);
+    c.u.close.epoch = epoch_of(f, id);
+    c.u.close.expiry_s = expiry;
+    c.u.close.publish_will = will;
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
+static void do_sub(struct tern_fsm *f, uint64_t now, const char *id, const char *filter,
+                   uint8_t options, uint32_t sub_id)
+{
+    uint8_t list[512];
+    struct tern_cmd_sub e = {.filter = B(filter), .options = options, .sub_id = sub_id};
+    size_t n = tern_cmd_put_sub(list, sizeof(list), &e);
+    struct tern_cmd c = {.type = TERN_CMD_SUBSCRIBE};
+    c.u.sub.client_id = B(id);
+    c.u.sub.epoch = epoch_of(f, id);
+    c.u.sub.packet_id = 1;
+    c.u.sub.list = (struct tern_bytes){list, (uint32_t)n};
+    c.u.sub.count = 1;
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
+static void do_pub(struct tern_fsm *f, uint64_t now, const char *from, const char *topic,
+                   const char *payload, uint8_t qos, bool retain, uint16_t inbound)
+{
+    struct tern_cmd c = {.type = TERN_CMD_PUBLISH};
+    if (from) {
+        c.u.publish.client_id = B(from);
+        c.u.publish.epoch = epoch_of(f, from);
+    }
+    c.u.publish.inbound_packet_id = inbound;
+    c.u.publish.msg.topic = B(topic);
+    c.u.publish.msg.payload = B(payload);
+    c.u.publish.msg.qos = qos;
+    c.u.publish.msg.retain = retain;
+    c.u.publish.msg.flags = TERN_MSG_HAS_EXPIRY | TERN_MSG_HAS_CORRELATION;
+    c.u.publish.msg.expiry_s = 3600;
+    c.u.publish.msg.correlation_data = B("corr");
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
+static int do_ack(struct tern_fsm *f, uint64_t now, const char *id, uint16_t pid,
+                  uint8_t kind)
+{
+    struct tern_cmd c = {.type = TERN_CMD_ACK};
+    c.u.ack.client_id = B(id);
+    c.u.ack.epoch = epoch_of(f, id);
+    c.u.ack.packet_id = pid;
+    c.u.ack.kind = kind;
+    return run(f, &c, now).status;
+}
+
+static void do_route(struct tern_fsm *f, uint64_t now, uint8_t type, const char *filter,
+                     uint32_t node)
+{
+    struct tern_cmd c = {.type = type};
+    c.u.route.filter = B(filter);
+    c.u.route.node = node;
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
+static void do_proposal(struct tern_fsm *f, uint64_t now, uint64_t id)
+{
+    struct tern_cmd c = {.type = TERN_CMD_TICK, .proposal_id = id};
+    run(f, &c, now);
+}
+
+/* Sessions with queues, in-flight entries in both states, inbound ids, pending
+ * wills, shared groups with advanced counters, retained messages, routes and
+ * proposal-dedup state. */
+static uint64_t build_rich(struct tern_fsm *f)
+{
+    uint64_t now = 1000000;
+    char id[16];
+    for (int i = 0; i < 12; i++) {
+        snprintf(id, sizeof(id), "c%d", i);
+        do_open(f, now++, id, 1 + (uint32_t)(i % 3), i % 4 ? NEVER : 60, 5,
+                i % 2 ? "will/t" : NULL, (uint32_t)(i % 3) * 10);
+    }
+    do_sub(f, now++, "c0", "a/#", 2, 7);
+    do_sub(f, now++, "c0", "a/b", 1, 0);
+    do_sub(f, now++, "c1", "a/+", 2 | 0x08, 3);
+    do_sub(f, now++, "c2", "$share/g/a/#", 1, 0);
+    do_sub(f, now++, "c3", "$share/g/a/#", 2, 0);
+    do_sub(f, now++, "c4", "$share/h/+/x", 1, 0);
+    do_sub(f, now++, "c5", "will/t", 1, 0);
+    do_sub(f, now++, "c6", "a/b", 0, 9);
+    for (int i = 0; i < 10; i++) {
+        char payload[16];
+        snprintf(payload, sizeof(payload), "p%d", i);
+        do_pub(f, now++, i % 2 ? "c7" : NULL, i % 3 ? "a/b" : "q/x", payload,
+               (uint8_t)(i % 3), i % 4 == 0, i % 2 ? (uint16_t)(10 + i) : 0);
+    }
+    do_pub(f, now++, NULL, "keep/1", "r1", 1, true, 0);
+    do_pub(f, now++, NULL, "keep/2", "r2", 0, true, 0);
+    /* c0: pid 1 is QoS 1 (a/b), pid 2 QoS 2: in flight in both states after. */
+    assert_int_equal(do_ack(f, now++, "c0", 2, TERN_PUBREC), TERN_OK);
+    assert_int_equal(do_ack(f, now++, "c0", 1, TERN_PUBACK), TERN_OK);
+    assert_int_equal(do_ack(f, now++, "c1", 2, TERN_PUBREC), TERN_OK);
+    /* Offline: pending delayed wills (c1: 10 s, c5 none), queues keep filling. */
+    do_close(f, now++, "c1", NEVER, true);
+    do_close(f, now++, "c0", NEVER, false);
+    do_close(f, now++, "c9", 300, true);
+    do_pub(f, now++, NULL, "a/b", "late", 2, false, 0);
+    do_route(f, now++, TERN_CMD_ROUTE_ADD, "a/#", 2);
+    do_route(f, now++, TERN_CMD_ROUTE_ADD, "a/#", 1);
+    do_route(f, now++, TERN_CMD_ROUTE_ADD, "$share/z/a/+", 3);
+    do_route(f, now++, TERN_CMD_ROUTE_ADD, "x", 3);
+    for (uint64_t s = 1; s < 1500; s += 7)
+        do_proposal(f, now++, (UINT64_C(2) << 40) | s);
+    do_proposal(f, now++, (UINT64_C(5) << 40) | 3);
+    return now;
+}
+
+static uint8_t *snap(const struct tern_fsm *f, size_t *len)
+{
+    uint8_t *b = NULL;
+    assert_int_equal(tern_fsm_snapshot(f, &b, len), TERN_OK);
+    assert_non_null(b);
+    return b;
+}
+
+static void assert_snap_equal(const struct tern_fsm *f, const uint8_t *want, size_t len)
+{
+    size_t n;
+    uint8_t *b = snap(f, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(b, want, len);
+    free(b);
+}
+
+/* --- storage primitives --- */
+
+static void test_crc32c(void **state)
+{
+    (void)state;
+    assert_int_equal(tern_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(tern_crc32c(0, "", 0), 0);
+    uint32_t c = tern_crc32c(0, "1234", 4);
+    assert_int_equal(tern_crc32c(c, "56789", 5), 0xE3069283u);
+    uint8_t zeros[32] = {0};
+    assert_int_equal(tern_crc32c(0, zeros, sizeof(zeros)), 0x8A9136AAu);
+}
+
+static void test_wbuf_rbuf(void **state)
+{
+    (void)state;
+    struct tern_wbuf w;
+    tern_wbuf_init(&w);
+    tern_wbuf_put_u8(&w, 0x11);
+    tern_wbuf_put_u16(&w, 0x2233);
+    tern_wbuf_put_u32(&w, 0x44556677);
+    tern_wbuf_put_u64(&w, UINT64_C(0x8899AABBCCDDEEFF));
+    tern_wbuf_put_lbytes(&w, "xyz", 3);
+    for (int i = 0; i < 1000; i++) /* grows past the first allocation */
+        tern_wbuf_put_u8(&w, (uint8_t)i);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(tern_wbuf_take(&w, &buf, &len), TERN_OK);
+    assert_int_equal(len, 1 + 2 + 4 + 8 + 4 + 3 + 1000);
+    assert_int_equal(buf[1], 0x33); /* little-endian */
+
+    struct tern_rbuf r;
+    tern_rbuf_init(&r, buf, len);
+    assert_int_equal(tern_rbuf_get_u8(&r), 0x11);
+    assert_int_equal(tern_rbuf_get_u16(&r), 0x2233);
+    assert_int_equal(tern_rbuf_get_u32(&r), 0x44556677);
+    assert_true(tern_rbuf_get_u64(&r) == UINT64_C(0x8899AABBCCDDEEFF));
+    uint32_t n;
+    const uint8_t *p = tern_rbuf_get_lbytes(&r, &n);
+    assert_int_equal(n, 3);
+    assert_memory_equal(p, "xyz", 3);
+    assert_true(tern_rbuf_count_ok(&r, 1000, 1));
+    assert_false(tern_rbuf_count_ok(&r, 1001, 1));
+    assert_int_equal(r.err, TERN_ECORRUPT);
+    /* Latched: everything reads as zero / NULL now. */
+    assert_int_equal(tern_rbuf_get_u8(&r), 0);
+    assert_null(tern_rbuf_get_bytes(&r, 0));
+    assert_int_equal(tern_rbuf_left(&r), 0);
+
+    tern_rbuf_init(&r, buf, 3);
+    assert_int_equal(tern_rbuf_get_u32(&r), 0); /* past the end */
+    assert_int_equal(r.err, TERN_ECORRUPT);
+    tern_rbuf_init(&r, buf, len);
+    r.pos = 5; /* a length prefix larger than what is left */
+    tern_rbuf_get_bytes(&r, len);
+    assert_int_equal(r.err, TERN_ECORRUPT);
+    free(buf);
+}
+
+static void test_container(void **state)
+{
+    (void)state;
+    struct tern_wbuf w;
+    tern_wbuf_init(&w);
+    tern_snap_begin(&w);
+    tern_wbuf_put_bytes(&w, "123456789", 9);
+    assert_int_equal(tern_snap_finish(&w), TERN_OK);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(tern_wbuf_take(&w, &buf, &len), TERN_OK);
+    static const uint8_t head[] = {'T', 'E', 'R', 'N', 'S',  'N',  'A',  'P', 1, 0,
+                                   0,   0,   0,   0,   0,    0,    9,    0,   0, 0,
+                                   0,   0,   0,   0,   0x83, 0x92, 0x06, 0xE3};
+    assert_int_equal(len, sizeof(head) + 9);
+    assert_memory_equal(buf, head, sizeof(head));
+    const uint8_t *body;
+    size_t body_len;
+    char err[TERN_ERRMSG_SIZE];
+    assert_int_equal(tern_snap_open(buf, len, &body, &body_len, err), TERN_OK);
+    assert_int_equal(body_len, 9);
+    buf[8] = 2; /* version */
+    assert_int_equal(tern_snap_open(buf, len, &body, &body_len, err), TERN_EUNSUPPORTED);
+    buf[8] = 1;
+    buf[10] = 1; /* flags */
+    assert_int_equal(tern_snap_open(buf, len, &body, &body_len, err), TERN_EUNSUPPORTED);
+    buf[10] = 0;
+    buf[12] = 1; /* reserved */
+    assert_int_equal(tern_snap_open(buf, len, &body, &body_len, err), TERN_ECORRUPT);
+    buf[12] = 0;
+    assert_int_equal(tern_snap_open(buf, len - 1, &body, &body_len, err), TERN_ECORRUPT);
+    assert_int_equal(tern_snap_open(NULL, 0, &body, &body_len, err), TERN_ECORRUPT);
+    buf[len - 1] ^= 1;
+    assert_int_equal(tern_snap_open(buf, len, &body, &body_len, err), TERN_ECORRUPT);
+    assert_non_null(strstr(err, "checksum"));
+    free(buf);
+}
+
+/* --- round trip --- */
+
+static int count_visit(void *ctx, uint32_t node)
+{
+    uint32_t *v = ctx;
+    v[v[0] + 1] = node;
+    v[0]++;
+    return 0;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    struct hx ha = {0}, hb = {0};
+    struct tern_fsm *a = new_fsm(&ha, &lim);
+    build_rich(a);
+    size_t len;
+    uint8_t *s1 = snap(a, &len);
+
+    struct tern_fsm *b = new_fsm(&hb, &lim);
+    char err[TERN_ERRMSG_SIZE] = "";
+    assert_int_equal(tern_fsm_restore(b, s1, len, err), TERN_OK);
+    assert_int_equal(hb.n, 0); /* no observer effects during restore */
+    assert_snap_equal(b, s1, len);
+
+    /* The gauges were recomputed, the counters carried over. */
+    const struct tern_fsm_stats *sa = tern_fsm_stats(a), *sb = tern_fsm_stats(b);
+    assert_memory_equal(sa, sb, sizeof(*sa));
+    assert_true(sa->inflight > 0 && sa->queued > 0 && sa->retained == 4);
+    struct tern_fsm_session *c7 = tern_fsm_session_get(b, "c7", 2);
+    assert_non_null(c7);
+    assert_true(tern_fsm_session_inbound_held(c7, 11));
+    assert_int_equal(tern_fsm_route_count(b), 4);
+    uint32_t v[8] = {0};
+    assert_int_equal(tern_fsm_route_match(b, "a/b", 3, count_visit, v), 0);
+    assert_int_equal(v[0], 3);
+    assert_int_equal(v[1], 1);
+    assert_int_equal(v[2], 2);
+    assert_int_equal(v[3], 3);
+    assert_int_equal(tern_fsm_next_deadline(a), tern_fsm_next_deadline(b));
+
+    /* An empty FSM round-trips too. */
+    struct hx hc = {0};
+    struct tern_fsm *c = new_fsm(&hc, &lim);
+    size_t elen;
+    uint8_t *e = snap(c, &elen);
+    assert_int_equal(tern_fsm_restore(b, e, elen, err), TERN_OK);
+    assert_snap_equal(b, e, elen);
+    assert_null(tern_fsm_session_get(b, "c7", 2));
+    assert_int_equal(tern_fsm_route_count(b), 0);
+    free(e);
+    free(s1);
+    tern_fsm_free(a);
+    tern_fsm_free(b);
+    tern_fsm_free(c);
+}
+
+/* --- behavioural equivalence --- */
+
+struct rng {
+    uint64_t s;
+};
+
+static uint32_t rnd(struct rng *r, uint32_t n)
+{
+    r->s ^= r->s << 13;
+    r->s ^= r->s >> 7;
+    r->s ^= r->s << 17;
+    return (uint32_t)(r->s % n);
+}
+
+static const char *const clients[] = {"c0", "c1", "c2", "c3", "c4",  "c5",
+                                      "c6", "c7", "c8", "c9", "c10", "c11"};
+static const char *const topics[] = {"a/b", "a/c", "q/x", "will/t", "keep/1", "$SYS/x"};
+static const char *const filters[] = {"a/#",          "a/+",          "+/x",    "#",
+                                      "$share/g/a/#", "$share/h/+/x", "will/t", "keep/#"};
+
+struct gen {
+    struct tern_cmd c;
+    uint8_t list[256];
+};
+
+static void gen_sub(struct gen *g, struct rng *r)
+{
+    struct tern_cmd_sub e = {
+        .filter = B(filters[rnd(r, 8)]),
+        .options = (uint8_t)(rnd(r, 3) | (rnd(r, 4) << 2) | (rnd(r, 3) << 4)),
+        .sub_id = rnd(r, 3)};
+    if (g->c.type == TERN_CMD_UNSUBSCRIBE)
+        e.options = 0, e.sub_id = 0;
+    size_t n = tern_cmd_put_sub(g->list, sizeof(g->list), &e);
+    g->c.u.sub.list = (struct tern_bytes){g->list, (uint32_t)n};
+    g->c.u.sub.count = 1;
+    g->c.u.sub.packet_id = (uint16_t)(1 + rnd(r, 9));
+}
+
+static void gen_msg(struct tern_cmd_msg *m, struct rng *r)
+{
+    static const char *const payloads[] = {"", "x", "hello", "payload-3"};
+    m->topic = B(topics[rnd(r, 6)]);
+    m->payload = B(payloads[rnd(r, 4)]);
+    m->qos = (uint8_t)rnd(r, 3);
+    m->retain = rnd(r, 3) == 0;
+    if (rnd(r, 3) == 0) {
+        m->flags = TERN_MSG_HAS_EXPIRY;
+        m->expiry_s = 1 + rnd(r, 20);
+    }
+}
+
+/* One random command, with epochs read from `ref` (current most of the time). */
+static void gen_cmd(struct gen *g, struct rng *r, struct tern_fsm *ref)
+{
+    memset(&g->c, 0, sizeof(g->c));
+    const char *id = clients[rnd(r, 12)];
+    uint64_t epoch = epoch_of(ref, id) + (rnd(r, 10) == 0 ? 1 : 0);
+    static const uint32_t expiries[] = {0, 5, 60, NEVER};
+    g->c.type = (uint8_t)(1 + rnd(r, TERN_CMD_ROUTE_DEL));
+    if (rnd(r, 4) == 0)
+        g->c.proposal_id = ((uint64_t)rnd(r, 3) << 40) | (1 + rnd(r, 1200));
+    struct tern_cmd *c = &g->c;
+    switch (c->type) {
+    case TERN_CMD_SESSION_OPEN:
+        c->u.open.client_id = B(id);
+        c->u.open.node = 1 + rnd(r, 3);
+        c->u.open.proto = TERN_MQTT_5;
+        c->u.open.clean_start = rnd(r, 4) == 0;
+        c->u.open.expiry_s = expiries[rnd(r, 4)];
+        c->u.open.receive_max = (uint16_t)rnd(r, 4);
+        c->u.open.has_will = rnd(r, 2);
+        c->u.open.will_delay_s = rnd(r, 2) * 3;
+        gen_msg(&c->u.open.will, r);
+        break;
+    case TERN_CMD_SESSION_CLOSE:
+        c->u.close.client_id = B(id);
+        c->u.close.epoch = epoch;
+        c->u.close.expiry_s = expiries[rnd(r, 4)];
+        c->u.close.publish_will = rnd(r, 2);
+        break;
+    case TERN_CMD_SUBSCRIBE:
+    case TERN_CMD_UNSUBSCRIBE:
+        c->u.sub.client_id = B(id);
+        c->u.sub.epoch = epoch;
+        gen_sub(g, r);
+        break;
+    case TERN_CMD_PUBLISH:
+        c->u.publish.client_id = rnd(r, 3) ? B(id) : B("");
+        c->u.publish.epoch = epoch;
+        gen_msg(&c->u.publish.msg, r);
+        c->u.publish.inbound_packet_id =
+            c->u.publish.msg.qos == 2 ? (uint16_t)(1 + rnd(r, 4)) : 0;
+        break;
+    case TERN_CMD_ACK: {
+        static const uint8_t kinds[] = {TERN_PUBACK, TERN_PUBREC, TERN_PUBCOMP};
+        c->u.ack.client_id = B(id);
+        c->u.ack.epoch = epoch;
+        c->u.ack.packet_id = (uint16_t)(1 + rnd(r, 8));
+        c->u.ack.kind = kinds[rnd(r, 3)];
+        c->u.ack.reason = rnd(r, 8) == 0 ? 0x80 : 0;
+        break;
+    }
+    case TERN_CMD_PUBREL:
+        c->u.pubrel.client_id = B(id);
+        c->u.pubrel.epoch = epoch;
+        c->u.pubrel.packet_id = (uint16_t)(1 + rnd(r, 4));
+        break;
+    case TERN_CMD_SESSION_DELETE:
+        if (rnd(r, 4)) /* rarer: it empties the state */
+            c->type = TERN_CMD_TICK;
+        c->u.del.client_id = B(id);
+        break;
+    case TERN_CMD_RETAIN_DELETE:
+        c->u.retain_delete.topic = B(topics[rnd(r, 6)]);
+        break;
+    case TERN_CMD_NODE_DOWN:
+        if (rnd(r, 3))
+            c->type = TERN_CMD_TICK;
+        c->u.node_down.node = 1 + rnd(r, 3);
+        break;
+    case TERN_CMD_ROUTE_ADD:
+    case TERN_CMD_ROUTE_DEL:
+        c->u.route.filter = B(filters[rnd(r, 8)]);
+        c->u.route.node = 1 + rnd(r, 3);
+        break;
+    default:
+        break;
+    }
+}
+
+static void result_equal(const struct tern_fsm_result *x, const struct tern_fsm_result *y)
+{
+    assert_int_equal(x->status, y->status);
+    assert_int_equal(x->session_present, y->session_present);
+    assert_int_equal(x->epoch, y->epoch);
+    assert_int_equal(x->duplicate, y->duplicate);
+    assert_int_equal(x->matched, y->matched);
+}
+
+/* Applies the same n random commands to both; effects and results must match. */
+static void run_both(struct tern_fsm *a, struct hx *ha, struct tern_fsm *b, struct hx *hb,
+                     struct rng *r, uint64_t *now, int n)
+{
+    struct gen g;
+    for (int i = 0; i < n; i++) {
+        gen_cmd(&g, r, a);
+        *now += rnd(r, 4) == 0 ? rnd(r, 20000) : rnd(r, 50);
+        struct tern_fsm_result ra = run(a, &g.c, *now);
+        struct tern_fsm_result rb = run(b, &g.c, *now);
+        result_equal(&ra, &rb);
+        if (ha->h != hb->h || ha->n != hb->n)
+            fail_msg("command %d (type %u): effects differ", i, g.c.type);
+    }
+}
+
+static void test_equivalence(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        struct hx ha = {0}, hb = {0};
+        struct tern_fsm *a = new_fsm(&ha, &lim);
+        struct tern_fsm *b = new_fsm(&hb, &lim);
+        uint64_t now = build_rich(a);
+        struct rng r = {seed * UINT64_C(0x9E3779B97F4A7C15)};
+        for (int round = 0; round < 4; round++) {
+            /* b becomes a copy of a, then both see the same commands. */
+            size_t len;
+            uint8_t *s = snap(a, &len);
+            assert_int_equal(tern_fsm_restore(b, s, len, NULL), TERN_OK);
+            free(s);
+            hb = ha;
+            run_both(a, &ha, b, &hb, &r, &now, 600);
+            size_t la, lb;
+            uint8_t *sa = snap(a, &la);
+            uint8_t *sb = snap(b, &lb);
+            assert_int_equal(la, lb);
+            assert_memory_equal(sa, sb, la);
+            free(sa);
+            free(sb);
+        }
+        tern_fsm_free(a);
+        tern_fsm_free(b);
+    }
+}
+
+/* --- corruption --- */
+
+static void small_state(struct tern_fsm *f)
+{
+    uint64_t now = 5000;
+    do_open(f, now++, "s1", 1, NEVER, 5, "w", 5);
+    do_open(f, now++, "s2", 2, NEVER, 1, NULL, 0);
+    do_sub(f, now++, "s1", "t/#", 2, 4);
+    do_sub(f, now++, "s2", "$share/g/t/+", 1, 0);
+    do_pub(f, now++, "s2", "t/a", "m1", 2, true, 7);
+    do_pub(f, now++, NULL, "t/a", "m2", 1, false, 0);
+    assert_int_equal(do_ack(f, now++, "s1", 1, TERN_PUBREC), TERN_OK);
+    do_close(f, now++, "s1", NEVER, true);
+    do_route(f, now++, TERN_CMD_ROUTE_ADD, "t/#", 3);
+    do_proposal(f, now++, (UINT64_C(1) << 40) | 9);
+}
+
+static void test_corruption(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    struct hx hs = {0}, ht = {0};
+    struct tern_fsm *src = new_fsm(&hs, &lim);
+    small_state(src);
+    size_t len;
+    uint8_t *good = snap(src, &len);
+    /* The target has state of its own, which must survive every failure. */
+    struct tern_fsm *t = new_fsm(&ht, &lim);
+    build_rich(t);
+    ht.n = 0;
+    size_t tlen;
+    uint8_t *before = snap(t, &tlen);
+    uint8_t *bad = malloc(len);
+    char err[TERN_ERRMSG_SIZE];
+    for (size_t bit = 0; bit < len * 8; bit++) {
+        memcpy(bad, good, len);
+        bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        int rc = tern_fsm_restore(t, bad, len, err);
+        if (rc != TERN_ECORRUPT && rc != TERN_EUNSUPPORTED)
+            fail_msg("bit %zu: rc %d", bit, rc);
+    }
+    for (size_t k = 0; k < len; k++) {
+        uint8_t *cut = malloc(k ? k : 1);
+        memcpy(cut, good, k);
+        assert_int_equal(tern_fsm_restore(t, cut, k, err), TERN_ECORRUPT);
+        free(cut);
+    }
+    assert_int_equal(ht.n, 0);
+    assert_snap_equal(t, before, tlen);
+    /* And the good one still restores. */
+    assert_int_equal(tern_fsm_restore(t, good, len, err), TERN_OK);
+    assert_snap_equal(t, good, len);
+    free(bad);
+    free(before);
+    free(good);
+    tern_fsm_free(src);
+    tern_fsm_free(t);
+}
+
+/* Rewrites the CRC so a damaged body reaches field validation. */
+static void patch_crc(uint8_t *buf, size_t len)
+{
+    uint32_t c = tern_crc32c(0, buf + TERN_SNAP_HEADER_SIZE, len - TERN_SNAP_HEADER_SIZE);
+    for (int i = 0; i < 4; i++)
+        buf[24 + i] = (uint8_t)(c >> (8 * i));
+}
+
+static void test_field_validation(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    struct hx hs = {0}, ht = {0};
+    struct tern_fsm *src = new_fsm(&hs, &lim);
+    small_state(src);
+    size_t len;
+    uint8_t *good = snap(src, &len);
+    struct tern_fsm *t = new_fsm(&ht, &lim);
+    do_open(t, 1, "keep-me", 1, NEVER, 0, NULL, 0);
+    size_t tlen;
+    uint8_t *before = snap(t, &tlen);
+    uint8_t *bad = malloc(len);
+    int refused = 0;
+    static const uint8_t values[] = {0x00, 0x01, 0x02, 0x7F, 0xFF};
+    for (size_t at = TERN_SNAP_HEADER_SIZE; at < len; at++) {
+        for (size_t v = 0; v < sizeof(values); v++) {
+            if (good[at] == values[v])
+                continue;
+            memcpy(bad, good, len);
+            bad[at] = values[v];
+            patch_crc(bad, len);
+            int rc = tern_fsm_restore(t, bad, len, NULL);
+            if (rc == TERN_OK) {
+                /* Accepted: it must be a consistent state of its own. */
+                size_t n;
+                uint8_t *again = snap(t, &n);
+                assert_int_equal(tern_fsm_restore(t, again, n, NULL), TERN_OK);
+                free(again);
+                assert_int_equal(tern_fsm_restore(t, before, tlen, NULL), TERN_OK);
+                continue;
+            }
+            assert_int_equal(rc, TERN_ECORRUPT);
+            assert_snap_equal(t, before, tlen);
+            refused++;
+        }
+    }
+    assert_true(refused > 0);
+    free(bad);
+    free(before);
+    free(good);
+    tern_fsm_free(src);
+    tern_fsm_free(t);
+}
+
+/* A snapshot written by hand from docs/disk-format.md: two sessions. */
+static uint8_t *hand_snap(const char *id1, const char *id2, uint32_t count, size_t *len)
+{
+    struct tern_wbuf w;
+    tern_wbuf_init(&w);
+    tern_snap_begin(&w);
+    tern_wbuf_put_u64(&w, 2);   /* epoch_counter */
+    for (int i = 0; i < 9; i++) /* msg_counter, sub_counter, 7 stats */
+        tern_wbuf_put_u64(&w, 0);
+    tern_wbuf_put_u32(&w, 0); /* origins */
+    tern_wbuf_put_u32(&w, 0); /* messages */
+    tern_wbuf_put_u32(&w, count);
+    const char *ids[2] = {id1, id2};
+    for (int i = 0; i < 2; i++) {
+        tern_wbuf_put_lbytes(&w, ids[i], strlen(ids[i]));
+        tern_wbuf_put_u32(&w, 1);               /* owner */
+        tern_wbuf_put_u64(&w, (uint64_t)i + 1); /* epoch */
+        tern_wbuf_put_u8(&w, TERN_MQTT_311);    /* proto */
+        tern_wbuf_put_u8(&w, 0);                /* online */
+        tern_wbuf_put_u16(&w, 10);              /* receive_max */
+        tern_wbuf_put_u32(&w, NEVER);           /* expiry */
+        tern_wbuf_put_u64(&w, 77);              /* offline_since */
+        tern_wbuf_put_u64(&w, 0);               /* will */
+        tern_wbuf_put_u32(&w, 0);               /* will delay */
+        tern_wbuf_put_u64(&w, 0);               /* will_at */
+        tern_wbuf_put_u16(&w, 1);               /* next packet id */
+        for (int k = 0; k < 4; k++)             /* subs, queue, flight, inbound */
+            tern_wbuf_put_u32(&w, 0);
+    }
+    for (int k = 0; k < 3; k++) /* retained, groups, routes */
+        tern_wbuf_put_u32(&w, 0);
+    assert_int_equal(tern_snap_finish(&w), TERN_OK);
+    uint8_t *buf;
+    assert_int_equal(tern_wbuf_take(&w, &buf, len), TERN_OK);
+    return buf;
+}
+
+static void test_hand_written(void **state)
+{
+    (void)state;
+    struct hx h = {0};
+    struct tern_fsm *f = new_fsm(&h, NULL);
+    size_t len;
+    char err[TERN_ERRMSG_SIZE] = "";
+    uint8_t *b = hand_snap("x", "y", 2, &len);
+    assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_OK);
+    assert_int_equal(tern_fsm_stats(f)->sessions, 2);
+    assert_int_equal(tern_fsm_session_proto(tern_fsm_session_get(f, "y", 1)), 4);
+    assert_snap_equal(f, b, len); /* the documented layout is the written one */
+    free(b);
+    b = hand_snap("x", "x", 2, &len);
+    assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
+    assert_non_null(strstr(err, "duplicate client id"));
+    free(b);
+    b = hand_snap("x", "y", 1000, &len);
+    assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
+    assert_non_null(strstr(err, "session count"));
+    free(b);
+    b = hand_snap("x", "y", 1, &len); /* one session and trailing bytes */
+    assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
+    assert_int_equal(tern_fsm_stats(f)->sessions, 2);
+    free(b);
+    tern_fsm_free(f);
+}
+
+static void test_restore_replaces(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    struct hx hs = {0}, ht = {0};
+    struct tern_fsm *src = new_fsm(&hs, &lim);
+    do_open(src, 10, "new", 2, NEVER, 0, NULL, 0);
+    do_sub(src, 11, "new", "n/#", 1, 0);
+    size_t len;
+    uint8_t *s = snap(src, &len);
+
+    struct tern_fsm *t = new_fsm(&ht, &lim);
+    build_rich(t);
+    struct tern_fsm_session *old = tern_fsm_session_get(t, "c3", 2);
+    int marker;
+    tern_fsm_session_set_local(old, &marker);
+    uint64_t effects = ht.n;
+    assert_int_equal(tern_fsm_restore(t, s, len, NULL), TERN_OK);
+    assert_int_equal(ht.n, effects); /* restore calls no observer */
+    assert_null(tern_fsm_session_get(t, "c3", 2));
+    assert_int_equal(tern_fsm_route_count(t), 0);
+    assert_int_equal(tern_fsm_stats(t)->sessions, 1);
+    assert_int_equal(tern_fsm_stats(t)->retained, 0);
+    struct tern_fsm_session *n = tern_fsm_session_get(t, "new", 3);
+    assert_non_null(n);
+    assert_null(tern_fsm_session_local(n));
+    /* The observer of the target is kept: a delivery reaches it. */
+    do_pub(t, 12, NULL, "n/1", "hi", 1, false, 0);
+    assert_int_equal(ht.n, effects + 1);
+    free(s);
+    tern_fsm_free(src);
+    tern_fsm_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c),           cmocka_unit_test(test_wbuf_rbuf),
+        cmocka_unit_test(test_container),        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_equivalence),      cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_field_validation), cmocka_unit_test(test_hand_written),
+        cmocka_unit_test(test_restore_replaces),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
