@@ -71,6 +71,7 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     int down_declared[TERN_CLUSTER_MEMBERS_MAX];
     int closing;
+    uint64_t drain_deadline;
     int raft_started;
     /* Proposal ids are stamped only once the log this node had at start has been
      * applied, so the sequence continues above everything it proposed before. */
@@ -364,7 +365,7 @@ static int check_seq_ready(struct tern_cluster *c)
 static void flush(struct tern_cluster *c)
 {
     uint32_t leader = leader_id(c);
-    if (leader == 0 || c->closing || !check_seq_ready(c))
+    if (leader == 0 || !check_seq_ready(c))
         return;
     bool self = leader == c->node_id && raft_state(&c->raft) == RAFT_LEADER;
     if (!self && !tern_peers_connected(c->peers, leader))
@@ -748,11 +749,6 @@ void tern_cluster_free(struct tern_cluster *c)
     free(c);
 }
 
-static void on_transport_closed(struct raft_uv_transport *t)
-{
-    (void)t;
-}
-
 static void on_raft_closed(struct raft *r)
 {
     struct tern_cluster *c = r->data;
@@ -766,21 +762,44 @@ static void on_handle_closed(uv_handle_t *h)
     (void)h;
 }
 
-void tern_cluster_close(struct tern_cluster *c, void (*cb)(void *ctx), void *ctx)
+static void close_now(struct tern_cluster *c)
 {
-    c->closing = 1;
-    c->close_cb = cb;
-    c->close_ctx = ctx;
     fail_pending(c);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (c->peers)
         tern_peers_close(c->peers);
-    (void)on_transport_closed;
     if (c->raft_started) {
         c->raft.data = c;
         raft_close(&c->raft, on_raft_closed);
     } else {
         finish_close(c);
     }
+}
+
+/* Graceful stop waits (bounded) until this node's last proposals - the session
+ * closes of its departing clients - are applied and nothing is being appended:
+ * closing libraft 0.15 with appends in flight crashed it here (a NULL read in
+ * raft_close), and applying them first is what a clean stop should do anyway. */
+static void on_drain(uv_timer_t *t)
+{
+    struct tern_cluster *c = t->data;
+    bool idle = c->npending == 0 && c->fwd.len == 0 &&
+                (!c->raft_started || raft_last_applied(&c->raft) >= raft_last_index(&c->raft));
+    if (idle || now_ms(c) >= c->drain_deadline) {
+        uv_timer_stop(&c->timer);
+        close_now(c);
+        return;
+    }
+    flush(c);
+}
+
+void tern_cluster_close(struct tern_cluster *c, void (*cb)(void *ctx), void *ctx)
+{
+    c->close_cb = cb;
+    c->close_ctx = ctx;
+    c->drain_deadline = now_ms(c) + 2000;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_drain, 0, 10);
+    c->closing = 1; /* no new proposals from here on */
 }

@@ -11,7 +11,7 @@ set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-FUZZ_SECONDS=${TERN_FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${TERN_FUZZ_SECONDS:-15}
 SKIP=${TERN_SKIP:-}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
@@ -36,8 +36,8 @@ fi
 if ! skip fuzz; then
     stage "fuzz targets (${FUZZ_SECONDS}s each)"
     CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DTERN_FUZZ=ON >/dev/null
-    cmake --build "$ROOT/build-fuzz" -j"$JOBS" --target fuzz_codec fuzz_cmd
-    for t in codec cmd; do
+    cmake --build "$ROOT/build-fuzz" -j"$JOBS" --target fuzz_codec fuzz_cmd fuzz_snapshot
+    for t in codec cmd snapshot; do
         corpus="$ROOT/build-fuzz/corpus-$t"
         mkdir -p "$corpus"
         [ -d "$ROOT/tests/fuzz/corpus/$t" ] && cp -n "$ROOT/tests/fuzz/corpus/$t"/* "$corpus"/ 2>/dev/null || true
