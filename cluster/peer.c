@@ -65,6 +65,11 @@ static uint32_t get32(const uint8_t *p)
 
 static void connect_link(struct out_link *l);
 
+static void on_retry(uv_timer_t *t)
+{
+    connect_link(t->data);
+}
+
 static void free_handle(uv_handle_t *h)
 {
     free(h);
@@ -81,7 +86,7 @@ static void link_down(struct out_link *l)
     l->connected = 0;
     l->connecting = 0;
     if (!l->peers->closing)
-        uv_timer_start(&l->retry, (uv_timer_cb)connect_link, RECONNECT_MS, 0);
+        uv_timer_start(&l->retry, on_retry, RECONNECT_MS, 0);
 }
 
 static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)

@@ -460,7 +460,12 @@ static void declare_down(struct tern_cluster *c)
 {
     if (raft_state(&c->raft) != RAFT_LEADER)
         return;
-    uint64_t limit = (uint64_t)c->cfg.election_timeout_ms * 3;
+    /* Takeover does not wait for this (a client reconnecting elsewhere fences its
+     * old connection by epoch); it only decides when the lost node's wills go
+     * out, so it can afford to be sure. */
+    uint64_t limit = (uint64_t)c->cfg.election_timeout_ms * 10;
+    if (limit < 3000)
+        limit = 3000;
     for (uint32_t i = 0; i < c->cfg.member_count; i++) {
         uint32_t id = c->cfg.members[i].id;
         if (id == c->node_id)
