@@ -71,6 +71,8 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     int down_declared[TERN_CLUSTER_MEMBERS_MAX];
     int closing;
+    int snapshot_forced;
+    uint64_t snapshot_forced_from;
     uint64_t drain_deadline;
     int raft_started;
     /* Proposal ids are stamped only once the log this node had at start has been
@@ -500,6 +502,10 @@ static void on_timer(uv_timer_t *t)
         if (!p->sent_ms)
             resend = true;
     check_seq_ready(c);
+    if (c->snapshot_forced && raft_last_applied(&c->raft) > c->snapshot_forced_from + 1) {
+        raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+        c->snapshot_forced = 0;
+    }
     if (resend)
         kick(c);
     declare_down(c);
@@ -723,6 +729,76 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->pending = c->npending;
     st->proposals = c->applied_own;
     st->entries = c->entries;
+}
+
+size_t tern_cluster_members(const struct tern_cluster *c, struct tern_member_status *out,
+                            size_t cap)
+{
+    struct tern_cluster *m = (struct tern_cluster *)c;
+    if (!c->raft_started)
+        return 0;
+    uint32_t leader = leader_id(m);
+    const struct raft_configuration *conf = &m->raft.configuration;
+    size_t n = 0;
+    for (unsigned i = 0; i < conf->n && n < cap; i++, n++) {
+        struct tern_member_status *s = &out[n];
+        memset(s, 0, sizeof(*s));
+        s->id = (uint32_t)conf->servers[i].id;
+        snprintf(s->raft, sizeof(s->raft), "%s", conf->servers[i].address);
+        s->role = conf->servers[i].role;
+        s->leader = s->id == leader;
+        s->self = s->id == c->node_id;
+        s->link_up = s->self || tern_peers_connected(c->peers, s->id);
+        if (raft_state(&m->raft) == RAFT_LEADER && m->raft.leader_state.progress)
+            s->match_index = m->raft.leader_state.progress[i].match_index;
+    }
+    return n;
+}
+
+struct transfer_req {
+    struct raft_transfer req;
+    void (*cb)(void *ctx, int status);
+    void *ctx;
+};
+
+static void on_transferred(struct raft_transfer *req)
+{
+    struct transfer_req *t = (struct transfer_req *)req;
+    struct tern_cluster *c = req->data;
+    uint32_t leader = leader_id(c);
+    if (t->cb)
+        t->cb(t->ctx, leader != 0 && leader != c->node_id ? TERN_OK : TERN_EAGAIN);
+    free(t);
+}
+
+int tern_cluster_transfer(struct tern_cluster *c, uint32_t to,
+                          void (*cb)(void *ctx, int status), void *ctx)
+{
+    if (!c->raft_started || raft_state(&c->raft) != RAFT_LEADER)
+        return TERN_ENOTLEADER;
+    struct transfer_req *t = calloc(1, sizeof(*t));
+    if (!t)
+        return TERN_ENOMEM;
+    t->cb = cb;
+    t->ctx = ctx;
+    t->req.data = c;
+    int rv = raft_transfer(&c->raft, &t->req, to, on_transferred);
+    if (rv != 0) {
+        free(t);
+        return rv == RAFT_NOTLEADER ? TERN_ENOTLEADER : TERN_EINVAL;
+    }
+    return TERN_OK;
+}
+
+void tern_cluster_snapshot_soon(struct tern_cluster *c)
+{
+    /* libraft 0.15 has no "snapshot now": lower the threshold until the next
+     * snapshot has been taken (the timer puts it back). */
+    if (!c->raft_started)
+        return;
+    c->snapshot_forced_from = raft_last_applied(&c->raft);
+    c->snapshot_forced = 1;
+    raft_set_snapshot_threshold(&c->raft, 1);
 }
 
 static void fail_pending(struct tern_cluster *c)

@@ -92,6 +92,31 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node, const struct ter
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
 
+/* One member as this node sees it. */
+struct tern_member_status {
+    uint32_t id;
+    char raft[64];
+    int role;            /* 0 standby, 1 voter, 2 spare (raft roles) */
+    int leader;          /* is the current leader */
+    int self;            /* is this node */
+    int link_up;         /* this node's peer link to it is up (self: 1) */
+    uint64_t match_index; /* leader only: highest entry known replicated there */
+};
+
+/* Fills up to cap members from the current Raft configuration; returns the
+ * number of members. */
+size_t tern_cluster_members(const struct tern_cluster *c, struct tern_member_status *out,
+                            size_t cap);
+
+/* Asks the leader (must be this node) to hand leadership to `to` (0: the most
+ * up-to-date voter). cb(ctx, status) runs when the transfer ends. Returns
+ * TERN_ENOTLEADER on a follower. */
+int tern_cluster_transfer(struct tern_cluster *c, uint32_t to,
+                          void (*cb)(void *ctx, int status), void *ctx);
+
+/* Takes a snapshot at the next applied entry (compacts the log now). */
+void tern_cluster_snapshot_soon(struct tern_cluster *c);
+
 /* Stops accepting proposals, fails pending ones with TERN_ESHUTDOWN, closes
  * handles; cb runs when Raft has closed. Free with tern_cluster_free() after the
  * loop has stopped. */
