@@ -71,6 +71,7 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     int down_declared[TERN_CLUSTER_MEMBERS_MAX];
     int closing;
+    uint32_t last_leader; /* for logging leader changes */
     int snapshot_forced;
     uint64_t snapshot_forced_from;
     uint64_t drain_deadline;
@@ -502,6 +503,18 @@ static void on_timer(uv_timer_t *t)
         if (!p->sent_ms)
             resend = true;
     check_seq_ready(c);
+    uint32_t leader = leader_id(c);
+    if (leader != c->last_leader) {
+        if (leader == c->node_id)
+            TERN_LOGI("raft: node %u is leader (term %llu)", c->node_id,
+                      (unsigned long long)c->raft.current_term);
+        else if (leader)
+            TERN_LOGI("raft: leader is node %u (term %llu)", leader,
+                      (unsigned long long)c->raft.current_term);
+        else
+            TERN_LOGW("raft: no leader (term %llu)", (unsigned long long)c->raft.current_term);
+        c->last_leader = leader;
+    }
     if (c->snapshot_forced && raft_last_applied(&c->raft) > c->snapshot_forced_from + 1) {
         raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
         c->snapshot_forced = 0;

@@ -85,9 +85,10 @@ static void on_quorum_timer(uv_timer_t *t)
     struct tern_node *n = t->data;
     uint64_t now = tern_now_ms();
     if (tern_cluster_ready(n->cluster)) {
-        if (n->unready_since_ms)
+        if (n->unready_since_ms && n->was_ready)
             TERN_LOGI("cluster available again");
         n->unready_since_ms = 0;
+        n->was_ready = true;
         return;
     }
     if (!n->unready_since_ms) {

@@ -64,6 +64,7 @@ struct tern_node {
     uv_timer_t quorum_timer;
     uint64_t unready_since_ms; /* 0 while the cluster can commit */
     bool stopping;
+    bool was_ready;
     bool tick_proposed;
 };
 
