@@ -316,7 +316,7 @@ static void pubrel_fields(struct cur *c, struct tern_cmd *cmd)
 /* Header and body of one command; false for an unknown type. */
 static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
 {
-    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_ROUTE_DEL)
+    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_BARRIER)
         return false;
     f_u64(c, &cmd->now_ms, "now_ms");
     f_u64(c, &cmd->proposal_id, "proposal_id");
@@ -341,6 +341,7 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
         pubrel_fields(c, cmd);
         return true;
     case TERN_CMD_TICK:
+    case TERN_CMD_BARRIER:
         return true;
     case TERN_CMD_SESSION_DELETE:
         f_str16(c, &cmd->u.del.client_id, "delete.client_id");

@@ -170,6 +170,8 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
     case TERN_CMD_ROUTE_DEL:
         fsm_route_del_cmd(f, c, r);
         break;
+    case TERN_CMD_BARRIER:
+        break;
     default:
         r->status = TERN_EINVAL;
         break;

@@ -112,6 +112,51 @@ static int find_sub(void *ctx, struct tern_bytes filter, uint8_t options, uint32
     return 0;
 }
 
+struct deferred_sub {
+    uint16_t packet_id;
+    uint32_t count;
+    uint8_t *list;
+    size_t len;
+};
+
+static void on_barrier(struct tern_conn *c, int status, const struct tern_fsm_result *res,
+                       void *arg)
+{
+    (void)res;
+    struct deferred_sub *d = arg;
+    if (status != TERN_OK && c->state != TERN_CONN_CLOSING)
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "subscription could not be ordered");
+    if (c->state == TERN_CONN_ACTIVE) {
+        struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};
+        cmd.u.sub.packet_id = d->packet_id;
+        cmd.u.sub.list = (struct tern_bytes){d->list, (uint32_t)d->len};
+        cmd.u.sub.count = d->count;
+        tern_session_command(c, &cmd, on_sub_done,
+                             (void *)(uintptr_t)((TERN_SUBACK << 16) | d->packet_id));
+    }
+    free(d->list);
+    free(d);
+}
+
+/* Takes ownership of list. */
+static int subscribe_after_barrier(struct tern_conn *c, uint16_t packet_id, uint8_t *list,
+                                   size_t len, uint32_t count)
+{
+    struct deferred_sub *d = malloc(sizeof(*d));
+    if (!d) {
+        free(list);
+        return TERN_ENOMEM;
+    }
+    *d = (struct deferred_sub){packet_id, count, list, len};
+    struct tern_cmd cmd = {.type = TERN_CMD_BARRIER};
+    int rv = tern_session_propose(c, &cmd, on_barrier, d);
+    if (rv != TERN_OK) {
+        free(list);
+        free(d);
+    }
+    return rv;
+}
+
 int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uint8_t *reason)
 {
     if (c->state != TERN_CONN_ACTIVE)
@@ -172,13 +217,20 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
         if (!l.found)
             tern_routes_ref(c->node, (const char *)re.filter.ptr, re.filter.len);
     }
-    struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};
-    cmd.u.sub.packet_id = s->packet_id;
-    cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};
-    cmd.u.sub.count = granted;
-    int rv = tern_session_command(c, &cmd, on_sub_done,
+    int rv;
+    if (!c->persistent && c->node->cfg.member_count > 1) {
+        /* Read index: the retained messages this SUBSCRIBE delivers come from the
+         * local replica, so first let a BARRIER go through the log. */
+        rv = subscribe_after_barrier(c, s->packet_id, list, len, granted);
+    } else {
+        struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};
+        cmd.u.sub.packet_id = s->packet_id;
+        cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};
+        cmd.u.sub.count = granted;
+        rv = tern_session_command(c, &cmd, on_sub_done,
                                   (void *)(uintptr_t)((TERN_SUBACK << 16) | s->packet_id));
-    free(list);
+        free(list);
+    }
     if (rv != TERN_OK) {
         free(pending_take(c, TERN_SUBACK, s->packet_id));
         *reason = TERN_RC_SERVER_UNAVAILABLE;

@@ -37,6 +37,8 @@ enum tern_cmd_type {
     TERN_CMD_NODE_DOWN = 11,     /* a node is lost: its online sessions go offline */
     TERN_CMD_ROUTE_ADD = 12,     /* node has clean-session subscribers for a filter */
     TERN_CMD_ROUTE_DEL = 13,     /* ... no longer */
+    TERN_CMD_BARRIER = 14,       /* changes nothing: applied, it proves the replica has
+                                    caught up to the log as of its proposal (read index) */
 };
 
 /* Presence bits of optional message properties (tern_cmd_msg.flags). */
