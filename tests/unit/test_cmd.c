@@ -115,6 +115,7 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         c.u.pubrel.packet_id = 65535;
         break;
     case TERN_CMD_TICK:
+    case TERN_CMD_BARRIER:
         break;
     case TERN_CMD_SESSION_DELETE:
         c.u.del.client_id = all ? B("kick-me") : B("");
@@ -237,7 +238,7 @@ static uint8_t *encode_heap(const struct tern_cmd *c, size_t *len)
 static void test_round_trip_all(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -298,7 +299,7 @@ static void test_msg_flags_each(void **state)
 static void test_truncation(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -413,7 +414,7 @@ static void test_rejects(void **state)
     assert_int_equal(decode_mutated(&tick, 0, 0), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 0, TERN_CMD_VERSION + 1), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 1, 0), TERN_EMALFORMED);
-    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_ROUTE_DEL + 1), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_BARRIER + 1), TERN_EMALFORMED);
     assert_int_equal(decode_mutated(&tick, 1, 255), TERN_EMALFORMED);
 
     /* close: header 18 + client_id 2+8 + epoch 8 + expiry 4 -> publish_will at 40 */
@@ -564,13 +565,13 @@ static void test_batch(void **state)
     (void)state;
     uint8_t buf[1024];
     size_t n = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
         struct tern_cmd c = make_cmd(type, type % 2);
         n += tern_cmd_encode(&c, buf + n, sizeof(buf) - n);
         assert_true(n <= sizeof(buf));
     }
     size_t pos = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_ROUTE_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
         struct tern_cmd want = make_cmd(type, type % 2), got;
         size_t used;
         assert_int_equal(tern_cmd_decode(buf + pos, n - pos, &got, &used, NULL), TERN_OK);
