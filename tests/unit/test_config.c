@@ -45,6 +45,13 @@ static const char *const all_keys[] = {
     "session_expiry_max_s",
     "message_expiry_max_s",
     "sessions_max",
+    "members",
+    "raft_address",
+    "raft_election_timeout_ms",
+    "raft_heartbeat_timeout_ms",
+    "raft_snapshot_threshold",
+    "raft_snapshot_trailing",
+    "max_batch_bytes",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -183,7 +190,17 @@ static const char all_keys_json[] = "{\n"
                                     "  \"retained_bytes_max\": 0,\n"
                                     "  \"session_expiry_max_s\": 4294967295,\n"
                                     "  \"message_expiry_max_s\": 86400,\n"
-                                    "  \"sessions_max\": 7\n"
+                                    "  \"sessions_max\": 7,\n"
+                                    "  \"members\": [{\"id\": 2, \"raft\": \"10.0.0.2:7001\",\n"
+                                    "    \"peer\": \"10.0.0.2:7101\", \"mqtt\": \"10.0.0.2:1883\"},\n"
+                                    "    {\"id\": 3, \"raft\": \"10.0.0.3:7001\",\n"
+                                    "    \"peer\": \"10.0.0.3:7101\", \"mqtt\": \"10.0.0.3:1883\"}],\n"
+                                    "  \"raft_address\": \"127.0.0.1:7009\",\n"
+                                    "  \"raft_election_timeout_ms\": 150,\n"
+                                    "  \"raft_heartbeat_timeout_ms\": 15,\n"
+                                    "  \"raft_snapshot_threshold\": 100,\n"
+                                    "  \"raft_snapshot_trailing\": 10,\n"
+                                    "  \"max_batch_bytes\": 65536\n"
                                     "}\n";
 
 /* ...and the same from the command line. */
@@ -216,6 +233,14 @@ static const char *const all_keys_set[][2] = {
     {"session_expiry_max_s", "4294967295"},
     {"message_expiry_max_s", "86400"},
     {"sessions_max", "7"},
+    {"members", "2=10.0.0.2:7001/10.0.0.2:7101/10.0.0.2:1883,"
+                "3=10.0.0.3:7001/10.0.0.3:7101/10.0.0.3:1883"},
+    {"raft_address", "127.0.0.1:7009"},
+    {"raft_election_timeout_ms", "150"},
+    {"raft_heartbeat_timeout_ms", "15"},
+    {"raft_snapshot_threshold", "100"},
+    {"raft_snapshot_trailing", "10"},
+    {"max_batch_bytes", "65536"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -248,6 +273,17 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->limits.session_expiry_max_s, UINT32_MAX);
     assert_int_equal(c->limits.message_expiry_max_s, 86400);
     assert_int_equal(c->limits.sessions_max, 7);
+    assert_int_equal(c->member_count, 2);
+    assert_int_equal(c->members[0].id, 2);
+    assert_string_equal(c->members[0].raft, "10.0.0.2:7001");
+    assert_string_equal(c->members[1].peer, "10.0.0.3:7101");
+    assert_string_equal(c->members[1].mqtt, "10.0.0.3:1883");
+    assert_string_equal(c->raft_address, "127.0.0.1:7009");
+    assert_int_equal(c->raft_election_timeout_ms, 150);
+    assert_int_equal(c->raft_heartbeat_timeout_ms, 15);
+    assert_int_equal(c->raft_snapshot_threshold, 100);
+    assert_int_equal(c->raft_snapshot_trailing, 10);
+    assert_int_equal(c->max_batch_bytes, 65536);
 }
 
 static void test_every_key_from_json(void **state)
@@ -610,6 +646,27 @@ static void test_example_file_is_defaults(void **state)
     assert_config_equal(&c, &d);
 }
 
+/* Member lists: each mistake names the member and its field. */
+static void test_members_errors(void **state)
+{
+    (void)state;
+    expect_json_error("{\"members\": 5}", "members: must be an array");
+    expect_json_error("{\"members\": [{\"id\": 0, \"raft\": \"a:1\", \"peer\": \"a:2\","
+                      " \"mqtt\": \"a:3\"}]}",
+                      "members[0].id");
+    expect_json_error("{\"members\": [{\"id\": 1, \"peer\": \"a:2\", \"mqtt\": \"a:3\"}]}",
+                      "members[0].raft");
+    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"a:1\", \"peer\": \"a:2\","
+                      " \"mqtt\": \"a:3\"}, {\"id\": 1, \"raft\": \"b:1\", \"peer\": \"b:2\","
+                      " \"mqtt\": \"b:3\"}]}",
+                      "members[1].id: duplicate");
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    assert_int_equal(tern_config_set(&c, "members", "1=a:1/a:2", errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, "members: expected ID=RAFT/PEER/MQTT"));
+}
+
 /* docs/configuration.md names every key as `key`. */
 static void test_docs_name_every_key(void **state)
 {
@@ -628,6 +685,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_members_errors),
         cmocka_unit_test(test_limits_match_fsm),
         cmocka_unit_test(test_every_key_from_json),
         cmocka_unit_test(test_every_key_from_set),
