@@ -212,3 +212,15 @@ void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
     s->flight = NULL;
     s->flight_cap = 0;
 }
+
+/* In-session retry (off by default): the owner re-sends what is in flight, as
+ * on resume but without touching the queue. Emits effects only; the state is
+ * unchanged, so replicas need not do it. */
+void tern_fsm_session_resend(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    for (uint32_t i = 0; i < s->flight_count; i++) {
+        struct fsm_flight *fl = &s->flight[i];
+        fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
+                    fl->state == FSM_REL);
+    }
+}

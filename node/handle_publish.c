@@ -204,6 +204,7 @@ int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
         return TERN_OK;
     if (type == TERN_PUBREL)
         return handle_pubrel(c, a, reason);
+    c->last_ack_rx_ms = tern_now_ms();
     struct tern_cmd cmd = {.type = TERN_CMD_ACK};
     cmd.u.ack.packet_id = a->packet_id;
     cmd.u.ack.kind = type;

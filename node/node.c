@@ -103,6 +103,25 @@ static void on_quorum_timer(uv_timer_t *t)
             tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "cluster unavailable (no quorum)");
 }
 
+/* In-session retry: a connection that has had messages in flight and no
+ * acknowledgement for retry_interval_s gets them again with DUP. Off by default:
+ * MQTT 5 forbids it, and resume re-sends at once anyway. */
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct tern_node *n = t->data;
+    uint64_t now = tern_now_ms(), every = (uint64_t)n->cfg.retry_interval_s * 1000;
+    for (struct tern_conn *c = n->conns; c; c = c->next) {
+        if (c->state != TERN_CONN_ACTIVE || now - c->last_ack_rx_ms < every ||
+            now - c->last_resend_ms < every)
+            continue;
+        struct tern_fsm_session *s = tern_session_get(c);
+        if (!s || tern_fsm_session_inflight(s) == 0)
+            continue;
+        c->last_resend_ms = now;
+        tern_fsm_session_resend(tern_session_fsm(c), s);
+    }
+}
+
 bool tern_node_available(const struct tern_node *n)
 {
     return n->unready_since_ms == 0 ||
@@ -187,6 +206,10 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     uv_timer_init(n->loop, &n->quorum_timer);
     n->quorum_timer.data = n;
     uv_timer_start(&n->quorum_timer, on_quorum_timer, 100, 100);
+    uv_timer_init(n->loop, &n->retry_timer);
+    n->retry_timer.data = n;
+    if (n->cfg.retry_interval_s)
+        uv_timer_start(&n->retry_timer, on_retry_timer, 1000, 1000);
     uv_signal_init(n->loop, &n->sig_int);
     uv_signal_init(n->loop, &n->sig_term);
     n->sig_int.data = n->sig_term.data = n;
@@ -217,6 +240,7 @@ void tern_node_stop(struct tern_node *n)
     uv_close((uv_handle_t *)&n->flush, NULL);
     uv_close((uv_handle_t *)&n->tick_timer, NULL);
     uv_close((uv_handle_t *)&n->quorum_timer, NULL);
+    uv_close((uv_handle_t *)&n->retry_timer, NULL);
     uv_close((uv_handle_t *)&n->sig_int, NULL);
     uv_close((uv_handle_t *)&n->sig_term, NULL);
     tern_cluster_close(n->cluster, on_cluster_closed, n);

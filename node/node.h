@@ -62,6 +62,7 @@ struct tern_node {
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
     uv_timer_t quorum_timer;
+    uv_timer_t retry_timer; /* in-session retry, when retry_interval_s > 0 */
     uint64_t unready_since_ms; /* 0 while the cluster can commit */
     bool stopping;
     bool was_ready;
@@ -106,6 +107,8 @@ struct tern_conn {
     uint64_t last_rx_ms;
     uint32_t session_expiry_s;
     bool will_suppressed;   /* normal DISCONNECT */
+    uint64_t last_ack_rx_ms;  /* last PUBACK/PUBREC/PUBCOMP from the client */
+    uint64_t last_resend_ms;  /* last in-session retry */
     bool assigned_id;       /* client id chosen by the broker (v5: tell the client) */
     bool keepalive_capped;  /* v5: send server keepalive */
     bool expiry_capped;     /* v5: send the session expiry we use */

@@ -243,6 +243,7 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
             tern_fsm_session_set_local(ls, c);
     }
     c->state = TERN_CONN_ACTIVE;
+    c->last_ack_rx_ms = c->last_resend_ms = tern_now_ms();
     send_connack(c, present);
     tern_conn_keepalive_start(c);
     TERN_LOGD("%s %.*s: connected (v%u, %s session, present=%d, epoch %llu)", c->peer,

@@ -234,6 +234,10 @@ uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s);
 /* Is inbound QoS 2 packet id held (PUBLISH seen, PUBREL not yet)? */
 bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id);
 
+/* Emits deliver effects (DUP PUBLISH / PUBREL) for everything in the session's
+ * in-flight window, changing nothing: the owner's in-session retry. */
+void tern_fsm_session_resend(struct tern_fsm *f, struct tern_fsm_session *s);
+
 /* Node-local annotation (the node's connection for this session). Not part of the
  * replicated state, never snapshotted. */
 void *tern_fsm_session_local(const struct tern_fsm_session *s);

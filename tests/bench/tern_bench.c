@@ -42,6 +42,7 @@
 #define SEQWIN_BITS 512
 #define TOPIC_MAX 64
 #define MAX_SRC_ADDRS 64
+#define MAX_PORTS 16
 
 /* ---- log-linear latency histogram (HDR style) -------------------------------
  * Values in microseconds. Below 128 one bucket per value; above, 64 buckets per
@@ -118,6 +119,10 @@ struct opts {
     int port;
     struct sockaddr_in src[MAX_SRC_ADDRS];
     int nsrc;
+    /* Per-role broker ports (a cluster: publishers on one node, subscribers on
+     * another); connection i of a role uses ports[i % n]. Empty: --port. */
+    int pub_ports[MAX_PORTS], npub_ports;
+    int sub_ports[MAX_PORTS], nsub_ports;
     int pubs, subs, topics;
     const char *sub_filter;
     int qos;
@@ -618,6 +623,17 @@ static void on_connect(uv_connect_t *req, int status)
     send_connect(c);
 }
 
+static struct sockaddr_in conn_dst(const struct conn *c)
+{
+    const struct opts *o = &c->b->o;
+    struct sockaddr_in dst = c->b->dst;
+    if (c->role == ROLE_PUB && o->npub_ports > 0)
+        dst.sin_port = htons((uint16_t)o->pub_ports[c->index % o->npub_ports]);
+    else if (c->role == ROLE_SUB && o->nsub_ports > 0)
+        dst.sin_port = htons((uint16_t)o->sub_ports[c->index % o->nsub_ports]);
+    return dst;
+}
+
 static void conn_start(struct conn *c)
 {
     struct bench *b = c->b;
@@ -654,7 +670,8 @@ static void conn_start(struct conn *c)
         }
     }
     c->creq.data = c;
-    rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&b->dst, on_connect);
+    struct sockaddr_in dst = conn_dst(c);
+    rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&dst, on_connect);
     if (rc < 0) {
         c->failed = true;
         conn_close(c);
@@ -1348,6 +1365,8 @@ static void usage(FILE *f)
         "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
         "  --port N             broker port (1883)\n"
         "  --source-addrs A,B   bind connections round-robin to these local addresses\n"
+        "  --pub-ports P,Q      publisher i connects to port list[i %% n] (--port)\n"
+        "  --sub-ports P,Q      subscriber j connects to port list[j %% n] (--port)\n"
         "  --pubs N             publishers (1)\n"
         "  --subs N             subscribers (1)\n"
         "  --topics N           publisher i publishes to bench/t/<i %% N> (1)\n"
@@ -1423,12 +1442,30 @@ static void parse_sources(struct opts *o, const char *arg)
         bad_usage("empty --source-addrs", NULL);
 }
 
+static int parse_ports(int *ports, const char *arg, const char *name)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", arg);
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_PORTS)
+            bad_usage("too many ports in", name);
+        ports[n++] = (int)parse_long(tok, 1, 65535, name);
+    }
+    if (n == 0)
+        bad_usage("empty", name);
+    return n;
+}
+
 static void parse_args(struct opts *o, int argc, char **argv)
 {
     enum {
         O_HOST = 256,
         O_PORT,
         O_SRC,
+        O_PUB_PORTS,
+        O_SUB_PORTS,
         O_PUBS,
         O_SUBS,
         O_TOPICS,
@@ -1461,6 +1498,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"host", required_argument, 0, O_HOST},
         {"port", required_argument, 0, O_PORT},
         {"source-addrs", required_argument, 0, O_SRC},
+        {"pub-ports", required_argument, 0, O_PUB_PORTS},
+        {"sub-ports", required_argument, 0, O_SUB_PORTS},
         {"pubs", required_argument, 0, O_PUBS},
         {"subs", required_argument, 0, O_SUBS},
         {"topics", required_argument, 0, O_TOPICS},
@@ -1520,6 +1559,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case O_PORT:
             o->port = (int)parse_long(optarg, 1, 65535, "--port");
+            break;
+        case O_PUB_PORTS:
+            o->npub_ports = parse_ports(o->pub_ports, optarg, "--pub-ports");
+            break;
+        case O_SUB_PORTS:
+            o->nsub_ports = parse_ports(o->sub_ports, optarg, "--sub-ports");
             break;
         case O_SRC:
             parse_sources(o, optarg);

@@ -1,0 +1,338 @@
+"""A three-node ternd cluster for multi-process integration tests.
+
+Fixture `tern_cluster` (import it into the test module):
+    c.node(n)          Node n (1..3): .host, .port (MQTT), .log(), .log_tail(), .alive()
+    c.kill(n, sig)     signal a node (default SIGKILL) and wait for it to exit
+    c.start(n)         start a stopped node again (same ports, same data dir)
+    c.restart(n, sig)  kill(n, sig) then start(n)
+    c.stop_all() / c.start_all()
+    c.wait_ready()     every running node accepts CONNECT, a QoS 1 PUBLISH is acked
+    c.leader()         the node id whose log says it is the leader, or None
+    c.client(n, ...)   connected paho client (helpers.PahoClient) on node n, closed at teardown
+    c.raw(n, version)  mqttraw.RawClient on node n, closed at teardown
+
+Environment: TERN_BIN (default <repo>/build-asan/ternd).
+
+Teardown stops every node (SIGTERM, SIGKILL after 5 s) and fails the test if a node
+exited by itself, did not stop on SIGTERM, or any log holds a sanitizer report.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import json
+
+import pytest
+
+import helpers
+import mqttraw
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+TERN_BIN = os.environ.get("TERN_BIN", os.path.join(REPO, "build-asan", "ternd"))
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+STOP_GRACE_S = 5.0
+READY_TIMEOUT_S = 20.0
+NODES = 3
+
+_LEADER_RE = re.compile(r"raft: (?:node (\d+) is leader|leader is node (\d+)|(no leader)) "
+                        r"\(term (\d+)\)")
+
+
+def free_ports(n):
+    """n distinct free ports on 127.0.0.1 (all bound at once so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sk.bind(("127.0.0.1", 0))
+            socks.append(sk)
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
+class Node:
+    """One ternd of the cluster. Duck-types conftest.Broker for the report hook."""
+
+    kind = "tern"
+
+    def __init__(self, node_id, workdir, mqtt_port, raft_port, peer_port):
+        self.id = node_id
+        self.host = "127.0.0.1"
+        self.port = mqtt_port
+        self.raft_port = raft_port
+        self.peer_port = peer_port
+        self.workdir = workdir
+        self.data_dir = os.path.join(workdir, "data")
+        self.log_path = os.path.join(workdir, "ternd.log")
+        self.config_path = os.path.join(workdir, "ternd.json")
+        self.proc = None
+        self.problems = []
+        self.reported = False
+        self.start_offset = 0  # log offset of the current run
+        os.makedirs(self.data_dir, exist_ok=True)
+
+    def member(self):
+        return {"id": self.id, "raft": "127.0.0.1:%d" % self.raft_port,
+                "peer": "127.0.0.1:%d" % self.peer_port,
+                "mqtt": "127.0.0.1:%d" % self.port}
+
+    def write_config(self, members):
+        cfg = {"node_id": self.id, "listen": "127.0.0.1:%d" % self.port,
+               "data_dir": self.data_dir, "log_level": "debug", "members": members}
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+    def start(self, timeout=10.0):
+        assert not self.alive(), "node %d already running" % self.id
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        cmd = [TERN_BIN, "--config", self.config_path]
+        with open(self.log_path, "ab") as log:
+            self.start_offset = log.tell()
+            log.write(("=== start node %d: %s\n" % (self.id, " ".join(cmd))).encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                raise AssertionError("node %d exited at startup with %s:\n%s" % (
+                    self.id, rc, self.log_tail()))
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.03)
+        self.stop(signal.SIGKILL)
+        raise AssertionError("node %d not listening on %d after %.0fs:\n%s" % (
+            self.id, self.port, timeout, self.log_tail()))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM):
+        """Sends sig (SIGKILL after 5 s if it was something else and the node is still
+        running). Returns the exit code."""
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.problems.append("node %d did not exit within %.0fs of signal %d; sent "
+                                     "SIGKILL" % (self.id, STOP_GRACE_S, sig))
+                p.kill()
+                p.wait(5)
+        elif sig != signal.SIGKILL:
+            self.problems.append("node %d had exited by itself with %s" % (self.id,
+                                                                         p.returncode))
+        self.proc = None
+        rc = p.returncode
+        if sig == signal.SIGTERM and rc != 0 and rc != -signal.SIGKILL:
+            self.problems.append("node %d exited with %s on SIGTERM" % (self.id, rc))
+        with open(self.log_path, "ab") as log:
+            log.write(("=== stopped node %d: exit %s\n" % (self.id, rc)).encode())
+        return rc
+
+    def log(self, current_run=False):
+        try:
+            with open(self.log_path, "rb") as f:
+                if current_run:
+                    f.seek(self.start_offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def sanitizer_report(self):
+        text = self.log()
+        for m in SANITIZER_MARKERS:
+            i = text.find(m)
+            if i >= 0:
+                return text[max(0, i - 300):i + 3000]
+        return None
+
+    def leader_view(self):
+        """(leader id or 0, term) from the last leader line of the current run."""
+        last = None
+        for m in _LEADER_RE.finditer(self.log(current_run=True)):
+            last = m
+        if last is None:
+            return None
+        leader = int(last.group(1) or last.group(2) or 0)
+        return leader, int(last.group(4))
+
+
+class Cluster:
+    def __init__(self, workdir, n=NODES):
+        ports = free_ports(3 * n)
+        self.nodes = []
+        for i in range(n):
+            wd = os.path.join(workdir, "node%d" % (i + 1))
+            os.makedirs(wd, exist_ok=True)
+            self.nodes.append(Node(i + 1, wd, ports[3 * i], ports[3 * i + 1],
+                                   ports[3 * i + 2]))
+        members = [nd.member() for nd in self.nodes]
+        for nd in self.nodes:
+            nd.write_config(members)
+        self._clients = []
+
+    def node(self, n):
+        return self.nodes[n - 1]
+
+    def alive_ids(self):
+        return [nd.id for nd in self.nodes if nd.alive()]
+
+    # --- lifecycle -----------------------------------------------------------
+    def start_all(self, ready=True):
+        for nd in self.nodes:
+            if not nd.alive():
+                nd.start()
+        if ready:
+            self.wait_ready()
+
+    def stop_all(self, sig=signal.SIGTERM):
+        for nd in self.nodes:
+            nd.stop(sig)
+
+    def kill(self, n, sig=signal.SIGKILL):
+        return self.node(n).stop(sig)
+
+    def start(self, n):
+        return self.node(n).start()
+
+    def restart(self, n, sig=signal.SIGTERM, ready=True):
+        self.kill(n, sig)
+        self.start(n)
+        if ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=READY_TIMEOUT_S):
+        """Every running node accepts a CONNECT, and a QoS 1 PUBLISH is acknowledged
+        through one of them (so there is a leader that commits)."""
+        deadline = time.monotonic() + timeout
+        pending = [nd for nd in self.nodes if nd.alive()]
+        acked = False
+        last_err = None
+        while pending or not acked:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "cluster not ready after %.0fs (nodes not accepting: %s, publish acked: "
+                    "%s, last error: %s)\n%s" % (timeout, [nd.id for nd in pending], acked,
+                                                 last_err, self._tails()))
+            for nd in list(pending or [nd for nd in self.nodes if nd.alive()]):
+                try:
+                    ok, pub_ok = self._probe(nd, publish=not acked)
+                except (OSError, AssertionError, mqttraw.Closed, ValueError) as e:
+                    last_err = "node %d: %r" % (nd.id, e)
+                    continue
+                if ok and nd in pending:
+                    pending.remove(nd)
+                acked = acked or pub_ok
+            if pending or not acked:
+                time.sleep(0.1)
+
+    @staticmethod
+    def _probe(nd, publish):
+        with mqttraw.RawClient(nd.host, nd.port, version=4, timeout=2.0) as c:
+            ca = c.connect(helpers.uid("ready"), clean=True)
+            if ca.reason != 0:
+                return False, False
+            if not publish:
+                return True, False
+            c.publish("tern-test/ready", b"1", qos=1, packet_id=1)
+            ack = c.expect(mqttraw.PUBACK, 2.0)
+            return True, ack.packet_id == 1
+
+    def leader(self):
+        """The running node whose latest leader line says it is the leader, if every
+        other running node's latest line agrees (None if unknown)."""
+        views = {nd.id: nd.leader_view() for nd in self.nodes if nd.alive()}
+        claims = [i for i, v in views.items() if v and v[0] == i]
+        if len(claims) != 1:
+            return None
+        return claims[0]
+
+    def wait_leader(self, timeout=10.0, exclude=()):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lead = self.leader()
+            if lead is not None and lead not in exclude:
+                return lead
+            time.sleep(0.05)
+        return None
+
+    # --- clients -------------------------------------------------------------
+    def client(self, n, client_id=None, version=helpers.V5, clean=True, connect=True,
+               **kw):
+        c = helpers.PahoClient(self.node(n), client_id, version, clean, **kw)
+        self._clients.append(c)
+        if connect:
+            c.connect()
+        return c
+
+    def raw(self, n, version=4, timeout=5.0):
+        nd = self.node(n)
+        c = mqttraw.RawClient(nd.host, nd.port, version=version, timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def close_clients(self):
+        for c in self._clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._clients = []
+
+    # --- teardown ------------------------------------------------------------
+    def _tails(self, n=30):
+        return "\n".join("--- node %d log tail:\n%s" % (nd.id, nd.log_tail(n))
+                         for nd in self.nodes)
+
+    def teardown(self):
+        self.close_clients()
+        errors = []
+        for nd in self.nodes:
+            if nd.proc is not None and nd.proc.poll() is not None:
+                errors.append("node %d exited by itself with %s:\n%s" % (
+                    nd.id, nd.proc.returncode, nd.log_tail()))
+                nd.proc = None
+            nd.stop(signal.SIGTERM)
+        for nd in self.nodes:
+            errors += nd.problems
+            rpt = nd.sanitizer_report()
+            if rpt and not nd.reported:
+                errors.append("sanitizer report in node %d log (%s):\n%s" % (
+                    nd.id, nd.log_path, rpt))
+        return errors
+
+
+@pytest.fixture
+def tern_cluster(request, tmp_path):
+    if not os.access(TERN_BIN, os.X_OK):
+        pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
+    c = Cluster(str(tmp_path))
+    # conftest's report hook adds these nodes' log tails to failures
+    request.node._tern_brokers = c.nodes
+    try:
+        c.start_all()
+    except BaseException:
+        c.teardown()
+        raise
+    yield c
+    errors = c.teardown()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
