@@ -26,12 +26,14 @@ static void on_open_done(struct tern_conn *c, int status, const struct tern_fsm_
         tern_conn_resume(c);
         return;
     }
-    if (c->state != TERN_CONN_CONNECTING)
-        return;
     struct tern_client_slot *slot = tern_clients_get(&c->node->clients, c->client_id,
                                                      c->client_id_len);
-    if (slot && slot->connecting == c)
+    if (slot && slot->connecting == c) {
         slot->connecting = NULL;
+        tern_clients_release(&c->node->clients, slot);
+    }
+    if (c->state != TERN_CONN_CONNECTING)
+        return;
     refuse(c, status == TERN_OK && res->status == TERN_ELIMIT ? TERN_RC_QUOTA_EXCEEDED
                                                              : TERN_RC_SERVER_UNAVAILABLE,
            TERN_V3_SERVER_UNAVAILABLE);

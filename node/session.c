@@ -133,7 +133,10 @@ void tern_session_closed(struct tern_conn *c)
     if (slot) {
         if (slot->active == c)
             slot->active = NULL;
-        if (slot->connecting == c)
+        /* A connection that leaves while its SESSION_OPEN is in the log stays the
+         * slot's `connecting` until that applies: repl_opened then ends the
+         * session it opened (on_open_done clears it if it never applies). */
+        if (slot->connecting == c && c->state != TERN_CONN_CONNECTING)
             slot->connecting = NULL;
         tern_clients_release(&n->clients, slot);
     }
