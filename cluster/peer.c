@@ -40,7 +40,16 @@ struct tern_peers {
     tern_peer_recv_fn fn;
     void *ctx;
     int closing;
+    int handles; /* initialised handles whose close callback has not run */
 };
+
+/* Everything here may be referenced by a callback until the last handle's close
+ * callback has run, so the struct goes only then. */
+static void release(struct tern_peers *p)
+{
+    if (--p->handles == 0 && p->closing)
+        free(p);
+}
 
 struct send_req {
     uv_write_t req;
@@ -72,7 +81,10 @@ static void on_retry(uv_timer_t *t)
 
 static void free_handle(uv_handle_t *h)
 {
+    struct out_link *l = h->data;
+    struct tern_peers *p = l->peers;
     free(h);
+    release(p);
 }
 
 static void link_down(struct out_link *l)
@@ -132,6 +144,7 @@ static void connect_link(struct out_link *l)
     if (!l->tcp)
         return;
     uv_tcp_init(l->peers->loop, l->tcp);
+    l->peers->handles++;
     l->tcp->data = l;
     l->connect.data = l;
     l->connecting = 1;
@@ -207,6 +220,7 @@ static void in_closed(uv_handle_t *h)
         }
     free(in->buf);
     free(in);
+    release(p);
 }
 
 static void in_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
@@ -262,6 +276,7 @@ static void on_peer_connection(uv_stream_t *server, int status)
         return;
     in->peers = p;
     uv_tcp_init(p->loop, &in->tcp);
+    p->handles++;
     in->tcp.data = in;
     in->next = p->ins;
     p->ins = in;
@@ -295,12 +310,14 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
         l->addr = members[i];
         l->down_since = uv_now(loop);
         uv_timer_init(loop, &l->retry);
+        p->handles++;
         l->retry.data = l;
     }
     if (me) {
         struct sockaddr_in sa;
         int rv = uv_ip4_addr(me->host, me->port, &sa);
         uv_tcp_init(loop, &p->listener);
+        p->handles++;
         p->listener.data = p;
         if (rv == 0)
             rv = uv_tcp_bind(&p->listener, (struct sockaddr *)&sa, 0);
@@ -309,15 +326,12 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
         if (rv != 0) {
             snprintf(errmsg, TERN_ERRMSG_SIZE, "peer: cannot listen on %s:%u: %s",
                      me->host, me->port, uv_strerror(rv));
-            uv_close((uv_handle_t *)&p->listener, NULL);
-            for (size_t i = 0; i < p->nout; i++)
-                uv_close((uv_handle_t *)&p->out[i].retry, NULL);
-            p->closing = 1;
-            *out = p; /* freed by tern_peers_close after the loop runs */
+            *out = p; /* the caller closes it with tern_peers_close() */
             return TERN_EIO;
         }
     } else {
         uv_tcp_init(loop, &p->listener);
+        p->handles++;
     }
     for (size_t i = 0; i < p->nout; i++)
         connect_link(&p->out[i]);
@@ -325,20 +339,26 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     return TERN_OK;
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_counted_closed(uv_handle_t *h)
 {
-    struct tern_peers *p = h->data;
-    free(p);
+    release(h->data);
+}
+
+static void on_retry_closed(uv_handle_t *h)
+{
+    struct out_link *l = h->data;
+    release(l->peers);
 }
 
 void tern_peers_close(struct tern_peers *p)
 {
-    int was_closing = p->closing;
+    if (p->closing)
+        return;
     p->closing = 1;
+    p->handles++; /* held until this function returns */
     for (size_t i = 0; i < p->nout; i++) {
         struct out_link *l = &p->out[i];
-        if (!was_closing)
-            uv_close((uv_handle_t *)&l->retry, NULL);
+        uv_close((uv_handle_t *)&l->retry, on_retry_closed);
         if (l->tcp) {
             uv_close((uv_handle_t *)l->tcp, free_handle);
             l->tcp = NULL;
@@ -348,8 +368,6 @@ void tern_peers_close(struct tern_peers *p)
         if (!uv_is_closing((uv_handle_t *)&in->tcp))
             uv_close((uv_handle_t *)&in->tcp, in_closed);
     p->listener.data = p;
-    if (!uv_is_closing((uv_handle_t *)&p->listener))
-        uv_close((uv_handle_t *)&p->listener, on_listener_closed);
-    else
-        free(p); /* listener already closed by a failed start */
+    uv_close((uv_handle_t *)&p->listener, on_counted_closed);
+    release(p);
 }

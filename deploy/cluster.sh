@@ -11,7 +11,7 @@
 #
 # Environment (saved by `up` in $TERN_DATA/cluster.env, so later commands need not repeat it):
 #   TERN_MQTT_BASE (1883)  TERN_RAFT_BASE (7001)  TERN_PEER_BASE (7101): node i uses BASE+i-1
-#   TERN_ADMIN_BASE (8081) reserved for the admin API
+#   TERN_ADMIN_BASE (8081) the admin HTTP API (admin_listen), if the binary has one
 #   TERN_DATA (./.cluster) configs, data and logs, one node$i folder per node
 #   TERN_BIN (build/ternd) the broker binary; only the default one is built here
 #   TERN_ELECTION_MS       raft_election_timeout_ms, if set
@@ -94,10 +94,10 @@ pid_file() { echo "$DATA/node$1/ternd.pid"; }
 
 # --- build and configs -----------------------------------------------------------------
 
-# Sources newer than the binary (build trees, git, node_modules and clusters skipped).
+# Sources newer than the binary (tests, build trees, git and clusters skipped).
 stale() {
     [ -x "$1" ] || return 0
-    [ -n "$(find "$ROOT" \( -name 'build*' -o -name .git -o -name node_modules -o -name '.cluster*' \) -prune \
+    [ -n "$(find "$ROOT" \( -path "$ROOT/tests" -o -name 'build*' -o -name .git -o -name '.cluster*' \) -prune \
         -o \( -name '*.c' -o -name '*.h' -o -name CMakeLists.txt -o -name '*.cmake' \) -newer "$1" -print |
         head -n 1)" ]
 }
@@ -113,6 +113,11 @@ build_if_needed() {
         cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
         cmake --build "$ROOT/build" -j2 --target ternd
     fi
+}
+
+# Whether $BIN knows the admin_listen key (config keys are literals in the binary).
+has_admin() {
+    grep -qaF admin_listen "$BIN"
 }
 
 members_json() {
@@ -134,6 +139,8 @@ write_config() {
         printf '{\n  "node_id": %d,\n  "listen": "%s:%d",\n  "data_dir": "%s",\n' \
             "$i" "$HOST" "$(mqtt_port "$i")" "$dir/data"
         printf '  "log_level": "info",\n'
+        # Binaries with the admin API bind it by default: give each node its own port.
+        ! has_admin || printf '  "admin_listen": "%s:%d",\n' "$HOST" "$(admin_port "$i")"
         [ -z "$ELECTION_MS" ] || printf '  "raft_election_timeout_ms": %d,\n' "$ELECTION_MS"
         printf '  "members": %s\n}\n' "$(members_json)"
     } >"$(conf_file "$i").tmp"
@@ -159,12 +166,17 @@ node_pid() {
     echo "$pid"
 }
 
-# Running, and really this node's ternd (not a recycled pid).
+# Running (or still exiting: it may hold its ports), and really this node's ternd, not a
+# recycled pid. A zombie has exited.
 running() {
-    local pid
+    local pid stat cmd
     pid=$(node_pid "$1") || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config $(conf_file "$1")"
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    case $stat in Z* | X*) return 1 ;; esac
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    # An empty command line: the process is past releasing its memory, still exiting.
+    [ -z "$cmd" ] || case $cmd in *" --config $(conf_file "$1") "*) ;; *) return 1 ;; esac
 }
 
 start_process() {
@@ -197,7 +209,7 @@ signal_nodes() {
     for i in $nodes; do
         wait_exit "$i" "$STOP_WAIT_S" && continue
         echo "cluster.sh: node $i did not exit within ${STOP_WAIT_S}s of SIG$sig: SIGKILL" >&2
-        pid=$(node_pid "$i") && kill -KILL "$pid" 2>/dev/null || true
+        if pid=$(node_pid "$i"); then kill -KILL "$pid" 2>/dev/null || true; fi
         wait_exit "$i" 5 || die "node $i (pid $pid) survived SIGKILL"
     done
     for i in $nodes; do
@@ -298,6 +310,12 @@ leader_in_log() {
          END { print l }' "$log"
 }
 
+say_leader() {
+    local l
+    l=$(leader)
+    echo "leader: ${l:+node }${l:-unknown}"
+}
+
 # The leader the running nodes agree on, or nothing.
 leader() {
     local i l agreed=""
@@ -326,7 +344,7 @@ wait_ready() {
     while :; do
         for i in "$@"; do
             running "$i" && continue
-            echo "cluster.sh: node $i exited during startup" >&2
+            echo "cluster.sh: node $i is not running (exited?)" >&2
             log_tails "$i"
             return 1
         done
@@ -348,17 +366,18 @@ wait_ready() {
 # --- verbs -----------------------------------------------------------------------------
 
 summary() {
-    local i l
+    local i
     echo "tern cluster: $DATA"
     echo "binary: $BIN"
-    printf '%-5s %-8s %-16s %-16s %-16s %-16s %s\n' node pid mqtt raft peer "admin(reserved)" log
+    local admin=admin
+    has_admin || admin="admin(reserved)"
+    printf '%-5s %-8s %-16s %-16s %-16s %-16s %s\n' node pid mqtt raft peer "$admin" log
     for i in $NODES; do
         printf '%-5s %-8s %-16s %-16s %-16s %-16s %s\n' "$i" "$(node_pid "$i" || echo -)" \
             "$HOST:$(mqtt_port "$i")" "$HOST:$(raft_port "$i")" "$HOST:$(peer_port "$i")" \
             "$HOST:$(admin_port "$i")" "$(log_file "$i")"
     done
-    l=$(leader)
-    echo "leader: ${l:+node $l}${l:-unknown}"
+    say_leader
     echo "try:    mosquitto_sub -h $HOST -p $(mqtt_port 1) -t 'demo/#' -v &"
     echo "        mosquitto_pub -h $HOST -p $(mqtt_port 2) -t demo/hello -m world -q 1"
     echo "stop:   $0 down"
@@ -393,7 +412,7 @@ cmd_down() {
 }
 
 cmd_status() {
-    local i pid state port bad=0 l
+    local i pid state port bad=0
     for i in $NODES; do
         pid=$(node_pid "$i" || echo -)
         if running "$i"; then state=running; else
@@ -406,8 +425,7 @@ cmd_status() {
         fi
         printf 'node %s: pid %-8s %-8s mqtt %s:%s %s\n' "$i" "$pid" "$state" "$HOST" "$(mqtt_port "$i")" "$port"
     done
-    l=$(leader)
-    echo "leader: ${l:+node $l}${l:-unknown}"
+    say_leader
     return "$bad"
 }
 
