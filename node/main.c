@@ -29,6 +29,7 @@ static void usage(FILE *f)
             "  --data-dir DIR       data directory (key: data_dir)\n"
             "  --log-level LEVEL    error, warn, info or debug (key: log_level)\n"
             "  --node-id N          this node's id (key: node_id)\n"
+            "  --admin HOST:PORT    admin HTTP API (key: admin_listen)\n"
             "  --set KEY=VALUE      any config key\n"
             "  --help               this text\n"
             "  --version            print the version\n");
@@ -40,7 +41,8 @@ static const char *flag_key(const char *flag)
     static const char *map[][2] = {{"--listen", "listen"},
                                    {"--data-dir", "data_dir"},
                                    {"--log-level", "log_level"},
-                                   {"--node-id", "node_id"}};
+                                   {"--node-id", "node_id"},
+                                   {"--admin", "admin_listen"}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(flag, map[i][0]) == 0)
             return map[i][1];

@@ -58,6 +58,8 @@ static void on_connection(uv_stream_t *server, int status)
         TERN_LOGW("accept: %s", uv_strerror(status));
         return;
     }
+    if (tern_admin_refuse_accept(n))
+        return;
     tern_conn_accept(n);
 }
 
@@ -216,7 +218,7 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     uv_signal_start(&n->sig_int, on_signal, SIGINT);
     uv_signal_start(&n->sig_term, on_signal, SIGTERM);
     TERN_LOGI("ternd node %u listening on %s", n->cfg.node_id, n->cfg.listen);
-    return TERN_OK;
+    return tern_admin_start(n, errmsg);
 }
 
 static void on_cluster_closed(void *ctx)
@@ -243,12 +245,14 @@ void tern_node_stop(struct tern_node *n)
     uv_close((uv_handle_t *)&n->retry_timer, NULL);
     uv_close((uv_handle_t *)&n->sig_int, NULL);
     uv_close((uv_handle_t *)&n->sig_term, NULL);
+    tern_admin_stop(n);
     tern_cluster_close(n->cluster, on_cluster_closed, n);
 }
 
 /* After the loop has ended. */
 void tern_node_free(struct tern_node *n)
 {
+    tern_admin_free(n);
     tern_cluster_free(n->cluster);
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);

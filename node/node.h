@@ -28,6 +28,7 @@
 
 struct tern_conn;
 struct route;
+struct tern_admin;
 
 #define TERN_ROUTE_BUCKETS 4096
 
@@ -64,6 +65,7 @@ struct tern_node {
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer; /* in-session retry, when retry_interval_s > 0 */
     uint64_t unready_since_ms; /* 0 while the cluster can commit */
+    struct tern_admin *admin;  /* admin HTTP API, $SYS, drain (admin.c) */
     bool stopping;
     bool was_ready;
     bool tick_proposed;
@@ -231,5 +233,41 @@ void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason);
 void tern_deliver(struct tern_conn *c, const struct tern_delivery *d);
 void tern_deliver_to_local(struct tern_node *n, const struct tern_cmd_msg *m,
                            const char *from_id, size_t from_len);
+
+/* admin.c: the admin HTTP API (docs/operations.md), $SYS topics and drain. */
+int tern_admin_start(struct tern_node *n, char *errmsg);
+void tern_admin_stop(struct tern_node *n);
+void tern_admin_free(struct tern_node *n); /* after the loop has ended */
+/* While the node is drained, takes a new MQTT connection off the listener and
+ * refuses it (CONNACK 0x9C / 3.1.1 return code 3); returns false otherwise. */
+bool tern_admin_refuse_accept(struct tern_node *n);
+
+/* admin_http.c: a minimal HTTP/1.1 server (one request per connection, bounded
+ * request size, Connection: close). */
+struct tern_http_server;
+struct tern_http_conn;
+struct tern_http_req {
+    const char *method; /* "GET", "POST", "DELETE" ... */
+    const char *path;   /* as sent (still percent-encoded), without the query */
+    const char *query;  /* after '?', "" if none */
+};
+typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
+                                  const struct tern_http_req *req);
+/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound. */
+int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *hostport,
+                    tern_http_handler handler, void *ctx, char *bound, size_t bound_cap,
+                    char *errmsg);
+/* Sends the response and closes the connection; does nothing if the client has
+ * gone. extra_headers: NULL or "Name: value\r\n" lines. */
+void tern_http_respond(struct tern_http_conn *hc, int status, const char *content_type,
+                       const char *extra_headers, const char *body, size_t len);
+/* A handler that answers later holds the connection until it has responded. */
+void tern_http_hold(struct tern_http_conn *hc);
+void tern_http_release(struct tern_http_conn *hc);
+/* Closes the listener and every connection; memory goes as handles close. */
+void tern_http_stop(struct tern_http_server *s);
+/* Percent-decodes in[0..len) into out (NUL-terminated); -1 if malformed, if it
+ * holds %00, or if it does not fit. */
+int tern_http_unescape(const char *in, size_t len, char *out, size_t cap);
 
 #endif

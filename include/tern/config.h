@@ -40,6 +40,8 @@ struct tern_config {
     bool shared_subscriptions;   /* default true */
     bool subscription_identifiers; /* default true */
     uint32_t client_id_max_len;  /* default 65535 */
+    char admin_listen[TERN_CONFIG_STR_MAX]; /* admin HTTP API, default "127.0.0.1:8081" */
+    uint32_t sys_interval_s;     /* $SYS topics period, 0 = off, default 10 */
 
     struct tern_fsm_limits limits; /* inflight, queue, retained, expiry bounds */
 

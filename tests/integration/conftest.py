@@ -88,8 +88,11 @@ class Broker:
             with open(conf, "w") as f:
                 f.write("\n".join(lines) + "\n")
             return [MOSQUITTO_BIN, "-c", conf]
+        # admin_listen: a random port, or parallel brokers would collide on 8081
+        # (test_admin.py reads the bound one from the log); a setting overrides it.
         cmd = [TERN_BIN, "--listen", "%s:%d" % (self.host, self.port),
-               "--data-dir", self.data_dir, "--log-level", "debug"]
+               "--data-dir", self.data_dir, "--log-level", "debug",
+               "--set", "admin_listen=127.0.0.1:0"]
         for k, v in self.settings.items():
             if isinstance(v, bool):
                 v = "true" if v else "false"

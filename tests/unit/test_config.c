@@ -35,6 +35,8 @@ static const char *const all_keys[] = {
     "shared_subscriptions",
     "subscription_identifiers",
     "client_id_max_len",
+    "admin_listen",
+    "sys_interval_s",
     "inflight_max",
     "queue_max",
     "queue_bytes_max",
@@ -181,6 +183,8 @@ static const char all_keys_json[] = "{\n"
                                     "  \"shared_subscriptions\": false,\n"
                                     "  \"subscription_identifiers\": false,\n"
                                     "  \"client_id_max_len\": 23,\n"
+                                    "  \"admin_listen\": \"127.0.0.1:9091\",\n"
+                                    "  \"sys_interval_s\": 3,\n"
                                     "  \"inflight_max\": 65535,\n"
                                     "  \"queue_max\": 1,\n"
                                     "  \"queue_bytes_max\": 1e3,\n"
@@ -223,6 +227,8 @@ static const char *const all_keys_set[][2] = {
     {"shared_subscriptions", "false"},
     {"subscription_identifiers", "false"},
     {"client_id_max_len", "23"},
+    {"admin_listen", "127.0.0.1:9091"},
+    {"sys_interval_s", "3"},
     {"inflight_max", "65535"},
     {"queue_max", "1"},
     {"queue_bytes_max", "1000"},
@@ -263,6 +269,8 @@ static void check_all_keys(const struct tern_config *c)
     assert_false(c->shared_subscriptions);
     assert_false(c->subscription_identifiers);
     assert_int_equal(c->client_id_max_len, 23);
+    assert_string_equal(c->admin_listen, "127.0.0.1:9091");
+    assert_int_equal(c->sys_interval_s, 3);
     assert_int_equal(c->limits.inflight_max, 65535);
     assert_int_equal(c->limits.queue_max, 1);
     assert_int_equal(c->limits.queue_bytes_max, 1000);

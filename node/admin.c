@@ -1,0 +1,1263 @@
+/* The admin API of a node (docs/operations.md): cluster and health status,
+ * clients, sessions, subscriptions, retained messages, Prometheus metrics, and
+ * the operations (kick, delete retained, leadership transfer, snapshot, drain).
+ * Also publishes the $SYS topics to this node's clean-session subscribers.
+ *
+ * Reads come straight from this node's replica, so on a follower they may lag
+ * the leader by the entries not applied yet. Writes are commands proposed like
+ * any other (a kick is a SESSION_DELETE), answered once applied on this node.
+ *
+ * List endpoints return at most `limit` entries (default 10000) and say when
+ * they cut the list, so a large cluster cannot make one response unbounded.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "node.h"
+#include "tern/log.h"
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "dev"
+#endif
+
+#define LIST_LIMIT_DEFAULT 10000
+#define LIST_LIMIT_MAX 1000000
+#define PATH_MAX_BYTES 8192
+#define REFUSE_TIMEOUT_MS 5000
+
+struct refuse_conn;
+
+struct tern_admin {
+    struct tern_node *node;
+    struct tern_http_server *http;
+    struct refuse_conn *refusing; /* connections being refused while drained */
+    uv_timer_t sys_timer;
+    bool sys_started;
+    bool draining;
+    uint64_t started_ms;
+    char bound[80];
+};
+
+/* --- replies ------------------------------------------------------------------ */
+
+static void reply_json_h(struct tern_http_conn *hc, int status, cJSON *o,
+                         const char *headers)
+{
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) {
+        const char *oom = "{\"error\":\"out of memory\"}";
+        tern_http_respond(hc, 500, "application/json", NULL, oom, strlen(oom));
+        return;
+    }
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: the length is explicit */
+    tern_http_respond(hc, status, "application/json", headers, text, len + 1);
+    free(text);
+}
+
+static void reply_json(struct tern_http_conn *hc, int status, cJSON *o)
+{
+    reply_json_h(hc, status, o, NULL);
+}
+
+/* {"error": "...", key: num}; key NULL for none. */
+static void reply_error(struct tern_http_conn *hc, int status, const char *key,
+                        double num, const char *fmt, ...) TERN_PRINTF(5, 6);
+static void reply_error(struct tern_http_conn *hc, int status, const char *key,
+                        double num, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    if (key)
+        cJSON_AddNumberToObject(o, key, num);
+    reply_json(hc, status, o);
+}
+
+/* Adds a byte string (client id, topic) as a JSON string. */
+static void add_bytes(cJSON *o, const char *key, struct tern_bytes b)
+{
+    char *s = malloc((size_t)b.len + 1);
+    if (!s)
+        return;
+    memcpy(s, b.ptr, b.len);
+    s[b.len] = '\0';
+    cJSON_AddStringToObject(o, key, s);
+    free(s);
+}
+
+/* --- query parameters ----------------------------------------------------------- */
+
+/* Finds name=value in the query and percent-decodes the value: 1 found, 0
+ * absent, -1 malformed or longer than cap. */
+static int query_get(const char *query, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : p) {
+        if (strncmp(p, name, nlen) != 0 || p[nlen] != '=')
+            continue;
+        const char *v = p + nlen + 1;
+        return tern_http_unescape(v, strcspn(v, "&"), out, cap) >= 0 ? 1 : -1;
+    }
+    return 0;
+}
+
+/* Unsigned decimal query parameter: 1 found, 0 absent, -1 malformed. */
+static int query_uint(const char *query, const char *name, uint64_t max, uint64_t *out)
+{
+    char buf[32];
+    int rv = query_get(query, name, buf, sizeof(buf));
+    if (rv <= 0)
+        return rv;
+    char *end;
+    if (buf[0] < '0' || buf[0] > '9')
+        return -1;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (*end || v > max)
+        return -1;
+    *out = v;
+    return 1;
+}
+
+/* The `limit` of a list endpoint; false (answered 400) if malformed. */
+static bool list_limit(struct tern_http_conn *hc, const char *query, size_t *limit)
+{
+    uint64_t v = LIST_LIMIT_DEFAULT;
+    if (query_uint(query, "limit", LIST_LIMIT_MAX, &v) < 0 || v == 0) {
+        reply_error(hc, 400, NULL, 0, "limit: must be an integer from 1 to %d",
+                    LIST_LIMIT_MAX);
+        return false;
+    }
+    *limit = (size_t)v;
+    return true;
+}
+
+/* --- cluster and health ------------------------------------------------------------ */
+
+static const char *state_name(int state)
+{
+    static const char *names[] = {"unavailable", "follower", "candidate", "leader"};
+    return state >= 0 && state <= 3 ? names[state] : "unknown";
+}
+
+static const char *role_name(int role)
+{
+    static const char *names[] = {"standby", "voter", "spare"};
+    return role >= 0 && role <= 2 ? names[role] : "unknown";
+}
+
+/* The MQTT address clients should use for member id ("" if not configured). */
+static const char *member_mqtt(const struct tern_node *n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n->cfg.member_count; i++)
+        if (n->cfg.members[i].id == id)
+            return n->cfg.members[i].mqtt;
+    return id == n->cfg.node_id ? n->cfg.listen : "";
+}
+
+static bool node_ready(const struct tern_admin *a)
+{
+    const struct tern_node *n = a->node;
+    return !n->stopping && tern_cluster_ready(n->cluster) && tern_node_available(n);
+}
+
+static cJSON *member_json(const struct tern_node *n, const struct tern_member_status *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", m->id);
+    cJSON_AddStringToObject(o, "raft", m->raft);
+    cJSON_AddStringToObject(o, "mqtt", member_mqtt(n, m->id));
+    cJSON_AddStringToObject(o, "role", role_name(m->role));
+    cJSON_AddBoolToObject(o, "leader", m->leader);
+    cJSON_AddBoolToObject(o, "self", m->self);
+    cJSON_AddBoolToObject(o, "link_up", m->link_up);
+    cJSON_AddNumberToObject(o, "match_index", (double)m->match_index);
+    return o;
+}
+
+static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                        const char *query)
+{
+    struct tern_node *n = a->node;
+    struct tern_cluster_status st;
+    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
+    tern_cluster_status(n->cluster, &st);
+    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "node_id", n->cfg.node_id);
+    cJSON_AddStringToObject(o, "state", state_name(st.state));
+    cJSON_AddNumberToObject(o, "leader", st.leader);
+    cJSON_AddNumberToObject(o, "term", (double)st.term);
+    cJSON_AddNumberToObject(o, "last_index", (double)st.last_index);
+    cJSON_AddNumberToObject(o, "applied_index", (double)st.applied_index);
+    cJSON_AddNumberToObject(o, "pending_proposals", (double)st.pending);
+    cJSON_AddBoolToObject(o, "ready", node_ready(a));
+    cJSON_AddBoolToObject(o, "draining", a->draining);
+    cJSON *arr = cJSON_AddArrayToObject(o, "members");
+    for (size_t i = 0; i < count; i++)
+        cJSON_AddItemToArray(arr, member_json(n, &ms[i]));
+    reply_json(hc, 200, o);
+}
+
+static void get_health(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                       const char *query)
+{
+    struct tern_cluster_status st;
+    tern_cluster_status(a->node->cluster, &st);
+    bool ready = node_ready(a) && !a->draining;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "live", true);
+    cJSON_AddBoolToObject(o, "ready", ready);
+    cJSON_AddNumberToObject(o, "node_id", a->node->cfg.node_id);
+    cJSON_AddNumberToObject(o, "leader", st.leader);
+    cJSON_AddBoolToObject(o, "draining", a->draining);
+    reply_json(hc, ready ? 200 : 503, o);
+}
+
+/* --- clients ----------------------------------------------------------------- */
+
+static const char *conn_state_name(enum tern_conn_state s)
+{
+    switch (s) {
+    case TERN_CONN_NEW:
+        return "new";
+    case TERN_CONN_CONNECTING:
+        return "connecting";
+    case TERN_CONN_ACTIVE:
+        return "active";
+    case TERN_CONN_CLOSING:
+        return "closing";
+    }
+    return "unknown";
+}
+
+static cJSON *client_json(struct tern_conn *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    struct tern_bytes id = {(const uint8_t *)(c->client_id ? c->client_id : ""),
+                            c->client_id ? c->client_id_len : 0};
+    add_bytes(o, "client_id", id);
+    cJSON_AddStringToObject(o, "peer", c->peer);
+    cJSON_AddStringToObject(o, "state", conn_state_name(c->state));
+    cJSON_AddNumberToObject(o, "protocol", c->version);
+    cJSON_AddBoolToObject(o, "persistent", c->persistent);
+    cJSON_AddNumberToObject(o, "keepalive_s", c->keepalive_s);
+    cJSON_AddNumberToObject(o, "session_expiry_s", c->session_expiry_s);
+    struct tern_fsm_session *s =
+        c->state == TERN_CONN_ACTIVE && c->client_id ? tern_session_get(c) : NULL;
+    cJSON_AddNumberToObject(o, "inflight", s ? tern_fsm_session_inflight(s) : 0);
+    cJSON_AddNumberToObject(o, "queued", s ? tern_fsm_session_queued(s) : 0);
+    cJSON_AddNumberToObject(o, "inbound_unacked", c->inbound_unacked);
+    cJSON_AddNumberToObject(o, "write_queued_bytes", (double)c->wqueued);
+    return o;
+}
+
+static void get_clients(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                        const char *query)
+{
+    size_t limit, count = 0;
+    if (!list_limit(hc, query, &limit))
+        return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "clients");
+    for (struct tern_conn *c = a->node->conns; c; c = c->next) {
+        if (c->state == TERN_CONN_CLOSING)
+            continue;
+        if (count++ < limit)
+            cJSON_AddItemToArray(arr, client_json(c));
+    }
+    cJSON_AddNumberToObject(o, "total", (double)count);
+    cJSON_AddBoolToObject(o, "truncated", count > limit);
+    reply_json(hc, 200, o);
+}
+
+/* --- sessions and subscriptions ------------------------------------------------------
+ */
+
+static cJSON *session_json(const struct tern_fsm_session *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    add_bytes(o, "client_id", tern_fsm_session_client_id(s));
+    cJSON_AddNumberToObject(o, "owner", tern_fsm_session_owner(s));
+    cJSON_AddBoolToObject(o, "online", tern_fsm_session_online(s));
+    cJSON_AddNumberToObject(o, "protocol", tern_fsm_session_proto(s));
+    cJSON_AddNumberToObject(o, "expiry_s", tern_fsm_session_expiry(s));
+    cJSON_AddNumberToObject(o, "epoch", (double)tern_fsm_session_epoch(s));
+    cJSON_AddNumberToObject(o, "queued", tern_fsm_session_queued(s));
+    cJSON_AddNumberToObject(o, "queued_bytes", (double)tern_fsm_session_queued_bytes(s));
+    cJSON_AddNumberToObject(o, "inflight", tern_fsm_session_inflight(s));
+    cJSON_AddNumberToObject(o, "subscriptions", tern_fsm_session_sub_count(s));
+    return o;
+}
+
+struct list_walk {
+    cJSON *arr;
+    size_t count, limit;
+    const struct tern_fsm_session *session; /* subscriptions: whose */
+};
+
+static int session_visit(void *ctx, struct tern_fsm_session *s)
+{
+    struct list_walk *w = ctx;
+    if (w->count >= w->limit)
+        return 1;
+    w->count++;
+    cJSON_AddItemToArray(w->arr, session_json(s));
+    return 0;
+}
+
+static void get_sessions(struct tern_admin *a, struct tern_http_conn *hc,
+                         const char *tail, const char *query)
+{
+    struct list_walk w = {0};
+    if (!list_limit(hc, query, &w.limit))
+        return;
+    struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
+    cJSON *o = cJSON_CreateObject();
+    w.arr = cJSON_AddArrayToObject(o, "sessions");
+    int stopped = tern_fsm_sessions_walk(f, session_visit, &w);
+    cJSON_AddNumberToObject(o, "total", (double)tern_fsm_stats(f)->sessions);
+    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
+    reply_json(hc, 200, o);
+}
+
+static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                     uint32_t sub_id)
+{
+    struct list_walk *w = ctx;
+    if (w->count >= w->limit)
+        return 1;
+    w->count++;
+    cJSON *o = cJSON_CreateObject();
+    if (w->session)
+        add_bytes(o, "client_id", tern_fsm_session_client_id(w->session));
+    add_bytes(o, "filter", filter);
+    cJSON_AddNumberToObject(o, "qos", options & TERN_SUBOPT_QOS_MASK);
+    cJSON_AddBoolToObject(o, "no_local", options & TERN_SUBOPT_NO_LOCAL);
+    cJSON_AddBoolToObject(o, "retain_as_published",
+                          options & TERN_SUBOPT_RETAIN_AS_PUBLISHED);
+    cJSON_AddNumberToObject(o, "retain_handling",
+                            (options & TERN_SUBOPT_RETAIN_HANDLING_MASK) >>
+                                TERN_SUBOPT_RETAIN_HANDLING_SHIFT);
+    cJSON_AddNumberToObject(o, "subscription_id", sub_id);
+    cJSON_AddItemToArray(w->arr, o);
+    return 0;
+}
+
+/* Decodes the {ID} / {TOPIC} part of a path; false (answered 400) if malformed. */
+static bool path_arg(struct tern_http_conn *hc, const char *tail, char *out, size_t *len)
+{
+    int n = tern_http_unescape(tail, strlen(tail), out, PATH_MAX_BYTES);
+    if (n <= 0) {
+        reply_error(hc, 400, NULL, 0, "bad percent-encoding in the path");
+        return false;
+    }
+    *len = (size_t)n;
+    return true;
+}
+
+static void get_session(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                        const char *query)
+{
+    char id[PATH_MAX_BYTES];
+    size_t len;
+    if (!path_arg(hc, tail, id, &len))
+        return;
+    struct tern_fsm_session *s =
+        tern_fsm_session_get(tern_cluster_fsm(a->node->cluster), id, len);
+    if (!s) {
+        reply_error(hc, 404, NULL, 0, "no session \"%.200s\"", id);
+        return;
+    }
+    cJSON *o = session_json(s);
+    struct list_walk w = {.limit = LIST_LIMIT_MAX};
+    w.arr = cJSON_AddArrayToObject(o, "subscription_list");
+    tern_fsm_session_subs_walk(s, sub_visit, &w);
+    reply_json(hc, 200, o);
+}
+
+static int session_subs_visit(void *ctx, struct tern_fsm_session *s)
+{
+    struct list_walk *w = ctx;
+    w->session = s;
+    return tern_fsm_session_subs_walk(s, sub_visit, w);
+}
+
+static void get_subscriptions(struct tern_admin *a, struct tern_http_conn *hc,
+                              const char *tail, const char *query)
+{
+    struct list_walk w = {0};
+    if (!list_limit(hc, query, &w.limit))
+        return;
+    struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
+    cJSON *o = cJSON_CreateObject();
+    w.arr = cJSON_AddArrayToObject(o, "subscriptions");
+    int stopped = tern_fsm_sessions_walk(f, session_subs_visit, &w);
+    cJSON_AddNumberToObject(o, "total", (double)tern_fsm_stats(f)->subscriptions);
+    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
+    reply_json(hc, 200, o);
+}
+
+/* --- proposals answered when applied ------------------------------------------------ */
+
+struct pending_reply {
+    struct tern_http_conn *hc;
+    uint8_t type; /* the command */
+    size_t len;
+    char arg[]; /* client id or topic, NUL-terminated */
+};
+
+static void on_applied(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    struct pending_reply *p = ctx;
+    const char *what =
+        p->type == TERN_CMD_SESSION_DELETE ? "session" : "retained message";
+    if (status != TERN_OK) {
+        reply_error(p->hc, 503, NULL, 0, "not applied: %s", tern_strerror(status));
+    } else if (res->status == TERN_ENOTFOUND) {
+        reply_error(p->hc, 404, NULL, 0, "no %s \"%.200s\"", what, p->arg);
+    } else if (res->status != TERN_OK) {
+        reply_error(p->hc, 500, NULL, 0, "rejected: %s", tern_strerror(res->status));
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        add_bytes(o,
+                  p->type == TERN_CMD_SESSION_DELETE ? "deleted_session"
+                                                     : "deleted_retained",
+                  (struct tern_bytes){(const uint8_t *)p->arg, (uint32_t)p->len});
+        reply_json(p->hc, 200, o);
+    }
+    tern_http_release(p->hc);
+    free(p);
+}
+
+/* Proposes cmd and answers hc when it has applied on this node. */
+static void propose_and_reply(struct tern_admin *a, struct tern_http_conn *hc,
+                              struct tern_cmd *cmd, const char *arg, size_t len)
+{
+    struct pending_reply *p = malloc(sizeof(*p) + len + 1);
+    if (!p) {
+        reply_error(hc, 500, NULL, 0, "out of memory");
+        return;
+    }
+    p->hc = hc;
+    p->type = cmd->type;
+    p->len = len;
+    memcpy(p->arg, arg, len);
+    p->arg[len] = '\0';
+    cmd->now_ms = tern_now_ms();
+    tern_http_hold(hc);
+    int rv = tern_cluster_propose(a->node->cluster, cmd, on_applied, p);
+    if (rv != TERN_OK) {
+        reply_error(hc, 503, NULL, 0, "cannot propose: %s", tern_strerror(rv));
+        tern_http_release(hc);
+        free(p);
+    }
+}
+
+static void delete_session(struct tern_admin *a, struct tern_http_conn *hc,
+                           const char *tail, const char *query)
+{
+    char id[PATH_MAX_BYTES];
+    size_t len;
+    if (!path_arg(hc, tail, id, &len))
+        return;
+    if (!tern_fsm_session_get(tern_cluster_fsm(a->node->cluster), id, len)) {
+        reply_error(hc, 404, NULL, 0, "no session \"%.200s\"", id);
+        return;
+    }
+    struct tern_cmd cmd = {.type = TERN_CMD_SESSION_DELETE};
+    cmd.u.del.client_id = (struct tern_bytes){(const uint8_t *)id, (uint32_t)len};
+    TERN_LOGI("admin: deleting session %.*s", (int)len, id);
+    propose_and_reply(a, hc, &cmd, id, len);
+}
+
+/* --- retained messages ---------------------------------------------------------- */
+
+static int retained_visit(void *ctx, const struct tern_msg *m)
+{
+    struct list_walk *w = ctx;
+    if (w->count >= w->limit)
+        return 1;
+    w->count++;
+    cJSON *o = cJSON_CreateObject();
+    add_bytes(o, "topic", m->topic);
+    cJSON_AddNumberToObject(o, "payload_bytes", m->payload.len);
+    cJSON_AddNumberToObject(o, "qos", m->qos);
+    cJSON_AddNumberToObject(o, "created_ms", (double)m->created_ms);
+    cJSON_AddNumberToObject(o, "expire_at_ms", (double)m->expire_at_ms);
+    cJSON_AddItemToArray(w->arr, o);
+    return 0;
+}
+
+static void get_retained(struct tern_admin *a, struct tern_http_conn *hc,
+                         const char *tail, const char *query)
+{
+    struct list_walk w = {0};
+    if (!list_limit(hc, query, &w.limit))
+        return;
+    struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
+    const struct tern_fsm_stats *st = tern_fsm_stats(f);
+    cJSON *o = cJSON_CreateObject();
+    w.arr = cJSON_AddArrayToObject(o, "retained");
+    int stopped = tern_fsm_retained_walk(f, retained_visit, &w);
+    cJSON_AddNumberToObject(o, "total", (double)st->retained);
+    cJSON_AddNumberToObject(o, "total_bytes", (double)st->retained_bytes);
+    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
+    reply_json(hc, 200, o);
+}
+
+static int found_visit(void *ctx, const struct tern_msg *m)
+{
+    (void)m;
+    *(bool *)ctx = true;
+    return 1;
+}
+
+static void delete_retained(struct tern_admin *a, struct tern_http_conn *hc,
+                            const char *tail, const char *query)
+{
+    char topic[PATH_MAX_BYTES];
+    size_t len;
+    if (!path_arg(hc, tail, topic, &len))
+        return;
+    if (strpbrk(topic, "+#")) {
+        reply_error(hc, 400, NULL, 0, "a topic name has no wildcards: \"%.200s\"", topic);
+        return;
+    }
+    bool found = false;
+    tern_fsm_retained_match(tern_cluster_fsm(a->node->cluster), topic, len, found_visit,
+                            &found);
+    if (!found) {
+        reply_error(hc, 404, NULL, 0, "no retained message \"%.200s\"", topic);
+        return;
+    }
+    struct tern_cmd cmd = {.type = TERN_CMD_RETAIN_DELETE};
+    cmd.u.retain_delete.topic =
+        (struct tern_bytes){(const uint8_t *)topic, (uint32_t)len};
+    TERN_LOGI("admin: deleting retained message %.*s", (int)len, topic);
+    propose_and_reply(a, hc, &cmd, topic, len);
+}
+
+/* --- metrics ------------------------------------------------------------------ */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) TERN_PRINTF(2, 3);
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !b->oom; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if (b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* HELP and TYPE lines, then one sample per call of sample(). */
+static void metric_head(struct sbuf *b, const char *name, const char *type,
+                        const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(struct sbuf *b, const char *name, const char *labels, uint64_t v)
+{
+    sb_printf(b, "%s%s%s%s %" PRIu64 "\n", name, labels ? "{" : "", labels ? labels : "",
+              labels ? "}" : "", v);
+}
+
+static void metric(struct sbuf *b, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+    metric_head(b, name, type, help);
+    sample(b, name, NULL, v);
+}
+
+static void metrics_node(struct sbuf *b, const struct tern_node *n)
+{
+    const struct tern_node_stats *s = &n->stats;
+    metric(b, "tern_connections", "gauge", "Client connections open on this node.",
+           n->conn_count);
+    metric(b, "tern_connections_accepted_total", "counter",
+           "Client connections accepted.", s->connections_accepted);
+    metric(b, "tern_connections_rejected_total", "counter",
+           "Client connections refused (max_connections, shutting down, drained).",
+           s->connections_rejected);
+    metric(b, "tern_protocol_errors_total", "counter",
+           "Connections closed for a protocol error.", s->protocol_errors);
+    const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
+    metric_head(b, "tern_messages_received_total", "counter",
+                "PUBLISH packets received.");
+    for (int q = 0; q < 3; q++)
+        sample(b, "tern_messages_received_total", qos[q], s->msgs_in[q]);
+    metric_head(b, "tern_messages_sent_total", "counter", "PUBLISH packets sent.");
+    for (int q = 0; q < 3; q++)
+        sample(b, "tern_messages_sent_total", qos[q], s->msgs_out[q]);
+    metric(b, "tern_bytes_received_total", "counter", "Bytes read from clients.",
+           s->bytes_in);
+    metric(b, "tern_bytes_sent_total", "counter", "Bytes written to clients.",
+           s->bytes_out);
+}
+
+static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
+{
+    const struct tern_fsm_stats *r = tern_fsm_stats(tern_cluster_fsm(n->cluster));
+    const struct tern_fsm_stats *l = tern_fsm_stats(n->local);
+    const struct tern_node_stats *s = &n->stats;
+    metric_head(
+        b, "tern_dropped_messages_total", "counter",
+        "Messages not delivered, by reason (slow_client counts connections closed).");
+    sample(b, "tern_dropped_messages_total", "reason=\"queue_full\"",
+           r->dropped_queue_full + l->dropped_queue_full);
+    sample(b, "tern_dropped_messages_total", "reason=\"expired\"",
+           r->dropped_expired + l->dropped_expired);
+    sample(b, "tern_dropped_messages_total", "reason=\"qos0_offline\"",
+           r->dropped_qos0_offline + l->dropped_qos0_offline);
+    sample(b, "tern_dropped_messages_total", "reason=\"too_large\"",
+           s->dropped_too_large);
+    sample(b, "tern_dropped_messages_total", "reason=\"slow_client\"",
+           s->dropped_slow_client);
+    metric(b, "tern_retained_rejected_total", "counter",
+           "Retained messages refused (limits).", r->retained_rejected);
+    metric(b, "tern_sessions", "gauge", "Sessions in the cluster (replicated).",
+           r->sessions);
+    metric(b, "tern_sessions_online", "gauge", "Sessions with a connection.",
+           r->sessions_online);
+    metric(b, "tern_sessions_expired_total", "counter", "Sessions ended by expiry.",
+           r->sessions_expired);
+    metric(b, "tern_wills_published_total", "counter", "Will messages published.",
+           r->wills_published);
+    const char *store[] = {"store=\"replicated\"", "store=\"local\""};
+    const struct tern_fsm_stats *both[] = {r, l};
+    metric_head(
+        b, "tern_subscriptions", "gauge",
+        "Subscriptions: persistent sessions (replicated), clean sessions (local).");
+    for (int i = 0; i < 2; i++)
+        sample(b, "tern_subscriptions", store[i], both[i]->subscriptions);
+    metric_head(b, "tern_queued_messages", "gauge",
+                "Messages waiting in session queues.");
+    for (int i = 0; i < 2; i++)
+        sample(b, "tern_queued_messages", store[i], both[i]->queued);
+    metric_head(b, "tern_inflight_messages", "gauge",
+                "Messages sent and not acknowledged.");
+    for (int i = 0; i < 2; i++)
+        sample(b, "tern_inflight_messages", store[i], both[i]->inflight);
+    metric(b, "tern_retained_messages", "gauge", "Retained messages.", r->retained);
+    metric(b, "tern_retained_bytes", "gauge", "Retained payload bytes.",
+           r->retained_bytes);
+    metric(b, "tern_routes", "gauge", "Clean-session routes (filter, node).",
+           tern_fsm_route_count(tern_cluster_fsm(n->cluster)));
+}
+
+static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
+{
+    const struct tern_node *n = a->node;
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    metric(b, "tern_raft_term", "gauge", "Current Raft term.", st.term);
+    metric(b, "tern_raft_last_index", "gauge", "Last Raft log index.", st.last_index);
+    metric(b, "tern_raft_applied_index", "gauge", "Last applied Raft log index.",
+           st.applied_index);
+    metric(b, "tern_raft_leader", "gauge", "Leader node id (0: none).", st.leader);
+    metric(b, "tern_raft_state", "gauge",
+           "0 unavailable, 1 follower, 2 candidate, 3 leader.", (uint64_t)st.state);
+    metric(b, "tern_raft_pending_proposals", "gauge",
+           "This node's proposals not applied yet.", st.pending);
+    metric(b, "tern_raft_proposals_applied_total", "counter",
+           "This node's proposals applied.", st.proposals);
+    metric(b, "tern_raft_entries_appended_total", "counter",
+           "Log entries this node appended as leader.", st.entries);
+    metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
+           node_ready(a) && !a->draining);
+    metric(b, "tern_draining", "gauge", "1 while the node is drained.", a->draining);
+    metric(b, "tern_uptime_seconds", "gauge", "Seconds since the node started.",
+           (tern_now_ms() - a->started_ms) / 1000);
+    metric_head(b, "tern_build_info", "gauge", "Version of this ternd.");
+    sample(b, "tern_build_info", "version=\"" TERN_VERSION "\"", 1);
+}
+
+static void get_metrics(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                        const char *query)
+{
+    struct sbuf b = {0};
+    metrics_node(&b, a->node);
+    metrics_fsm(&b, a->node);
+    metrics_raft(&b, a);
+    if (b.oom)
+        reply_error(hc, 500, NULL, 0, "out of memory");
+    else
+        tern_http_respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p,
+                          b.len);
+    free(b.p);
+}
+
+/* --- leadership, snapshot ---------------------------------------------------------- */
+
+struct transfer_ctx {
+    struct tern_admin *admin;
+    struct tern_http_conn *hc;
+};
+
+static void on_transferred(void *ctx, int status)
+{
+    struct transfer_ctx *t = ctx;
+    struct tern_cluster_status st;
+    tern_cluster_status(t->admin->node->cluster, &st);
+    if (status == TERN_OK) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "leader", st.leader);
+        cJSON_AddNumberToObject(o, "term", (double)st.term);
+        reply_json(t->hc, 200, o);
+    } else {
+        reply_error(t->hc, 409, "leader", st.leader, "leadership did not move (%s)",
+                    tern_strerror(status));
+    }
+    tern_http_release(t->hc);
+    free(t);
+}
+
+static bool is_member(const struct tern_node *n, uint32_t id)
+{
+    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
+    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
+    for (size_t i = 0; i < count; i++)
+        if (ms[i].id == id)
+            return true;
+    return false;
+}
+
+static void post_transfer(struct tern_admin *a, struct tern_http_conn *hc,
+                          const char *tail, const char *query)
+{
+    struct tern_node *n = a->node;
+    uint64_t to = 0;
+    if (query_uint(query, "to", UINT32_MAX, &to) < 0) {
+        reply_error(hc, 400, NULL, 0, "to: must be a node id");
+        return;
+    }
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    if (st.state != 3) {
+        reply_error(hc, 409, "leader", st.leader,
+                    "node %u is not the leader: ask the leader (node %u)", n->cfg.node_id,
+                    st.leader);
+        return;
+    }
+    if (to == n->cfg.node_id) {
+        reply_error(hc, 400, "leader", st.leader, "node %u is already the leader",
+                    n->cfg.node_id);
+        return;
+    }
+    if (to && !is_member(n, (uint32_t)to)) {
+        reply_error(hc, 404, NULL, 0, "no member %" PRIu64, to);
+        return;
+    }
+    struct transfer_ctx *t = malloc(sizeof(*t));
+    if (!t) {
+        reply_error(hc, 500, NULL, 0, "out of memory");
+        return;
+    }
+    *t = (struct transfer_ctx){a, hc};
+    tern_http_hold(hc);
+    int rv = tern_cluster_transfer(n->cluster, (uint32_t)to, on_transferred, t);
+    if (rv != TERN_OK) {
+        reply_error(hc, 409, "leader", st.leader,
+                    "cannot transfer leadership: no other voter can take it (%s)",
+                    tern_strerror(rv));
+        tern_http_release(hc);
+        free(t);
+        return;
+    }
+    TERN_LOGI("admin: transferring leadership to %s%" PRIu64, to ? "node " : "any voter",
+              to);
+}
+
+static void on_snapshot_barrier(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    (void)res;
+    struct transfer_ctx *t = ctx;
+    if (status != TERN_OK) {
+        reply_error(t->hc, 503, NULL, 0, "not applied: %s", tern_strerror(status));
+    } else {
+        struct tern_cluster_status st;
+        tern_cluster_status(t->admin->node->cluster, &st);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "snapshot", "requested");
+        cJSON_AddNumberToObject(o, "applied_index", (double)st.applied_index);
+        reply_json(t->hc, 202, o);
+    }
+    tern_http_release(t->hc);
+    free(t);
+}
+
+/* The snapshot is taken at the next applied entry; a BARRIER makes one. */
+static void post_snapshot(struct tern_admin *a, struct tern_http_conn *hc,
+                          const char *tail, const char *query)
+{
+    struct transfer_ctx *t = malloc(sizeof(*t));
+    if (!t) {
+        reply_error(hc, 500, NULL, 0, "out of memory");
+        return;
+    }
+    *t = (struct transfer_ctx){a, hc};
+    tern_cluster_snapshot_soon(a->node->cluster);
+    struct tern_cmd cmd = {.type = TERN_CMD_BARRIER, .now_ms = tern_now_ms()};
+    tern_http_hold(hc);
+    int rv = tern_cluster_propose(a->node->cluster, &cmd, on_snapshot_barrier, t);
+    if (rv != TERN_OK) {
+        reply_error(hc, 503, NULL, 0, "cannot propose: %s", tern_strerror(rv));
+        tern_http_release(hc);
+        free(t);
+        return;
+    }
+    TERN_LOGI("admin: snapshot requested");
+}
+
+/* --- drain -------------------------------------------------------------------- */
+
+/* MQTT address of another member for clients to move to ("" if none): one whose
+ * link is up if possible. */
+static const char *other_member(const struct tern_node *n)
+{
+    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
+    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
+    const char *any = "";
+    for (uint32_t i = 0; i < n->cfg.member_count; i++) {
+        const struct tern_member *m = &n->cfg.members[i];
+        if (m->id == n->cfg.node_id || !m->mqtt[0])
+            continue;
+        for (size_t j = 0; j < count; j++)
+            if (ms[j].id == m->id && ms[j].link_up)
+                return m->mqtt;
+        if (!any[0])
+            any = m->mqtt;
+    }
+    return any;
+}
+
+static void set_server_reference(struct tern_props *pr, const char *ref)
+{
+    if (!ref[0])
+        return;
+    pr->mask |= TERN_PROP_BIT(TERN_PROP_SERVER_REFERENCE);
+    pr->server_reference =
+        (struct tern_bytes){(const uint8_t *)ref, (uint32_t)strlen(ref)};
+}
+
+/* Closes every client connection: MQTT 5 clients are told to use another server. */
+static unsigned drain_connections(struct tern_node *n, const char *ref)
+{
+    unsigned closed = 0;
+    /* Closing is asynchronous: the list does not change while we walk it. */
+    for (struct tern_conn *c = n->conns; c; c = c->next) {
+        if (c->state == TERN_CONN_CLOSING)
+            continue;
+        if (c->state == TERN_CONN_ACTIVE && c->version == TERN_MQTT_5 &&
+            !c->disconnect_sent) {
+            struct tern_packet p = {.type = TERN_DISCONNECT};
+            p.u.disconnect.reason = TERN_RC_USE_ANOTHER_SERVER;
+            set_server_reference(&p.u.disconnect.props, ref);
+            tern_conn_send(c, &p);
+            c->disconnect_sent = true;
+        }
+        tern_conn_close(c, TERN_RC_USE_ANOTHER_SERVER, "node drained by admin");
+        closed++;
+    }
+    return closed;
+}
+
+/* The node named by ?node=ID must be this one; false if answered. */
+static bool drain_target_ok(struct tern_admin *a, struct tern_http_conn *hc,
+                            const char *query)
+{
+    uint64_t id = 0;
+    if (query_uint(query, "node", UINT32_MAX, &id) != 1) {
+        reply_error(hc, 400, NULL, 0, "node: the id of this node is required (?node=ID)");
+        return false;
+    }
+    if (id != a->node->cfg.node_id) {
+        reply_error(hc, 409, "node", (double)id,
+                    "this is node %u: ask node %" PRIu64 "'s admin API to drain it",
+                    a->node->cfg.node_id, id);
+        return false;
+    }
+    return true;
+}
+
+static void post_drain(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                       const char *query)
+{
+    if (!drain_target_ok(a, hc, query))
+        return;
+    const char *ref = other_member(a->node);
+    a->draining = true;
+    unsigned closed = drain_connections(a->node, ref);
+    TERN_LOGI("admin: node drained: %u connections closed, new ones refused%s%s", closed,
+              ref[0] ? "; clients sent to " : "", ref);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "draining", true);
+    cJSON_AddNumberToObject(o, "closed", closed);
+    if (ref[0])
+        cJSON_AddStringToObject(o, "server_reference", ref);
+    else
+        cJSON_AddNullToObject(o, "server_reference");
+    reply_json(hc, 200, o);
+}
+
+static void post_undrain(struct tern_admin *a, struct tern_http_conn *hc,
+                         const char *tail, const char *query)
+{
+    if (!drain_target_ok(a, hc, query))
+        return;
+    if (a->draining)
+        TERN_LOGI("admin: node undrained: accepting clients again");
+    a->draining = false;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "draining", false);
+    reply_json(hc, 200, o);
+}
+
+/* A connection accepted while drained: reads just enough of CONNECT to learn the
+ * protocol version, answers with a refusing CONNACK, and reads on (discarding)
+ * until the client closes, so that closing does not reset the connection before
+ * the client has read the CONNACK. */
+struct refuse_conn {
+    struct refuse_conn *next, *prev;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct tern_admin *admin;
+    int handles;
+    bool answered;
+    size_t len;
+    uint8_t head[16];
+    uint8_t out[128];
+    char scratch[512];
+};
+
+static void refuse_closed(uv_handle_t *h)
+{
+    struct refuse_conn *r = h->data;
+    if (--r->handles > 0)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->admin->refusing = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    free(r);
+}
+
+static void refuse_close(struct refuse_conn *r)
+{
+    if (uv_is_closing((uv_handle_t *)&r->tcp))
+        return;
+    uv_close((uv_handle_t *)&r->tcp, refuse_closed);
+    uv_close((uv_handle_t *)&r->timer, refuse_closed);
+}
+
+/* Protocol level of the CONNECT in head: 0 if more bytes are needed, -1 if it is
+ * not a CONNECT. */
+static int connect_level(const uint8_t *h, size_t len)
+{
+    if (len >= 1 && h[0] != 0x10)
+        return -1;
+    size_t off = 1;
+    while (off < len && off < 5 && (h[off] & 0x80))
+        off++;
+    off++; /* past the remaining length */
+    if (len < off + 2)
+        return 0;
+    size_t name_len = ((size_t)h[off] << 8) | h[off + 1];
+    if (name_len != 4 && name_len != 6)
+        return -1;
+    return len > off + 2 + name_len ? h[off + 2 + name_len] : 0;
+}
+
+static void on_refuse_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void on_refuse_written(uv_write_t *w, int status)
+{
+    struct refuse_conn *r = w->data;
+    uv_shutdown_t *sh = status == 0 ? malloc(sizeof(*sh)) : NULL;
+    if (!sh || uv_is_closing((uv_handle_t *)&r->tcp) ||
+        uv_shutdown(sh, (uv_stream_t *)&r->tcp, on_refuse_shutdown) != 0) {
+        free(sh);
+        refuse_close(r);
+    }
+}
+
+static void refuse_answer(struct refuse_conn *r, int level)
+{
+    struct tern_packet p = {.type = TERN_CONNACK};
+    uint8_t version = level == TERN_MQTT_5 ? TERN_MQTT_5 : TERN_MQTT_311;
+    if (version == TERN_MQTT_5) {
+        p.u.connack.reason = TERN_RC_USE_ANOTHER_SERVER;
+        set_server_reference(&p.u.connack.props, other_member(r->admin->node));
+    } else {
+        p.u.connack.reason = TERN_V3_SERVER_UNAVAILABLE;
+    }
+    size_t n = tern_codec_encode(&p, version, r->out, sizeof(r->out));
+    r->answered = true;
+    r->wreq.data = r;
+    uv_buf_t b = uv_buf_init((char *)r->out, (unsigned)n);
+    if (n == 0 || n > sizeof(r->out) ||
+        uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, on_refuse_written) != 0)
+        refuse_close(r);
+}
+
+static void refuse_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct refuse_conn *r = h->data;
+    *buf = uv_buf_init(r->scratch, sizeof(r->scratch));
+}
+
+static void refuse_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct refuse_conn *r = s->data;
+    if (nread < 0) {
+        refuse_close(r);
+        return;
+    }
+    if (r->answered)
+        return; /* discarding until the client closes */
+    size_t take = (size_t)nread;
+    if (take > sizeof(r->head) - r->len)
+        take = sizeof(r->head) - r->len;
+    memcpy(r->head + r->len, buf->base, take);
+    r->len += take;
+    int level = connect_level(r->head, r->len);
+    if (level < 0 || (level == 0 && r->len == sizeof(r->head)))
+        refuse_close(r);
+    else if (level > 0)
+        refuse_answer(r, level);
+}
+
+static void refuse_timeout(uv_timer_t *t)
+{
+    refuse_close(t->data);
+}
+
+bool tern_admin_refuse_accept(struct tern_node *n)
+{
+    struct tern_admin *a = n->admin;
+    if (!a || !a->draining)
+        return false;
+    n->stats.connections_rejected++;
+    struct refuse_conn *r = calloc(1, sizeof(*r));
+    if (!r)
+        return true; /* left in the backlog: refused by not answering */
+    r->admin = a;
+    r->handles = 2;
+    r->next = a->refusing;
+    if (a->refusing)
+        a->refusing->prev = r;
+    a->refusing = r;
+    uv_tcp_init(n->loop, &r->tcp);
+    uv_timer_init(n->loop, &r->timer);
+    r->tcp.data = r->timer.data = r;
+    if (uv_accept((uv_stream_t *)&n->listener, (uv_stream_t *)&r->tcp) != 0) {
+        refuse_close(r);
+        return true;
+    }
+    uv_timer_start(&r->timer, refuse_timeout, REFUSE_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *)&r->tcp, refuse_alloc, refuse_read);
+    return true;
+}
+
+/* --- $SYS topics ----------------------------------------------------------------- */
+
+/* Publishes one $SYS topic to this node's clean-session subscribers. */
+static void sys_publish(struct tern_node *n, const char *topic, const char *fmt, ...)
+    TERN_PRINTF(3, 4);
+static void sys_publish(struct tern_node *n, const char *topic, const char *fmt, ...)
+{
+    if (!tern_fsm_has_subscriber(n->local, topic, strlen(topic)))
+        return;
+    char payload[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(payload, sizeof(payload), fmt, ap);
+    va_end(ap);
+    struct tern_cmd_msg m = {
+        .topic = {(const uint8_t *)topic, (uint32_t)strlen(topic)},
+        .payload = {(const uint8_t *)payload, (uint32_t)len},
+    };
+    tern_deliver_to_local(n, &m, NULL, 0);
+}
+
+static void on_sys_timer(uv_timer_t *t)
+{
+    struct tern_admin *a = t->data;
+    struct tern_node *n = a->node;
+    const struct tern_node_stats *s = &n->stats;
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    unsigned connected = 0;
+    for (struct tern_conn *c = n->conns; c; c = c->next)
+        connected += c->state == TERN_CONN_ACTIVE;
+    sys_publish(n, "$SYS/broker/version", "tern %s", TERN_VERSION);
+    sys_publish(n, "$SYS/broker/uptime", "%" PRIu64 " seconds",
+                (tern_now_ms() - a->started_ms) / 1000);
+    sys_publish(n, "$SYS/broker/clients/connected", "%u", connected);
+    sys_publish(n, "$SYS/broker/messages/received", "%" PRIu64,
+                s->msgs_in[0] + s->msgs_in[1] + s->msgs_in[2]);
+    sys_publish(n, "$SYS/broker/messages/sent", "%" PRIu64,
+                s->msgs_out[0] + s->msgs_out[1] + s->msgs_out[2]);
+    sys_publish(n, "$SYS/broker/tern/raft/term", "%" PRIu64, st.term);
+    sys_publish(n, "$SYS/broker/tern/raft/leader", "%" PRIu32, st.leader);
+}
+
+/* --- routing ---------------------------------------------------------------------- */
+
+typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
+                         const char *tail, const char *query);
+
+struct admin_route {
+    const char *method;
+    const char *path; /* ending in '/': a prefix followed by one argument */
+    admin_fn fn;
+};
+
+static const struct admin_route routes[] = {
+    {"GET", "/cluster", get_cluster},
+    {"GET", "/health", get_health},
+    {"GET", "/clients", get_clients},
+    {"GET", "/sessions", get_sessions},
+    {"GET", "/sessions/", get_session},
+    {"DELETE", "/sessions/", delete_session},
+    {"GET", "/subscriptions", get_subscriptions},
+    {"GET", "/retained", get_retained},
+    {"DELETE", "/retained/", delete_retained},
+    {"GET", "/metrics", get_metrics},
+    {"POST", "/transfer-leader", post_transfer},
+    {"POST", "/snapshot", post_snapshot},
+    {"POST", "/drain", post_drain},
+    {"POST", "/undrain", post_undrain},
+};
+
+/* Does path match the route's path? Sets *tail to the argument of a prefix route. */
+static bool path_matches(const char *route, const char *path, const char **tail)
+{
+    size_t rl = strlen(route);
+    if (route[rl - 1] != '/') {
+        *tail = "";
+        return strcmp(route, path) == 0;
+    }
+    *tail = path + rl;
+    return strncmp(route, path, rl) == 0 && path[rl] != '\0';
+}
+
+static void on_request(void *ctx, struct tern_http_conn *hc,
+                       const struct tern_http_req *req)
+{
+    struct tern_admin *a = ctx;
+    char allow[64] = "";
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const char *tail;
+        if (!path_matches(routes[i].path, req->path, &tail))
+            continue;
+        if (strcmp(routes[i].method, req->method) == 0) {
+            TERN_LOGD("admin: %s %s", req->method, req->path);
+            routes[i].fn(a, hc, tail, req->query);
+            return;
+        }
+        size_t l = strlen(allow);
+        snprintf(allow + l, sizeof(allow) - l, "%s%s", l ? ", " : "", routes[i].method);
+    }
+    if (allow[0]) {
+        char msg[400], hdr[96];
+        snprintf(msg, sizeof(msg), "%s is not allowed on %.200s (allowed: %s)",
+                 req->method, req->path, allow);
+        snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "error", msg);
+        reply_json_h(hc, 405, o, hdr);
+    } else
+        reply_error(hc, 404, NULL, 0, "no endpoint %.200s", req->path);
+}
+
+/* --- lifetime ---------------------------------------------------------------------- */
+
+int tern_admin_start(struct tern_node *n, char *errmsg)
+{
+    struct tern_admin *a = calloc(1, sizeof(*a));
+    if (!a) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "admin: out of memory");
+        return TERN_ENOMEM;
+    }
+    a->node = n;
+    a->started_ms = tern_now_ms();
+    n->admin = a;
+    int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
+                             a->bound, sizeof(a->bound), errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    TERN_LOGI("admin API listening on %s", a->bound);
+    if (n->cfg.sys_interval_s) {
+        uint64_t ms = (uint64_t)n->cfg.sys_interval_s * 1000;
+        uv_timer_init(n->loop, &a->sys_timer);
+        a->sys_timer.data = a;
+        uv_timer_start(&a->sys_timer, on_sys_timer, ms, ms);
+        a->sys_started = true;
+    }
+    return TERN_OK;
+}
+
+void tern_admin_stop(struct tern_node *n)
+{
+    struct tern_admin *a = n->admin;
+    if (!a)
+        return;
+    tern_http_stop(a->http);
+    a->http = NULL;
+    for (struct refuse_conn *r = a->refusing; r; r = r->next)
+        refuse_close(r);
+    if (a->sys_started)
+        uv_close((uv_handle_t *)&a->sys_timer, NULL);
+    a->sys_started = false;
+}
+
+void tern_admin_free(struct tern_node *n)
+{
+    free(n->admin);
+    n->admin = NULL;
+}

@@ -1,0 +1,810 @@
+/* ternctl: command-line client of a node's admin HTTP API (docs/operations.md).
+ *
+ *   ternctl [--admin HOST:PORT] [--json] COMMAND [ARGS]
+ *
+ * One HTTP/1.1 request per command over a plain blocking socket (10 s timeouts),
+ * the JSON answer printed as an aligned table, or as is with --json.
+ * Exit status: 0 done, 1 node unreachable or the API refused (its error is
+ * printed), 2 usage error, 3 not supported.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "dev"
+#endif
+
+#define DEFAULT_ADMIN "127.0.0.1:8081"
+#define IO_TIMEOUT_S 10
+#define RESPONSE_MAX (64u * 1024 * 1024)
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define EXIT_UNSUPPORTED 3
+
+struct ctl {
+    const char *admin; /* as given, for messages */
+    char host[256];
+    char port[8];
+    bool json;
+};
+
+struct response {
+    int status;
+    char *raw;  /* whole response, NUL-terminated */
+    char *body; /* into raw */
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ternctl [--admin HOST:PORT] [--json] COMMAND [ARGS]\n"
+            "\n"
+            "Talks to one tern node's admin API (default " DEFAULT_ADMIN ").\n"
+            "\n"
+            "  status                   cluster and health summary of the node\n"
+            "  members                  cluster members as the node sees them\n"
+            "  clients                  client connections on the node\n"
+            "  sessions                 every session in the cluster\n"
+            "  session show ID          one session and its subscriptions\n"
+            "  kick ID                  delete a session (its client is disconnected)\n"
+            "  subscriptions            subscriptions of persistent sessions\n"
+            "  retained                 retained messages\n"
+            "  retained delete TOPIC    delete one retained message\n"
+            "  transfer-leader [ID]     hand leadership to node ID (or any voter)\n"
+            "  drain NODE               close NODE's clients, refuse new ones\n"
+            "  undrain NODE             accept clients again\n"
+            "  snapshot                 take a Raft snapshot now\n"
+            "  metrics                  Prometheus metrics\n"
+            "  add-node, remove-node    not supported (static membership)\n"
+            "\n"
+            "  --admin HOST:PORT        the node's admin_listen address\n"
+            "  --json                   print the API's JSON instead of tables\n"
+            "  --help, --version\n");
+}
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ternctl: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
+/* --- HTTP ------------------------------------------------------------------------- */
+
+static bool split_admin(struct ctl *ctl, const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return false;
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (s[0] == '[') {
+        if (hlen < 3 || s[hlen - 1] != ']')
+            return false;
+        h++;
+        hlen -= 2;
+    }
+    size_t plen = strlen(colon + 1);
+    if (hlen >= sizeof(ctl->host) || plen == 0 || plen > 5 ||
+        strspn(colon + 1, "0123456789") != plen || atoi(colon + 1) > 65535)
+        return false;
+    memcpy(ctl->host, h, hlen);
+    ctl->host[hlen] = '\0';
+    memcpy(ctl->port, colon + 1, plen + 1);
+    ctl->admin = s;
+    return true;
+}
+
+static int dial(const struct ctl *ctl)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rv = getaddrinfo(ctl->host, ctl->port, &hints, &res);
+    if (rv != 0) {
+        fprintf(stderr, "ternctl: cannot reach %s: %s\n", ctl->admin, gai_strerror(rv));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        /* connect() honours SO_SNDTIMEO on Linux: every step is bounded. */
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        fprintf(stderr, "ternctl: cannot reach %s: %s\n", ctl->admin,
+                strerror(err == EINPROGRESS || err == EAGAIN ? ETIMEDOUT : err));
+    return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Reads until the server closes (every response is Connection: close). */
+static char *recv_all(int fd, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 == cap) {
+            char *p = cap < RESPONSE_MAX ? realloc(buf, cap * 2) : NULL;
+            if (!p) {
+                free(buf);
+                return NULL;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            free(buf);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (buf)
+        buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static bool parse_response(char *raw, struct response *r)
+{
+    char *end = strstr(raw, "\r\n\r\n");
+    if (strncmp(raw, "HTTP/1.", 7) != 0 || !end ||
+        sscanf(raw + 8, " %d", &r->status) != 1)
+        return false;
+    r->raw = raw;
+    r->body = end + 4;
+    return true;
+}
+
+/* Performs one request. Returns 0, or EXIT_FAIL with a message printed. */
+static int http(const struct ctl *ctl, const char *method, const char *path,
+                struct response *r)
+{
+    char req[8192];
+    int len = snprintf(req, sizeof(req),
+                       "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ternctl/%s\r\n"
+                       "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                       method, path, ctl->host, TERN_VERSION);
+    if (len < 0 || (size_t)len >= sizeof(req)) {
+        fprintf(stderr, "ternctl: request too long\n");
+        return EXIT_FAIL;
+    }
+    int fd = dial(ctl);
+    if (fd < 0)
+        return EXIT_FAIL;
+    size_t n = 0;
+    char *raw = NULL;
+    if (send_all(fd, req, (size_t)len))
+        raw = recv_all(fd, &n);
+    int err = errno;
+    close(fd);
+    if (!raw) {
+        fprintf(stderr, "ternctl: %s: no answer: %s\n", ctl->admin,
+                strerror(err == EAGAIN ? ETIMEDOUT : err));
+        return EXIT_FAIL;
+    }
+    if (!parse_response(raw, r)) {
+        fprintf(stderr, "ternctl: %s: not an HTTP response\n", ctl->admin);
+        free(raw);
+        return EXIT_FAIL;
+    }
+    return 0;
+}
+
+/* Percent-encodes everything but unreserved characters. */
+static char *url_encode(const char *s)
+{
+    char *out = malloc(strlen(s) * 3 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+            (*p >= '0' && *p <= '9') || strchr("-._~", *p))
+            *o++ = (char)*p;
+        else
+            o += sprintf(o, "%%%02X", *p);
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The request and its JSON answer. ok_status: a status >= 400 that is still an
+ * answer (0 for none). Returns NULL after printing the error; *rc says how. */
+static cJSON *api(const struct ctl *ctl, const char *method, const char *path,
+                  int ok_status, int *rc)
+{
+    struct response r;
+    *rc = http(ctl, method, path, &r);
+    if (*rc)
+        return NULL;
+    cJSON *j = cJSON_Parse(r.body);
+    if (r.status >= 400 && r.status != ok_status) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        fprintf(stderr, "ternctl: %s (HTTP %d)\n",
+                cJSON_IsString(e) ? e->valuestring : "request failed", r.status);
+        cJSON_Delete(j);
+        j = NULL;
+        *rc = EXIT_FAIL;
+    } else if (!j) {
+        fprintf(stderr, "ternctl: %s: the answer is not JSON\n", ctl->admin);
+        *rc = EXIT_FAIL;
+    }
+    free(r.raw);
+    return j;
+}
+
+/* --- output ------------------------------------------------------------------------ */
+
+static void print_json(const cJSON *j)
+{
+    char *s = cJSON_Print(j);
+    if (s)
+        printf("%s\n", s);
+    free(s);
+}
+
+#define TABLE_COLS_MAX 10
+
+struct table {
+    int ncols;
+    const char *head[TABLE_COLS_MAX];
+    char **cells; /* row-major */
+    size_t nrows, cap;
+};
+
+static void table_add(struct table *t, const char *const *vals)
+{
+    if (t->nrows == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        char **c = realloc(t->cells, cap * (size_t)t->ncols * sizeof(*c));
+        if (!c)
+            return;
+        t->cells = c;
+        t->cap = cap;
+    }
+    for (int i = 0; i < t->ncols; i++)
+        t->cells[t->nrows * (size_t)t->ncols + (size_t)i] =
+            strdup(vals[i] ? vals[i] : "");
+    t->nrows++;
+}
+
+/* table_row(t, cell, cell, ...): exactly t->ncols cells. */
+#define table_row(t, ...) table_add((t), (const char *const[]){__VA_ARGS__})
+
+static size_t cell_width(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+/* Prints the cell; control characters (from client ids, topics) as '?'. */
+static void put_cell(const char *s, size_t pad)
+{
+    for (const char *p = s ? s : ""; *p; p++)
+        putchar((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p);
+    for (size_t i = 0; i < pad; i++)
+        putchar(' ');
+}
+
+static void table_print(struct table *t)
+{
+    size_t w[TABLE_COLS_MAX];
+    for (int c = 0; c < t->ncols; c++) {
+        w[c] = strlen(t->head[c]);
+        for (size_t r = 0; r < t->nrows; r++) {
+            size_t l = cell_width(t->cells[r * (size_t)t->ncols + (size_t)c]);
+            w[c] = l > w[c] ? l : w[c];
+        }
+    }
+    for (size_t r = 0; r <= t->nrows; r++) {
+        for (int c = 0; c < t->ncols; c++) {
+            const char *s =
+                r == 0 ? t->head[c] : t->cells[(r - 1) * (size_t)t->ncols + (size_t)c];
+            bool last = c == t->ncols - 1;
+            put_cell(s, last ? 0 : w[c] - cell_width(s) + 2);
+        }
+        putchar('\n');
+    }
+    for (size_t i = 0; i < t->nrows * (size_t)t->ncols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+}
+
+/* Field text of a JSON object, in a rotating set of buffers (a table row needs
+ * several at once). */
+static const char *field(const cJSON *o, const char *key)
+{
+    static char bufs[TABLE_COLS_MAX][64];
+    static int next;
+    char *b = bufs[next++ % TABLE_COLS_MAX];
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    if (cJSON_IsBool(v))
+        return cJSON_IsTrue(v) ? "yes" : "no";
+    if (cJSON_IsNumber(v))
+        snprintf(b, 64, "%.0f", v->valuedouble);
+    else
+        snprintf(b, 64, "-");
+    return b;
+}
+
+static double number(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void truncated_note(const cJSON *j, const char *list)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, list);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "truncated")))
+        printf("(showing %d of %.0f)\n", cJSON_GetArraySize(arr), number(j, "total"));
+}
+
+/* --- commands ------------------------------------------------------------------ */
+
+static void print_members(const cJSON *cluster)
+{
+    struct table t = {
+        .ncols = 8,
+        .head = {"ID", "RAFT", "MQTT", "ROLE", "LEADER", "SELF", "LINK", "MATCH"}};
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(cluster, "members"))
+    {
+        const char *link =
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "link_up")) ? "up" : "down";
+        table_row(&t, field(m, "id"), field(m, "raft"), field(m, "mqtt"),
+                  field(m, "role"), field(m, "leader"), field(m, "self"), link,
+                  field(m, "match_index"));
+    }
+    table_print(&t);
+}
+
+static int cmd_status(struct ctl *ctl, char **args)
+{
+    int rc;
+    cJSON *cluster = api(ctl, "GET", "/cluster", 0, &rc);
+    if (!cluster)
+        return rc;
+    cJSON *health = api(ctl, "GET", "/health", 503, &rc);
+    if (!health) {
+        cJSON_Delete(cluster);
+        return rc;
+    }
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "cluster", cluster);
+        cJSON_AddItemToObject(o, "health", health);
+        print_json(o);
+        cJSON_Delete(o);
+        return 0;
+    }
+    bool ready = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(health, "ready"));
+    bool draining = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(health, "draining"));
+    printf("node %s: %s, term %s, leader %s\n", field(cluster, "node_id"),
+           field(cluster, "state"), field(cluster, "term"), field(cluster, "leader"));
+    printf("health: %s%s\n", ready ? "ready" : "NOT READY", draining ? ", draining" : "");
+    printf("log: last index %s, applied %s, pending proposals %s\n\n",
+           field(cluster, "last_index"), field(cluster, "applied_index"),
+           field(cluster, "pending_proposals"));
+    print_members(cluster);
+    cJSON_Delete(cluster);
+    cJSON_Delete(health);
+    return 0;
+}
+
+/* GET path; prints JSON or calls show(). */
+static int get_and_show(struct ctl *ctl, const char *path, void (*show)(const cJSON *))
+{
+    int rc;
+    cJSON *j = api(ctl, "GET", path, 0, &rc);
+    if (!j)
+        return rc;
+    if (ctl->json)
+        print_json(j);
+    else
+        show(j);
+    cJSON_Delete(j);
+    return 0;
+}
+
+static int cmd_members(struct ctl *ctl, char **args)
+{
+    return get_and_show(ctl, "/cluster", print_members);
+}
+
+static void show_clients(const cJSON *j)
+{
+    struct table t = {.ncols = 8,
+                      .head = {"CLIENT_ID", "PEER", "PROTO", "STATE", "PERSISTENT",
+                               "KEEPALIVE", "INFLIGHT", "QUEUED"}};
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "clients"))
+    {
+        table_row(&t, field(c, "client_id"), field(c, "peer"), field(c, "protocol"),
+                  field(c, "state"), field(c, "persistent"), field(c, "keepalive_s"),
+                  field(c, "inflight"), field(c, "queued"));
+    }
+    table_print(&t);
+    truncated_note(j, "clients");
+}
+
+static int cmd_clients(struct ctl *ctl, char **args)
+{
+    return get_and_show(ctl, "/clients", show_clients);
+}
+
+static const char *expiry_text(const cJSON *s)
+{
+    return number(s, "expiry_s") == 4294967295.0 ? "never" : field(s, "expiry_s");
+}
+
+static void show_sessions(const cJSON *j)
+{
+    struct table t = {.ncols = 8,
+                      .head = {"CLIENT_ID", "OWNER", "ONLINE", "EXPIRY_S", "QUEUED",
+                               "QUEUED_BYTES", "INFLIGHT", "SUBS"}};
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(j, "sessions"))
+    {
+        table_row(&t, field(s, "client_id"), field(s, "owner"), field(s, "online"),
+                  expiry_text(s), field(s, "queued"), field(s, "queued_bytes"),
+                  field(s, "inflight"), field(s, "subscriptions"));
+    }
+    table_print(&t);
+    truncated_note(j, "sessions");
+}
+
+static int cmd_sessions(struct ctl *ctl, char **args)
+{
+    return get_and_show(ctl, "/sessions", show_sessions);
+}
+
+static void show_subs(const cJSON *list, bool with_client)
+{
+    static const char *head[] = {"CLIENT_ID",     "FILTER",          "QOS",   "NO_LOCAL",
+                                 "RETAIN_AS_PUB", "RETAIN_HANDLING", "SUB_ID"};
+    /* Without the client id column when all rows are the same session. */
+    int skip = with_client ? 0 : 1;
+    struct table t = {.ncols = 7 - skip};
+    memcpy(t.head, head + skip, (size_t)t.ncols * sizeof(head[0]));
+    const cJSON *s;
+    cJSON_ArrayForEach(s, list)
+    {
+        const char *row[] = {field(s, "client_id"),
+                             field(s, "filter"),
+                             field(s, "qos"),
+                             field(s, "no_local"),
+                             field(s, "retain_as_published"),
+                             field(s, "retain_handling"),
+                             field(s, "subscription_id")};
+        table_add(&t, row + skip);
+    }
+    table_print(&t);
+}
+
+static void show_session(const cJSON *s)
+{
+    static const char *keys[] = {"client_id", "owner",        "online", "protocol",
+                                 "expiry_s",  "epoch",        "queued", "queued_bytes",
+                                 "inflight",  "subscriptions"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        printf("%-14s ", keys[i]);
+        put_cell(i == 4 ? expiry_text(s) : field(s, keys[i]), 0);
+        putchar('\n');
+    }
+    const cJSON *subs = cJSON_GetObjectItemCaseSensitive(s, "subscription_list");
+    if (cJSON_GetArraySize(subs) > 0) {
+        putchar('\n');
+        show_subs(subs, false);
+    }
+}
+
+static void show_all_subs(const cJSON *j)
+{
+    show_subs(cJSON_GetObjectItemCaseSensitive(j, "subscriptions"), true);
+    truncated_note(j, "subscriptions");
+}
+
+static int cmd_subscriptions(struct ctl *ctl, char **args)
+{
+    return get_and_show(ctl, "/subscriptions", show_all_subs);
+}
+
+/* "/prefix/ENCODED(arg)". */
+static char *path_with(const char *prefix, const char *arg)
+{
+    char *enc = url_encode(arg);
+    char *p = enc ? malloc(strlen(prefix) + strlen(enc) + 1) : NULL;
+    if (p)
+        sprintf(p, "%s%s", prefix, enc);
+    free(enc);
+    return p;
+}
+
+static int cmd_session_show(struct ctl *ctl, char **args)
+{
+    char *path = path_with("/sessions/", args[0]);
+    int rc = path ? get_and_show(ctl, path, show_session) : EXIT_FAIL;
+    free(path);
+    return rc;
+}
+
+/* A write: prints JSON, or msg built from the answer by say(). */
+static int act(struct ctl *ctl, const char *method, const char *path,
+               void (*say)(const cJSON *j, const char *arg), const char *arg)
+{
+    int rc;
+    cJSON *j = api(ctl, method, path, 0, &rc);
+    if (!j)
+        return rc;
+    if (ctl->json)
+        print_json(j);
+    else
+        say(j, arg);
+    cJSON_Delete(j);
+    return 0;
+}
+
+static void say_kicked(const cJSON *j, const char *id)
+{
+    printf("session %s deleted\n", id);
+}
+
+static int cmd_kick(struct ctl *ctl, char **args)
+{
+    char *path = path_with("/sessions/", args[0]);
+    int rc = path ? act(ctl, "DELETE", path, say_kicked, args[0]) : EXIT_FAIL;
+    free(path);
+    return rc;
+}
+
+static void show_retained(const cJSON *j)
+{
+    struct table t = {.ncols = 3, .head = {"TOPIC", "BYTES", "QOS"}};
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "retained"))
+    {
+        table_row(&t, field(m, "topic"), field(m, "payload_bytes"), field(m, "qos"));
+    }
+    table_print(&t);
+    truncated_note(j, "retained");
+}
+
+static int cmd_retained(struct ctl *ctl, char **args)
+{
+    return get_and_show(ctl, "/retained", show_retained);
+}
+
+static void say_retained_deleted(const cJSON *j, const char *topic)
+{
+    printf("retained message on %s deleted\n", topic);
+}
+
+static int cmd_retained_delete(struct ctl *ctl, char **args)
+{
+    char *path = path_with("/retained/", args[0]);
+    int rc = path ? act(ctl, "DELETE", path, say_retained_deleted, args[0]) : EXIT_FAIL;
+    free(path);
+    return rc;
+}
+
+static bool is_node_id(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 10 && strspn(s, "0123456789") == n &&
+           strtoull(s, NULL, 10) > 0 && strtoull(s, NULL, 10) <= 4294967295ull;
+}
+
+static void say_transferred(const cJSON *j, const char *arg)
+{
+    printf("leader is now node %s (term %s)\n", field(j, "leader"), field(j, "term"));
+}
+
+static int cmd_transfer(struct ctl *ctl, char **args)
+{
+    char path[64] = "/transfer-leader";
+    if (args[0]) {
+        if (!is_node_id(args[0]))
+            return usage_error("transfer-leader: not a node id: \"%s\"", args[0]);
+        snprintf(path, sizeof(path), "/transfer-leader?to=%s", args[0]);
+    }
+    return act(ctl, "POST", path, say_transferred, NULL);
+}
+
+static void say_drained(const cJSON *j, const char *node)
+{
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(j, "server_reference");
+    printf("node %s drained: %s connections closed", node, field(j, "closed"));
+    if (cJSON_IsString(ref))
+        printf("; MQTT 5 clients sent to %s", ref->valuestring);
+    printf("\n");
+}
+
+static void say_undrained(const cJSON *j, const char *node)
+{
+    printf("node %s accepts clients again\n", node);
+}
+
+static int drain_cmd(struct ctl *ctl, const char *endpoint, const char *node,
+                     void (*say)(const cJSON *, const char *))
+{
+    char path[64];
+    if (!is_node_id(node))
+        return usage_error("%s: not a node id: \"%s\"", endpoint, node);
+    snprintf(path, sizeof(path), "/%s?node=%s", endpoint, node);
+    return act(ctl, "POST", path, say, node);
+}
+
+static int cmd_drain(struct ctl *ctl, char **args)
+{
+    return drain_cmd(ctl, "drain", args[0], say_drained);
+}
+
+static int cmd_undrain(struct ctl *ctl, char **args)
+{
+    return drain_cmd(ctl, "undrain", args[0], say_undrained);
+}
+
+static void say_snapshot(const cJSON *j, const char *arg)
+{
+    printf("snapshot requested at applied index %s\n", field(j, "applied_index"));
+}
+
+static int cmd_snapshot(struct ctl *ctl, char **args)
+{
+    return act(ctl, "POST", "/snapshot", say_snapshot, NULL);
+}
+
+static int cmd_metrics(struct ctl *ctl, char **args)
+{
+    struct response r;
+    int rc = http(ctl, "GET", "/metrics", &r);
+    if (rc)
+        return rc;
+    rc = r.status == 200 ? 0 : EXIT_FAIL;
+    if (rc)
+        fprintf(stderr, "ternctl: metrics: HTTP %d\n", r.status);
+    else
+        fputs(r.body, stdout);
+    free(r.raw);
+    return rc;
+}
+
+static int cmd_unsupported(struct ctl *ctl, char **args)
+{
+    fprintf(stderr, "ternctl: not supported yet: runtime membership changes are not "
+                    "implemented (static members only)\n");
+    return EXIT_UNSUPPORTED;
+}
+
+/* --- dispatch ---------------------------------------------------------------------- */
+
+struct command {
+    const char *name, *sub; /* sub: second word, or NULL */
+    int min_args, max_args;
+    int (*fn)(struct ctl *ctl, char **args);
+    const char *args_help;
+};
+
+static const struct command commands[] = {
+    {"status", NULL, 0, 0, cmd_status, ""},
+    {"members", NULL, 0, 0, cmd_members, ""},
+    {"clients", NULL, 0, 0, cmd_clients, ""},
+    {"sessions", NULL, 0, 0, cmd_sessions, ""},
+    {"session", "show", 1, 1, cmd_session_show, "ID"},
+    {"kick", NULL, 1, 1, cmd_kick, "ID"},
+    {"subscriptions", NULL, 0, 0, cmd_subscriptions, ""},
+    {"retained", "delete", 1, 1, cmd_retained_delete, "TOPIC"},
+    {"retained", NULL, 0, 0, cmd_retained, ""},
+    {"transfer-leader", NULL, 0, 1, cmd_transfer, "[ID]"},
+    {"drain", NULL, 1, 1, cmd_drain, "NODE"},
+    {"undrain", NULL, 1, 1, cmd_undrain, "NODE"},
+    {"snapshot", NULL, 0, 0, cmd_snapshot, ""},
+    {"metrics", NULL, 0, 0, cmd_metrics, ""},
+    {"add-node", NULL, 0, 8, cmd_unsupported, ""},
+    {"remove-node", NULL, 0, 8, cmd_unsupported, ""},
+};
+
+static int run(struct ctl *ctl, int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(argv[0], c->name) != 0)
+            continue;
+        int skip = 1;
+        if (c->sub) {
+            if (argc < 2 || strcmp(argv[1], c->sub) != 0)
+                continue;
+            skip = 2;
+        }
+        int nargs = argc - skip;
+        if (nargs < c->min_args || nargs > c->max_args)
+            return usage_error("usage: %s%s%s %s", c->name, c->sub ? " " : "",
+                               c->sub ? c->sub : "", c->args_help);
+        return c->fn(ctl, argv + skip);
+    }
+    return usage_error("unknown command \"%s%s%s\"", argv[0], argc > 1 ? " " : "",
+                       argc > 1 ? argv[1] : "");
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl ctl = {0};
+    split_admin(&ctl, DEFAULT_ADMIN);
+    /* Options first; the first other word starts the command. "--" ends options. */
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            ctl.json = true;
+        } else if (strcmp(argv[i], "--admin") == 0) {
+            if (i + 1 >= argc || !split_admin(&ctl, argv[i + 1]))
+                return usage_error("--admin needs HOST:PORT");
+            i++;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("ternctl %s\n", TERN_VERSION);
+            return 0;
+        } else {
+            return usage_error("unknown option \"%s\"", argv[i]);
+        }
+    }
+    if (i >= argc)
+        return usage_error("no command");
+    /* A NULL after the last argument: optional arguments read as NULL. */
+    char *args[16] = {0};
+    int n = argc - i;
+    if (n > 15)
+        return usage_error("too many arguments");
+    memcpy(args, argv + i, (size_t)n * sizeof(*args));
+    return run(&ctl, n, args);
+}
