@@ -5,5 +5,5 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/deploy/install-deps.sh"
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$ROOT/build" -j"$(nproc 2>/dev/null || echo 2)" --target ternd
+cmake --build "$ROOT/build" -j"$(nproc 2>/dev/null || echo 2)" --target ternd ternctl
 exec "$ROOT/build/ternd" "$@"
