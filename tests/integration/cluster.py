@@ -1,6 +1,6 @@
 """A three-node ternd cluster for multi-process integration tests.
 
-Fixture `tern_cluster` (import it into the test module):
+Fixture `tern_cluster` (import `tern_cluster_fixture` into the test module):
     c.node(n)          Node n (1..3): .host, .port (MQTT), .log(), .log_tail(), .alive()
     c.kill(n, sig)     signal a node (default SIGKILL) and wait for it to exit
     c.start(n)         start a stopped node again (same ports, same data dir)
@@ -10,6 +10,9 @@ Fixture `tern_cluster` (import it into the test module):
     c.leader()         the node id whose log says it is the leader, or None
     c.client(n, ...)   connected paho client (helpers.PahoClient) on node n, closed at teardown
     c.raw(n, version)  mqttraw.RawClient on node n, closed at teardown
+
+Extra config keys for every node: parametrize the fixture indirectly,
+    @pytest.mark.parametrize("tern_cluster", [{"queue_max": 100000}], indirect=True)
 
 Environment: TERN_BIN (default <repo>/build-asan/ternd).
 
@@ -23,6 +26,7 @@ import socket
 import subprocess
 import time
 import json
+import urllib.request
 
 import pytest
 
@@ -39,6 +43,16 @@ NODES = 3
 
 _LEADER_RE = re.compile(r"raft: (?:node (\d+) is leader|leader is node (\d+)|(no leader)) "
                         r"\(term (\d+)\)")
+
+
+def _supports_admin():
+    """Whether this ternd has the admin HTTP API (then each node gets its own port:
+    the default 8081 would collide between the three nodes)."""
+    try:
+        out = subprocess.run([TERN_BIN, "--help"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"admin_listen" in out.stdout + out.stderr
 
 
 def free_ports(n):
@@ -60,8 +74,9 @@ class Node:
 
     kind = "tern"
 
-    def __init__(self, node_id, workdir, mqtt_port, raft_port, peer_port):
+    def __init__(self, node_id, workdir, mqtt_port, raft_port, peer_port, admin_port=None):
         self.id = node_id
+        self.admin_port = admin_port  # None: this ternd has no admin API
         self.host = "127.0.0.1"
         self.port = mqtt_port
         self.raft_port = raft_port
@@ -81,9 +96,12 @@ class Node:
                 "peer": "127.0.0.1:%d" % self.peer_port,
                 "mqtt": "127.0.0.1:%d" % self.port}
 
-    def write_config(self, members):
-        cfg = {"node_id": self.id, "listen": "127.0.0.1:%d" % self.port,
-               "data_dir": self.data_dir, "log_level": "debug", "members": members}
+    def write_config(self, members, settings=None):
+        cfg = dict(settings or {})
+        cfg.update({"node_id": self.id, "listen": "127.0.0.1:%d" % self.port,
+               "data_dir": self.data_dir, "log_level": "debug", "members": members})
+        if self.admin_port:
+            cfg["admin_listen"] = "127.0.0.1:%d" % self.admin_port
         with open(self.config_path, "w") as f:
             json.dump(cfg, f, indent=1)
 
@@ -118,14 +136,16 @@ class Node:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, sig=signal.SIGTERM):
-        """Sends sig (SIGKILL after 5 s if it was something else and the node is still
-        running). Returns the exit code."""
+    def stop(self, sig=signal.SIGTERM, sent=False):
+        """Sends sig (unless `sent`: the caller already did), SIGKILL after 5 s if it was
+        something else and the node is still running. Returns the exit code."""
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            p.send_signal(sig)
+        signalled = sent or p.poll() is None
+        if signalled:
+            if not sent:
+                p.send_signal(sig)
             try:
                 p.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -133,12 +153,12 @@ class Node:
                                      "SIGKILL" % (self.id, STOP_GRACE_S, sig))
                 p.kill()
                 p.wait(5)
-        elif sig != signal.SIGKILL:
+        else:
             self.problems.append("node %d had exited by itself with %s" % (self.id,
                                                                          p.returncode))
         self.proc = None
         rc = p.returncode
-        if sig == signal.SIGTERM and rc != 0 and rc != -signal.SIGKILL:
+        if signalled and sig == signal.SIGTERM and rc != 0 and rc != -signal.SIGKILL:
             self.problems.append("node %d exited with %s on SIGTERM" % (self.id, rc))
         with open(self.log_path, "ab") as log:
             log.write(("=== stopped node %d: exit %s\n" % (self.id, rc)).encode())
@@ -164,6 +184,32 @@ class Node:
                 return text[max(0, i - 300):i + 3000]
         return None
 
+    def admin_get(self, path, timeout=3.0):
+        """Body of GET path on the node's admin API, or None (no API / not answering)."""
+        if not self.admin_port or not self.alive():
+            return None
+        url = "http://127.0.0.1:%d%s" % (self.admin_port, path)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return None
+
+    def metric(self, name, labels=""):
+        """A sample of the node's /metrics (e.g. "tern_dropped_messages_total",
+        'reason="queue_full"') as a number, or None."""
+        text = self.admin_get("/metrics")
+        if text is None:
+            return None
+        key = "%s{%s}" % (name, labels) if labels else name
+        for line in text.splitlines():
+            if line.startswith(key + " "):
+                try:
+                    return float(line.split()[1])
+                except ValueError:
+                    return None
+        return None
+
     def leader_view(self):
         """(leader id or 0, term) from the last leader line of the current run."""
         last = None
@@ -176,17 +222,20 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, workdir, n=NODES):
-        ports = free_ports(3 * n)
+    def __init__(self, workdir, n=NODES, settings=None):
+        """settings: extra config keys for every node (e.g. {"queue_max": 100000})."""
+        admin = _supports_admin()
+        per = 4 if admin else 3
+        ports = free_ports(per * n)
         self.nodes = []
         for i in range(n):
             wd = os.path.join(workdir, "node%d" % (i + 1))
             os.makedirs(wd, exist_ok=True)
-            self.nodes.append(Node(i + 1, wd, ports[3 * i], ports[3 * i + 1],
-                                   ports[3 * i + 2]))
+            p = ports[per * i:per * (i + 1)]
+            self.nodes.append(Node(i + 1, wd, p[0], p[1], p[2], p[3] if admin else None))
         members = [nd.member() for nd in self.nodes]
         for nd in self.nodes:
-            nd.write_config(members)
+            nd.write_config(members, settings)
         self._clients = []
 
     def node(self, n):
@@ -204,8 +253,15 @@ class Cluster:
             self.wait_ready()
 
     def stop_all(self, sig=signal.SIGTERM):
+        """Signals every running node at once (a node left alone without quorum would
+        take longer to stop), then waits for each."""
+        sent = []
         for nd in self.nodes:
-            nd.stop(sig)
+            if nd.alive():
+                nd.proc.send_signal(sig)
+                sent.append(nd)
+        for nd in self.nodes:
+            nd.stop(sig, sent=nd in sent)
 
     def kill(self, n, sig=signal.SIGKILL):
         return self.node(n).stop(sig)
@@ -263,7 +319,11 @@ class Cluster:
         claims = [i for i, v in views.items() if v and v[0] == i]
         if len(claims) != 1:
             return None
-        return claims[0]
+        lead, term = views[claims[0]]
+        for i, v in views.items():
+            if i != lead and (v is None or v[1] > term or (v[1] == term and v[0] != lead)):
+                return None
+        return lead
 
     def wait_leader(self, timeout=10.0, exclude=()):
         deadline = time.monotonic() + timeout
@@ -310,7 +370,7 @@ class Cluster:
                 errors.append("node %d exited by itself with %s:\n%s" % (
                     nd.id, nd.proc.returncode, nd.log_tail()))
                 nd.proc = None
-            nd.stop(signal.SIGTERM)
+        self.stop_all(signal.SIGTERM)
         for nd in self.nodes:
             errors += nd.problems
             rpt = nd.sanitizer_report()
@@ -320,11 +380,12 @@ class Cluster:
         return errors
 
 
-@pytest.fixture
-def tern_cluster(request, tmp_path):
+@pytest.fixture(name="tern_cluster")
+def tern_cluster_fixture(request, tmp_path):
     if not os.access(TERN_BIN, os.X_OK):
         pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
-    c = Cluster(str(tmp_path))
+    # extra config keys: @pytest.mark.parametrize("tern_cluster", [{...}], indirect=True)
+    c = Cluster(str(tmp_path), settings=getattr(request, "param", None))
     # conftest's report hook adds these nodes' log tails to failures
     request.node._tern_brokers = c.nodes
     try:
