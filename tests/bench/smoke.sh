@@ -20,7 +20,7 @@ for broker in $cols; do
     col=5
     [ "$broker" = tern ] && col=4
     bad=$(awk -F'|' -v c="$col" '
-        /^\| / && $3 ~ /received msg\/s|deliveries\/s|connected|delivered|connections\/s/ {
+        /^\| / && NF == 7 && $3 ~ /received msg\/s|deliveries\/s|connected|delivered|connections\/s/ {
             v = $(c); gsub(/ /, "", v)
             n++
             if (v !~ /^[0-9.]+$/ || v + 0 <= 0) print $2 "/" $3 ": " v
@@ -34,6 +34,28 @@ for broker in $cols; do
         echo "smoke: $broker: all scenarios produced counts"
     fi
 done
+# Scenario 8 (tern only): one value column; every throughput row and the failover
+# row (first message after the kill) must have a number.
+if [ -x "${TERND:-$ROOT/build/ternd}" ]; then
+    bad=$(awk -F'|' '
+        /^### 8\)/ { in8 = 1 }
+        in8 && /^\| / && NF == 5 && $3 ~ /committed msg\/s|received msg\/s/ {
+            v = $4; gsub(/ /, "", v); n++
+            if (v !~ /^[0-9.]+$/ || v + 0 <= 0) print $2 "/" $3 ": " v
+        }
+        in8 && /^\| leader / {
+            v = $5; gsub(/ /, "", v); n++
+            if (v !~ /^[0-9.]+$/ || v + 0 <= 0) print "failover first message: " v
+        }
+        END { if (n < 5) print "cluster: only " n " rows with counts" }' "$OUT")
+    if [ -n "$bad" ]; then
+        echo "smoke: cluster has empty or zero results:" >&2
+        echo "$bad" >&2
+        fail=1
+    else
+        echo "smoke: cluster: all cases produced counts"
+    fi
+fi
 if [ "$fail" != 0 ]; then
     cat "$OUT" >&2
     exit 1

@@ -125,6 +125,7 @@ struct opts {
     int sub_ports[MAX_PORTS], nsub_ports;
     int pubs, subs, topics;
     const char *sub_filter;
+    const char *topic_prefix;
     int qos;
     int size;
     double rate;
@@ -241,7 +242,7 @@ struct bench {
     int ndirty;
     struct conn *pubs, *subs; /* slices of conns */
     int npubs, nsubs;
-    uint32_t *match_count; /* subscribers matching bench/t/<t> */
+    uint32_t *match_count; /* subscribers matching <topic prefix>/<t> */
 
     /* connection scheduler: conns [sched_next, sched_end) still to start */
     struct conn *sched;
@@ -1044,7 +1045,7 @@ static void compute_matches(struct bench *b)
 {
     char topic[TOPIC_MAX];
     for (int t = 0; t < b->o.topics; t++) {
-        snprintf(topic, sizeof topic, "bench/t/%d", t);
+        snprintf(topic, sizeof topic, "%s/%d", b->o.topic_prefix, t);
         b->match_count[t] = 0;
         for (int j = 0; j < b->nsubs; j++) {
             struct conn *s = &b->subs[j];
@@ -1369,8 +1370,10 @@ static void usage(FILE *f)
         "  --sub-ports P,Q      subscriber j connects to port list[j %% n] (--port)\n"
         "  --pubs N             publishers (1)\n"
         "  --subs N             subscribers (1)\n"
-        "  --topics N           publisher i publishes to bench/t/<i %% N> (1)\n"
-        "  --sub-filter F       subscribers use F instead of bench/t/<j %% topics>\n"
+        "  --topics N           publisher i publishes to PREFIX/<i %% N> (1)\n"
+        "  --topic-prefix P     topic prefix, e.g. one per run so that persistent\n"
+        "                       sessions of earlier runs do not match (bench/t)\n"
+        "  --sub-filter F       subscribers use F instead of PREFIX/<j %% topics>\n"
         "  --qos 0|1|2          (0)\n"
         "  --size BYTES         payload size, >= 16 (16)\n"
         "  --rate N             total messages/s, 0 = as fast as possible (0)\n"
@@ -1470,6 +1473,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
         O_SUBS,
         O_TOPICS,
         O_FILTER,
+        O_TPREFIX,
         O_QOS,
         O_SIZE,
         O_RATE,
@@ -1504,6 +1508,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"subs", required_argument, 0, O_SUBS},
         {"topics", required_argument, 0, O_TOPICS},
         {"sub-filter", required_argument, 0, O_FILTER},
+        {"topic-prefix", required_argument, 0, O_TPREFIX},
         {"qos", required_argument, 0, O_QOS},
         {"size", required_argument, 0, O_SIZE},
         {"rate", required_argument, 0, O_RATE},
@@ -1535,6 +1540,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
         .pubs = 1,
         .subs = 1,
         .topics = 1,
+        .topic_prefix = "bench/t",
         .size = 16,
         .window = 64,
         .qos0_window = 1000,
@@ -1579,6 +1585,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case O_TOPICS:
             o->topics = (int)parse_long(optarg, 1, 1000000, "--topics");
+            break;
+        case O_TPREFIX:
+            /* Room for "/<index>" in TOPIC_MAX; no wildcards in a topic name. */
+            if (strlen(optarg) > TOPIC_MAX - 12 || !*optarg || strpbrk(optarg, "+#"))
+                bad_usage("bad --topic-prefix", optarg);
+            o->topic_prefix = optarg;
             break;
         case O_FILTER:
             if (strlen(optarg) >= TOPIC_MAX || !*optarg)
@@ -1717,13 +1729,14 @@ static void init_conns(struct bench *b)
         if (o->sub_filter)
             snprintf(c->filter, sizeof c->filter, "%s", o->sub_filter);
         else
-            snprintf(c->filter, sizeof c->filter, "bench/t/%d", j % o->topics);
+            snprintf(c->filter, sizeof c->filter, "%s/%d", o->topic_prefix,
+                     j % o->topics);
     }
     for (int i = 0; i < b->npubs; i++) {
         struct conn *c = &b->pubs[i];
         /* Publishers never need a session. */
         *c = (struct conn){.b = b, .role = ROLE_PUB, .index = i, .clean = 1};
-        snprintf(c->topic, sizeof c->topic, "bench/t/%d", i % o->topics);
+        snprintf(c->topic, sizeof c->topic, "%s/%d", o->topic_prefix, i % o->topics);
         if (o->qos > 0) {
             c->free_pids = xcalloc((size_t)o->window, sizeof *c->free_pids);
             c->pid_sent_ns = xcalloc((size_t)o->window + 1, sizeof *c->pid_sent_ns);
