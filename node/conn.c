@@ -49,6 +49,7 @@ static void conn_free(struct tern_conn *c)
     }
     for (uint16_t i = 0; i < c->out_alias_count; i++)
         free(c->out_alias_topic[i]);
+    free(c->out_alias_topic);
     while (c->subs) {
         struct tern_pending_sub *p = c->subs;
         c->subs = p->next;
@@ -124,8 +125,13 @@ void tern_conn_flush(struct tern_conn *c)
     c->node->stats.bytes_out += c->wlen;
     size_t rest = c->wlen - off;
     c->wlen = 0;
-    if (rest == 0)
+    if (rest == 0) {
+        /* Idle connections keep no output buffer. */
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = 0;
         goto done;
+    }
     struct write_req *w = malloc(sizeof(*w) + rest);
     if (!w) {
         tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
@@ -251,9 +257,18 @@ void tern_conn_flush_now(struct tern_conn *c)
     tern_conn_flush(c);
 }
 
+/* Reads go into one loop-wide buffer while a connection has no partial packet
+ * pending, so an idle connection holds no read buffer at all; only the bytes of
+ * an incomplete packet are kept per connection. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct tern_conn *c = h->data;
+    struct tern_node *n = c->node;
+    (void)suggested;
+    if (c->rlen == 0 && n->rshared) {
+        *buf = uv_buf_init((char *)n->rshared, READ_CHUNK);
+        return;
+    }
     if (c->rcap - c->rlen < READ_CHUNK) {
         size_t cap = c->rlen + READ_CHUNK;
         uint8_t *p = realloc(c->rbuf, cap);
@@ -267,6 +282,37 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
 }
 
+/* Processes bytes that arrived in the shared buffer, then keeps what is left
+ * (a partial packet, or packets held while CONNECTING) in the connection's own
+ * buffer, sized to fit. */
+static void process_shared(struct tern_conn *c, size_t nread)
+{
+    uint8_t *own = c->rbuf;
+    size_t own_cap = c->rcap;
+    c->rbuf = c->node->rshared;
+    c->rcap = READ_CHUNK;
+    c->rlen = nread;
+    tern_conn_ref(c);
+    conn_process(c);
+    size_t left = c->state == TERN_CONN_CLOSING ? 0 : c->rlen;
+    if (left > own_cap) {
+        uint8_t *p = realloc(own, left);
+        if (!p) {
+            left = 0;
+            tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+        } else {
+            own = p;
+            own_cap = left;
+        }
+    }
+    if (left)
+        memcpy(own, c->rbuf, left);
+    c->rbuf = own;
+    c->rcap = own_cap;
+    c->rlen = left;
+    tern_conn_unref(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tern_conn *c = s->data;
@@ -278,10 +324,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    c->rlen += (size_t)nread;
     c->node->stats.bytes_in += (uint64_t)nread;
     c->last_rx_ms = tern_now_ms();
+    if (buf->base == (char *)c->node->rshared) {
+        process_shared(c, (size_t)nread);
+        return;
+    }
+    c->rlen += (size_t)nread;
+    tern_conn_ref(c);
     conn_process(c);
+    if (c->rlen == 0 && c->state != TERN_CONN_CLOSING) {
+        free(c->rbuf); /* the partial packet is done: back to the shared buffer */
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+    tern_conn_unref(c);
 }
 
 static const char *packet_name(uint8_t type)

@@ -23,6 +23,11 @@ static uint16_t out_alias(struct tern_conn *c, struct tern_bytes topic, bool *fr
     }
     if (c->out_alias_count >= max)
         return 0;
+    if (!c->out_alias_topic) {
+        c->out_alias_topic = calloc(TERN_OUT_ALIAS_MAX, sizeof(*c->out_alias_topic));
+        if (!c->out_alias_topic)
+            return 0;
+    }
     char *copy = malloc(topic.len + 1);
     if (!copy)
         return 0;

@@ -137,6 +137,11 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     n->loop = loop;
     n->cfg = *cfg;
     tern_clients_init(&n->clients);
+    n->rshared = malloc(65536);
+    if (!n->rshared) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the read buffer");
+        return TERN_ENOMEM;
+    }
 
     struct tern_fsm_observer lobs = tern_session_observer(n, false);
     struct tern_fsm_limits llim = cfg->limits;
@@ -257,5 +262,6 @@ void tern_node_free(struct tern_node *n)
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);
     tern_routes_free(n);
+    free(n->rshared);
     free(n->dirty);
 }

@@ -58,6 +58,7 @@ struct tern_node {
     struct tern_conn **dirty;     /* connections with output to flush */
     size_t dirty_count, dirty_cap;
     struct tern_clients clients;  /* client id -> connection */
+    uint8_t *rshared;             /* loop-wide read buffer (conn.c) */
     uint64_t next_client_seq;     /* assigned client ids */
     uint64_t epoch_local;
     struct tern_node_stats stats;
@@ -129,7 +130,7 @@ struct tern_conn {
     uint16_t *in_alias_len;
 
     /* Outbound topic aliases. */
-    char *out_alias_topic[TERN_OUT_ALIAS_MAX];
+    char **out_alias_topic; /* TERN_OUT_ALIAS_MAX entries, allocated on first use */
     uint16_t out_alias_count;
 
     /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
