@@ -8,7 +8,10 @@
 
 #define HDR 9 /* u32 length + u8 type + u32 from */
 #define RECONNECT_MS 200
-#define OUT_BYTES_MAX (256u << 20)
+/* Unsent bytes per outbound link. Small on purpose: past it a forwarded
+ * clean-session message is dropped (and counted) instead of piling up memory
+ * and starving the receiving node's loop. */
+#define OUT_BYTES_MAX (16u << 20)
 
 struct out_link {
     struct tern_peers *peers;

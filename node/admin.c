@@ -649,6 +649,8 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            s->dropped_too_large);
     sample(b, "tern_dropped_messages_total", "reason=\"slow_client\"",
            s->dropped_slow_client);
+    sample(b, "tern_dropped_messages_total", "reason=\"peer_link_full\"",
+           s->dropped_forward);
     metric(b, "tern_retained_rejected_total", "counter",
            "Retained messages refused (limits).", r->retained_rejected);
     metric(b, "tern_sessions", "gauge", "Sessions in the cluster (replicated).",

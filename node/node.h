@@ -42,6 +42,7 @@ struct tern_node_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t dropped_too_large;   /* not sent: over the client's max packet size */
     uint64_t dropped_slow_client; /* connections closed: write buffer full */
+    uint64_t dropped_forward;     /* not forwarded to a node: peer link down or full */
 };
 
 struct tern_node {

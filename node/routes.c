@@ -92,8 +92,11 @@ struct fwd_ctx {
 static int forward_one(void *ctx, uint32_t node)
 {
     struct fwd_ctx *f = ctx;
-    if (node != f->n->cfg.node_id)
-        tern_cluster_forward(f->n->cluster, node, f->cmd);
+    /* Clean-session messages are not durable: when the link is down or its queue
+     * is full the copy for that node is dropped, and counted. */
+    if (node != f->n->cfg.node_id &&
+        tern_cluster_forward(f->n->cluster, node, f->cmd) != TERN_OK)
+        f->n->stats.dropped_forward++;
     return 0;
 }
 
