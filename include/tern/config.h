@@ -50,9 +50,9 @@ struct tern_config {
     uint32_t member_count;
     char raft_address[TERN_CONFIG_STR_MAX]; /* single node, default "127.0.0.1:0" */
     uint32_t raft_election_timeout_ms;      /* default 300 */
-    uint32_t raft_heartbeat_timeout_ms;     /* default 30 */
-    uint32_t raft_snapshot_threshold;       /* default 4096 */
-    uint32_t raft_snapshot_trailing;        /* default 1024 */
+    uint32_t raft_heartbeat_timeout_ms;     /* default 15 */
+    uint32_t raft_snapshot_threshold;       /* default 16384 */
+    uint32_t raft_snapshot_trailing;        /* default 2048 */
     uint32_t max_batch_bytes;               /* default 1048576 */
 };
 
