@@ -23,6 +23,7 @@
 #include <raft/uv.h>
 
 #include "peer.h"
+#include "raft_fsm.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
 #include "tern/log.h"
@@ -57,7 +58,7 @@ struct tern_cluster {
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
-    struct raft_fsm rfsm;
+    struct tern_raft_fsm rfsm;
     struct tern_fsm *fsm;
     struct tern_peers *peers;
     uv_idle_t idle;
@@ -175,100 +176,22 @@ static void pending_remove(struct tern_cluster *c, struct proposal *p)
 
 /* --- apply ------------------------------------------------------------------- */
 
-/* Entry layout: [u8 version][u8 group (0)][u16 reserved][u32 length] commands,
- * zero-padded to a multiple of 8: libraft 0.15's segment loader mis-reads
- * entries whose length is not 8-byte aligned (seen here: a restart lost every
- * entry after the first unaligned one), so we never give it one. */
-#define ENTRY_VERSION 1
-#define ENTRY_HDR 8
-
-/* Applies one entry (a batch of commands) to the FSM. */
-static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void **result)
+/* Every command of an applied entry (raft_fsm.c applies it): the node whose id
+ * is in its proposal id completes that proposal. */
+static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
+                           const struct tern_fsm_result *res)
 {
-    struct tern_cluster *c = rfsm->data;
-    const uint8_t *p = rb->base;
-    char errmsg[TERN_ERRMSG_SIZE];
-    *result = NULL;
-    if (rb->len < ENTRY_HDR || p[0] != ENTRY_VERSION) {
-        TERN_LOGE("raft: entry of unknown version %u: not applied", rb->len ? p[0] : 0);
-        return 0;
-    }
-    size_t left = (size_t)p[4] | (size_t)p[5] << 8 | (size_t)p[6] << 16 | (size_t)p[7] << 24;
-    if (left > rb->len - ENTRY_HDR) {
-        TERN_LOGE("raft: entry length %zu beyond its %zu bytes: not applied", left, rb->len);
-        return 0;
-    }
-    p += ENTRY_HDR;
-    while (left > 0) {
-        struct tern_cmd cmd;
-        size_t used = 0;
-        if (tern_cmd_decode(p, left, &cmd, &used, errmsg) != TERN_OK) {
-            /* Entries are validated before they are appended, and Raft checksums
-             * them on disk; this is a bug or a newer format. Stop here loudly. */
-            TERN_LOGE("raft: undecodable command in entry: %s", errmsg);
-            return 0;
-        }
-        struct tern_fsm_result res;
-        tern_fsm_apply(c->fsm, &cmd, &res);
-        if (cmd.proposal_id >> 40 == c->node_id) {
-            struct proposal *pr = pending_find(c, cmd.proposal_id);
-            if (pr) {
-                pending_remove(c, pr);
-                c->applied_own++;
-                if (pr->cb)
-                    pr->cb(pr->ctx, TERN_OK, &res);
-                free(pr);
-            }
-        }
-        p += used;
-        left -= used;
-    }
-    return 0;
-}
-
-static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsigned *n)
-{
-    struct tern_cluster *c = rfsm->data;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    if (tern_fsm_snapshot(c->fsm, &data, &len) != TERN_OK)
-        return RAFT_NOMEM;
-    *bufs = malloc(sizeof(**bufs));
-    if (!*bufs) {
-        free(data);
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = data;
-    (*bufs)[0].len = len;
-    *n = 1;
-    return 0;
-}
-
-static int fsm_snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
-                                 unsigned *n)
-{
-    (void)rfsm;
-    if (*bufs) {
-        for (unsigned i = 0; i < *n; i++)
-            free((*bufs)[i].base);
-        free(*bufs);
-    }
-    *bufs = NULL;
-    *n = 0;
-    return 0;
-}
-
-static int fsm_restore(struct raft_fsm *rfsm, struct raft_buffer *rb)
-{
-    struct tern_cluster *c = rfsm->data;
-    char errmsg[TERN_ERRMSG_SIZE] = "";
-    int rv = tern_fsm_restore(c->fsm, rb->base, rb->len, errmsg);
-    if (rv != TERN_OK) {
-        TERN_LOGE("raft: cannot restore snapshot: %s", errmsg);
-        return RAFT_CORRUPT;
-    }
-    raft_free(rb->base);
-    return 0;
+    struct tern_cluster *c = ctx;
+    if (cmd->proposal_id >> 40 != c->node_id)
+        return;
+    struct proposal *pr = pending_find(c, cmd->proposal_id);
+    if (!pr)
+        return;
+    pending_remove(c, pr);
+    c->applied_own++;
+    if (pr->cb)
+        pr->cb(pr->ctx, TERN_OK, res);
+    free(pr);
 }
 
 /* --- sending proposals ------------------------------------------------------- */
@@ -294,21 +217,12 @@ static void on_applied(struct raft_apply *req, int status, void *result)
 /* Leader: appends `data` as one entry. Takes ownership of nothing. */
 static int append_entry(struct tern_cluster *c, const uint8_t *data, size_t len)
 {
-    size_t total = (ENTRY_HDR + len + 7) & ~(size_t)7;
-    struct raft_buffer rb = {raft_calloc(1, total), total};
+    struct raft_buffer rb = {0};
     struct apply_req *a = malloc(sizeof(*a));
-    if (!rb.base || !a) {
-        raft_free(rb.base);
+    if (!a || tern_raft_entry_build(data, len, &rb) != TERN_OK) {
         free(a);
         return TERN_ENOMEM;
     }
-    uint8_t *h = rb.base;
-    h[0] = ENTRY_VERSION;
-    h[4] = (uint8_t)len;
-    h[5] = (uint8_t)(len >> 8);
-    h[6] = (uint8_t)(len >> 16);
-    h[7] = (uint8_t)(len >> 24);
-    memcpy(h + ENTRY_HDR, data, len);
     a->c = c;
     int rv = raft_apply(&c->raft, &a->req, &rb, 1, on_applied);
     if (rv != 0) {
@@ -566,13 +480,8 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
                  raft_strerror(rv));
         return TERN_EIO;
     }
-    c->rfsm.version = 2;
-    c->rfsm.data = c;
-    c->rfsm.apply = fsm_apply;
-    c->rfsm.snapshot = fsm_snapshot;
-    c->rfsm.snapshot_finalize = fsm_snapshot_finalize;
-    c->rfsm.restore = fsm_restore;
-    rv = raft_init(&c->raft, &c->io, &c->rfsm, c->node_id, self_addr);
+    tern_raft_fsm_init(&c->rfsm, c->fsm, on_cmd_applied, c);
+    rv = raft_init(&c->raft, &c->io, &c->rfsm.raft, c->node_id, self_addr);
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: %s", raft_errmsg(&c->raft));
         return TERN_EIO;

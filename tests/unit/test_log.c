@@ -1,4 +1,4 @@
-/* Tests of node/log.c: line format, level filtering, one line per call. */
+/* Tests of storage/log.c: line format, level filtering, one line per call. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

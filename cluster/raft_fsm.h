@@ -1,0 +1,46 @@
+/* The session FSM as libraft sees it: the Raft entry format and the raft_fsm
+ * callbacks (apply, snapshot, restore). raft_glue.c and the fixture tests
+ * (tests/unit/test_raft_fixture.c) use this same code.
+ *
+ * Entry layout: [u8 version][u8 group (0)][u16 reserved][u32 length LE]
+ * then `length` bytes of concatenated encoded commands (tern/cmd.h),
+ * zero-padded to a multiple of 8: libraft 0.15's segment loader mis-reads
+ * entries whose length is not 8-byte aligned (seen here: a restart lost every
+ * entry after the first unaligned one), so we never give it one. */
+#ifndef TERN_RAFT_FSM_H
+#define TERN_RAFT_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <raft.h>
+
+#include "tern/cmd.h"
+#include "tern/fsm.h"
+
+#define TERN_RAFT_ENTRY_VERSION 1
+#define TERN_RAFT_ENTRY_HDR 8
+
+/* Called after each command of an applied entry has been applied, with its
+ * result (a duplicate proposal included); on every replica. */
+typedef void (*tern_raft_applied_fn)(void *ctx, const struct tern_cmd *cmd,
+                                     const struct tern_fsm_result *res);
+
+struct tern_raft_fsm {
+    struct raft_fsm raft; /* give &raft to raft_init(); raft.data points here */
+    struct tern_fsm *fsm; /* not owned */
+    tern_raft_applied_fn on_applied; /* may be NULL */
+    void *ctx;
+    uint64_t restores; /* snapshots installed (restore succeeded) */
+};
+
+/* Fills rf's raft_fsm (version 2) over fsm. Cannot fail: returns TERN_OK. */
+int tern_raft_fsm_init(struct tern_raft_fsm *rf, struct tern_fsm *fsm,
+                       tern_raft_applied_fn on_applied, void *ctx);
+
+/* Builds one entry from `len` bytes of concatenated encoded commands into a new
+ * raft_calloc'ed buffer (raft_apply() takes it; otherwise raft_free() it).
+ * Returns TERN_OK, TERN_ETOOBIG (len beyond u32) or TERN_ENOMEM. */
+int tern_raft_entry_build(const uint8_t *cmds, size_t len, struct raft_buffer *out);
+
+#endif
