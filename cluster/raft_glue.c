@@ -72,6 +72,7 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     int down_declared[TERN_CLUSTER_MEMBERS_MAX];
     int closing;
+    int push_commit; /* leader: applied a follower's proposal (see push_commit) */
     uint32_t last_leader; /* for logging leader changes */
     int snapshot_forced;
     uint64_t snapshot_forced_from;
@@ -178,12 +179,19 @@ static void pending_remove(struct tern_cluster *c, struct proposal *p)
 
 /* Every command of an applied entry (raft_fsm.c applies it): the node whose id
  * is in its proposal id completes that proposal. */
+static void kick(struct tern_cluster *c);
+
 static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res)
 {
     struct tern_cluster *c = ctx;
-    if (cmd->proposal_id >> 40 != c->node_id)
+    if (cmd->proposal_id >> 40 != c->node_id) {
+        if (cmd->proposal_id && raft_state(&c->raft) == RAFT_LEADER) {
+            c->push_commit = 1; /* a follower is waiting to learn this committed */
+            kick(c);
+        }
         return;
+    }
     struct proposal *pr = pending_find(c, cmd->proposal_id);
     if (!pr)
         return;
@@ -325,9 +333,35 @@ static void flush(struct tern_cluster *c)
     uv_idle_stop(&c->idle);
 }
 
+static void on_push_barrier(struct raft_barrier *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* A follower learns that its forwarded proposals committed only from the
+ * leader's next AppendEntries: with nothing else to append that is the next
+ * heartbeat, up to raft_heartbeat_timeout_ms away. A barrier entry makes the
+ * leader send the new commit index now. Under load there is always a next
+ * entry, so this costs an entry only when the log is otherwise quiet. */
+static void push_commit(struct tern_cluster *c)
+{
+    c->push_commit = 0;
+    if (raft_state(&c->raft) != RAFT_LEADER || c->fwd.len)
+        return;
+    for (struct proposal *p = c->head; p; p = p->next)
+        if (!p->sent_ms)
+            return; /* flush is about to append an entry anyway */
+    struct raft_barrier *b = malloc(sizeof(*b));
+    if (b && raft_barrier(&c->raft, b, on_push_barrier) != 0)
+        free(b);
+}
+
 static void on_idle(uv_idle_t *h)
 {
     struct tern_cluster *c = h->data;
+    if (c->push_commit)
+        push_commit(c);
     flush(c);
     if (!c->head && !c->fwd.len)
         uv_idle_stop(&c->idle);

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include <cjson/cJSON.h>
 
 #include "tern/error.h"
@@ -364,6 +366,15 @@ static void store_uint(void *field, size_t size, uint64_t n)
     memcpy(field, src, size);
 }
 
+static bool ipv4_hostport(const char *s)
+{
+    char host[64];
+    uint16_t port;
+    struct in_addr a4;
+    return tern_config_split_hostport(s, host, sizeof(host), &port) == TERN_OK &&
+           inet_pton(AF_INET, host, &a4) == 1;
+}
+
 /* Members as text: "ID=RAFT/PEER/MQTT,ID=RAFT/PEER/MQTT,..." (the --set form). */
 static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
 {
@@ -379,9 +390,10 @@ static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
         unsigned id;
         int used = 0;
         if (sscanf(s, "%u=%63[^/]/%63[^/]/%63[^,]%n", &id, raft, peer, mqtt, &used) != 4 ||
-            id == 0) {
+            id == 0 || !ipv4_hostport(raft) || !ipv4_hostport(peer) || !ipv4_hostport(mqtt)) {
             snprintf(errmsg, TERN_ERRMSG_SIZE,
-                     "members: expected ID=RAFT/PEER/MQTT[,...], got \"%.64s\"", s);
+                     "members: expected ID=RAFT/PEER/MQTT[,...] with IPV4:PORT addresses, "
+                     "got \"%.64s\"", s);
             return TERN_EINVAL;
         }
         m->id = id;
@@ -402,9 +414,13 @@ static int member_str(const cJSON *o, const char *name, char *out, size_t i,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     char host[64];
     uint16_t port;
+    struct in_addr a4;
+    /* Raft's TCP transport and the peer links take IPv4 literals only. */
     if (!cJSON_IsString(v) || strlen(v->valuestring) >= 64 ||
-        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) != TERN_OK) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "members[%zu].%s: must be \"HOST:PORT\"", i,
+        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) != TERN_OK ||
+        inet_pton(AF_INET, host, &a4) != 1) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "members[%zu].%s: must be \"IPV4:PORT\" (an address, not a host name)", i,
                  name);
         return TERN_EINVAL;
     }
