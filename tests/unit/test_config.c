@@ -659,15 +659,18 @@ static void test_members_errors(void **state)
 {
     (void)state;
     expect_json_error("{\"members\": 5}", "members: must be an array");
-    expect_json_error("{\"members\": [{\"id\": 0, \"raft\": \"a:1\", \"peer\": \"a:2\","
-                      " \"mqtt\": \"a:3\"}]}",
+    expect_json_error("{\"members\": [{\"id\": 0, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
+                      " \"mqtt\": \"10.0.0.1:3\"}]}",
                       "members[0].id");
-    expect_json_error("{\"members\": [{\"id\": 1, \"peer\": \"a:2\", \"mqtt\": \"a:3\"}]}",
+    expect_json_error("{\"members\": [{\"id\": 1, \"peer\": \"10.0.0.1:2\", \"mqtt\": \"10.0.0.1:3\"}]}",
                       "members[0].raft");
-    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"a:1\", \"peer\": \"a:2\","
-                      " \"mqtt\": \"a:3\"}, {\"id\": 1, \"raft\": \"b:1\", \"peer\": \"b:2\","
-                      " \"mqtt\": \"b:3\"}]}",
+    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
+                      " \"mqtt\": \"10.0.0.1:3\"}, {\"id\": 1, \"raft\": \"10.0.0.2:1\", \"peer\": \"10.0.0.2:2\","
+                      " \"mqtt\": \"10.0.0.2:3\"}]}",
                       "members[1].id: duplicate");
+    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"node1:7001\", \"peer\": \"10.0.0.1:2\","
+                      " \"mqtt\": \"10.0.0.1:3\"}]}",
+                      "members[0].raft: must be \"IPV4:PORT\"");
     struct tern_config c;
     char errmsg[TERN_ERRMSG_SIZE] = "";
     tern_config_defaults(&c);
