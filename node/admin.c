@@ -683,6 +683,27 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            tern_fsm_route_count(tern_cluster_fsm(n->cluster)));
 }
 
+/* Loop iterations by busy time, as a Prometheus histogram (seconds). */
+static void metrics_loop(struct sbuf *b, const struct tern_node *n)
+{
+    static const uint64_t bounds_us[] = TERN_LOOP_BUCKETS_US;
+    const size_t nb = sizeof(bounds_us) / sizeof(bounds_us[0]);
+    metric_head(b, "tern_loop_busy_seconds", "histogram",
+                "Event-loop iterations by time spent working (not waiting).");
+    uint64_t cum = 0;
+    char label[64];
+    for (size_t i = 0; i < nb; i++) {
+        cum += n->stats.loop_busy[i];
+        snprintf(label, sizeof(label), "le=\"%g\"", (double)bounds_us[i] / 1e6);
+        sample(b, "tern_loop_busy_seconds_bucket", label, cum);
+    }
+    cum += n->stats.loop_busy[nb];
+    sample(b, "tern_loop_busy_seconds_bucket", "le=\"+Inf\"", cum);
+    sample(b, "tern_loop_busy_seconds_count", NULL, cum);
+    metric(b, "tern_loop_busy_max_microseconds", "gauge",
+           "Longest event-loop iteration since start.", n->stats.loop_busy_max_us);
+}
+
 static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
 {
     const struct tern_node *n = a->node;
@@ -717,6 +738,7 @@ static void get_metrics(struct tern_admin *a, struct tern_http_conn *hc, const c
     metrics_node(&b, a->node);
     metrics_fsm(&b, a->node);
     metrics_raft(&b, a);
+    metrics_loop(&b, a->node);
     if (b.oom)
         reply_error(hc, 500, NULL, 0, "out of memory");
     else

@@ -145,6 +145,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_t *loop = uv_default_loop();
+    uv_loop_configure(loop, UV_METRICS_IDLE_TIME); /* for the loop busy-time metric */
     static struct tern_node node;
     char errmsg[TERN_ERRMSG_SIZE] = "";
     if (tern_node_init(&node, loop, &cfg, errmsg) != TERN_OK ||

@@ -19,9 +19,30 @@ uint64_t tern_now_ms(void)
 
 /* Prepare phase: write out everything this loop turn produced, once per
  * connection. */
+/* How long the last loop iteration worked (wall time minus time waiting in
+ * poll): a long one delays every client and Raft's heartbeats alike. */
+static void measure_loop(struct tern_node *n)
+{
+    static const uint64_t bounds_us[] = TERN_LOOP_BUCKETS_US;
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(n->loop);
+    if (n->loop_last_ns) {
+        uint64_t wall = now - n->loop_last_ns, waited = idle - n->loop_last_idle_ns;
+        uint64_t busy_us = (wall > waited ? wall - waited : 0) / 1000;
+        size_t i = 0;
+        while (i < sizeof(bounds_us) / sizeof(bounds_us[0]) && busy_us > bounds_us[i])
+            i++;
+        n->stats.loop_busy[i]++;
+        if (busy_us > n->stats.loop_busy_max_us)
+            n->stats.loop_busy_max_us = busy_us;
+    }
+    n->loop_last_ns = now;
+    n->loop_last_idle_ns = idle;
+}
+
 static void on_flush(uv_prepare_t *h)
 {
     struct tern_node *n = h->data;
+    measure_loop(n);
     /* Flushing can close connections, which can mark others dirty: loop on the
      * count, not a snapshot of it. */
     for (size_t i = 0; i < n->dirty_count; i++)

@@ -31,6 +31,7 @@ struct route;
 struct tern_admin;
 
 #define TERN_ROUTE_BUCKETS 4096
+#define TERN_LOOP_BUCKETS_US {100, 1000, 5000, 10000, 20000, 50000, 100000}
 
 /* Counters for metrics; the FSMs keep their own. */
 struct tern_node_stats {
@@ -43,6 +44,10 @@ struct tern_node_stats {
     uint64_t dropped_too_large;   /* not sent: over the client's max packet size */
     uint64_t dropped_slow_client; /* connections closed: write buffer full */
     uint64_t dropped_forward;     /* not forwarded to a node: peer link down or full */
+    /* Loop iterations by busy time (work, not waiting in poll): the buckets'
+     * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
+    uint64_t loop_busy[8];
+    uint64_t loop_busy_max_us;
 };
 
 struct tern_node {
@@ -51,6 +56,7 @@ struct tern_node {
     uv_tcp_t listener;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
     uv_prepare_t flush; /* writes out what this loop turn produced */
+    uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
     uv_signal_t sig_int, sig_term;
     struct tern_cluster *cluster; /* replicated FSM */
     struct tern_fsm *local;       /* clean sessions */
