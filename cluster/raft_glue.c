@@ -34,7 +34,7 @@ struct proposal {
     uint64_t id;
     tern_propose_cb cb;
     void *ctx;
-    uint64_t sent_ms; /* 0 = waiting to be sent */
+    uint64_t sent_ms;             /* 0 = waiting to be sent */
     struct proposal *next, *prev; /* in proposal order */
     struct proposal *hnext;
     size_t len;
@@ -72,7 +72,7 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     int down_declared[TERN_CLUSTER_MEMBERS_MAX];
     int closing;
-    int push_commit; /* leader: applied a follower's proposal (see push_commit) */
+    int push_commit;      /* leader: applied a follower's proposal (see push_commit) */
     uint32_t last_leader; /* for logging leader changes */
     int snapshot_forced;
     uint64_t snapshot_forced_from;
@@ -283,7 +283,8 @@ static int check_seq_ready(struct tern_cluster *c)
     c->seq = high + (UINT64_C(1) << 20);
     c->seq_ready = 1;
     TERN_LOGI("raft: log applied up to %llu; proposals continue at %llu",
-              (unsigned long long)raft_last_applied(&c->raft), (unsigned long long)c->seq);
+              (unsigned long long)raft_last_applied(&c->raft),
+              (unsigned long long)c->seq);
     return 1;
 }
 
@@ -316,8 +317,9 @@ static void flush(struct tern_cluster *c)
         p->sent_ms = now;
     }
     if (out.len) {
-        int rv = self ? append_entry(c, out.p, out.len)
-                      : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.p, out.len);
+        int rv =
+            self ? append_entry(c, out.p, out.len)
+                 : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.p, out.len);
         if (rv != TERN_OK) {
             /* Not sent: send again on the next attempt. */
             for (struct proposal *p = first; p; p = p->next)
@@ -460,7 +462,8 @@ static void on_timer(uv_timer_t *t)
             TERN_LOGI("raft: leader is node %u (term %llu)", leader,
                       (unsigned long long)c->raft.current_term);
         else
-            TERN_LOGW("raft: no leader (term %llu)", (unsigned long long)c->raft.current_term);
+            TERN_LOGW("raft: no leader (term %llu)",
+                      (unsigned long long)c->raft.current_term);
         c->last_leader = leader;
     }
     if (c->snapshot_forced && raft_last_applied(&c->raft) > c->snapshot_forced_from + 1) {
@@ -655,7 +658,8 @@ uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c)
     return ((uint64_t)c->node_id << 40) | (++c->seq & ((UINT64_C(1) << 40) - 1));
 }
 
-int tern_cluster_forward(struct tern_cluster *c, uint32_t node, const struct tern_cmd *cmd)
+int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
+                         const struct tern_cmd *cmd)
 {
     uint8_t stack[4096];
     size_t need = tern_cmd_encode(cmd, NULL, 0);
@@ -821,8 +825,9 @@ static void close_now(struct tern_cluster *c)
 static void on_drain(uv_timer_t *t)
 {
     struct tern_cluster *c = t->data;
-    bool idle = c->npending == 0 && c->fwd.len == 0 &&
-                (!c->raft_started || raft_last_applied(&c->raft) >= raft_last_index(&c->raft));
+    bool idle =
+        c->npending == 0 && c->fwd.len == 0 &&
+        (!c->raft_started || raft_last_applied(&c->raft) >= raft_last_index(&c->raft));
     if (idle || now_ms(c) >= c->drain_deadline) {
         uv_timer_stop(&c->timer);
         close_now(c);

@@ -316,19 +316,35 @@ static int session_visit(void *ctx, struct tern_fsm_session *s)
     return 0;
 }
 
+/* A list answer: {"NAME": [...], "total": N, "truncated": bool}. list_begin
+ * reads ?limit= (answering 400 itself when it is bad) and returns NULL then. */
+static cJSON *list_begin(struct tern_http_conn *hc, const char *query,
+                         struct list_walk *w, const char *name)
+{
+    if (!list_limit(hc, query, &w->limit))
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    w->arr = cJSON_AddArrayToObject(o, name);
+    return o;
+}
+
+static void list_end(struct tern_http_conn *hc, cJSON *o, int stopped, uint64_t total)
+{
+    cJSON_AddNumberToObject(o, "total", (double)total);
+    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
+    reply_json(hc, 200, o);
+}
+
 static void get_sessions(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query)
 {
     struct list_walk w = {0};
-    if (!list_limit(hc, query, &w.limit))
+    cJSON *o = list_begin(hc, query, &w, "sessions");
+    if (!o)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
-    cJSON *o = cJSON_CreateObject();
-    w.arr = cJSON_AddArrayToObject(o, "sessions");
     int stopped = tern_fsm_sessions_walk(f, session_visit, &w);
-    cJSON_AddNumberToObject(o, "total", (double)tern_fsm_stats(f)->sessions);
-    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
-    reply_json(hc, 200, o);
+    list_end(hc, o, stopped, tern_fsm_stats(f)->sessions);
 }
 
 static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
@@ -397,15 +413,12 @@ static void get_subscriptions(struct tern_admin *a, struct tern_http_conn *hc,
                               const char *tail, const char *query)
 {
     struct list_walk w = {0};
-    if (!list_limit(hc, query, &w.limit))
+    cJSON *o = list_begin(hc, query, &w, "subscriptions");
+    if (!o)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
-    cJSON *o = cJSON_CreateObject();
-    w.arr = cJSON_AddArrayToObject(o, "subscriptions");
     int stopped = tern_fsm_sessions_walk(f, session_subs_visit, &w);
-    cJSON_AddNumberToObject(o, "total", (double)tern_fsm_stats(f)->subscriptions);
-    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
-    reply_json(hc, 200, o);
+    list_end(hc, o, stopped, tern_fsm_stats(f)->subscriptions);
 }
 
 /* --- proposals answered when applied ------------------------------------------------ */
@@ -503,17 +516,14 @@ static void get_retained(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query)
 {
     struct list_walk w = {0};
-    if (!list_limit(hc, query, &w.limit))
+    cJSON *o = list_begin(hc, query, &w, "retained");
+    if (!o)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
     const struct tern_fsm_stats *st = tern_fsm_stats(f);
-    cJSON *o = cJSON_CreateObject();
-    w.arr = cJSON_AddArrayToObject(o, "retained");
     int stopped = tern_fsm_retained_walk(f, retained_visit, &w);
-    cJSON_AddNumberToObject(o, "total", (double)st->retained);
     cJSON_AddNumberToObject(o, "total_bytes", (double)st->retained_bytes);
-    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
-    reply_json(hc, 200, o);
+    list_end(hc, o, stopped, st->retained);
 }
 
 static int found_visit(void *ctx, const struct tern_msg *m)

@@ -152,7 +152,8 @@ void tern_conn_flush(struct tern_conn *c)
     c->wqueued += rest;
     if (c->wqueued > c->node->cfg.write_buffer_max && c->state != TERN_CONN_CLOSING) {
         c->node->stats.dropped_slow_client++;
-        tern_conn_close(c, TERN_RC_QUOTA_EXCEEDED, "client is not reading (write buffer full)");
+        tern_conn_close(c, TERN_RC_QUOTA_EXCEEDED,
+                        "client is not reading (write buffer full)");
     }
 done:
     tern_conn_unref(c);
@@ -222,8 +223,8 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
         return;
     bool was_active = c->state == TERN_CONN_ACTIVE;
     if (why)
-        TERN_LOGI("%s %.*s: closing: %s (reason 0x%02x)", c->peer,
-                  (int)c->client_id_len, c->client_id ? c->client_id : "", why, reason);
+        TERN_LOGI("%s %.*s: closing: %s (reason 0x%02x)", c->peer, (int)c->client_id_len,
+                  c->client_id ? c->client_id : "", why, reason);
     if (was_active && c->version == TERN_MQTT_5 && !c->disconnect_sent &&
         reason != TERN_RC_SUCCESS) {
         struct tern_packet p = {.type = TERN_DISCONNECT};
@@ -343,10 +344,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static const char *packet_name(uint8_t type)
 {
-    static const char *names[] = {"reserved", "CONNECT", "CONNACK", "PUBLISH", "PUBACK",
-                                  "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK",
-                                  "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
-                                  "DISCONNECT", "AUTH"};
+    static const char *names[] = {"reserved",  "CONNECT",  "CONNACK",     "PUBLISH",
+                                  "PUBACK",    "PUBREC",   "PUBREL",      "PUBCOMP",
+                                  "SUBSCRIBE", "SUBACK",   "UNSUBSCRIBE", "UNSUBACK",
+                                  "PINGREQ",   "PINGRESP", "DISCONNECT",  "AUTH"};
     return type < 16 ? names[type] : "?";
 }
 
@@ -427,8 +428,8 @@ static void conn_process(struct tern_conn *c)
     while (c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) {
         size_t frame_len;
         struct tern_codec_error err = {0, NULL};
-        int rv = tern_codec_frame(c->rbuf + off, c->rlen - off, c->node->cfg.max_packet_size,
-                                  &frame_len, &err);
+        int rv = tern_codec_frame(c->rbuf + off, c->rlen - off,
+                                  c->node->cfg.max_packet_size, &frame_len, &err);
         if (rv == TERN_EAGAIN)
             break;
         if (rv != TERN_OK) {
@@ -483,7 +484,8 @@ static void on_timer(uv_timer_t *t)
 {
     struct tern_conn *c = t->data;
     if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
-        tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME, "no CONNECT within connect_timeout_ms");
+        tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
+                        "no CONNECT within connect_timeout_ms");
         return;
     }
     if (c->state != TERN_CONN_ACTIVE || c->keepalive_s == 0)

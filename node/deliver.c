@@ -132,8 +132,8 @@ void tern_deliver_to_local(struct tern_node *n, const struct tern_cmd_msg *m,
 {
     struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};
     cmd.u.publish.msg = *m;
-    cmd.u.publish.client_id = (struct tern_bytes){(const uint8_t *)from_id,
-                                                  (uint32_t)from_len};
+    cmd.u.publish.client_id =
+        (struct tern_bytes){(const uint8_t *)from_id, (uint32_t)from_len};
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
 }

@@ -16,8 +16,8 @@ static void refuse(struct tern_conn *c, uint8_t v5_reason, uint8_t v3_code)
     tern_conn_send(c, &p);
 }
 
-static void on_open_done(struct tern_conn *c, int status, const struct tern_fsm_result *res,
-                         void *arg)
+static void on_open_done(struct tern_conn *c, int status,
+                         const struct tern_fsm_result *res, void *arg)
 {
     (void)arg;
     if (status == TERN_OK && res->status == TERN_OK) {
@@ -26,16 +26,17 @@ static void on_open_done(struct tern_conn *c, int status, const struct tern_fsm_
         tern_conn_resume(c);
         return;
     }
-    struct tern_client_slot *slot = tern_clients_get(&c->node->clients, c->client_id,
-                                                     c->client_id_len);
+    struct tern_client_slot *slot =
+        tern_clients_get(&c->node->clients, c->client_id, c->client_id_len);
     if (slot && slot->connecting == c) {
         slot->connecting = NULL;
         tern_clients_release(&c->node->clients, slot);
     }
     if (c->state != TERN_CONN_CONNECTING)
         return;
-    refuse(c, status == TERN_OK && res->status == TERN_ELIMIT ? TERN_RC_QUOTA_EXCEEDED
-                                                             : TERN_RC_SERVER_UNAVAILABLE,
+    refuse(c,
+           status == TERN_OK && res->status == TERN_ELIMIT ? TERN_RC_QUOTA_EXCEEDED
+                                                           : TERN_RC_SERVER_UNAVAILABLE,
            TERN_V3_SERVER_UNAVAILABLE);
     c->state = TERN_CONN_NEW; /* no session to close */
     tern_conn_close(c, TERN_RC_SUCCESS, "session could not be opened");
@@ -93,9 +94,8 @@ static void read_limits(struct tern_conn *c, const struct tern_connect *p)
     c->client_alias_max = 0;
     c->request_problem_info = true;
     if (c->version == TERN_MQTT_5) {
-        c->session_expiry_s = (pr->mask & TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY))
-                                  ? pr->session_expiry
-                                  : 0;
+        c->session_expiry_s =
+            (pr->mask & TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY)) ? pr->session_expiry : 0;
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_RECEIVE_MAX))
             c->client_receive_max = pr->receive_max;
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE))
@@ -159,7 +159,8 @@ int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
     return TERN_OK;
 }
 
-int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *reason)
+int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
+                        uint8_t *reason)
 {
     struct tern_node *n = c->node;
     const struct tern_config *cfg = &n->cfg;
@@ -170,7 +171,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8
         refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
         return TERN_EPROTO;
     }
-    if (c->version == TERN_MQTT_5 && (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
+    if (c->version == TERN_MQTT_5 &&
+        (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
         refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);
         return TERN_EPROTO;
     }
@@ -200,8 +202,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     }
     read_limits(c, p);
 
-    struct tern_client_slot *slot = tern_clients_put(&n->clients, c->client_id,
-                                                     c->client_id_len);
+    struct tern_client_slot *slot =
+        tern_clients_put(&n->clients, c->client_id, c->client_id_len);
     if (!slot)
         return TERN_ENOMEM;
     if (slot->connecting) {
@@ -211,8 +213,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     }
 
     struct tern_cmd cmd = {.type = TERN_CMD_SESSION_OPEN, .now_ms = tern_now_ms()};
-    cmd.u.open.client_id = (struct tern_bytes){(const uint8_t *)c->client_id,
-                                               c->client_id_len};
+    cmd.u.open.client_id =
+        (struct tern_bytes){(const uint8_t *)c->client_id, c->client_id_len};
     cmd.u.open.node = cfg->node_id;
     cmd.u.open.proto = c->version;
     cmd.u.open.clean_start = p->clean_start;

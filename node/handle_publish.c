@@ -15,7 +15,8 @@
 static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *reason)
 {
     uint16_t max = c->node->cfg.topic_alias_maximum;
-    if (c->version != TERN_MQTT_5 || !(p->props.mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS))) {
+    if (c->version != TERN_MQTT_5 ||
+        !(p->props.mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS))) {
         if (p->topic.len == 0) {
             *reason = TERN_RC_PROTOCOL_ERROR;
             return TERN_EPROTO;
@@ -38,7 +39,8 @@ static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *r
             *reason = TERN_RC_PROTOCOL_ERROR;
             return TERN_EPROTO;
         }
-        p->topic = (struct tern_bytes){(const uint8_t *)c->in_alias[a], c->in_alias_len[a]};
+        p->topic =
+            (struct tern_bytes){(const uint8_t *)c->in_alias[a], c->in_alias_len[a]};
         return TERN_OK;
     }
     char *t = realloc(c->in_alias[a], p->topic.len + 1);
@@ -51,7 +53,8 @@ static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *r
     return TERN_OK;
 }
 
-static int check_publish(struct tern_conn *c, const struct tern_publish *p, uint8_t *reason)
+static int check_publish(struct tern_conn *c, const struct tern_publish *p,
+                         uint8_t *reason)
 {
     const struct tern_config *cfg = &c->node->cfg;
     if (p->qos > cfg->max_qos) {
@@ -156,7 +159,8 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     rv = TERN_OK;
     if (log) {
         cmd.u.publish.epoch = c->epoch;
-        cmd.u.publish.inbound_packet_id = (p->qos == 2 && c->persistent) ? p->packet_id : 0;
+        cmd.u.publish.inbound_packet_id =
+            (p->qos == 2 && c->persistent) ? p->packet_id : 0;
         rv = tern_session_propose(c, &cmd, p->qos ? on_publish_committed : NULL,
                                   (void *)(intptr_t)slot);
     } else if (slot >= 0) {
@@ -170,8 +174,8 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     return TERN_OK;
 }
 
-static void on_pubrel_done(struct tern_conn *c, int status, const struct tern_fsm_result *res,
-                           void *arg)
+static void on_pubrel_done(struct tern_conn *c, int status,
+                           const struct tern_fsm_result *res, void *arg)
 {
     (void)status;
     (void)res;
@@ -189,7 +193,8 @@ static int handle_pubrel(struct tern_conn *c, const struct tern_ack *a, uint8_t 
     }
     struct tern_cmd cmd = {.type = TERN_CMD_PUBREL};
     cmd.u.pubrel.packet_id = a->packet_id;
-    if (tern_session_command(c, &cmd, on_pubrel_done, (void *)(intptr_t)slot) != TERN_OK) {
+    if (tern_session_command(c, &cmd, on_pubrel_done, (void *)(intptr_t)slot) !=
+        TERN_OK) {
         *reason = TERN_RC_SERVER_UNAVAILABLE;
         return TERN_EPROTO;
     }

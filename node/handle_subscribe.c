@@ -15,8 +15,8 @@ static bool has_wildcard(struct tern_bytes f)
 
 /* Reason code for one SUBSCRIBE entry, or the granted QoS. A protocol error
  * (no-local on a shared subscription) closes the connection. */
-static uint8_t check_entry(struct tern_conn *c, struct tern_bytes filter, uint8_t *options,
-                           bool *fatal)
+static uint8_t check_entry(struct tern_conn *c, struct tern_bytes filter,
+                           uint8_t *options, bool *fatal)
 {
     const struct tern_config *cfg = &c->node->cfg;
     const char *g, *inner;
@@ -75,8 +75,8 @@ static struct tern_pending_sub *pending_take(struct tern_conn *c, uint8_t type,
     return NULL;
 }
 
-static void on_sub_done(struct tern_conn *c, int status, const struct tern_fsm_result *res,
-                        void *arg)
+static void on_sub_done(struct tern_conn *c, int status,
+                        const struct tern_fsm_result *res, void *arg)
 {
     uint16_t packet_id = (uint16_t)(uintptr_t)arg;
     uint8_t type = (uint8_t)((uintptr_t)arg >> 16);
@@ -87,7 +87,8 @@ static void on_sub_done(struct tern_conn *c, int status, const struct tern_fsm_r
     }
     if (status != TERN_OK || res->status != TERN_OK) {
         free(p);
-        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "subscription could not be committed");
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
+                        "subscription could not be committed");
         return;
     }
     if (p) /* UNSUBACK; a SUBACK already went out from the subscribed effect */
@@ -105,7 +106,8 @@ static int find_sub(void *ctx, struct tern_bytes filter, uint8_t options, uint32
     (void)options;
     (void)sub_id;
     struct sub_lookup *l = ctx;
-    if (filter.len == l->filter.len && memcmp(filter.ptr, l->filter.ptr, filter.len) == 0) {
+    if (filter.len == l->filter.len &&
+        memcmp(filter.ptr, l->filter.ptr, filter.len) == 0) {
         l->found = true;
         return 1;
     }
@@ -125,7 +127,8 @@ static void on_barrier(struct tern_conn *c, int status, const struct tern_fsm_re
     (void)res;
     struct deferred_sub *d = arg;
     if (status != TERN_OK && c->state != TERN_CONN_CLOSING)
-        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "subscription could not be ordered");
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
+                        "subscription could not be ordered");
     if (c->state == TERN_CONN_ACTIVE) {
         struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};
         cmd.u.sub.packet_id = d->packet_id;
@@ -157,7 +160,8 @@ static int subscribe_after_barrier(struct tern_conn *c, uint16_t packet_id, uint
     return rv;
 }
 
-int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uint8_t *reason)
+int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
+                          uint8_t *reason)
 {
     if (c->state != TERN_CONN_ACTIVE)
         return TERN_OK;
@@ -180,7 +184,8 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
     uint32_t pos = 0, i = 0, granted = 0;
     struct tern_bytes filter;
     uint8_t options;
-    while (i < s->count && tern_codec_next_filter(s, TERN_SUBSCRIBE, &pos, &filter, &options)) {
+    while (i < s->count &&
+           tern_codec_next_filter(s, TERN_SUBSCRIBE, &pos, &filter, &options)) {
         bool fatal = false;
         uint8_t rc = check_entry(c, filter, &options, &fatal);
         if (fatal) {
@@ -195,7 +200,8 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
         if (rc >= 0x80)
             continue;
         struct tern_cmd_sub e = {filter, options, sub_id};
-        len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len, &e);
+        len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len,
+                                &e);
         granted++;
     }
     if (granted == 0) {
@@ -211,7 +217,8 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
     struct tern_fsm_session *sess = c->persistent ? NULL : tern_session_get(c);
     uint32_t rpos = 0;
     struct tern_cmd_sub re;
-    while (sess && tern_cmd_next_sub((struct tern_bytes){list, (uint32_t)len}, &rpos, &re)) {
+    while (sess &&
+           tern_cmd_next_sub((struct tern_bytes){list, (uint32_t)len}, &rpos, &re)) {
         struct sub_lookup l = {re.filter, false};
         tern_fsm_session_subs_walk(sess, find_sub, &l);
         if (!l.found)
@@ -227,8 +234,9 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s, uin
         cmd.u.sub.packet_id = s->packet_id;
         cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};
         cmd.u.sub.count = granted;
-        rv = tern_session_command(c, &cmd, on_sub_done,
-                                  (void *)(uintptr_t)((TERN_SUBACK << 16) | s->packet_id));
+        rv =
+            tern_session_command(c, &cmd, on_sub_done,
+                                 (void *)(uintptr_t)((TERN_SUBACK << 16) | s->packet_id));
         free(list);
     }
     if (rv != TERN_OK) {
@@ -255,7 +263,8 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
     size_t len = 0;
     uint32_t pos = 0, i = 0;
     struct tern_bytes filter;
-    while (i < s->count && tern_codec_next_filter(s, TERN_UNSUBSCRIBE, &pos, &filter, NULL)) {
+    while (i < s->count &&
+           tern_codec_next_filter(s, TERN_UNSUBSCRIBE, &pos, &filter, NULL)) {
         struct sub_lookup l = {filter, false};
         if (sess)
             tern_fsm_session_subs_walk(sess, find_sub, &l);
@@ -263,7 +272,8 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
         if (l.found && !c->persistent)
             tern_routes_unref(c->node, (const char *)filter.ptr, filter.len);
         struct tern_cmd_sub e = {filter, 0, 0};
-        len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len, &e);
+        len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len,
+                                &e);
     }
     p->next = c->subs;
     c->subs = p;
@@ -271,8 +281,8 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
     cmd.u.sub.packet_id = s->packet_id;
     cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};
     cmd.u.sub.count = i;
-    int rv = tern_session_command(c, &cmd, on_sub_done,
-                                  (void *)(uintptr_t)((TERN_UNSUBACK << 16) | s->packet_id));
+    int rv = tern_session_command(
+        c, &cmd, on_sub_done, (void *)(uintptr_t)((TERN_UNSUBACK << 16) | s->packet_id));
     free(list);
     if (rv != TERN_OK) {
         free(pending_take(c, TERN_UNSUBACK, s->packet_id));

@@ -59,7 +59,8 @@ static int apply_set(struct tern_config *cfg, const char *kv, char *errmsg)
     char key[64];
     size_t klen = (size_t)(eq - kv);
     if (klen >= sizeof(key)) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "--set: key too long: \"%.*s\"", (int)klen, kv);
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "--set: key too long: \"%.*s\"", (int)klen,
+                 kv);
         return TERN_EINVAL;
     }
     memcpy(key, kv, klen);

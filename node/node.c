@@ -123,7 +123,8 @@ static void on_quorum_timer(uv_timer_t *t)
         return;
     for (struct tern_conn *c = n->conns; c; c = c->next)
         if (c->state == TERN_CONN_ACTIVE || c->state == TERN_CONN_CONNECTING)
-            tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "cluster unavailable (no quorum)");
+            tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
+                            "cluster unavailable (no quorum)");
 }
 
 /* In-session retry: a connection that has had messages in flight and no
@@ -147,8 +148,8 @@ static void on_retry_timer(uv_timer_t *t)
 
 bool tern_node_available(const struct tern_node *n)
 {
-    return n->unready_since_ms == 0 ||
-           tern_now_ms() - n->unready_since_ms < (uint64_t)n->cfg.raft_election_timeout_ms * 4;
+    return n->unready_since_ms == 0 || tern_now_ms() - n->unready_since_ms <
+                                           (uint64_t)n->cfg.raft_election_timeout_ms * 4;
 }
 
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
@@ -220,8 +221,8 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     if (rv == 0)
         rv = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
     if (rv != 0) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: cannot listen on %.100s: %s", n->cfg.listen,
-                 uv_strerror(rv));
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: cannot listen on %.100s: %s",
+                 n->cfg.listen, uv_strerror(rv));
         uv_close((uv_handle_t *)&n->listener, NULL);
         return TERN_EIO;
     }

@@ -105,8 +105,8 @@ void tern_session_closed(struct tern_conn *c)
     struct tern_node *n = c->node;
     if (!c->client_id)
         return;
-    struct tern_client_slot *slot = tern_clients_get(&n->clients, c->client_id,
-                                                     c->client_id_len);
+    struct tern_client_slot *slot =
+        tern_clients_get(&n->clients, c->client_id, c->client_id_len);
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     if (c->state == TERN_CONN_ACTIVE) {
         struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
@@ -206,8 +206,8 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     if (tern_fsm_session_owner(s) != n->cfg.node_id)
         return;
     struct tern_bytes id = tern_fsm_session_client_id(s);
-    struct tern_client_slot *slot = tern_clients_get(&n->clients, (const char *)id.ptr,
-                                                     id.len);
+    struct tern_client_slot *slot =
+        tern_clients_get(&n->clients, (const char *)id.ptr, id.len);
     struct tern_conn *c = slot ? slot->connecting : NULL;
     if (!c)
         return;
@@ -240,8 +240,8 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
         c->state = TERN_CONN_ACTIVE; /* so the local opened effect finds it */
         tern_fsm_apply(n->local, &cmd, &res);
         c->local_epoch = res.epoch;
-        struct tern_fsm_session *ls = tern_fsm_session_get(n->local, (const char *)id.ptr,
-                                                           id.len);
+        struct tern_fsm_session *ls =
+            tern_fsm_session_get(n->local, (const char *)id.ptr, id.len);
         if (ls)
             tern_fsm_session_set_local(ls, c);
     }
@@ -286,7 +286,8 @@ static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet
     }
 }
 
-static void on_deliver(void *ctx, struct tern_fsm_session *s, const struct tern_delivery *d)
+static void on_deliver(void *ctx, struct tern_fsm_session *s,
+                       const struct tern_delivery *d)
 {
     (void)ctx;
     struct tern_conn *c = conn_of(s);
@@ -299,8 +300,8 @@ static void fence(struct tern_node *n, struct tern_bytes id, uint32_t owner,
 {
     if (owner != n->cfg.node_id)
         return;
-    struct tern_client_slot *slot = tern_clients_get(&n->clients, (const char *)id.ptr,
-                                                     id.len);
+    struct tern_client_slot *slot =
+        tern_clients_get(&n->clients, (const char *)id.ptr, id.len);
     struct tern_conn *c = slot ? slot->active : NULL;
     if (!c || c->state != TERN_CONN_ACTIVE)
         return;

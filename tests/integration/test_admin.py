@@ -117,7 +117,7 @@ def parse_prometheus(text):
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ", 3)
-            assert kind in ("counter", "gauge"), line
+            assert kind in ("counter", "gauge", "histogram"), line
             assert name not in types, "TYPE given twice: " + line
             types[name] = kind
             continue
@@ -126,8 +126,12 @@ def parse_prometheus(text):
         m = line_re.match(line)
         assert m, "not a Prometheus sample line: %r" % line
         name = m.group(1)
-        assert name in types, "sample without TYPE: %r" % line
-        if types[name] == "counter":
+        family = name
+        for suffix in ("_bucket", "_count", "_sum"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                family = name[:-len(suffix)]
+        assert family in types, "sample without TYPE: %r" % line
+        if types[family] == "counter":
             assert name.endswith("_total"), line
         samples[(name, m.group(2) or "")] = float(m.group(4))
     return samples
