@@ -313,10 +313,27 @@ static void pubrel_fields(struct cur *c, struct tern_cmd *cmd)
     f_u16(c, &cmd->u.pubrel.packet_id, "pubrel.packet_id");
 }
 
+static void member_addr(struct cur *c, struct tern_bytes *b, const char *what)
+{
+    f_str16(c, b, what);
+    check(c, b->len <= TERN_MEMBER_ADDR_MAX, what);
+}
+
+static void member_fields(struct cur *c, struct tern_cmd *cmd)
+{
+    f_u32(c, &cmd->u.member.id, "member.id");
+    check(c, cmd->u.member.id != 0, "member.id");
+    if (cmd->type != TERN_CMD_MEMBER_SET)
+        return;
+    member_addr(c, &cmd->u.member.raft, "member.raft");
+    member_addr(c, &cmd->u.member.peer, "member.peer");
+    member_addr(c, &cmd->u.member.mqtt, "member.mqtt");
+}
+
 /* Header and body of one command; false for an unknown type. */
 static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
 {
-    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_BARRIER)
+    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_MEMBER_DEL)
         return false;
     f_u64(c, &cmd->now_ms, "now_ms");
     f_u64(c, &cmd->proposal_id, "proposal_id");
@@ -356,6 +373,10 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
     case TERN_CMD_ROUTE_DEL:
         f_u32(c, &cmd->u.route.node, "route.node");
         f_str16(c, &cmd->u.route.filter, "route.filter");
+        return true;
+    case TERN_CMD_MEMBER_SET:
+    case TERN_CMD_MEMBER_DEL:
+        member_fields(c, cmd);
         return true;
     default:
         return false;

@@ -52,6 +52,7 @@ void fsm_state_free(struct tern_fsm *f)
     free(f->origins);
     f->origins = NULL;
     f->origin_count = f->origin_cap = 0;
+    f->member_count = 0;
 }
 
 void tern_fsm_free(struct tern_fsm *f)
@@ -169,6 +170,12 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
         break;
     case TERN_CMD_ROUTE_DEL:
         fsm_route_del_cmd(f, c, r);
+        break;
+    case TERN_CMD_MEMBER_SET:
+        fsm_member_set_cmd(f, c, r);
+        break;
+    case TERN_CMD_MEMBER_DEL:
+        fsm_member_del_cmd(f, c, r);
         break;
     case TERN_CMD_BARRIER:
         break;

@@ -195,6 +195,9 @@ struct tern_fsm {
     struct fsm_map routes;              /* route key -> struct fsm_route */
     struct tern_topic_tree *route_tree; /* inner filter -> struct fsm_route */
 
+    struct tern_fsm_member members[TERN_FSM_MEMBERS_MAX]; /* ascending id */
+    uint32_t member_count;
+
     /* Scratch space reused by publish, so a publish allocates nothing in the
      * steady state. Apply is not re-entrant, so one set is enough. */
     struct fsm_sub **match;
@@ -202,6 +205,14 @@ struct tern_fsm {
     struct fsm_pending *pend;
     size_t pend_count, pend_cap;
 };
+
+/* --- members (fsm_member.c) --- */
+void fsm_member_set_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                        struct tern_fsm_result *r);
+void fsm_member_del_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                        struct tern_fsm_result *r);
+/* Inserts m in id order (replacing the same id); TERN_ELIMIT when full. */
+int fsm_member_put(struct tern_fsm *f, const struct tern_fsm_member *m);
 
 /* --- growable arrays --- */
 int fsm_grow(void **arr, size_t *cap, size_t need, size_t elem);

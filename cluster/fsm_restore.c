@@ -27,6 +27,7 @@
 #define MIN_ORIGIN (4 + 8 + 8 + FSM_DEDUP_WINDOW / 8)
 #define MIN_GROUP (4 + 8)
 #define MIN_ROUTE (4 + 4)
+#define MIN_MEMBER (4 + 3 * 4)
 #define STR16_MAX 65535u
 
 struct rs {
@@ -528,6 +529,40 @@ static void get_routes(struct rs *x)
     }
 }
 
+/* --- members --- */
+
+static void get_addr(struct rs *x, char *dst, const char *what)
+{
+    struct tern_bytes b = get_str(x, TERN_MEMBER_ADDR_MAX, what);
+    if (x->r.err || bad(x, b.len && memchr(b.ptr, 0, b.len) != NULL, what))
+        return;
+    if (b.len)
+        memcpy(dst, b.ptr, b.len);
+    dst[b.len] = '\0';
+}
+
+/* Optional: snapshots from before members existed end after the routes. */
+static void get_members(struct rs *x)
+{
+    if (x->r.err || tern_rbuf_left(&x->r) == 0)
+        return;
+    uint32_t n = tern_rbuf_get_u32(&x->r);
+    if (bad(x, n > TERN_FSM_MEMBERS_MAX, "member count") ||
+        !count_ok(x, n, MIN_MEMBER, "member count"))
+        return;
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < n && !x->r.err; i++) {
+        struct tern_fsm_member m = {.id = tern_rbuf_get_u32(&x->r)};
+        get_addr(x, m.raft, "member raft");
+        get_addr(x, m.peer, "member peer");
+        get_addr(x, m.mqtt, "member mqtt");
+        if (x->r.err || bad(x, m.id <= prev, "member order"))
+            return;
+        fsm_member_put(x->nf, &m); /* fits: n is bounded above */
+        prev = m.id;
+    }
+}
+
 /* --- whole body --- */
 
 static int u64_cmp(const void *a, const void *b)
@@ -557,6 +592,7 @@ static void get_body(struct rs *x)
     get_retained(x);
     get_groups(x);
     get_routes(x);
+    get_members(x);
     bad(x, !x->r.err && tern_rbuf_left(&x->r) != 0, "trailing bytes");
     if (!x->r.err)
         check_refs(x);
@@ -573,6 +609,8 @@ static void state_move(struct tern_fsm *dst, struct tern_fsm *src)
     dst->retained = src->retained;
     dst->routes = src->routes;
     dst->route_tree = src->route_tree;
+    memcpy(dst->members, src->members, sizeof(dst->members));
+    dst->member_count = src->member_count;
     dst->origins = src->origins;
     dst->origin_count = src->origin_count;
     dst->origin_cap = src->origin_cap;

@@ -286,6 +286,19 @@ static int put_routes(struct tern_wbuf *w, const struct tern_fsm *f)
     return TERN_OK;
 }
 
+/* Last section: snapshots written before members existed end after routes. */
+static void put_members(struct tern_wbuf *w, const struct tern_fsm *f)
+{
+    tern_wbuf_put_u32(w, f->member_count);
+    for (uint32_t i = 0; i < f->member_count; i++) { /* ascending id */
+        const struct tern_fsm_member *m = &f->members[i];
+        tern_wbuf_put_u32(w, m->id);
+        tern_wbuf_put_lbytes(w, m->raft, strlen(m->raft));
+        tern_wbuf_put_lbytes(w, m->peer, strlen(m->peer));
+        tern_wbuf_put_lbytes(w, m->mqtt, strlen(m->mqtt));
+    }
+}
+
 static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
 {
     tern_snap_begin(&x->w);
@@ -300,6 +313,7 @@ static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
     put_retained(x, f);
     if (put_groups(x, f) != TERN_OK || put_routes(&x->w, f) != TERN_OK)
         return TERN_ENOMEM;
+    put_members(&x->w, f);
     return tern_snap_finish(&x->w);
 }
 

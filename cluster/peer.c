@@ -21,6 +21,7 @@ struct out_link {
     uv_timer_t retry;
     int connected;
     int connecting;
+    int removed; /* the member left: never reconnect (addr.id is 0) */
     uint64_t queued;
     uint64_t down_since;
 };
@@ -100,7 +101,7 @@ static void link_down(struct out_link *l)
         l->down_since = uv_now(l->peers->loop);
     l->connected = 0;
     l->connecting = 0;
-    if (!l->peers->closing)
+    if (!l->peers->closing && !l->removed)
         uv_timer_start(&l->retry, on_retry, RECONNECT_MS, 0);
 }
 
@@ -138,7 +139,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void connect_link(struct out_link *l)
 {
-    if (l->peers->closing || l->tcp)
+    if (l->peers->closing || l->tcp || l->removed)
         return;
     struct sockaddr_in sa;
     if (uv_ip4_addr(l->addr.host, l->addr.port, &sa) != 0)
@@ -339,6 +340,80 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     for (size_t i = 0; i < p->nout; i++)
         connect_link(&p->out[i]);
     *out = p;
+    return TERN_OK;
+}
+
+static struct out_link *link_find(struct tern_peers *p, uint32_t id)
+{
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].addr.id == id)
+            return &p->out[i];
+    return NULL;
+}
+
+/* A slot for a new link: a fresh one, else one whose member was removed and
+ * whose connection is fully closed (its handles' callbacks may not run on a
+ * reused slot while they still hold it: the connect starts after a delay). */
+static struct out_link *link_slot(struct tern_peers *p, int *reused)
+{
+    *reused = 0;
+    if (p->nout < TERN_PEER_MAX) {
+        struct out_link *l = &p->out[p->nout++];
+        memset(l, 0, sizeof(*l));
+        l->peers = p;
+        uv_timer_init(p->loop, &l->retry);
+        p->handles++;
+        l->retry.data = l;
+        return l;
+    }
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].removed && p->out[i].tcp == NULL) {
+            *reused = 1;
+            return &p->out[i];
+        }
+    return NULL;
+}
+
+int tern_peers_add(struct tern_peers *p, const struct tern_peer_addr *a)
+{
+    if (p->closing)
+        return TERN_ESHUTDOWN;
+    if (a->id == 0)
+        return TERN_EINVAL;
+    if (a->id == p->self)
+        return TERN_OK;
+    struct out_link *l = link_find(p, a->id);
+    if (l && strcmp(l->addr.host, a->host) == 0 && l->addr.port == a->port)
+        return TERN_OK;
+    if (l) { /* moved: reconnect to the new address */
+        l->addr = *a;
+        link_down(l);
+        return TERN_OK;
+    }
+    int reused;
+    l = link_slot(p, &reused);
+    if (!l)
+        return TERN_ELIMIT;
+    l->addr = *a;
+    l->removed = 0;
+    l->connected = l->connecting = 0;
+    l->down_since = uv_now(p->loop);
+    if (reused)
+        uv_timer_start(&l->retry, on_retry, RECONNECT_MS, 0);
+    else
+        connect_link(l);
+    return TERN_OK;
+}
+
+int tern_peers_remove(struct tern_peers *p, uint32_t id)
+{
+    struct out_link *l = id ? link_find(p, id) : NULL;
+    if (!l)
+        return TERN_ENOTFOUND;
+    l->removed = 1;
+    l->addr.id = 0;
+    uv_timer_stop(&l->retry);
+    link_down(l);
     return TERN_OK;
 }
 

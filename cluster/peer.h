@@ -44,6 +44,14 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
 int tern_peers_connected(const struct tern_peers *p, uint32_t to);
 /* Milliseconds since `to` was last seen connected (0 while connected). */
 uint64_t tern_peers_down_ms(const struct tern_peers *p, uint32_t to);
+/* Opens an outbound link to a member added at runtime (or reconnects to its new
+ * address). Adding this node itself or a known member at the same address does
+ * nothing. TERN_ELIMIT when TERN_PEER_MAX links are in use (a removed member's
+ * link is reused once its connection has closed). */
+int tern_peers_add(struct tern_peers *p, const struct tern_peer_addr *a);
+/* Closes the outbound link to a member that left; TERN_ENOTFOUND if none. Its
+ * inbound connection closes when that node stops or drops it. */
+int tern_peers_remove(struct tern_peers *p, uint32_t id);
 void tern_peers_close(struct tern_peers *p);
 
 #endif

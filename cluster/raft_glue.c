@@ -70,7 +70,7 @@ struct tern_cluster {
     uint64_t seq;
     uint64_t retry_ms;
     uint64_t applied_own, entries;
-    int down_declared[TERN_CLUSTER_MEMBERS_MAX];
+    uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;
     int push_commit;      /* leader: applied a follower's proposal (see push_commit) */
     uint32_t last_leader; /* for logging leader changes */
@@ -83,6 +83,10 @@ struct tern_cluster {
     int seq_ready;
     int barrier_sent;
     uint64_t start_index;
+    uint64_t restores_seen;      /* snapshots installed whose members were linked */
+    int seen_self;               /* this node was in the Raft configuration */
+    int removed;                 /* ... and no longer is: refuses work */
+    struct member_req *removing; /* leader: waiting for the node to learn it */
     struct raft_barrier barrier;
     void (*close_cb)(void *ctx);
     void *close_ctx;
@@ -181,10 +185,16 @@ static void pending_remove(struct tern_cluster *c, struct proposal *p)
  * is in its proposal id completes that proposal. */
 static void kick(struct tern_cluster *c);
 
+static void member_applied(struct tern_cluster *c, const struct tern_cmd *cmd,
+                           const struct tern_fsm_result *res);
+static void check_removed_marker(struct tern_cluster *c);
+
 static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res)
 {
     struct tern_cluster *c = ctx;
+    if (cmd->type == TERN_CMD_MEMBER_SET || cmd->type == TERN_CMD_MEMBER_DEL)
+        member_applied(c, cmd, res);
     if (cmd->proposal_id >> 40 != c->node_id) {
         if (cmd->proposal_id && raft_state(&c->raft) == RAFT_LEADER) {
             c->push_commit = 1; /* a follower is waiting to learn this committed */
@@ -409,6 +419,25 @@ static void on_peer_frame(void *ctx, uint32_t from, uint8_t type, const uint8_t 
 
 /* --- timer: retries, node-down detection ---------------------------------------- */
 
+/* Which nodes were declared down (one NODE_DOWN each until their link is
+ * back), by id: the Raft configuration changes at runtime. */
+static uint32_t *down_slot(struct tern_cluster *c, uint32_t id)
+{
+    for (size_t i = 0; i < TERN_PEER_MAX; i++)
+        if (c->down_declared[i] == id)
+            return &c->down_declared[i];
+    return NULL;
+}
+
+static void down_set(struct tern_cluster *c, uint32_t id, bool down)
+{
+    uint32_t *slot = down_slot(c, id);
+    if (!down && slot)
+        *slot = 0;
+    else if (down && !slot && (slot = down_slot(c, 0)) != NULL)
+        *slot = id;
+}
+
 static void declare_down(struct tern_cluster *c)
 {
     if (raft_state(&c->raft) != RAFT_LEADER)
@@ -419,25 +448,28 @@ static void declare_down(struct tern_cluster *c)
     uint64_t limit = (uint64_t)c->cfg.election_timeout_ms * 10;
     if (limit < 3000)
         limit = 3000;
-    for (uint32_t i = 0; i < c->cfg.member_count; i++) {
-        uint32_t id = c->cfg.members[i].id;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        uint32_t id = (uint32_t)conf->servers[i].id;
         if (id == c->node_id)
             continue;
         if (tern_peers_connected(c->peers, id)) {
-            c->down_declared[i] = 0;
+            down_set(c, id, false);
             continue;
         }
-        if (c->down_declared[i] || tern_peers_down_ms(c->peers, id) < limit)
+        if (down_slot(c, id) || tern_peers_down_ms(c->peers, id) < limit)
             continue;
         struct tern_cmd cmd = {.type = TERN_CMD_NODE_DOWN, .now_ms = wall_ms()};
         cmd.u.node_down.node = id;
         if (tern_cluster_propose(c, &cmd, NULL, NULL) == TERN_OK) {
             TERN_LOGW("node %u unreachable for %llu ms: marking its sessions offline", id,
                       (unsigned long long)limit);
-            c->down_declared[i] = 1;
+            down_set(c, id, true);
         }
     }
 }
+
+static void members_check(struct tern_cluster *c);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -473,6 +505,7 @@ static void on_timer(uv_timer_t *t)
     if (resend)
         kick(c);
     declare_down(c);
+    members_check(c);
 }
 
 /* --- setup --------------------------------------------------------------------- */
@@ -496,6 +529,24 @@ static int split_addr(const char *s, struct tern_peer_addr *a)
     a->host[colon - s] = '\0';
     a->port = (uint16_t)atoi(colon + 1);
     return TERN_OK;
+}
+
+static int bootstrap(struct tern_cluster *c, const char *self_addr, char *errmsg)
+{
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    if (c->cfg.member_count == 0)
+        raft_configuration_add(&conf, c->node_id, self_addr, RAFT_VOTER);
+    for (uint32_t i = 0; i < c->cfg.member_count; i++)
+        raft_configuration_add(&conf, c->cfg.members[i].id, c->cfg.members[i].raft,
+                               RAFT_VOTER);
+    int rv = raft_bootstrap(&c->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: bootstrap: %s", raft_strerror(rv));
+        return rv;
+    }
+    return 0;
 }
 
 static int start_raft(struct tern_cluster *c, char *errmsg)
@@ -530,20 +581,13 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     raft_set_pre_vote(&c->raft, true);
 
     /* Every member bootstraps the same static configuration; on a restart the
-     * log already has one and bootstrap says so (RAFT_CANTBOOTSTRAP). */
-    struct raft_configuration conf;
-    raft_configuration_init(&conf);
-    if (c->cfg.member_count == 0)
-        raft_configuration_add(&conf, c->node_id, self_addr, RAFT_VOTER);
-    for (uint32_t i = 0; i < c->cfg.member_count; i++)
-        raft_configuration_add(&conf, c->cfg.members[i].id, c->cfg.members[i].raft,
-                               RAFT_VOTER);
-    rv = raft_bootstrap(&c->raft, &conf);
-    raft_configuration_close(&conf);
-    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: bootstrap: %s", raft_strerror(rv));
+     * log already has one and bootstrap says so (RAFT_CANTBOOTSTRAP). A joining
+     * node bootstraps nothing: the leader's raft_add brings it the
+     * configuration (a configuration of its own would let it elect itself). */
+    if (!c->cfg.join)
+        rv = bootstrap(c, self_addr, errmsg);
+    if (rv != 0)
         return TERN_EIO;
-    }
     rv = raft_start(&c->raft);
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: start: %s", raft_errmsg(&c->raft));
@@ -582,6 +626,7 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
             return TERN_EINVAL;
         }
     }
+    check_removed_marker(c);
     uv_idle_init(loop, &c->idle);
     c->idle.data = c;
     uv_timer_init(loop, &c->timer);
@@ -648,7 +693,7 @@ int tern_cluster_ready(const struct tern_cluster *c)
     if (c->closing || !c->raft_started)
         return 0;
     uint32_t leader = leader_id(m);
-    if (leader == 0)
+    if (leader == 0 || c->removed)
         return 0;
     return leader == c->node_id || tern_peers_connected(c->peers, leader);
 }
@@ -761,6 +806,335 @@ void tern_cluster_snapshot_soon(struct tern_cluster *c)
     raft_set_snapshot_threshold(&c->raft, 1);
 }
 
+/* --- membership ------------------------------------------------------------- */
+
+static void member_link(struct tern_cluster *c, const struct tern_fsm_member *m)
+{
+    struct tern_peer_addr a = {.id = m->id};
+    if (m->id == c->node_id)
+        return;
+    if (split_addr(m->peer, &a) != TERN_OK || tern_peers_add(c->peers, &a) != TERN_OK)
+        TERN_LOGW("member %u: cannot open a peer link to \"%s\"", m->id, m->peer);
+}
+
+static int member_link_visit(void *ctx, const struct tern_fsm_member *m)
+{
+    member_link(ctx, m);
+    return 0;
+}
+
+/* data_dir/removed marks a node removed across restarts: once out of the
+ * configuration no leader contacts it, so its log alone would never tell it. */
+static int removed_path(const struct tern_cluster *c, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s/removed", c->cfg.data_dir);
+    return n > 0 && (size_t)n < cap ? TERN_OK : TERN_EINVAL;
+}
+
+static void removed_log(const struct tern_cluster *c)
+{
+    TERN_LOGE("this node (id %u) is not a member of the cluster any more: remove its "
+              "data directory to join again as a new member",
+              c->node_id);
+}
+
+static void mark_removed(struct tern_cluster *c)
+{
+    char path[512];
+    if (c->removed)
+        return;
+    c->removed = 1;
+    removed_log(c);
+    FILE *f = removed_path(c, path, sizeof(path)) == TERN_OK ? fopen(path, "w") : NULL;
+    if (f) {
+        fprintf(f, "node %u was removed from the cluster\n", c->node_id);
+        fclose(f);
+    } else {
+        TERN_LOGW("cannot write %s: a restart will not know this node was removed", path);
+    }
+}
+
+static void check_removed_marker(struct tern_cluster *c)
+{
+    char path[512];
+    struct stat st;
+    if (removed_path(c, path, sizeof(path)) == TERN_OK && stat(path, &st) == 0) {
+        c->removed = 1;
+        removed_log(c);
+    }
+}
+
+static void member_applied(struct tern_cluster *c, const struct tern_cmd *cmd,
+                           const struct tern_fsm_result *res)
+{
+    uint32_t id = cmd->u.member.id;
+    if (res->status != TERN_OK || res->duplicate)
+        return;
+    if (cmd->type == TERN_CMD_MEMBER_SET) {
+        const struct tern_fsm_member *m = tern_fsm_member_get(c->fsm, id);
+        if (m)
+            member_link(c, m);
+    } else if (id == c->node_id) {
+        mark_removed(c);
+    } else {
+        tern_peers_remove(c->peers, id);
+    }
+}
+
+/* On the timer: links to members a snapshot brought (a restore calls no apply
+ * hook), and whether this node is still in the Raft configuration. A node
+ * counts as removed only once it has seen itself in it: a joining node's
+ * configuration lacks it until the leader's raft_add entry arrives. */
+static void removal_step(struct tern_cluster *c);
+
+static void members_check(struct tern_cluster *c)
+{
+    if (!c->raft_started || c->closing)
+        return;
+    if (c->removing)
+        removal_step(c);
+    if (c->rfsm.restores != c->restores_seen) {
+        c->restores_seen = c->rfsm.restores;
+        tern_fsm_members_walk(c->fsm, member_link_visit, c);
+    }
+    const struct raft_configuration *conf = &c->raft.configuration;
+    bool in = false;
+    for (unsigned i = 0; i < conf->n; i++)
+        in = in || conf->servers[i].id == c->node_id;
+    if (in)
+        c->seen_self = 1;
+    else if (c->seen_self && conf->n > 0)
+        mark_removed(c);
+}
+
+int tern_cluster_removed(const struct tern_cluster *c)
+{
+    return c->removed;
+}
+
+struct member_req {
+    struct raft_change change; /* first: the raft callback gets this pointer */
+    struct tern_cluster *c;
+    uint32_t id;
+    uint64_t del_index; /* remove: index of the MEMBER_DEL entry */
+    uint64_t deadline;  /* remove: when to stop waiting for the node */
+    char raft[sizeof(((struct tern_member *)0)->raft)];
+    void (*cb)(void *ctx, int status);
+    void *ctx;
+};
+
+static int from_raft(int rv)
+{
+    switch (rv) {
+    case 0:
+        return TERN_OK;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return TERN_ENOTLEADER;
+    case RAFT_CANTCHANGE:
+        return TERN_EAGAIN;
+    case RAFT_BADID:
+    case RAFT_NOTFOUND:
+        return TERN_ENOTFOUND;
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_BADROLE:
+        return TERN_EINVAL;
+    case RAFT_SHUTDOWN:
+        return TERN_ESHUTDOWN;
+    case RAFT_NOMEM:
+        return TERN_ENOMEM;
+    default:
+        return TERN_EIO;
+    }
+}
+
+static void member_done(struct member_req *r, int status)
+{
+    if (status != TERN_OK)
+        TERN_LOGW("membership change for node %u failed: %s", r->id,
+                  tern_strerror(status));
+    if (r->cb)
+        r->cb(r->ctx, status);
+    free(r);
+}
+
+static int member_status(int status, const struct tern_fsm_result *res)
+{
+    return status != TERN_OK ? status : res->status;
+}
+
+static void on_assigned(struct raft_change *req, int status)
+{
+    struct member_req *r = (struct member_req *)req;
+    if (status == 0)
+        TERN_LOGI("node %u is a voter", r->id);
+    member_done(r, from_raft(status));
+}
+
+static void on_added(struct raft_change *req, int status)
+{
+    struct member_req *r = (struct member_req *)req;
+    if (status != 0) {
+        member_done(r, from_raft(status));
+        return;
+    }
+    /* libraft promotes it once it has caught up (log or snapshot). */
+    TERN_LOGI("node %u added as a spare: catching up", r->id);
+    int rv = raft_assign(&r->c->raft, &r->change, r->id, RAFT_VOTER, on_assigned);
+    if (rv != 0)
+        member_done(r, from_raft(rv));
+}
+
+/* Role of id in the Raft configuration, -1 if absent. */
+static int config_role(struct tern_cluster *c, uint32_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return conf->servers[i].role;
+    return -1;
+}
+
+static bool in_config(struct tern_cluster *c, uint32_t id)
+{
+    return config_role(c, id) >= 0;
+}
+
+/* A node already there as a non-voter (an earlier add whose catch-up gave up)
+ * is only promoted again. */
+static void on_member_set(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    struct member_req *r = ctx;
+    struct raft *raft = &r->c->raft;
+    status = member_status(status, res);
+    int rv = status;
+    if (status == TERN_OK && in_config(r->c, r->id))
+        rv = from_raft(raft_assign(raft, &r->change, r->id, RAFT_VOTER, on_assigned));
+    else if (status == TERN_OK)
+        rv = from_raft(raft_add(raft, &r->change, r->id, r->raft, on_added));
+    if (rv != TERN_OK)
+        member_done(r, rv);
+}
+
+static bool addr_ok(const char *s)
+{
+    struct tern_peer_addr a;
+    return strlen(s) <= TERN_MEMBER_ADDR_MAX && split_addr(s, &a) == TERN_OK && a.port;
+}
+
+int tern_cluster_add_member(struct tern_cluster *c, const struct tern_member *m,
+                            void (*cb)(void *ctx, int status), void *ctx)
+{
+    if (c->closing || !c->raft_started || raft_state(&c->raft) != RAFT_LEADER)
+        return TERN_ENOTLEADER;
+    if (m->id == 0 || !addr_ok(m->raft) || !addr_ok(m->peer) ||
+        (m->mqtt[0] && !addr_ok(m->mqtt)))
+        return TERN_EINVAL;
+    if (config_role(c, m->id) == RAFT_VOTER)
+        return TERN_EINVAL; /* already a member */
+    struct member_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return TERN_ENOMEM;
+    *r = (struct member_req){.c = c, .id = m->id, .cb = cb, .ctx = ctx};
+    snprintf(r->raft, sizeof(r->raft), "%s", m->raft);
+    struct tern_cmd cmd = {.type = TERN_CMD_MEMBER_SET, .now_ms = wall_ms()};
+    cmd.u.member.id = m->id;
+    cmd.u.member.raft = (struct tern_bytes){(const uint8_t *)m->raft, strlen(m->raft)};
+    cmd.u.member.peer = (struct tern_bytes){(const uint8_t *)m->peer, strlen(m->peer)};
+    cmd.u.member.mqtt = (struct tern_bytes){(const uint8_t *)m->mqtt, strlen(m->mqtt)};
+    int rv = tern_cluster_propose(c, &cmd, on_member_set, r);
+    if (rv != TERN_OK)
+        free(r);
+    return rv;
+}
+
+static void on_removed(struct raft_change *req, int status)
+{
+    struct member_req *r = (struct member_req *)req;
+    if (status == 0)
+        TERN_LOGI("node %u left the Raft configuration", r->id);
+    member_done(r, from_raft(status));
+}
+
+/* MEMBER_DEL goes first, while the node is still in the configuration: it
+ * applies it too, so it learns it was removed (and remembers it on disk) instead
+ * of waiting for a leader that never contacts it again. It learns that the entry
+ * committed only from a later AppendEntries, so the leader appends a barrier and
+ * waits (the timer polls, bounded) until the node has that one too: then it
+ * leaves the Raft configuration. */
+static uint64_t match_of(struct tern_cluster *c, uint32_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    if (raft_state(&c->raft) != RAFT_LEADER || !c->raft.leader_state.progress)
+        return 0;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return c->raft.leader_state.progress[i].match_index;
+    return 0;
+}
+
+static void removal_step(struct tern_cluster *c)
+{
+    struct member_req *r = c->removing;
+    bool self = r->id == c->node_id;
+    if (r->del_index == 0)
+        return; /* MEMBER_DEL not applied yet */
+    if (!self && match_of(c, r->id) <= r->del_index && now_ms(c) < r->deadline)
+        return;
+    c->removing = NULL;
+    int rv = from_raft(raft_remove(&c->raft, &r->change, r->id, on_removed));
+    if (rv != TERN_OK)
+        member_done(r, rv);
+}
+
+static void on_del_applied(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    struct member_req *r = ctx;
+    struct tern_cluster *c = r->c;
+    status = member_status(status, res);
+    if (status != TERN_OK) {
+        c->removing = NULL;
+        member_done(r, status);
+        return;
+    }
+    /* Called while the entry applies: the last applied index is the one before. */
+    r->del_index = raft_last_applied(&c->raft) + 1;
+    r->deadline = now_ms(c) + (uint64_t)c->cfg.election_timeout_ms * 4;
+    struct raft_barrier *b = malloc(sizeof(*b));
+    if (b && raft_barrier(&c->raft, b, on_push_barrier) != 0)
+        free(b);
+}
+
+int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,
+                               void (*cb)(void *ctx, int status), void *ctx)
+{
+    if (c->closing || !c->raft_started || raft_state(&c->raft) != RAFT_LEADER)
+        return TERN_ENOTLEADER;
+    if (id == 0 || !in_config(c, id))
+        return TERN_ENOTFOUND;
+    if (c->removing)
+        return TERN_EAGAIN;
+    struct member_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return TERN_ENOMEM;
+    *r = (struct member_req){.c = c, .id = id, .cb = cb, .ctx = ctx};
+    struct tern_cmd cmd = {.type = TERN_CMD_MEMBER_DEL, .now_ms = wall_ms()};
+    cmd.u.member.id = id;
+    int rv = tern_cluster_propose(c, &cmd, on_del_applied, r);
+    if (rv != TERN_OK) {
+        free(r);
+        return rv;
+    }
+    c->removing = r; /* one removal at a time; the timer moves it on */
+    /* Its sessions go offline (wills out, clients fenced: they reconnect
+     * elsewhere). In the same entry as MEMBER_DEL, so the node applies it too. */
+    struct tern_cmd down = {.type = TERN_CMD_NODE_DOWN, .now_ms = cmd.now_ms};
+    down.u.node_down.node = id;
+    tern_cluster_propose(c, &down, NULL, NULL);
+    return TERN_OK;
+}
+
 static void fail_pending(struct tern_cluster *c)
 {
     while (c->head) {
@@ -806,6 +1180,11 @@ static void on_handle_closed(uv_handle_t *h)
 static void close_now(struct tern_cluster *c)
 {
     fail_pending(c);
+    if (c->removing) { /* its MEMBER_DEL applied; the removal itself never ran */
+        struct member_req *r = c->removing;
+        c->removing = NULL;
+        member_done(r, TERN_ESHUTDOWN);
+    }
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (c->peers)

@@ -162,6 +162,11 @@ static const char *member_mqtt(const struct tern_node *n, uint32_t id)
     for (uint32_t i = 0; i < n->cfg.member_count; i++)
         if (n->cfg.members[i].id == id)
             return n->cfg.members[i].mqtt;
+    /* A member added at runtime: its addresses are replicated. */
+    const struct tern_fsm_member *m =
+        tern_fsm_member_get(tern_cluster_fsm(n->cluster), id);
+    if (m)
+        return m->mqtt;
     return id == n->cfg.node_id ? n->cfg.listen : "";
 }
 
@@ -879,6 +884,175 @@ static void post_snapshot(struct tern_admin *a, struct tern_http_conn *hc,
     TERN_LOGI("admin: snapshot requested");
 }
 
+/* --- membership ------------------------------------------------------------------ */
+
+struct member_ctx {
+    struct tern_admin *admin;
+    struct tern_http_conn *hc;
+    uint32_t id;
+    bool add;
+};
+
+/* A voter already (a spare left by an add that did not finish may be added
+ * again: it is then only promoted). */
+static bool is_voter(const struct tern_node *n, uint32_t id)
+{
+    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
+    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
+    for (size_t i = 0; i < count; i++)
+        if (ms[i].id == id)
+            return ms[i].role == 1;
+    return false;
+}
+
+/* Answers a failed membership change: who to ask, or what was wrong. */
+static void member_error(struct tern_node *n, struct tern_http_conn *hc, uint32_t id,
+                         int status)
+{
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    if (status == TERN_ENOTLEADER)
+        reply_error(hc, 409, "leader", st.leader,
+                    "node %u is not the leader: ask the leader (node %u)", n->cfg.node_id,
+                    st.leader);
+    else if (status == TERN_EAGAIN)
+        reply_error(hc, 409, "leader", st.leader,
+                    "another membership change is in progress: try again");
+    else if (status == TERN_ENOTFOUND)
+        reply_error(hc, 404, NULL, 0, "no member %u", id);
+    else if (status == TERN_EINVAL)
+        reply_error(hc, 400, NULL, 0, "member %u: bad id or address", id);
+    else if (status == TERN_EIO)
+        reply_error(hc, 503, NULL, 0,
+                    "node %u did not catch up: is it running, with join? It stays a "
+                    "spare; add it again to retry",
+                    id);
+    else
+        reply_error(hc, 503, NULL, 0, "member %u: %s", id, tern_strerror(status));
+}
+
+static void on_member_changed(void *ctx, int status)
+{
+    struct member_ctx *m = ctx;
+    if (status == TERN_OK) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", m->id);
+        cJSON_AddStringToObject(o, "member", m->add ? "added" : "removed");
+        reply_json(m->hc, 200, o);
+        TERN_LOGI("admin: node %u %s", m->id, m->add ? "added" : "removed");
+    } else {
+        member_error(m->admin->node, m->hc, m->id, status);
+    }
+    tern_http_release(m->hc);
+    free(m);
+}
+
+static bool require_leader(struct tern_node *n, struct tern_http_conn *hc)
+{
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    if (st.state == 3)
+        return true;
+    member_error(n, hc, 0, TERN_ENOTLEADER);
+    return false;
+}
+
+/* Query parameter `name` as a member address; false (answered 400) if bad. */
+static bool member_addr(struct tern_http_conn *hc, const char *query, const char *name,
+                        bool required, char *out, size_t cap)
+{
+    int rv = query_get(query, name, out, cap);
+    if (rv == 0 && !required) {
+        out[0] = '\0';
+        return true;
+    }
+    if (rv <= 0 || !strchr(out, ':')) {
+        reply_error(hc, 400, NULL, 0, "%s: must be HOST:PORT (IPv4)", name);
+        return false;
+    }
+    return true;
+}
+
+static struct member_ctx *member_ctx_new(struct tern_admin *a, struct tern_http_conn *hc,
+                                         uint32_t id, bool add)
+{
+    struct member_ctx *m = malloc(sizeof(*m));
+    if (!m) {
+        reply_error(hc, 500, NULL, 0, "out of memory");
+        return NULL;
+    }
+    *m = (struct member_ctx){a, hc, id, add};
+    tern_http_hold(hc);
+    return m;
+}
+
+/* POST /members?id=N&raft=H:P&peer=H:P&mqtt=H:P (leader only). Answers once the
+ * node is a voter: it has caught up. */
+static void post_members(struct tern_admin *a, struct tern_http_conn *hc,
+                         const char *tail, const char *query)
+{
+    (void)tail;
+    struct tern_node *n = a->node;
+    struct tern_member mb = {0};
+    uint64_t id = 0;
+    if (query_uint(query, "id", UINT32_MAX, &id) <= 0 || id == 0) {
+        reply_error(hc, 400, NULL, 0, "id: must be a node id (1 to 4294967295)");
+        return;
+    }
+    mb.id = (uint32_t)id;
+    if (!member_addr(hc, query, "raft", true, mb.raft, sizeof(mb.raft)) ||
+        !member_addr(hc, query, "peer", true, mb.peer, sizeof(mb.peer)) ||
+        !member_addr(hc, query, "mqtt", false, mb.mqtt, sizeof(mb.mqtt)) ||
+        !require_leader(n, hc))
+        return;
+    if (is_voter(n, mb.id)) {
+        reply_error(hc, 409, NULL, 0, "node %u is already a member", mb.id);
+        return;
+    }
+    struct member_ctx *m = member_ctx_new(a, hc, mb.id, true);
+    if (!m)
+        return;
+    int rv = tern_cluster_add_member(n->cluster, &mb, on_member_changed, m);
+    if (rv != TERN_OK) {
+        member_error(n, hc, mb.id, rv);
+        tern_http_release(hc);
+        free(m);
+        return;
+    }
+    TERN_LOGI("admin: adding node %u (raft %s, peer %s)", mb.id, mb.raft, mb.peer);
+}
+
+/* DELETE /members/ID (leader only). */
+static void delete_member(struct tern_admin *a, struct tern_http_conn *hc,
+                          const char *tail, const char *query)
+{
+    (void)query;
+    struct tern_node *n = a->node;
+    char *end;
+    unsigned long long id = strtoull(tail, &end, 10);
+    if (tail[0] < '0' || tail[0] > '9' || *end || id == 0 || id > UINT32_MAX) {
+        reply_error(hc, 400, NULL, 0, "member id: must be a node id");
+        return;
+    }
+    if (!require_leader(n, hc))
+        return;
+    if (!is_member(n, (uint32_t)id)) {
+        reply_error(hc, 404, NULL, 0, "no member %llu", id);
+        return;
+    }
+    struct member_ctx *m = member_ctx_new(a, hc, (uint32_t)id, false);
+    if (!m)
+        return;
+    int rv = tern_cluster_remove_member(n->cluster, (uint32_t)id, on_member_changed, m);
+    if (rv != TERN_OK) {
+        member_error(n, hc, (uint32_t)id, rv);
+        tern_http_release(hc);
+        free(m);
+        return;
+    }
+    TERN_LOGI("admin: removing node %llu", id);
+}
+
 /* --- drain -------------------------------------------------------------------- */
 
 /* MQTT address of another member for clients to move to ("" if none): one whose
@@ -1206,6 +1380,8 @@ static const struct admin_route routes[] = {
     {"POST", "/snapshot", post_snapshot},
     {"POST", "/drain", post_drain},
     {"POST", "/undrain", post_undrain},
+    {"POST", "/members", post_members},
+    {"DELETE", "/members/", delete_member},
 };
 
 /* Does path match the route's path? Sets *tail to the argument of a prefix route. */

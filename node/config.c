@@ -136,6 +136,8 @@ static const struct key keys[] = {
          "log entries kept after a snapshot"),
     UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",
          "largest Raft entry (a batch of commands)"),
+    BOOL("join", join, "false",
+         "join a running cluster (no bootstrap; ternctl add-node)"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

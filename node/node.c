@@ -148,6 +148,8 @@ static void on_retry_timer(uv_timer_t *t)
 
 bool tern_node_available(const struct tern_node *n)
 {
+    if (n->cluster && tern_cluster_removed(n->cluster))
+        return false; /* for good: no grace period */
     return n->unready_since_ms == 0 || tern_now_ms() - n->unready_since_ms <
                                            (uint64_t)n->cfg.raft_election_timeout_ms * 4;
 }
@@ -186,6 +188,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .heartbeat_timeout_ms = cfg->raft_heartbeat_timeout_ms,
         .snapshot_threshold = cfg->raft_snapshot_threshold,
         .snapshot_trailing = cfg->raft_snapshot_trailing,
+        .join = cfg->join,
         .on_forward = on_forward,
         .forward_ctx = n,
     };

@@ -13,6 +13,7 @@
 #ifndef TERN_CLUSTER_H
 #define TERN_CLUSTER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -48,6 +49,9 @@ struct tern_cluster_config {
     uint32_t heartbeat_timeout_ms;
     uint32_t snapshot_threshold; /* entries between snapshots */
     uint32_t snapshot_trailing;  /* entries kept after a snapshot */
+    /* Joining a running cluster: bootstrap no configuration; wait for the
+     * leader to add this node (tern_cluster_add_member() on the leader). */
+    bool join;
     tern_forward_fn on_forward;
     void *forward_ctx;
 };
@@ -113,6 +117,27 @@ size_t tern_cluster_members(const struct tern_cluster *c, struct tern_member_sta
  * TERN_ENOTLEADER on a follower. */
 int tern_cluster_transfer(struct tern_cluster *c, uint32_t to,
                           void (*cb)(void *ctx, int status), void *ctx);
+
+/* Membership changes, leader only (TERN_ENOTLEADER otherwise; cb is then not
+ * called). Adding: MEMBER_SET (every node learns the member's peer and MQTT
+ * addresses and opens its peer link), then the node joins the Raft
+ * configuration as a spare and is promoted to voter once it has caught up (from
+ * a snapshot when the log was compacted). Removing: MEMBER_DEL first (every
+ * node closes its link to it; the node itself, still in the configuration,
+ * applies it too, stops taking clients and leaves a `removed` marker in its
+ * data directory so a restart refuses as well), then the node leaves the Raft
+ * configuration. cb(ctx, status) runs when it is done: TERN_OK, TERN_ENOTLEADER (leadership lost on the way),
+ * TERN_EAGAIN (another change is in progress), TERN_EINVAL, TERN_ENOTFOUND
+ * (remove: not a member), TERN_ELIMIT, TERN_ESHUTDOWN, TERN_EIO. */
+int tern_cluster_add_member(struct tern_cluster *c, const struct tern_member *m,
+                            void (*cb)(void *ctx, int status), void *ctx);
+int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,
+                               void (*cb)(void *ctx, int status), void *ctx);
+
+/* Was this node removed from the cluster? It then refuses work for good
+ * (tern_cluster_ready() is 0); its data directory must go before it can join
+ * again as a new member. */
+int tern_cluster_removed(const struct tern_cluster *c);
 
 /* Takes a snapshot at the next applied entry (compacts the log now). */
 void tern_cluster_snapshot_soon(struct tern_cluster *c);

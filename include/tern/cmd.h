@@ -39,7 +39,12 @@ enum tern_cmd_type {
     TERN_CMD_ROUTE_DEL = 13,     /* ... no longer */
     TERN_CMD_BARRIER = 14,       /* changes nothing: applied, it proves the replica has
                                     caught up to the log as of its proposal (read index) */
+    TERN_CMD_MEMBER_SET = 15,    /* a member's addresses, added or replaced */
+    TERN_CMD_MEMBER_DEL = 16,    /* a member left the cluster */
 };
+
+/* Longest member address ("HOST:PORT") a MEMBER_SET may carry. */
+#define TERN_MEMBER_ADDR_MAX 63
 
 /* Presence bits of optional message properties (tern_cmd_msg.flags). */
 #define TERN_MSG_HAS_PAYLOAD_FORMAT 0x01
@@ -129,6 +134,12 @@ struct tern_cmd {
             uint32_t node;
             struct tern_bytes filter; /* full filter as subscribed ($share/ kept) */
         } route;                      /* ROUTE_ADD and ROUTE_DEL */
+        struct {
+            uint32_t id;            /* node id, not 0 */
+            struct tern_bytes raft; /* MEMBER_SET only: "HOST:PORT", at most */
+            struct tern_bytes peer; /* TERN_MEMBER_ADDR_MAX bytes each */
+            struct tern_bytes mqtt;
+        } member; /* MEMBER_SET and MEMBER_DEL */
     } u;
 };
 

@@ -167,6 +167,10 @@ struct tern_fsm_result {
  * (later commands of the old connections are TERN_ESTALE) and its connection is
  * fenced with TERN_RC_SERVER_UNAVAILABLE. The node's routes are removed.
  *
+ * MEMBER_SET adds or replaces a member (TERN_ELIMIT past TERN_FSM_MEMBERS_MAX;
+ * TERN_EINVAL for an address with a NUL byte); MEMBER_DEL removes one
+ * (idempotent: an absent id is TERN_OK).
+ *
  * ROUTE_ADD / ROUTE_DEL: presence of (filter, node); idempotent (adding a
  * present route or deleting an absent one is TERN_OK and changes nothing).
  * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes. */
@@ -252,6 +256,27 @@ int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
                                int (*fn)(void *ctx, struct tern_bytes filter,
                                          uint8_t options, uint32_t sub_id),
                                void *ctx);
+
+/* --- members (MEMBER_SET / MEMBER_DEL) --- */
+
+/* Members added or changed at runtime, with the addresses every node needs (the
+ * Raft configuration holds only Raft addresses). The statically configured
+ * members are not here unless a MEMBER_SET named them. */
+#define TERN_FSM_MEMBERS_MAX 16
+
+struct tern_fsm_member {
+    uint32_t id;
+    char raft[TERN_MEMBER_ADDR_MAX + 1]; /* "HOST:PORT", NUL-terminated */
+    char peer[TERN_MEMBER_ADDR_MAX + 1];
+    char mqtt[TERN_MEMBER_ADDR_MAX + 1];
+};
+
+/* Visits the members in ascending id order; return non-zero from fn to stop. */
+int tern_fsm_members_walk(const struct tern_fsm *f,
+                          int (*fn)(void *ctx, const struct tern_fsm_member *m),
+                          void *ctx);
+/* The member with this id, or NULL. */
+const struct tern_fsm_member *tern_fsm_member_get(const struct tern_fsm *f, uint32_t id);
 
 /* --- retained messages --- */
 /* Visits retained messages whose topic matches filter (no $share prefix). */

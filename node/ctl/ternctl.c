@@ -5,7 +5,7 @@
  * One HTTP/1.1 request per command over a plain blocking socket (10 s timeouts),
  * the JSON answer printed as an aligned table, or as is with --json.
  * Exit status: 0 done, 1 node unreachable or the API refused (its error is
- * printed), 2 usage error, 3 not supported.
+ * printed), 2 usage error.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -29,7 +29,6 @@
 #define RESPONSE_MAX (64u * 1024 * 1024)
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
-#define EXIT_UNSUPPORTED 3
 
 struct ctl {
     const char *admin; /* as given, for messages */
@@ -65,7 +64,9 @@ static void usage(FILE *f)
             "  undrain NODE             accept clients again\n"
             "  snapshot                 take a Raft snapshot now\n"
             "  metrics                  Prometheus metrics\n"
-            "  add-node, remove-node    not supported (static membership)\n"
+            "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
+            "                           the leader, answers once it has caught up\n"
+            "  remove-node ID           remove node ID from the cluster (on the leader)\n"
             "\n"
             "  --admin HOST:PORT        the node's admin_listen address\n"
             "  --json                   print the API's JSON instead of tables\n"
@@ -714,11 +715,40 @@ static int cmd_metrics(struct ctl *ctl, char **args)
     return rc;
 }
 
-static int cmd_unsupported(struct ctl *ctl, char **args)
+static void say_member(const cJSON *j, const char *id)
 {
-    fprintf(stderr, "ternctl: not supported yet: runtime membership changes are not "
-                    "implemented (static members only)\n");
-    return EXIT_UNSUPPORTED;
+    printf("node %s %s\n", id, field(j, "member"));
+}
+
+/* HOST:PORT with an IPv4 host (what the node accepts; needs no escaping). */
+static bool is_addr(const char *s)
+{
+    size_t n = strlen(s);
+    const char *colon = strrchr(s, ':');
+    return n > 2 && n < 64 && colon && colon != s && colon[1] &&
+           strspn(s, "0123456789.:") == n;
+}
+
+static int cmd_add_node(struct ctl *ctl, char **args)
+{
+    if (!is_node_id(args[0]))
+        return usage_error("add-node: not a node id: \"%s\"", args[0]);
+    for (int i = 1; i <= 3; i++)
+        if (!is_addr(args[i]))
+            return usage_error("add-node: not an IPV4:PORT address: \"%s\"", args[i]);
+    char path[320];
+    snprintf(path, sizeof(path), "/members?id=%s&raft=%s&peer=%s&mqtt=%s", args[0],
+             args[1], args[2], args[3]);
+    return act(ctl, "POST", path, say_member, args[0]);
+}
+
+static int cmd_remove_node(struct ctl *ctl, char **args)
+{
+    if (!is_node_id(args[0]))
+        return usage_error("remove-node: not a node id: \"%s\"", args[0]);
+    char path[64];
+    snprintf(path, sizeof(path), "/members/%s", args[0]);
+    return act(ctl, "DELETE", path, say_member, args[0]);
 }
 
 /* --- dispatch ---------------------------------------------------------------------- */
@@ -745,8 +775,8 @@ static const struct command commands[] = {
     {"undrain", NULL, 1, 1, cmd_undrain, "NODE"},
     {"snapshot", NULL, 0, 0, cmd_snapshot, ""},
     {"metrics", NULL, 0, 0, cmd_metrics, ""},
-    {"add-node", NULL, 0, 8, cmd_unsupported, ""},
-    {"remove-node", NULL, 0, 8, cmd_unsupported, ""},
+    {"add-node", NULL, 4, 4, cmd_add_node, "ID RAFT PEER MQTT"},
+    {"remove-node", NULL, 1, 1, cmd_remove_node, "ID"},
 };
 
 static int run(struct ctl *ctl, int argc, char **argv)

@@ -397,3 +397,24 @@ def tern_cluster_fixture(request, tmp_path):
     errors = c.teardown()
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def _cluster_add_node(self, settings=None, join=True):
+    """Appends node N+1, not started: its config lists the current members and itself,
+    with `join` (it waits for `ternctl add-node`). Returns the Node; start it with
+    c.start(id). Teardown stops it with the others."""
+    admin = _supports_admin()
+    ports = free_ports(4 if admin else 3)
+    i = len(self.nodes) + 1
+    wd = os.path.join(os.path.dirname(self.nodes[0].workdir), "node%d" % i)
+    os.makedirs(wd, exist_ok=True)
+    nd = Node(i, wd, ports[0], ports[1], ports[2], ports[3] if admin else None)
+    cfg = dict(settings or {})
+    if join:
+        cfg["join"] = True
+    nd.write_config([x.member() for x in self.nodes] + [nd.member()], cfg)
+    self.nodes.append(nd)  # the same list the report hook holds
+    return nd
+
+
+Cluster.add_node = _cluster_add_node

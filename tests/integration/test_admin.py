@@ -444,11 +444,12 @@ def test_ternctl_usage_errors(args):
     assert rc == 2 and out == "" and "usage: ternctl" in err, (args, rc, err)
 
 
-def test_ternctl_unsupported_membership_changes():
-    for cmd in ("add-node", "remove-node"):
-        rc, out, err = ctl(None, cmd, "4")
-        assert rc == 3 and err == ("ternctl: not supported yet: runtime membership "
-                                   "changes are not implemented (static members only)\n")
+def test_ternctl_membership_usage_errors():
+    for args in (["add-node", "4"], ["add-node", "x", "1.2.3.4:1", "1.2.3.4:2", "1.2.3.4:3"],
+                 ["add-node", "4", "host:1", "1.2.3.4:2", "1.2.3.4:3"],
+                 ["remove-node"], ["remove-node", "0"]):
+        rc, out, err = ctl(None, *args)
+        assert rc == 2 and out == "" and "usage: ternctl" in err, (args, rc, err)
 
 
 def test_ternctl_node_down():

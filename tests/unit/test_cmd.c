@@ -131,6 +131,15 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         c.u.route.node = all ? 0x01020304 : 0;
         c.u.route.filter = all ? B("$share/g/a/+/#") : B("x");
         break;
+    case TERN_CMD_MEMBER_SET:
+        c.u.member.id = all ? UINT32_MAX : 4;
+        c.u.member.raft = B("127.0.0.1:7004");
+        c.u.member.peer = all ? B("127.0.0.1:7104") : B("");
+        c.u.member.mqtt = all ? B("127.0.0.1:1887") : B("");
+        break;
+    case TERN_CMD_MEMBER_DEL:
+        c.u.member.id = all ? UINT32_MAX : 1;
+        break;
     }
     return c;
 }
@@ -220,6 +229,14 @@ static void cmd_eq(const struct tern_cmd *a, const struct tern_cmd *b)
         assert_int_equal(a->u.route.node, b->u.route.node);
         bytes_eq(a->u.route.filter, b->u.route.filter);
         break;
+    case TERN_CMD_MEMBER_SET:
+        bytes_eq(a->u.member.raft, b->u.member.raft);
+        bytes_eq(a->u.member.peer, b->u.member.peer);
+        bytes_eq(a->u.member.mqtt, b->u.member.mqtt);
+        /* fall through */
+    case TERN_CMD_MEMBER_DEL:
+        assert_int_equal(a->u.member.id, b->u.member.id);
+        break;
     }
 }
 
@@ -238,7 +255,7 @@ static uint8_t *encode_heap(const struct tern_cmd *c, size_t *len)
 static void test_round_trip_all(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -299,7 +316,7 @@ static void test_msg_flags_each(void **state)
 static void test_truncation(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -414,7 +431,7 @@ static void test_rejects(void **state)
     assert_int_equal(decode_mutated(&tick, 0, 0), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 0, TERN_CMD_VERSION + 1), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 1, 0), TERN_EMALFORMED);
-    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_BARRIER + 1), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_MEMBER_DEL + 1), TERN_EMALFORMED);
     assert_int_equal(decode_mutated(&tick, 1, 255), TERN_EMALFORMED);
 
     /* close: header 18 + client_id 2+8 + epoch 8 + expiry 4 -> publish_will at 40 */
@@ -461,6 +478,19 @@ static void test_rejects(void **state)
                      18 + 2 + 65535 + 8 + 2 + 14 + 17 + 3 + 4);
     bad.u.publish.client_id = (struct tern_bytes){NULL, 3};
     assert_int_equal(tern_cmd_encode(&bad, NULL, 0), 0);
+    /* Members: id 0 and over-long addresses are refused both ways. */
+    struct tern_cmd mem = make_cmd(TERN_CMD_MEMBER_SET, false);
+    mem.u.member.id = 0;
+    assert_int_equal(tern_cmd_encode(&mem, NULL, 0), 0);
+    mem.u.member.id = 4;
+    mem.u.member.peer = (struct tern_bytes){big, TERN_MEMBER_ADDR_MAX + 1};
+    assert_int_equal(tern_cmd_encode(&mem, NULL, 0), 0);
+    mem.u.member.peer = (struct tern_bytes){big, TERN_MEMBER_ADDR_MAX};
+    assert_true(tern_cmd_encode(&mem, NULL, 0) > 0);
+    /* member_del: header 18 -> id at 18..21 */
+    struct tern_cmd del = make_cmd(TERN_CMD_MEMBER_DEL, false);
+    assert_int_equal(decode_mutated(&del, 18, 0), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&del, 18, 2), TERN_OK);
     /* A large payload uses the u32 length. */
     bad = pub;
     bad.u.publish.msg.payload = (struct tern_bytes){big, sizeof(big)};
@@ -565,13 +595,13 @@ static void test_batch(void **state)
     (void)state;
     uint8_t buf[1024];
     size_t n = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
         struct tern_cmd c = make_cmd(type, type % 2);
         n += tern_cmd_encode(&c, buf + n, sizeof(buf) - n);
         assert_true(n <= sizeof(buf));
     }
     size_t pos = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_BARRIER; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
         struct tern_cmd want = make_cmd(type, type % 2), got;
         size_t used;
         assert_int_equal(tern_cmd_decode(buf + pos, n - pos, &got, &used, NULL), TERN_OK);

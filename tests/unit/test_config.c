@@ -54,6 +54,7 @@ static const char *const all_keys[] = {
     "raft_snapshot_threshold",
     "raft_snapshot_trailing",
     "max_batch_bytes",
+    "join",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -151,6 +152,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.limits.session_expiry_max_s, 0);
     assert_int_equal(c.limits.message_expiry_max_s, 0);
     assert_int_equal(c.limits.sessions_max, 1000000);
+    assert_false(c.join);
 }
 
 static void test_limits_match_fsm(void **state)
@@ -204,7 +206,8 @@ static const char all_keys_json[] = "{\n"
                                     "  \"raft_heartbeat_timeout_ms\": 15,\n"
                                     "  \"raft_snapshot_threshold\": 100,\n"
                                     "  \"raft_snapshot_trailing\": 10,\n"
-                                    "  \"max_batch_bytes\": 65536\n"
+                                    "  \"max_batch_bytes\": 65536,\n"
+                                    "  \"join\": true\n"
                                     "}\n";
 
 /* ...and the same from the command line. */
@@ -247,6 +250,7 @@ static const char *const all_keys_set[][2] = {
     {"raft_snapshot_threshold", "100"},
     {"raft_snapshot_trailing", "10"},
     {"max_batch_bytes", "65536"},
+    {"join", "true"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -292,6 +296,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->raft_snapshot_threshold, 100);
     assert_int_equal(c->raft_snapshot_trailing, 10);
     assert_int_equal(c->max_batch_bytes, 65536);
+    assert_true(c->join);
 }
 
 static void test_every_key_from_json(void **state)

@@ -251,6 +251,17 @@ static void do_route(struct tern_fsm *f, uint64_t now, uint8_t type, const char 
     assert_int_equal(run(f, &c, now).status, TERN_OK);
 }
 
+static int do_member(struct tern_fsm *f, uint64_t now, uint8_t type, uint32_t id,
+                     const char *raft)
+{
+    struct tern_cmd c = {.type = type};
+    c.u.member.id = id;
+    c.u.member.raft = B(raft);
+    c.u.member.peer = B("127.0.0.1:7100");
+    c.u.member.mqtt = B("");
+    return run(f, &c, now).status;
+}
+
 static void do_proposal(struct tern_fsm *f, uint64_t now, uint64_t id)
 {
     struct tern_cmd c = {.type = TERN_CMD_TICK, .proposal_id = id};
@@ -298,6 +309,8 @@ static uint64_t build_rich(struct tern_fsm *f)
     do_route(f, now++, TERN_CMD_ROUTE_ADD, "a/#", 1);
     do_route(f, now++, TERN_CMD_ROUTE_ADD, "$share/z/a/+", 3);
     do_route(f, now++, TERN_CMD_ROUTE_ADD, "x", 3);
+    assert_int_equal(do_member(f, now++, TERN_CMD_MEMBER_SET, 4, "127.0.0.1:7004"), 0);
+    assert_int_equal(do_member(f, now++, TERN_CMD_MEMBER_SET, 2, "127.0.0.1:7002"), 0);
     for (uint64_t s = 1; s < 1500; s += 7)
         do_proposal(f, now++, (UINT64_C(2) << 40) | s);
     do_proposal(f, now++, (UINT64_C(5) << 40) | 3);
@@ -535,7 +548,7 @@ static void gen_cmd(struct gen *g, struct rng *r, struct tern_fsm *ref)
     const char *id = clients[rnd(r, 12)];
     uint64_t epoch = epoch_of(ref, id) + (rnd(r, 10) == 0 ? 1 : 0);
     static const uint32_t expiries[] = {0, 5, 60, NEVER};
-    g->c.type = (uint8_t)(1 + rnd(r, TERN_CMD_ROUTE_DEL));
+    g->c.type = (uint8_t)(1 + rnd(r, TERN_CMD_MEMBER_DEL));
     if (rnd(r, 4) == 0)
         g->c.proposal_id = ((uint64_t)rnd(r, 3) << 40) | (1 + rnd(r, 1200));
     struct tern_cmd *c = &g->c;
@@ -601,6 +614,14 @@ static void gen_cmd(struct gen *g, struct rng *r, struct tern_fsm *ref)
     case TERN_CMD_ROUTE_DEL:
         c->u.route.filter = B(filters[rnd(r, 8)]);
         c->u.route.node = 1 + rnd(r, 3);
+        break;
+    case TERN_CMD_MEMBER_SET: /* ids beyond 16 members hit the limit */
+        c->u.member.raft = B(rnd(r, 2) ? "127.0.0.1:7001" : "127.0.0.1:7002");
+        c->u.member.peer = B("127.0.0.1:7101");
+        c->u.member.mqtt = B(rnd(r, 2) ? "" : "127.0.0.1:1883");
+        /* fall through */
+    case TERN_CMD_MEMBER_DEL:
+        c->u.member.id = 1 + rnd(r, 20);
         break;
     default:
         break;
@@ -777,7 +798,8 @@ static void test_field_validation(void **state)
 }
 
 /* A snapshot written by hand from docs/disk-format.md: two sessions. */
-static uint8_t *hand_snap(const char *id1, const char *id2, uint32_t count, size_t *len)
+static uint8_t *hand_snap(const char *id1, const char *id2, uint32_t count, bool members,
+                          size_t *len)
 {
     struct tern_wbuf w;
     tern_wbuf_init(&w);
@@ -807,6 +829,13 @@ static uint8_t *hand_snap(const char *id1, const char *id2, uint32_t count, size
     }
     for (int k = 0; k < 3; k++) /* retained, groups, routes */
         tern_wbuf_put_u32(&w, 0);
+    if (members) { /* optional: older snapshots end before it */
+        tern_wbuf_put_u32(&w, 1);
+        tern_wbuf_put_u32(&w, 4);
+        tern_wbuf_put_lbytes(&w, "127.0.0.1:7004", 14);
+        tern_wbuf_put_lbytes(&w, "127.0.0.1:7104", 14);
+        tern_wbuf_put_lbytes(&w, "", 0);
+    }
     assert_int_equal(tern_snap_finish(&w), TERN_OK);
     uint8_t *buf;
     assert_int_equal(tern_wbuf_take(&w, &buf, len), TERN_OK);
@@ -820,25 +849,71 @@ static void test_hand_written(void **state)
     struct tern_fsm *f = new_fsm(&h, NULL);
     size_t len;
     char err[TERN_ERRMSG_SIZE] = "";
-    uint8_t *b = hand_snap("x", "y", 2, &len);
+    uint8_t *b = hand_snap("x", "y", 2, true, &len);
     assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_OK);
     assert_int_equal(tern_fsm_stats(f)->sessions, 2);
     assert_int_equal(tern_fsm_session_proto(tern_fsm_session_get(f, "y", 1)), 4);
     assert_snap_equal(f, b, len); /* the documented layout is the written one */
+    const struct tern_fsm_member *m = tern_fsm_member_get(f, 4);
+    assert_non_null(m);
+    assert_string_equal(m->peer, "127.0.0.1:7104");
     free(b);
-    b = hand_snap("x", "x", 2, &len);
+    /* A snapshot from before members existed: accepted, no members. */
+    b = hand_snap("x", "y", 2, false, &len);
+    assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_OK);
+    assert_null(tern_fsm_member_get(f, 4));
+    free(b);
+    b = hand_snap("x", "x", 2, true, &len);
     assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
     assert_non_null(strstr(err, "duplicate client id"));
     free(b);
-    b = hand_snap("x", "y", 1000, &len);
+    b = hand_snap("x", "y", 1000, true, &len);
     assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
     assert_non_null(strstr(err, "session count"));
     free(b);
-    b = hand_snap("x", "y", 1, &len); /* one session and trailing bytes */
+    b = hand_snap("x", "y", 1, true, &len); /* one session and trailing bytes */
     assert_int_equal(tern_fsm_restore(f, b, len, err), TERN_ECORRUPT);
     assert_int_equal(tern_fsm_stats(f)->sessions, 2);
     free(b);
     tern_fsm_free(f);
+}
+
+static int member_visit(void *ctx, const struct tern_fsm_member *m)
+{
+    uint32_t *v = ctx;
+    v[++v[0]] = m->id;
+    return 0;
+}
+
+static void test_members(void **state)
+{
+    (void)state;
+    struct hx h = {0}, h2 = {0};
+    struct tern_fsm *f = new_fsm(&h, NULL);
+    assert_int_equal(do_member(f, 1, TERN_CMD_MEMBER_SET, 5, "a:5"), TERN_OK);
+    assert_int_equal(do_member(f, 2, TERN_CMD_MEMBER_SET, 3, "a:3"), TERN_OK);
+    assert_int_equal(do_member(f, 3, TERN_CMD_MEMBER_SET, 5, "b:5"), TERN_OK);
+    assert_int_equal(do_member(f, 4, TERN_CMD_MEMBER_DEL, 9, ""), TERN_OK);
+    assert_string_equal(tern_fsm_member_get(f, 5)->raft, "b:5");
+    uint32_t v[TERN_FSM_MEMBERS_MAX + 2] = {0};
+    tern_fsm_members_walk(f, member_visit, v);
+    assert_int_equal(v[0], 2);
+    assert_int_equal(v[1], 3);
+    assert_int_equal(v[2], 5);
+    size_t len;
+    uint8_t *s1 = snap(f, &len);
+    struct tern_fsm *g = new_fsm(&h2, NULL);
+    assert_int_equal(tern_fsm_restore(g, s1, len, NULL), TERN_OK);
+    assert_snap_equal(g, s1, len);
+    assert_string_equal(tern_fsm_member_get(g, 3)->raft, "a:3");
+    free(s1);
+    assert_int_equal(do_member(f, 5, TERN_CMD_MEMBER_DEL, 3, ""), TERN_OK);
+    assert_null(tern_fsm_member_get(f, 3));
+    for (uint32_t id = 10; id < 10 + TERN_FSM_MEMBERS_MAX - 1; id++)
+        assert_int_equal(do_member(f, 6, TERN_CMD_MEMBER_SET, id, "x:1"), TERN_OK);
+    assert_int_equal(do_member(f, 7, TERN_CMD_MEMBER_SET, 99, "x:1"), TERN_ELIMIT);
+    tern_fsm_free(f);
+    tern_fsm_free(g);
 }
 
 static void test_restore_replaces(void **state)
@@ -882,7 +957,7 @@ int main(void)
         cmocka_unit_test(test_container),        cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_equivalence),      cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_field_validation), cmocka_unit_test(test_hand_written),
-        cmocka_unit_test(test_restore_replaces),
+        cmocka_unit_test(test_restore_replaces), cmocka_unit_test(test_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
