@@ -311,8 +311,13 @@ leader_in_log() {
 }
 
 say_leader() {
-    local l
-    l=$(leader)
+    local l k
+    # Nodes log leader changes from a 50 ms timer: give the logs a moment.
+    for k in $(seq 1 20); do
+        l=$(leader)
+        [ -n "$l" ] && break
+        sleep 0.1
+    done
     echo "leader: ${l:+node }${l:-unknown}"
 }
 
