@@ -28,14 +28,10 @@
 #define LIST_LIMIT_DEFAULT 10000
 #define LIST_LIMIT_MAX 1000000
 #define PATH_MAX_BYTES 8192
-#define REFUSE_TIMEOUT_MS 5000
-
-struct refuse_conn;
 
 struct tern_admin {
     struct tern_node *node;
     struct tern_http_server *http;
-    struct refuse_conn *refusing; /* connections being refused while drained */
     uv_timer_t sys_timer;
     bool sys_started;
     bool draining;
@@ -1157,158 +1153,16 @@ static void post_undrain(struct tern_admin *a, struct tern_http_conn *hc,
     reply_json(hc, 200, o);
 }
 
-/* A connection accepted while drained: reads just enough of CONNECT to learn the
- * protocol version, answers with a refusing CONNACK, and reads on (discarding)
- * until the client closes, so that closing does not reset the connection before
- * the client has read the CONNACK. */
-struct refuse_conn {
-    struct refuse_conn *next, *prev;
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_write_t wreq;
-    struct tern_admin *admin;
-    int handles;
-    bool answered;
-    size_t len;
-    uint8_t head[16];
-    uint8_t out[128];
-    char scratch[512];
-};
-
-static void refuse_closed(uv_handle_t *h)
+/* While drained, CONNECT is refused by the normal handler (handle_connect.c):
+ * these tell it so and where to send MQTT 5 clients. */
+bool tern_admin_draining(const struct tern_node *n)
 {
-    struct refuse_conn *r = h->data;
-    if (--r->handles > 0)
-        return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        r->admin->refusing = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    free(r);
+    return n->admin && n->admin->draining;
 }
 
-static void refuse_close(struct refuse_conn *r)
+const char *tern_admin_server_reference(const struct tern_node *n)
 {
-    if (uv_is_closing((uv_handle_t *)&r->tcp))
-        return;
-    uv_close((uv_handle_t *)&r->tcp, refuse_closed);
-    uv_close((uv_handle_t *)&r->timer, refuse_closed);
-}
-
-/* Protocol level of the CONNECT in head: 0 if more bytes are needed, -1 if it is
- * not a CONNECT. */
-static int connect_level(const uint8_t *h, size_t len)
-{
-    if (len >= 1 && h[0] != 0x10)
-        return -1;
-    size_t off = 1;
-    while (off < len && off < 5 && (h[off] & 0x80))
-        off++;
-    off++; /* past the remaining length */
-    if (len < off + 2)
-        return 0;
-    size_t name_len = ((size_t)h[off] << 8) | h[off + 1];
-    if (name_len != 4 && name_len != 6)
-        return -1;
-    return len > off + 2 + name_len ? h[off + 2 + name_len] : 0;
-}
-
-static void on_refuse_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    free(req);
-}
-
-static void on_refuse_written(uv_write_t *w, int status)
-{
-    struct refuse_conn *r = w->data;
-    uv_shutdown_t *sh = status == 0 ? malloc(sizeof(*sh)) : NULL;
-    if (!sh || uv_is_closing((uv_handle_t *)&r->tcp) ||
-        uv_shutdown(sh, (uv_stream_t *)&r->tcp, on_refuse_shutdown) != 0) {
-        free(sh);
-        refuse_close(r);
-    }
-}
-
-static void refuse_answer(struct refuse_conn *r, int level)
-{
-    struct tern_packet p = {.type = TERN_CONNACK};
-    uint8_t version = level == TERN_MQTT_5 ? TERN_MQTT_5 : TERN_MQTT_311;
-    if (version == TERN_MQTT_5) {
-        p.u.connack.reason = TERN_RC_USE_ANOTHER_SERVER;
-        set_server_reference(&p.u.connack.props, other_member(r->admin->node));
-    } else {
-        p.u.connack.reason = TERN_V3_SERVER_UNAVAILABLE;
-    }
-    size_t n = tern_codec_encode(&p, version, r->out, sizeof(r->out));
-    r->answered = true;
-    r->wreq.data = r;
-    uv_buf_t b = uv_buf_init((char *)r->out, (unsigned)n);
-    if (n == 0 || n > sizeof(r->out) ||
-        uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, on_refuse_written) != 0)
-        refuse_close(r);
-}
-
-static void refuse_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    struct refuse_conn *r = h->data;
-    *buf = uv_buf_init(r->scratch, sizeof(r->scratch));
-}
-
-static void refuse_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct refuse_conn *r = s->data;
-    if (nread < 0) {
-        refuse_close(r);
-        return;
-    }
-    if (r->answered)
-        return; /* discarding until the client closes */
-    size_t take = (size_t)nread;
-    if (take > sizeof(r->head) - r->len)
-        take = sizeof(r->head) - r->len;
-    memcpy(r->head + r->len, buf->base, take);
-    r->len += take;
-    int level = connect_level(r->head, r->len);
-    if (level < 0 || (level == 0 && r->len == sizeof(r->head)))
-        refuse_close(r);
-    else if (level > 0)
-        refuse_answer(r, level);
-}
-
-static void refuse_timeout(uv_timer_t *t)
-{
-    refuse_close(t->data);
-}
-
-bool tern_admin_refuse_accept(struct tern_node *n)
-{
-    struct tern_admin *a = n->admin;
-    if (!a || !a->draining)
-        return false;
-    n->stats.connections_rejected++;
-    struct refuse_conn *r = calloc(1, sizeof(*r));
-    if (!r)
-        return true; /* left in the backlog: refused by not answering */
-    r->admin = a;
-    r->handles = 2;
-    r->next = a->refusing;
-    if (a->refusing)
-        a->refusing->prev = r;
-    a->refusing = r;
-    uv_tcp_init(n->loop, &r->tcp);
-    uv_timer_init(n->loop, &r->timer);
-    r->tcp.data = r->timer.data = r;
-    if (uv_accept((uv_stream_t *)&n->listener, (uv_stream_t *)&r->tcp) != 0) {
-        refuse_close(r);
-        return true;
-    }
-    uv_timer_start(&r->timer, refuse_timeout, REFUSE_TIMEOUT_MS, 0);
-    uv_read_start((uv_stream_t *)&r->tcp, refuse_alloc, refuse_read);
-    return true;
+    return other_member(n);
 }
 
 /* --- $SYS topics ----------------------------------------------------------------- */
@@ -1459,8 +1313,6 @@ void tern_admin_stop(struct tern_node *n)
         return;
     tern_http_stop(a->http);
     a->http = NULL;
-    for (struct refuse_conn *r = a->refusing; r; r = r->next)
-        refuse_close(r);
     if (a->sys_started)
         uv_close((uv_handle_t *)&a->sys_timer, NULL);
     a->sys_started = false;

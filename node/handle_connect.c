@@ -171,6 +171,21 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
         return TERN_EPROTO;
     }
+    if (tern_admin_draining(n)) {
+        /* Drained for maintenance: MQTT 5 clients are pointed at another member. */
+        struct tern_packet p2 = {.type = TERN_CONNACK};
+        p2.u.connack.reason = c->version == TERN_MQTT_5 ? TERN_RC_USE_ANOTHER_SERVER
+                                                        : TERN_V3_SERVER_UNAVAILABLE;
+        const char *ref = tern_admin_server_reference(n);
+        if (c->version == TERN_MQTT_5 && ref[0]) {
+            p2.u.connack.props.mask |= TERN_PROP_BIT(TERN_PROP_SERVER_REFERENCE);
+            p2.u.connack.props.server_reference =
+                (struct tern_bytes){(const uint8_t *)ref, (uint32_t)strlen(ref)};
+        }
+        n->stats.connections_rejected++;
+        tern_conn_send(c, &p2);
+        return TERN_EPROTO;
+    }
     if (c->version == TERN_MQTT_5 &&
         (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
         refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);

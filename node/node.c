@@ -79,8 +79,6 @@ static void on_connection(uv_stream_t *server, int status)
         TERN_LOGW("accept: %s", uv_strerror(status));
         return;
     }
-    if (tern_admin_refuse_accept(n))
-        return;
     tern_conn_accept(n);
 }
 

@@ -248,7 +248,9 @@ void tern_admin_stop(struct tern_node *n);
 void tern_admin_free(struct tern_node *n); /* after the loop has ended */
 /* While the node is drained, takes a new MQTT connection off the listener and
  * refuses it (CONNACK 0x9C / 3.1.1 return code 3); returns false otherwise. */
-bool tern_admin_refuse_accept(struct tern_node *n);
+bool tern_admin_draining(const struct tern_node *n);
+/* MQTT address of another member for a client to move to ("" if none). */
+const char *tern_admin_server_reference(const struct tern_node *n);
 
 /* admin_http.c: a minimal HTTP/1.1 server (one request per connection, bounded
  * request size, Connection: close). */
