@@ -90,6 +90,19 @@ int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
     return rv;
 }
 
+/* SESSION_CLOSE for the connection holding `epoch`: the session goes offline
+ * (or ends, expiry 0), publishing its will unless the client said goodbye. */
+static struct tern_cmd close_cmd(struct tern_bytes id, uint64_t epoch, uint32_t expiry_s,
+                                 bool publish_will)
+{
+    struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
+    cmd.u.close.client_id = id;
+    cmd.u.close.epoch = epoch;
+    cmd.u.close.expiry_s = expiry_s;
+    cmd.u.close.publish_will = publish_will;
+    return cmd;
+}
+
 static int unroute(void *ctx, struct tern_bytes filter, uint8_t options, uint32_t sub_id)
 {
     (void)options;
@@ -109,11 +122,8 @@ void tern_session_closed(struct tern_conn *c)
         tern_clients_get(&n->clients, c->client_id, c->client_id_len);
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     if (c->state == TERN_CONN_ACTIVE) {
-        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
-        cmd.u.close.client_id = id;
-        cmd.u.close.epoch = c->epoch;
-        cmd.u.close.expiry_s = c->persistent ? c->session_expiry_s : 0;
-        cmd.u.close.publish_will = !c->will_suppressed;
+        struct tern_cmd cmd = close_cmd(
+            id, c->epoch, c->persistent ? c->session_expiry_s : 0, !c->will_suppressed);
         if (tern_cluster_propose(n->cluster, &cmd, NULL, NULL) != TERN_OK)
             TERN_LOGW("%.*s: cannot record the end of the connection", (int)id.len,
                       c->client_id);
@@ -215,11 +225,7 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     c->epoch = tern_fsm_session_epoch(s);
     if (c->state != TERN_CONN_CONNECTING) {
         /* The client went away while its session was being opened: end it. */
-        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_CLOSE, .now_ms = tern_now_ms()};
-        cmd.u.close.client_id = id;
-        cmd.u.close.epoch = c->epoch;
-        cmd.u.close.expiry_s = tern_fsm_session_expiry(s);
-        cmd.u.close.publish_will = true;
+        struct tern_cmd cmd = close_cmd(id, c->epoch, tern_fsm_session_expiry(s), true);
         tern_cluster_propose(n->cluster, &cmd, NULL, NULL);
         tern_clients_release(&n->clients, slot);
         return;
