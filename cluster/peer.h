@@ -18,8 +18,8 @@
 #define TERN_PEER_MAX 16
 
 enum tern_peer_frame {
-    TERN_PEER_PROPOSE = 1,  /* concatenated encoded commands, for the leader */
-    TERN_PEER_FORWARD = 2,  /* one encoded PUBLISH command for local delivery */
+    TERN_PEER_PROPOSE = 1, /* concatenated encoded commands, for the leader */
+    TERN_PEER_FORWARD = 2, /* one encoded PUBLISH command for local delivery */
 };
 
 struct tern_peers;

@@ -224,7 +224,9 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         snprintf(buf, cap, "must be HOST:PORT (port 0 to 65535, IPv6 host in brackets)");
         break;
     case KEY_MEMBERS:
-        snprintf(buf, cap, "must be an array of {id, raft, peer, mqtt} (text: ID=RAFT/PEER/MQTT,...)");
+        snprintf(
+            buf, cap,
+            "must be an array of {id, raft, peer, mqtt} (text: ID=RAFT/PEER/MQTT,...)");
         break;
     }
 }
@@ -391,11 +393,15 @@ static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
         char raft[64], peer[64], mqtt[64];
         unsigned id;
         int used = 0;
-        if (sscanf(s, "%u=%63[^/]/%63[^/]/%63[^,]%n", &id, raft, peer, mqtt, &used) != 4 ||
-            id == 0 || !ipv4_hostport(raft) || !ipv4_hostport(peer) || !ipv4_hostport(mqtt)) {
-            snprintf(errmsg, TERN_ERRMSG_SIZE,
-                     "members: expected ID=RAFT/PEER/MQTT[,...] with IPV4:PORT addresses, "
-                     "got \"%.64s\"", s);
+        if (sscanf(s, "%u=%63[^/]/%63[^/]/%63[^,]%n", &id, raft, peer, mqtt, &used) !=
+                4 ||
+            id == 0 || !ipv4_hostport(raft) || !ipv4_hostport(peer) ||
+            !ipv4_hostport(mqtt)) {
+            snprintf(
+                errmsg, TERN_ERRMSG_SIZE,
+                "members: expected ID=RAFT/PEER/MQTT[,...] with IPV4:PORT addresses, "
+                "got \"%.64s\"",
+                s);
             return TERN_EINVAL;
         }
         m->id = id;
@@ -410,8 +416,7 @@ static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
     return TERN_OK;
 }
 
-static int member_str(const cJSON *o, const char *name, char *out, size_t i,
-                      char *errmsg)
+static int member_str(const cJSON *o, const char *name, char *out, size_t i, char *errmsg)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     char host[64];
@@ -419,11 +424,12 @@ static int member_str(const cJSON *o, const char *name, char *out, size_t i,
     struct in_addr a4;
     /* Raft's TCP transport and the peer links take IPv4 literals only. */
     if (!cJSON_IsString(v) || strlen(v->valuestring) >= 64 ||
-        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) != TERN_OK ||
+        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) !=
+            TERN_OK ||
         inet_pton(AF_INET, host, &a4) != 1) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,
-                 "members[%zu].%s: must be \"IPV4:PORT\" (an address, not a host name)", i,
-                 name);
+                 "members[%zu].%s: must be \"IPV4:PORT\" (an address, not a host name)",
+                 i, name);
         return TERN_EINVAL;
     }
     strcpy(out, v->valuestring);
@@ -449,7 +455,8 @@ static int members_from_json(struct tern_config *c, const cJSON *arr, char *errm
         struct tern_member *m = &c->members[i];
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
         if (!cJSON_IsObject(o) || !cJSON_IsNumber(id) || id->valuedouble < 1 ||
-            id->valuedouble > UINT32_MAX || id->valuedouble != (double)(uint32_t)id->valuedouble) {
+            id->valuedouble > UINT32_MAX ||
+            id->valuedouble != (double)(uint32_t)id->valuedouble) {
             snprintf(errmsg, TERN_ERRMSG_SIZE,
                      "members[%zu].id: must be an integer from 1 to 4294967295", i);
             return TERN_EINVAL;

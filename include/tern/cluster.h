@@ -92,7 +92,8 @@ uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c);
 
 /* Sends a PUBLISH command to `node` for its clean sessions (best effort: these
  * messages are not durable). */
-int tern_cluster_forward(struct tern_cluster *c, uint32_t node, const struct tern_cmd *cmd);
+int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
+                         const struct tern_cmd *cmd);
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
 
@@ -100,10 +101,10 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
 struct tern_member_status {
     uint32_t id;
     char raft[64];
-    int role;            /* 0 standby, 1 voter, 2 spare (raft roles) */
-    int leader;          /* is the current leader */
-    int self;            /* is this node */
-    int link_up;         /* this node's peer link to it is up (self: 1) */
+    int role;             /* 0 standby, 1 voter, 2 spare (raft roles) */
+    int leader;           /* is the current leader */
+    int self;             /* is this node */
+    int link_up;          /* this node's peer link to it is up (self: 1) */
     uint64_t match_index; /* leader only: highest entry known replicated there */
 };
 
@@ -126,9 +127,9 @@ int tern_cluster_transfer(struct tern_cluster *c, uint32_t to,
  * node closes its link to it; the node itself, still in the configuration,
  * applies it too, stops taking clients and leaves a `removed` marker in its
  * data directory so a restart refuses as well), then the node leaves the Raft
- * configuration. cb(ctx, status) runs when it is done: TERN_OK, TERN_ENOTLEADER (leadership lost on the way),
- * TERN_EAGAIN (another change is in progress), TERN_EINVAL, TERN_ENOTFOUND
- * (remove: not a member), TERN_ELIMIT, TERN_ESHUTDOWN, TERN_EIO. */
+ * configuration. cb(ctx, status) runs when it is done: TERN_OK, TERN_ENOTLEADER
+ * (leadership lost on the way), TERN_EAGAIN (another change is in progress), TERN_EINVAL,
+ * TERN_ENOTFOUND (remove: not a member), TERN_ELIMIT, TERN_ESHUTDOWN, TERN_EIO. */
 int tern_cluster_add_member(struct tern_cluster *c, const struct tern_member *m,
                             void (*cb)(void *ctx, int status), void *ctx);
 int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,

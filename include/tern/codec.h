@@ -265,8 +265,8 @@ struct tern_packet {
         struct tern_connect connect;
         struct tern_connack connack;
         struct tern_publish publish;
-        struct tern_ack ack;         /* PUBACK PUBREC PUBREL PUBCOMP */
-        struct tern_sublist sub;     /* SUBSCRIBE SUBACK UNSUBSCRIBE UNSUBACK */
+        struct tern_ack ack;               /* PUBACK PUBREC PUBREL PUBCOMP */
+        struct tern_sublist sub;           /* SUBSCRIBE SUBACK UNSUBSCRIBE UNSUBACK */
         struct tern_disconnect disconnect; /* DISCONNECT and AUTH */
     } u;
 };

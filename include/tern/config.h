@@ -25,23 +25,24 @@ struct tern_config {
     int log_level;                      /* enum tern_log_level, default info */
     uint32_t node_id;                   /* default 1 */
 
-    uint32_t max_connections;    /* default 100000 */
-    uint32_t max_packet_size;    /* bytes, both directions, default 1048576 */
-    uint16_t receive_maximum;    /* QoS>0 PUBLISH a client may have unacked to us, 1024 */
-    uint16_t topic_alias_maximum;/* client-to-server aliases we accept, default 64 */
-    uint16_t max_keepalive_s;    /* cap on client keepalive (v5 server keepalive), 65535 */
+    uint32_t max_connections; /* default 100000 */
+    uint32_t max_packet_size; /* bytes, both directions, default 1048576 */
+    uint16_t receive_maximum; /* QoS>0 PUBLISH a client may have unacked to us, 1024 */
+    uint16_t topic_alias_maximum; /* client-to-server aliases we accept, default 64 */
+    uint16_t max_keepalive_s; /* cap on client keepalive (v5 server keepalive), 65535 */
     uint32_t connect_timeout_ms; /* accept to CONNECT, default 10000 */
     uint64_t write_buffer_max;   /* unsent bytes per connection before it is closed as
                                     not reading, default 16777216 */
-    uint32_t retry_interval_s;   /* in-session re-send of unacked QoS>0, 0 = off (default) */
-    uint8_t max_qos;             /* 0..2, default 2 */
-    bool retain_available;       /* default true */
-    bool wildcard_subscriptions; /* default true */
-    bool shared_subscriptions;   /* default true */
-    bool subscription_identifiers; /* default true */
-    uint32_t client_id_max_len;  /* default 65535 */
+    uint32_t
+        retry_interval_s;  /* in-session re-send of unacked QoS>0, 0 = off (default) */
+    uint8_t max_qos;       /* 0..2, default 2 */
+    bool retain_available; /* default true */
+    bool wildcard_subscriptions;            /* default true */
+    bool shared_subscriptions;              /* default true */
+    bool subscription_identifiers;          /* default true */
+    uint32_t client_id_max_len;             /* default 65535 */
     char admin_listen[TERN_CONFIG_STR_MAX]; /* admin HTTP API, default "127.0.0.1:8081" */
-    uint32_t sys_interval_s;     /* $SYS topics period, 0 = off, default 10 */
+    uint32_t sys_interval_s;                /* $SYS topics period, 0 = off, default 10 */
 
     struct tern_fsm_limits limits; /* inflight, queue, retained, expiry bounds */
 
