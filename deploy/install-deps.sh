@@ -5,7 +5,8 @@ set -eu
 
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
-python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl procps iproute2"
+python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl
+ca-certificates procps iproute2"
 
 missing=""
 for p in $PKGS; do
@@ -28,3 +29,16 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
+
+# Debian's mosquitto package starts a broker on 1883 where systemd runs; tern only
+# needs the binary (tests and benchmarks start their own on free ports), and the
+# local cluster wants 1883. Stop the service we just installed, not one that was
+# there before.
+case " $missing " in
+*" mosquitto "*)
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet mosquitto 2>/dev/null; then
+        echo "install-deps: disabling the mosquitto service (tern uses port 1883)"
+        ${SUDO:-} systemctl disable --now mosquitto || true
+    fi
+    ;;
+esac
