@@ -56,6 +56,9 @@ class FailoverClient:
                              protocol=mqtt.MQTTv311)
         self.c.on_connect = self._on_connect
         self.c.on_disconnect = self._on_disconnect
+        # Only the network thread writes (publish() from another thread would race it
+        # for paho's packet queue and could reorder PUBLISHes on the wire).
+        self.c.on_socket_register_write = lambda c, u, sock: None
         self.connected = threading.Event()
         self.connects = 0
         self.stopping = threading.Event()

@@ -81,6 +81,11 @@ class PahoClient:
         self.c.on_message = self._on_message
         self.c.on_subscribe = self._on_subscribe
         self.c.on_unsubscribe = self._on_unsubscribe
+        # Without loop_start() paho writes from whichever thread queues a packet, so
+        # publish() on the test thread and our loop thread pop and send from the same
+        # queue at once, and can put PUBLISHes on the wire out of order. A (no-op)
+        # write-registration callback makes paho leave all writing to the loop thread.
+        self.c.on_socket_register_write = lambda c, u, sock: None
 
     # callbacks (network thread)
     def _on_connect(self, c, u, flags, rc, properties=None):
