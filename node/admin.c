@@ -248,7 +248,8 @@ static cJSON *client_json(struct tern_conn *c)
     struct tern_bytes id = {(const uint8_t *)(c->client_id ? c->client_id : ""),
                             c->client_id ? c->client_id_len : 0};
     add_bytes(o, "client_id", id);
-    cJSON_AddStringToObject(o, "peer", c->peer);
+    char pb[TERN_PEER_STRLEN];
+    cJSON_AddStringToObject(o, "peer", tern_conn_peer(c, pb));
     cJSON_AddStringToObject(o, "state", conn_state_name(c->state));
     cJSON_AddNumberToObject(o, "protocol", c->version);
     cJSON_AddBoolToObject(o, "persistent", c->persistent);

@@ -3,6 +3,7 @@
  * (connecting). Both exist during a takeover on the same node.
  *
  * Chained hash table keyed by client id (FNV-1a), grown at load factor 1. */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,9 @@ void tern_clients_free(struct tern_clients *t)
         struct tern_client_slot *s = t->buckets[i];
         while (s) {
             struct tern_client_slot *next = s->next;
-            free(s);
+            s->linked = false;
+            if (s->refs == 0)
+                free(s); /* else the last connection pointing at it frees it */
             s = next;
         }
     }
@@ -81,11 +84,14 @@ struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id
         return s;
     if (t->count >= t->nbuckets && grow(t) != TERN_OK)
         return NULL;
+    if (len > UINT16_MAX)
+        return NULL;
     s = calloc(1, sizeof(*s) + len + 1);
     if (!s)
         return NULL;
     memcpy(s->id, id, len);
-    s->id_len = len;
+    s->id_len = (uint16_t)len;
+    s->linked = true;
     size_t j = hash_id(id, len) & (t->nbuckets - 1);
     s->next = t->buckets[j];
     t->buckets[j] = s;
@@ -93,18 +99,38 @@ struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id
     return s;
 }
 
-/* Drops the slot when neither an active nor a connecting connection uses it. */
 void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot)
 {
     if (slot->active || slot->connecting)
         return;
-    size_t j = hash_id(slot->id, slot->id_len) & (t->nbuckets - 1);
-    struct tern_client_slot **pp = &t->buckets[j];
-    while (*pp && *pp != slot)
-        pp = &(*pp)->next;
-    if (*pp) {
-        *pp = slot->next;
-        t->count--;
-        free(slot);
+    if (slot->linked) {
+        size_t j = hash_id(slot->id, slot->id_len) & (t->nbuckets - 1);
+        struct tern_client_slot **pp = &t->buckets[j];
+        while (*pp && *pp != slot)
+            pp = &(*pp)->next;
+        if (*pp) {
+            *pp = slot->next;
+            t->count--;
+        }
+        slot->linked = false;
     }
+    if (slot->refs == 0)
+        free(slot);
+}
+
+void tern_clients_hold(struct tern_client_slot *slot)
+{
+    slot->refs++;
+}
+
+void tern_clients_drop(struct tern_clients *t, struct tern_client_slot *slot)
+{
+    slot->refs--;
+    tern_clients_release(t, slot);
+}
+
+struct tern_client_slot *tern_clients_slot_of(const char *id)
+{
+    return (struct tern_client_slot *)(void *)(id -
+                                               offsetof(struct tern_client_slot, id));
 }

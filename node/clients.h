@@ -2,16 +2,24 @@
 #ifndef TERN_CLIENTS_H
 #define TERN_CLIENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct tern_conn;
 
+/* A slot is also where its connections keep their client id (conn->client_id
+ * points at id): one copy per client id. It stays in the table while a
+ * connection is active or connecting, and in memory while a connection still
+ * points at it. */
 struct tern_client_slot {
     struct tern_client_slot *next;
     struct tern_conn *active;     /* owns the current epoch */
     struct tern_conn *connecting; /* SESSION_OPEN proposed, not applied yet */
-    size_t id_len;
-    char id[]; /* NUL-terminated copy */
+    uint32_t refs;                /* connections whose client_id is id */
+    uint16_t id_len;
+    bool linked; /* in the table */
+    char id[];   /* NUL-terminated copy */
 };
 
 struct tern_clients {
@@ -27,6 +35,13 @@ struct tern_client_slot *tern_clients_get(const struct tern_clients *t, const ch
 /* Finds or creates the slot; NULL on allocation failure. */
 struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id,
                                           size_t len);
+/* Unlinks the slot when neither an active nor a connecting connection uses it;
+ * frees it once no connection points at it either. */
 void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot);
+/* A connection takes its client id from the slot (hold) until it is freed (drop). */
+void tern_clients_hold(struct tern_client_slot *slot);
+void tern_clients_drop(struct tern_clients *t, struct tern_client_slot *slot);
+/* The slot whose id `id` is (a conn->client_id). */
+struct tern_client_slot *tern_clients_slot_of(const char *id);
 
 #endif

@@ -1,9 +1,8 @@
 /* One client connection: reading and framing, writing, timers, closing.
  *
- * Lifetime: a connection is referenced by its open handles (one reference for
- * the TCP handle + timer pair) and by every pending proposal that carries it as
- * context. It is freed when the last reference goes, never inside a libuv
- * callback that still uses it.
+ * Lifetime: a connection is referenced by its open TCP handle and by every
+ * pending proposal that carries it as context. It is freed when the last reference goes,
+ * never inside a libuv callback that still uses it.
  *
  * Output produced during a loop turn is gathered in wbuf and written once, in
  * the prepare phase (node.c), so a burst of deliveries costs one write.
@@ -43,9 +42,8 @@ static void conn_free(struct tern_conn *c)
     n->conn_count--;
     if (c->in_alias) {
         for (uint32_t i = 0; i <= n->cfg.topic_alias_maximum; i++)
-            free(c->in_alias[i]);
+            free(c->in_alias[i].topic);
         free(c->in_alias);
-        free(c->in_alias_len);
     }
     for (uint16_t i = 0; i < c->out_alias_count; i++)
         free(c->out_alias_topic[i]);
@@ -56,7 +54,8 @@ static void conn_free(struct tern_conn *c)
         free(p);
     }
     free(c->acks);
-    free(c->client_id);
+    if (c->client_id)
+        tern_clients_drop(&n->clients, tern_clients_slot_of(c->client_id));
     free(c->rbuf);
     free(c->wbuf);
     free(c);
@@ -163,7 +162,11 @@ static int wbuf_reserve(struct tern_conn *c, size_t need)
 {
     if (c->wlen + need <= c->wcap)
         return TERN_OK;
-    size_t cap = c->wcap ? c->wcap : 4096;
+    if (need > UINT32_MAX / 4 || c->wlen > UINT32_MAX / 4)
+        return TERN_ENOMEM; /* one turn's output past 1 GiB: not a client to keep */
+    /* Small first: a burst of CONNACKs to many connections in one turn must not
+     * leave a 4 KiB hole per connection in the heap. Busy ones double up. */
+    size_t cap = c->wcap ? c->wcap : 512;
     while (cap < c->wlen + need)
         cap *= 2;
     uint8_t *p = realloc(c->wbuf, cap);
@@ -198,9 +201,10 @@ bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p)
 
 void tern_conn_send(struct tern_conn *c, const struct tern_packet *p)
 {
+    char pb[TERN_PEER_STRLEN];
     if (!tern_conn_send_sized(c, p))
         TERN_LOGD("%s: dropped a %u packet over the client's maximum packet size",
-                  c->peer, p->type);
+                  tern_conn_peer(c, pb), p->type);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -209,7 +213,6 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     free(req);
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     }
     tern_conn_unref(c);
 }
@@ -222,9 +225,11 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     if (c->state == TERN_CONN_CLOSING)
         return;
     bool was_active = c->state == TERN_CONN_ACTIVE;
-    if (why)
-        TERN_LOGI("%s %.*s: closing: %s (reason 0x%02x)", c->peer, (int)c->client_id_len,
-                  c->client_id ? c->client_id : "", why, reason);
+    if (why) {
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGI("%s %.*s: closing: %s (reason 0x%02x)", tern_conn_peer(c, pb),
+                  (int)c->client_id_len, c->client_id ? c->client_id : "", why, reason);
+    }
     if (was_active && c->version == TERN_MQTT_5 && !c->disconnect_sent &&
         reason != TERN_RC_SUCCESS) {
         struct tern_packet p = {.type = TERN_DISCONNECT};
@@ -235,7 +240,6 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     tern_session_closed(c); /* needs the state before CLOSING */
     c->state = TERN_CONN_CLOSING;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    uv_timer_stop(&c->timer);
     if (c->wlen)
         tern_conn_flush_now(c);
     uv_shutdown_t *req = malloc(sizeof(*req));
@@ -248,7 +252,6 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
         tern_conn_unref(c);
     }
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 void tern_conn_flush_now(struct tern_conn *c)
@@ -326,7 +329,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->node->stats.bytes_in += (uint64_t)nread;
-    c->last_rx_ms = tern_now_ms();
+    if (c->state == TERN_CONN_ACTIVE)
+        c->last_rx_ms = tern_now_ms(); /* before: the accept time (connect timeout) */
     if (buf->base == (char *)c->node->rshared) {
         process_shared(c, (size_t)nread);
         return;
@@ -480,30 +484,40 @@ void tern_conn_resume(struct tern_conn *c)
         conn_process(c);
 }
 
-static void on_timer(uv_timer_t *t)
+/* Connect timeout and keepalive for every connection, from one node-wide timer
+ * (node.c) instead of a timer handle per connection: an idle connection then
+ * costs no timer. Until CONNACK, last_rx_ms is the accept time. */
+void tern_conn_sweep(struct tern_node *n, uint64_t now)
 {
-    struct tern_conn *c = t->data;
-    if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
-        tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
-                        "no CONNECT within connect_timeout_ms");
-        return;
+    for (struct tern_conn *c = n->conns; c; c = c->next) {
+        uint64_t idle = now - c->last_rx_ms;
+        if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
+            if (idle >= n->cfg.connect_timeout_ms)
+                tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
+                                "no CONNECT within connect_timeout_ms");
+        } else if (c->state == TERN_CONN_ACTIVE && c->keepalive_s &&
+                   idle >= (uint64_t)c->keepalive_s * 1500) {
+            tern_conn_close(c, TERN_RC_KEEP_ALIVE_TIMEOUT, "keepalive expired");
+        }
     }
-    if (c->state != TERN_CONN_ACTIVE || c->keepalive_s == 0)
-        return;
-    uint64_t limit = (uint64_t)c->keepalive_s * 1500;
-    uint64_t idle = tern_now_ms() - c->last_rx_ms;
-    if (idle >= limit) {
-        tern_conn_close(c, TERN_RC_KEEP_ALIVE_TIMEOUT, "keepalive expired");
-        return;
-    }
-    uv_timer_start(&c->timer, on_timer, limit - idle, 0);
 }
 
 void tern_conn_keepalive_start(struct tern_conn *c)
 {
-    uv_timer_stop(&c->timer);
-    if (c->keepalive_s)
-        uv_timer_start(&c->timer, on_timer, (uint64_t)c->keepalive_s * 1500, 0);
+    c->last_rx_ms = tern_now_ms(); /* 1.5 x keepalive from CONNACK on (3.1.2.10) */
+}
+
+const char *tern_conn_peer(const struct tern_conn *c, char *buf)
+{
+    char host[48] = "?";
+    const struct tern_peer_addr *p = &c->peer;
+    if (p->family == 4)
+        uv_inet_ntop(AF_INET, p->addr, host, sizeof(host));
+    else if (p->family == 6)
+        uv_inet_ntop(AF_INET6, p->addr, host, sizeof(host));
+    snprintf(buf, TERN_PEER_STRLEN, p->family == 6 ? "[%s]:%u" : "%s:%u", host,
+             (unsigned)p->port);
+    return buf;
 }
 
 void tern_conn_accept(struct tern_node *n)
@@ -514,10 +528,8 @@ void tern_conn_accept(struct tern_node *n)
     c->node = n;
     c->state = TERN_CONN_NEW;
     uv_tcp_init(n->loop, &c->tcp);
-    uv_timer_init(n->loop, &c->timer);
     c->tcp.data = c;
-    c->timer.data = c;
-    c->refs = 2; /* the two handles */
+    c->refs = 1; /* the handle */
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
@@ -526,36 +538,34 @@ void tern_conn_accept(struct tern_node *n)
     if (uv_accept((uv_stream_t *)&n->listener, (uv_stream_t *)&c->tcp) != 0) {
         c->state = TERN_CONN_CLOSING;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         return;
     }
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
-    strcpy(c->peer, "?");
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        char host[48] = "";
         if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            uv_ip4_name(a, host, sizeof(host));
-            snprintf(c->peer, sizeof(c->peer), "%s:%u", host, ntohs(a->sin_port));
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            memcpy(c->peer.addr, &a->sin_addr, 4);
+            c->peer.port = ntohs(a->sin_port);
+            c->peer.family = 4;
         } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, host, sizeof(host));
-            snprintf(c->peer, sizeof(c->peer), "[%s]:%u", host, ntohs(a->sin6_port));
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            memcpy(c->peer.addr, &a->sin6_addr, 16);
+            c->peer.port = ntohs(a->sin6_port);
+            c->peer.family = 6;
         }
     }
     if (n->conn_count > n->cfg.max_connections || n->stopping) {
         n->stats.connections_rejected++;
         c->state = TERN_CONN_CLOSING;
-        TERN_LOGW("%s: refused: max_connections (%u) reached", c->peer,
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGW("%s: refused: max_connections (%u) reached", tern_conn_peer(c, pb),
                   n->cfg.max_connections);
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         return;
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);
     c->last_rx_ms = tern_now_ms();
-    uv_timer_start(&c->timer, on_timer, n->cfg.connect_timeout_ms, 0);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

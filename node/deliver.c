@@ -43,8 +43,10 @@ static uint16_t out_alias(struct tern_conn *c, struct tern_bytes topic, bool *fr
 static void drop_undeliverable(struct tern_conn *c, const struct tern_delivery *d)
 {
     c->node->stats.dropped_too_large++;
+    char pb[TERN_PEER_STRLEN];
     TERN_LOGD("%s: message on %.*s over the client's maximum packet size: dropped",
-              c->peer, (int)d->msg->topic.len, (const char *)d->msg->topic.ptr);
+              tern_conn_peer(c, pb), (int)d->msg->topic.len,
+              (const char *)d->msg->topic.ptr);
     if (d->qos == 0)
         return;
     struct tern_cmd cmd = {.type = TERN_CMD_ACK};

@@ -26,9 +26,8 @@ static void on_open_done(struct tern_conn *c, int status,
         tern_conn_resume(c);
         return;
     }
-    struct tern_client_slot *slot =
-        tern_clients_get(&c->node->clients, c->client_id, c->client_id_len);
-    if (slot && slot->connecting == c) {
+    struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
+    if (slot->connecting == c) {
         slot->connecting = NULL;
         tern_clients_release(&c->node->clients, slot);
     }
@@ -42,18 +41,13 @@ static void on_open_done(struct tern_conn *c, int status,
     tern_conn_close(c, TERN_RC_SUCCESS, "session could not be opened");
 }
 
-static int assign_client_id(struct tern_conn *c)
+/* An id for a client that sent none, into buf (64 bytes); returns its length. */
+static size_t assign_client_id(struct tern_conn *c, char *buf)
 {
-    char id[64];
-    int len = snprintf(id, sizeof(id), "tern-%" PRIu32 "-%" PRIx64 "-%" PRIu64,
+    int len = snprintf(buf, 64, "tern-%" PRIu32 "-%" PRIx64 "-%" PRIu64,
                        c->node->cfg.node_id, tern_now_ms(), ++c->node->next_client_seq);
-    c->client_id = malloc((size_t)len + 1);
-    if (!c->client_id)
-        return TERN_ENOMEM;
-    memcpy(c->client_id, id, (size_t)len + 1);
-    c->client_id_len = (uint16_t)len;
     c->assigned_id = true;
-    return TERN_OK;
+    return (size_t)len;
 }
 
 static int check_will(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
@@ -191,36 +185,33 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);
         return TERN_EPROTO;
     }
-    if (p->client_id.len == 0) {
+    char assigned[64];
+    const char *id = (const char *)p->client_id.ptr;
+    size_t id_len = p->client_id.len;
+    if (id_len == 0) {
         if (c->version != TERN_MQTT_5 && !p->clean_start) {
             refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
             return TERN_EPROTO;
         }
-        if (assign_client_id(c) != TERN_OK)
-            return TERN_ENOMEM;
-    } else {
-        if (p->client_id.len > cfg->client_id_max_len) {
-            refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
-            return TERN_EPROTO;
-        }
-        c->client_id = malloc(p->client_id.len + 1);
-        if (!c->client_id)
-            return TERN_ENOMEM;
-        memcpy(c->client_id, p->client_id.ptr, p->client_id.len);
-        c->client_id[p->client_id.len] = '\0';
-        c->client_id_len = (uint16_t)p->client_id.len;
+        id_len = assign_client_id(c, assigned);
+        id = assigned;
+    } else if (id_len > cfg->client_id_max_len) {
+        refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
+        return TERN_EPROTO;
     }
+    /* The connection's client id is the one kept in the node's client table. */
+    struct tern_client_slot *slot = tern_clients_put(&n->clients, id, id_len);
+    if (!slot)
+        return TERN_ENOMEM;
+    tern_clients_hold(slot);
+    c->client_id = slot->id;
+    c->client_id_len = slot->id_len;
     uint8_t v5 = 0, v3 = 0;
     if (check_will(c, p, &v5, &v3) != TERN_OK) {
         refuse(c, v5, v3);
         return TERN_EPROTO;
     }
     read_limits(c, p);
-
-    struct tern_client_slot *slot =
-        tern_clients_put(&n->clients, c->client_id, c->client_id_len);
-    if (!slot)
-        return TERN_ENOMEM;
     if (slot->connecting) {
         /* Another CONNECT for this id is being opened on this node right now. */
         refuse(c, TERN_RC_SERVER_BUSY, TERN_V3_SERVER_UNAVAILABLE);

@@ -30,26 +30,25 @@ static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *r
     }
     if (!c->in_alias) {
         c->in_alias = calloc((size_t)max + 1, sizeof(*c->in_alias));
-        c->in_alias_len = calloc((size_t)max + 1, sizeof(*c->in_alias_len));
-        if (!c->in_alias || !c->in_alias_len)
+        if (!c->in_alias)
             return TERN_ENOMEM;
     }
+    struct tern_in_alias *in = &c->in_alias[a];
     if (p->topic.len == 0) {
-        if (!c->in_alias[a]) {
+        if (!in->topic) {
             *reason = TERN_RC_PROTOCOL_ERROR;
             return TERN_EPROTO;
         }
-        p->topic =
-            (struct tern_bytes){(const uint8_t *)c->in_alias[a], c->in_alias_len[a]};
+        p->topic = (struct tern_bytes){(const uint8_t *)in->topic, in->len};
         return TERN_OK;
     }
-    char *t = realloc(c->in_alias[a], p->topic.len + 1);
+    char *t = realloc(in->topic, p->topic.len + 1);
     if (!t)
         return TERN_ENOMEM;
     memcpy(t, p->topic.ptr, p->topic.len);
     t[p->topic.len] = '\0';
-    c->in_alias[a] = t;
-    c->in_alias_len[a] = (uint16_t)p->topic.len;
+    in->topic = t;
+    in->len = (uint16_t)p->topic.len;
     return TERN_OK;
 }
 
@@ -141,6 +140,11 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     /* This node's clean sessions, at once. A clean publisher's QoS 2 id is
      * held in the local FSM (it ends with the connection anyway). */
     bool log = needs_log(c, p);
+    if (p->qos == 2 && !c->persistent && !tern_session_local(c)) {
+        free(userbuf);
+        *reason = TERN_RC_SERVER_UNAVAILABLE; /* no local session to hold the id */
+        return TERN_ENOMEM;
+    }
     cmd.u.publish.epoch = c->local_epoch;
     cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
     struct tern_fsm_result res;
@@ -209,7 +213,7 @@ int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
         return TERN_OK;
     if (type == TERN_PUBREL)
         return handle_pubrel(c, a, reason);
-    c->last_ack_rx_ms = tern_now_ms();
+    c->last_ack_rx_s = (uint32_t)(tern_now_ms() / 1000);
     struct tern_cmd cmd = {.type = TERN_CMD_ACK};
     cmd.u.ack.packet_id = a->packet_id;
     cmd.u.ack.kind = type;

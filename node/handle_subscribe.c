@@ -214,7 +214,13 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
     p->next = c->subs;
     c->subs = p;
     /* Clean sessions announce new filters as routes (cluster forwarding). */
-    struct tern_fsm_session *sess = c->persistent ? NULL : tern_session_get(c);
+    struct tern_fsm_session *sess = c->persistent ? NULL : tern_session_local(c);
+    if (!c->persistent && !sess) {
+        free(pending_take(c, TERN_SUBACK, s->packet_id));
+        free(list);
+        *reason = TERN_RC_SERVER_UNAVAILABLE;
+        return TERN_ENOMEM;
+    }
     uint32_t rpos = 0;
     struct tern_cmd_sub re;
     while (sess &&

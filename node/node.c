@@ -9,6 +9,7 @@
 #include "tern/log.h"
 
 #define TICK_MS 1000
+#define CONN_SWEEP_MS 250
 
 uint64_t tern_now_ms(void)
 {
@@ -131,17 +132,22 @@ static void on_quorum_timer(uv_timer_t *t)
 static void on_retry_timer(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
-    uint64_t now = tern_now_ms(), every = (uint64_t)n->cfg.retry_interval_s * 1000;
+    uint32_t now_s = (uint32_t)(tern_now_ms() / 1000), every = n->cfg.retry_interval_s;
     for (struct tern_conn *c = n->conns; c; c = c->next) {
-        if (c->state != TERN_CONN_ACTIVE || now - c->last_ack_rx_ms < every ||
-            now - c->last_resend_ms < every)
+        if (c->state != TERN_CONN_ACTIVE || now_s - c->last_ack_rx_s < every ||
+            now_s - c->last_resend_s < every)
             continue;
         struct tern_fsm_session *s = tern_session_get(c);
         if (!s || tern_fsm_session_inflight(s) == 0)
             continue;
-        c->last_resend_ms = now;
+        c->last_resend_s = now_s;
         tern_fsm_session_resend(tern_session_fsm(c), s);
     }
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    tern_conn_sweep(t->data, tern_now_ms());
 }
 
 bool tern_node_available(const struct tern_node *n)
@@ -240,6 +246,12 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     n->retry_timer.data = n;
     if (n->cfg.retry_interval_s)
         uv_timer_start(&n->retry_timer, on_retry_timer, 1000, 1000);
+    uv_timer_init(n->loop, &n->conn_timer);
+    n->conn_timer.data = n;
+    /* Deadlines are checked this often: keepalive (1.5 x, at least 1.5 s) and
+     * connect_timeout_ms fire at most this much late. */
+    uint64_t sweep_ms = n->cfg.connect_timeout_ms < 1000 ? 50 : CONN_SWEEP_MS;
+    uv_timer_start(&n->conn_timer, on_conn_timer, sweep_ms, sweep_ms);
     uv_signal_init(n->loop, &n->sig_int);
     uv_signal_init(n->loop, &n->sig_term);
     n->sig_int.data = n->sig_term.data = n;
@@ -271,6 +283,7 @@ void tern_node_stop(struct tern_node *n)
     uv_close((uv_handle_t *)&n->tick_timer, NULL);
     uv_close((uv_handle_t *)&n->quorum_timer, NULL);
     uv_close((uv_handle_t *)&n->retry_timer, NULL);
+    uv_close((uv_handle_t *)&n->conn_timer, NULL);
     uv_close((uv_handle_t *)&n->sig_int, NULL);
     uv_close((uv_handle_t *)&n->sig_term, NULL);
     tern_admin_stop(n);

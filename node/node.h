@@ -31,7 +31,10 @@ struct route;
 struct tern_admin;
 
 #define TERN_ROUTE_BUCKETS 4096
-#define TERN_LOOP_BUCKETS_US {100, 1000, 5000, 10000, 20000, 50000, 100000}
+#define TERN_LOOP_BUCKETS_US                                                             \
+    {                                                                                    \
+        100, 1000, 5000, 10000, 20000, 50000, 100000                                     \
+    }
 
 /* Counters for metrics; the FSMs keep their own. */
 struct tern_node_stats {
@@ -55,23 +58,24 @@ struct tern_node {
     struct tern_config cfg;
     uv_tcp_t listener;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
-    uv_prepare_t flush; /* writes out what this loop turn produced */
+    uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
     uv_signal_t sig_int, sig_term;
     struct tern_cluster *cluster; /* replicated FSM */
     struct tern_fsm *local;       /* clean sessions */
     struct tern_conn *conns;      /* all connections, intrusive list */
     uint32_t conn_count;
-    struct tern_conn **dirty;     /* connections with output to flush */
+    struct tern_conn **dirty; /* connections with output to flush */
     size_t dirty_count, dirty_cap;
-    struct tern_clients clients;  /* client id -> connection */
-    uint8_t *rshared;             /* loop-wide read buffer (conn.c) */
-    uint64_t next_client_seq;     /* assigned client ids */
+    struct tern_clients clients; /* client id -> connection */
+    uint8_t *rshared;            /* loop-wide read buffer (conn.c) */
+    uint64_t next_client_seq;    /* assigned client ids */
     uint64_t epoch_local;
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
     uv_timer_t quorum_timer;
-    uv_timer_t retry_timer; /* in-session retry, when retry_interval_s > 0 */
+    uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
+    uv_timer_t conn_timer;     /* connect timeouts and keepalives (tern_conn_sweep) */
     uint64_t unready_since_ms; /* 0 while the cluster can commit */
     struct tern_admin *admin;  /* admin HTTP API, $SYS, drain (admin.c) */
     bool stopping;
@@ -90,69 +94,82 @@ enum tern_conn_state {
  * client's topic alias maximum, then new topics go without alias. */
 #define TERN_OUT_ALIAS_MAX 64
 
+struct tern_in_alias {
+    char *topic;
+    uint16_t len;
+};
+
+/* The client's address, kept compactly (formatted only for logs and the admin
+ * API): a string would cost 64 bytes on every connection. */
+struct tern_peer_addr {
+    uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+    uint16_t port;
+    uint8_t family; /* 0 unknown, 4 or 6 */
+};
+#define TERN_PEER_STRLEN 56
+
+/* One client connection. Ordered by size so an idle connection costs as little
+ * as it can: everything optional (buffers, aliases, pending acks) is a pointer
+ * filled on first use. */
 struct tern_conn {
     struct tern_conn *next, *prev;
     struct tern_node *node;
     uv_tcp_t tcp;
-    uv_timer_t timer; /* connect timeout, then keepalive */
-    int refs;         /* pending proposals + 1 while the handle is open */
-    enum tern_conn_state state;
-    char peer[64];
 
-    uint8_t *rbuf;
-    size_t rlen, rcap;
+    uint8_t *rbuf;       /* a partial packet kept between reads */
+    uint8_t *wbuf;       /* output gathered in this loop turn, flushed at once */
+    uint32_t rlen, rcap; /* < max_packet_size + one read */
+    uint32_t wlen, wcap; /* one turn's output; wbuf_reserve bounds it */
+    uint64_t wqueued;    /* bytes handed to uv_write, not yet written */
 
-    uint8_t *wbuf; /* output gathered in this loop turn, flushed at once */
-    size_t wlen, wcap;
-    uint64_t wqueued; /* bytes handed to uv_write, not yet written */
-    bool flush_scheduled;
-
-    uint8_t version;
     char *client_id;
-    uint16_t client_id_len;
-    bool persistent;        /* session lives in the replicated FSM */
     uint64_t epoch;         /* in the replicated FSM */
-    uint64_t local_epoch;   /* in the local FSM (clean sessions) */
-    uint16_t keepalive_s;
-    uint64_t last_rx_ms;
-    uint32_t session_expiry_s;
-    bool will_suppressed;   /* normal DISCONNECT */
-    uint64_t last_ack_rx_ms;  /* last PUBACK/PUBREC/PUBCOMP from the client */
-    uint64_t last_resend_ms;  /* last in-session retry */
-    bool assigned_id;       /* client id chosen by the broker (v5: tell the client) */
-    bool keepalive_capped;  /* v5: send server keepalive */
-    bool expiry_capped;     /* v5: send the session expiry we use */
-    bool disconnect_sent;
+    uint64_t local_epoch;   /* in the local FSM (clean sessions); 0 = not opened */
+    uint64_t last_rx_ms;    /* the accept time until CONNACK */
+    uint32_t last_ack_rx_s; /* last PUBACK/PUBREC/PUBCOMP from the client */
+    uint32_t last_resend_s; /* last in-session retry (retry_interval_s) */
 
-    /* Client's limits (v5 CONNECT properties). */
-    uint16_t client_receive_max;
-    uint32_t client_max_packet;
-    uint16_t client_alias_max;
-    bool request_problem_info;
-
-    /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
-    uint32_t inbound_unacked;
     /* Inbound topic aliases (v5), index 1..topic_alias_maximum. */
-    char **in_alias;
-    uint16_t *in_alias_len;
-
-    /* Outbound topic aliases. */
-    char **out_alias_topic; /* TERN_OUT_ALIAS_MAX entries, allocated on first use */
-    uint16_t out_alias_count;
+    struct tern_in_alias *in_alias;
+    /* Outbound topic aliases: TERN_OUT_ALIAS_MAX entries, allocated on first use. */
+    char **out_alias_topic;
 
     /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
      * an ack whose durable effects are not committed yet holds back later ones. */
     struct tern_ack_slot *acks;
     uint32_t ack_head, ack_count, ack_cap;
 
+    /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
+    uint32_t inbound_unacked;
+    uint32_t session_expiry_s;
+    uint32_t client_max_packet; /* client's limits (v5 CONNECT properties) */
+
     /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
      * the `subscribed` effect, before any retained message. */
     struct tern_pending_sub *subs;
+
+    int refs; /* pending proposals + 1 while the handle is open */
+    struct tern_peer_addr peer;
+    uint16_t client_id_len;
+    uint16_t keepalive_s;
+    uint16_t client_receive_max;
+    uint16_t client_alias_max;
+    uint16_t out_alias_count;
+    uint8_t state; /* enum tern_conn_state */
+    uint8_t version;
+    bool persistent;       /* session lives in the replicated FSM */
+    bool will_suppressed;  /* normal DISCONNECT */
+    bool assigned_id;      /* client id chosen by the broker (v5: tell the client) */
+    bool keepalive_capped; /* v5: send server keepalive */
+    bool expiry_capped;    /* v5: send the session expiry we use */
+    bool disconnect_sent;
+    bool request_problem_info;
+    bool flush_scheduled;
 };
 
 struct tern_ack_slot {
     uint16_t packet_id;
-    uint8_t type;   /* TERN_PUBACK, TERN_PUBREC, TERN_PUBCOMP */
+    uint8_t type; /* TERN_PUBACK, TERN_PUBREC, TERN_PUBCOMP */
     uint8_t reason;
     bool done;
 };
@@ -181,6 +198,9 @@ void tern_conn_accept(struct tern_node *n);
 void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);
 bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p);
 void tern_conn_flush(struct tern_conn *c); /* consumes the dirty reference */
+void tern_conn_sweep(struct tern_node *n, uint64_t now);
+/* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
+const char *tern_conn_peer(const struct tern_conn *c, char *buf);
 void tern_conn_flush_now(struct tern_conn *c);
 void tern_conn_resume(struct tern_conn *c);
 void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why);
@@ -191,7 +211,8 @@ void tern_conn_keepalive_start(struct tern_conn *c);
 
 /* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
  * which the connection is closed with *reason. */
-int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *reason);
+int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
+                        uint8_t *reason);
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
 int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *p,
                     uint8_t *reason);
@@ -207,6 +228,7 @@ struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replica
 void tern_session_closed(struct tern_conn *c);
 struct tern_fsm *tern_session_fsm(struct tern_conn *c);
 struct tern_fsm_session *tern_session_get(struct tern_conn *c);
+struct tern_fsm_session *tern_session_local(struct tern_conn *c);
 /* Sets the command's client id and epoch for this connection's session and
  * applies it: directly for the local FSM (cb runs before this returns), through
  * the log for the replicated one. cb gets ctx; the connection is referenced until

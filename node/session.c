@@ -25,7 +25,39 @@ struct tern_fsm *tern_session_fsm(struct tern_conn *c)
 
 struct tern_fsm_session *tern_session_get(struct tern_conn *c)
 {
+    if (!c->persistent && !c->local_epoch)
+        return NULL; /* not opened yet */
     return tern_fsm_session_get(tern_session_fsm(c), c->client_id, c->client_id_len);
+}
+
+/* A clean session's subscriptions, QoS 2 ids and deliveries live in the node's
+ * local FSM. That session is opened on first use (SUBSCRIBE, QoS 2 PUBLISH,
+ * PUBREL), not at CONNECT: an idle clean client then costs only its connection
+ * and its replicated registration. A clean-start open also fences a local
+ * session left by an earlier connection of the same client id. */
+struct tern_fsm_session *tern_session_local(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (c->persistent || c->state != TERN_CONN_ACTIVE)
+        return NULL;
+    if (c->local_epoch)
+        return tern_session_get(c);
+    struct tern_cmd cmd = {.type = TERN_CMD_SESSION_OPEN, .now_ms = tern_now_ms()};
+    cmd.u.open.client_id =
+        (struct tern_bytes){(const uint8_t *)c->client_id, c->client_id_len};
+    cmd.u.open.node = n->cfg.node_id;
+    cmd.u.open.proto = c->version;
+    cmd.u.open.clean_start = true;
+    cmd.u.open.receive_max = c->client_receive_max;
+    struct tern_fsm_result res;
+    tern_fsm_apply(n->local, &cmd, &res);
+    if (res.status != TERN_OK)
+        return NULL;
+    c->local_epoch = res.epoch;
+    struct tern_fsm_session *ls = tern_session_get(c);
+    if (ls)
+        tern_fsm_session_set_local(ls, c);
+    return ls;
 }
 
 static void on_proposed(void *ctx, int status, const struct tern_fsm_result *res)
@@ -63,6 +95,8 @@ int tern_session_command(struct tern_conn *c, struct tern_cmd *cmd,
         break;
     }
     if (!c->persistent) {
+        if (!tern_session_local(c))
+            return TERN_ENOMEM; /* the local FSM refused the session */
         struct tern_fsm_result res;
         tern_fsm_apply(c->node->local, cmd, &res);
         if (cb)
@@ -118,8 +152,7 @@ void tern_session_closed(struct tern_conn *c)
     struct tern_node *n = c->node;
     if (!c->client_id)
         return;
-    struct tern_client_slot *slot =
-        tern_clients_get(&n->clients, c->client_id, c->client_id_len);
+    struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     if (c->state == TERN_CONN_ACTIVE) {
         struct tern_cmd cmd = close_cmd(
@@ -140,16 +173,14 @@ void tern_session_closed(struct tern_conn *c)
         if (s && tern_fsm_session_local(s) == c)
             tern_fsm_session_set_local(s, NULL);
     }
-    if (slot) {
-        if (slot->active == c)
-            slot->active = NULL;
-        /* A connection that leaves while its SESSION_OPEN is in the log stays the
-         * slot's `connecting` until that applies: repl_opened then ends the
-         * session it opened (on_open_done clears it if it never applies). */
-        if (slot->connecting == c && c->state != TERN_CONN_CONNECTING)
-            slot->connecting = NULL;
-        tern_clients_release(&n->clients, slot);
-    }
+    if (slot->active == c)
+        slot->active = NULL;
+    /* A connection that leaves while its SESSION_OPEN is in the log stays the
+     * slot's `connecting` until that applies: repl_opened then ends the
+     * session it opened (on_open_done clears it if it never applies). */
+    if (slot->connecting == c && c->state != TERN_CONN_CONNECTING)
+        slot->connecting = NULL;
+    tern_clients_release(&n->clients, slot);
 }
 
 static struct tern_conn *conn_of(struct tern_fsm_session *s)
@@ -232,31 +263,16 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     }
     slot->active = c;
     c->persistent = tern_fsm_session_expiry(s) > 0 || present;
-    if (c->persistent) {
+    if (c->persistent)
         tern_fsm_session_set_local(s, c);
-    } else {
-        /* Clean session: its subscriptions and messages live on this node. */
-        struct tern_cmd cmd = {.type = TERN_CMD_SESSION_OPEN, .now_ms = tern_now_ms()};
-        cmd.u.open.client_id = id;
-        cmd.u.open.node = n->cfg.node_id;
-        cmd.u.open.proto = c->version;
-        cmd.u.open.clean_start = true;
-        cmd.u.open.receive_max = c->client_receive_max;
-        struct tern_fsm_result res;
-        c->state = TERN_CONN_ACTIVE; /* so the local opened effect finds it */
-        tern_fsm_apply(n->local, &cmd, &res);
-        c->local_epoch = res.epoch;
-        struct tern_fsm_session *ls =
-            tern_fsm_session_get(n->local, (const char *)id.ptr, id.len);
-        if (ls)
-            tern_fsm_session_set_local(ls, c);
-    }
+    /* A clean session's local state opens on first use (tern_session_local). */
     c->state = TERN_CONN_ACTIVE;
-    c->last_ack_rx_ms = c->last_resend_ms = tern_now_ms();
+    c->last_ack_rx_s = c->last_resend_s = (uint32_t)(tern_now_ms() / 1000);
     send_connack(c, present);
     tern_conn_keepalive_start(c);
-    TERN_LOGD("%s %.*s: connected (v%u, %s session, present=%d, epoch %llu)", c->peer,
-              (int)id.len, (const char *)id.ptr, c->version,
+    char pb[TERN_PEER_STRLEN];
+    TERN_LOGD("%s %.*s: connected (v%u, %s session, present=%d, epoch %llu)",
+              tern_conn_peer(c, pb), (int)id.len, (const char *)id.ptr, c->version,
               c->persistent ? "persistent" : "clean", present,
               (unsigned long long)c->epoch);
     /* Deliveries owed by the resumed session follow in this apply. */
