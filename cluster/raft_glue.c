@@ -35,6 +35,7 @@ struct proposal {
     tern_propose_cb cb;
     void *ctx;
     uint64_t sent_ms;             /* 0 = waiting to be sent */
+    uint64_t proposed_ns;         /* uv_hrtime() at tern_cluster_propose */
     struct proposal *next, *prev; /* in proposal order */
     struct proposal *hnext;
     size_t len;
@@ -70,6 +71,7 @@ struct tern_cluster {
     uint64_t seq;
     uint64_t retry_ms;
     uint64_t applied_own, entries;
+    uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;
     int push_commit;      /* leader: applied a follower's proposal (see push_commit) */
@@ -189,6 +191,21 @@ static void member_applied(struct tern_cluster *c, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res);
 static void check_removed_marker(struct tern_cluster *c);
 
+_Static_assert(sizeof((uint64_t[])TERN_COMMIT_BUCKETS_US) / sizeof(uint64_t) ==
+                   TERN_COMMIT_BUCKETS - 1,
+               "one bucket per bound, and the rest");
+
+static void commit_latency(struct tern_cluster *c, uint64_t us)
+{
+    static const uint64_t bounds_us[] = TERN_COMMIT_BUCKETS_US;
+    size_t i = 0;
+    while (i < TERN_COMMIT_BUCKETS - 1 && us > bounds_us[i])
+        i++;
+    c->commit_us[i]++;
+    if (us > c->commit_max_us)
+        c->commit_max_us = us;
+}
+
 static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res)
 {
@@ -207,6 +224,7 @@ static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
         return;
     pending_remove(c, pr);
     c->applied_own++;
+    commit_latency(c, (uv_hrtime() - pr->proposed_ns) / 1000);
     if (pr->cb)
         pr->cb(pr->ctx, TERN_OK, res);
     free(pr);
@@ -670,6 +688,7 @@ int tern_cluster_propose(struct tern_cluster *c, const struct tern_cmd *cmd,
     p->cb = cb;
     p->ctx = ctx;
     p->sent_ms = 0;
+    p->proposed_ns = uv_hrtime();
     p->next = NULL;
     p->prev = c->tail;
     if (c->tail)
@@ -734,6 +753,10 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->pending = c->npending;
     st->proposals = c->applied_own;
     st->entries = c->entries;
+    memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
+    st->commit_max_us = c->commit_max_us;
+    st->snapshots = c->rfsm.snapshots;
+    st->snapshot_max_us = c->rfsm.snapshot_max_us;
 }
 
 size_t tern_cluster_members(const struct tern_cluster *c, struct tern_member_status *out,

@@ -695,25 +695,50 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            tern_fsm_route_count(tern_cluster_fsm(n->cluster)));
 }
 
-/* Loop iterations by busy time, as a Prometheus histogram (seconds). */
+/* A Prometheus histogram (seconds) from per-bucket counts: counts[nb] is the
+ * rest above the last bound. */
+static void histogram(struct sbuf *b, const char *name, const char *help,
+                      const uint64_t *bounds_us, size_t nb, const uint64_t *counts)
+{
+    char series[96], label[64];
+    metric_head(b, name, "histogram", help);
+    snprintf(series, sizeof(series), "%s_bucket", name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < nb; i++) {
+        cum += counts[i];
+        snprintf(label, sizeof(label), "le=\"%g\"", (double)bounds_us[i] / 1e6);
+        sample(b, series, label, cum);
+    }
+    cum += counts[nb];
+    sample(b, series, "le=\"+Inf\"", cum);
+    snprintf(series, sizeof(series), "%s_count", name);
+    sample(b, series, NULL, cum);
+}
+
+/* Loop iterations by busy time; this node's commits by latency. */
 static void metrics_loop(struct sbuf *b, const struct tern_node *n)
 {
-    static const uint64_t bounds_us[] = TERN_LOOP_BUCKETS_US;
-    const size_t nb = sizeof(bounds_us) / sizeof(bounds_us[0]);
-    metric_head(b, "tern_loop_busy_seconds", "histogram",
-                "Event-loop iterations by time spent working (not waiting).");
-    uint64_t cum = 0;
-    char label[64];
-    for (size_t i = 0; i < nb; i++) {
-        cum += n->stats.loop_busy[i];
-        snprintf(label, sizeof(label), "le=\"%g\"", (double)bounds_us[i] / 1e6);
-        sample(b, "tern_loop_busy_seconds_bucket", label, cum);
-    }
-    cum += n->stats.loop_busy[nb];
-    sample(b, "tern_loop_busy_seconds_bucket", "le=\"+Inf\"", cum);
-    sample(b, "tern_loop_busy_seconds_count", NULL, cum);
+    static const uint64_t loop_us[] = TERN_LOOP_BUCKETS_US;
+    histogram(b, "tern_loop_busy_seconds",
+              "Event-loop iterations by time spent working (not waiting).", loop_us,
+              sizeof(loop_us) / sizeof(loop_us[0]), n->stats.loop_busy);
     metric(b, "tern_loop_busy_max_microseconds", "gauge",
            "Longest event-loop iteration since start.", n->stats.loop_busy_max_us);
+    static const uint64_t commit_us[] = TERN_COMMIT_BUCKETS_US;
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    histogram(b, "tern_commit_latency_seconds",
+              "This node's proposals by time from proposal to apply on this node "
+              "(what a PUBACK of a durable PUBLISH waits for).",
+              commit_us, sizeof(commit_us) / sizeof(commit_us[0]), st.commit_us);
+    metric(b, "tern_commit_latency_max_microseconds", "gauge",
+           "Longest proposal-to-apply time since start.", st.commit_max_us);
+    metric(b, "tern_snapshots_taken_total", "counter",
+           "Snapshots this node took of its state machine.", st.snapshots);
+    metric(b, "tern_snapshot_max_microseconds", "gauge",
+           "Longest time serialising the state machine for a snapshot (the loop "
+           "waits for it).",
+           st.snapshot_max_us);
 }
 
 static void metrics_raft(struct sbuf *b, const struct tern_admin *a)

@@ -56,6 +56,13 @@ struct tern_cluster_config {
     void *forward_ctx;
 };
 
+/* Upper bounds of the commit latency buckets (tern_cluster_status.commit_us). */
+#define TERN_COMMIT_BUCKETS_US                                                           \
+    {                                                                                    \
+        500, 1000, 2000, 5000, 10000, 20000, 50000, 100000                               \
+    }
+#define TERN_COMMIT_BUCKETS 9 /* the bounds above, and the rest */
+
 struct tern_cluster_status {
     int state; /* 0 unavailable, 1 follower, 2 candidate, 3 leader */
     uint32_t leader;
@@ -65,6 +72,12 @@ struct tern_cluster_status {
     uint64_t pending;   /* proposals not applied yet */
     uint64_t proposals; /* proposals applied (this node's) */
     uint64_t entries;   /* log entries this node appended as leader */
+    /* This node's proposals by time from tern_cluster_propose to their apply
+     * here (what a PUBACK waits for), and the longest since start. */
+    uint64_t commit_us[TERN_COMMIT_BUCKETS];
+    uint64_t commit_max_us;
+    uint64_t snapshots;       /* snapshots this node took of its FSM */
+    uint64_t snapshot_max_us; /* longest of them (serialising the FSM, in the loop) */
 };
 
 /* Called once the proposal's entry has been applied on this node (status
