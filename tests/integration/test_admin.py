@@ -296,6 +296,13 @@ def test_metrics(admin, clients):
         before[("tern_bytes_received_total", "")] + 100
     assert after[("tern_retained_messages", "")] == before[("tern_retained_messages", "")] + 1
     assert after[("tern_raft_applied_index", "")] > before[("tern_raft_applied_index", "")]
+    # The retained QoS 1 PUBLISH went through the log: its commit is counted, in
+    # every bucket from the one its latency fell in up to +Inf.
+    commits = ("tern_commit_latency_seconds_count", "")
+    assert after[commits] > before[commits]
+    assert after[("tern_commit_latency_seconds_bucket", '{le="+Inf"}')] == after[commits]
+    assert after[("tern_commit_latency_seconds_bucket", '{le="0.1"}')] <= after[commits]
+    assert after[("tern_commit_latency_max_microseconds", "")] > 0
 
 
 def test_sys_topics(start_broker):
