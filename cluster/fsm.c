@@ -9,7 +9,7 @@
 /* Creates the containers of replicated state (empty). */
 static int fsm_state_init(struct tern_fsm *f)
 {
-    bool ok = fsm_map_init(&f->sessions) == TERN_OK;
+    bool ok = fsm_stab_init(&f->sessions) == TERN_OK;
     ok = fsm_map_init(&f->groups) == TERN_OK && ok;
     ok = fsm_map_init(&f->routes) == TERN_OK && ok;
     f->subs = tern_topic_tree_new();
@@ -42,7 +42,7 @@ void fsm_state_free(struct tern_fsm *f)
 {
     if (f->sessions.buckets)
         fsm_session_free_all(f); /* before the retained tree: both hold messages */
-    fsm_map_free(&f->sessions);
+    fsm_stab_free(&f->sessions);
     fsm_map_free(&f->groups);
     if (f->subs)
         tern_topic_tree_free(f->subs);
@@ -78,14 +78,14 @@ struct due_ctx {
     size_t n, cap;
 };
 
-static int due_collect(void *ctx, void *val)
+static int due_collect(void *ctx, struct tern_fsm_session *s)
 {
     struct due_ctx *x = ctx;
-    if (fsm_session_deadline(val) > x->now_ms)
+    if (fsm_session_deadline(s) > x->now_ms)
         return 0;
     if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
         return 1; /* the rest waits for the next tick */
-    x->v[x->n++] = val;
+    x->v[x->n++] = s;
     return 0;
 }
 
@@ -101,17 +101,19 @@ static int epoch_cmp(const void *a, const void *b)
 static void fsm_tick(struct tern_fsm *f, uint64_t now_ms)
 {
     struct due_ctx x = {.now_ms = now_ms};
-    fsm_map_walk(&f->sessions, due_collect, &x);
+    fsm_stab_walk(&f->sessions, due_collect, &x);
     if (x.n > 1)
         qsort(x.v, x.n, sizeof(*x.v), epoch_cmp);
     for (size_t i = 0; i < x.n; i++) {
         struct tern_fsm_session *s = x.v[i];
-        if (s->will_at_ms && s->will_at_ms <= now_ms)
+        if (s->st->will_at_ms && s->st->will_at_ms <= now_ms)
             fsm_will_publish(f, s, now_ms);
         if (fsm_session_expired(s, now_ms)) {
             fsm_will_publish(f, s, now_ms); /* the session ends: a pending will goes */
             fsm_session_destroy(f, s);
             f->stats.sessions_expired++;
+        } else {
+            fsm_session_state_trim(s);
         }
     }
     free(x.v);
@@ -201,19 +203,19 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
 
 /* --- reading --- */
 
-static int deadline_visit(void *ctx, void *val)
+static int deadline_visit(void *ctx, struct tern_fsm_session *s)
 {
     uint64_t *d = ctx;
-    uint64_t s = fsm_session_deadline(val);
-    if (s < *d)
-        *d = s;
+    uint64_t t = fsm_session_deadline(s);
+    if (t < *d)
+        *d = t;
     return 0;
 }
 
 uint64_t tern_fsm_next_deadline(const struct tern_fsm *f)
 {
     uint64_t d = UINT64_MAX;
-    fsm_map_walk(&f->sessions, deadline_visit, &d);
+    fsm_stab_walk(&f->sessions, deadline_visit, &d);
     return d;
 }
 
@@ -245,7 +247,7 @@ struct tern_fsm_session *tern_fsm_session_get(const struct tern_fsm *f, const ch
 
 struct tern_bytes tern_fsm_session_client_id(const struct tern_fsm_session *s)
 {
-    return (struct tern_bytes){(const uint8_t *)s->client_id, (uint32_t)s->client_id_len};
+    return (struct tern_bytes){(const uint8_t *)s->client_id, s->client_id_len};
 }
 
 uint64_t tern_fsm_session_epoch(const struct tern_fsm_session *s)
@@ -275,28 +277,28 @@ uint8_t tern_fsm_session_proto(const struct tern_fsm_session *s)
 
 uint32_t tern_fsm_session_queued(const struct tern_fsm_session *s)
 {
-    return s->queued;
+    return s->st->queued;
 }
 
 uint64_t tern_fsm_session_queued_bytes(const struct tern_fsm_session *s)
 {
-    return s->queued_bytes;
+    return s->st->queued_bytes;
 }
 
 uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s)
 {
-    return s->flight_count;
+    return s->st->flight_count;
 }
 
 uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s)
 {
-    return s->sub_count;
+    return s->st->sub_count;
 }
 
 bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < s->inbound_count; i++) {
-        if (s->inbound[i] == packet_id)
+    for (uint32_t i = 0; i < s->st->inbound_count; i++) {
+        if (s->st->inbound[i] == packet_id)
             return true;
     }
     return false;
@@ -312,22 +314,10 @@ void tern_fsm_session_set_local(struct tern_fsm_session *s, void *local)
     s->local = local;
 }
 
-struct session_walk {
-    int (*fn)(void *ctx, struct tern_fsm_session *s);
-    void *ctx;
-};
-
-static int session_visit(void *ctx, void *val)
-{
-    struct session_walk *w = ctx;
-    return w->fn(w->ctx, val);
-}
-
 int tern_fsm_sessions_walk(const struct tern_fsm *f,
                            int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx)
 {
-    struct session_walk w = {fn, ctx};
-    return fsm_map_walk(&f->sessions, session_visit, &w);
+    return fsm_stab_walk(&f->sessions, fn, ctx);
 }
 
 int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
@@ -335,7 +325,7 @@ int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
                                          uint8_t options, uint32_t sub_id),
                                void *ctx)
 {
-    for (const struct fsm_sub *u = s->subs; u; u = u->next) {
+    for (const struct fsm_sub *u = s->st->subs; u; u = u->next) {
         struct tern_bytes b = {(const uint8_t *)u->filter, (uint32_t)u->filter_len};
         int rc = fn(ctx, b, u->options, u->sub_id);
         if (rc)

@@ -2,7 +2,8 @@
  *
  * Layout in one place so each file can stay about one concern:
  *  fsm.c          lifecycle, apply dispatch, proposal-id dedup, TICK, accessors
- *  fsm_map.c      string -> pointer hash map (sessions, shared groups)
+ *  fsm_map.c      string -> pointer hash map (shared groups, routes) and the
+ *                 intrusive sessions table
  *  fsm_msg.c      stored messages (refcounted) and retained messages
  *  fsm_queue.c    per-session queue, in-flight window, packet ids, promotion
  *  fsm_session.c  SESSION_OPEN / CLOSE / DELETE, SUBSCRIBE / UNSUBSCRIBE, wills
@@ -19,6 +20,7 @@
 #ifndef TERN_FSM_INTERNAL_H
 #define TERN_FSM_INTERNAL_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -109,42 +111,96 @@ struct fsm_sub {
     uint64_t seq; /* creation order: sorts matches deterministically */
 };
 
+/* What a session holds beyond its identity: subscriptions, queue, in-flight
+ * window, inbound QoS 2 ids, will, publish mark. Most sessions (idle clients)
+ * have none of it, so it lives in its own allocation: a session without any
+ * points at fsm_session_state_empty (all zero, const: a stray write faults)
+ * and gets a private copy on its first write (fsm_session_state_mut()). Reads
+ * go through s->st directly. A private state that becomes empty again is
+ * freed at the end of the command that emptied it (fsm_session_state_trim()),
+ * never in the middle of one, so callers may hold st pointers within a
+ * command. */
+struct fsm_session_state {
+    struct fsm_sub *subs; /* in subscription order */
+    struct fsm_qent *q_head, *q_tail;
+    struct fsm_flight *flight; /* in send order */
+    uint16_t *inbound;         /* held inbound QoS 2 ids, unordered */
+    struct tern_msg *will;     /* NULL = none */
+    uint64_t queued_bytes;
+    uint64_t will_at_ms; /* 0 = not pending */
+    uint64_t mark;       /* publish generation, for one copy per session */
+    uint32_t slot;       /* index into the publish scratch when marked */
+    /* Kept when the will goes (it is snapshotted as it is), so a state with a
+     * non-zero delay is not empty. */
+    uint32_t will_delay_s;
+    uint32_t sub_count;
+    uint32_t queued;
+    uint32_t flight_cap;    /* fsm_grow() doubles: up to 65536 */
+    uint32_t inbound_cap;   /* likewise */
+    uint16_t flight_count;  /* <= min(inflight_max, receive_max) <= 65535 */
+    uint16_t inbound_count; /* distinct non-zero 16-bit ids: <= 65535 */
+};
+
+/* Client ids are str16 in commands and snapshots. */
+#define FSM_CLIENT_ID_MAX 65535u
+
+/* One allocation per session, client id included; the sessions table links
+ * sessions through hnext, so there is no map entry either. */
 struct tern_fsm_session {
-    char *client_id; /* NUL-terminated; the map key */
-    size_t client_id_len;
-    uint32_t owner_node;
     uint64_t epoch;
+    uint64_t offline_since_ms;
+    const struct fsm_session_state *st; /* never NULL; see above */
+    void *local;
+    struct tern_fsm_session *hnext; /* sessions table chain */
+    uint32_t owner_node;
+    uint32_t expiry_s;
+    uint16_t receive_max;
+    uint16_t client_id_len; /* 1..FSM_CLIENT_ID_MAX */
+    /* Here rather than in st: it outlives the traffic that moved it, and
+     * keeping it would stop a drained state from being freed. */
+    uint16_t next_packet_id;
     uint8_t proto;
     bool online;
-    uint16_t receive_max;
-    uint32_t expiry_s;
-    uint64_t offline_since_ms;
-
-    struct tern_msg *will; /* NULL = none */
-    uint32_t will_delay_s;
-    uint64_t will_at_ms; /* 0 = not pending */
-
-    struct fsm_sub *subs;
-    uint32_t sub_count;
-
-    struct fsm_qent *q_head, *q_tail;
-    uint32_t queued;
-    uint64_t queued_bytes;
-
-    struct fsm_flight *flight; /* in send order */
-    uint32_t flight_count;
-    size_t flight_cap;
-
-    uint16_t *inbound; /* held inbound QoS 2 ids, unordered */
-    uint32_t inbound_count;
-    size_t inbound_cap;
-
-    uint16_t next_packet_id;
-    void *local;
-
-    uint64_t mark; /* publish generation, for one copy per session */
-    uint32_t slot; /* index into the publish scratch when marked */
+    char client_id[]; /* NUL-terminated; the table key */
 };
+
+#if UINTPTR_MAX == UINT64_MAX
+static_assert(offsetof(struct tern_fsm_session, client_id) == 56 &&
+                  sizeof(struct tern_fsm_session) == 56,
+              "session header: 56 bytes, so a 15-byte id fits an 80-byte chunk");
+static_assert(sizeof(struct fsm_session_state) == 104, "session state: 104 bytes");
+#endif
+
+extern const struct fsm_session_state fsm_session_state_empty;
+
+/* The session's private state, allocated (empty) on first use; NULL when out of
+ * memory. */
+struct fsm_session_state *fsm_session_state_mut(struct tern_fsm_session *s);
+/* The session's private state where it must have one already: it has
+ * subscriptions, queued or in-flight entries, held inbound ids or a will. */
+struct fsm_session_state *fsm_session_state_own(struct tern_fsm_session *s);
+/* Frees a private state that holds nothing. Only between commands' steps that
+ * hold no st pointer (in practice: at the end of a command handler). */
+void fsm_session_state_trim(struct tern_fsm_session *s);
+
+/* --- the sessions table: string-keyed like fsm_map, intrusive --- */
+struct fsm_stab {
+    struct tern_fsm_session **buckets;
+    size_t nbuckets; /* power of two */
+    size_t count;
+};
+
+int fsm_stab_init(struct fsm_stab *t);
+/* Frees the buckets, not the sessions. */
+void fsm_stab_free(struct fsm_stab *t);
+struct tern_fsm_session *fsm_stab_get(const struct fsm_stab *t, const char *key,
+                                      size_t len);
+/* s must not be in the table (no session with its id). Cannot fail. */
+void fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s);
+void fsm_stab_del(struct fsm_stab *t, struct tern_fsm_session *s);
+/* fn may destroy the session it is given (and no other). */
+int fsm_stab_walk(const struct fsm_stab *t,
+                  int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx);
 
 /* Dedup state of one origin node: the highest applied sequence and a bitmap
  * of the FSM_DEDUP_WINDOW sequences up to it (bit seq % window). */
@@ -179,7 +235,7 @@ struct tern_fsm {
     struct tern_fsm_stats stats;
     const struct tern_fsm *retained_src;
 
-    struct fsm_map sessions;
+    struct fsm_stab sessions;
     struct fsm_map groups;
     struct tern_topic_tree *subs;     /* inner filter -> struct fsm_sub */
     struct tern_topic_tree *retained; /* topic -> struct tern_msg */
@@ -259,6 +315,10 @@ struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern
                                            uint64_t epoch, struct tern_fsm_result *r);
 bool fsm_session_expired(const struct tern_fsm_session *s, uint64_t now_ms);
 uint64_t fsm_session_deadline(const struct tern_fsm_session *s);
+/* A new session with this id (not in f yet), in the table, with the empty state
+ * and everything else 0; NULL when out of memory or the id is empty or longer
+ * than FSM_CLIENT_ID_MAX. */
+struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes id);
 void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s);
 void fsm_will_publish(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms);
 void fsm_session_free_all(struct tern_fsm *f);

@@ -1,5 +1,6 @@
-/* String-keyed hash map for the FSM: client id -> session, shared group key ->
- * group. Chained buckets, FNV-1a, doubling at load factor 1. Keys are not copied:
+/* String-keyed hash maps for the FSM: shared group key -> group, route key ->
+ * route (fsm_map), and client id -> session (fsm_stab, below). Chained buckets,
+ * FNV-1a, doubling at load factor 1. Keys are not copied:
  * each value owns its key and outlives its entry. Visit order depends on the
  * table layout, so replicated logic never lets it decide an outcome. */
 #include <stdlib.h>
@@ -125,6 +126,107 @@ int fsm_map_walk(const struct fsm_map *m, int (*fn)(void *ctx, void *val), void 
             if (rc)
                 return rc;
             e = next;
+        }
+    }
+    return 0;
+}
+
+/* --- sessions table ---
+ * The same scheme as fsm_map (and the same visit order), but intrusive: a
+ * session links to the next in its bucket itself and its key is its inline
+ * client id, so there is no entry to allocate. The hash is not stored either;
+ * growing rehashes the ids. */
+
+int fsm_stab_init(struct fsm_stab *t)
+{
+    t->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*t->buckets));
+    t->nbuckets = MAP_BUCKETS_MIN;
+    t->count = 0;
+    return t->buckets ? TERN_OK : TERN_ENOMEM;
+}
+
+void fsm_stab_free(struct fsm_stab *t)
+{
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = 0;
+    t->count = 0;
+}
+
+static size_t stab_index(const struct fsm_stab *t, const char *key, size_t len)
+{
+    return (size_t)(map_hash(key, len) & (t->nbuckets - 1));
+}
+
+struct tern_fsm_session *fsm_stab_get(const struct fsm_stab *t, const char *key,
+                                      size_t len)
+{
+    struct tern_fsm_session *s = t->buckets[stab_index(t, key, len)];
+    while (s && !(s->client_id_len == len && memcmp(s->client_id, key, len) == 0))
+        s = s->hnext;
+    return s;
+}
+
+/* Best effort, like map_grow: a failed resize only makes chains longer. */
+static void stab_grow(struct fsm_stab *t)
+{
+    size_t n = t->nbuckets * 2;
+    struct tern_fsm_session **b = calloc(n, sizeof(*b));
+    if (!b)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct tern_fsm_session *s = t->buckets[i];
+        while (s) {
+            struct tern_fsm_session *next = s->hnext;
+            size_t k = (size_t)(map_hash(s->client_id, s->client_id_len) & (n - 1));
+            s->hnext = b[k];
+            b[k] = s;
+            s = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
+void fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s)
+{
+    struct tern_fsm_session **p =
+        &t->buckets[stab_index(t, s->client_id, s->client_id_len)];
+    while (*p)
+        p = &(*p)->hnext;
+    s->hnext = NULL;
+    *p = s;
+    t->count++;
+    if (t->count > t->nbuckets)
+        stab_grow(t);
+}
+
+void fsm_stab_del(struct fsm_stab *t, struct tern_fsm_session *s)
+{
+    struct tern_fsm_session **p =
+        &t->buckets[stab_index(t, s->client_id, s->client_id_len)];
+    while (*p && *p != s)
+        p = &(*p)->hnext;
+    if (!*p)
+        return;
+    *p = s->hnext;
+    s->hnext = NULL;
+    t->count--;
+}
+
+int fsm_stab_walk(const struct fsm_stab *t,
+                  int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct tern_fsm_session *s = t->buckets[i];
+        while (s) {
+            /* Read next first: fn may destroy the session it is given. */
+            struct tern_fsm_session *next = s->hnext;
+            int rc = fn(ctx, s);
+            if (rc)
+                return rc;
+            s = next;
         }
     }
     return 0;

@@ -66,15 +66,16 @@ static void pend_plain(struct tern_fsm *f, const struct fsm_sub *u, struct tern_
                        uint64_t mark)
 {
     struct tern_fsm_session *s = u->s;
+    struct fsm_session_state *st = fsm_session_state_own(s); /* it has u */
     struct fsm_entry e = sub_entry(u, m);
-    if (s->mark != mark) {
+    if (st->mark != mark) {
         if (pend_add(f, s, &e)) {
-            s->mark = mark;
-            s->slot = (uint32_t)(f->pend_count - 1);
+            st->mark = mark;
+            st->slot = (uint32_t)(f->pend_count - 1);
         }
         return;
     }
-    struct fsm_entry *have = &f->pend[s->slot].e;
+    struct fsm_entry *have = &f->pend[st->slot].e;
     if (e.qos > have->qos)
         have->qos = e.qos;
     have->retain = have->retain || e.retain;
@@ -145,14 +146,16 @@ uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_byt
 
 static int inbound_find(const struct tern_fsm_session *s, uint16_t id)
 {
-    for (uint32_t i = 0; i < s->inbound_count; i++) {
-        if (s->inbound[i] == id)
+    const struct fsm_session_state *st = s->st;
+    for (uint32_t i = 0; i < st->inbound_count; i++) {
+        if (st->inbound[i] == id)
             return (int)i;
     }
     return -1;
 }
 
-/* Returns true when the command must go no further (duplicate or error). */
+/* Returns true when the command must go no further (duplicate or error). id is
+ * not 0 and not held, so at most 65535 ids are: inbound_count cannot wrap. */
 static bool inbound_hold(struct tern_fsm_session *s, uint16_t id,
                          struct tern_fsm_result *r)
 {
@@ -160,12 +163,17 @@ static bool inbound_hold(struct tern_fsm_session *s, uint16_t id,
         r->duplicate = true;
         return true;
     }
-    if (fsm_grow((void **)&s->inbound, &s->inbound_cap, s->inbound_count + 1,
-                 sizeof(*s->inbound)) != TERN_OK) {
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    size_t cap = st ? st->inbound_cap : 0;
+    if (!st || fsm_grow((void **)&st->inbound, &cap, (size_t)st->inbound_count + 1,
+                        sizeof(*st->inbound)) != TERN_OK) {
+        if (st)
+            fsm_session_state_trim(s);
         r->status = TERN_ENOMEM;
         return true;
     }
-    s->inbound[s->inbound_count++] = id;
+    st->inbound_cap = (uint32_t)cap;
+    st->inbound[st->inbound_count++] = id;
     return false;
 }
 
@@ -201,7 +209,7 @@ void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_r
 static int ack_pubrec(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i,
                       uint8_t reason, uint64_t now_ms)
 {
-    struct fsm_flight *fl = &s->flight[i];
+    struct fsm_flight *fl = &fsm_session_state_own(s)->flight[i];
     if (fl->state != FSM_SENT || fl->e.qos != 2)
         return TERN_ENOTFOUND;
     if (reason >= 0x80) {
@@ -222,7 +230,7 @@ static int ack_apply(struct tern_fsm *f, struct tern_fsm_session *s,
     int i = fsm_flight_find(s, c->u.ack.packet_id);
     if (i < 0)
         return TERN_ENOTFOUND;
-    const struct fsm_flight *fl = &s->flight[i];
+    const struct fsm_flight *fl = &s->st->flight[i];
     switch (c->u.ack.kind) {
     case TERN_PUBACK:
         if (fl->state != FSM_SENT || fl->e.qos != 1)
@@ -246,8 +254,10 @@ void fsm_ack(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_resul
 {
     struct tern_fsm_session *s =
         fsm_session_check(f, c->u.ack.client_id, c->u.ack.epoch, r);
-    if (s)
+    if (s) {
         r->status = ack_apply(f, s, c);
+        fsm_session_state_trim(s);
+    }
 }
 
 void fsm_pubrel(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
@@ -261,5 +271,7 @@ void fsm_pubrel(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_re
         r->status = TERN_ENOTFOUND;
         return;
     }
-    s->inbound[i] = s->inbound[--s->inbound_count];
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    st->inbound[i] = st->inbound[--st->inbound_count];
+    fsm_session_state_trim(s);
 }

@@ -37,28 +37,31 @@ void fsm_deliver(struct tern_fsm *f, struct tern_fsm_session *s,
     f->obs.deliver(f->obs.ctx, s, &d);
 }
 
+/* The queue is not empty. */
 static struct fsm_qent *queue_pop(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    struct fsm_qent *q = s->q_head;
-    s->q_head = q->next;
-    if (!s->q_head)
-        s->q_tail = NULL;
-    s->queued--;
-    s->queued_bytes -= fsm_msg_bytes(q->e.msg);
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    struct fsm_qent *q = st->q_head;
+    st->q_head = q->next;
+    if (!st->q_head)
+        st->q_tail = NULL;
+    st->queued--;
+    st->queued_bytes -= fsm_msg_bytes(q->e.msg);
     f->stats.queued--;
     return q;
 }
 
-static void queue_push(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_qent *q)
+static void queue_push(struct tern_fsm *f, struct fsm_session_state *st,
+                       struct fsm_qent *q)
 {
     q->next = NULL;
-    if (s->q_tail)
-        s->q_tail->next = q;
+    if (st->q_tail)
+        st->q_tail->next = q;
     else
-        s->q_head = q;
-    s->q_tail = q;
-    s->queued++;
-    s->queued_bytes += fsm_msg_bytes(q->e.msg);
+        st->q_head = q;
+    st->q_tail = q;
+    st->queued++;
+    st->queued_bytes += fsm_msg_bytes(q->e.msg);
     f->stats.queued++;
 }
 
@@ -72,8 +75,8 @@ static void queue_drop_head(struct tern_fsm *f, struct tern_fsm_session *s)
 static bool queue_over(const struct tern_fsm *f, const struct tern_fsm_session *s,
                        uint32_t add, uint64_t add_bytes)
 {
-    return (uint64_t)s->queued + add > f->limits.queue_max ||
-           s->queued_bytes + add_bytes > f->limits.queue_bytes_max;
+    return (uint64_t)s->st->queued + add > f->limits.queue_max ||
+           s->st->queued_bytes + add_bytes > f->limits.queue_bytes_max;
 }
 
 /* Appends, applying the drop policy. Returns whether the new entry was kept. */
@@ -86,15 +89,18 @@ static bool queue_append(struct tern_fsm *f, struct tern_fsm_session *s,
         return false;
     }
     struct fsm_qent *q = malloc(sizeof(*q));
-    if (!q)
+    struct fsm_session_state *st = q ? fsm_session_state_mut(s) : NULL;
+    if (!st) {
+        free(q);
         return false;
+    }
     q->e = *e;
     fsm_msg_ref(e->msg);
-    queue_push(f, s, q);
+    queue_push(f, st, q);
     bool kept = true;
     /* Oldest first; the new entry is the tail, so dropping it empties the queue. */
-    while (s->q_head && queue_over(f, s, 0, 0)) {
-        kept = s->q_head != q;
+    while (st->q_head && queue_over(f, s, 0, 0)) {
+        kept = st->q_head != q;
         queue_drop_head(f, s);
         f->stats.dropped_queue_full++;
     }
@@ -120,8 +126,9 @@ bool fsm_enqueue(struct tern_fsm *f, struct tern_fsm_session *s,
 
 int fsm_flight_find(const struct tern_fsm_session *s, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < s->flight_count; i++) {
-        if (s->flight[i].packet_id == packet_id)
+    const struct fsm_session_state *st = s->st;
+    for (uint32_t i = 0; i < st->flight_count; i++) {
+        if (st->flight[i].packet_id == packet_id)
             return (int)i;
     }
     return -1;
@@ -143,16 +150,20 @@ static uint16_t next_packet_id(struct tern_fsm_session *s)
 /* Moves the queue head into the window. Returns false when it cannot. */
 static bool promote_one(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    if (s->flight_count >= flight_window(f, s))
+    struct fsm_session_state *st = fsm_session_state_own(s); /* the queue is not empty */
+    /* The window is at most 65535, so flight_count stays within uint16_t. */
+    if (st->flight_count >= flight_window(f, s))
         return false;
-    if (fsm_grow((void **)&s->flight, &s->flight_cap, s->flight_count + 1,
-                 sizeof(*s->flight)) != TERN_OK)
+    size_t cap = st->flight_cap;
+    if (fsm_grow((void **)&st->flight, &cap, (size_t)st->flight_count + 1,
+                 sizeof(*st->flight)) != TERN_OK)
         return false;
+    st->flight_cap = (uint32_t)cap;
     uint16_t id = next_packet_id(s);
     if (id == 0)
         return false;
     struct fsm_qent *q = queue_pop(f, s);
-    struct fsm_flight *fl = &s->flight[s->flight_count++];
+    struct fsm_flight *fl = &st->flight[st->flight_count++];
     *fl = (struct fsm_flight){.packet_id = id, .state = FSM_SENT, .e = q->e};
     free(q);
     f->stats.inflight++;
@@ -162,8 +173,8 @@ static bool promote_one(struct tern_fsm *f, struct tern_fsm_session *s)
 
 void fsm_promote(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
 {
-    while (s->online && s->q_head) {
-        struct fsm_qent *q = s->q_head;
+    while (s->online && s->st->q_head) {
+        struct fsm_qent *q = s->st->q_head;
         if (fsm_msg_expired(q->e.msg, now_ms)) {
             queue_drop_head(f, s);
             f->stats.dropped_expired++;
@@ -181,8 +192,8 @@ void fsm_promote(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms
 /* Owed first, in the order they were sent: DUP PUBLISH or PUBREL, then the queue. */
 void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
 {
-    for (uint32_t i = 0; i < s->flight_count; i++) {
-        struct fsm_flight *fl = &s->flight[i];
+    for (uint32_t i = 0; i < s->st->flight_count; i++) {
+        const struct fsm_flight *fl = &s->st->flight[i];
         fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
                     fl->state == FSM_REL);
     }
@@ -191,26 +202,30 @@ void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
 
 void fsm_flight_remove(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i)
 {
-    fsm_msg_unref(f, s->flight[i].e.msg);
-    memmove(&s->flight[i], &s->flight[i + 1],
-            (s->flight_count - i - 1) * sizeof(*s->flight));
-    s->flight_count--;
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    fsm_msg_unref(f, st->flight[i].e.msg);
+    memmove(&st->flight[i], &st->flight[i + 1],
+            (st->flight_count - i - 1) * sizeof(*st->flight));
+    st->flight_count--;
     f->stats.inflight--;
 }
 
 void fsm_queue_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    while (s->q_head)
+    while (s->st->q_head)
         queue_drop_head(f, s);
 }
 
 void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    while (s->flight_count)
-        fsm_flight_remove(f, s, s->flight_count - 1);
-    free(s->flight);
-    s->flight = NULL;
-    s->flight_cap = 0;
+    if (s->st == &fsm_session_state_empty)
+        return;
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    while (st->flight_count)
+        fsm_flight_remove(f, s, st->flight_count - 1u);
+    free(st->flight);
+    st->flight = NULL;
+    st->flight_cap = 0;
 }
 
 /* In-session retry (off by default): the owner re-sends what is in flight, as
@@ -218,8 +233,8 @@ void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
  * unchanged, so replicas need not do it. */
 void tern_fsm_session_resend(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    for (uint32_t i = 0; i < s->flight_count; i++) {
-        struct fsm_flight *fl = &s->flight[i];
+    for (uint32_t i = 0; i < s->st->flight_count; i++) {
+        const struct fsm_flight *fl = &s->st->flight[i];
         fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
                     fl->state == FSM_REL);
     }

@@ -270,7 +270,7 @@ static void get_sub(struct rs *x, struct tern_fsm_session *s, struct fsm_sub ***
         goto err;
     **tail = u;
     *tail = &u->next;
-    s->sub_count++;
+    fsm_session_state_own(s)->sub_count++;
     x->nf->stats.subscriptions++;
     return;
 err:
@@ -281,9 +281,12 @@ err:
 static void get_subs(struct rs *x, struct tern_fsm_session *s)
 {
     uint32_t n = tern_rbuf_get_u32(&x->r);
-    if (!count_ok(x, n, MIN_SUB, "subscription count"))
+    if (!count_ok(x, n, MIN_SUB, "subscription count") || n == 0)
         return;
-    struct fsm_sub **tail = &s->subs;
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    if (nomem(x, !st))
+        return;
+    struct fsm_sub **tail = &st->subs;
     uint64_t prev_seq = 0;
     for (uint32_t i = 0; i < n && !x->r.err; i++)
         get_sub(x, s, &tail, &prev_seq);
@@ -292,7 +295,10 @@ static void get_subs(struct rs *x, struct tern_fsm_session *s)
 static void get_queue(struct rs *x, struct tern_fsm_session *s)
 {
     uint32_t n = tern_rbuf_get_u32(&x->r);
-    if (!count_ok(x, n, MIN_ENTRY, "queue count"))
+    if (!count_ok(x, n, MIN_ENTRY, "queue count") || n == 0)
+        return;
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    if (nomem(x, !st))
         return;
     for (uint32_t i = 0; i < n && !x->r.err; i++) {
         struct fsm_qent *q = calloc(1, sizeof(*q));
@@ -303,13 +309,13 @@ static void get_queue(struct rs *x, struct tern_fsm_session *s)
             free(q);
             return;
         }
-        if (s->q_tail)
-            s->q_tail->next = q;
+        if (st->q_tail)
+            st->q_tail->next = q;
         else
-            s->q_head = q;
-        s->q_tail = q;
-        s->queued++;
-        s->queued_bytes += fsm_msg_bytes(q->e.msg);
+            st->q_head = q;
+        st->q_tail = q;
+        st->queued++;
+        st->queued_bytes += fsm_msg_bytes(q->e.msg);
         x->nf->stats.queued++;
     }
 }
@@ -330,7 +336,8 @@ static void get_flight_one(struct rs *x, struct tern_fsm_session *s)
         fsm_msg_unref(x->nf, fl.e.msg);
         return;
     }
-    s->flight[s->flight_count++] = fl;
+    struct fsm_session_state *st = fsm_session_state_own(s); /* get_flight made it */
+    st->flight[st->flight_count++] = fl; /* n <= FSM_PACKET_ID_MAX: no wrap */
     x->nf->stats.inflight++;
 }
 
@@ -340,26 +347,36 @@ static void get_flight(struct rs *x, struct tern_fsm_session *s)
     if (!count_ok(x, n, MIN_FLIGHT, "in-flight count") || n == 0 ||
         bad(x, n > FSM_PACKET_ID_MAX, "in-flight count"))
         return;
-    if (nomem(x, fsm_grow((void **)&s->flight, &s->flight_cap, n, sizeof(*s->flight)) !=
-                     TERN_OK))
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    size_t cap = st ? st->flight_cap : 0;
+    if (nomem(x, !st || fsm_grow((void **)&st->flight, &cap, n, sizeof(*st->flight)) !=
+                            TERN_OK))
         return;
+    st->flight_cap = (uint32_t)cap; /* <= 65536 */
     for (uint32_t i = 0; i < n && !x->r.err; i++)
         get_flight_one(x, s);
 }
 
+/* Ids ascend strictly from 1, so at most 65535 of them pass the check (the
+ * 65536th would have to exceed 65535): room for 65535 is enough. */
 static void get_inbound(struct rs *x, struct tern_fsm_session *s)
 {
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (!count_ok(x, n, 2, "inbound count") || n == 0)
         return;
-    if (nomem(x, fsm_grow((void **)&s->inbound, &s->inbound_cap, n,
-                          sizeof(*s->inbound)) != TERN_OK))
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    size_t cap = st ? st->inbound_cap : 0;
+    size_t room = n < FSM_PACKET_ID_MAX ? n : FSM_PACKET_ID_MAX;
+    if (nomem(x, !st || fsm_grow((void **)&st->inbound, &cap, room,
+                                 sizeof(*st->inbound)) != TERN_OK))
         return;
+    st->inbound_cap = (uint32_t)cap; /* <= 65536 */
     for (uint32_t i = 0; i < n && !x->r.err; i++) {
         uint16_t id = tern_rbuf_get_u16(&x->r);
-        if (bad(x, id == 0 || (i && id <= s->inbound[i - 1]), "inbound ids"))
+        if (bad(x, i >= room || id == 0 || (i && id <= st->inbound[i - 1]),
+                "inbound ids"))
             return;
-        s->inbound[s->inbound_count++] = id;
+        st->inbound[st->inbound_count++] = id;
     }
 }
 
@@ -375,20 +392,27 @@ static void get_session_fields(struct rs *x, struct tern_fsm_session *s)
     s->expiry_s = tern_rbuf_get_u32(&x->r);
     s->offline_since_ms = tern_rbuf_get_u64(&x->r);
     uint64_t will_id = tern_rbuf_get_u64(&x->r);
-    s->will_delay_s = tern_rbuf_get_u32(&x->r);
-    s->will_at_ms = tern_rbuf_get_u64(&x->r);
+    uint32_t will_delay_s = tern_rbuf_get_u32(&x->r);
+    uint64_t will_at_ms = tern_rbuf_get_u64(&x->r);
     s->next_packet_id = tern_rbuf_get_u16(&x->r);
     uint8_t p = s->proto;
     if (x->r.err ||
         bad(x, p != TERN_MQTT_31 && p != TERN_MQTT_311 && p != TERN_MQTT_5,
             "session proto") ||
         bad(x, s->epoch == 0 || s->epoch > x->nf->epoch_counter, "session epoch") ||
-        bad(x, s->will_at_ms && (!will_id || s->online), "session will time"))
+        bad(x, will_at_ms && (!will_id || s->online), "session will time"))
         return;
     if (s->online)
         x->nf->stats.sessions_online++;
+    if (!will_id && !will_delay_s) /* will_at_ms is 0 too: the empty state */
+        return;
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    if (nomem(x, !st))
+        return;
+    st->will_delay_s = will_delay_s;
+    st->will_at_ms = will_at_ms;
     if (will_id)
-        s->will = msg_ref(x, will_id, "session will");
+        st->will = msg_ref(x, will_id, "session will");
 }
 
 static struct tern_fsm_session *session_add(struct rs *x, struct tern_bytes id)
@@ -397,22 +421,9 @@ static struct tern_fsm_session *session_add(struct rs *x, struct tern_bytes id)
     if (bad(x, id.len == 0, "client id") ||
         bad(x, fsm_session_find(f, id) != NULL, "duplicate client id"))
         return NULL;
-    struct tern_fsm_session *s = calloc(1, sizeof(*s));
-    char *cid = malloc((size_t)id.len + 1);
-    if (nomem(x, !s || !cid))
-        goto err;
-    memcpy(cid, id.ptr, id.len);
-    cid[id.len] = 0;
-    s->client_id = cid;
-    s->client_id_len = id.len;
-    if (nomem(x, fsm_map_put(&f->sessions, cid, id.len, s) != TERN_OK))
-        goto err;
-    f->stats.sessions++;
+    struct tern_fsm_session *s = fsm_session_alloc(f, id); /* id.len <= 65535 */
+    nomem(x, !s);
     return s;
-err:
-    free(cid);
-    free(s);
-    return NULL;
 }
 
 static void get_session(struct rs *x, uint64_t *prev_epoch)

@@ -13,12 +13,54 @@ struct tern_fsm_session *fsm_session_find(const struct tern_fsm *f, struct tern_
 {
     if (!id.ptr || id.len == 0)
         return NULL;
-    return fsm_map_get(&f->sessions, (const char *)id.ptr, id.len);
+    return fsm_stab_get(&f->sessions, (const char *)id.ptr, id.len);
+}
+
+/* --- per-session state --- */
+
+const struct fsm_session_state fsm_session_state_empty; /* all zero */
+
+struct fsm_session_state *fsm_session_state_mut(struct tern_fsm_session *s)
+{
+    if (s->st == &fsm_session_state_empty) {
+        struct fsm_session_state *st = calloc(1, sizeof(*st));
+        if (!st)
+            return NULL;
+        s->st = st;
+    }
+    return (struct fsm_session_state *)s->st; /* private: malloc'ed, not const */
+}
+
+struct fsm_session_state *fsm_session_state_own(struct tern_fsm_session *s)
+{
+    assert(s->st != &fsm_session_state_empty);
+    return (struct fsm_session_state *)s->st;
+}
+
+static void session_state_free(struct tern_fsm_session *s)
+{
+    if (s->st == &fsm_session_state_empty)
+        return;
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    free(st->flight);
+    free(st->inbound);
+    free(st);
+    s->st = &fsm_session_state_empty;
+}
+
+void fsm_session_state_trim(struct tern_fsm_session *s)
+{
+    const struct fsm_session_state *st = s->st;
+    /* mark and slot are publish scratch: a fresh state's mark 0 never equals
+     * a publish generation (they start at 1). */
+    if (!st->subs && !st->q_head && st->flight_count == 0 && st->inbound_count == 0 &&
+        !st->will && st->will_at_ms == 0 && st->will_delay_s == 0)
+        session_state_free(s);
 }
 
 static struct tern_bytes session_id(const struct tern_fsm_session *s)
 {
-    return (struct tern_bytes){(const uint8_t *)s->client_id, (uint32_t)s->client_id_len};
+    return (struct tern_bytes){(const uint8_t *)s->client_id, s->client_id_len};
 }
 
 static uint64_t session_expire_at(const struct tern_fsm_session *s)
@@ -36,8 +78,8 @@ bool fsm_session_expired(const struct tern_fsm_session *s, uint64_t now_ms)
 uint64_t fsm_session_deadline(const struct tern_fsm_session *s)
 {
     uint64_t d = session_expire_at(s);
-    if (s->will_at_ms && s->will_at_ms < d)
-        d = s->will_at_ms;
+    if (s->st->will_at_ms && s->st->will_at_ms < d)
+        d = s->st->will_at_ms;
     return d;
 }
 
@@ -89,20 +131,20 @@ static void group_put(struct tern_fsm *f, struct fsm_group *g)
 struct fsm_sub *fsm_sub_find(const struct tern_fsm_session *s, const char *filter,
                              size_t len)
 {
-    for (struct fsm_sub *u = s->subs; u; u = u->next) {
+    for (struct fsm_sub *u = s->st->subs; u; u = u->next) {
         if (u->filter_len == len && memcmp(u->filter, filter, len) == 0)
             return u;
     }
     return NULL;
 }
 
-static void sub_append(struct tern_fsm_session *s, struct fsm_sub *u)
+static void sub_append(struct fsm_session_state *st, struct fsm_sub *u)
 {
-    struct fsm_sub **p = &s->subs;
+    struct fsm_sub **p = &st->subs;
     while (*p)
         p = &(*p)->next;
     *p = u;
-    s->sub_count++;
+    st->sub_count++;
 }
 
 int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
@@ -126,6 +168,9 @@ int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
 static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s,
                                   const struct tern_cmd_sub *e)
 {
+    struct fsm_session_state *st = fsm_session_state_mut(s);
+    if (!st)
+        return NULL;
     struct fsm_sub *u = calloc(1, sizeof(*u));
     char *filter = malloc((size_t)e->filter.len + 1);
     if (!u || !filter)
@@ -140,7 +185,7 @@ static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s
                           .seq = ++f->sub_counter};
     if (fsm_sub_index(f, u) != TERN_OK)
         goto err;
-    sub_append(s, u);
+    sub_append(st, u);
     f->stats.subscriptions++;
     return u;
 err:
@@ -151,12 +196,13 @@ err:
 
 static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_sub *u)
 {
-    struct fsm_sub **p = &s->subs;
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    struct fsm_sub **p = &st->subs;
     while (*p && *p != u)
         p = &(*p)->next;
     if (*p)
         *p = u->next;
-    s->sub_count--;
+    st->sub_count--;
     tern_topic_tree_remove(f->subs, u->inner, u->inner_len, u);
     group_put(f, u->group);
     free(u->filter);
@@ -166,8 +212,8 @@ static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct f
 
 static void subs_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    while (s->subs)
-        sub_destroy(f, s, s->subs);
+    while (s->st->subs)
+        sub_destroy(f, s, s->st->subs);
 }
 
 /* --- wills --- */
@@ -185,9 +231,12 @@ static void will_publish_msg(struct tern_fsm *f, struct tern_msg *m,
 
 static struct tern_msg *will_detach(struct tern_fsm_session *s)
 {
-    struct tern_msg *m = s->will;
-    s->will = NULL;
-    s->will_at_ms = 0;
+    if (!s->st->will && s->st->will_at_ms == 0)
+        return NULL; /* nothing to change (the state may be the shared one) */
+    struct fsm_session_state *st = fsm_session_state_own(s);
+    struct tern_msg *m = st->will;
+    st->will = NULL;
+    st->will_at_ms = 0;
     return m;
 }
 
@@ -209,60 +258,69 @@ static void set_offline(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t
     f->stats.sessions_online--;
 }
 
-/* Drops everything but identity, epoch and the local annotation. */
+/* Drops everything but identity, epoch and the local annotation (and the will
+ * delay, which stays as it was: it is snapshotted). */
 static void session_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 {
     subs_clear(f, s);
     fsm_queue_clear(f, s);
     fsm_flight_clear(f, s);
     fsm_msg_unref(f, will_detach(s));
-    free(s->inbound);
-    s->inbound = NULL;
-    s->inbound_count = 0;
-    s->inbound_cap = 0;
+    if (s->st != &fsm_session_state_empty) {
+        struct fsm_session_state *st = fsm_session_state_own(s);
+        free(st->inbound);
+        st->inbound = NULL;
+        st->inbound_count = 0;
+        st->inbound_cap = 0;
+    }
     s->next_packet_id = 1;
+    fsm_session_state_trim(s);
 }
 
 void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s)
 {
     set_offline(f, s, 0);
     session_clear(f, s);
-    fsm_map_del(&f->sessions, s->client_id, s->client_id_len);
+    session_state_free(s);
+    fsm_stab_del(&f->sessions, s);
     f->stats.sessions--;
-    free(s->client_id);
     free(s);
 }
 
-static int destroy_visit(void *ctx, void *val)
+static int destroy_visit(void *ctx, struct tern_fsm_session *s)
 {
-    fsm_session_destroy(ctx, val);
+    fsm_session_destroy(ctx, s);
     return 0;
 }
 
 void fsm_session_free_all(struct tern_fsm *f)
 {
-    fsm_map_walk(&f->sessions, destroy_visit, f);
+    fsm_stab_walk(&f->sessions, destroy_visit, f);
+}
+
+struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes id)
+{
+    if (id.len == 0 || id.len > FSM_CLIENT_ID_MAX)
+        return NULL;
+    size_t size = offsetof(struct tern_fsm_session, client_id) + (size_t)id.len + 1;
+    struct tern_fsm_session *s = calloc(1, size > sizeof(*s) ? size : sizeof(*s));
+    if (!s)
+        return NULL;
+    memcpy(s->client_id, id.ptr, id.len);
+    s->client_id[id.len] = 0;
+    s->client_id_len = (uint16_t)id.len;
+    s->st = &fsm_session_state_empty;
+    fsm_stab_put(&f->sessions, s);
+    f->stats.sessions++;
+    return s;
 }
 
 static struct tern_fsm_session *session_new(struct tern_fsm *f, struct tern_bytes id)
 {
-    struct tern_fsm_session *s = calloc(1, sizeof(*s));
-    char *cid = malloc((size_t)id.len + 1);
-    if (!s || !cid)
-        goto err;
-    memcpy(cid, id.ptr, id.len);
-    cid[id.len] = 0;
-    s->client_id = cid;
-    s->client_id_len = id.len;
-    s->next_packet_id = 1;
-    if (fsm_map_put(&f->sessions, cid, id.len, s) != TERN_OK)
-        goto err;
-    f->stats.sessions++;
+    struct tern_fsm_session *s = fsm_session_alloc(f, id);
+    if (s)
+        s->next_packet_id = 1;
     return s;
-err:
-    free(cid);
-    free(s);
-    return NULL;
 }
 
 /* An existing session meets a new connection: fence the old one, settle its
@@ -280,7 +338,7 @@ static bool open_existing(struct tern_fsm *f, struct tern_fsm_session *s,
     bool discard = c->u.open.clean_start || expired;
     /* The old connection is gone now: its will goes out if its delay is 0 or its
      * session ends; a pending delayed will of a resumed session is cancelled. */
-    bool publish = discard || (was_online && s->will_delay_s == 0);
+    bool publish = discard || (was_online && s->st->will_delay_s == 0);
     struct tern_msg *will = will_detach(s);
     if (discard)
         session_clear(f, s);
@@ -306,15 +364,21 @@ static void open_set(struct tern_fsm *f, struct tern_fsm_session *s,
     f->stats.sessions_online++;
     if (c->u.open.has_will) {
         /* On allocation failure the session simply has no will. */
-        s->will = fsm_msg_new(f, &c->u.open.will, c->now_ms, c->u.open.node);
-        s->will_delay_s = c->u.open.will_delay_s;
+        struct tern_msg *m = fsm_msg_new(f, &c->u.open.will, c->now_ms, c->u.open.node);
+        struct fsm_session_state *st = fsm_session_state_mut(s);
+        if (st) {
+            st->will = m;
+            st->will_delay_s = c->u.open.will_delay_s;
+        } else {
+            fsm_msg_unref(f, m);
+        }
     }
 }
 
 void fsm_open(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
 {
     const struct tern_bytes id = c->u.open.client_id;
-    if (!id.ptr || id.len == 0 ||
+    if (!id.ptr || id.len == 0 || id.len > FSM_CLIENT_ID_MAX ||
         (c->u.open.has_will && !fsm_cmd_msg_valid(&c->u.open.will))) {
         r->status = TERN_EINVAL;
         return;
@@ -336,6 +400,7 @@ void fsm_open(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_resu
     if (f->obs.opened)
         f->obs.opened(f->obs.ctx, s, present);
     fsm_resume(f, s, c->now_ms);
+    fsm_session_state_trim(s);
 }
 
 struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern_bytes id,
@@ -354,16 +419,19 @@ struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern
 static void close_settle(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms,
                          bool publish_will)
 {
-    if (s->will && !publish_will) {
+    const struct fsm_session_state *st = s->st;
+    if (st->will && !publish_will) {
         fsm_msg_unref(f, will_detach(s));
-    } else if (s->will && (s->will_delay_s == 0 || s->expiry_s == 0)) {
+    } else if (st->will && (st->will_delay_s == 0 || s->expiry_s == 0)) {
         fsm_will_publish(f, s, now_ms);
-    } else if (s->will) {
-        uint64_t d = s->will_delay_s < s->expiry_s ? s->will_delay_s : s->expiry_s;
-        s->will_at_ms = now_ms + d * 1000;
+    } else if (st->will) {
+        uint64_t d = st->will_delay_s < s->expiry_s ? st->will_delay_s : s->expiry_s;
+        fsm_session_state_own(s)->will_at_ms = now_ms + d * 1000;
     }
     if (s->expiry_s == 0)
         fsm_session_destroy(f, s);
+    else
+        fsm_session_state_trim(s);
 }
 
 void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)
@@ -384,10 +452,9 @@ struct down_ctx {
     bool oom;
 };
 
-static int down_collect(void *ctx, void *val)
+static int down_collect(void *ctx, struct tern_fsm_session *s)
 {
     struct down_ctx *x = ctx;
-    struct tern_fsm_session *s = val;
     if (!s->online || s->owner_node != x->node)
         return 0;
     if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
@@ -415,7 +482,7 @@ void fsm_node_down(struct tern_fsm *f, const struct tern_cmd *c,
                    struct tern_fsm_result *r)
 {
     struct down_ctx x = {.node = c->u.node_down.node};
-    fsm_map_walk(&f->sessions, down_collect, &x);
+    fsm_stab_walk(&f->sessions, down_collect, &x);
     if (x.oom) {
         free(x.v);
         r->status = TERN_ENOMEM;
@@ -570,6 +637,7 @@ void fsm_subscribe(struct tern_fsm *f, const struct tern_cmd *c,
     for (size_t i = 0; i < n; i++)
         sub_retained(f, s, &done[i], c->now_ms);
     free(done);
+    fsm_session_state_trim(s); /* when nothing was added */
 }
 
 void fsm_unsubscribe(struct tern_fsm *f, const struct tern_cmd *c,
@@ -586,4 +654,5 @@ void fsm_unsubscribe(struct tern_fsm *f, const struct tern_cmd *c,
         if (u)
             sub_destroy(f, s, u);
     }
+    fsm_session_state_trim(s);
 }

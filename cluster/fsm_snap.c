@@ -39,21 +39,21 @@ static void ctx_msg(struct snap_ctx *x, const struct tern_msg *m)
     x->msgs[x->nmsgs++] = m;
 }
 
-static int sess_collect(void *ctx, void *val)
+static int sess_collect(void *ctx, struct tern_fsm_session *s)
 {
     struct snap_ctx *x = ctx;
-    struct tern_fsm_session *s = val;
+    const struct fsm_session_state *st = s->st;
     if (fsm_grow((void **)&x->sess, &x->sess_cap, x->nsess + 1, sizeof(*x->sess)) !=
         TERN_OK) {
         x->err = TERN_ENOMEM;
         return 1;
     }
     x->sess[x->nsess++] = s;
-    ctx_msg(x, s->will);
-    for (const struct fsm_qent *q = s->q_head; q; q = q->next)
+    ctx_msg(x, st->will);
+    for (const struct fsm_qent *q = st->q_head; q; q = q->next)
         ctx_msg(x, q->e.msg);
-    for (uint32_t i = 0; i < s->flight_count; i++)
-        ctx_msg(x, s->flight[i].e.msg);
+    for (uint32_t i = 0; i < st->flight_count; i++)
+        ctx_msg(x, st->flight[i].e.msg);
     return x->err;
 }
 
@@ -82,7 +82,7 @@ static int msg_id_cmp(const void *a, const void *b)
 /* Sessions by epoch; messages by id, each once (one message, one id). */
 static int snap_collect(const struct tern_fsm *f, struct snap_ctx *x)
 {
-    fsm_map_walk(&f->sessions, sess_collect, x);
+    fsm_stab_walk(&f->sessions, sess_collect, x);
     tern_topic_tree_walk(f->retained, retained_collect, x);
     if (x->err)
         return x->err;
@@ -158,10 +158,10 @@ static void put_entry(struct tern_wbuf *w, const struct fsm_entry *e)
         tern_wbuf_put_u32(w, e->ids[i]);
 }
 
-static void put_subs(struct tern_wbuf *w, const struct tern_fsm_session *s)
+static void put_subs(struct tern_wbuf *w, const struct fsm_session_state *st)
 {
-    tern_wbuf_put_u32(w, s->sub_count);
-    for (const struct fsm_sub *u = s->subs; u; u = u->next) { /* seq order */
+    tern_wbuf_put_u32(w, st->sub_count);
+    for (const struct fsm_sub *u = st->subs; u; u = u->next) { /* seq order */
         tern_wbuf_put_lbytes(w, u->filter, u->filter_len);
         tern_wbuf_put_u8(w, u->options);
         tern_wbuf_put_u32(w, u->sub_id);
@@ -176,25 +176,27 @@ static int u16_cmp(const void *a, const void *b)
 }
 
 /* Inbound ids are a set; the array order is an accident of removals. */
-static void put_inbound(struct tern_wbuf *w, const struct tern_fsm_session *s)
+static void put_inbound(struct tern_wbuf *w, const struct fsm_session_state *st)
 {
-    uint16_t *ids = malloc((s->inbound_count ? s->inbound_count : 1) * sizeof(*ids));
+    size_t n = st->inbound_count;
+    uint16_t *ids = malloc((n ? n : 1) * sizeof(*ids));
     if (!ids) {
         if (!w->err)
             w->err = TERN_ENOMEM;
         return;
     }
-    if (s->inbound_count)
-        memcpy(ids, s->inbound, s->inbound_count * sizeof(*ids));
-    qsort(ids, s->inbound_count, sizeof(*ids), u16_cmp);
-    tern_wbuf_put_u32(w, s->inbound_count);
-    for (uint32_t i = 0; i < s->inbound_count; i++)
+    if (n)
+        memcpy(ids, st->inbound, n * sizeof(*ids));
+    qsort(ids, n, sizeof(*ids), u16_cmp);
+    tern_wbuf_put_u32(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
         tern_wbuf_put_u16(w, ids[i]);
     free(ids);
 }
 
 static void put_session(struct tern_wbuf *w, const struct tern_fsm_session *s)
 {
+    const struct fsm_session_state *st = s->st;
     tern_wbuf_put_lbytes(w, s->client_id, s->client_id_len);
     tern_wbuf_put_u32(w, s->owner_node);
     tern_wbuf_put_u64(w, s->epoch);
@@ -203,21 +205,21 @@ static void put_session(struct tern_wbuf *w, const struct tern_fsm_session *s)
     tern_wbuf_put_u16(w, s->receive_max);
     tern_wbuf_put_u32(w, s->expiry_s);
     tern_wbuf_put_u64(w, s->offline_since_ms);
-    tern_wbuf_put_u64(w, s->will ? s->will->id : 0);
-    tern_wbuf_put_u32(w, s->will_delay_s);
-    tern_wbuf_put_u64(w, s->will_at_ms);
+    tern_wbuf_put_u64(w, st->will ? st->will->id : 0);
+    tern_wbuf_put_u32(w, st->will_delay_s);
+    tern_wbuf_put_u64(w, st->will_at_ms);
     tern_wbuf_put_u16(w, s->next_packet_id);
-    put_subs(w, s);
-    tern_wbuf_put_u32(w, s->queued);
-    for (const struct fsm_qent *q = s->q_head; q; q = q->next)
+    put_subs(w, st);
+    tern_wbuf_put_u32(w, st->queued);
+    for (const struct fsm_qent *q = st->q_head; q; q = q->next)
         put_entry(w, &q->e);
-    tern_wbuf_put_u32(w, s->flight_count);
-    for (uint32_t i = 0; i < s->flight_count; i++) { /* send order */
-        tern_wbuf_put_u16(w, s->flight[i].packet_id);
-        tern_wbuf_put_u8(w, s->flight[i].state);
-        put_entry(w, &s->flight[i].e);
+    tern_wbuf_put_u32(w, st->flight_count);
+    for (uint32_t i = 0; i < st->flight_count; i++) { /* send order */
+        tern_wbuf_put_u16(w, st->flight[i].packet_id);
+        tern_wbuf_put_u8(w, st->flight[i].state);
+        put_entry(w, &st->flight[i].e);
     }
-    put_inbound(w, s);
+    put_inbound(w, st);
 }
 
 static int group_collect(void *ctx, void *val)
