@@ -10,7 +10,8 @@
 #define RECONNECT_MS 200
 /* Unsent bytes per outbound link. Small on purpose: past it a forwarded
  * clean-session message is dropped (and counted) instead of piling up memory
- * and starving the receiving node's loop. */
+ * and starving the receiving node's loop. Publishers are paused well before
+ * (tern_peers_backlog, node/conn.c), so this is only reached by a burst. */
 #define OUT_BYTES_MAX (16u << 20)
 
 struct out_link {
@@ -193,6 +194,15 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
     }
     l->queued += w->len;
     return TERN_OK;
+}
+
+uint64_t tern_peers_backlog(const struct tern_peers *p)
+{
+    uint64_t most = 0;
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].connected && p->out[i].queued > most)
+            most = p->out[i].queued;
+    return most;
 }
 
 int tern_peers_connected(const struct tern_peers *p, uint32_t to)

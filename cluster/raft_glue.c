@@ -739,6 +739,11 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
     return rv;
 }
 
+uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c)
+{
+    return c->peers ? tern_peers_backlog(c->peers) : 0;
+}
+
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st)
 {
     struct tern_cluster *m = (struct tern_cluster *)c;

@@ -24,11 +24,10 @@ int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id)
         c->acks = calloc(cap, sizeof(*c->acks));
         if (!c->acks)
             return -1;
-        c->ack_cap = cap;
     }
-    if (c->ack_count == c->ack_cap)
+    if (c->ack_count == cap)
         return -1;
-    uint32_t idx = (c->ack_head + c->ack_count) % c->ack_cap;
+    uint32_t idx = (c->ack_head + c->ack_count) % cap;
     c->acks[idx] = (struct tern_ack_slot){packet_id, type, 0, false};
     c->ack_count++;
     return (int)idx;
@@ -36,7 +35,8 @@ int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id)
 
 void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason)
 {
-    if (idx < 0 || (uint32_t)idx >= c->ack_cap)
+    uint32_t cap = ring_cap(c);
+    if (idx < 0 || (uint32_t)idx >= cap || !c->acks)
         return;
     c->acks[idx].done = true;
     c->acks[idx].reason = reason;
@@ -51,7 +51,7 @@ void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason)
              (s->type == TERN_PUBREC && s->reason >= 0x80)) &&
             c->inbound_unacked)
             c->inbound_unacked--;
-        c->ack_head = (c->ack_head + 1) % c->ack_cap;
+        c->ack_head = (c->ack_head + 1) % cap;
         c->ack_count--;
     }
 }

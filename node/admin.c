@@ -663,6 +663,12 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            s->dropped_slow_client);
     sample(b, "tern_dropped_messages_total", "reason=\"peer_link_full\"",
            s->dropped_forward);
+    metric(b, "tern_publishers_paused_total", "counter",
+           "Times a publisher stopped being read because a link to another node "
+           "was backed up.",
+           s->publishers_paused);
+    metric(b, "tern_connections_paused", "gauge",
+           "Connections not read now (link backlog).", n->paused_count);
     metric(b, "tern_retained_rejected_total", "counter",
            "Retained messages refused (limits).", r->retained_rejected);
     metric(b, "tern_sessions", "gauge", "Sessions in the cluster (replicated).",

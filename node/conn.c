@@ -15,6 +15,15 @@
 #include "node.h"
 
 #define READ_CHUNK 65536
+/* Backlog on a link to another node at which publishers are paused, and below
+ * which they are read again (peer.c drops forwards past 16 MiB). */
+#define FORWARD_PAUSE_BYTES (4u << 20)
+#define FORWARD_RESUME_BYTES (1u << 20)
+
+/* Every idle connection pays for this struct (with libuv's TCP handle): keep it
+ * from growing unnoticed (docs/benchmarks.md, memory per idle connection). */
+_Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 192,
+               "struct tern_conn grew");
 
 struct write_req {
     uv_write_t req;
@@ -239,6 +248,10 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     }
     tern_session_closed(c); /* needs the state before CLOSING */
     c->state = TERN_CONN_CLOSING;
+    if (c->paused) {
+        c->paused = false;
+        c->node->paused_count--;
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->wlen)
         tern_conn_flush_now(c);
@@ -424,12 +437,13 @@ static int dispatch(struct tern_conn *c, struct tern_packet *p, uint8_t *reason)
 }
 
 /* Decodes and handles every whole packet in rbuf. Stops while the session is
- * being opened (packets pipelined after CONNECT wait for CONNACK). */
+ * being opened (packets pipelined after CONNECT wait for CONNACK) and while
+ * the connection is paused (the rest waits in rbuf). */
 static void conn_process(struct tern_conn *c)
 {
     size_t off = 0;
     tern_conn_ref(c);
-    while (c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) {
+    while ((c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) && !c->paused) {
         size_t frame_len;
         struct tern_codec_error err = {0, NULL};
         int rv = tern_codec_frame(c->rbuf + off, c->rlen - off,
@@ -474,10 +488,38 @@ static void conn_process(struct tern_conn *c)
     tern_conn_unref(c);
 }
 
-/* Resumes reading once CONNACK has been sent. */
+void tern_conn_pause(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (c->paused || c->state != TERN_CONN_ACTIVE ||
+        tern_cluster_forward_backlog(n->cluster) < FORWARD_PAUSE_BYTES)
+        return;
+    c->paused = true;
+    n->paused_count++;
+    n->stats.publishers_paused++;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void tern_conn_resume_paused(struct tern_node *n)
+{
+    if (n->paused_count == 0 ||
+        tern_cluster_forward_backlog(n->cluster) > FORWARD_RESUME_BYTES)
+        return;
+    uint64_t now = tern_now_ms();
+    for (struct tern_conn *c = n->conns; c && n->paused_count; c = c->next) {
+        if (!c->paused)
+            continue;
+        c->paused = false;
+        n->paused_count--;
+        c->last_rx_ms = now; /* we were the ones not reading */
+        tern_conn_resume(c);
+    }
+}
+
+/* Resumes reading once CONNACK has been sent, or after a pause. */
 void tern_conn_resume(struct tern_conn *c)
 {
-    if (c->state != TERN_CONN_ACTIVE)
+    if (c->state != TERN_CONN_ACTIVE || c->paused)
         return;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->rlen)
@@ -495,7 +537,7 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
             if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
                                 "no CONNECT within connect_timeout_ms");
-        } else if (c->state == TERN_CONN_ACTIVE && c->keepalive_s &&
+        } else if (c->state == TERN_CONN_ACTIVE && c->keepalive_s && !c->paused &&
                    idle >= (uint64_t)c->keepalive_s * 1500) {
             tern_conn_close(c, TERN_RC_KEEP_ALIVE_TIMEOUT, "keepalive expired");
         }

@@ -149,7 +149,8 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
-    tern_routes_forward(n, &cmd);
+    if (tern_routes_forward(n, &cmd))
+        tern_conn_pause(c); /* after this PUBLISH, if a link is backed up */
 
     int slot = -1;
     if (p->qos > 0) {
@@ -213,7 +214,7 @@ int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
         return TERN_OK;
     if (type == TERN_PUBREL)
         return handle_pubrel(c, a, reason);
-    c->last_ack_rx_s = (uint32_t)(tern_now_ms() / 1000);
+    c->retry_quiet_since_s = (uint32_t)(tern_now_ms() / 1000);
     struct tern_cmd cmd = {.type = TERN_CMD_ACK};
     cmd.u.ack.packet_id = a->packet_id;
     cmd.u.ack.kind = type;

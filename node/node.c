@@ -49,6 +49,7 @@ static void on_flush(uv_prepare_t *h)
     for (size_t i = 0; i < n->dirty_count; i++)
         tern_conn_flush(n->dirty[i]);
     n->dirty_count = 0;
+    tern_conn_resume_paused(n);
 }
 
 static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *res)
@@ -134,13 +135,12 @@ static void on_retry_timer(uv_timer_t *t)
     struct tern_node *n = t->data;
     uint32_t now_s = (uint32_t)(tern_now_ms() / 1000), every = n->cfg.retry_interval_s;
     for (struct tern_conn *c = n->conns; c; c = c->next) {
-        if (c->state != TERN_CONN_ACTIVE || now_s - c->last_ack_rx_s < every ||
-            now_s - c->last_resend_s < every)
+        if (c->state != TERN_CONN_ACTIVE || now_s - c->retry_quiet_since_s < every)
             continue;
         struct tern_fsm_session *s = tern_session_get(c);
         if (!s || tern_fsm_session_inflight(s) == 0)
             continue;
-        c->last_resend_s = now_s;
+        c->retry_quiet_since_s = now_s;
         tern_fsm_session_resend(tern_session_fsm(c), s);
     }
 }

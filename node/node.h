@@ -47,6 +47,7 @@ struct tern_node_stats {
     uint64_t dropped_too_large;   /* not sent: over the client's max packet size */
     uint64_t dropped_slow_client; /* connections closed: write buffer full */
     uint64_t dropped_forward;     /* not forwarded to a node: peer link down or full */
+    uint64_t publishers_paused;   /* times a publisher was paused (peer link backlog) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -65,6 +66,7 @@ struct tern_node {
     struct tern_fsm *local;       /* clean sessions */
     struct tern_conn *conns;      /* all connections, intrusive list */
     uint32_t conn_count;
+    uint32_t paused_count;    /* connections paused by tern_conn_pause */
     struct tern_conn **dirty; /* connections with output to flush */
     size_t dirty_count, dirty_cap;
     struct tern_clients clients; /* client id -> connection */
@@ -123,11 +125,13 @@ struct tern_conn {
     uint64_t wqueued;    /* bytes handed to uv_write, not yet written */
 
     char *client_id;
-    uint64_t epoch;         /* in the replicated FSM */
-    uint64_t local_epoch;   /* in the local FSM (clean sessions); 0 = not opened */
-    uint64_t last_rx_ms;    /* the accept time until CONNACK */
-    uint32_t last_ack_rx_s; /* last PUBACK/PUBREC/PUBCOMP from the client */
-    uint32_t last_resend_s; /* last in-session retry (retry_interval_s) */
+    uint64_t epoch;       /* in the replicated FSM */
+    uint64_t local_epoch; /* in the local FSM (clean sessions); 0 = not opened */
+    uint64_t last_rx_ms;  /* the accept time until CONNACK */
+    /* In-session retry (retry_interval_s) waits this long after the later of the
+     * client's last PUBACK/PUBREC/PUBCOMP and our last retry. */
+    uint32_t retry_quiet_since_s;
+    int refs; /* pending proposals + 1 while the handle is open */
 
     /* Inbound topic aliases (v5), index 1..topic_alias_maximum. */
     struct tern_in_alias *in_alias;
@@ -137,18 +141,15 @@ struct tern_conn {
     /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
      * an ack whose durable effects are not committed yet holds back later ones. */
     struct tern_ack_slot *acks;
-    uint32_t ack_head, ack_count, ack_cap;
+    /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
+     * the `subscribed` effect, before any retained message. */
+    struct tern_pending_sub *subs;
+    uint32_t ack_head, ack_count; /* ring of receive_maximum + 16 (acks.c) */
 
     /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
     uint32_t inbound_unacked;
     uint32_t session_expiry_s;
     uint32_t client_max_packet; /* client's limits (v5 CONNECT properties) */
-
-    /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
-     * the `subscribed` effect, before any retained message. */
-    struct tern_pending_sub *subs;
-
-    int refs; /* pending proposals + 1 while the handle is open */
     struct tern_peer_addr peer;
     uint16_t client_id_len;
     uint16_t keepalive_s;
@@ -157,14 +158,15 @@ struct tern_conn {
     uint16_t out_alias_count;
     uint8_t state; /* enum tern_conn_state */
     uint8_t version;
-    bool persistent;       /* session lives in the replicated FSM */
-    bool will_suppressed;  /* normal DISCONNECT */
-    bool assigned_id;      /* client id chosen by the broker (v5: tell the client) */
-    bool keepalive_capped; /* v5: send server keepalive */
-    bool expiry_capped;    /* v5: send the session expiry we use */
-    bool disconnect_sent;
-    bool request_problem_info;
-    bool flush_scheduled;
+    bool persistent : 1;       /* session lives in the replicated FSM */
+    bool will_suppressed : 1;  /* normal DISCONNECT */
+    bool assigned_id : 1;      /* client id chosen by the broker (v5: tell the client) */
+    bool keepalive_capped : 1; /* v5: send server keepalive */
+    bool expiry_capped : 1;    /* v5: send the session expiry we use */
+    bool disconnect_sent : 1;
+    bool request_problem_info : 1;
+    bool flush_scheduled : 1;
+    bool paused : 1; /* not read: a link to another node is backed up */
 };
 
 struct tern_ack_slot {
@@ -199,6 +201,11 @@ void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);
 bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p);
 void tern_conn_flush(struct tern_conn *c); /* consumes the dirty reference */
 void tern_conn_sweep(struct tern_node *n, uint64_t now);
+/* Flow control for forwards to other nodes: a publisher whose PUBLISH made a
+ * link's backlog too long stops being read (TCP then slows it down) until the
+ * backlog is short again (tern_conn_resume_paused, each loop turn). */
+void tern_conn_pause(struct tern_conn *c);
+void tern_conn_resume_paused(struct tern_node *n);
 /* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
 const char *tern_conn_peer(const struct tern_conn *c, char *buf);
 void tern_conn_flush_now(struct tern_conn *c);
@@ -250,7 +257,7 @@ int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
 /* routes.c */
 void tern_routes_ref(struct tern_node *n, const char *f, size_t len);
 void tern_routes_unref(struct tern_node *n, const char *f, size_t len);
-void tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
+bool tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
 void tern_routes_free(struct tern_node *n);
 
 /* acks.c: ordered acknowledgements to publishers. */

@@ -87,6 +87,7 @@ void tern_routes_free(struct tern_node *n)
 struct fwd_ctx {
     struct tern_node *n;
     const struct tern_cmd *cmd;
+    bool sent;
 };
 
 static int forward_one(void *ctx, uint32_t node)
@@ -94,22 +95,27 @@ static int forward_one(void *ctx, uint32_t node)
     struct fwd_ctx *f = ctx;
     /* Clean-session messages are not durable: when the link is down or its queue
      * is full the copy for that node is dropped, and counted. */
-    if (node != f->n->cfg.node_id &&
-        tern_cluster_forward(f->n->cluster, node, f->cmd) != TERN_OK)
+    if (node == f->n->cfg.node_id)
+        return 0;
+    if (tern_cluster_forward(f->n->cluster, node, f->cmd) != TERN_OK)
         f->n->stats.dropped_forward++;
+    else
+        f->sent = true;
     return 0;
 }
 
-/* Sends a PUBLISH to every other node with matching clean-session routes. */
-void tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd)
+/* Sends a PUBLISH to every other node with matching clean-session routes.
+ * Returns whether it was queued on any link. */
+bool tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd)
 {
     if (n->cfg.member_count < 2)
-        return;
+        return false;
     struct tern_cmd copy = *cmd;
     copy.u.publish.inbound_packet_id = 0; /* the publisher's state stays here */
     copy.u.publish.epoch = 0;
-    struct fwd_ctx f = {n, &copy};
+    struct fwd_ctx f = {n, &copy, false};
     const struct tern_bytes *t = &cmd->u.publish.msg.topic;
     tern_fsm_route_match(tern_cluster_fsm(n->cluster), (const char *)t->ptr, t->len,
                          forward_one, &f);
+    return f.sent;
 }

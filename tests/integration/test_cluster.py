@@ -641,3 +641,51 @@ def test_quorum_loss_disconnects_and_refuses(tern_cluster, survivor):
     n4 = c.raw(a, version=4)
     ca = raw_connect(n4, uid("q4"), expect_ok=False)
     assert ca.reason == V3_RC_SERVER_UNAVAILABLE, "3.1.1 CONNECT without quorum: %r" % ca
+
+
+# --- 11 --------------------------------------------------------------------------
+
+
+def wait_metric(node, name, labels, pred, timeout):
+    """The metric's value once pred(value) holds (bounded), or the last value seen."""
+    deadline = time.monotonic() + timeout
+    v = node.metric(name, labels)
+    while not (v is not None and pred(v)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        v = node.metric(name, labels)
+    return v
+
+
+@pytest.mark.parametrize("tern_cluster", [{"write_buffer_max": 1 << 28}], indirect=True)
+def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
+    """The node holding the only subscriber is frozen (SIGSTOP), so the publisher's
+    node cannot write its forwards: instead of dropping them past the link's bound,
+    it stops reading the publisher. After SIGCONT every message arrives, in order,
+    and the publisher is read again."""
+    c = tern_cluster
+    lead, sub_node, _ = roles(c, "leader")  # the leader keeps its quorum meanwhile
+    pub_node = lead
+    base = "bp/" + uid()
+    sub = c.client(sub_node, version=V311)
+    assert sub.subscribe(base + "/#", 0) == [0]
+    pub = c.client(pub_node, version=V311)
+    pn = c.node(pub_node)
+    if pn.metric("tern_connections_paused") is None:
+        pytest.skip("this ternd has no admin API")
+    victim = c.node(sub_node).proc
+    n, size = 320, 64 * 1024  # 20 MiB: past the kernel's socket buffers and 4 MiB
+    victim.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(n):
+            pub.publish(base + "/x", (b"%06d" % i).ljust(size, b"."), 0, wait=False)
+        paused = wait_metric(pn, "tern_connections_paused", "", lambda v: v >= 1, 15.0)
+        assert paused == 1, "publisher not paused (tern_connections_paused=%r)" % paused
+    finally:
+        victim.send_signal(signal.SIGCONT)
+    msgs = sub.collect(n, 30.0)
+    got = [int(m.payload[:6]) for m in msgs]
+    assert got == list(range(n)), "got %d of %d, first wrong at %r" % (
+        len(got), n, next((i for i, g in enumerate(got) if g != i), None))
+    assert wait_metric(pn, "tern_connections_paused", "", lambda v: v == 0, 5.0) == 0
+    assert pn.metric("tern_publishers_paused_total") >= 1
+    assert pn.metric("tern_dropped_messages_total", 'reason="peer_link_full"') == 0
