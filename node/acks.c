@@ -3,45 +3,86 @@
  * MQTT requires PUBACK / PUBREC in the order the PUBLISH packets arrived, but a
  * PUBLISH with durable effects is acknowledged only after its command commits,
  * while one without is acknowledged at once. Every ack takes a slot in a ring
- * in arrival order; completed slots leave from the head only. The ring is
+ * in arrival order; completed slots leave from the head only.
+ *
+ * A slot is named by its sequence number (31 bits, wrapping), not its index, so
+ * the ring can grow (doubling from ACKS_MIN) while acks are pending. It is
  * bounded by our receive maximum: a client that exceeds it is disconnected
- * (0x93) before it can grow anything. */
+ * (0x93) before it can grow anything. The ring is freed whenever it empties: a
+ * device that published once and went quiet keeps nothing. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "node.h"
 
-static uint32_t ring_cap(const struct tern_conn *c)
+#define ACKS_MIN 8
+#define SEQ_MASK 0x7fffffffu
+
+struct tern_acks {
+    uint32_t head;     /* index of the oldest slot */
+    uint32_t count;    /* slots in use */
+    uint32_t cap;      /* power of two */
+    uint32_t head_seq; /* sequence number of the oldest slot */
+    struct tern_ack_slot slot[];
+};
+
+static uint32_t ring_max(const struct tern_conn *c)
 {
     /* Each QoS>0 PUBLISH holds at most one slot at a time (PUBACK, PUBREC, then
      * PUBCOMP); PUBRELs for unknown ids take a few more. */
     return (uint32_t)c->node->cfg.receive_maximum + 16;
 }
 
-int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id)
+/* A ring twice as large, oldest slot first. */
+static struct tern_acks *grow(struct tern_acks *a, uint32_t seq_next)
 {
-    uint32_t cap = ring_cap(c);
-    if (!c->acks) {
-        c->acks = calloc(cap, sizeof(*c->acks));
-        if (!c->acks)
-            return -1;
+    uint32_t cap = a ? a->cap * 2 : ACKS_MIN;
+    struct tern_acks *b = malloc(sizeof(*b) + (size_t)cap * sizeof(b->slot[0]));
+    if (!b)
+        return NULL;
+    *b = (struct tern_acks){0, 0, cap, seq_next};
+    if (a) {
+        for (uint32_t i = 0; i < a->count; i++)
+            b->slot[i] = a->slot[(a->head + i) & (a->cap - 1)];
+        b->count = a->count;
+        b->head_seq = a->head_seq;
+        free(a);
     }
-    if (c->ack_count == cap)
-        return -1;
-    uint32_t idx = (c->ack_head + c->ack_count) % cap;
-    c->acks[idx] = (struct tern_ack_slot){packet_id, type, 0, false};
-    c->ack_count++;
-    return (int)idx;
+    return b;
 }
 
-void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason)
+int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id)
 {
-    uint32_t cap = ring_cap(c);
-    if (idx < 0 || (uint32_t)idx >= cap || !c->acks)
+    struct tern_acks *a = c->acks;
+    if (a && a->count >= ring_max(c))
+        return -1;
+    if (!a || a->count == a->cap) {
+        a = grow(a, c->ack_seq_next);
+        if (!a)
+            return -1;
+        c->acks = a;
+    }
+    uint32_t seq = (a->head_seq + a->count) & SEQ_MASK;
+    a->slot[(a->head + a->count) & (a->cap - 1)] =
+        (struct tern_ack_slot){packet_id, type, 0, false};
+    a->count++;
+    c->ack_seq_next = (seq + 1) & SEQ_MASK;
+    return (int)seq;
+}
+
+void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason)
+{
+    struct tern_acks *a = c->acks;
+    if (seq < 0 || !a)
         return;
-    c->acks[idx].done = true;
-    c->acks[idx].reason = reason;
-    while (c->ack_count && c->acks[c->ack_head].done) {
-        struct tern_ack_slot *s = &c->acks[c->ack_head];
+    uint32_t pos = ((uint32_t)seq - a->head_seq) & SEQ_MASK;
+    if (pos >= a->count)
+        return;
+    struct tern_ack_slot *done = &a->slot[(a->head + pos) & (a->cap - 1)];
+    done->done = true;
+    done->reason = reason;
+    while (a->count && a->slot[a->head].done) {
+        struct tern_ack_slot *s = &a->slot[a->head];
         struct tern_packet p = {.type = s->type};
         p.u.ack.packet_id = s->packet_id;
         p.u.ack.reason = s->reason;
@@ -51,7 +92,12 @@ void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason)
              (s->type == TERN_PUBREC && s->reason >= 0x80)) &&
             c->inbound_unacked)
             c->inbound_unacked--;
-        c->ack_head = (c->ack_head + 1) % cap;
-        c->ack_count--;
+        a->head = (a->head + 1) & (a->cap - 1);
+        a->head_seq = (a->head_seq + 1) & SEQ_MASK;
+        a->count--;
+    }
+    if (a->count == 0) {
+        free(a);
+        c->acks = NULL;
     }
 }

@@ -260,7 +260,9 @@ static cJSON *client_json(struct tern_conn *c)
     cJSON_AddNumberToObject(o, "inflight", s ? tern_fsm_session_inflight(s) : 0);
     cJSON_AddNumberToObject(o, "queued", s ? tern_fsm_session_queued(s) : 0);
     cJSON_AddNumberToObject(o, "inbound_unacked", c->inbound_unacked);
-    cJSON_AddNumberToObject(o, "write_queued_bytes", (double)c->wqueued);
+    cJSON_AddNumberToObject(
+        o, "write_queued_bytes",
+        (double)uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp));
     return o;
 }
 

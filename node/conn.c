@@ -22,7 +22,7 @@
 
 /* Every idle connection pays for this struct (with libuv's TCP handle): keep it
  * from growing unnoticed (docs/benchmarks.md, memory per idle connection). */
-_Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 192,
+_Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 176,
                "struct tern_conn grew");
 
 struct write_req {
@@ -105,7 +105,6 @@ static void on_write(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
     struct tern_conn *c = w->conn;
-    c->wqueued -= w->len;
     free(w);
     if (status < 0 && c->state != TERN_CONN_CLOSING)
         tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(status));
@@ -119,7 +118,7 @@ void tern_conn_flush(struct tern_conn *c)
     if (c->wlen == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
         goto done;
     size_t off = 0;
-    if (c->wqueued == 0) {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
         int rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (rv > 0)
@@ -157,8 +156,10 @@ void tern_conn_flush(struct tern_conn *c)
         tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
         goto done;
     }
-    c->wqueued += rest;
-    if (c->wqueued > c->node->cfg.write_buffer_max && c->state != TERN_CONN_CLOSING) {
+    /* libuv counts what it has not written yet (our wqueued). */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+            c->node->cfg.write_buffer_max &&
+        c->state != TERN_CONN_CLOSING) {
         c->node->stats.dropped_slow_client++;
         tern_conn_close(c, TERN_RC_QUOTA_EXCEEDED,
                         "client is not reading (write buffer full)");

@@ -95,7 +95,10 @@ static void read_limits(struct tern_conn *c, const struct tern_connect *p)
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE))
             c->client_max_packet = pr->max_packet_size;
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS_MAX))
-            c->client_alias_max = pr->topic_alias_max;
+            /* We use at most TERN_OUT_ALIAS_MAX of them. */
+            c->client_alias_max = pr->topic_alias_max < TERN_OUT_ALIAS_MAX
+                                      ? (uint8_t)pr->topic_alias_max
+                                      : TERN_OUT_ALIAS_MAX;
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_REQUEST_PROBLEM_INFO))
             c->request_problem_info = pr->request_problem_info;
     } else {

@@ -27,6 +27,7 @@
 #include "clients.h"
 
 struct tern_conn;
+struct tern_acks;
 struct route;
 struct tern_admin;
 
@@ -94,7 +95,7 @@ enum tern_conn_state {
 
 /* Outbound topic aliases: a small table from topic to alias, filled until the
  * client's topic alias maximum, then new topics go without alias. */
-#define TERN_OUT_ALIAS_MAX 64
+#define TERN_OUT_ALIAS_MAX 64 /* fits conn->client_alias_max, a uint8_t */
 
 struct tern_in_alias {
     char *topic;
@@ -122,7 +123,6 @@ struct tern_conn {
     uint8_t *wbuf;       /* output gathered in this loop turn, flushed at once */
     uint32_t rlen, rcap; /* < max_packet_size + one read */
     uint32_t wlen, wcap; /* one turn's output; wbuf_reserve bounds it */
-    uint64_t wqueued;    /* bytes handed to uv_write, not yet written */
 
     char *client_id;
     uint64_t epoch;       /* in the replicated FSM */
@@ -140,11 +140,11 @@ struct tern_conn {
 
     /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
      * an ack whose durable effects are not committed yet holds back later ones. */
-    struct tern_ack_slot *acks;
+    struct tern_acks *acks; /* NULL when none is pending (acks.c) */
     /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
      * the `subscribed` effect, before any retained message. */
     struct tern_pending_sub *subs;
-    uint32_t ack_head, ack_count; /* ring of receive_maximum + 16 (acks.c) */
+    uint32_t ack_seq_next; /* sequence number of the next ack slot */
 
     /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
     uint32_t inbound_unacked;
@@ -154,8 +154,8 @@ struct tern_conn {
     uint16_t client_id_len;
     uint16_t keepalive_s;
     uint16_t client_receive_max;
-    uint16_t client_alias_max;
-    uint16_t out_alias_count;
+    uint8_t client_alias_max; /* min(the client's, TERN_OUT_ALIAS_MAX) */
+    uint8_t out_alias_count;
     uint8_t state; /* enum tern_conn_state */
     uint8_t version;
     bool persistent : 1;       /* session lives in the replicated FSM */
@@ -261,10 +261,11 @@ bool tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
 void tern_routes_free(struct tern_node *n);
 
 /* acks.c: ordered acknowledgements to publishers. */
-/* Reserves the next slot; returns its index or -1 when the window is full. */
+/* Reserves the next slot; returns its sequence number (>= 0), or -1 when the
+ * window is full (or out of memory). */
 int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id);
-/* Completes slot idx and sends every completed ack at the head, in order. */
-void tern_acks_done(struct tern_conn *c, int idx, uint8_t reason);
+/* Completes slot seq and sends every completed ack at the head, in order. */
+void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason);
 
 /* deliver.c */
 void tern_deliver(struct tern_conn *c, const struct tern_delivery *d);
