@@ -24,6 +24,7 @@
 
 #include "peer.h"
 #include "raft_fsm.h"
+#include "raft_transport.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
 #include "tern/log.h"
@@ -58,7 +59,7 @@ struct tern_cluster {
     struct tern_cluster_config cfg;
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct tern_raft_transport transport; /* raft_uv_tcp with TCP_NODELAY */
     struct tern_raft_fsm rfsm;
     struct tern_fsm *fsm;
     struct tern_peers *peers;
@@ -578,9 +579,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
         snprintf(errmsg, TERN_ERRMSG_SIZE, "data_dir: cannot create %.200s", dir);
         return TERN_EIO;
     }
-    int rv = raft_uv_tcp_init(&c->transport, c->loop);
+    int rv = tern_raft_transport_init(&c->transport, c->loop);
     if (rv == 0)
-        rv = raft_uv_init(&c->io, c->loop, dir, &c->transport);
+        rv = raft_uv_init(&c->io, c->loop, dir, &c->transport.outer);
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: cannot open %.200s: %s", dir,
                  raft_strerror(rv));
@@ -1196,7 +1197,7 @@ static void on_raft_closed(struct raft *r)
 {
     struct tern_cluster *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    tern_raft_transport_close(&c->transport);
     finish_close(c);
 }
 

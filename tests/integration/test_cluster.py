@@ -689,3 +689,61 @@ def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
     assert wait_metric(pn, "tern_connections_paused", "", lambda v: v == 0, 5.0) == 0
     assert pn.metric("tern_publishers_paused_total") >= 1
     assert pn.metric("tern_dropped_messages_total", 'reason="peer_link_full"') == 0
+
+
+def _tcp_nodelay_of_connections(pid):
+    """{(local port, peer port): TCP_NODELAY} for the connected TCP sockets of `pid`,
+    read through pidfd_getfd (Linux >= 5.6, x86_64 syscall numbers); None if the
+    kernel does not allow it here."""
+    import ctypes
+    import os
+    import platform
+    import socket
+    if platform.machine() != "x86_64":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+    if pidfd < 0:
+        return None
+    out = {}
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # pidfd_getfd
+            if fd < 0:
+                return None
+            s = socket.socket(fileno=fd)
+            try:
+                if s.family != socket.AF_INET or s.type != socket.SOCK_STREAM:
+                    continue
+                try:
+                    peer = s.getpeername()
+                except OSError:
+                    continue  # a listener
+                out[(s.getsockname()[1], peer[1])] = s.getsockopt(socket.IPPROTO_TCP,
+                                                                  socket.TCP_NODELAY)
+            finally:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return out
+
+
+def test_every_connection_of_a_node_has_tcp_nodelay(tern_cluster):
+    """Nagle's algorithm on any connection between nodes (Raft's own transport
+    included) makes commits wait for delayed ACKs (~40 ms): none may have it."""
+    c = tern_cluster
+    c.client(1, version=V311)  # and a client connection too
+    for n in (1, 2, 3):
+        socks = _tcp_nodelay_of_connections(c.node(n).proc.pid)
+        if socks is None:
+            pytest.skip("cannot inspect another process's sockets here")
+        assert len(socks) >= 4, "node %d: expected Raft and peer connections, got %r" % (
+            n, socks)
+        off = [k for k, v in socks.items() if not v]
+        assert not off, "node %d: connections without TCP_NODELAY (local, peer port): %r" % (
+            n, off)
