@@ -196,11 +196,12 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
     return TERN_OK;
 }
 
-uint64_t tern_peers_backlog(const struct tern_peers *p)
+uint64_t tern_peers_backlog(const struct tern_peers *p, uint32_t to)
 {
     uint64_t most = 0;
     for (size_t i = 0; i < p->nout; i++)
-        if (p->out[i].connected && p->out[i].queued > most)
+        if ((to == 0 || p->out[i].addr.id == to) && p->out[i].connected &&
+            p->out[i].queued > most)
             most = p->out[i].queued;
     return most;
 }

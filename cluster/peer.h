@@ -40,8 +40,9 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
  * that link is down (the caller retries later) or its output is over the bound. */
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
                     size_t len);
-/* Unsent bytes on the fullest connected outbound link. */
-uint64_t tern_peers_backlog(const struct tern_peers *p);
+/* Unsent bytes on the outbound link to `to` (0: on the fullest link); 0 while
+ * that link is down. */
+uint64_t tern_peers_backlog(const struct tern_peers *p, uint32_t to);
 /* Is the outbound link to `to` up? */
 int tern_peers_connected(const struct tern_peers *p, uint32_t to);
 /* Milliseconds since `to` was last seen connected (0 while connected). */

@@ -740,9 +740,9 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
     return rv;
 }
 
-uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c)
+uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node)
 {
-    return c->peers ? tern_peers_backlog(c->peers) : 0;
+    return c->peers ? tern_peers_backlog(c->peers, node) : 0;
 }
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st)

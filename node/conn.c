@@ -19,6 +19,7 @@
  * which they are read again (peer.c drops forwards past 16 MiB). */
 #define FORWARD_PAUSE_BYTES (4u << 20)
 #define FORWARD_RESUME_BYTES (1u << 20)
+#define PAUSED_SCAN_MS 5
 
 /* Every idle connection pays for this struct (with libuv's TCP handle): keep it
  * from growing unnoticed (docs/benchmarks.md, memory per idle connection). */
@@ -489,26 +490,34 @@ static void conn_process(struct tern_conn *c)
     tern_conn_unref(c);
 }
 
-void tern_conn_pause(struct tern_conn *c)
+void tern_conn_pause(struct tern_conn *c, uint32_t node)
 {
     struct tern_node *n = c->node;
     if (c->paused || c->state != TERN_CONN_ACTIVE ||
-        tern_cluster_forward_backlog(n->cluster) < FORWARD_PAUSE_BYTES)
+        tern_cluster_forward_backlog(n->cluster, node) < FORWARD_PAUSE_BYTES)
         return;
     c->paused = true;
+    c->paused_on = node; /* last_rx_ms is set again on resume */
     n->paused_count++;
     n->stats.publishers_paused++;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
+/* Every link short again: everyone resumes (the common case, checked each turn).
+ * Otherwise, every few ms, those whose own link is short again: a slow node
+ * holds back only the publishers that send to it. */
 void tern_conn_resume_paused(struct tern_node *n)
 {
-    if (n->paused_count == 0 ||
-        tern_cluster_forward_backlog(n->cluster) > FORWARD_RESUME_BYTES)
+    if (n->paused_count == 0)
         return;
     uint64_t now = tern_now_ms();
+    bool all = tern_cluster_forward_backlog(n->cluster, 0) <= FORWARD_RESUME_BYTES;
+    if (!all && now - n->paused_scan_ms < PAUSED_SCAN_MS)
+        return;
+    n->paused_scan_ms = now;
     for (struct tern_conn *c = n->conns; c && n->paused_count; c = c->next) {
-        if (!c->paused)
+        if (!c->paused || (!all && tern_cluster_forward_backlog(
+                                       n->cluster, c->paused_on) > FORWARD_RESUME_BYTES))
             continue;
         c->paused = false;
         n->paused_count--;

@@ -149,8 +149,9 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
-    if (tern_routes_forward(n, &cmd))
-        tern_conn_pause(c); /* after this PUBLISH, if a link is backed up */
+    uint32_t fullest = tern_routes_forward(n, &cmd);
+    if (fullest)
+        tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
 
     int slot = -1;
     if (p->qos > 0) {

@@ -68,6 +68,7 @@ struct tern_node {
     struct tern_conn *conns;      /* all connections, intrusive list */
     uint32_t conn_count;
     uint32_t paused_count;    /* connections paused by tern_conn_pause */
+    uint64_t paused_scan_ms;  /* last look for paused connections to resume */
     struct tern_conn **dirty; /* connections with output to flush */
     size_t dirty_count, dirty_cap;
     struct tern_clients clients; /* client id -> connection */
@@ -127,7 +128,11 @@ struct tern_conn {
     char *client_id;
     uint64_t epoch;       /* in the replicated FSM */
     uint64_t local_epoch; /* in the local FSM (clean sessions); 0 = not opened */
-    uint64_t last_rx_ms;  /* the accept time until CONNACK */
+    union {
+        uint64_t last_rx_ms; /* the accept time until CONNACK */
+        uint32_t paused_on;  /* while paused (not read, no keepalive): the node
+                                whose link is backed up */
+    };
     /* In-session retry (retry_interval_s) waits this long after the later of the
      * client's last PUBACK/PUBREC/PUBCOMP and our last retry. */
     uint32_t retry_quiet_since_s;
@@ -201,10 +206,11 @@ void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);
 bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p);
 void tern_conn_flush(struct tern_conn *c); /* consumes the dirty reference */
 void tern_conn_sweep(struct tern_node *n, uint64_t now);
-/* Flow control for forwards to other nodes: a publisher whose PUBLISH made a
- * link's backlog too long stops being read (TCP then slows it down) until the
- * backlog is short again (tern_conn_resume_paused, each loop turn). */
-void tern_conn_pause(struct tern_conn *c);
+/* Flow control for forwards to other nodes: a publisher whose PUBLISH went on
+ * a link to `node` with a long backlog stops being read (TCP then slows it
+ * down) until that link's backlog is short again (tern_conn_resume_paused, from
+ * the prepare phase). */
+void tern_conn_pause(struct tern_conn *c, uint32_t node);
 void tern_conn_resume_paused(struct tern_node *n);
 /* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
 const char *tern_conn_peer(const struct tern_conn *c, char *buf);
@@ -257,7 +263,7 @@ int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
 /* routes.c */
 void tern_routes_ref(struct tern_node *n, const char *f, size_t len);
 void tern_routes_unref(struct tern_node *n, const char *f, size_t len);
-bool tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
+uint32_t tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
 void tern_routes_free(struct tern_node *n);
 
 /* acks.c: ordered acknowledgements to publishers. */

@@ -87,7 +87,8 @@ void tern_routes_free(struct tern_node *n)
 struct fwd_ctx {
     struct tern_node *n;
     const struct tern_cmd *cmd;
-    bool sent;
+    uint32_t fullest; /* node of the most backed-up link forwarded to */
+    uint64_t fullest_bytes;
 };
 
 static int forward_one(void *ctx, uint32_t node)
@@ -97,25 +98,31 @@ static int forward_one(void *ctx, uint32_t node)
      * is full the copy for that node is dropped, and counted. */
     if (node == f->n->cfg.node_id)
         return 0;
-    if (tern_cluster_forward(f->n->cluster, node, f->cmd) != TERN_OK)
+    if (tern_cluster_forward(f->n->cluster, node, f->cmd) != TERN_OK) {
         f->n->stats.dropped_forward++;
-    else
-        f->sent = true;
+        return 0;
+    }
+    uint64_t backlog = tern_cluster_forward_backlog(f->n->cluster, node);
+    if (!f->fullest || backlog > f->fullest_bytes) {
+        f->fullest = node;
+        f->fullest_bytes = backlog;
+    }
     return 0;
 }
 
 /* Sends a PUBLISH to every other node with matching clean-session routes.
- * Returns whether it was queued on any link. */
-bool tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd)
+ * Returns the node whose link (of those it went on) has the most unsent bytes,
+ * or 0 if it went on none. */
+uint32_t tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd)
 {
     if (n->cfg.member_count < 2)
-        return false;
+        return 0;
     struct tern_cmd copy = *cmd;
     copy.u.publish.inbound_packet_id = 0; /* the publisher's state stays here */
     copy.u.publish.epoch = 0;
-    struct fwd_ctx f = {n, &copy, false};
+    struct fwd_ctx f = {n, &copy, 0, 0};
     const struct tern_bytes *t = &cmd->u.publish.msg.topic;
     tern_fsm_route_match(tern_cluster_fsm(n->cluster), (const char *)t->ptr, t->len,
                          forward_one, &f);
-    return f.sent;
+    return f.fullest;
 }

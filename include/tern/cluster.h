@@ -108,9 +108,9 @@ uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c);
 int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
                          const struct tern_cmd *cmd);
 
-/* Bytes not yet written on the fullest link to another node (forwards and
- * forwarded proposals): the node pauses publishers while it is high. */
-uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c);
+/* Bytes not yet written on the link to `node` (0: the fullest link), forwards
+ * and forwarded proposals: the node pauses publishers while it is high. */
+uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node);
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
 

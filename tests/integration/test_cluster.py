@@ -660,15 +660,19 @@ def wait_metric(node, name, labels, pred, timeout):
 def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
     """The node holding the only subscriber is frozen (SIGSTOP), so the publisher's
     node cannot write its forwards: instead of dropping them past the link's bound,
-    it stops reading the publisher. After SIGCONT every message arrives, in order,
+    it stops reading the publisher. A publisher whose messages go to the third
+    node meanwhile is not held up. After SIGCONT every message arrives, in order,
     and the publisher is read again."""
     c = tern_cluster
-    lead, sub_node, _ = roles(c, "leader")  # the leader keeps its quorum meanwhile
+    lead, sub_node, third = roles(c, "leader")  # the leader keeps its quorum meanwhile
     pub_node = lead
     base = "bp/" + uid()
     sub = c.client(sub_node, version=V311)
     assert sub.subscribe(base + "/#", 0) == [0]
+    other = c.client(third, version=V311)
+    assert other.subscribe(base + "-other", 1) == [1]
     pub = c.client(pub_node, version=V311)
+    pub2 = c.client(pub_node, version=V311)
     pn = c.node(pub_node)
     if pn.metric("tern_connections_paused") is None:
         pytest.skip("this ternd has no admin API")
@@ -680,6 +684,11 @@ def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
             pub.publish(base + "/x", (b"%06d" % i).ljust(size, b"."), 0, wait=False)
         paused = wait_metric(pn, "tern_connections_paused", "", lambda v: v >= 1, 15.0)
         assert paused == 1, "publisher not paused (tern_connections_paused=%r)" % paused
+        # The link to the third node is fine: its publisher and subscriber go on.
+        for i in range(50):
+            pub2.publish(base + "-other", b"%d" % i, 1)
+        assert [int(m.payload) for m in other.collect(50, 10.0)] == list(range(50))
+        assert pn.metric("tern_connections_paused") == 1
     finally:
         victim.send_signal(signal.SIGCONT)
     msgs = sub.collect(n, 30.0)
