@@ -14,6 +14,7 @@ static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void *
     const uint8_t *p = rb->base;
     char errmsg[TERN_ERRMSG_SIZE];
     *result = NULL;
+    rf->applied_bytes += rb->len; /* what libraft keeps in memory until a snapshot */
     if (rb->len < TERN_RAFT_ENTRY_HDR || p[0] != TERN_RAFT_ENTRY_VERSION) {
         TERN_LOGE("raft: entry of unknown version %u: not applied", rb->len ? p[0] : 0);
         return 0;
@@ -59,6 +60,7 @@ static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsig
     uint64_t us = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000u +
                   (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);
     rf->snapshots++;
+    rf->snapshot_bytes_at = rf->applied_bytes;
     if (us > rf->snapshot_max_us)
         rf->snapshot_max_us = us;
     *bufs = malloc(sizeof(**bufs));
@@ -96,6 +98,7 @@ static int fsm_restore(struct raft_fsm *rfsm, struct raft_buffer *rb)
         return RAFT_CORRUPT;
     }
     raft_free(rb->base);
+    rf->snapshot_bytes_at = rf->applied_bytes;
     rf->restores++;
     return 0;
 }

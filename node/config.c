@@ -134,6 +134,8 @@ static const struct key keys[] = {
          "log entries between snapshots"),
     UINT("raft_snapshot_trailing", raft_snapshot_trailing, 0, UINT32_MAX, "2048",
          "log entries kept after a snapshot"),
+    UINT("raft_snapshot_bytes", raft_snapshot_bytes, 1048576, TIB, "67108864",
+         "log bytes between snapshots (whichever comes first)"),
     UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",
          "largest Raft entry (a batch of commands)"),
     BOOL("join", join, "false",

@@ -54,6 +54,7 @@ struct tern_config {
     uint32_t raft_heartbeat_timeout_ms;     /* default 15 */
     uint32_t raft_snapshot_threshold;       /* default 16384 */
     uint32_t raft_snapshot_trailing;        /* default 2048 */
+    uint64_t raft_snapshot_bytes;           /* default 64 MiB */
     uint32_t max_batch_bytes;               /* default 1048576 */
     bool join; /* default false: join a running cluster instead of bootstrapping */
 };

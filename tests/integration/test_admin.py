@@ -305,6 +305,32 @@ def test_metrics(admin, clients):
     assert after[("tern_commit_latency_max_microseconds", "")] > 0
 
 
+def test_snapshot_by_log_bytes(start_broker):
+    """libraft counts entries; raft_snapshot_bytes also bounds the bytes of log a node
+    keeps: with a threshold no load reaches, 3 MiB of retained messages through the
+    log make the node take a snapshot (1 MiB bound), and the messages survive it."""
+    b = start_broker(raft_snapshot_threshold=1000000, raft_snapshot_bytes=1 << 20)
+    a = ready_admin(b)
+    snaps = ("tern_snapshots_taken_total", "")
+    assert parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps] == 0
+    c = PahoClient(b, version=V311)
+    try:
+        c.connect()
+        for i in range(48):
+            c.publish("snapbytes/%d" % i, bytes([i]) * 65536, 1, retain=True)
+        taken = []
+
+        def snapshotted():
+            taken[:] = [parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps]]
+            return taken[0] >= 1
+        wait_until(snapshotted, 5.0, msg="a snapshot after 3 MiB of log")
+        c.subscribe("snapbytes/#", 1)
+        got = {m.topic: m.payload for m in c.collect(48, 10.0)}
+        assert len(got) == 48 and got["snapbytes/47"] == bytes([47]) * 65536
+    finally:
+        c.close()
+
+
 def test_sys_topics(start_broker):
     b = start_broker(sys_interval_s=1)
     c = PahoClient(b, version=V311)

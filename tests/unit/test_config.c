@@ -53,6 +53,7 @@ static const char *const all_keys[] = {
     "raft_heartbeat_timeout_ms",
     "raft_snapshot_threshold",
     "raft_snapshot_trailing",
+    "raft_snapshot_bytes",
     "max_batch_bytes",
     "join",
 };
@@ -206,6 +207,7 @@ static const char all_keys_json[] = "{\n"
                                     "  \"raft_heartbeat_timeout_ms\": 15,\n"
                                     "  \"raft_snapshot_threshold\": 100,\n"
                                     "  \"raft_snapshot_trailing\": 10,\n"
+                                    "  \"raft_snapshot_bytes\": 2097152,\n"
                                     "  \"max_batch_bytes\": 65536,\n"
                                     "  \"join\": true\n"
                                     "}\n";
@@ -249,6 +251,7 @@ static const char *const all_keys_set[][2] = {
     {"raft_heartbeat_timeout_ms", "15"},
     {"raft_snapshot_threshold", "100"},
     {"raft_snapshot_trailing", "10"},
+    {"raft_snapshot_bytes", "2097152"},
     {"max_batch_bytes", "65536"},
     {"join", "true"},
 };
@@ -295,6 +298,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->raft_heartbeat_timeout_ms, 15);
     assert_int_equal(c->raft_snapshot_threshold, 100);
     assert_int_equal(c->raft_snapshot_trailing, 10);
+    assert_int_equal(c->raft_snapshot_bytes, 2097152);
     assert_int_equal(c->max_batch_bytes, 65536);
     assert_true(c->join);
 }
