@@ -523,12 +523,8 @@ static void on_timer(uv_timer_t *t)
         c->snapshot_forced = 0;
     }
     if (!c->snapshot_forced && c->cfg.snapshot_bytes &&
-        c->rfsm.applied_bytes - c->rfsm.snapshot_bytes_at >= c->cfg.snapshot_bytes) {
-        /* libraft snapshots only after applying an entry: propose an empty one. */
-        tern_cluster_snapshot_soon(c);
-        struct tern_cmd cmd = {.type = TERN_CMD_BARRIER, .now_ms = wall_ms()};
-        tern_cluster_propose(c, &cmd, NULL, NULL);
-    }
+        c->rfsm.applied_bytes - c->rfsm.snapshot_bytes_at >= c->cfg.snapshot_bytes)
+        tern_cluster_snapshot_soon(c, NULL, NULL);
     if (resend)
         kick(c);
     declare_down(c);
@@ -851,15 +847,18 @@ int tern_cluster_transfer(struct tern_cluster *c, uint32_t to,
     return TERN_OK;
 }
 
-void tern_cluster_snapshot_soon(struct tern_cluster *c)
+int tern_cluster_snapshot_soon(struct tern_cluster *c, tern_propose_cb cb, void *ctx)
 {
-    /* libraft 0.15 has no "snapshot now": lower the threshold until the next
-     * snapshot has been taken (the timer puts it back). */
+    /* libraft 0.15 has no "snapshot now", and snapshots only after applying an
+     * entry: lower the threshold until the next snapshot has been taken (the
+     * timer puts it back) and propose an empty entry. */
     if (!c->raft_started)
-        return;
+        return TERN_EAGAIN;
     c->snapshot_forced_from = raft_last_applied(&c->raft);
     c->snapshot_forced = 1;
     raft_set_snapshot_threshold(&c->raft, 1);
+    struct tern_cmd cmd = {.type = TERN_CMD_BARRIER, .now_ms = wall_ms()};
+    return tern_cluster_propose(c, &cmd, cb, ctx);
 }
 
 /* --- membership ------------------------------------------------------------- */

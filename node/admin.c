@@ -891,7 +891,7 @@ static void on_snapshot_barrier(void *ctx, int status, const struct tern_fsm_res
     free(t);
 }
 
-/* The snapshot is taken at the next applied entry; a BARRIER makes one. */
+/* Answers once the entry that triggers the snapshot has applied. */
 static void post_snapshot(struct tern_admin *a, struct tern_http_conn *hc,
                           const char *tail, const char *query)
 {
@@ -901,10 +901,8 @@ static void post_snapshot(struct tern_admin *a, struct tern_http_conn *hc,
         return;
     }
     *t = (struct transfer_ctx){a, hc};
-    tern_cluster_snapshot_soon(a->node->cluster);
-    struct tern_cmd cmd = {.type = TERN_CMD_BARRIER, .now_ms = tern_now_ms()};
     tern_http_hold(hc);
-    int rv = tern_cluster_propose(a->node->cluster, &cmd, on_snapshot_barrier, t);
+    int rv = tern_cluster_snapshot_soon(a->node->cluster, on_snapshot_barrier, t);
     if (rv != TERN_OK) {
         reply_error(hc, 503, NULL, 0, "cannot propose: %s", tern_strerror(rv));
         tern_http_release(hc);

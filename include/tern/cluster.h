@@ -158,8 +158,11 @@ int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,
  * again as a new member. */
 int tern_cluster_removed(const struct tern_cluster *c);
 
-/* Takes a snapshot at the next applied entry (compacts the log now). */
-void tern_cluster_snapshot_soon(struct tern_cluster *c);
+/* Takes a snapshot (compacting the log) at the next applied entry, and proposes an
+ * empty one (BARRIER) so that there is one even on an idle node. cb, which may be
+ * NULL, is that proposal's: it runs once the entry applied here, after the
+ * snapshot was started. Returns TERN_OK, or an error without calling cb. */
+int tern_cluster_snapshot_soon(struct tern_cluster *c, tern_propose_cb cb, void *ctx);
 
 /* Stops accepting proposals, fails pending ones with TERN_ESHUTDOWN, closes
  * handles; cb runs when Raft has closed. Free with tern_cluster_free() after the
