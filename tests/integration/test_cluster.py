@@ -12,7 +12,7 @@ import pytest
 import helpers
 import mqttraw
 from cluster import tern_cluster_fixture  # noqa: F401  (the tern_cluster fixture)
-from helpers import IS_MOSQUITTO, V311, V5, connect_props, uid
+from helpers import IS_MOSQUITTO, V311, V5, connect_props, uid, wait_until
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern cluster only")
 
@@ -646,16 +646,6 @@ def test_quorum_loss_disconnects_and_refuses(tern_cluster, survivor):
 # --- 11 --------------------------------------------------------------------------
 
 
-def wait_metric(node, name, labels, pred, timeout):
-    """The metric's value once pred(value) holds (bounded), or the last value seen."""
-    deadline = time.monotonic() + timeout
-    v = node.metric(name, labels)
-    while not (v is not None and pred(v)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        v = node.metric(name, labels)
-    return v
-
-
 @pytest.mark.parametrize("tern_cluster", [{"write_buffer_max": 1 << 28}], indirect=True)
 def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
     """The node holding the only subscriber is frozen (SIGSTOP), so the publisher's
@@ -682,8 +672,8 @@ def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
     try:
         for i in range(n):
             pub.publish(base + "/x", (b"%06d" % i).ljust(size, b"."), 0, wait=False)
-        paused = wait_metric(pn, "tern_connections_paused", "", lambda v: v >= 1, 15.0)
-        assert paused == 1, "publisher not paused (tern_connections_paused=%r)" % paused
+        wait_until(lambda: pn.metric("tern_connections_paused") == 1, 15.0,
+                   msg="the publisher paused (tern_connections_paused 1)")
         # The link to the third node is fine: its publisher and subscriber go on.
         for i in range(50):
             pub2.publish(base + "-other", b"%d" % i, 1)
@@ -695,7 +685,8 @@ def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
     got = [int(m.payload[:6]) for m in msgs]
     assert got == list(range(n)), "got %d of %d, first wrong at %r" % (
         len(got), n, next((i for i, g in enumerate(got) if g != i), None))
-    assert wait_metric(pn, "tern_connections_paused", "", lambda v: v == 0, 5.0) == 0
+    wait_until(lambda: pn.metric("tern_connections_paused") == 0, 5.0,
+               msg="the publisher read again (tern_connections_paused 0)")
     assert pn.metric("tern_publishers_paused_total") >= 1
     assert pn.metric("tern_dropped_messages_total", 'reason="peer_link_full"') == 0
 
