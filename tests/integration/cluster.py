@@ -36,7 +36,6 @@ import mqttraw
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(REPO, "build-asan", "ternd"))
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 STOP_GRACE_S = 5.0
 READY_TIMEOUT_S = 20.0
 NODES = 3
@@ -69,7 +68,7 @@ def free_ports(n):
             sk.close()
 
 
-class Node:
+class Node(helpers.LogFile):
     """One ternd of the cluster. Duck-types conftest.Broker for the report hook."""
 
     kind = "tern"
@@ -164,25 +163,6 @@ class Node:
             log.write(("=== stopped node %d: exit %s\n" % (self.id, rc)).encode())
         return rc
 
-    def log(self, current_run=False):
-        try:
-            with open(self.log_path, "rb") as f:
-                if current_run:
-                    f.seek(self.start_offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
-
-    def sanitizer_report(self):
-        text = self.log()
-        for m in SANITIZER_MARKERS:
-            i = text.find(m)
-            if i >= 0:
-                return text[max(0, i - 300):i + 3000]
-        return None
 
     def admin_get(self, path, timeout=3.0):
         """Body of GET path on the node's admin API, or None (no API / not answering)."""

@@ -36,7 +36,6 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(REPO, "build", "ternd"))
 TARGET = os.environ.get("TERN_TEST_TARGET", "tern").strip().lower() or "tern"
 MOSQUITTO_BIN = os.environ.get("MOSQUITTO_BIN", "mosquitto")
-SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 STOP_GRACE_S = 5.0
 
 
@@ -54,7 +53,7 @@ class BrokerError(AssertionError):
     pass
 
 
-class Broker:
+class Broker(helpers.LogFile):
     """One broker process. host/port/data_dir/log_path; restart(), log(), stop()."""
 
     def __init__(self, workdir, settings=None, mosquitto_conf=(), port=None):
@@ -70,7 +69,7 @@ class Broker:
         self.kind = TARGET
         self.problems = []  # e.g. needed SIGKILL at stop
         self.reported = False
-        self._log_offset_at_start = 0
+        self.start_offset = 0
 
     # --- command line --------------------------------------------------------
     def command(self):
@@ -106,7 +105,7 @@ class Broker:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         cmd = self.command()
         with open(self.log_path, "ab") as log:
-            self._log_offset_at_start = log.tell()
+            self.start_offset = log.tell()
             log.write(("=== start: %s\n" % " ".join(cmd)).encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -157,23 +156,6 @@ class Broker:
         self.stop(kill=kill)
         return self.start(timeout)
 
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
-
-    def sanitizer_report(self):
-        text = self.log()
-        for m in SANITIZER_MARKERS:
-            if m in text:
-                i = text.index(m)
-                return text[max(0, i - 300):i + 3000]
-        return None
 
 
 def pytest_configure(config):

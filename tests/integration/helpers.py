@@ -269,6 +269,40 @@ def sub_opts(qos=0, no_local=False, rap=False, rh=0):
                             retainHandling=rh)
 
 
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
+def sanitizer_excerpt(text):
+    """The first ASan/UBSan/LSan report in a ternd log (from a little before it), or
+    None."""
+    hits = [text.index(m) for m in SANITIZER_MARKERS if m in text]
+    if not hits:
+        return None
+    i = min(hits)
+    return text[max(0, i - 300):i + 3000]
+
+
+class LogFile:
+    """The log of a ternd process the tests started: log_path, and start_offset
+    where the output of its current run begins."""
+    start_offset = 0
+
+    def log(self, current_run=False):
+        try:
+            with open(self.log_path, "rb") as f:
+                if current_run:
+                    f.seek(self.start_offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def sanitizer_report(self):
+        return sanitizer_excerpt(self.log())
+
+
 def wait_until(pred, timeout=TIMEOUT, interval=0.02, msg="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -34,7 +34,7 @@ def admin_addr(b, timeout=5.0):
     found = []
 
     def look():
-        text = b.log()[b._log_offset_at_start:]
+        text = b.log(current_run=True)
         found[:] = re.findall(r"admin API listening on (\S+)", text)
         return bool(found)
     wait_until(look, timeout, msg="the admin API address in the log")

@@ -23,7 +23,6 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 CLUSTER_SH = os.path.join(REPO, "deploy", "cluster.sh")
 DRILL_SH = os.path.join(REPO, "deploy", "drill.sh")
 BIN = os.environ.get("TERN_BIN") or os.path.join(REPO, "build-asan", "ternd")
-SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 NODES = (1, 2, 3)
 
 pytestmark = [
@@ -102,10 +101,9 @@ class Cluster:
         out = []
         for n in NODES:
             text = self.log(n)
-            hits = [text.index(m) for m in SANITIZER_MARKERS if m in text]
-            if hits:
-                i = text.rfind("\n", 0, min(hits)) + 1  # from the start of the first report
-                out.append("node %d:\n%s" % (n, text[i:i + 2500]))
+            report = helpers.sanitizer_excerpt(text)
+            if report:
+                out.append("node %d:\n%s" % (n, report))
         return out
 
 
