@@ -590,6 +590,16 @@ static int act(struct ctl *ctl, const char *method, const char *path,
     return 0;
 }
 
+/* DELETE prefix + arg (encoded). */
+static int delete_named(struct ctl *ctl, const char *prefix, const char *arg,
+                        void (*say)(const cJSON *j, const char *arg))
+{
+    char *path = path_with(prefix, arg);
+    int rc = path ? act(ctl, "DELETE", path, say, arg) : EXIT_FAIL;
+    free(path);
+    return rc;
+}
+
 static void say_kicked(const cJSON *j, const char *id)
 {
     printf("session %s deleted\n", id);
@@ -597,10 +607,7 @@ static void say_kicked(const cJSON *j, const char *id)
 
 static int cmd_kick(struct ctl *ctl, char **args)
 {
-    char *path = path_with("/sessions/", args[0]);
-    int rc = path ? act(ctl, "DELETE", path, say_kicked, args[0]) : EXIT_FAIL;
-    free(path);
-    return rc;
+    return delete_named(ctl, "/sessions/", args[0], say_kicked);
 }
 
 static void show_retained(const cJSON *j)
@@ -627,10 +634,7 @@ static void say_retained_deleted(const cJSON *j, const char *topic)
 
 static int cmd_retained_delete(struct ctl *ctl, char **args)
 {
-    char *path = path_with("/retained/", args[0]);
-    int rc = path ? act(ctl, "DELETE", path, say_retained_deleted, args[0]) : EXIT_FAIL;
-    free(path);
-    return rc;
+    return delete_named(ctl, "/retained/", args[0], say_retained_deleted);
 }
 
 static bool is_node_id(const char *s)
