@@ -390,19 +390,18 @@ static void test_golden(void **state)
 
     struct tern_cmd down = {.type = TERN_CMD_NODE_DOWN, .now_ms = 1};
     down.u.node_down.node = 0x0A0B0C0D;
-    static const uint8_t down_bytes[] = {1, 11, 1,    0,    0,    0,   0, 0, 0,
-                                         0, 0,  0,    0,    0,    0,   0, 0, 0,
-                                         0x0D, 0x0C, 0x0B, 0x0A}; /* node */
+    static const uint8_t down_bytes[] = {
+        1, 11, 1, 0, 0, 0, 0, 0,    0,    0,    0,
+        0, 0,  0, 0, 0, 0, 0, 0x0D, 0x0C, 0x0B, 0x0A}; /* node */
     assert_int_equal(tern_cmd_encode(&down, buf, sizeof(buf)), sizeof(down_bytes));
     assert_memory_equal(buf, down_bytes, sizeof(down_bytes));
 
     struct tern_cmd route = {.type = TERN_CMD_ROUTE_ADD, .now_ms = 1};
     route.u.route.node = 2;
     route.u.route.filter = B("a/#");
-    static const uint8_t route_bytes[] = {1, 12, 1, 0,   0,   0,   0, 0, 0,
-                                          0, 0,  0, 0,   0,   0,   0, 0, 0,
-                                          2, 0,  0, 0,               /* node */
-                                          3, 0,  'a', '/', '#'};      /* filter */
+    static const uint8_t route_bytes[] = {1, 12, 1,   0,   0,  0, 0, 0, 0, 0, 0, 0,
+                                          0, 0,  0,   0,   0,  0, 2, 0, 0, 0, /* node */
+                                          3, 0,  'a', '/', '#'};              /* filter */
     assert_int_equal(tern_cmd_encode(&route, buf, sizeof(buf)), sizeof(route_bytes));
     assert_memory_equal(buf, route_bytes, sizeof(route_bytes));
     route.type = TERN_CMD_ROUTE_DEL;

@@ -167,50 +167,51 @@ static void test_limits_match_fsm(void **state)
 }
 
 /* Every key with a non-default value, from a file... */
-static const char all_keys_json[] = "{\n"
-                                    "  \"listen\": \"[::1]:8883\",\n"
-                                    "  \"data_dir\": \"/var/lib/tern\",\n"
-                                    "  \"log_level\": \"debug\",\n"
-                                    "  \"node_id\": 4294967295,\n"
-                                    "  \"max_connections\": 5,\n"
-                                    "  \"max_packet_size\": 268435460,\n"
-                                    "  \"receive_maximum\": 65535,\n"
-                                    "  \"topic_alias_maximum\": 0,\n"
-                                    "  \"max_keepalive_s\": 60,\n"
-                                    "  \"connect_timeout_ms\": 3600000,\n"
-                                    "  \"write_buffer_max\": 1099511627776,\n"
-                                    "  \"retry_interval_s\": 30,\n"
-                                    "  \"max_qos\": 1,\n"
-                                    "  \"retain_available\": false,\n"
-                                    "  \"wildcard_subscriptions\": false,\n"
-                                    "  \"shared_subscriptions\": false,\n"
-                                    "  \"subscription_identifiers\": false,\n"
-                                    "  \"client_id_max_len\": 23,\n"
-                                    "  \"admin_listen\": \"127.0.0.1:9091\",\n"
-                                    "  \"sys_interval_s\": 3,\n"
-                                    "  \"inflight_max\": 65535,\n"
-                                    "  \"queue_max\": 1,\n"
-                                    "  \"queue_bytes_max\": 1e3,\n"
-                                    "  \"queue_qos0\": true,\n"
-                                    "  \"drop_policy\": \"drop_new\",\n"
-                                    "  \"retained_max\": 0,\n"
-                                    "  \"retained_bytes_max\": 0,\n"
-                                    "  \"session_expiry_max_s\": 4294967295,\n"
-                                    "  \"message_expiry_max_s\": 86400,\n"
-                                    "  \"sessions_max\": 7,\n"
-                                    "  \"members\": [{\"id\": 2, \"raft\": \"10.0.0.2:7001\",\n"
-                                    "    \"peer\": \"10.0.0.2:7101\", \"mqtt\": \"10.0.0.2:1883\"},\n"
-                                    "    {\"id\": 3, \"raft\": \"10.0.0.3:7001\",\n"
-                                    "    \"peer\": \"10.0.0.3:7101\", \"mqtt\": \"10.0.0.3:1883\"}],\n"
-                                    "  \"raft_address\": \"127.0.0.1:7009\",\n"
-                                    "  \"raft_election_timeout_ms\": 150,\n"
-                                    "  \"raft_heartbeat_timeout_ms\": 15,\n"
-                                    "  \"raft_snapshot_threshold\": 100,\n"
-                                    "  \"raft_snapshot_trailing\": 10,\n"
-                                    "  \"raft_snapshot_bytes\": 2097152,\n"
-                                    "  \"max_batch_bytes\": 65536,\n"
-                                    "  \"join\": true\n"
-                                    "}\n";
+static const char all_keys_json[] =
+    "{\n"
+    "  \"listen\": \"[::1]:8883\",\n"
+    "  \"data_dir\": \"/var/lib/tern\",\n"
+    "  \"log_level\": \"debug\",\n"
+    "  \"node_id\": 4294967295,\n"
+    "  \"max_connections\": 5,\n"
+    "  \"max_packet_size\": 268435460,\n"
+    "  \"receive_maximum\": 65535,\n"
+    "  \"topic_alias_maximum\": 0,\n"
+    "  \"max_keepalive_s\": 60,\n"
+    "  \"connect_timeout_ms\": 3600000,\n"
+    "  \"write_buffer_max\": 1099511627776,\n"
+    "  \"retry_interval_s\": 30,\n"
+    "  \"max_qos\": 1,\n"
+    "  \"retain_available\": false,\n"
+    "  \"wildcard_subscriptions\": false,\n"
+    "  \"shared_subscriptions\": false,\n"
+    "  \"subscription_identifiers\": false,\n"
+    "  \"client_id_max_len\": 23,\n"
+    "  \"admin_listen\": \"127.0.0.1:9091\",\n"
+    "  \"sys_interval_s\": 3,\n"
+    "  \"inflight_max\": 65535,\n"
+    "  \"queue_max\": 1,\n"
+    "  \"queue_bytes_max\": 1e3,\n"
+    "  \"queue_qos0\": true,\n"
+    "  \"drop_policy\": \"drop_new\",\n"
+    "  \"retained_max\": 0,\n"
+    "  \"retained_bytes_max\": 0,\n"
+    "  \"session_expiry_max_s\": 4294967295,\n"
+    "  \"message_expiry_max_s\": 86400,\n"
+    "  \"sessions_max\": 7,\n"
+    "  \"members\": [{\"id\": 2, \"raft\": \"10.0.0.2:7001\",\n"
+    "    \"peer\": \"10.0.0.2:7101\", \"mqtt\": \"10.0.0.2:1883\"},\n"
+    "    {\"id\": 3, \"raft\": \"10.0.0.3:7001\",\n"
+    "    \"peer\": \"10.0.0.3:7101\", \"mqtt\": \"10.0.0.3:1883\"}],\n"
+    "  \"raft_address\": \"127.0.0.1:7009\",\n"
+    "  \"raft_election_timeout_ms\": 150,\n"
+    "  \"raft_heartbeat_timeout_ms\": 15,\n"
+    "  \"raft_snapshot_threshold\": 100,\n"
+    "  \"raft_snapshot_trailing\": 10,\n"
+    "  \"raft_snapshot_bytes\": 2097152,\n"
+    "  \"max_batch_bytes\": 65536,\n"
+    "  \"join\": true\n"
+    "}\n";
 
 /* ...and the same from the command line. */
 static const char *const all_keys_set[][2] = {
@@ -668,18 +669,23 @@ static void test_members_errors(void **state)
 {
     (void)state;
     expect_json_error("{\"members\": 5}", "members: must be an array");
-    expect_json_error("{\"members\": [{\"id\": 0, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
-                      " \"mqtt\": \"10.0.0.1:3\"}]}",
-                      "members[0].id");
-    expect_json_error("{\"members\": [{\"id\": 1, \"peer\": \"10.0.0.1:2\", \"mqtt\": \"10.0.0.1:3\"}]}",
+    expect_json_error(
+        "{\"members\": [{\"id\": 0, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
+        " \"mqtt\": \"10.0.0.1:3\"}]}",
+        "members[0].id");
+    expect_json_error("{\"members\": [{\"id\": 1, \"peer\": \"10.0.0.1:2\", \"mqtt\": "
+                      "\"10.0.0.1:3\"}]}",
                       "members[0].raft");
-    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
-                      " \"mqtt\": \"10.0.0.1:3\"}, {\"id\": 1, \"raft\": \"10.0.0.2:1\", \"peer\": \"10.0.0.2:2\","
-                      " \"mqtt\": \"10.0.0.2:3\"}]}",
-                      "members[1].id: duplicate");
-    expect_json_error("{\"members\": [{\"id\": 1, \"raft\": \"node1:7001\", \"peer\": \"10.0.0.1:2\","
-                      " \"mqtt\": \"10.0.0.1:3\"}]}",
-                      "members[0].raft: must be \"IPV4:PORT\"");
+    expect_json_error(
+        "{\"members\": [{\"id\": 1, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
+        " \"mqtt\": \"10.0.0.1:3\"}, {\"id\": 1, \"raft\": \"10.0.0.2:1\", \"peer\": "
+        "\"10.0.0.2:2\","
+        " \"mqtt\": \"10.0.0.2:3\"}]}",
+        "members[1].id: duplicate");
+    expect_json_error(
+        "{\"members\": [{\"id\": 1, \"raft\": \"node1:7001\", \"peer\": \"10.0.0.1:2\","
+        " \"mqtt\": \"10.0.0.1:3\"}]}",
+        "members[0].raft: must be \"IPV4:PORT\"");
     struct tern_config c;
     char errmsg[TERN_ERRMSG_SIZE] = "";
     tern_config_defaults(&c);
