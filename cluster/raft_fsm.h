@@ -31,11 +31,13 @@ struct tern_raft_fsm {
     struct tern_fsm *fsm; /* not owned */
     tern_raft_applied_fn on_applied; /* may be NULL */
     void *ctx;
-    uint64_t restores;          /* snapshots installed (restore succeeded) */
-    uint64_t snapshots;         /* snapshots taken */
-    uint64_t applied_bytes;     /* bytes of entries applied since start */
-    uint64_t snapshot_bytes_at; /* applied_bytes at the last snapshot or restore */
-    uint64_t snapshot_max_us;   /* longest time serialising the FSM for one */
+    uint64_t restores;            /* snapshots installed (restore succeeded) */
+    uint64_t snapshots;           /* snapshots taken */
+    uint64_t applied_bytes;       /* bytes of entries applied since start */
+    uint64_t snapshot_bytes_at;   /* applied_bytes at the last snapshot or restore */
+    uint64_t snapshot_max_us;     /* longest time serialising the FSM for one */
+    uint64_t snapshot_started_us; /* CLOCK_MONOTONIC of the one in progress */
+    size_t snapshot_len;          /* its serialised size */
 };
 
 /* Fills rf's raft_fsm (version 2) over fsm. Cannot fail: returns TERN_OK. */

@@ -489,6 +489,7 @@ static void declare_down(struct tern_cluster *c)
 }
 
 static void members_check(struct tern_cluster *c);
+static uint64_t staggered(const struct tern_cluster *c, uint64_t v);
 static unsigned snapshot_threshold(const struct tern_cluster *c);
 
 static void on_timer(uv_timer_t *t)
@@ -523,7 +524,8 @@ static void on_timer(uv_timer_t *t)
         c->snapshot_forced = 0;
     }
     if (!c->snapshot_forced && c->cfg.snapshot_bytes &&
-        c->rfsm.applied_bytes - c->rfsm.snapshot_bytes_at >= c->cfg.snapshot_bytes)
+        c->rfsm.applied_bytes - c->rfsm.snapshot_bytes_at >=
+            staggered(c, c->cfg.snapshot_bytes))
         tern_cluster_snapshot_soon(c, NULL, NULL);
     if (resend)
         kick(c);
@@ -572,22 +574,28 @@ static int bootstrap(struct tern_cluster *c, const char *self_addr, char *errmsg
     return 0;
 }
 
-/* A snapshot pauses the node's log writes while libraft writes it out, and a
- * commit needs two nodes. So nodes do not snapshot at the same log index: each
- * uses the configured threshold plus 0, 25, 50 or 75% by its position among the
- * members. (Every node also snapshots after raft_snapshot_bytes of entries, see
- * on_timer: libraft counts entries, whose size grows with the load, and keeps
- * them all in memory until a snapshot.) Measured (three nodes, 20,000
+/* Every snapshot closes libraft's open log segment, as does a full segment, and
+ * libraft 0.15 closes a segment's kernel AIO context with io_destroy() on the
+ * loop thread: that call waits for an RCU grace period, ~32 ms here even on an
+ * idle machine, and the node serves nothing meanwhile. A commit needs two
+ * nodes, so nodes do not take snapshots at the same point of the log: each
+ * uses the configured bounds (raft_snapshot_threshold entries, and
+ * raft_snapshot_bytes of applied entries, whichever comes first) plus 0, 25, 50
+ * or 75% by its position among the members. Measured (three nodes, 20,000
  * persistent QoS 1 msg/s, 30 s runs): PUBACK p99 29-32 ms with one threshold,
- * 17-22 ms staggered. */
-static unsigned snapshot_threshold(const struct tern_cluster *c)
+ * 17-22 ms staggered (docs/benchmarks.md has the rest). */
+static uint64_t staggered(const struct tern_cluster *c, uint64_t v)
 {
     uint32_t pos = c->node_id;
     for (uint32_t i = 0; i < c->cfg.member_count; i++)
         if (c->cfg.members[i].id == c->node_id)
             pos = i;
-    uint64_t t = c->cfg.snapshot_threshold;
-    t += t * (pos % 4) / 4;
+    return v + v * (pos % 4) / 4;
+}
+
+static unsigned snapshot_threshold(const struct tern_cluster *c)
+{
+    uint64_t t = staggered(c, c->cfg.snapshot_threshold);
     return t > UINT32_MAX ? UINT32_MAX : (unsigned)t;
 }
 
@@ -610,6 +618,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
                  raft_strerror(rv));
         return TERN_EIO;
     }
+    /* Fewer, larger segments: closing one stalls the loop (see staggered()). */
+    if (c->cfg.segment_bytes)
+        raft_uv_set_segment_size(&c->io, (size_t)c->cfg.segment_bytes);
     tern_raft_fsm_init(&c->rfsm, c->fsm, on_cmd_applied, c);
     rv = raft_init(&c->raft, &c->io, &c->rfsm.raft, c->node_id, self_addr);
     if (rv != 0) {

@@ -50,6 +50,7 @@ struct tern_cluster_config {
     uint32_t snapshot_threshold; /* entries between snapshots */
     uint32_t snapshot_trailing;  /* entries kept after a snapshot */
     uint64_t snapshot_bytes;     /* ... or this many bytes of entries applied */
+    uint64_t segment_bytes;      /* Raft log segment file size (0 = libraft's) */
     /* Joining a running cluster: bootstrap no configuration; wait for the
      * leader to add this node (tern_cluster_add_member() on the leader). */
     bool join;

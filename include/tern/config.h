@@ -52,9 +52,10 @@ struct tern_config {
     char raft_address[TERN_CONFIG_STR_MAX]; /* single node, default "127.0.0.1:0" */
     uint32_t raft_election_timeout_ms;      /* default 300 */
     uint32_t raft_heartbeat_timeout_ms;     /* default 15 */
-    uint32_t raft_snapshot_threshold;       /* default 16384 */
+    uint32_t raft_snapshot_threshold;       /* default 32768 */
     uint32_t raft_snapshot_trailing;        /* default 2048 */
     uint64_t raft_snapshot_bytes;           /* default 64 MiB */
+    uint64_t raft_segment_bytes;            /* default 32 MiB */
     uint32_t max_batch_bytes;               /* default 1048576 */
     bool join; /* default false: join a running cluster instead of bootstrapping */
 };

@@ -54,6 +54,7 @@ static const char *const all_keys[] = {
     "raft_snapshot_threshold",
     "raft_snapshot_trailing",
     "raft_snapshot_bytes",
+    "raft_segment_bytes",
     "max_batch_bytes",
     "join",
 };
@@ -153,6 +154,9 @@ static void test_defaults(void **state)
     assert_int_equal(c.limits.session_expiry_max_s, 0);
     assert_int_equal(c.limits.message_expiry_max_s, 0);
     assert_int_equal(c.limits.sessions_max, 1000000);
+    assert_int_equal(c.raft_snapshot_threshold, 32768);
+    assert_int_equal(c.raft_snapshot_bytes, 64 * 1024 * 1024);
+    assert_int_equal(c.raft_segment_bytes, 32 * 1024 * 1024);
     assert_false(c.join);
 }
 
@@ -209,6 +213,7 @@ static const char all_keys_json[] =
     "  \"raft_snapshot_threshold\": 100,\n"
     "  \"raft_snapshot_trailing\": 10,\n"
     "  \"raft_snapshot_bytes\": 2097152,\n"
+    "  \"raft_segment_bytes\": 4194304,\n"
     "  \"max_batch_bytes\": 65536,\n"
     "  \"join\": true\n"
     "}\n";
@@ -253,6 +258,7 @@ static const char *const all_keys_set[][2] = {
     {"raft_snapshot_threshold", "100"},
     {"raft_snapshot_trailing", "10"},
     {"raft_snapshot_bytes", "2097152"},
+    {"raft_segment_bytes", "4194304"},
     {"max_batch_bytes", "65536"},
     {"join", "true"},
 };
@@ -300,6 +306,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->raft_snapshot_threshold, 100);
     assert_int_equal(c->raft_snapshot_trailing, 10);
     assert_int_equal(c->raft_snapshot_bytes, 2097152);
+    assert_int_equal(c->raft_segment_bytes, 4194304);
     assert_int_equal(c->max_batch_bytes, 65536);
     assert_true(c->join);
 }
@@ -368,6 +375,9 @@ static void test_range_errors(void **state)
                                              "4294967295, got -1");
     expect_json_error("{\"write_buffer_max\": 1e300}", "write_buffer_max: must be");
     expect_json_error("{\"retained_bytes_max\": 1099511627777}", "retained_bytes_max:");
+    expect_json_error(
+        "{\"raft_segment_bytes\": 4096}",
+        "raft_segment_bytes: must be an integer from 1048576 to 1073741824");
 }
 
 static void test_type_errors(void **state)
