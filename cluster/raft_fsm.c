@@ -81,13 +81,13 @@ static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsig
     return 0;
 }
 
-/* libraft calls this once the snapshot is on disk (or its write failed). */
+/* libraft calls this once it has finished writing the snapshot (or failed to). */
 static int fsm_snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
                                  unsigned *n)
 {
     struct tern_raft_fsm *rf = rfsm->data;
     uint64_t us = mono_us() - rf->snapshot_started_us;
-    TERN_LOGI("raft: snapshot %" PRIu64 " written (%zu bytes, %" PRIu64 " ms)",
+    TERN_LOGI("raft: snapshot %" PRIu64 " finished (%zu bytes, %" PRIu64 " ms)",
               rf->snapshots, rf->snapshot_len, us / 1000);
     if (*bufs) {
         for (unsigned i = 0; i < *n; i++)
