@@ -119,6 +119,19 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_int_equal(c->limits.session_expiry_max_s, d->limits.session_expiry_max_s);
     assert_int_equal(c->limits.message_expiry_max_s, d->limits.message_expiry_max_s);
     assert_int_equal(c->limits.sessions_max, d->limits.sessions_max);
+    assert_string_equal(c->admin_listen, d->admin_listen);
+    assert_int_equal(c->sys_interval_s, d->sys_interval_s);
+    assert_int_equal(c->member_count, d->member_count);
+    assert_memory_equal(c->members, d->members, c->member_count * sizeof(c->members[0]));
+    assert_string_equal(c->raft_address, d->raft_address);
+    assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
+    assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
+    assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
+    assert_int_equal(c->raft_snapshot_trailing, d->raft_snapshot_trailing);
+    assert_int_equal(c->raft_snapshot_bytes, d->raft_snapshot_bytes);
+    assert_int_equal(c->raft_segment_bytes, d->raft_segment_bytes);
+    assert_int_equal(c->max_batch_bytes, d->max_batch_bytes);
+    assert_int_equal(c->join, d->join);
 }
 
 static void test_defaults(void **state)
@@ -672,6 +685,15 @@ static void test_example_file_is_defaults(void **state)
         fail_msg("%s", errmsg);
     tern_config_defaults(&d);
     assert_config_equal(&c, &d);
+    /* ... and names each one, as it says (a key left out would load its default
+     * too and go unnoticed above). */
+    const char *text = slurp(path);
+    char quoted[64];
+    for (size_t i = 0; i < NKEYS; i++) {
+        snprintf(quoted, sizeof quoted, "\"%s\"", all_keys[i]);
+        if (!strstr(text, quoted))
+            fail_msg("deploy/ternd.example.json does not name %s", quoted);
+    }
 }
 
 /* Member lists: each mistake names the member and its field. */
