@@ -137,6 +137,22 @@ def parse_prometheus(text):
     return samples
 
 
+# 3 MiB through the Raft log: 48 retained messages of 64 KiB under PREFIX/.
+LOG_LOAD = 48
+
+
+def publish_log_load(c, prefix):
+    for i in range(LOG_LOAD):
+        c.publish("%s/%d" % (prefix, i), bytes([i]) * 65536, 1, retain=True)
+
+
+def expect_log_load(c, prefix):
+    c.subscribe(prefix + "/#", 1)
+    got = {m.topic: m.payload for m in c.collect(LOG_LOAD, 10.0)}
+    last = "%s/%d" % (prefix, LOG_LOAD - 1)
+    assert len(got) == LOG_LOAD and got[last] == bytes([LOG_LOAD - 1]) * 65536
+
+
 # --- read endpoints --------------------------------------------------------------
 
 def test_health_and_cluster(admin):
@@ -316,17 +332,14 @@ def test_snapshot_by_log_bytes(start_broker):
     c = PahoClient(b, version=V311)
     try:
         c.connect()
-        for i in range(48):
-            c.publish("snapbytes/%d" % i, bytes([i]) * 65536, 1, retain=True)
+        publish_log_load(c, "snapbytes")
         taken = []
 
         def snapshotted():
             taken[:] = [parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps]]
             return taken[0] >= 1
         wait_until(snapshotted, 5.0, msg="a snapshot after 3 MiB of log")
-        c.subscribe("snapbytes/#", 1)
-        got = {m.topic: m.payload for m in c.collect(48, 10.0)}
-        assert len(got) == 48 and got["snapbytes/47"] == bytes([47]) * 65536
+        expect_log_load(c, "snapbytes")
     finally:
         c.close()
 
@@ -350,8 +363,7 @@ def test_raft_segment_size(start_broker):
     c = PahoClient(small, version=V311)
     try:
         c.connect()
-        for i in range(48):
-            c.publish("segs/%d" % i, bytes([i]) * 65536, 1, retain=True)
+        publish_log_load(c, "segs")
     finally:
         c.close()
     closed = [f for f in os.listdir(os.path.join(small.data_dir, "raft"))
@@ -361,9 +373,7 @@ def test_raft_segment_size(start_broker):
     c = PahoClient(small, version=V311)
     try:
         c.connect()
-        c.subscribe("segs/#", 1)
-        got = {m.topic: m.payload for m in c.collect(48, 10.0)}
-        assert len(got) == 48 and got["segs/47"] == bytes([47]) * 65536
+        expect_log_load(c, "segs")
     finally:
         c.close()
 
