@@ -53,26 +53,29 @@ static struct tern_acks *grow(struct tern_acks *a, uint32_t seq_next)
 
 int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id)
 {
-    struct tern_acks *a = c->acks;
+    struct tern_conn_opt *o = tern_conn_opt(c);
+    if (!o)
+        return -1;
+    struct tern_acks *a = o->acks;
     if (a && a->count >= ring_max(c))
         return -1;
     if (!a || a->count == a->cap) {
-        a = grow(a, c->ack_seq_next);
+        a = grow(a, o->ack_seq_next);
         if (!a)
             return -1;
-        c->acks = a;
+        o->acks = a;
     }
     uint32_t seq = (a->head_seq + a->count) & SEQ_MASK;
     a->slot[(a->head + a->count) & (a->cap - 1)] =
         (struct tern_ack_slot){packet_id, type, 0, false};
     a->count++;
-    c->ack_seq_next = (seq + 1) & SEQ_MASK;
+    o->ack_seq_next = (seq + 1) & SEQ_MASK;
     return (int)seq;
 }
 
 void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason)
 {
-    struct tern_acks *a = c->acks;
+    struct tern_acks *a = c->opt ? c->opt->acks : NULL;
     if (seq < 0 || !a)
         return;
     uint32_t pos = ((uint32_t)seq - a->head_seq) & SEQ_MASK;
@@ -98,6 +101,6 @@ void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason)
     }
     if (a->count == 0) {
         free(a);
-        c->acks = NULL;
+        c->opt->acks = NULL;
     }
 }

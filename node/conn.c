@@ -14,7 +14,6 @@
 #include "tern/log.h"
 #include "node.h"
 
-#define READ_CHUNK 65536
 /* Backlog on a link to another node at which publishers are paused, and below
  * which they are read again (peer.c drops forwards past 16 MiB). */
 #define FORWARD_PAUSE_BYTES (4u << 20)
@@ -23,7 +22,7 @@
 
 /* Every idle connection pays for this struct (with libuv's TCP handle): keep it
  * from growing unnoticed (docs/benchmarks.md, memory per idle connection). */
-_Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 176,
+_Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 128,
                "struct tern_conn grew");
 
 struct write_req {
@@ -50,25 +49,36 @@ static void conn_free(struct tern_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->conn_count--;
-    if (c->in_alias) {
+    struct tern_conn_opt *o = c->opt;
+    if (o && o->in_alias) {
         for (uint32_t i = 0; i <= n->cfg.topic_alias_maximum; i++)
-            free(c->in_alias[i].topic);
-        free(c->in_alias);
+            free(o->in_alias[i].topic);
+        free(o->in_alias);
     }
-    for (uint16_t i = 0; i < c->out_alias_count; i++)
-        free(c->out_alias_topic[i]);
-    free(c->out_alias_topic);
-    while (c->subs) {
-        struct tern_pending_sub *p = c->subs;
-        c->subs = p->next;
-        free(p);
+    if (o) {
+        for (uint16_t i = 0; i < o->out_alias_count; i++)
+            free(o->out_alias_topic[i]);
+        free(o->out_alias_topic);
+        while (o->subs) {
+            struct tern_pending_sub *p = o->subs;
+            o->subs = p->next;
+            free(p);
+        }
+        free(o->acks);
+        free(o);
     }
-    free(c->acks);
     if (c->client_id)
         tern_clients_drop(&n->clients, tern_clients_slot_of(c->client_id));
     free(c->rbuf);
     free(c->wbuf);
     free(c);
+}
+
+struct tern_conn_opt *tern_conn_opt(struct tern_conn *c)
+{
+    if (!c->opt)
+        c->opt = calloc(1, sizeof(*c->opt));
+    return c->opt;
 }
 
 void tern_conn_unref(struct tern_conn *c)
@@ -116,28 +126,28 @@ static void on_write(uv_write_t *req, int status)
 void tern_conn_flush(struct tern_conn *c)
 {
     c->flush_scheduled = false;
-    if (c->wlen == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+    struct tern_buf *out = c->wbuf;
+    if (!out || out->len == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
         goto done;
     size_t off = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
-        uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+        uv_buf_t b = uv_buf_init((char *)out->data, out->len);
         int rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (rv > 0)
             off = (size_t)rv;
         else if (rv < 0 && rv != UV_EAGAIN) {
-            c->wlen = 0;
+            out->len = 0;
             tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
             goto done;
         }
     }
-    c->node->stats.bytes_out += c->wlen;
-    size_t rest = c->wlen - off;
-    c->wlen = 0;
+    c->node->stats.bytes_out += out->len;
+    size_t rest = out->len - off;
+    out->len = 0;
     if (rest == 0) {
         /* Idle connections keep no output buffer. */
-        free(c->wbuf);
+        free(out);
         c->wbuf = NULL;
-        c->wcap = 0;
         goto done;
     }
     struct write_req *w = malloc(sizeof(*w) + rest);
@@ -145,7 +155,7 @@ void tern_conn_flush(struct tern_conn *c)
         tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
         goto done;
     }
-    memcpy(w->data, c->wbuf + off, rest);
+    memcpy(w->data, out->data + off, rest);
     w->conn = c;
     w->len = rest;
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
@@ -171,20 +181,24 @@ done:
 
 static int wbuf_reserve(struct tern_conn *c, size_t need)
 {
-    if (c->wlen + need <= c->wcap)
+    struct tern_buf *out = c->wbuf;
+    size_t len = out ? out->len : 0, cap = out ? out->cap : 0;
+    if (len + need <= cap)
         return TERN_OK;
-    if (need > UINT32_MAX / 4 || c->wlen > UINT32_MAX / 4)
+    if (need > UINT32_MAX / 4 || len > UINT32_MAX / 4)
         return TERN_ENOMEM; /* one turn's output past 1 GiB: not a client to keep */
     /* Small first: a burst of CONNACKs to many connections in one turn must not
      * leave a 4 KiB hole per connection in the heap. Busy ones double up. */
-    size_t cap = c->wcap ? c->wcap : 512;
-    while (cap < c->wlen + need)
+    if (cap == 0)
+        cap = 512 - sizeof(*out);
+    while (cap < len + need)
         cap *= 2;
-    uint8_t *p = realloc(c->wbuf, cap);
-    if (!p)
+    out = realloc(out, sizeof(*out) + cap);
+    if (!out)
         return TERN_ENOMEM;
-    c->wbuf = p;
-    c->wcap = cap;
+    out->len = (uint32_t)len;
+    out->cap = (uint32_t)cap;
+    c->wbuf = out;
     return TERN_OK;
 }
 
@@ -198,14 +212,15 @@ bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p)
     size_t need = tern_codec_encode(p, c->version, NULL, 0);
     if (need == 0)
         return false;
-    if (c->client_max_packet && need > c->client_max_packet)
+    uint32_t max = c->opt ? c->opt->client_max_packet : 0;
+    if (max && need > max)
         return false;
     if (wbuf_reserve(c, need) != TERN_OK) {
         tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
         return true;
     }
-    tern_codec_encode(p, c->version, c->wbuf + c->wlen, need);
-    c->wlen += need;
+    tern_codec_encode(p, c->version, c->wbuf->data + c->wbuf->len, need);
+    c->wbuf->len += (uint32_t)need;
     mark_dirty(c);
     return true;
 }
@@ -255,7 +270,7 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
         c->node->paused_count--;
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->wlen)
+    if (c->wbuf && c->wbuf->len)
         tern_conn_flush_now(c);
     uv_shutdown_t *req = malloc(sizeof(*req));
     if (req) {
@@ -282,23 +297,23 @@ void tern_conn_flush_now(struct tern_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct tern_conn *c = h->data;
-    struct tern_node *n = c->node;
+    struct tern_buf *r = c->rbuf;
     (void)suggested;
-    if (c->rlen == 0 && n->rshared) {
-        *buf = uv_buf_init((char *)n->rshared, READ_CHUNK);
+    if (!r || r->len == 0) {
+        *buf = uv_buf_init((char *)c->node->rshared->data, c->node->rshared->cap);
         return;
     }
-    if (c->rcap - c->rlen < READ_CHUNK) {
-        size_t cap = c->rlen + READ_CHUNK;
-        uint8_t *p = realloc(c->rbuf, cap);
-        if (!p) {
+    if (r->cap - r->len < TERN_READ_CHUNK) {
+        size_t cap = (size_t)r->len + TERN_READ_CHUNK;
+        r = realloc(r, sizeof(*r) + cap);
+        if (!r) {
             *buf = uv_buf_init(NULL, 0);
             return;
         }
-        c->rbuf = p;
-        c->rcap = cap;
+        r->cap = (uint32_t)cap;
+        c->rbuf = r;
     }
-    *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+    *buf = uv_buf_init((char *)r->data + r->len, r->cap - r->len);
 }
 
 /* Processes bytes that arrived in the shared buffer, then keeps what is left
@@ -306,29 +321,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
  * buffer, sized to fit. */
 static void process_shared(struct tern_conn *c, size_t nread)
 {
-    uint8_t *own = c->rbuf;
-    size_t own_cap = c->rcap;
-    c->rbuf = c->node->rshared;
-    c->rcap = READ_CHUNK;
-    c->rlen = nread;
+    struct tern_buf *own = c->rbuf, *shared = c->node->rshared;
+    shared->len = (uint32_t)nread;
+    c->rbuf = shared;
     tern_conn_ref(c);
     conn_process(c);
-    size_t left = c->state == TERN_CONN_CLOSING ? 0 : c->rlen;
-    if (left > own_cap) {
-        uint8_t *p = realloc(own, left);
+    size_t left = c->state == TERN_CONN_CLOSING ? 0 : shared->len;
+    c->rbuf = own;
+    if (left > 0 && (!own || own->cap < left)) {
+        struct tern_buf *p = realloc(own, sizeof(*p) + left);
         if (!p) {
             left = 0;
             tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
         } else {
-            own = p;
-            own_cap = left;
+            own = c->rbuf = p;
+            own->cap = (uint32_t)left;
         }
     }
-    if (left)
-        memcpy(own, c->rbuf, left);
-    c->rbuf = own;
-    c->rcap = own_cap;
-    c->rlen = left;
+    if (left) {
+        memcpy(own->data, shared->data, left);
+        own->len = (uint32_t)left;
+    } else {
+        free(own);
+        c->rbuf = NULL;
+    }
     tern_conn_unref(c);
 }
 
@@ -346,17 +362,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->node->stats.bytes_in += (uint64_t)nread;
     if (c->state == TERN_CONN_ACTIVE)
         c->last_rx_ms = tern_now_ms(); /* before: the accept time (connect timeout) */
-    if (buf->base == (char *)c->node->rshared) {
+    if (buf->base == (char *)c->node->rshared->data) {
         process_shared(c, (size_t)nread);
         return;
     }
-    c->rlen += (size_t)nread;
+    c->rbuf->len += (uint32_t)nread;
     tern_conn_ref(c);
     conn_process(c);
-    if (c->rlen == 0 && c->state != TERN_CONN_CLOSING) {
+    if (c->rbuf->len == 0 && c->state != TERN_CONN_CLOSING) {
         free(c->rbuf); /* the partial packet is done: back to the shared buffer */
         c->rbuf = NULL;
-        c->rcap = 0;
     }
     tern_conn_unref(c);
 }
@@ -448,7 +463,7 @@ static void conn_process(struct tern_conn *c)
     while ((c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) && !c->paused) {
         size_t frame_len;
         struct tern_codec_error err = {0, NULL};
-        int rv = tern_codec_frame(c->rbuf + off, c->rlen - off,
+        int rv = tern_codec_frame(c->rbuf->data + off, c->rbuf->len - off,
                                   c->node->cfg.max_packet_size, &frame_len, &err);
         if (rv == TERN_EAGAIN)
             break;
@@ -458,13 +473,14 @@ static void conn_process(struct tern_conn *c)
             break;
         }
         struct tern_packet p;
-        rv = tern_codec_decode(c->rbuf + off, frame_len, c->version, &p, &err);
+        rv = tern_codec_decode(c->rbuf->data + off, frame_len, c->version, &p, &err);
         if (rv != TERN_OK) {
             c->node->stats.protocol_errors++;
-            if (c->state == TERN_CONN_NEW && (c->rbuf[off] >> 4) == TERN_CONNECT)
-                reject_connect(c, c->rbuf + off, frame_len, &err);
+            const uint8_t *frame = c->rbuf->data + off;
+            if (c->state == TERN_CONN_NEW && (frame[0] >> 4) == TERN_CONNECT)
+                reject_connect(c, frame, frame_len, &err);
             char why[160];
-            snprintf(why, sizeof(why), "bad %s: %s", packet_name(c->rbuf[off] >> 4),
+            snprintf(why, sizeof(why), "bad %s: %s", packet_name(frame[0] >> 4),
                      err.msg ? err.msg : "malformed");
             tern_conn_close(c, err.reason, why);
             break;
@@ -481,8 +497,8 @@ static void conn_process(struct tern_conn *c)
         }
     }
     if (off > 0 && c->state != TERN_CONN_CLOSING) {
-        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-        c->rlen -= off;
+        memmove(c->rbuf->data, c->rbuf->data + off, c->rbuf->len - off);
+        c->rbuf->len -= (uint32_t)off;
     }
     /* Hold reading while CONNECTING so input waits in the kernel, bounded. */
     if (c->state == TERN_CONN_CONNECTING)
@@ -532,7 +548,7 @@ void tern_conn_resume(struct tern_conn *c)
     if (c->state != TERN_CONN_ACTIVE || c->paused)
         return;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (c->rlen)
+    if (c->rbuf && c->rbuf->len)
         conn_process(c);
 }
 

@@ -12,20 +12,20 @@
 static uint16_t out_alias(struct tern_conn *c, struct tern_bytes topic, bool *fresh)
 {
     *fresh = false;
-    uint16_t max = c->client_alias_max < TERN_OUT_ALIAS_MAX ? c->client_alias_max
-                                                            : TERN_OUT_ALIAS_MAX;
+    struct tern_conn_opt *o = c->opt; /* client_alias_max > 0 made it */
+    uint16_t max = o ? o->client_alias_max : 0;
     if (max == 0)
         return 0;
-    for (uint16_t i = 0; i < c->out_alias_count; i++) {
-        const char *t = c->out_alias_topic[i];
+    for (uint16_t i = 0; i < o->out_alias_count; i++) {
+        const char *t = o->out_alias_topic[i];
         if (strlen(t) == topic.len && memcmp(t, topic.ptr, topic.len) == 0)
             return (uint16_t)(i + 1);
     }
-    if (c->out_alias_count >= max)
+    if (o->out_alias_count >= max)
         return 0;
-    if (!c->out_alias_topic) {
-        c->out_alias_topic = calloc(TERN_OUT_ALIAS_MAX, sizeof(*c->out_alias_topic));
-        if (!c->out_alias_topic)
+    if (!o->out_alias_topic) {
+        o->out_alias_topic = calloc(TERN_OUT_ALIAS_MAX, sizeof(*o->out_alias_topic));
+        if (!o->out_alias_topic)
             return 0;
     }
     char *copy = malloc(topic.len + 1);
@@ -33,9 +33,9 @@ static uint16_t out_alias(struct tern_conn *c, struct tern_bytes topic, bool *fr
         return 0;
     memcpy(copy, topic.ptr, topic.len);
     copy[topic.len] = '\0';
-    c->out_alias_topic[c->out_alias_count++] = copy;
+    o->out_alias_topic[o->out_alias_count++] = copy;
     *fresh = true;
-    return c->out_alias_count;
+    return o->out_alias_count;
 }
 
 /* A message the client cannot take (too large) is dropped as MQTT 5 says:
@@ -121,7 +121,7 @@ void tern_deliver(struct tern_conn *c, const struct tern_delivery *d)
     }
     if (!tern_conn_send_sized(c, &p)) {
         if (fresh) /* the client never learnt this alias */
-            free(c->out_alias_topic[--c->out_alias_count]);
+            free(c->opt->out_alias_topic[--c->opt->out_alias_count]);
         drop_undeliverable(c, d);
         return;
     }

@@ -69,8 +69,9 @@ static int check_will(struct tern_conn *c, const struct tern_connect *p, uint8_t
     return TERN_OK;
 }
 
-/* Reads the client's v5 limits and our session expiry / keepalive choices. */
-static void read_limits(struct tern_conn *c, const struct tern_connect *p)
+/* Reads the client's v5 limits and our session expiry / keepalive choices.
+ * TERN_ENOMEM if the connection's optional part was needed and not allocated. */
+static int read_limits(struct tern_conn *c, const struct tern_connect *p)
 {
     const struct tern_config *cfg = &c->node->cfg;
     const struct tern_props *pr = &p->props;
@@ -84,21 +85,26 @@ static void read_limits(struct tern_conn *c, const struct tern_connect *p)
         }
     }
     c->client_receive_max = 65535;
-    c->client_max_packet = 0;
-    c->client_alias_max = 0;
     c->request_problem_info = true;
     if (c->version == TERN_MQTT_5) {
         c->session_expiry_s =
             (pr->mask & TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY)) ? pr->session_expiry : 0;
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_RECEIVE_MAX))
             c->client_receive_max = pr->receive_max;
-        if (pr->mask & TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE))
-            c->client_max_packet = pr->max_packet_size;
-        if (pr->mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS_MAX))
-            /* We use at most TERN_OUT_ALIAS_MAX of them. */
-            c->client_alias_max = pr->topic_alias_max < TERN_OUT_ALIAS_MAX
-                                      ? (uint8_t)pr->topic_alias_max
-                                      : TERN_OUT_ALIAS_MAX;
+        bool max_packet = pr->mask & TERN_PROP_BIT(TERN_PROP_MAX_PACKET_SIZE);
+        bool aliases = (pr->mask & TERN_PROP_BIT(TERN_PROP_TOPIC_ALIAS_MAX)) &&
+                       pr->topic_alias_max > 0;
+        if (max_packet || aliases) {
+            struct tern_conn_opt *o = tern_conn_opt(c);
+            if (!o)
+                return TERN_ENOMEM;
+            if (max_packet)
+                o->client_max_packet = pr->max_packet_size;
+            if (aliases) /* We use at most TERN_OUT_ALIAS_MAX of them. */
+                o->client_alias_max = pr->topic_alias_max < TERN_OUT_ALIAS_MAX
+                                          ? (uint8_t)pr->topic_alias_max
+                                          : TERN_OUT_ALIAS_MAX;
+        }
         if (pr->mask & TERN_PROP_BIT(TERN_PROP_REQUEST_PROBLEM_INFO))
             c->request_problem_info = pr->request_problem_info;
     } else {
@@ -110,6 +116,7 @@ static void read_limits(struct tern_conn *c, const struct tern_connect *p)
         c->session_expiry_s = cap;
         c->expiry_capped = c->version == TERN_MQTT_5;
     }
+    return TERN_OK;
 }
 
 /* Fills a command message from a decoded PUBLISH or will. User properties are
@@ -214,7 +221,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, v5, v3);
         return TERN_EPROTO;
     }
-    read_limits(c, p);
+    if (read_limits(c, p) != TERN_OK)
+        return TERN_ENOMEM;
     if (slot->connecting) {
         /* Another CONNECT for this id is being opened on this node right now. */
         refuse(c, TERN_RC_SERVER_BUSY, TERN_V3_SERVER_UNAVAILABLE);

@@ -28,12 +28,15 @@ static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *r
         *reason = TERN_RC_TOPIC_ALIAS_INVALID;
         return TERN_EPROTO;
     }
-    if (!c->in_alias) {
-        c->in_alias = calloc((size_t)max + 1, sizeof(*c->in_alias));
-        if (!c->in_alias)
+    struct tern_conn_opt *o = tern_conn_opt(c);
+    if (!o)
+        return TERN_ENOMEM;
+    if (!o->in_alias) {
+        o->in_alias = calloc((size_t)max + 1, sizeof(*o->in_alias));
+        if (!o->in_alias)
             return TERN_ENOMEM;
     }
-    struct tern_in_alias *in = &c->in_alias[a];
+    struct tern_in_alias *in = &o->in_alias[a];
     if (p->topic.len == 0) {
         if (!in->topic) {
             *reason = TERN_RC_PROTOCOL_ERROR;

@@ -65,7 +65,9 @@ static void send_pending(struct tern_conn *c, struct tern_pending_sub *p)
 static struct tern_pending_sub *pending_take(struct tern_conn *c, uint8_t type,
                                              uint16_t packet_id)
 {
-    for (struct tern_pending_sub **pp = &c->subs; *pp; pp = &(*pp)->next) {
+    if (!c->opt)
+        return NULL;
+    for (struct tern_pending_sub **pp = &c->opt->subs; *pp; pp = &(*pp)->next) {
         struct tern_pending_sub *p = *pp;
         if (p->type == type && p->packet_id == packet_id) {
             *pp = p->next;
@@ -175,7 +177,7 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
     }
     struct tern_pending_sub *p = pending_new(TERN_SUBACK, s->packet_id, s->count);
     uint8_t *list = malloc((size_t)s->list.len + (size_t)s->count * 8 + 16);
-    if (!p || !list) {
+    if (!p || !list || !tern_conn_opt(c)) { /* opt: the pending list */
         free(p);
         free(list);
         return TERN_ENOMEM;
@@ -211,8 +213,8 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
         free(list);
         return TERN_OK;
     }
-    p->next = c->subs;
-    c->subs = p;
+    p->next = c->opt->subs;
+    c->opt->subs = p;
     /* Clean sessions announce new filters as routes (cluster forwarding). */
     struct tern_fsm_session *sess = c->persistent ? NULL : tern_session_local(c);
     if (!c->persistent && !sess) {
@@ -260,7 +262,7 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
         return TERN_OK;
     struct tern_pending_sub *p = pending_new(TERN_UNSUBACK, s->packet_id, s->count);
     uint8_t *list = malloc((size_t)s->list.len + (size_t)s->count * 8 + 16);
-    if (!p || !list) {
+    if (!p || !list || !tern_conn_opt(c)) { /* opt: the pending list */
         free(p);
         free(list);
         return TERN_ENOMEM;
@@ -281,8 +283,8 @@ int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *s,
         len += tern_cmd_put_sub(list + len, (size_t)s->list.len + s->count * 8 + 16 - len,
                                 &e);
     }
-    p->next = c->subs;
-    c->subs = p;
+    p->next = c->opt->subs;
+    c->opt->subs = p;
     struct tern_cmd cmd = {.type = TERN_CMD_UNSUBSCRIBE};
     cmd.u.sub.packet_id = s->packet_id;
     cmd.u.sub.list = (struct tern_bytes){list, (uint32_t)len};

@@ -165,11 +165,12 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     n->loop = loop;
     n->cfg = *cfg;
     tern_clients_init(&n->clients);
-    n->rshared = malloc(65536);
+    n->rshared = malloc(sizeof(*n->rshared) + TERN_READ_CHUNK);
     if (!n->rshared) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the read buffer");
         return TERN_ENOMEM;
     }
+    n->rshared->cap = TERN_READ_CHUNK;
 
     struct tern_fsm_observer lobs = tern_session_observer(n, false);
     struct tern_fsm_limits llim = cfg->limits;

@@ -72,7 +72,7 @@ struct tern_node {
     struct tern_conn **dirty; /* connections with output to flush */
     size_t dirty_count, dirty_cap;
     struct tern_clients clients; /* client id -> connection */
-    uint8_t *rshared;            /* loop-wide read buffer (conn.c) */
+    struct tern_buf *rshared;    /* loop-wide read buffer (conn.c) */
     uint64_t next_client_seq;    /* assigned client ids */
     uint64_t epoch_local;
     struct tern_node_stats stats;
@@ -112,19 +112,43 @@ struct tern_peer_addr {
 };
 #define TERN_PEER_STRLEN 56
 
+/* A connection's byte buffer: length and capacity in front of the bytes, so a
+ * connection without one pays a single pointer. */
+struct tern_buf {
+    uint32_t len, cap;
+    uint8_t data[];
+};
+#define TERN_READ_CHUNK 65536
+
+/* What only some connections need, allocated on first use (tern_conn_opt) and
+ * kept until the connection is freed: an idle device's connection has none. */
+struct tern_conn_opt {
+    /* Inbound topic aliases (v5), index 1..topic_alias_maximum. */
+    struct tern_in_alias *in_alias;
+    /* Outbound topic aliases: TERN_OUT_ALIAS_MAX entries, allocated on first use. */
+    char **out_alias_topic;
+    /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
+     * an ack whose durable effects are not committed yet holds back later ones. */
+    struct tern_acks *acks; /* NULL when none is pending (acks.c) */
+    /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
+     * the `subscribed` effect, before any retained message. */
+    struct tern_pending_sub *subs;
+    uint32_t ack_seq_next;      /* sequence number of the next ack slot */
+    uint32_t client_max_packet; /* the client's limit (v5 CONNECT), 0 = none */
+    uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
+    uint8_t out_alias_count;
+};
+
 /* One client connection. Ordered by size so an idle connection costs as little
- * as it can: everything optional (buffers, aliases, pending acks) is a pointer
- * filled on first use. */
+ * as it can: everything optional (buffers, aliases, pending acks) is behind a
+ * pointer filled on first use. */
 struct tern_conn {
     struct tern_conn *next, *prev;
     struct tern_node *node;
     uv_tcp_t tcp;
 
-    uint8_t *rbuf;       /* a partial packet kept between reads */
-    uint8_t *wbuf;       /* output gathered in this loop turn, flushed at once */
-    uint32_t rlen, rcap; /* < max_packet_size + one read */
-    uint32_t wlen, wcap; /* one turn's output; wbuf_reserve bounds it */
-
+    struct tern_buf *rbuf; /* a partial packet kept between reads */
+    struct tern_buf *wbuf; /* output gathered in this loop turn, flushed at once */
     char *client_id;
     uint64_t epoch;       /* in the replicated FSM */
     uint64_t local_epoch; /* in the local FSM (clean sessions); 0 = not opened */
@@ -133,35 +157,20 @@ struct tern_conn {
         uint32_t paused_on;  /* while paused (not read, no keepalive): the node
                                 whose link is backed up */
     };
+    struct tern_conn_opt *opt; /* NULL until needed */
     /* In-session retry (retry_interval_s) waits this long after the later of the
      * client's last PUBACK/PUBREC/PUBCOMP and our last retry. */
     uint32_t retry_quiet_since_s;
     int refs; /* pending proposals + 1 while the handle is open */
 
-    /* Inbound topic aliases (v5), index 1..topic_alias_maximum. */
-    struct tern_in_alias *in_alias;
-    /* Outbound topic aliases: TERN_OUT_ALIAS_MAX entries, allocated on first use. */
-    char **out_alias_topic;
-
-    /* Acknowledgements to the client in the order MQTT requires (PUBLISH order):
-     * an ack whose durable effects are not committed yet holds back later ones. */
-    struct tern_acks *acks; /* NULL when none is pending (acks.c) */
-    /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
-     * the `subscribed` effect, before any retained message. */
-    struct tern_pending_sub *subs;
-    uint32_t ack_seq_next; /* sequence number of the next ack slot */
-
     /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
     uint32_t inbound_unacked;
     uint32_t session_expiry_s;
-    uint32_t client_max_packet; /* client's limits (v5 CONNECT properties) */
     struct tern_peer_addr peer;
     uint16_t client_id_len;
     uint16_t keepalive_s;
-    uint16_t client_receive_max;
-    uint8_t client_alias_max; /* min(the client's, TERN_OUT_ALIAS_MAX) */
-    uint8_t out_alias_count;
-    uint8_t state; /* enum tern_conn_state */
+    uint16_t client_receive_max; /* client's limit (v5 CONNECT property) */
+    uint8_t state;               /* enum tern_conn_state */
     uint8_t version;
     bool persistent : 1;       /* session lives in the replicated FSM */
     bool will_suppressed : 1;  /* normal DISCONNECT */
@@ -221,6 +230,8 @@ void tern_conn_ref(struct tern_conn *c);
 void tern_conn_unref(struct tern_conn *c);
 struct tern_conn *tern_conn_find(struct tern_node *n, const char *id, size_t len);
 void tern_conn_keepalive_start(struct tern_conn *c);
+/* The connection's optional part, allocated if need be; NULL when out of memory. */
+struct tern_conn_opt *tern_conn_opt(struct tern_conn *c);
 
 /* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
  * which the connection is closed with *reason. */

@@ -292,7 +292,9 @@ static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet
     if (!c)
         return;
     /* SUBACK now: retained messages for this SUBSCRIBE follow in this apply. */
-    struct tern_pending_sub **pp = &c->subs;
+    if (!c->opt)
+        return;
+    struct tern_pending_sub **pp = &c->opt->subs;
     for (; *pp; pp = &(*pp)->next) {
         struct tern_pending_sub *p = *pp;
         if (p->type != TERN_SUBACK || p->packet_id != packet_id)

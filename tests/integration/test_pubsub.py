@@ -1,9 +1,12 @@
 """Publish / subscribe: QoS levels, downgrade, ordering, wildcards, overlaps, shared subs."""
 import collections
+import socket
+import time
 
 import pytest
 
-from helpers import V311, V5, collect_from, sub_opts
+import mqttraw as R
+from helpers import V311, V5, collect_from, sub_opts, uid
 
 VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 
@@ -193,3 +196,32 @@ def test_no_local(clients):
     m = c.get()
     assert m.payload == b"other"
     c.expect_nothing(0.3)
+
+
+def test_packets_split_and_coalesced_across_reads(broker, raw):
+    """The broker reassembles packets however TCP cuts them: one byte per read,
+    a packet larger than one read (300 KiB), several packets and a fragment in one
+    read. Every PUBACK comes back in order and every payload arrives intact."""
+    sub = raw()
+    assert sub.connect(uid("frag-sub")).reason == 0
+    assert sub.subscribe(1, [("frag/t", 1)]).codes == [1]
+    pub = raw()
+    pub.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert pub.connect(uid("frag-pub")).reason == 0
+    payloads = [b"small-%d" % i for i in range(6)]
+    payloads.insert(3, bytes(range(256)) * 1200)  # 300 KiB: more than one read
+    stream = b"".join(R.publish_packet("frag/t", p, 1, i + 1) for i, p in enumerate(payloads))
+    first = len(R.publish_packet("frag/t", payloads[0], 1, 1))
+    for i in range(first):  # the first packet a byte at a time
+        pub.send(stream[i:i + 1])
+        time.sleep(0.005)
+    pos = first
+    for size in (7, 1000, 70000, 100, 150000):  # boundaries inside and across packets
+        pub.send(stream[pos:pos + size])
+        pos += size
+        time.sleep(0.02)
+    pub.send(stream[pos:])
+    acks = [pub.expect(R.PUBACK).packet_id for _ in payloads]
+    assert acks == list(range(1, len(payloads) + 1))
+    got = sub.recv_publishes(len(payloads), timeout=10)
+    assert [m.payload for m in got] == payloads
