@@ -123,9 +123,13 @@ struct fsm_sub {
 struct fsm_session_state {
     struct fsm_sub *subs; /* in subscription order */
     struct fsm_qent *q_head, *q_tail;
-    struct fsm_flight *flight; /* in send order */
-    uint16_t *inbound;         /* held inbound QoS 2 ids, unordered */
-    struct tern_msg *will;     /* NULL = none */
+    struct fsm_flight *flight; /* ring, in send order: fsm_flight_at() */
+    /* Which packet ids are in flight, one bit each (8 KiB), once the ring has
+     * grown past FSM_FLIGHT_SCAN entries: choosing the next free id would
+     * otherwise scan the whole window for every message sent. */
+    uint64_t *flight_ids;
+    uint16_t *inbound;     /* held inbound QoS 2 ids, unordered */
+    struct tern_msg *will; /* NULL = none */
     uint64_t queued_bytes;
     uint64_t will_at_ms; /* 0 = not pending */
     uint64_t mark;       /* publish generation, for one copy per session */
@@ -135,10 +139,11 @@ struct fsm_session_state {
     uint32_t will_delay_s;
     uint32_t sub_count;
     uint32_t queued;
-    uint32_t flight_cap;    /* fsm_grow() doubles: up to 65536 */
+    uint32_t flight_cap;    /* a power of two, up to 65536 */
     uint32_t inbound_cap;   /* likewise */
     uint16_t flight_count;  /* <= min(inflight_max, receive_max) <= 65535 */
     uint16_t inbound_count; /* distinct non-zero 16-bit ids: <= 65535 */
+    uint16_t flight_head;   /* ring index of the oldest in flight */
 };
 
 /* Client ids are str16 in commands and snapshots. */
@@ -168,7 +173,7 @@ struct tern_fsm_session {
 static_assert(offsetof(struct tern_fsm_session, client_id) == 56 &&
                   sizeof(struct tern_fsm_session) == 56,
               "session header: 56 bytes, so a 15-byte id fits an 80-byte chunk");
-static_assert(sizeof(struct fsm_session_state) == 104, "session state: 104 bytes");
+static_assert(sizeof(struct fsm_session_state) == 112, "session state: 112 bytes");
 #endif
 
 extern const struct fsm_session_state fsm_session_state_empty;
@@ -295,7 +300,21 @@ void fsm_promote(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms
 void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms);
 void fsm_queue_clear(struct tern_fsm *f, struct tern_fsm_session *s);
 void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s);
+/* The in-flight window is a ring so that the usual ack, of the oldest message,
+ * moves nothing; fsm_flight_at(st, i) is the i-th in send order. */
+#define FSM_FLIGHT_SCAN 64 /* up to this many entries, ids are found by a scan */
+static inline struct fsm_flight *fsm_flight_at(const struct fsm_session_state *st,
+                                               uint32_t i)
+{
+    return &st->flight[(st->flight_head + i) & (st->flight_cap - 1)];
+}
+/* Index in send order of packet_id, or -1. */
 int fsm_flight_find(const struct tern_fsm_session *s, uint16_t packet_id);
+/* Room for n entries in all; TERN_ENOMEM if not. */
+int fsm_flight_reserve(struct fsm_session_state *st, uint32_t n);
+/* Appends (room reserved); takes fl's message reference. */
+void fsm_flight_push(struct tern_fsm *f, struct fsm_session_state *st,
+                     const struct fsm_flight *fl);
 void fsm_flight_remove(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i);
 void fsm_deliver(struct tern_fsm *f, struct tern_fsm_session *s,
                  const struct fsm_entry *e, uint16_t packet_id, bool dup, bool pubrel);

@@ -209,7 +209,7 @@ void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_r
 static int ack_pubrec(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i,
                       uint8_t reason, uint64_t now_ms)
 {
-    struct fsm_flight *fl = &fsm_session_state_own(s)->flight[i];
+    struct fsm_flight *fl = fsm_flight_at(fsm_session_state_own(s), i);
     if (fl->state != FSM_SENT || fl->e.qos != 2)
         return TERN_ENOTFOUND;
     if (reason >= 0x80) {
@@ -230,7 +230,7 @@ static int ack_apply(struct tern_fsm *f, struct tern_fsm_session *s,
     int i = fsm_flight_find(s, c->u.ack.packet_id);
     if (i < 0)
         return TERN_ENOTFOUND;
-    const struct fsm_flight *fl = &s->st->flight[i];
+    const struct fsm_flight *fl = fsm_flight_at(s->st, (uint32_t)i);
     switch (c->u.ack.kind) {
     case TERN_PUBACK:
         if (fl->state != FSM_SENT || fl->e.qos != 1)

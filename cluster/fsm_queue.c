@@ -124,14 +124,75 @@ bool fsm_enqueue(struct tern_fsm *f, struct tern_fsm_session *s,
     return true;
 }
 
+static bool id_bit(const struct fsm_session_state *st, uint16_t id)
+{
+    return st->flight_ids[id / 64] >> (id % 64) & 1;
+}
+
+static void id_set(struct fsm_session_state *st, uint16_t id, bool on)
+{
+    if (!st->flight_ids)
+        return;
+    uint64_t bit = UINT64_C(1) << (id % 64);
+    if (on)
+        st->flight_ids[id / 64] |= bit;
+    else
+        st->flight_ids[id / 64] &= ~bit;
+}
+
+/* From the oldest: acks usually come in send order. */
 int fsm_flight_find(const struct tern_fsm_session *s, uint16_t packet_id)
 {
     const struct fsm_session_state *st = s->st;
+    if (st->flight_ids && !id_bit(st, packet_id))
+        return -1;
     for (uint32_t i = 0; i < st->flight_count; i++) {
-        if (st->flight[i].packet_id == packet_id)
+        if (fsm_flight_at(st, i)->packet_id == packet_id)
             return (int)i;
     }
     return -1;
+}
+
+int fsm_flight_reserve(struct fsm_session_state *st, uint32_t n)
+{
+    if (n <= st->flight_cap)
+        return TERN_OK;
+    uint32_t cap = st->flight_cap ? st->flight_cap : 8;
+    while (cap < n)
+        cap *= 2;
+    uint64_t *ids = st->flight_ids;
+    if (!ids && cap > FSM_FLIGHT_SCAN) {
+        ids = calloc((FSM_PACKET_ID_MAX + 1) / 64, sizeof(*ids));
+        if (!ids)
+            return TERN_ENOMEM;
+    }
+    struct fsm_flight *ring = malloc((size_t)cap * sizeof(*ring));
+    if (!ring) {
+        if (ids != st->flight_ids)
+            free(ids);
+        return TERN_ENOMEM;
+    }
+    /* Unwrapped into the new ring, oldest first. */
+    for (uint32_t i = 0; i < st->flight_count; i++)
+        ring[i] = *fsm_flight_at(st, i);
+    free(st->flight);
+    st->flight = ring;
+    st->flight_cap = cap;
+    st->flight_head = 0;
+    if (ids != st->flight_ids) {
+        st->flight_ids = ids;
+        for (uint32_t i = 0; i < st->flight_count; i++)
+            id_set(st, ring[i].packet_id, true);
+    }
+    return TERN_OK;
+}
+
+void fsm_flight_push(struct tern_fsm *f, struct fsm_session_state *st,
+                     const struct fsm_flight *fl)
+{
+    *fsm_flight_at(st, st->flight_count++) = *fl;
+    id_set(st, fl->packet_id, true);
+    f->stats.inflight++;
 }
 
 /* Cycles 1..65535, skipping ids in flight. The window is below 65535, so a free
@@ -154,19 +215,16 @@ static bool promote_one(struct tern_fsm *f, struct tern_fsm_session *s)
     /* The window is at most 65535, so flight_count stays within uint16_t. */
     if (st->flight_count >= flight_window(f, s))
         return false;
-    size_t cap = st->flight_cap;
-    if (fsm_grow((void **)&st->flight, &cap, (size_t)st->flight_count + 1,
-                 sizeof(*st->flight)) != TERN_OK)
+    if (fsm_flight_reserve(st, st->flight_count + 1u) != TERN_OK)
         return false;
-    st->flight_cap = (uint32_t)cap;
     uint16_t id = next_packet_id(s);
     if (id == 0)
         return false;
     struct fsm_qent *q = queue_pop(f, s);
-    struct fsm_flight *fl = &st->flight[st->flight_count++];
-    *fl = (struct fsm_flight){.packet_id = id, .state = FSM_SENT, .e = q->e};
+    fsm_flight_push(f, st,
+                    &(struct fsm_flight){.packet_id = id, .state = FSM_SENT, .e = q->e});
     free(q);
-    f->stats.inflight++;
+    const struct fsm_flight *fl = fsm_flight_at(st, st->flight_count - 1u);
     fsm_deliver(f, s, &fl->e, id, false, false);
     return true;
 }
@@ -193,7 +251,7 @@ void fsm_promote(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms
 void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
 {
     for (uint32_t i = 0; i < s->st->flight_count; i++) {
-        const struct fsm_flight *fl = &s->st->flight[i];
+        const struct fsm_flight *fl = fsm_flight_at(s->st, i);
         fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
                     fl->state == FSM_REL);
     }
@@ -203,9 +261,16 @@ void fsm_resume(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms)
 void fsm_flight_remove(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i)
 {
     struct fsm_session_state *st = fsm_session_state_own(s);
-    fsm_msg_unref(f, st->flight[i].e.msg);
-    memmove(&st->flight[i], &st->flight[i + 1],
-            (st->flight_count - i - 1) * sizeof(*st->flight));
+    struct fsm_flight *fl = fsm_flight_at(st, i);
+    fsm_msg_unref(f, fl->e.msg);
+    id_set(st, fl->packet_id, false);
+    if (i == 0) {
+        st->flight_head = (uint16_t)((st->flight_head + 1u) & (st->flight_cap - 1));
+    } else {
+        /* An ack out of order: the later ones close the gap. */
+        for (uint32_t j = i; j + 1 < st->flight_count; j++)
+            *fsm_flight_at(st, j) = *fsm_flight_at(st, j + 1);
+    }
     st->flight_count--;
     f->stats.inflight--;
 }
@@ -224,8 +289,11 @@ void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
     while (st->flight_count)
         fsm_flight_remove(f, s, st->flight_count - 1u);
     free(st->flight);
+    free(st->flight_ids);
     st->flight = NULL;
+    st->flight_ids = NULL;
     st->flight_cap = 0;
+    st->flight_head = 0;
 }
 
 /* In-session retry (off by default): the owner re-sends what is in flight, as
@@ -234,7 +302,7 @@ void fsm_flight_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 void tern_fsm_session_resend(struct tern_fsm *f, struct tern_fsm_session *s)
 {
     for (uint32_t i = 0; i < s->st->flight_count; i++) {
-        const struct fsm_flight *fl = &s->st->flight[i];
+        const struct fsm_flight *fl = fsm_flight_at(s->st, i);
         fsm_deliver(f, s, &fl->e, fl->packet_id, fl->state == FSM_SENT,
                     fl->state == FSM_REL);
     }

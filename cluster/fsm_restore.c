@@ -336,9 +336,8 @@ static void get_flight_one(struct rs *x, struct tern_fsm_session *s)
         fsm_msg_unref(x->nf, fl.e.msg);
         return;
     }
-    struct fsm_session_state *st = fsm_session_state_own(s); /* get_flight made it */
-    st->flight[st->flight_count++] = fl; /* n <= FSM_PACKET_ID_MAX: no wrap */
-    x->nf->stats.inflight++;
+    /* get_flight made the state and reserved n <= FSM_PACKET_ID_MAX entries */
+    fsm_flight_push(x->nf, fsm_session_state_own(s), &fl);
 }
 
 static void get_flight(struct rs *x, struct tern_fsm_session *s)
@@ -348,11 +347,8 @@ static void get_flight(struct rs *x, struct tern_fsm_session *s)
         bad(x, n > FSM_PACKET_ID_MAX, "in-flight count"))
         return;
     struct fsm_session_state *st = fsm_session_state_mut(s);
-    size_t cap = st ? st->flight_cap : 0;
-    if (nomem(x, !st || fsm_grow((void **)&st->flight, &cap, n, sizeof(*st->flight)) !=
-                            TERN_OK))
+    if (nomem(x, !st || fsm_flight_reserve(st, n) != TERN_OK))
         return;
-    st->flight_cap = (uint32_t)cap; /* <= 65536 */
     for (uint32_t i = 0; i < n && !x->r.err; i++)
         get_flight_one(x, s);
 }

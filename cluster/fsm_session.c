@@ -43,6 +43,7 @@ static void session_state_free(struct tern_fsm_session *s)
         return;
     struct fsm_session_state *st = fsm_session_state_own(s);
     free(st->flight);
+    free(st->flight_ids);
     free(st->inbound);
     free(st);
     s->st = &fsm_session_state_empty;

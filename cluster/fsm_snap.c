@@ -53,7 +53,7 @@ static int sess_collect(void *ctx, struct tern_fsm_session *s)
     for (const struct fsm_qent *q = st->q_head; q; q = q->next)
         ctx_msg(x, q->e.msg);
     for (uint32_t i = 0; i < st->flight_count; i++)
-        ctx_msg(x, st->flight[i].e.msg);
+        ctx_msg(x, fsm_flight_at(st, i)->e.msg);
     return x->err;
 }
 
@@ -215,9 +215,10 @@ static void put_session(struct tern_wbuf *w, const struct tern_fsm_session *s)
         put_entry(w, &q->e);
     tern_wbuf_put_u32(w, st->flight_count);
     for (uint32_t i = 0; i < st->flight_count; i++) { /* send order */
-        tern_wbuf_put_u16(w, st->flight[i].packet_id);
-        tern_wbuf_put_u8(w, st->flight[i].state);
-        put_entry(w, &st->flight[i].e);
+        const struct fsm_flight *fl = fsm_flight_at(st, i);
+        tern_wbuf_put_u16(w, fl->packet_id);
+        tern_wbuf_put_u8(w, fl->state);
+        put_entry(w, &fl->e);
     }
     put_inbound(w, st);
 }

@@ -145,7 +145,7 @@ static void test_state_freed_after_ack_keeps_packet_ids(void **state)
     publish(f, "nobody", 0, "t", 1, 0);
     const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
     assert_int_equal(tern_fsm_session_inflight(s), 1);
-    assert_int_equal(s->st->flight[0].packet_id, 1);
+    assert_int_equal(fsm_flight_at(s->st, 0)->packet_id, 1);
     sub_cmd(f, "c", ep, TERN_CMD_UNSUBSCRIBE, "t", 0);
     assert_false(bare(f, "c")); /* still in flight */
     check_round_trip(f);
@@ -160,7 +160,105 @@ static void test_state_freed_after_ack_keeps_packet_ids(void **state)
     assert_int_equal(s->next_packet_id, 2);
     sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
     publish(f, "nobody", 0, "t", 1, 0);
-    assert_int_equal(s->st->flight[0].packet_id, 2);
+    assert_int_equal(fsm_flight_at(s->st, 0)->packet_id, 2);
+    check_round_trip(f);
+    tern_fsm_free(f);
+}
+
+static void ack(struct tern_fsm *f, const char *id, uint64_t epoch, uint16_t packet_id)
+{
+    struct tern_cmd c = {.type = TERN_CMD_ACK};
+    c.u.ack.client_id = B(id);
+    c.u.ack.epoch = epoch;
+    c.u.ack.packet_id = packet_id;
+    c.u.ack.kind = TERN_PUBACK;
+    assert_int_equal(apply(f, &c).status, TERN_OK);
+}
+
+static struct tern_fsm *fsm_with_window(uint16_t inflight_max)
+{
+    struct tern_fsm_limits l;
+    tern_fsm_limits_default(&l);
+    l.inflight_max = inflight_max;
+    l.queue_max = 100000;
+    struct tern_fsm *f = tern_fsm_new(1, &l, NULL);
+    assert_non_null(f);
+    return f;
+}
+
+/* Ids of the window in send order are first, first+1, ... (n of them). */
+static void assert_window(const struct tern_fsm_session *s, uint16_t first, uint32_t n)
+{
+    assert_int_equal(tern_fsm_session_inflight(s), n);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(fsm_flight_at(s->st, i)->packet_id, first + i);
+}
+
+/* The window is a ring: acks of the oldest advance its head, new messages wrap
+ * around the end of the array, an ack out of order closes the gap, and the
+ * snapshot is in send order whatever the ring's layout. */
+static void test_flight_ring_wraps(void **state)
+{
+    (void)state;
+    struct tern_fsm *f = fsm_with_window(1000);
+    uint64_t ep = open_id(f, B("c"), false, 0);
+    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
+    for (int i = 0; i < 1000; i++)
+        publish(f, "nobody", 0, "t", 1, 0);
+    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    assert_int_equal(s->st->flight_cap, 1024);
+    assert_non_null(s->st->flight_ids); /* past FSM_FLIGHT_SCAN */
+    assert_window(s, 1, 1000);
+    for (uint16_t id = 1; id <= 600; id++)
+        ack(f, "c", ep, id);
+    assert_int_equal(s->st->flight_head, 600);
+    for (int i = 0; i < 600; i++)
+        publish(f, "nobody", 0, "t", 1, 0);
+    assert_int_equal(s->st->flight_cap, 1024); /* wrapped, not grown */
+    assert_window(s, 601, 1000);
+    check_round_trip(f);
+    publish(f, "nobody", 0, "t", 1, 0); /* the window is full: queued */
+    assert_window(s, 601, 1000);
+    ack(f, "c", ep, 1030); /* out of order, in the part past the array's end */
+    assert_int_equal(tern_fsm_session_inflight(s), 1000); /* the queue refilled it */
+    for (uint32_t i = 0; i < 429; i++)
+        assert_int_equal(fsm_flight_at(s->st, i)->packet_id, 601 + i);
+    for (uint32_t i = 429; i < 999; i++)
+        assert_int_equal(fsm_flight_at(s->st, i)->packet_id, 602 + i);
+    assert_int_equal(fsm_flight_at(s->st, 999)->packet_id, 1601); /* the refill */
+    assert_int_equal(fsm_flight_find(s, 1030), -1);
+    assert_int_equal(fsm_flight_find(s, 1031), 429);
+    check_round_trip(f);
+    tern_fsm_free(f);
+}
+
+/* A message that is never acknowledged keeps its id while the others cycle
+ * through all 65535: the id is skipped, not reused, with the bitmap in use. */
+static void test_flight_ids_skip_a_stuck_one(void **state)
+{
+    (void)state;
+    struct tern_fsm *f = fsm_with_window(1000);
+    uint64_t ep = open_id(f, B("c"), false, 0);
+    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
+    publish(f, "nobody", 0, "t", 1, 0); /* id 1: never acknowledged */
+    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    uint32_t sent = 1;
+    while (sent < 65535 + 10) {
+        for (int i = 0; i < 999; i++)
+            publish(f, "nobody", 0, "t", 1, 0);
+        sent += 999;
+        assert_non_null(s->st->flight_ids);
+        /* Newest first: each ack is of the ring's last entry. */
+        for (uint32_t i = 999; i >= 1; i--)
+            ack(f, "c", ep, fsm_flight_at(s->st, i)->packet_id);
+        assert_int_equal(tern_fsm_session_inflight(s), 1);
+        assert_int_equal(fsm_flight_at(s->st, 0)->packet_id, 1);
+    }
+    /* Ids went 2..65535, then 2 again: 1 was never handed out twice. */
+    publish(f, "nobody", 0, "t", 1, 0);
+    uint16_t id = fsm_flight_at(s->st, 1)->packet_id;
+    assert_true(id >= 2);
+    assert_int_equal(fsm_flight_find(s, 1), 0);
     check_round_trip(f);
     tern_fsm_free(f);
 }
@@ -307,6 +405,8 @@ int main(void)
         cmocka_unit_test(test_idle_session_is_bare),
         cmocka_unit_test(test_state_follows_subscriptions),
         cmocka_unit_test(test_state_freed_after_ack_keeps_packet_ids),
+        cmocka_unit_test(test_flight_ring_wraps),
+        cmocka_unit_test(test_flight_ids_skip_a_stuck_one),
         cmocka_unit_test(test_inbound_ids_then_pubrel),
         cmocka_unit_test(test_will_state),
         cmocka_unit_test(test_client_id_bounds),
