@@ -561,8 +561,8 @@ if want cluster && [ -x "$TERND" ]; then
     for q in 0 1; do
         cl_cases "cl-same-q$q" cluster --pubs 1 --subs 1 --qos "$q" --size 16 "${COMMON[@]}" \
             --pub-ports "$P1" --sub-ports "$P1"
-        # Not in the CI smoke run: unthrottled, it can cost node 3 its leader (see
-        # docs/benchmarks.md, "What limits it") and then every message.
+        # Not in the CI smoke run: unthrottled cross-node QoS 1 is a load test
+        # (docs/benchmarks.md, "Fourth round", for what it once found).
         [ "$q" = 1 ] && [ "$QUICK" = 1 ] && continue
         cl_cases "cl-cross-q$q" cluster --pubs 1 --subs 1 --qos "$q" --size 16 "${COMMON[@]}" \
             --pub-ports "$P1" --sub-ports "$P3"
