@@ -13,6 +13,12 @@
  * and starving the receiving node's loop. Publishers are paused well before
  * (tern_peers_backlog, node/conn.c), so this is only reached by a burst. */
 #define OUT_BYTES_MAX (16u << 20)
+/* Forwards to one node are gathered during a loop turn and written with one
+ * uv_write (a write per forwarded message was most of a cross-node message's
+ * cost); past this much the batch is written at once. A PROPOSE frame is the
+ * turn's proposals already, waited for by clients: it goes out at once, after
+ * whatever was batched before it. */
+#define BATCH_BYTES (1u << 20)
 
 struct out_link {
     struct tern_peers *peers;
@@ -22,9 +28,11 @@ struct out_link {
     uv_timer_t retry;
     int connected;
     int connecting;
-    int removed; /* the member left: never reconnect (addr.id is 0) */
-    uint64_t queued;
+    int removed;     /* the member left: never reconnect (addr.id is 0) */
+    uint64_t queued; /* batched + written but not yet sent */
     uint64_t down_since;
+    uint8_t *batch; /* frames not handed to libuv yet */
+    size_t batch_len, batch_cap;
 };
 
 struct in_link {
@@ -44,6 +52,8 @@ struct tern_peers {
     struct in_link *ins;
     tern_peer_recv_fn fn;
     void *ctx;
+    uv_check_t flusher; /* writes the batches after this turn's callbacks */
+    uv_idle_t no_wait;  /* while batches wait: poll must not block */
     int closing;
     int handles; /* initialised handles whose close callback has not run */
 };
@@ -60,7 +70,7 @@ struct send_req {
     uv_write_t req;
     struct out_link *link;
     size_t len;
-    uint8_t data[];
+    uint8_t *data;
 };
 
 static void put32(uint8_t *p, uint32_t v)
@@ -92,8 +102,17 @@ static void free_handle(uv_handle_t *h)
     release(p);
 }
 
+static void drop_batch(struct out_link *l)
+{
+    l->queued -= l->batch_len;
+    free(l->batch);
+    l->batch = NULL;
+    l->batch_len = l->batch_cap = 0;
+}
+
 static void link_down(struct out_link *l)
 {
+    drop_batch(l);
     if (l->tcp) {
         uv_close((uv_handle_t *)l->tcp, free_handle);
         l->tcp = NULL;
@@ -162,9 +181,48 @@ static void on_written(uv_write_t *req, int status)
     struct send_req *w = (struct send_req *)req;
     struct out_link *l = w->link;
     l->queued -= w->len;
+    free(w->data);
     free(w);
     if (status < 0 && status != UV_ECANCELED && l->connected)
         link_down(l);
+}
+
+/* Hands the link's batch to libuv. */
+static void write_batch(struct out_link *l)
+{
+    if (l->batch_len == 0)
+        return;
+    struct send_req *w = malloc(sizeof(*w));
+    if (!w) {
+        drop_batch(l);
+        return;
+    }
+    w->link = l;
+    w->len = l->batch_len;
+    w->data = l->batch;
+    l->batch = NULL;
+    l->batch_len = l->batch_cap = 0;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)l->tcp, &b, 1, on_written) != 0) {
+        l->queued -= w->len;
+        free(w->data);
+        free(w);
+        link_down(l);
+    }
+}
+
+static void on_flush(uv_check_t *h)
+{
+    struct tern_peers *p = h->data;
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].connected)
+            write_batch(&p->out[i]);
+    uv_idle_stop(&p->no_wait);
+}
+
+static void on_no_wait(uv_idle_t *h)
+{
+    (void)h; /* its being active is the point */
 }
 
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
@@ -177,22 +235,28 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
     if (!l || !l->connected || len + HDR > TERN_PEER_FRAME_MAX ||
         l->queued + len > OUT_BYTES_MAX)
         return TERN_EAGAIN;
-    struct send_req *w = malloc(sizeof(*w) + HDR + len);
-    if (!w)
-        return TERN_ENOMEM;
-    put32(w->data, (uint32_t)(len + 5));
-    w->data[4] = type;
-    put32(w->data + 5, p->self);
-    memcpy(w->data + HDR, data, len);
-    w->link = l;
-    w->len = HDR + len;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    if (uv_write(&w->req, (uv_stream_t *)l->tcp, &b, 1, on_written) != 0) {
-        free(w);
-        link_down(l);
-        return TERN_EAGAIN;
+    size_t need = l->batch_len + HDR + len;
+    if (need > l->batch_cap) {
+        size_t cap = l->batch_cap ? l->batch_cap : 65536;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *b = realloc(l->batch, cap);
+        if (!b)
+            return TERN_ENOMEM;
+        l->batch = b;
+        l->batch_cap = cap;
     }
-    l->queued += w->len;
+    uint8_t *f = l->batch + l->batch_len;
+    put32(f, (uint32_t)(len + 5));
+    f[4] = type;
+    put32(f + 5, p->self);
+    memcpy(f + HDR, data, len);
+    l->batch_len += HDR + len;
+    l->queued += HDR + len;
+    if (type == TERN_PEER_PROPOSE || l->batch_len >= BATCH_BYTES)
+        write_batch(l);
+    else
+        uv_idle_start(&p->no_wait, on_no_wait);
     return TERN_OK;
 }
 
@@ -314,6 +378,11 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     p->self = self;
     p->fn = fn;
     p->ctx = ctx;
+    uv_check_init(loop, &p->flusher);
+    uv_idle_init(loop, &p->no_wait);
+    p->handles += 2;
+    p->flusher.data = p->no_wait.data = p;
+    uv_check_start(&p->flusher, on_flush);
     const struct tern_peer_addr *me = NULL;
     for (size_t i = 0; i < n && i < TERN_PEER_MAX; i++) {
         if (members[i].id == self) {
@@ -448,6 +517,7 @@ void tern_peers_close(struct tern_peers *p)
     for (size_t i = 0; i < p->nout; i++) {
         struct out_link *l = &p->out[i];
         uv_close((uv_handle_t *)&l->retry, on_retry_closed);
+        drop_batch(l);
         if (l->tcp) {
             uv_close((uv_handle_t *)l->tcp, free_handle);
             l->tcp = NULL;
@@ -458,5 +528,7 @@ void tern_peers_close(struct tern_peers *p)
             uv_close((uv_handle_t *)&in->tcp, in_closed);
     p->listener.data = p;
     uv_close((uv_handle_t *)&p->listener, on_counted_closed);
+    uv_close((uv_handle_t *)&p->flusher, on_counted_closed);
+    uv_close((uv_handle_t *)&p->no_wait, on_counted_closed);
     release(p);
 }
