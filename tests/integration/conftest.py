@@ -231,7 +231,16 @@ def start_broker(request, tmp_path):
         os.makedirs(wd, exist_ok=True)
         b = Broker(wd, settings, mosquitto_conf)
         brokers.append(b)
-        b.start()
+        # free_port() is from the ephemeral range: a client socket elsewhere on
+        # the machine can take it before the broker binds. Only a first start
+        # may move to another port (a restart must keep its clients' port).
+        for attempt in range(3):
+            try:
+                return b.start()
+            except BrokerError as e:
+                if "address already in use" not in str(e) or attempt == 2:
+                    raise
+                b.port = free_port()
         return b
 
     yield factory
