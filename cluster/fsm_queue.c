@@ -129,6 +129,8 @@ static bool id_bit(const struct fsm_session_state *st, uint16_t id)
     return st->flight_ids[id / 64] >> (id % 64) & 1;
 }
 
+/* Exact (set by push, cleared by remove, filled when created), so the next
+ * free id can be read off it: every replica picks the same one. */
 static void id_set(struct fsm_session_state *st, uint16_t id, bool on)
 {
     if (!st->flight_ids)
@@ -202,7 +204,8 @@ static uint16_t next_packet_id(struct tern_fsm_session *s)
     for (uint32_t i = 0; i < FSM_PACKET_ID_MAX; i++) {
         uint16_t id = s->next_packet_id ? s->next_packet_id : 1;
         s->next_packet_id = id == FSM_PACKET_ID_MAX ? 1 : (uint16_t)(id + 1);
-        if (fsm_flight_find(s, id) < 0)
+        bool busy = s->st->flight_ids ? id_bit(s->st, id) : fsm_flight_find(s, id) >= 0;
+        if (!busy)
             return id;
     }
     return 0;
@@ -264,10 +267,14 @@ void fsm_flight_remove(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t 
     struct fsm_flight *fl = fsm_flight_at(st, i);
     fsm_msg_unref(f, fl->e.msg);
     id_set(st, fl->packet_id, false);
-    if (i == 0) {
+    /* The shorter side closes the gap: an ack of the oldest moves nothing, and
+     * one just behind an entry that stays (a QoS 2 message waiting for PUBCOMP,
+     * a message never acknowledged) moves only what is in front of it. */
+    if (i < st->flight_count - 1u - i) {
+        for (uint32_t j = i; j > 0; j--)
+            *fsm_flight_at(st, j) = *fsm_flight_at(st, j - 1);
         st->flight_head = (uint16_t)((st->flight_head + 1u) & (st->flight_cap - 1));
     } else {
-        /* An ack out of order: the later ones close the gap. */
         for (uint32_t j = i; j + 1 < st->flight_count; j++)
             *fsm_flight_at(st, j) = *fsm_flight_at(st, j + 1);
     }

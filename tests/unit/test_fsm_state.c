@@ -232,6 +232,29 @@ static void test_flight_ring_wraps(void **state)
     tern_fsm_free(f);
 }
 
+/* An ack out of order closes the gap from the nearer end; send order holds. */
+static void test_flight_remove_from_either_end(void **state)
+{
+    (void)state;
+    struct tern_fsm *f = fsm_with_window(1000);
+    uint64_t ep = open_id(f, B("c"), false, 0);
+    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
+    for (int i = 0; i < 10; i++)
+        publish(f, "nobody", 0, "t", 1, 0);
+    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    uint16_t head = s->st->flight_head;
+    ack(f, "c", ep, 3); /* nearer the oldest: the head moves */
+    assert_int_equal(s->st->flight_head, head + 1);
+    ack(f, "c", ep, 9); /* nearer the newest: the head stays */
+    assert_int_equal(s->st->flight_head, head + 1);
+    const uint16_t want[] = {1, 2, 4, 5, 6, 7, 8, 10};
+    assert_int_equal(tern_fsm_session_inflight(s), 8);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(fsm_flight_at(s->st, i)->packet_id, want[i]);
+    check_round_trip(f);
+    tern_fsm_free(f);
+}
+
 /* A message that is never acknowledged keeps its id while the others cycle
  * through all 65535: the id is skipped, not reused, with the bitmap in use. */
 static void test_flight_ids_skip_a_stuck_one(void **state)
@@ -406,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_state_follows_subscriptions),
         cmocka_unit_test(test_state_freed_after_ack_keeps_packet_ids),
         cmocka_unit_test(test_flight_ring_wraps),
+        cmocka_unit_test(test_flight_remove_from_either_end),
         cmocka_unit_test(test_flight_ids_skip_a_stuck_one),
         cmocka_unit_test(test_inbound_ids_then_pubrel),
         cmocka_unit_test(test_will_state),
