@@ -186,6 +186,16 @@ static struct tern_fsm *fsm_with_window(uint16_t inflight_max)
     return f;
 }
 
+/* Client "c" subscribed to "t" at QoS 1, then n messages published to it. */
+static const struct tern_fsm_session *subscriber(struct tern_fsm *f, uint64_t *ep, int n)
+{
+    *ep = open_id(f, B("c"), false, 0);
+    sub_cmd(f, "c", *ep, TERN_CMD_SUBSCRIBE, "t", 1);
+    for (int i = 0; i < n; i++)
+        publish(f, "nobody", 0, "t", 1, 0);
+    return tern_fsm_session_get(f, "c", 1);
+}
+
 /* Ids of the window in send order are first, first+1, ... (n of them). */
 static void assert_window(const struct tern_fsm_session *s, uint16_t first, uint32_t n)
 {
@@ -201,11 +211,8 @@ static void test_flight_ring_wraps(void **state)
 {
     (void)state;
     struct tern_fsm *f = fsm_with_window(1000);
-    uint64_t ep = open_id(f, B("c"), false, 0);
-    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
-    for (int i = 0; i < 1000; i++)
-        publish(f, "nobody", 0, "t", 1, 0);
-    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    uint64_t ep;
+    const struct tern_fsm_session *s = subscriber(f, &ep, 1000);
     assert_int_equal(s->st->flight_cap, 1024);
     assert_non_null(s->st->flight_ids); /* past FSM_FLIGHT_SCAN */
     assert_window(s, 1, 1000);
@@ -237,11 +244,8 @@ static void test_flight_remove_from_either_end(void **state)
 {
     (void)state;
     struct tern_fsm *f = fsm_with_window(1000);
-    uint64_t ep = open_id(f, B("c"), false, 0);
-    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
-    for (int i = 0; i < 10; i++)
-        publish(f, "nobody", 0, "t", 1, 0);
-    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    uint64_t ep;
+    const struct tern_fsm_session *s = subscriber(f, &ep, 10);
     uint16_t head = s->st->flight_head;
     ack(f, "c", ep, 3); /* nearer the oldest: the head moves */
     assert_int_equal(s->st->flight_head, head + 1);
@@ -261,10 +265,8 @@ static void test_flight_ids_skip_a_stuck_one(void **state)
 {
     (void)state;
     struct tern_fsm *f = fsm_with_window(1000);
-    uint64_t ep = open_id(f, B("c"), false, 0);
-    sub_cmd(f, "c", ep, TERN_CMD_SUBSCRIBE, "t", 1);
-    publish(f, "nobody", 0, "t", 1, 0); /* id 1: never acknowledged */
-    const struct tern_fsm_session *s = tern_fsm_session_get(f, "c", 1);
+    uint64_t ep;
+    const struct tern_fsm_session *s = subscriber(f, &ep, 1); /* id 1: never acked */
     uint32_t sent = 1;
     while (sent < 65535 + 10) {
         for (int i = 0; i < 999; i++)
