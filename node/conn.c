@@ -81,6 +81,16 @@ struct tern_conn_opt *tern_conn_opt(struct tern_conn *c)
     return c->opt;
 }
 
+void tern_conn_opt_trim(struct tern_conn *c)
+{
+    const struct tern_conn_opt *o = c->opt;
+    if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
+        o->ack_seq_next == 0 && o->client_max_packet == 0 && o->client_alias_max == 0) {
+        free(c->opt);
+        c->opt = NULL;
+    }
+}
+
 void tern_conn_unref(struct tern_conn *c)
 {
     if (--c->refs == 0)

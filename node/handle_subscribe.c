@@ -71,6 +71,7 @@ static struct tern_pending_sub *pending_take(struct tern_conn *c, uint8_t type,
         struct tern_pending_sub *p = *pp;
         if (p->type == type && p->packet_id == packet_id) {
             *pp = p->next;
+            tern_conn_opt_trim(c);
             return p;
         }
     }

@@ -232,6 +232,10 @@ struct tern_conn *tern_conn_find(struct tern_node *n, const char *id, size_t len
 void tern_conn_keepalive_start(struct tern_conn *c);
 /* The connection's optional part, allocated if need be; NULL when out of memory. */
 struct tern_conn_opt *tern_conn_opt(struct tern_conn *c);
+/* Frees the optional part once it holds nothing that must last: a device that
+ * subscribed and went quiet is back to an idle connection's size. The ack
+ * sequence must not restart, so a connection that published QoS > 0 keeps it. */
+void tern_conn_opt_trim(struct tern_conn *c);
 
 /* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
  * which the connection is closed with *reason. */

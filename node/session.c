@@ -306,6 +306,7 @@ static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet
         tern_conn_send(c, &pk);
         *pp = p->next;
         free(p);
+        tern_conn_opt_trim(c);
         return;
     }
 }
