@@ -13,11 +13,9 @@
  * and starving the receiving node's loop. Publishers are paused well before
  * (tern_peers_backlog, node/conn.c), so this is only reached by a burst. */
 #define OUT_BYTES_MAX (16u << 20)
-/* Forwards to one node are gathered during a loop turn and written with one
- * uv_write (a write per forwarded message was most of a cross-node message's
- * cost); past this much the batch is written at once. A PROPOSE frame is the
- * turn's proposals already, waited for by clients: it goes out at once, after
- * whatever was batched before it. */
+/* Frames to one node are gathered during a loop turn and written with one
+ * uv_write by tern_peers_flush (a write per forwarded message was most of a
+ * cross-node message's cost); past this much the batch is written at once. */
 #define BATCH_BYTES (1u << 20)
 
 struct out_link {
@@ -52,8 +50,6 @@ struct tern_peers {
     struct in_link *ins;
     tern_peer_recv_fn fn;
     void *ctx;
-    uv_check_t flusher; /* writes the batches after this turn's callbacks */
-    uv_idle_t no_wait;  /* while batches wait: poll must not block */
     int closing;
     int handles; /* initialised handles whose close callback has not run */
 };
@@ -211,18 +207,11 @@ static void write_batch(struct out_link *l)
     }
 }
 
-static void on_flush(uv_check_t *h)
+void tern_peers_flush(struct tern_peers *p)
 {
-    struct tern_peers *p = h->data;
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].connected)
             write_batch(&p->out[i]);
-    uv_idle_stop(&p->no_wait);
-}
-
-static void on_no_wait(uv_idle_t *h)
-{
-    (void)h; /* its being active is the point */
 }
 
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
@@ -253,10 +242,8 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
     memcpy(f + HDR, data, len);
     l->batch_len += HDR + len;
     l->queued += HDR + len;
-    if (type == TERN_PEER_PROPOSE || l->batch_len >= BATCH_BYTES)
+    if (l->batch_len >= BATCH_BYTES)
         write_batch(l);
-    else
-        uv_idle_start(&p->no_wait, on_no_wait);
     return TERN_OK;
 }
 
@@ -378,11 +365,6 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     p->self = self;
     p->fn = fn;
     p->ctx = ctx;
-    uv_check_init(loop, &p->flusher);
-    uv_idle_init(loop, &p->no_wait);
-    p->handles += 2;
-    p->flusher.data = p->no_wait.data = p;
-    uv_check_start(&p->flusher, on_flush);
     const struct tern_peer_addr *me = NULL;
     for (size_t i = 0; i < n && i < TERN_PEER_MAX; i++) {
         if (members[i].id == self) {
@@ -528,7 +510,5 @@ void tern_peers_close(struct tern_peers *p)
             uv_close((uv_handle_t *)&in->tcp, in_closed);
     p->listener.data = p;
     uv_close((uv_handle_t *)&p->listener, on_counted_closed);
-    uv_close((uv_handle_t *)&p->flusher, on_counted_closed);
-    uv_close((uv_handle_t *)&p->no_wait, on_counted_closed);
     release(p);
 }

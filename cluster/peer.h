@@ -36,10 +36,13 @@ struct tern_peer_addr {
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
                    const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
                    void *ctx, char *errmsg);
-/* Queues a frame on the outbound link to `to`. Returns TERN_OK, or TERN_EAGAIN when
+/* Batches a frame on the outbound link to `to`. Returns TERN_OK, or TERN_EAGAIN when
  * that link is down (the caller retries later) or its output is over the bound. */
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
                     size_t len);
+/* Writes out the frames batched on every link: once a loop turn from the
+ * node's prepare phase (tern_cluster_flush_links), and after proposals. */
+void tern_peers_flush(struct tern_peers *p);
 /* Unsent bytes on the outbound link to `to` (0: on the fullest link); 0 while
  * that link is down. */
 uint64_t tern_peers_backlog(const struct tern_peers *p, uint32_t to);

@@ -354,6 +354,10 @@ static void flush(struct tern_cluster *c)
             for (struct proposal *p = first; p; p = p->next)
                 if (p->sent_ms == now)
                     p->sent_ms = 0;
+        } else if (!self) {
+            /* Clients wait for these: out now, behind the forwards batched
+             * before them (also while stopping, with no prepare phase left). */
+            tern_peers_flush(c->peers);
         }
     }
     free(out.p);
@@ -772,6 +776,12 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
     if (b != stack)
         free(b);
     return rv;
+}
+
+void tern_cluster_flush_links(struct tern_cluster *c)
+{
+    if (c->peers)
+        tern_peers_flush(c->peers);
 }
 
 uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node)

@@ -49,6 +49,9 @@ static void on_flush(uv_prepare_t *h)
     for (size_t i = 0; i < n->dirty_count; i++)
         tern_conn_flush(n->dirty[i]);
     n->dirty_count = 0;
+    /* After the idle phase (the cluster's proposals) and the last turn's I/O
+     * callbacks (forwards), before poll waits again. */
+    tern_cluster_flush_links(n->cluster);
     tern_conn_resume_paused(n);
 }
 

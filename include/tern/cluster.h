@@ -112,6 +112,9 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
 
 /* Bytes not yet written on the link to `node` (0: the fullest link), forwards
  * and forwarded proposals: the node pauses publishers while it is high. */
+/* Writes what this loop turn queued for other nodes (forwards, proposals for
+ * the leader): one write per link. Called from the node's prepare phase. */
+void tern_cluster_flush_links(struct tern_cluster *c);
 uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node);
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
