@@ -2,7 +2,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include <uv.h>
 
 #include "raft_fsm.h"
 #include "tern/error.h"
@@ -47,23 +48,16 @@ static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void *
     return 0;
 }
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsigned *n)
 {
     struct tern_raft_fsm *rf = rfsm->data;
     uint8_t *data = NULL;
     size_t len = 0;
-    uint64_t t0 = mono_us();
+    uint64_t t0 = uv_hrtime() / 1000;
     if (tern_fsm_snapshot(rf->fsm, &data, &len) != TERN_OK)
         return RAFT_NOMEM;
     /* The loop stops for this: worth knowing when it grows. */
-    uint64_t us = mono_us() - t0;
+    uint64_t us = uv_hrtime() / 1000 - t0;
     rf->snapshot_started_us = t0;
     rf->snapshot_len = len;
     rf->snapshots++;
@@ -86,7 +80,7 @@ static int fsm_snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs
                                  unsigned *n)
 {
     struct tern_raft_fsm *rf = rfsm->data;
-    uint64_t us = mono_us() - rf->snapshot_started_us;
+    uint64_t us = uv_hrtime() / 1000 - rf->snapshot_started_us;
     TERN_LOGI("raft: snapshot %" PRIu64 " finished (%zu bytes, %" PRIu64 " ms)",
               rf->snapshots, rf->snapshot_len, us / 1000);
     if (*bufs) {

@@ -36,7 +36,7 @@ struct tern_raft_fsm {
     uint64_t applied_bytes;       /* bytes of entries applied since start */
     uint64_t snapshot_bytes_at;   /* applied_bytes at the last snapshot or restore */
     uint64_t snapshot_max_us;     /* longest time serialising the FSM for one */
-    uint64_t snapshot_started_us; /* CLOCK_MONOTONIC of the one in progress */
+    uint64_t snapshot_started_us; /* uv_hrtime() / 1000 of the one in progress */
     size_t snapshot_len;          /* its serialised size */
 };
 
