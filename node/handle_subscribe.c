@@ -78,6 +78,14 @@ static struct tern_pending_sub *pending_take(struct tern_conn *c, uint8_t type,
     return NULL;
 }
 
+void tern_pending_sub_send(struct tern_conn *c, uint8_t type, uint16_t packet_id)
+{
+    struct tern_pending_sub *p = pending_take(c, type, packet_id);
+    if (p)
+        send_pending(c, p);
+    free(p);
+}
+
 static void on_sub_done(struct tern_conn *c, int status,
                         const struct tern_fsm_result *res, void *arg)
 {

@@ -248,6 +248,8 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *p,
                           uint8_t *reason);
 int tern_handle_unsubscribe(struct tern_conn *c, const struct tern_sublist *p,
                             uint8_t *reason);
+/* Sends and drops the SUBACK / UNSUBACK still pending for packet_id, if any. */
+void tern_pending_sub_send(struct tern_conn *c, uint8_t type, uint16_t packet_id);
 int tern_handle_disconnect(struct tern_conn *c, const struct tern_disconnect *p,
                            uint8_t *reason);
 

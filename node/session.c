@@ -292,23 +292,7 @@ static void on_subscribed(void *ctx, struct tern_fsm_session *s, uint16_t packet
     if (!c)
         return;
     /* SUBACK now: retained messages for this SUBSCRIBE follow in this apply. */
-    if (!c->opt)
-        return;
-    struct tern_pending_sub **pp = &c->opt->subs;
-    for (; *pp; pp = &(*pp)->next) {
-        struct tern_pending_sub *p = *pp;
-        if (p->type != TERN_SUBACK || p->packet_id != packet_id)
-            continue;
-        struct tern_packet pk = {.type = TERN_SUBACK};
-        pk.u.sub.packet_id = packet_id;
-        pk.u.sub.list = (struct tern_bytes){p->reasons, p->count};
-        pk.u.sub.count = p->count;
-        tern_conn_send(c, &pk);
-        *pp = p->next;
-        free(p);
-        tern_conn_opt_trim(c);
-        return;
-    }
+    tern_pending_sub_send(c, TERN_SUBACK, packet_id);
 }
 
 static void on_deliver(void *ctx, struct tern_fsm_session *s,
