@@ -141,14 +141,24 @@ def parse_prometheus(text):
 LOG_LOAD = 48
 
 
-def publish_log_load(c, prefix):
-    for i in range(LOG_LOAD):
-        c.publish("%s/%d" % (prefix, i), bytes([i]) * 65536, 1, retain=True)
+def publish_log_load(b, prefix):
+    c = PahoClient(b, version=V311)
+    try:
+        c.connect()
+        for i in range(LOG_LOAD):
+            c.publish("%s/%d" % (prefix, i), bytes([i]) * 65536, 1, retain=True)
+    finally:
+        c.close()
 
 
-def expect_log_load(c, prefix):
-    c.subscribe(prefix + "/#", 1)
-    got = {m.topic: m.payload for m in c.collect(LOG_LOAD, 10.0)}
+def expect_log_load(b, prefix):
+    c = PahoClient(b, version=V311)
+    try:
+        c.connect()
+        c.subscribe(prefix + "/#", 1)
+        got = {m.topic: m.payload for m in c.collect(LOG_LOAD, 10.0)}
+    finally:
+        c.close()
     last = "%s/%d" % (prefix, LOG_LOAD - 1)
     assert len(got) == LOG_LOAD and got[last] == bytes([LOG_LOAD - 1]) * 65536
 
@@ -329,19 +339,14 @@ def test_snapshot_by_log_bytes(start_broker):
     a = ready_admin(b)
     snaps = ("tern_snapshots_taken_total", "")
     assert parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps] == 0
-    c = PahoClient(b, version=V311)
-    try:
-        c.connect()
-        publish_log_load(c, "snapbytes")
-        taken = []
+    publish_log_load(b, "snapbytes")
+    taken = []
 
-        def snapshotted():
-            taken[:] = [parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps]]
-            return taken[0] >= 1
-        wait_until(snapshotted, 5.0, msg="a snapshot after 3 MiB of log")
-        expect_log_load(c, "snapbytes")
-    finally:
-        c.close()
+    def snapshotted():
+        taken[:] = [parse_prometheus(a.req("GET", "/metrics")[2].decode())[snaps]]
+        return taken[0] >= 1
+    wait_until(snapshotted, 5.0, msg="a snapshot after 3 MiB of log")
+    expect_log_load(b, "snapbytes")
 
 
 def test_raft_segment_size(start_broker):
@@ -360,22 +365,12 @@ def test_raft_segment_size(start_broker):
                     for f in os.listdir(raft) if f.startswith("open-")]
         wait_until(lambda: open_segments() and set(open_segments()) == {size},
                    msg="open segments of %d bytes in %s" % (size, raft))
-    c = PahoClient(small, version=V311)
-    try:
-        c.connect()
-        publish_log_load(c, "segs")
-    finally:
-        c.close()
+    publish_log_load(small, "segs")
     closed = [f for f in os.listdir(os.path.join(small.data_dir, "raft"))
               if re.fullmatch(r"\d{16}-\d{16}", f)]
     assert len(closed) >= 2, closed
     small.restart()
-    c = PahoClient(small, version=V311)
-    try:
-        c.connect()
-        expect_log_load(c, "segs")
-    finally:
-        c.close()
+    expect_log_load(small, "segs")
 
 
 def test_sys_topics(start_broker):
