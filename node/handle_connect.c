@@ -20,7 +20,9 @@ static void on_open_done(struct tern_conn *c, int status,
                          const struct tern_fsm_result *res, void *arg)
 {
     (void)arg;
-    if (status == TERN_OK && res->status == TERN_OK) {
+    /* A duplicate applied inside a snapshot this node installed: no CONNACK
+     * went out from its effects, so it is refused and the client retries. */
+    if (status == TERN_OK && res->status == TERN_OK && !res->duplicate) {
         /* CONNACK went out when the command applied; now read what the client
          * sent after CONNECT (outside the FSM's apply). */
         tern_conn_resume(c);

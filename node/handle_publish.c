@@ -90,7 +90,12 @@ static void on_publish_committed(struct tern_conn *c, int status,
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish could not be committed");
         return;
     }
-    (void)res;
+    if (res->status != TERN_OK) {
+        /* Refused (the session was taken over: a stale epoch; or out of memory):
+         * nothing was stored, so nothing is acknowledged. */
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish was not applied");
+        return;
+    }
     tern_acks_done(c, slot, TERN_RC_SUCCESS);
 }
 
@@ -186,10 +191,15 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
 static void on_pubrel_done(struct tern_conn *c, int status,
                            const struct tern_fsm_result *res, void *arg)
 {
-    (void)status;
-    (void)res;
-    if (c->state != TERN_CONN_CLOSING)
-        tern_acks_done(c, (int)(intptr_t)arg, TERN_RC_SUCCESS);
+    if (c->state == TERN_CONN_CLOSING)
+        return;
+    /* An unknown id is released already (a re-sent PUBREL): PUBCOMP all the
+     * same. Anything else did not apply: no PUBCOMP; the client re-sends. */
+    if (status != TERN_OK || (res->status != TERN_OK && res->status != TERN_ENOTFOUND)) {
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "release could not be applied");
+        return;
+    }
+    tern_acks_done(c, (int)(intptr_t)arg, TERN_RC_SUCCESS);
 }
 
 /* PUBREL: release the inbound QoS 2 id, then PUBCOMP (in ack order). */

@@ -96,7 +96,9 @@ static void on_sub_done(struct tern_conn *c, int status,
         free(p);
         return;
     }
-    if (status != TERN_OK || res->status != TERN_OK) {
+    /* A duplicate applied inside a snapshot this node installed: its effects
+     * (the SUBACK) never ran here; the client subscribes again. */
+    if (status != TERN_OK || res->status != TERN_OK || res->duplicate) {
         free(p);
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
                         "subscription could not be committed");
