@@ -333,7 +333,7 @@ static void member_fields(struct cur *c, struct tern_cmd *cmd)
 /* Header and body of one command; false for an unknown type. */
 static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
 {
-    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_MEMBER_DEL)
+    if (cmd->type < TERN_CMD_SESSION_OPEN || cmd->type > TERN_CMD_TYPE_MAX)
         return false;
     f_u64(c, &cmd->now_ms, "now_ms");
     f_u64(c, &cmd->proposal_id, "proposal_id");
@@ -359,6 +359,7 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
         return true;
     case TERN_CMD_TICK:
     case TERN_CMD_BARRIER:
+    case TERN_CMD_ORIGIN_START:
         return true;
     case TERN_CMD_SESSION_DELETE:
         f_str16(c, &cmd->u.del.client_id, "delete.client_id");

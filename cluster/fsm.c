@@ -180,6 +180,7 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
         fsm_member_del_cmd(f, c, r);
         break;
     case TERN_CMD_BARRIER:
+    case TERN_CMD_ORIGIN_START:
         break;
     default:
         r->status = TERN_EINVAL;
@@ -191,9 +192,18 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
                     struct tern_fsm_result *res)
 {
     *res = (struct tern_fsm_result){.status = TERN_OK};
-    if (fsm_proposal_dup(f, cmd->proposal_id)) {
+    switch (fsm_proposal_order(f, cmd)) {
+    case FSM_ORDER_DUP:
         res->duplicate = true; /* a retried proposal: applied once already */
         return;
+    case FSM_ORDER_GAP:
+        /* An earlier proposal of its node is missing: refused, changes nothing;
+         * the node re-sends them in order. */
+        res->status = TERN_EAGAIN;
+        res->out_of_order = true;
+        return;
+    case FSM_ORDER_NEXT:
+        break;
     }
     dispatch(f, cmd, res);
     /* Rejected commands count too: a retry would be rejected the same way. */

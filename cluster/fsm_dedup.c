@@ -1,18 +1,26 @@
-/* Proposal-id dedup: a retried proposal must not apply twice.
+/* Proposal order: each node's proposals apply exactly once, in the order the
+ * node made them.
  *
- * A proposal id is (origin node << 40) | per-node sequence. Proposals of one
- * node usually apply in sequence order, but not always: a proposal retried
- * after a leader change may apply after a higher one of the same node. So "the
- * highest applied sequence" is not enough; per origin we keep that highest
- * sequence H and a bitmap of the FSM_DEDUP_WINDOW sequences up to it. A
- * sequence is a duplicate iff its bit is set, or it is below the window (too
- * old: taken as applied, a retry does not take that long).
+ * A proposal id is (origin node << 40) | per-node sequence. Per origin the FSM
+ * keeps the highest applied sequence H; every sequence up to H has applied. A
+ * command applies only when its sequence is H + 1. At or below H it is a
+ * duplicate (a retry of one that applied: ignored). Above H + 1 it is out of
+ * order: an earlier proposal of that node has not applied yet - lost with a
+ * leader, or still on its way behind a retry - so this one is refused and
+ * changes nothing, and its node re-sends its whole outstanding tail, in order
+ * (cluster/raft_glue.c). So a leader change can neither drop nor reorder one
+ * node's proposals however many newer ones it made meanwhile: there is no
+ * window to outrun, which the sliding window this replaced had (1024 newer
+ * applied proposals made a lost one "too old" and it was skipped).
  *
- * The bitmap is a ring indexed by seq % window; moving H forward clears the
- * slots that enter the window, so a bit set always means "this exact sequence
- * applied". Origins are bounded (FSM_ORIGINS_MAX, sorted by node); a new one
- * beyond the bound evicts the least recently applied, which is replicated state
- * (stats.applied), so every replica evicts the same one. */
+ * A node begins a sequence with ORIGIN_START, whose sequence may be anywhere
+ * above H (a restarted node does not know which of its last proposals will
+ * still commit, so it jumps well past them; the ones that commit later are
+ * then duplicates). An origin the FSM does not know accepts only an
+ * ORIGIN_START. Origins are bounded (FSM_ORIGINS_MAX, sorted by node); a new
+ * one beyond the bound evicts the least recently applied, which is replicated
+ * state (stats.applied), so every replica evicts the same one; that node's next
+ * proposal is then refused until it starts a new sequence. */
 #include <string.h>
 
 #include "fsm_internal.h"
@@ -36,32 +44,19 @@ static struct fsm_origin *origin_find(const struct tern_fsm *f, uint32_t node)
     return i < f->origin_count && f->origins[i].node == node ? &f->origins[i] : NULL;
 }
 
-static bool bit_get(const struct fsm_origin *o, uint64_t seq)
+enum fsm_order fsm_proposal_order(const struct tern_fsm *f, const struct tern_cmd *cmd)
 {
-    uint64_t slot = seq % FSM_DEDUP_WINDOW;
-    return (o->bits[slot / 64] >> (slot % 64)) & 1u;
-}
-
-static void bit_set(struct fsm_origin *o, uint64_t seq, bool on)
-{
-    uint64_t slot = seq % FSM_DEDUP_WINDOW;
-    uint64_t m = UINT64_C(1) << (slot % 64);
-    o->bits[slot / 64] = on ? (o->bits[slot / 64] | m) : (o->bits[slot / 64] & ~m);
-}
-
-bool fsm_proposal_dup(const struct tern_fsm *f, uint64_t id)
-{
+    uint64_t id = cmd->proposal_id;
     if (id == 0)
-        return false;
+        return FSM_ORDER_NEXT;
     const struct fsm_origin *o = origin_find(f, (uint32_t)(id >> 40));
-    if (!o)
-        return false;
     uint64_t seq = id & FSM_PROPOSAL_SEQ_MASK;
-    if (seq > o->high)
-        return false;
-    if (o->high - seq >= FSM_DEDUP_WINDOW)
-        return true; /* below the window */
-    return bit_get(o, seq);
+    bool start = cmd->type == TERN_CMD_ORIGIN_START;
+    if (!o)
+        return start ? FSM_ORDER_NEXT : FSM_ORDER_GAP;
+    if (seq <= o->high)
+        return FSM_ORDER_DUP;
+    return start || seq == o->high + 1 ? FSM_ORDER_NEXT : FSM_ORDER_GAP;
 }
 
 static void origin_evict_lru(struct tern_fsm *f)
@@ -91,33 +86,19 @@ static struct fsm_origin *origin_add(struct tern_fsm *f, uint32_t node)
     return &f->origins[i];
 }
 
-/* Moves H up to seq, clearing the slots of the sequences that enter the window
- * (all of them when it jumps by a whole window or more). */
-static void window_advance(struct fsm_origin *o, uint64_t seq)
-{
-    if (seq - o->high >= FSM_DEDUP_WINDOW) {
-        memset(o->bits, 0, sizeof(o->bits));
-    } else {
-        for (uint64_t s = o->high + 1; s <= seq; s++)
-            bit_set(o, s, false);
-    }
-    o->high = seq;
-}
-
-/* On allocation failure the id is not remembered (no dedup for it) rather than
- * failing an apply that already happened. */
+/* Called only for a command that fsm_proposal_order() let through. On
+ * allocation failure a new origin is not remembered: its next proposal is then
+ * refused as out of order until the node starts a new sequence, which delays
+ * it but never applies anything twice or out of order. */
 void fsm_proposal_record(struct tern_fsm *f, uint64_t id)
 {
     if (id == 0)
         return;
     uint32_t node = (uint32_t)(id >> 40);
-    uint64_t seq = id & FSM_PROPOSAL_SEQ_MASK;
     struct fsm_origin *o = origin_find(f, node);
     if (!o && !(o = origin_add(f, node)))
         return;
-    if (seq > o->high)
-        window_advance(o, seq);
-    bit_set(o, seq, true);
+    o->high = id & FSM_PROPOSAL_SEQ_MASK;
     o->last_used = f->stats.applied;
 }
 

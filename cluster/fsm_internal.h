@@ -8,7 +8,7 @@
  *  fsm_queue.c    per-session queue, in-flight window, packet ids, promotion
  *  fsm_session.c  SESSION_OPEN / CLOSE / DELETE, SUBSCRIBE / UNSUBSCRIBE, wills
  *  fsm_publish.c  matching a publish to sessions, shared-group choice, ACK, PUBREL
- *  fsm_dedup.c    proposal-id dedup: a sliding window per origin node
+ *  fsm_dedup.c    proposal order: each node's proposals apply once, in sequence
  *  fsm_route.c    routes: which nodes have clean-session subscribers per filter
  *  fsm_snap.c     snapshot writer; fsm_restore.c snapshot reader
  *
@@ -32,12 +32,14 @@
 
 #define FSM_EXPIRY_NEVER 0xFFFFFFFFu
 #define FSM_PACKET_ID_MAX 65535u
-/* Origin nodes remembered for proposal-id dedup; more than a cluster will have.
- * Beyond it the least recently applied origin is forgotten. */
+/* Origin nodes whose proposal order is tracked; more than a cluster will have.
+ * Beyond it the least recently applied origin is forgotten (its node then starts
+ * a new sequence with ORIGIN_START). */
 #define FSM_ORIGINS_MAX 256u
 #define FSM_PROPOSAL_SEQ_MASK ((UINT64_C(1) << 40) - 1)
-/* Sequences remembered below the highest applied one, per origin. */
-#define FSM_DEDUP_WINDOW 1024u
+/* Snapshot layout of an origin (docs/disk-format.md): a 1024-bit window that
+ * older versions used for out-of-order dedup; written full, read and ignored. */
+#define FSM_SNAP_ORIGIN_WINDOW_WORDS 16u
 /* (filter, node) routes; a bound on the table, far above real use. */
 #define FSM_ROUTES_MAX 1000000u
 
@@ -207,13 +209,11 @@ void fsm_stab_del(struct fsm_stab *t, struct tern_fsm_session *s);
 int fsm_stab_walk(const struct fsm_stab *t,
                   int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx);
 
-/* Dedup state of one origin node: the highest applied sequence and a bitmap
- * of the FSM_DEDUP_WINDOW sequences up to it (bit seq % window). */
+/* Proposal order of one origin node: every sequence up to `high` applied. */
 struct fsm_origin {
     uint32_t node;
     uint64_t high;
     uint64_t last_used; /* stats.applied when last recorded: LRU eviction */
-    uint64_t bits[FSM_DEDUP_WINDOW / 64];
 };
 
 /* One (filter, node) route. key = filter bytes + node (4 bytes LE), so the map
@@ -357,8 +357,14 @@ int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u);
 struct fsm_sub *fsm_sub_find(const struct tern_fsm_session *s, const char *filter,
                              size_t len);
 
-/* --- proposal dedup (fsm_dedup.c) --- */
-bool fsm_proposal_dup(const struct tern_fsm *f, uint64_t id);
+/* --- proposal order (fsm_dedup.c) --- */
+/* Where a command stands in its origin's proposal order. */
+enum fsm_order {
+    FSM_ORDER_NEXT, /* apply it (no id, the next sequence, or a valid ORIGIN_START) */
+    FSM_ORDER_DUP,  /* at or below the origin's highest: applied already */
+    FSM_ORDER_GAP,  /* beyond the next: an earlier proposal has not applied yet */
+};
+enum fsm_order fsm_proposal_order(const struct tern_fsm *f, const struct tern_cmd *cmd);
 void fsm_proposal_record(struct tern_fsm *f, uint64_t id);
 
 /* --- routes (fsm_route.c) --- */

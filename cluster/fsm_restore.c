@@ -24,7 +24,7 @@
 #define MIN_SUB (4 + 1 + 4 + 8)
 #define MIN_ENTRY (8 + 1 + 1 + 1)
 #define MIN_FLIGHT (2 + 1 + MIN_ENTRY)
-#define MIN_ORIGIN (4 + 8 + 8 + FSM_DEDUP_WINDOW / 8)
+#define MIN_ORIGIN (4 + 8 + 8 + FSM_SNAP_ORIGIN_WINDOW_WORDS * 8)
 #define MIN_GROUP (4 + 8)
 #define MIN_ROUTE (4 + 4)
 #define MIN_MEMBER (4 + 3 * 4)
@@ -126,13 +126,18 @@ static void get_origin(struct rs *x, struct fsm_origin *o, const struct fsm_orig
     o->node = tern_rbuf_get_u32(&x->r);
     o->high = tern_rbuf_get_u64(&x->r);
     o->last_used = tern_rbuf_get_u64(&x->r);
-    for (size_t k = 0; k < FSM_DEDUP_WINDOW / 64; k++)
-        o->bits[k] = tern_rbuf_get_u64(&x->r);
-    uint64_t slot = o->high % FSM_DEDUP_WINDOW;
+    /* The window of older versions: proposals now apply in order, so every
+     * sequence up to high has applied and the window says nothing more. */
+    uint64_t slot = o->high % (FSM_SNAP_ORIGIN_WINDOW_WORDS * 64), high_bit = 0;
+    for (size_t k = 0; k < FSM_SNAP_ORIGIN_WINDOW_WORDS; k++) {
+        uint64_t word = tern_rbuf_get_u64(&x->r);
+        if (k == slot / 64)
+            high_bit = (word >> (slot % 64)) & 1u;
+    }
     bad(x, prev && o->node <= prev->node, "origin order");
     bad(x, o->high > FSM_PROPOSAL_SEQ_MASK, "origin sequence");
     /* The highest sequence is always one that applied. */
-    bad(x, !((o->bits[slot / 64] >> (slot % 64)) & 1u), "origin window");
+    bad(x, !high_bit, "origin window");
 }
 
 static void get_origins(struct rs *x)

@@ -123,8 +123,9 @@ static void put_origins(struct tern_wbuf *w, const struct tern_fsm *f)
         tern_wbuf_put_u32(w, o->node);
         tern_wbuf_put_u64(w, o->high);
         tern_wbuf_put_u64(w, o->last_used);
-        for (size_t k = 0; k < FSM_DEDUP_WINDOW / 64; k++)
-            tern_wbuf_put_u64(w, o->bits[k]);
+        /* Every sequence up to high applied: the old window, full. */
+        for (size_t k = 0; k < FSM_SNAP_ORIGIN_WINDOW_WORDS; k++)
+            tern_wbuf_put_u64(w, UINT64_MAX);
     }
 }
 

@@ -18,7 +18,10 @@
 #include "tern/cmd.h"
 #include "tern/fsm.h"
 
-#define TERN_RAFT_ENTRY_VERSION 1
+/* 2: a node's proposals apply in sequence order (ORIGIN_START begins one).
+ * Entries of version 1 were applied with a sliding dedup window instead; this
+ * build does not apply them (docs/disk-format.md). */
+#define TERN_RAFT_ENTRY_VERSION 2
 #define TERN_RAFT_ENTRY_HDR 8
 
 /* Called after each command of an applied entry has been applied, with its

@@ -8,9 +8,17 @@
  *
  * Apply: every node applies every command; the node whose id is in a command's
  * proposal id then completes that proposal (its callback runs after the
- * command's effects). A proposal not applied within retry_ms is sent again
- * with the same id - after a leader change the old one may be lost or may still
- * commit; the FSM's dedup window makes the second copy a no-op.
+ * command's effects).
+ *
+ * Order: a node's proposals apply in the order it made them, each once (the
+ * FSM refuses one whose predecessor has not applied: cluster/fsm_dedup.c). A
+ * leader change may lose what the old leader had not committed, or commit it
+ * late; so whenever the leader (or its term) changes, when the FSM refuses one
+ * of ours as out of order, and when the oldest has waited retry_ms, the node
+ * sends its whole outstanding tail again, in order, with the same ids: the
+ * copies that had committed are then duplicates, the rest apply in sequence.
+ * A proposal is completed only by its own apply, so its callback's TERN_OK
+ * always means "applied".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,12 +38,18 @@
 #include "tern/log.h"
 
 #define TIMER_MS 50
+/* How far a new sequence (restart, or a hole nothing can fill) jumps past every
+ * id the node used: proposals of the old sequence that commit late are then
+ * duplicates. */
+#define SEQ_JUMP (UINT64_C(1) << 20)
+#define SEQ_MASK ((UINT64_C(1) << 40) - 1)
 
 struct proposal {
     uint64_t id;
     tern_propose_cb cb;
     void *ctx;
     uint64_t sent_ms;             /* 0 = waiting to be sent */
+    uint32_t gen;                 /* c->gen when last sent */
     uint64_t proposed_ns;         /* uv_hrtime() at tern_cluster_propose */
     struct proposal *next, *prev; /* in proposal order */
     struct proposal *hnext;
@@ -71,6 +85,13 @@ struct tern_cluster {
     struct buf fwd; /* leader: commands forwarded by followers, for the next entry */
     uint64_t seq;
     uint64_t retry_ms;
+    /* Re-sending the outstanding tail: gen counts re-sends, so a refusal of a
+     * copy sent before the last one asks for nothing more. */
+    uint32_t gen;
+    int resend;           /* the FSM refused one of ours as out of order */
+    uint32_t sent_leader; /* leader and term the outstanding tail went to */
+    uint64_t sent_term;
+    uint64_t restores_settled; /* snapshots installed whose proposals were settled */
     uint64_t applied_own, entries;
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
@@ -163,14 +184,12 @@ static struct proposal *pending_find(struct tern_cluster *c, uint64_t id)
     return NULL;
 }
 
+static void hash_remove(struct tern_cluster *c, struct proposal *p);
+
 static void pending_remove(struct tern_cluster *c, struct proposal *p)
 {
-    for (struct proposal **pp = p->id ? &c->hash[hslot(c, p->id)] : NULL; pp && *pp;
-         pp = &(*pp)->hnext)
-        if (*pp == p) {
-            *pp = p->hnext;
-            break;
-        }
+    if (p->id)
+        hash_remove(c, p);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -207,6 +226,49 @@ static void commit_latency(struct tern_cluster *c, uint64_t us)
         c->commit_max_us = us;
 }
 
+static void complete(struct tern_cluster *c, struct proposal *pr,
+                     const struct tern_fsm_result *res)
+{
+    pending_remove(c, pr);
+    c->applied_own++;
+    commit_latency(c, (uv_hrtime() - pr->proposed_ns) / 1000);
+    if (pr->cb)
+        pr->cb(pr->ctx, TERN_OK, res);
+    free(pr);
+}
+
+/* A snapshot installed here holds the effects of our proposals up to its
+ * highest sequence of this node, and this node will never apply them itself:
+ * they are complete, as duplicates (applied; their results are not known). */
+static void settle_restored(struct tern_cluster *c)
+{
+    if (c->rfsm.restores == c->restores_settled)
+        return;
+    c->restores_settled = c->rfsm.restores;
+    uint64_t high = tern_fsm_proposal_high(c->fsm, c->node_id);
+    const struct tern_fsm_result dup = {.status = TERN_OK, .duplicate = true};
+    while (c->head && c->head->id && (c->head->id & SEQ_MASK) <= high)
+        complete(c, c->head, &dup);
+}
+
+static void restart_sequence(struct tern_cluster *c);
+
+/* The FSM refused one of ours: an earlier one is missing. Re-send the tail
+ * from the oldest outstanding one - unless this copy was sent before the last
+ * re-send, whose copies are behind it. If the missing one is not outstanding
+ * either (nothing can fill the hole), start a new sequence. */
+static void out_of_order(struct tern_cluster *c, const struct proposal *pr)
+{
+    if (pr->gen != c->gen)
+        return;
+    uint64_t high = tern_fsm_proposal_high(c->fsm, c->node_id);
+    if (!c->head->id || (c->head->id & SEQ_MASK) > high + 1)
+        restart_sequence(c);
+    else
+        c->resend = 1;
+    kick(c);
+}
+
 static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res)
 {
@@ -220,15 +282,14 @@ static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
         }
         return;
     }
+    settle_restored(c);
     struct proposal *pr = pending_find(c, cmd->proposal_id);
     if (!pr)
-        return;
-    pending_remove(c, pr);
-    c->applied_own++;
-    commit_latency(c, (uv_hrtime() - pr->proposed_ns) / 1000);
-    if (pr->cb)
-        pr->cb(pr->ctx, TERN_OK, res);
-    free(pr);
+        return; /* a duplicate of one completed already */
+    if (res->out_of_order)
+        out_of_order(c, pr);
+    else
+        complete(c, pr, res);
 }
 
 /* --- sending proposals ------------------------------------------------------- */
@@ -271,18 +332,70 @@ static int append_entry(struct tern_cluster *c, const uint8_t *data, size_t len)
     return TERN_OK;
 }
 
-/* Sends every proposal waiting to be sent, in order, batched up to
- * max_batch_bytes per entry or frame. */
-static void stamp(struct tern_cluster *c, struct proposal *p)
+static void hash_insert(struct tern_cluster *c, struct proposal *p)
 {
-    p->id = tern_cluster_next_proposal_id(c);
-    for (int i = 0; i < 8; i++)
-        p->bytes[TERN_CMD_PROPOSAL_ID_OFFSET + i] = (uint8_t)(p->id >> (8 * i));
     if (c->npending >= c->hcap / 2)
         hash_grow(c);
     size_t s = hslot(c, p->id);
     p->hnext = c->hash[s];
     c->hash[s] = p;
+}
+
+static void hash_remove(struct tern_cluster *c, struct proposal *p)
+{
+    for (struct proposal **pp = &c->hash[hslot(c, p->id)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == p) {
+            *pp = p->hnext;
+            break;
+        }
+}
+
+/* Ids are given when a proposal is first sent, in proposal order. */
+static void stamp(struct tern_cluster *c, struct proposal *p)
+{
+    p->id = ((uint64_t)c->node_id << 40) | (++c->seq & SEQ_MASK);
+    for (int i = 0; i < 8; i++)
+        p->bytes[TERN_CMD_PROPOSAL_ID_OFFSET + i] = (uint8_t)(p->id >> (8 * i));
+    hash_insert(c, p);
+}
+
+/* Everything outstanding goes again, in order, on the next flush. */
+static void resend_all(struct tern_cluster *c)
+{
+    for (struct proposal *p = c->head; p; p = p->next)
+        p->sent_ms = 0;
+    c->gen++;
+    c->resend = 0;
+}
+
+static struct proposal *proposal_new(const struct tern_cmd *cmd, tern_propose_cb cb,
+                                     void *ctx);
+
+/* A new sequence above every id this node used, begun by an ORIGIN_START at the
+ * head; the outstanding proposals follow it with new ids, in their order. The
+ * copies of their old ids that are still in some log become duplicates. */
+static void restart_sequence(struct tern_cluster *c)
+{
+    struct tern_cmd start = {.type = TERN_CMD_ORIGIN_START, .now_ms = wall_ms()};
+    struct proposal *p = proposal_new(&start, NULL, NULL);
+    if (!p)
+        return; /* the next refusal tries again */
+    for (struct proposal *q = c->head; q; q = q->next) {
+        if (q->id)
+            hash_remove(c, q);
+        q->id = 0;
+    }
+    p->next = c->head;
+    if (c->head)
+        c->head->prev = p;
+    else
+        c->tail = p;
+    c->head = p;
+    c->npending++;
+    c->seq += SEQ_JUMP;
+    resend_all(c);
+    TERN_LOGW("raft: proposal sequence of node %u has a gap: new sequence from %llu",
+              c->node_id, (unsigned long long)(c->seq + 1));
 }
 
 static void on_barrier(struct raft_barrier *req, int status)
@@ -308,8 +421,9 @@ static int check_seq_ready(struct tern_cluster *c)
     }
     if (leader_id(c) == 0 || raft_last_applied(&c->raft) < c->start_index)
         return 0;
+    /* The first proposal, ORIGIN_START (tern_cluster_new), takes the next. */
     uint64_t high = tern_fsm_proposal_high(c->fsm, c->node_id);
-    c->seq = high + (UINT64_C(1) << 20);
+    c->seq = high + SEQ_JUMP;
     c->seq_ready = 1;
     TERN_LOGI("raft: log applied up to %llu; proposals continue at %llu",
               (unsigned long long)raft_last_applied(&c->raft),
@@ -317,14 +431,29 @@ static int check_seq_ready(struct tern_cluster *c)
     return 1;
 }
 
+/* Sends every proposal waiting to be sent, in order, batched up to
+ * max_batch_bytes per entry or frame. With nowhere to send them the idle handle
+ * stops (the timer starts it again while any wait): no spinning. */
 static void flush(struct tern_cluster *c)
 {
     uint32_t leader = leader_id(c);
-    if (leader == 0 || !check_seq_ready(c))
-        return;
     bool self = leader == c->node_id && raft_state(&c->raft) == RAFT_LEADER;
-    if (!self && !tern_peers_connected(c->peers, leader))
+    if (!self)
+        c->fwd.len = 0; /* followers' proposals for a past term: they re-send */
+    if (leader == 0 || !check_seq_ready(c) ||
+        (!self && !tern_peers_connected(c->peers, leader))) {
+        uv_idle_stop(&c->idle);
         return;
+    }
+    uint64_t term = c->raft.current_term;
+    if (leader != c->sent_leader || term != c->sent_term) {
+        /* The new leader may lack what the old one had not committed. */
+        c->sent_leader = leader;
+        c->sent_term = term;
+        resend_all(c);
+    } else if (c->resend) {
+        resend_all(c);
+    }
     struct buf out = {0};
     if (self && c->fwd.len) {
         out = c->fwd;
@@ -344,16 +473,20 @@ static void flush(struct tern_cluster *c)
         if (!first)
             first = p;
         p->sent_ms = now;
+        p->gen = c->gen;
     }
     if (out.len) {
         int rv =
             self ? append_entry(c, out.p, out.len)
                  : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.p, out.len);
         if (rv != TERN_OK) {
-            /* Not sent: send again on the next attempt. */
+            /* Not sent: again from the timer (the link is full or going). */
             for (struct proposal *p = first; p; p = p->next)
                 if (p->sent_ms == now)
                     p->sent_ms = 0;
+            free(out.p);
+            uv_idle_stop(&c->idle);
+            return;
         } else if (!self) {
             /* Clients wait for these: out now, behind the forwards batched
              * before them (also while stopping, with no prepare phase left). */
@@ -361,11 +494,10 @@ static void flush(struct tern_cluster *c)
         }
     }
     free(out.p);
-    /* Anything left over (batch limit) goes on the next turn. */
-    for (struct proposal *p = c->head; p; p = p->next)
-        if (!p->sent_ms)
-            return;
-    uv_idle_stop(&c->idle);
+    /* Sent proposals are a prefix of the list: anything left over (batch
+     * limit) is at the tail and goes on the next turn. */
+    if (!c->tail || c->tail->sent_ms)
+        uv_idle_stop(&c->idle);
 }
 
 static void on_push_barrier(struct raft_barrier *req, int status)
@@ -384,9 +516,8 @@ static void push_commit(struct tern_cluster *c)
     c->push_commit = 0;
     if (raft_state(&c->raft) != RAFT_LEADER || c->fwd.len)
         return;
-    for (struct proposal *p = c->head; p; p = p->next)
-        if (!p->sent_ms)
-            return; /* flush is about to append an entry anyway */
+    if (c->tail && !c->tail->sent_ms)
+        return; /* flush is about to append an entry anyway */
     struct raft_barrier *b = malloc(sizeof(*b));
     if (b && raft_barrier(&c->raft, b, on_push_barrier) != 0)
         free(b);
@@ -500,15 +631,16 @@ static void on_timer(uv_timer_t *t)
 {
     struct tern_cluster *c = t->data;
     uint64_t now = now_ms(c);
+    settle_restored(c);
+    /* Proposals apply in order, so the oldest tells: overdue (a frame lost
+     * without a leader change), everything outstanding goes again. */
     bool resend = false;
-    for (struct proposal *p = c->head; p; p = p->next)
-        if (p->sent_ms && now - p->sent_ms > c->retry_ms) {
-            p->sent_ms = 0;
-            resend = true;
-        }
-    for (struct proposal *p = c->head; p && !resend; p = p->next)
-        if (!p->sent_ms)
-            resend = true;
+    if (c->head && c->head->sent_ms && now - c->head->sent_ms > c->retry_ms) {
+        resend_all(c);
+        resend = true;
+    }
+    if (c->tail && !c->tail->sent_ms)
+        resend = true;
     check_seq_ready(c);
     uint32_t leader = leader_id(c);
     if (leader != c->last_leader) {
@@ -697,6 +829,10 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
     if (rv != TERN_OK)
         return rv;
     uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
+    /* This node's proposals begin a new sequence (above any it used before a
+     * restart); this one is stamped first. */
+    struct tern_cmd start = {.type = TERN_CMD_ORIGIN_START, .now_ms = wall_ms()};
+    tern_cluster_propose(c, &start, NULL, NULL);
     /* Connections this node had before it stopped are gone: mark their sessions
      * offline (and publish their wills) once the log has caught up to here. */
     struct tern_cmd down = {.type = TERN_CMD_NODE_DOWN, .now_ms = wall_ms()};
@@ -705,30 +841,34 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
     return TERN_OK;
 }
 
+/* An encoded, unstamped proposal, linked nowhere yet. */
+static struct proposal *proposal_new(const struct tern_cmd *cmd, tern_propose_cb cb,
+                                     void *ctx)
+{
+    struct tern_cmd unstamped = *cmd;
+    unstamped.proposal_id = 0; /* stamped when first sent (see stamp()) */
+    size_t need = tern_cmd_encode(&unstamped, NULL, 0);
+    struct proposal *p = need ? malloc(sizeof(*p) + need) : NULL;
+    if (!p)
+        return NULL;
+    *p = (struct proposal){.cb = cb, .ctx = ctx, .proposed_ns = uv_hrtime(), .len = need};
+    tern_cmd_encode(&unstamped, p->bytes, need);
+    return p;
+}
+
 int tern_cluster_propose(struct tern_cluster *c, const struct tern_cmd *cmd,
                          tern_propose_cb cb, void *ctx)
 {
     if (c->closing)
         return TERN_ESHUTDOWN;
-    struct tern_cmd stamped = *cmd;
-    stamped.proposal_id = 0; /* stamped when first sent (see stamp()) */
-    size_t need = tern_cmd_encode(&stamped, NULL, 0);
+    size_t need = tern_cmd_encode(cmd, NULL, 0);
     if (need == 0 || need > c->cfg.max_batch_bytes)
         return TERN_ETOOBIG;
     if (c->npending >= c->hcap && hash_grow(c) != TERN_OK)
         return TERN_ENOMEM;
-    struct proposal *p = malloc(sizeof(*p) + need);
+    struct proposal *p = proposal_new(cmd, cb, ctx);
     if (!p)
         return TERN_ENOMEM;
-    tern_cmd_encode(&stamped, p->bytes, need);
-    p->len = need;
-    p->id = 0;
-    p->hnext = NULL;
-    p->cb = cb;
-    p->ctx = ctx;
-    p->sent_ms = 0;
-    p->proposed_ns = uv_hrtime();
-    p->next = NULL;
     p->prev = c->tail;
     if (c->tail)
         c->tail->next = p;
@@ -754,11 +894,6 @@ int tern_cluster_ready(const struct tern_cluster *c)
     if (leader == 0 || c->removed)
         return 0;
     return leader == c->node_id || tern_peers_connected(c->peers, leader);
-}
-
-uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c)
-{
-    return ((uint64_t)c->node_id << 40) | (++c->seq & ((UINT64_C(1) << 40) - 1));
 }
 
 int tern_cluster_forward(struct tern_cluster *c, uint32_t node,

@@ -82,9 +82,12 @@ struct tern_cluster_status {
     uint64_t snapshot_max_us; /* longest of them (serialising the FSM, in the loop) */
 };
 
-/* Called once the proposal's entry has been applied on this node (status
- * TERN_OK, result filled), or when it could not be committed (TERN_ENOTLEADER,
- * TERN_ESHUTDOWN, TERN_ENOMEM; result NULL). */
+/* Called once the proposal has been applied on this node: status TERN_OK, the
+ * result filled (res->status says whether the FSM accepted it). When it applied
+ * inside a snapshot this node installed instead, res->duplicate is set and the
+ * rest of the result is unknown: the command took effect, its details must be
+ * read from the state. A proposal is never dropped: it is re-sent (same id,
+ * in order) until it applies, or the cluster closes (TERN_ESHUTDOWN, res NULL). */
 typedef void (*tern_propose_cb)(void *ctx, int status, const struct tern_fsm_result *res);
 
 int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
@@ -101,9 +104,6 @@ struct tern_fsm *tern_cluster_fsm(struct tern_cluster *c);
 
 /* Is this node able to make work durable now (has a leader, quorum)? */
 int tern_cluster_ready(const struct tern_cluster *c);
-
-/* A unique proposal id: (node id << 40) | sequence. */
-uint64_t tern_cluster_next_proposal_id(struct tern_cluster *c);
 
 /* Sends a PUBLISH command to `node` for its clean sessions (best effort: these
  * messages are not durable). */

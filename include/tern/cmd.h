@@ -41,7 +41,10 @@ enum tern_cmd_type {
                                     caught up to the log as of its proposal (read index) */
     TERN_CMD_MEMBER_SET = 15,    /* a member's addresses, added or replaced */
     TERN_CMD_MEMBER_DEL = 16,    /* a member left the cluster */
+    TERN_CMD_ORIGIN_START = 17,  /* changes nothing but its node's proposal order: the
+                                    node's proposals continue from this one's sequence */
 };
+#define TERN_CMD_TYPE_MAX TERN_CMD_ORIGIN_START /* the highest type this build knows */
 
 /* Longest member address ("HOST:PORT") a MEMBER_SET may carry. */
 #define TERN_MEMBER_ADDR_MAX 63
@@ -75,8 +78,8 @@ struct tern_cmd_msg {
 struct tern_cmd {
     uint8_t type;    /* enum tern_cmd_type */
     uint64_t now_ms; /* proposer's wall clock, milliseconds since the epoch */
-    /* Proposal id: (node id << 40) | per-node sequence. Lets a replica drop a
-     * retried proposal that was already applied. 0 = none. */
+    /* Proposal id: (node id << 40) | per-node sequence. A node's proposals apply
+     * in sequence order, each once (tern/fsm.h, tern_fsm_apply). 0 = none. */
     uint64_t proposal_id;
     union {
         struct {

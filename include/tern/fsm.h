@@ -147,6 +147,8 @@ struct tern_fsm_result {
     uint64_t epoch;       /* SESSION_OPEN: the new epoch */
     bool duplicate;       /* PUBLISH: inbound QoS 2 id already held, not enqueued;
                              any command: proposal id already applied, ignored */
+    bool out_of_order;    /* an earlier proposal of its node has not applied: the
+                             command changed nothing (status TERN_EAGAIN) */
     uint32_t matched;     /* PUBLISH: sessions it was queued or sent to;
                              NODE_DOWN: sessions taken offline */
 };
@@ -154,12 +156,13 @@ struct tern_fsm_result {
 /* Applies one command. A rejected command (stale epoch, unknown session) changes
  * nothing and says why in the result.
  *
- * Proposal ids (tern/cmd.h) are de-duplicated per origin node with a sliding
- * window: the highest applied sequence H and which of the 1024 sequences up to
- * H applied. A command whose sequence applied already, or is older than
- * H - 1023, is ignored (result.duplicate). So a retried proposal applies once
- * even when it applies after a higher sequence of its node. 256 origin nodes
- * are tracked; beyond that the least recently applied one is forgotten.
+ * Proposal ids (tern/cmd.h) apply in order per origin node: with H the highest
+ * applied sequence of that node, a command applies only as H + 1; one at or
+ * below H is ignored (result.duplicate: a retry), one beyond H + 1 is refused
+ * (result.out_of_order, status TERN_EAGAIN: its node re-sends from the missing
+ * one). A node begins a sequence with ORIGIN_START, which may jump anywhere
+ * above H; an unknown origin accepts only that. 256 origin nodes are tracked;
+ * beyond that the least recently applied one is forgotten.
  *
  * NODE_DOWN: every online session owned by the node goes offline as if its
  * connection closed with publish_will (wills now or after their delay; sessions

@@ -116,6 +116,7 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         break;
     case TERN_CMD_TICK:
     case TERN_CMD_BARRIER:
+    case TERN_CMD_ORIGIN_START:
         break;
     case TERN_CMD_SESSION_DELETE:
         c.u.del.client_id = all ? B("kick-me") : B("");
@@ -255,7 +256,7 @@ static uint8_t *encode_heap(const struct tern_cmd *c, size_t *len)
 static void test_round_trip_all(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_TYPE_MAX; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -316,7 +317,7 @@ static void test_msg_flags_each(void **state)
 static void test_truncation(void **state)
 {
     (void)state;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_TYPE_MAX; type++) {
         for (int all = 0; all <= 1; all++) {
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
@@ -430,7 +431,7 @@ static void test_rejects(void **state)
     assert_int_equal(decode_mutated(&tick, 0, 0), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 0, TERN_CMD_VERSION + 1), TERN_EUNSUPPORTED);
     assert_int_equal(decode_mutated(&tick, 1, 0), TERN_EMALFORMED);
-    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_MEMBER_DEL + 1), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&tick, 1, TERN_CMD_TYPE_MAX + 1), TERN_EMALFORMED);
     assert_int_equal(decode_mutated(&tick, 1, 255), TERN_EMALFORMED);
 
     /* close: header 18 + client_id 2+8 + epoch 8 + expiry 4 -> publish_will at 40 */
@@ -594,13 +595,13 @@ static void test_batch(void **state)
     (void)state;
     uint8_t buf[1024];
     size_t n = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_TYPE_MAX; type++) {
         struct tern_cmd c = make_cmd(type, type % 2);
         n += tern_cmd_encode(&c, buf + n, sizeof(buf) - n);
         assert_true(n <= sizeof(buf));
     }
     size_t pos = 0;
-    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_MEMBER_DEL; type++) {
+    for (uint8_t type = TERN_CMD_SESSION_OPEN; type <= TERN_CMD_TYPE_MAX; type++) {
         struct tern_cmd want = make_cmd(type, type % 2), got;
         size_t used;
         assert_int_equal(tern_cmd_decode(buf + pos, n - pos, &got, &used, NULL), TERN_OK);

@@ -1393,6 +1393,10 @@ static void test_duplicate_proposal(void **state)
     open_p(x, "a");
     sub(x, "a", "t", 1, 0);
     uint64_t n1 = UINT64_C(1) << 40, n2 = UINT64_C(2) << 40;
+    struct tern_cmd start = {.type = TERN_CMD_ORIGIN_START, .proposal_id = n1 | 4};
+    assert_int_equal(apply(x, &start).status, TERN_OK);
+    start.proposal_id = n2 | 1;
+    assert_int_equal(apply(x, &start).status, TERN_OK);
     struct tern_fsm_result r =
         pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 5});
     assert_false(r.duplicate);
@@ -1403,21 +1407,24 @@ static void test_duplicate_proposal(void **state)
     assert_true(r.duplicate);
     assert_int_equal(r.matched, 0);
     assert_int_equal(st(x)->applied, applied);
-    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n2 | 1});
+    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n2 | 2});
     assert_false(r.duplicate);
+    /* Out of order (6 missing): refused, nothing enqueued, nothing counted. */
+    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 7});
+    assert_int_equal(r.status, TERN_EAGAIN);
+    assert_true(r.out_of_order);
+    assert_int_equal(r.matched, 0);
+    assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 2);
     r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 6});
     assert_false(r.duplicate);
-    assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 3);
-    /* A lower sequence that never applied (a retry applied late) applies once. */
-    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 4});
+    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 7});
     assert_false(r.duplicate);
-    r = pub_o(x, "t", "m", (struct pub_opts){.qos = 1, .proposal_id = n1 | 4});
-    assert_true(r.duplicate);
+    assert_false(r.out_of_order);
     assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 4);
-    /* A rejected command is remembered too. */
-    r = pub_o(x, "t/#", "m", (struct pub_opts){.proposal_id = n1 | 7});
+    /* A rejected command is remembered too: a retry would be rejected the same. */
+    r = pub_o(x, "t/#", "m", (struct pub_opts){.proposal_id = n1 | 8});
     assert_int_equal(r.status, TERN_EINVAL);
-    r = pub_o(x, "t/#", "m", (struct pub_opts){.proposal_id = n1 | 7});
+    r = pub_o(x, "t/#", "m", (struct pub_opts){.proposal_id = n1 | 8});
     assert_true(r.duplicate);
 }
 

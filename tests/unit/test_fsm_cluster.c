@@ -1,4 +1,4 @@
-/* Unit tests of the FSM's cluster-facing parts: proposal-id dedup window,
+/* Unit tests of the FSM's cluster-facing parts: proposal order,
  * NODE_DOWN and routes (tern/fsm.h). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -103,64 +103,104 @@ static struct tern_fsm_result tick_p(struct tern_fsm *f, uint64_t proposal_id)
     return run(f, &c, 1000);
 }
 
-/* --- proposal dedup window --- */
+/* --- proposal order --- */
 
 #define P(node, seq) (((uint64_t)(node) << 40) | (uint64_t)(seq))
 
-static void test_dedup_in_order(void **state)
+static struct tern_fsm_result start_p(struct tern_fsm *f, uint64_t proposal_id)
+{
+    struct tern_cmd c = {.type = TERN_CMD_ORIGIN_START, .proposal_id = proposal_id};
+    return run(f, &c, 1000);
+}
+
+/* Applied (not a duplicate, not refused). */
+static bool applies(struct tern_fsm_result r)
+{
+    return r.status == TERN_OK && !r.duplicate && !r.out_of_order;
+}
+
+static bool refused(struct tern_fsm_result r)
+{
+    return r.status == TERN_EAGAIN && r.out_of_order && !r.duplicate;
+}
+
+static void test_order_in_sequence(void **state)
 {
     (void)state;
     struct rec r = {0};
     struct tern_fsm *f = fsm(&r);
-    for (uint64_t s = 1; s <= 3000; s++)
-        assert_false(tick_p(f, P(1, s)).duplicate);
+    assert_true(applies(start_p(f, P(1, 1))));
+    for (uint64_t s = 2; s <= 3000; s++)
+        assert_true(applies(tick_p(f, P(1, s))));
     for (uint64_t s = 1; s <= 3000; s++) /* every retry is a duplicate */
         assert_true(tick_p(f, P(1, s)).duplicate);
     assert_int_equal(tern_fsm_stats(f)->applied, 3000);
-    assert_false(tick_p(f, 0).duplicate); /* 0 = no id, never a duplicate */
-    assert_false(tick_p(f, 0).duplicate);
+    assert_int_equal(tern_fsm_proposal_high(f, 1), 3000);
+    assert_true(applies(tick_p(f, 0))); /* 0 = no id: always applies */
+    assert_true(applies(tick_p(f, 0)));
     tern_fsm_free(f);
 }
 
-static void test_dedup_out_of_order(void **state)
+/* What the sliding window got wrong: a proposal lost with a leader and retried
+ * after more than 1024 newer ones had applied was skipped as "too old" while
+ * its proposer was told it had applied. Now the newer ones are refused until
+ * it arrives, and then they apply behind it, once each. */
+static void test_order_gap_refused_until_filled(void **state)
 {
     (void)state;
     struct rec r = {0};
     struct tern_fsm *f = fsm(&r);
-    assert_false(tick_p(f, P(1, 10)).duplicate);
-    assert_false(tick_p(f, P(1, 12)).duplicate);
-    /* 11 was retried and applies after 12: once. */
-    assert_false(tick_p(f, P(1, 11)).duplicate);
-    assert_true(tick_p(f, P(1, 11)).duplicate);
-    assert_true(tick_p(f, P(1, 12)).duplicate);
-    /* Another node's sequences are separate. */
-    assert_false(tick_p(f, P(2, 11)).duplicate);
-    /* Still inside the window after a jump: 12 + 1023 = 1035 keeps 12. */
-    assert_false(tick_p(f, P(1, 1035)).duplicate);
-    assert_true(tick_p(f, P(1, 12)).duplicate);
-    assert_false(tick_p(f, P(1, 13)).duplicate); /* never applied, still in window */
-    assert_true(tick_p(f, P(1, 11)).duplicate);  /* below the window: too old */
-    assert_true(tick_p(f, P(1, 1)).duplicate);
-    /* A jump over a whole window forgets the old bits but not H. */
-    assert_false(tick_p(f, P(1, 5000)).duplicate);
-    assert_false(tick_p(f, P(1, 4999)).duplicate);
-    assert_true(tick_p(f, P(1, 5000 - 1024)).duplicate);
-    assert_false(tick_p(f, P(1, 5000 - 1023)).duplicate);
+    assert_true(applies(start_p(f, P(1, 100))));
+    assert_true(applies(tick_p(f, P(1, 101))));
+    uint64_t applied = tern_fsm_stats(f)->applied;
+    for (uint64_t s = 103; s <= 103 + 2000; s++) /* 102 lost */
+        assert_true(refused(tick_p(f, P(1, s))));
+    assert_int_equal(tern_fsm_stats(f)->applied, applied); /* refused: no effect */
+    assert_int_equal(tern_fsm_proposal_high(f, 1), 101);
+    /* The proposer re-sends its tail, in order, from the missing one. */
+    for (uint64_t s = 102; s <= 103 + 2000; s++)
+        assert_true(applies(tick_p(f, P(1, s))));
+    assert_true(tick_p(f, P(1, 102)).duplicate);
+    assert_int_equal(tern_fsm_proposal_high(f, 1), 103 + 2000);
+    /* Another node's sequence is its own. */
+    assert_true(refused(tick_p(f, P(2, 1)))); /* unknown origin: needs a start */
+    assert_true(applies(start_p(f, P(2, 7))));
+    assert_true(applies(tick_p(f, P(2, 8))));
     tern_fsm_free(f);
 }
 
-static void test_dedup_origin_bound(void **state)
+/* A restarted node jumps past every id it used; its old proposals that commit
+ * after the jump are duplicates, the ones before it apply in order. */
+static void test_order_start_jumps(void **state)
+{
+    (void)state;
+    struct rec r = {0};
+    struct tern_fsm *f = fsm(&r);
+    assert_true(applies(start_p(f, P(1, 1))));
+    assert_true(applies(tick_p(f, P(1, 2))));
+    assert_true(applies(tick_p(f, P(1, 3)))); /* old, committed before the start */
+    assert_true(applies(start_p(f, P(1, 1000000))));
+    assert_true(tick_p(f, P(1, 4)).duplicate); /* old, committed after it */
+    assert_true(start_p(f, P(1, 1000000)).duplicate);
+    assert_true(start_p(f, P(1, 5)).duplicate); /* a start never goes back */
+    assert_true(refused(tick_p(f, P(1, 1000002))));
+    assert_true(applies(tick_p(f, P(1, 1000001))));
+    tern_fsm_free(f);
+}
+
+static void test_order_origin_bound(void **state)
 {
     (void)state;
     struct rec r = {0};
     struct tern_fsm *f = fsm(&r);
     /* 256 origins fit; node 1 is then used again, so node 2 is the LRU. */
     for (uint32_t n = 1; n <= 256; n++)
-        assert_false(tick_p(f, P(n, 5)).duplicate);
-    assert_false(tick_p(f, P(1, 6)).duplicate);
-    assert_false(tick_p(f, P(1000, 1)).duplicate); /* evicts node 2 */
-    assert_false(tick_p(f, P(2, 5)).duplicate);    /* forgotten */
-    assert_true(tick_p(f, P(1, 5)).duplicate);     /* remembered */
+        assert_true(applies(start_p(f, P(n, 5))));
+    assert_true(applies(tick_p(f, P(1, 6))));
+    assert_true(applies(start_p(f, P(1000, 1)))); /* evicts node 2 */
+    assert_true(refused(tick_p(f, P(2, 6))));     /* forgotten: refused... */
+    assert_true(applies(start_p(f, P(2, 100))));  /* ...until it starts again */
+    assert_true(tick_p(f, P(1, 5)).duplicate);    /* remembered */
     assert_true(tick_p(f, P(1000, 1)).duplicate);
     assert_true(tick_p(f, P(256, 5)).duplicate);
     tern_fsm_free(f);
@@ -331,9 +371,10 @@ static void test_routes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dedup_in_order),
-        cmocka_unit_test(test_dedup_out_of_order),
-        cmocka_unit_test(test_dedup_origin_bound),
+        cmocka_unit_test(test_order_in_sequence),
+        cmocka_unit_test(test_order_gap_refused_until_filled),
+        cmocka_unit_test(test_order_start_jumps),
+        cmocka_unit_test(test_order_origin_bound),
         cmocka_unit_test(test_node_down),
         cmocka_unit_test(test_routes),
     };

@@ -314,15 +314,30 @@ static int append_on(struct cl *c, unsigned i, const uint8_t *cmds, size_t len)
     return rv;
 }
 
+/* An ORIGIN_START well past the origin's last sequence, into out. */
+static size_t start_cmd(struct cl *c, uint8_t *out, size_t cap)
+{
+    c->seq += 1000;
+    struct tern_cmd cmd = {.type = TERN_CMD_ORIGIN_START, .now_ms = c->now_ms};
+    cmd.proposal_id = ((uint64_t)ORIGIN << 40) | c->seq;
+    size_t n = tern_cmd_encode(&cmd, out, cap);
+    assert_true(n > 0 && n <= cap);
+    return n;
+}
+
 /* Proposes `entries` entries of 1..4 random commands each through the leader;
- * returns the number of commands. */
+ * returns the number of commands. Each call begins a new sequence of ORIGIN's
+ * proposals, as a restarted node does: these tests lose entries with their
+ * leaders and re-send nothing, so without it every later proposal would be
+ * refused as out of order. */
 static unsigned propose(struct cl *c, unsigned entries)
 {
     unsigned cmds = 0;
     unsigned li = leader(c);
     for (unsigned e = 0; e < entries; e++) {
         uint8_t buf[2048];
-        size_t len = 0;
+        size_t len = e == 0 ? start_cmd(c, buf, sizeof(buf)) : 0;
+        cmds += e == 0;
         unsigned k = 1 + (unsigned)(rnd(c) % 4);
         for (unsigned j = 0; j < k; j++)
             len += gen_cmd(c, buf + len, sizeof(buf) - len);
@@ -367,7 +382,7 @@ static void test_entry_format(void **state)
     p[4] = (uint8_t)(rb.len - TERN_RAFT_ENTRY_HDR + 1); /* length beyond the entry */
     assert_int_equal(s.rf.raft.apply(&s.rf.raft, &rb, &result), 0);
     p[4] = (uint8_t)n;
-    p[0] = 2; /* unknown version */
+    p[0] = TERN_RAFT_ENTRY_VERSION + 1; /* unknown version */
     assert_int_equal(s.rf.raft.apply(&s.rf.raft, &rb, &result), 0);
     assert_int_equal(s.applied, 1);
     raft_free(rb.base);

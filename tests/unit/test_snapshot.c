@@ -268,6 +268,12 @@ static void do_proposal(struct tern_fsm *f, uint64_t now, uint64_t id)
     run(f, &c, now);
 }
 
+static void do_start(struct tern_fsm *f, uint64_t now, uint64_t id)
+{
+    struct tern_cmd c = {.type = TERN_CMD_ORIGIN_START, .proposal_id = id};
+    assert_int_equal(run(f, &c, now).status, TERN_OK);
+}
+
 /* Sessions with queues, in-flight entries in both states, inbound ids, pending
  * wills, shared groups with advanced counters, retained messages, routes and
  * proposal-dedup state. */
@@ -311,9 +317,10 @@ static uint64_t build_rich(struct tern_fsm *f)
     do_route(f, now++, TERN_CMD_ROUTE_ADD, "x", 3);
     assert_int_equal(do_member(f, now++, TERN_CMD_MEMBER_SET, 4, "127.0.0.1:7004"), 0);
     assert_int_equal(do_member(f, now++, TERN_CMD_MEMBER_SET, 2, "127.0.0.1:7002"), 0);
-    for (uint64_t s = 1; s < 1500; s += 7)
+    do_start(f, now++, (UINT64_C(2) << 40) | 1);
+    for (uint64_t s = 2; s < 1500; s++)
         do_proposal(f, now++, (UINT64_C(2) << 40) | s);
-    do_proposal(f, now++, (UINT64_C(5) << 40) | 3);
+    do_start(f, now++, (UINT64_C(5) << 40) | 3);
     return now;
 }
 
@@ -548,9 +555,23 @@ static void gen_cmd(struct gen *g, struct rng *r, struct tern_fsm *ref)
     const char *id = clients[rnd(r, 12)];
     uint64_t epoch = epoch_of(ref, id) + (rnd(r, 10) == 0 ? 1 : 0);
     static const uint32_t expiries[] = {0, 5, 60, NEVER};
-    g->c.type = (uint8_t)(1 + rnd(r, TERN_CMD_MEMBER_DEL));
-    if (rnd(r, 4) == 0)
-        g->c.proposal_id = ((uint64_t)rnd(r, 3) << 40) | (1 + rnd(r, 1200));
+    g->c.type = (uint8_t)(1 + rnd(r, TERN_CMD_TYPE_MAX));
+    /* Origins 1 and 2 propose in sequence, now and then a retry (a duplicate),
+     * a gap (refused) or a new start. */
+    if (rnd(r, 4) == 0) {
+        uint32_t o = 1 + rnd(r, 2);
+        uint64_t high = tern_fsm_proposal_high(ref, o), seq = high + 1;
+        uint32_t k = rnd(r, 10);
+        if (high == 0 || k == 0) {
+            g->c.type = TERN_CMD_ORIGIN_START;
+            seq = high + 1 + rnd(r, 100);
+        } else if (k == 1) {
+            seq = 1 + rnd(r, (uint32_t)high);
+        } else if (k == 2) {
+            seq = high + 2 + rnd(r, 5);
+        }
+        g->c.proposal_id = ((uint64_t)o << 40) | seq;
+    }
     struct tern_cmd *c = &g->c;
     switch (c->type) {
     case TERN_CMD_SESSION_OPEN:
@@ -698,7 +719,7 @@ static void small_state(struct tern_fsm *f)
     assert_int_equal(do_ack(f, now++, "s1", 1, TERN_PUBREC), TERN_OK);
     do_close(f, now++, "s1", NEVER, true);
     do_route(f, now++, TERN_CMD_ROUTE_ADD, "t/#", 3);
-    do_proposal(f, now++, (UINT64_C(1) << 40) | 9);
+    do_start(f, now++, (UINT64_C(1) << 40) | 9);
 }
 
 static void test_corruption(void **state)
