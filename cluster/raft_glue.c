@@ -442,6 +442,8 @@ static void flush(struct tern_cluster *c)
         c->fwd.len = 0; /* followers' proposals for a past term: they re-send */
     if (leader == 0 || !check_seq_ready(c) ||
         (!self && !tern_peers_connected(c->peers, leader))) {
+        /* What was on a link that went down may be lost: all again once up. */
+        c->sent_leader = 0;
         uv_idle_stop(&c->idle);
         return;
     }
