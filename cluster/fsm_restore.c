@@ -7,7 +7,8 @@
  * problem stops the restore with TERN_ECORRUPT.
  *
  * The new state is built in a separate FSM and moved into the target only when
- * all of it is valid, so a failed restore leaves the target as it was.
+ * all of it is valid, so a failed restore leaves the target as it was; a
+ * successful one ends with the observer's `restored`.
  * Messages are created first, each holding one reference for the restore's own
  * table; every reference read adds one, and at the end each message must have
  * exactly the refcount the snapshot states. */
@@ -669,5 +670,9 @@ int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *e
     free(x.msg);
     free(x.msg_refs);
     free(x.seqs);
+    /* Nothing the snapshot holds went through apply, so no effect told the
+     * owner about it: it reconciles with the whole new state here. */
+    if (rc == TERN_OK && f->obs.restored)
+        f->obs.restored(f->obs.ctx, f);
     return rc;
 }

@@ -743,6 +743,10 @@ static void metrics_loop(struct sbuf *b, const struct tern_node *n)
            "Longest proposal-to-apply time since start.", st.commit_max_us);
     metric(b, "tern_snapshots_taken_total", "counter",
            "Snapshots this node took of its state machine.", st.snapshots);
+    metric(b, "tern_snapshots_installed_total", "counter",
+           "Snapshots that replaced this node's state machine (from the leader when "
+           "this node was behind, or its own at start).",
+           n->stats.snapshots_installed);
     metric(b, "tern_snapshot_max_microseconds", "gauge",
            "Longest time serialising the state machine for a snapshot (the loop "
            "waits for it).",

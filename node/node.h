@@ -49,6 +49,7 @@ struct tern_node_stats {
     uint64_t dropped_slow_client; /* connections closed: write buffer full */
     uint64_t dropped_forward;     /* not forwarded to a node: peer link down or full */
     uint64_t publishers_paused;   /* times a publisher was paused (peer link backlog) */
+    uint64_t snapshots_installed; /* replicated state replaced by a snapshot */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];

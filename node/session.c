@@ -3,7 +3,9 @@
  * The FSMs call back here (observer effects) while they apply commands; this
  * file maps a session to its connection and turns effects into packets:
  * CONNACK when a SESSION_OPEN applies, SUBACK when a SUBSCRIBE applies, PUBLISH
- * and PUBREL for deliveries, DISCONNECT 0x8E for a fenced (taken over) session.
+ * and PUBREL for deliveries, DISCONNECT 0x8E for a fenced (taken over) session;
+ * after a snapshot replaced the replicated state, connections are bound to it
+ * again or closed (repl_restored).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -361,6 +363,58 @@ static void repl_published(void *ctx, const struct tern_msg *m)
     tern_deliver_to_local(n, &cm, NULL, 0);
 }
 
+/* Does connection c hold the session the replicated state has for its id? */
+static bool still_owns(const struct tern_node *n, const struct tern_conn *c,
+                       const struct tern_fsm_session *s)
+{
+    return s && tern_fsm_session_online(s) &&
+           tern_fsm_session_owner(s) == n->cfg.node_id &&
+           tern_fsm_session_epoch(s) == c->epoch;
+}
+
+/* A snapshot replaced the replicated state (installed from the leader while this
+ * node was behind, or loaded at start): what it holds was never applied here, so
+ * no opened / fenced / deliver effect ran for it. Each active connection is
+ * checked against it. One whose session is still this node's at its epoch is
+ * bound again and gets its in-flight messages re-sent (DUP PUBLISH, or PUBREL):
+ * some were never sent from here, and the rest of the queue follows as the
+ * client acks. One whose session is gone or was taken over (another owner, a
+ * newer epoch, or offline after NODE_DOWN) is closed as apply would have closed
+ * it; the FSM settled its will already. A clean session's own state is in the
+ * local FSM and stays; only its registration is checked. Connections still
+ * CONNECTING are left to their SESSION_OPEN's outcome. One pass over this node's
+ * connections, not over the sessions. */
+static void repl_restored(void *ctx, struct tern_fsm *f)
+{
+    struct tern_node *n = ctx;
+    uint32_t kept = 0, closed = 0;
+    uint32_t now_s = (uint32_t)(tern_now_ms() / 1000);
+    n->stats.snapshots_installed++;
+    /* Closing only marks a connection; it leaves the list on a later turn. */
+    for (struct tern_conn *c = n->conns; c; c = c->next) {
+        if (c->state != TERN_CONN_ACTIVE)
+            continue;
+        struct tern_fsm_session *s =
+            tern_fsm_session_get(f, c->client_id, c->client_id_len);
+        if (still_owns(n, c, s)) {
+            kept++;
+            if (!c->persistent)
+                continue;
+            tern_fsm_session_set_local(s, c);
+            c->retry_quiet_since_s = now_s;
+            tern_fsm_session_resend(f, s);
+            continue;
+        }
+        closed++;
+        c->will_suppressed = true;
+        tern_conn_close(c, TERN_RC_SESSION_TAKEN_OVER,
+                        "session taken over or ended (snapshot installed)");
+    }
+    TERN_LOGI("snapshot installed: %u connections kept, %u closed (session taken over "
+              "or ended)",
+              kept, closed);
+}
+
 struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated)
 {
     struct tern_fsm_observer o = {
@@ -370,6 +424,7 @@ struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replica
         .deliver = on_deliver,
         .fenced = replicated ? repl_fenced : local_fenced,
         .published = replicated ? repl_published : NULL,
+        .restored = replicated ? repl_restored : NULL,
     };
     return o;
 }

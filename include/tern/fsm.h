@@ -66,6 +66,7 @@ struct tern_delivery {
     uint32_t sub_ids[TERN_MAX_SUB_IDS];
 };
 
+struct tern_fsm;         /* opaque */
 struct tern_fsm_session; /* opaque; read through the accessors below */
 
 enum tern_drop_policy {
@@ -129,9 +130,14 @@ struct tern_fsm_observer {
     /* The FSM published a message of its own (a will). Each node delivers it to
      * subscribers that are not in this FSM (its local clean sessions). */
     void (*published)(void *ctx, const struct tern_msg *m);
+    /* tern_fsm_restore() replaced all state of f (a snapshot installed from the
+     * leader, or loaded at start). No other effect is called for what the
+     * snapshot holds, so this is where the owner reconciles its connections
+     * with the new state: every local annotation is NULL, every pointer handed
+     * out before is invalid. Called once f is consistent; it may read f and
+     * call tern_fsm_session_resend() / tern_fsm_session_set_local(). */
+    void (*restored)(void *ctx, struct tern_fsm *f);
 };
-
-struct tern_fsm;
 
 /* self_node: this replica's node id (only used to annotate; apply is identical on
  * every replica). Returns NULL on allocation failure. */
@@ -190,10 +196,11 @@ int tern_fsm_snapshot(const struct tern_fsm *f, uint8_t **out, size_t *out_len);
 
 /* Replaces all replicated state of f by the snapshot's. The frame is verified
  * and every field validated before f is touched: on error (TERN_ECORRUPT,
- * TERN_EUNSUPPORTED for an unknown format version, TERN_ENOMEM) f is unchanged
- * and errmsg (TERN_ERRMSG_SIZE, may be NULL) says why. Keeps f's observer,
- * limits, self node and retained source; no observer is called; local
- * annotations are NULL afterwards, and pointers handed out before are invalid.
+ * TERN_EUNSUPPORTED for an unknown format version, TERN_ENOMEM) f is unchanged,
+ * no observer is called, and errmsg (TERN_ERRMSG_SIZE, may be NULL) says why.
+ * Keeps f's observer, limits, self node and retained source. On success local
+ * annotations are NULL, pointers handed out before are invalid, and the only
+ * effect is the observer's `restored`, once, after the new state is in place.
  * A restored FSM applies every later command exactly like the original. */
 int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *errmsg);
 

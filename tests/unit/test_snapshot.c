@@ -971,6 +971,89 @@ static void test_restore_replaces(void **state)
     tern_fsm_free(t);
 }
 
+/* --- the restored effect --- */
+
+/* What the `restored` observer saw: its calls, and the state it found then. */
+struct rx {
+    int calls;
+    const struct tern_fsm *f;
+    bool saw_new;    /* the snapshot's session was there */
+    bool local_null; /* with no local annotation */
+    bool in_restored;
+    uint64_t resent;     /* DUP deliveries from a resend inside the call */
+    uint64_t deliveries; /* all deliveries */
+};
+
+static void rx_deliver(void *ctx, struct tern_fsm_session *s,
+                       const struct tern_delivery *d)
+{
+    (void)s;
+    struct rx *x = ctx;
+    x->deliveries++;
+    if (x->in_restored && d->dup && d->msg && d->msg->payload.len == 2 &&
+        memcmp(d->msg->payload.ptr, "hi", 2) == 0)
+        x->resent++;
+}
+
+static void rx_restored(void *ctx, struct tern_fsm *f)
+{
+    struct rx *x = ctx;
+    x->calls++;
+    x->f = f;
+    struct tern_fsm_session *s = tern_fsm_session_get(f, "new", 3);
+    x->saw_new = s != NULL;
+    x->local_null = s && tern_fsm_session_local(s) == NULL;
+    x->in_restored = true;
+    if (s) /* what the node does for a connection it still owns */
+        tern_fsm_session_resend(f, s);
+    x->in_restored = false;
+}
+
+/* A successful restore calls `restored` once, after the new state is in place
+ * (the owner can read it and re-send from it there); a failed one does not. */
+static void test_restored_effect(void **state)
+{
+    (void)state;
+    struct tern_fsm_limits lim = small_limits();
+    struct hx hs = {0};
+    struct tern_fsm *src = new_fsm(&hs, &lim);
+    do_open(src, 10, "new", 2, NEVER, 0, NULL, 0);
+    do_sub(src, 11, "new", "n/#", 1, 0);
+    do_pub(src, 12, NULL, "n/1", "hi", 1, false, 0); /* in flight to "new" */
+    size_t len;
+    uint8_t *s = snap(src, &len);
+
+    struct rx x = {0};
+    struct tern_fsm_observer obs = {
+        .ctx = &x, .deliver = rx_deliver, .restored = rx_restored};
+    struct tern_fsm *t = tern_fsm_new(3, &lim, &obs);
+    assert_non_null(t);
+    do_open(t, 10, "old", 3, NEVER, 0, NULL, 0);
+    int marker;
+    tern_fsm_session_set_local(tern_fsm_session_get(t, "old", 3), &marker);
+
+    uint8_t *bad = malloc(len);
+    assert_non_null(bad);
+    memcpy(bad, s, len);
+    bad[len - 1] ^= 1; /* checksum */
+    assert_int_equal(tern_fsm_restore(t, bad, len, NULL), TERN_ECORRUPT);
+    assert_int_equal(x.calls, 0);
+    assert_non_null(tern_fsm_session_get(t, "old", 3));
+
+    assert_int_equal(tern_fsm_restore(t, s, len, NULL), TERN_OK);
+    assert_int_equal(x.calls, 1);
+    assert_ptr_equal(x.f, t);
+    assert_true(x.saw_new);
+    assert_true(x.local_null);
+    assert_int_equal(x.resent, 1);
+    assert_int_equal(x.deliveries, 1); /* nothing but the resend */
+    assert_null(tern_fsm_session_get(t, "old", 3));
+    free(bad);
+    free(s);
+    tern_fsm_free(src);
+    tern_fsm_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_equivalence),      cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_field_validation), cmocka_unit_test(test_hand_written),
         cmocka_unit_test(test_restore_replaces), cmocka_unit_test(test_members),
+        cmocka_unit_test(test_restored_effect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
