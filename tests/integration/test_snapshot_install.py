@@ -228,7 +228,7 @@ def stopped(c, proxy, publisher, extra=None):
     (e.g. a takeover), then publish filler through `publisher` until the other nodes'
     logs are compacted past the victim's last entry (so it must install a snapshot);
     then heal, SIGCONT (also on failure) and wait until it has applied past that
-    snapshot. Returns the snapshot's index."""
+    snapshot. Returns {retained topic: payload} of the filler."""
     nd = c.node(VICTIM)
     stopped_at = metric(nd, "tern_raft_last_index")
     assert stopped_at is not None, "no admin API: cannot tell where node 3 stopped"
@@ -248,11 +248,14 @@ def stopped(c, proxy, publisher, extra=None):
                        max(snapshot_indexes(o)) - TRAILING > stopped_at + 1
                        for o in others)
         n = 0
-        while not compacted():
+        retained = {}
+        while n < 8 or not compacted():  # every filler topic retained at least once
             assert n < FILLER_MAX, "no compaction past %d after %d publishes" % (
                 stopped_at, n)
             # retained, so each is a log entry (a clean QoS 1 publish is not)
-            pub.publish("%s/%d" % (filler, n % 8), b"x%d" % n, 1, retain=True)
+            topic = "%s/%d" % (filler, n % 8)
+            pub.publish(topic, b"x%d" % n, 1, retain=True)
+            retained[topic] = b"x%d" % n
             n += 1
         pub.disconnect()
         target = min(max(snapshot_indexes(o)) for o in others)
@@ -263,7 +266,7 @@ def stopped(c, proxy, publisher, extra=None):
     wait_until(lambda: (metric(nd, "tern_raft_applied_index") or 0) >= target, 20.0,
                msg="node 3 applied index %s >= %d" % (
                    metric(nd, "tern_raft_applied_index"), target))
-    return target
+    return retained
 
 
 def test_subscriber_keeps_receiving_after_snapshot_install(cut_cluster):
@@ -272,11 +275,16 @@ def test_subscriber_keeps_receiving_after_snapshot_install(cut_cluster):
     victim = VICTIM
     topic = "snapinst/" + uid()
     subs = {v: persistent_raw(c, victim, v, uid("keep%d-" % v), topic) for v in (5, 4)}
+    # A clean subscriber too: its state is in node 3's local FSM, its messages come
+    # over the peer link by the replicated routes.
+    clean = c.raw(victim, version=4, timeout=5.0)
+    assert clean.connect(uid("clean"), clean=True, keepalive=120).reason == 0
+    assert clean.subscribe(1, [(topic, 1)]).codes == [1]
     pub = c.client(other, version=V311)
     pub.publish(topic, b"before", 1)
-    for v, s in subs.items():
+    for v, s in list(subs.items()) + [("clean", clean)]:
         got, _ = receive_acking(s, [b"before"], 10.0)
-        assert got == [b"before"], "v%d before the stop: %r" % (v, got)
+        assert got == [b"before"], "%s before the stop: %r" % (v, got)
     installed_before = metric(c.node(victim), "tern_snapshots_installed_total") or 0
 
     # 30 messages while the node is stopped: 20 go in flight (inflight_max), 10 queue.
@@ -288,7 +296,7 @@ def test_subscriber_keeps_receiving_after_snapshot_install(cut_cluster):
             p.publish(topic, m, 1)
         p.disconnect()
 
-    stopped(c, proxy, other, publish_during)
+    retained = stopped(c, proxy, other, publish_during)
     after = [b"after-%d" % i for i in range(10)]
     for m in after:
         pub.publish(topic, m, 1)
@@ -307,6 +315,25 @@ def test_subscriber_keeps_receiving_after_snapshot_install(cut_cluster):
             problems.append("v%d: out of order: %r" % (v, firsts[:12]))
         elif dups == 0:  # 20 of them were in flight when the snapshot came
             problems.append("v%d: no DUP re-send of what was in flight" % v)
+    # Clean: not durable, so what was forwarded while the node was stopped may or
+    # may not be there; what is published after must be, on the same connection.
+    got, _ = receive_acking(clean, after, 10.0)
+    missing = [m for m in after if m not in got]
+    if missing:
+        problems.append("clean subscriber on node %d: missing %r" % (victim, missing))
+    # Retained messages are the snapshot's (and what applied after it).
+    rc = c.raw(victim, version=4, timeout=5.0)
+    assert rc.connect(uid("ret"), clean=True).reason == 0
+    base = next(iter(retained)).rsplit("/", 1)[0]
+    rc.subscribe(1, [(base + "/#", 0)])
+    got = {}
+    try:
+        for p in rc.recv_publishes(len(retained), 10.0):
+            got[p.topic] = p.payload
+    except R.Timeout as e:
+        problems.append("retained on node %d: %s" % (victim, e))
+    if got and got != retained:
+        problems.append("retained on node %d: %r, want %r" % (victim, got, retained))
     assert not problems, "\n".join(problems)
     installed = metric(c.node(victim), "tern_snapshots_installed_total")
     assert installed is not None and installed > installed_before, (
