@@ -389,6 +389,7 @@ static void repl_restored(void *ctx, struct tern_fsm *f)
     struct tern_node *n = ctx;
     uint32_t kept = 0, closed = 0;
     uint32_t now_s = (uint32_t)(tern_now_ms() / 1000);
+    uint64_t t0 = uv_hrtime();
     n->stats.snapshots_installed++;
     /* Closing only marks a connection; it leaves the list on a later turn. */
     for (struct tern_conn *c = n->conns; c; c = c->next) {
@@ -411,8 +412,8 @@ static void repl_restored(void *ctx, struct tern_fsm *f)
                         "session taken over or ended (snapshot installed)");
     }
     TERN_LOGI("snapshot installed: %u connections kept, %u closed (session taken over "
-              "or ended)",
-              kept, closed);
+              "or ended) in %llu us",
+              kept, closed, (unsigned long long)((uv_hrtime() - t0) / 1000));
 }
 
 struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated)
