@@ -155,8 +155,7 @@ def cut_cluster_fixture(request, tmp_path):
     request.node._tern_brokers = c.nodes
     try:
         c.start_all()
-        lead = c.wait_leader(10.0)
-        if lead == VICTIM:
+        if agreed_leader(c) == VICTIM:
             moved = admin_post(c.node(VICTIM), "/transfer-leader?to=1")
             assert moved.get("leader") == 1, "leadership transfer: %r" % moved
             c.wait_ready()
@@ -183,9 +182,20 @@ def admin_post(node, path):
         return json.loads(r.read().decode())
 
 
+def agreed_leader(c, timeout=10.0):
+    """The leader every node reports on its admin API (tern_raft_leader)."""
+    views = {}
+
+    def agreed():
+        views.update({nd.id: metric(nd, "tern_raft_leader") for nd in c.nodes})
+        return len(set(views.values())) == 1 and views[1]
+    wait_until(agreed, timeout, interval=0.05, msg="one leader (views %r)" % views)
+    return views[1]
+
+
 def roles(c):
-    lead = c.wait_leader(10.0)
-    assert lead is not None and lead != VICTIM, "leader %s" % lead
+    lead = agreed_leader(c)
+    assert lead != VICTIM, "leader %s" % lead
     return lead, 3 - lead  # the leader, the other node that is not the victim
 
 
