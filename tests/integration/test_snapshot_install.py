@@ -394,3 +394,56 @@ def test_takeover_inside_snapshot_fences_old_connection(cut_cluster):
     for v, cl in new.items():
         got, _ = receive_acking(cl, [b"to-new"], 10.0)
         assert b"to-new" in got, "v%d taken-over session: %r" % (v, got)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11, cluster layer: a pending proposal whose "
+                   "entry is inside an installed snapshot comes back as a duplicate, and "
+                   "on_open_done takes that for an applied SESSION_OPEN whose CONNACK went "
+                   "out; the connection never gets one and its client id stays 'connecting'")
+def test_connect_whose_open_is_inside_snapshot(cut_cluster):
+    """Node 3 keeps running with its Raft connections cut (its clients stay: the cut is
+    shorter than the no-quorum grace), a client CONNECTs there, and its SESSION_OPEN
+    (forwarded to the leader over the peer link) is applied by the others and compacted
+    into a snapshot before node 3 hears of it. The client must get an answer (CONNACK,
+    accepted or refused) and be able to connect with that id again."""
+    c, proxy = cut_cluster
+    lead, other = roles(c)
+    nd = c.node(VICTIM)
+    stopped_at = metric(nd, "tern_raft_last_index")
+    others = [o for o in c.nodes if o.id != VICTIM]
+    cid = uid("open-in-snap")
+    props = {R.SESSION_EXPIRY: EXPIRY}
+    cl = c.raw(VICTIM, version=5, timeout=5.0)
+    proxy.cut()
+    try:
+        cl.connect(cid, clean=False, keepalive=120, props=props, expect_connack=False)
+        pub = c.client(other, version=V311)
+        filler = "fill/" + uid()
+        n = 0
+        while not all(snapshot_indexes(o) and
+                      max(snapshot_indexes(o)) - TRAILING > stopped_at + 1
+                      for o in others):
+            assert n < FILLER_MAX, "no compaction past %d" % stopped_at
+            pub.publish("%s/%d" % (filler, n % 8), b"x", 1, retain=True)
+            n += 1
+        pub.disconnect()
+        target = min(max(snapshot_indexes(o)) for o in others)
+    finally:
+        proxy.heal()
+    wait_until(lambda: (metric(nd, "tern_raft_applied_index") or 0) >= target, 20.0,
+               msg="node 3 caught up")
+    assert (metric(nd, "tern_snapshots_installed_total") or 0) >= 1, "no snapshot installed"
+    problems = []
+    try:
+        ack = cl.expect(R.CONNACK, 12.0)  # connect_timeout_ms is 10 s
+    except (R.Timeout, R.Closed) as e:
+        ack = None
+        problems.append("no CONNACK for a CONNECT whose SESSION_OPEN is inside the "
+                        "snapshot: %s" % e)
+    cl.close()
+    again = c.raw(VICTIM, version=5, timeout=5.0)
+    ack2 = again.connect(cid, clean=False, keepalive=120, props=props)
+    if ack2.reason != 0:
+        problems.append("reconnect with the same id refused: %r (first CONNACK %r)" % (
+            ack2, ack))
+    assert not problems, "\n".join(problems)
