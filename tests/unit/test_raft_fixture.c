@@ -36,6 +36,7 @@ struct server {
     uint64_t applied;  /* commands applied (duplicates included) */
     uint64_t watch_id; /* proposal id whose applications are recorded */
     int watch_seen, watch_dups;
+    uint64_t restored; /* the FSM's restored effects */
 };
 
 struct cl {
@@ -71,6 +72,13 @@ on_applied(void *ctx, const struct tern_cmd *cmd, const struct tern_fsm_result *
 
 /* --- cluster ----------------------------------------------------------------- */
 
+static void on_restored(void *ctx, struct tern_fsm *f)
+{
+    struct server *s = ctx;
+    assert_ptr_equal(f, s->fsm);
+    s->restored++;
+}
+
 static struct cl *cl_new(unsigned n, uint64_t seed)
 {
     struct cl *c = calloc(1, sizeof(*c));
@@ -81,7 +89,8 @@ static struct cl *cl_new(unsigned n, uint64_t seed)
     assert_int_equal(raft_fixture_initialize(&c->f), 0);
     for (unsigned i = 0; i < n; i++) {
         struct server *s = &c->s[i];
-        s->fsm = tern_fsm_new(i + 1, NULL, NULL);
+        struct tern_fsm_observer obs = {.ctx = s, .restored = on_restored};
+        s->fsm = tern_fsm_new(i + 1, NULL, &obs);
         assert_non_null(s->fsm);
         assert_int_equal(tern_raft_fsm_init(&s->rf, s->fsm, on_applied, s), TERN_OK);
         assert_int_equal(raft_fixture_grow(&c->f, &s->rf.raft), 0);
@@ -694,6 +703,9 @@ static void test_snapshot_catch_up(void **state)
     wait_caught_up(c);
     assert_true(c->s[k].rf.restores >= 1);
     assert_true(raft_fixture_n_recv(&c->f, k, RAFT_IO_INSTALL_SNAPSHOT) >= 1);
+    /* The node learns of each install through the FSM's restored effect. */
+    for (unsigned i = 0; i < c->n; i++)
+        assert_int_equal(c->s[i].restored, c->s[i].rf.restores);
     assert_equal_fsms(c);
 
     watch(c, old_id);
