@@ -30,6 +30,8 @@ static void on_open_done(struct tern_conn *c, int status,
     }
     struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
     if (slot->connecting == c) {
+        if (status == TERN_OK && res->duplicate)
+            tern_session_open_lost(c);
         slot->connecting = NULL;
         tern_clients_release(&c->node->clients, slot);
     }

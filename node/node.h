@@ -257,6 +257,9 @@ int tern_handle_disconnect(struct tern_conn *c, const struct tern_disconnect *p,
 /* session.c: glue between connections and the two FSMs. */
 struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated);
 void tern_session_closed(struct tern_conn *c);
+/* c's SESSION_OPEN came back a duplicate (applied inside an installed snapshot):
+ * ends the session it left online here with no connection. */
+void tern_session_open_lost(struct tern_conn *c);
 struct tern_fsm *tern_session_fsm(struct tern_conn *c);
 struct tern_fsm_session *tern_session_get(struct tern_conn *c);
 struct tern_fsm_session *tern_session_local(struct tern_conn *c);

@@ -139,6 +139,31 @@ static struct tern_cmd close_cmd(struct tern_bytes id, uint64_t epoch, uint32_t 
     return cmd;
 }
 
+/* c's SESSION_OPEN applied where this node did not see it apply (inside a
+ * snapshot it installed: its result came back a duplicate), so `opened` never
+ * ran and c is refused. The session it opened would stay online here with no
+ * connection, its expiry never starting: close it as a refused CONNECT leaves
+ * it (offline, no will). Only c can hold it: while c is its slot's
+ * `connecting` no other CONNECT of that id opens on this node, and a takeover
+ * elsewhere changes the owner. */
+void tern_session_open_lost(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    struct tern_fsm_session *s = tern_fsm_session_get(tern_cluster_fsm(n->cluster),
+                                                      c->client_id, c->client_id_len);
+    const struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
+    if (!s || !tern_fsm_session_online(s) || tern_fsm_session_owner(s) != n->cfg.node_id)
+        return;
+    uint64_t epoch = tern_fsm_session_epoch(s);
+    if (slot->active && slot->active->epoch == epoch)
+        return;
+    struct tern_cmd cmd = close_cmd(tern_fsm_session_client_id(s), epoch,
+                                    tern_fsm_session_expiry(s), false);
+    if (tern_cluster_propose(n->cluster, &cmd, NULL, NULL) != TERN_OK)
+        TERN_LOGW("%.*s: cannot close the session of a refused connection",
+                  (int)c->client_id_len, c->client_id);
+}
+
 static int unroute(void *ctx, struct tern_bytes filter, uint8_t options, uint32_t sub_id)
 {
     (void)options;

@@ -455,11 +455,9 @@ def test_connect_whose_open_is_inside_snapshot(cut_cluster):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11, handle_connect.c: a SESSION_OPEN inside "
-                   "the snapshot is refused (0x88) but the session it opened stays online, "
-                   "owned by node 3, with no connection: no will, no expiry until the "
-                   "client comes back")
 def test_refused_connect_inside_snapshot_leaves_no_online_session(cut_cluster):
+    """Refused (0x88), the client has no connection: the session its SESSION_OPEN
+    opened must not stay online on node 3 (no will, no expiry until it comes back)."""
     c, proxy = cut_cluster
     cid, ack = connect_inside_snapshot(c, proxy)
     assert ack is not None, "no CONNACK"
