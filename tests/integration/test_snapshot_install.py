@@ -16,6 +16,10 @@ snapshot, which replaces its replicated state wholesale. Then:
    the queue) and what is published afterwards.
 2. A client whose session was taken over on another node while its node was stopped
    is closed once the snapshot is in (MQTT 5: DISCONNECT 0x8E session taken over).
+3. A CONNECT on node 3 whose SESSION_OPEN the others applied and compacted into the
+   snapshot (node 3 running, only its Raft connections cut) is answered, the client
+   can connect again, and a refused one leaves no session online without a
+   connection.
 
 That a snapshot was installed (not the log replayed) is checked twice: before SIGCONT
 the other nodes' logs no longer hold the entry after the follower's last one, and
