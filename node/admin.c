@@ -1027,8 +1027,8 @@ static void post_members(struct tern_admin *a, struct tern_http_conn *hc,
     struct tern_node *n = a->node;
     struct tern_member mb = {0};
     uint64_t id = 0;
-    if (query_uint(query, "id", UINT32_MAX, &id) <= 0 || id == 0) {
-        reply_error(hc, 400, NULL, 0, "id: must be a node id (1 to 4294967295)");
+    if (query_uint(query, "id", TERN_NODE_ID_MAX, &id) <= 0 || id == 0) {
+        reply_error(hc, 400, NULL, 0, "id: must be a node id (1 to %u)", TERN_NODE_ID_MAX);
         return;
     }
     mb.id = (uint32_t)id;
@@ -1062,7 +1062,7 @@ static void delete_member(struct tern_admin *a, struct tern_http_conn *hc,
     struct tern_node *n = a->node;
     char *end;
     unsigned long long id = strtoull(tail, &end, 10);
-    if (tail[0] < '0' || tail[0] > '9' || *end || id == 0 || id > UINT32_MAX) {
+    if (tail[0] < '0' || tail[0] > '9' || *end || id == 0 || id > TERN_NODE_ID_MAX) {
         reply_error(hc, 400, NULL, 0, "member id: must be a node id");
         return;
     }

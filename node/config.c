@@ -74,7 +74,7 @@ static const struct key keys[] = {
     {"data_dir", KEY_STR, FIELD(data_dir), 0, 0, NULL, "tern-data",
      "directory for the Raft log and snapshots"},
     ENUM("log_level", log_level, log_level_names, "info", "messages above are dropped"),
-    UINT("node_id", node_id, 1, UINT32_MAX, "1", "this node's id in the cluster"),
+    UINT("node_id", node_id, 1, TERN_NODE_ID_MAX, "1", "this node's id in the cluster"),
     UINT("max_connections", max_connections, 1, UINT32_MAX, "100000",
          "client connections accepted at once"),
     UINT("max_packet_size", max_packet_size, 16, 268435460, "1048576",
@@ -408,6 +408,11 @@ static int members_from_text(struct tern_config *c, const char *s, char *errmsg)
                 s);
             return TERN_EINVAL;
         }
+        if (id > TERN_NODE_ID_MAX) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "members: node id %u out of range (1 to %u)", id, TERN_NODE_ID_MAX);
+            return TERN_EINVAL;
+        }
         m->id = id;
         memcpy(m->raft, raft, sizeof(raft));
         memcpy(m->peer, peer, sizeof(peer));
@@ -459,10 +464,11 @@ static int members_from_json(struct tern_config *c, const cJSON *arr, char *errm
         struct tern_member *m = &c->members[i];
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
         if (!cJSON_IsObject(o) || !cJSON_IsNumber(id) || id->valuedouble < 1 ||
-            id->valuedouble > UINT32_MAX ||
+            id->valuedouble > TERN_NODE_ID_MAX ||
             id->valuedouble != (double)(uint32_t)id->valuedouble) {
             snprintf(errmsg, TERN_ERRMSG_SIZE,
-                     "members[%zu].id: must be an integer from 1 to 4294967295", i);
+                     "members[%zu].id: must be an integer from 1 to %u", i,
+                     TERN_NODE_ID_MAX);
             return TERN_EINVAL;
         }
         m->id = (uint32_t)id->valuedouble;

@@ -46,6 +46,9 @@ enum tern_cmd_type {
 };
 #define TERN_CMD_TYPE_MAX TERN_CMD_ORIGIN_START /* the highest type this build knows */
 
+/* Highest node id: a proposal id keeps 24 bits of it (tern_cmd.proposal_id). */
+#define TERN_NODE_ID_MAX 16777215u
+
 /* Longest member address ("HOST:PORT") a MEMBER_SET may carry. */
 #define TERN_MEMBER_ADDR_MAX 63
 
@@ -79,7 +82,8 @@ struct tern_cmd {
     uint8_t type;    /* enum tern_cmd_type */
     uint64_t now_ms; /* proposer's wall clock, milliseconds since the epoch */
     /* Proposal id: (node id << 40) | per-node sequence. A node's proposals apply
-     * in sequence order, each once (tern/fsm.h, tern_fsm_apply). 0 = none. */
+     * in sequence order, each once (tern/fsm.h, tern_fsm_apply). 0 = none. Node
+     * ids are at most TERN_NODE_ID_MAX so that they fit the top 24 bits. */
     uint64_t proposal_id;
     union {
         struct {

@@ -637,11 +637,13 @@ static int cmd_retained_delete(struct ctl *ctl, char **args)
     return delete_named(ctl, "/retained/", args[0], say_retained_deleted);
 }
 
+/* 1 to 16777215 (TERN_NODE_ID_MAX in tern/cmd.h: a proposal id keeps 24 bits
+ * of the node id). */
 static bool is_node_id(const char *s)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= 10 && strspn(s, "0123456789") == n &&
-           strtoull(s, NULL, 10) > 0 && strtoull(s, NULL, 10) <= 4294967295ull;
+    return n > 0 && n <= 8 && strspn(s, "0123456789") == n &&
+           strtoull(s, NULL, 10) > 0 && strtoull(s, NULL, 10) <= 16777215ull;
 }
 
 static void say_transferred(const cJSON *j, const char *arg)

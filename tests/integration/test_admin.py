@@ -198,6 +198,11 @@ def test_errors(admin):
     out = raw_exchange(admin, b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 9000 +
                        b"\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413 "), out[:100]
+    # Node ids fit the 24 bits a proposal id keeps of them: refused before the
+    # leader check, so a single node answers it too.
+    doc = admin.json("POST", "/members?id=16777216&raft=127.0.0.1:1&peer=127.0.0.1:2",
+                     400)
+    assert doc["error"] == "id: must be a node id (1 to 16777215)", doc
     # The node is still fine after bad requests.
     assert admin.get("/health")["ready"] is True
 
@@ -522,7 +527,8 @@ def test_ternctl_usage_errors(args):
 def test_ternctl_membership_usage_errors():
     for args in (["add-node", "4"], ["add-node", "x", "1.2.3.4:1", "1.2.3.4:2", "1.2.3.4:3"],
                  ["add-node", "4", "host:1", "1.2.3.4:2", "1.2.3.4:3"],
-                 ["remove-node"], ["remove-node", "0"]):
+                 ["add-node", "16777216", "1.2.3.4:1", "1.2.3.4:2", "1.2.3.4:3"],
+                 ["remove-node"], ["remove-node", "0"], ["remove-node", "16777216"]):
         rc, out, err = ctl(None, *args)
         assert rc == 2 and out == "" and "usage: ternctl" in err, (args, rc, err)
 

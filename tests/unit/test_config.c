@@ -189,7 +189,7 @@ static const char all_keys_json[] =
     "  \"listen\": \"[::1]:8883\",\n"
     "  \"data_dir\": \"/var/lib/tern\",\n"
     "  \"log_level\": \"debug\",\n"
-    "  \"node_id\": 4294967295,\n"
+    "  \"node_id\": 16777215,\n"
     "  \"max_connections\": 5,\n"
     "  \"max_packet_size\": 268435460,\n"
     "  \"receive_maximum\": 65535,\n"
@@ -236,7 +236,7 @@ static const char *const all_keys_set[][2] = {
     {"listen", "[::1]:8883"},
     {"data_dir", "/var/lib/tern"},
     {"log_level", "debug"},
-    {"node_id", "4294967295"},
+    {"node_id", "16777215"},
     {"max_connections", "5"},
     {"max_packet_size", "268435460"},
     {"receive_maximum", "65535"},
@@ -281,7 +281,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(c->listen, "[::1]:8883");
     assert_string_equal(c->data_dir, "/var/lib/tern");
     assert_int_equal(c->log_level, TERN_LOG_DEBUG);
-    assert_int_equal(c->node_id, UINT32_MAX);
+    assert_int_equal(c->node_id, 16777215);
     assert_int_equal(c->max_connections, 5);
     assert_int_equal(c->max_packet_size, 268435460);
     assert_int_equal(c->receive_maximum, 65535);
@@ -383,6 +383,17 @@ static void test_range_errors(void **state)
                       "max_qos: must be an integer from 0 to 2, got 3");
     expect_json_error("{\"node_id\": 0}", "node_id: must be an integer");
     expect_json_error("{\"node_id\": 4294967296}", "node_id:");
+    /* Proposal ids keep 24 bits of the node id (tern/cmd.h): a larger id would
+     * share its proposals' dedup window with another node's. */
+    expect_json_error("{\"node_id\": 16777216}",
+                      "node_id: must be an integer from 1 to 16777215, got 16777216");
+    expect_set_error("node_id", "4294967295",
+                     "node_id: must be an integer from 1 to 16777215, got 4294967295");
+    expect_json_error("{\"members\": [{\"id\": 16777216, \"raft\": \"10.0.0.2:7001\", "
+                      "\"peer\": \"10.0.0.2:7101\", \"mqtt\": \"10.0.0.2:1883\"}]}",
+                      "members[0].id: must be an integer from 1 to 16777215");
+    expect_set_error("members", "16777216=10.0.0.2:7001/10.0.0.2:7101/10.0.0.2:1883",
+                     "members: node id 16777216 out of range (1 to 16777215)");
     expect_json_error("{\"client_id_max_len\": 22}", "client_id_max_len: must be");
     expect_json_error("{\"queue_max\": -1}", "queue_max: must be an integer from 1 to "
                                              "4294967295, got -1");
