@@ -25,6 +25,7 @@ struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *
     if (!f)
         return NULL;
     f->self_node = self_node;
+    f->fail_alloc_after = -1;
     if (limits)
         f->limits = *limits;
     else
@@ -65,6 +66,11 @@ void tern_fsm_free(struct tern_fsm *f)
     free(f);
 }
 
+void tern_fsm_fail_alloc_after(struct tern_fsm *f, long n)
+{
+    f->fail_alloc_after = n;
+}
+
 void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src)
 {
     f->retained_src = src;
@@ -73,6 +79,7 @@ void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src
 /* --- TICK --- */
 
 struct due_ctx {
+    struct tern_fsm *f;
     uint64_t now_ms;
     struct tern_fsm_session **v;
     size_t n, cap;
@@ -83,8 +90,8 @@ static int due_collect(void *ctx, struct tern_fsm_session *s)
     struct due_ctx *x = ctx;
     if (fsm_session_deadline(s) > x->now_ms)
         return 0;
-    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
-        return 1; /* the rest waits for the next tick */
+    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
+        return 1; /* the command fails (f->nomem) */
     x->v[x->n++] = s;
     return 0;
 }
@@ -100,7 +107,7 @@ static int epoch_cmp(const void *a, const void *b)
  * order, so every replica publishes wills and expires sessions alike. */
 static void fsm_tick(struct tern_fsm *f, uint64_t now_ms)
 {
-    struct due_ctx x = {.now_ms = now_ms};
+    struct due_ctx x = {.f = f, .now_ms = now_ms};
     fsm_stab_walk(&f->sessions, due_collect, &x);
     if (x.n > 1)
         qsort(x.v, x.n, sizeof(*x.v), epoch_cmp);
@@ -205,7 +212,10 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
     case FSM_ORDER_NEXT:
         break;
     }
+    f->nomem = false;
     dispatch(f, cmd, res);
+    if (f->nomem)
+        res->status = TERN_ENOMEM; /* maybe applied in part: see fsm_internal.h */
     /* Rejected commands count too: a retry would be rejected the same way. */
     fsm_proposal_record(f, cmd->proposal_id);
     f->stats.applied++;

@@ -182,7 +182,8 @@ extern const struct fsm_session_state fsm_session_state_empty;
 
 /* The session's private state, allocated (empty) on first use; NULL when out of
  * memory. */
-struct fsm_session_state *fsm_session_state_mut(struct tern_fsm_session *s);
+struct fsm_session_state *fsm_session_state_mut(struct tern_fsm *f,
+                                                struct tern_fsm_session *s);
 /* The session's private state where it must have one already: it has
  * subscriptions, queued or in-flight entries, held inbound ids or a will. */
 struct fsm_session_state *fsm_session_state_own(struct tern_fsm_session *s);
@@ -256,6 +257,9 @@ struct tern_fsm {
     struct fsm_map routes;              /* route key -> struct fsm_route */
     struct tern_topic_tree *route_tree; /* inner filter -> struct fsm_route */
 
+    long fail_alloc_after; /* tern_fsm_fail_alloc_after(); < 0: off */
+    bool nomem;            /* an allocation failed in the command being applied */
+
     struct tern_fsm_member members[TERN_FSM_MEMBERS_MAX]; /* ascending id */
     uint32_t member_count;
 
@@ -277,6 +281,22 @@ int fsm_member_put(struct tern_fsm *f, const struct tern_fsm_member *m);
 
 /* --- growable arrays --- */
 int fsm_grow(void **arr, size_t *cap, size_t need, size_t elem);
+
+/* --- allocation while applying ---
+ * An allocation that fails in the middle of a command leaves it applied in
+ * part, differently from the replicas that had the memory. So every failure
+ * on an apply path is recorded (f->nomem) and tern_fsm_apply() reports the
+ * command as TERN_ENOMEM; the replicated FSM's caller then stops the node
+ * (cluster/raft_fsm.c). These wrappers record it and honour
+ * tern_fsm_fail_alloc_after(); fsm_nomem() records a failure reported by a
+ * module that allocates on its own (topic tree, map). */
+void *fsm_malloc(struct tern_fsm *f, size_t n);
+void *fsm_calloc(struct tern_fsm *f, size_t n);
+int fsm_grow_in(struct tern_fsm *f, void **arr, size_t *cap, size_t need, size_t elem);
+static inline void fsm_nomem(struct tern_fsm *f)
+{
+    f->nomem = true;
+}
 
 /* --- messages (fsm_msg.c) --- */
 struct tern_msg *fsm_msg_new(struct tern_fsm *f, const struct tern_cmd_msg *cm,

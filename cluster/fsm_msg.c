@@ -9,6 +9,42 @@
 
 #include "fsm_internal.h"
 
+/* Consumes one step of tern_fsm_fail_alloc_after(): true when this allocation
+ * is the one to fail. */
+static bool alloc_injected(struct tern_fsm *f)
+{
+    if (f->fail_alloc_after < 0)
+        return false;
+    return f->fail_alloc_after-- == 0;
+}
+
+void *fsm_malloc(struct tern_fsm *f, size_t n)
+{
+    void *p = alloc_injected(f) ? NULL : malloc(n);
+    if (!p)
+        fsm_nomem(f);
+    return p;
+}
+
+void *fsm_calloc(struct tern_fsm *f, size_t n)
+{
+    void *p = alloc_injected(f) ? NULL : calloc(1, n);
+    if (!p)
+        fsm_nomem(f);
+    return p;
+}
+
+int fsm_grow_in(struct tern_fsm *f, void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return TERN_OK;
+    if (alloc_injected(f) || fsm_grow(arr, cap, need, elem) != TERN_OK) {
+        fsm_nomem(f);
+        return TERN_ENOMEM;
+    }
+    return TERN_OK;
+}
+
 int fsm_grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
@@ -55,7 +91,7 @@ struct tern_msg *fsm_msg_new(struct tern_fsm *f, const struct tern_cmd_msg *cm,
 {
     size_t extra = (size_t)cm->topic.len + 1 + cm->payload.len + cm->content_type.len +
                    cm->response_topic.len + cm->correlation_data.len + cm->user.len;
-    struct tern_msg *m = malloc(sizeof(*m) + extra);
+    struct tern_msg *m = fsm_malloc(f, sizeof(*m) + extra);
     if (!m)
         return NULL;
     *m = (struct tern_msg){.id = ++f->msg_counter,
@@ -163,9 +199,12 @@ void fsm_retain(struct tern_fsm *f, struct tern_msg *m)
         f->stats.retained_bytes - (old ? old->payload.len : 0) + m->payload.len;
     if (old)
         retained_remove(f, old);
-    if (count > f->limits.retained_max || bytes > f->limits.retained_bytes_max ||
-        tern_topic_tree_add(f->retained, topic, m->topic.len, m) != TERN_OK) {
+    if (count > f->limits.retained_max || bytes > f->limits.retained_bytes_max) {
         f->stats.retained_rejected++;
+        return;
+    }
+    if (tern_topic_tree_add(f->retained, topic, m->topic.len, m) != TERN_OK) {
+        fsm_nomem(f);
         return;
     }
     fsm_msg_ref(m);
@@ -183,6 +222,7 @@ int fsm_retained_delete(struct tern_fsm *f, const char *topic, size_t len)
 }
 
 struct expire_ctx {
+    struct tern_fsm *f;
     uint64_t now_ms;
     struct tern_msg **v;
     size_t n, cap;
@@ -196,7 +236,7 @@ static int expire_collect(void *ctx, const char *key, size_t len, void *value)
     (void)len;
     if (!fsm_msg_expired(value, x->now_ms))
         return 0;
-    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
+    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
         x->oom = true;
         return 1;
     }
@@ -207,7 +247,7 @@ static int expire_collect(void *ctx, const char *key, size_t len, void *value)
 /* Collect first, then remove: the tree must not change during its walk. */
 void fsm_retained_expire(struct tern_fsm *f, uint64_t now_ms)
 {
-    struct expire_ctx x = {.now_ms = now_ms};
+    struct expire_ctx x = {.f = f, .now_ms = now_ms};
     tern_topic_tree_walk(f->retained, expire_collect, &x);
     for (size_t i = 0; i < x.n; i++)
         retained_remove(f, x.v[i]);

@@ -17,9 +17,9 @@ static int match_collect(void *ctx, const char *key, size_t len, void *value)
     struct tern_fsm *f = ctx;
     (void)key;
     (void)len;
-    if (fsm_grow((void **)&f->match, &f->match_cap, f->match_count + 1,
-                 sizeof(*f->match)) != TERN_OK)
-        return 1; /* out of memory: deliver to what was found */
+    if (fsm_grow_in(f, (void **)&f->match, &f->match_cap, f->match_count + 1,
+                    sizeof(*f->match)) != TERN_OK)
+        return 1; /* out of memory: the command fails (f->nomem) */
     f->match[f->match_count++] = value;
     return 0;
 }
@@ -52,8 +52,8 @@ static struct fsm_entry sub_entry(const struct fsm_sub *u, struct tern_msg *m)
 static struct fsm_pending *pend_add(struct tern_fsm *f, struct tern_fsm_session *s,
                                     const struct fsm_entry *e)
 {
-    if (fsm_grow((void **)&f->pend, &f->pend_cap, f->pend_count + 1, sizeof(*f->pend)) !=
-        TERN_OK)
+    if (fsm_grow_in(f, (void **)&f->pend, &f->pend_cap, f->pend_count + 1,
+                    sizeof(*f->pend)) != TERN_OK)
         return NULL;
     struct fsm_pending *p = &f->pend[f->pend_count++];
     p->s = s;
@@ -156,17 +156,17 @@ static int inbound_find(const struct tern_fsm_session *s, uint16_t id)
 
 /* Returns true when the command must go no further (duplicate or error). id is
  * not 0 and not held, so at most 65535 ids are: inbound_count cannot wrap. */
-static bool inbound_hold(struct tern_fsm_session *s, uint16_t id,
+static bool inbound_hold(struct tern_fsm *f, struct tern_fsm_session *s, uint16_t id,
                          struct tern_fsm_result *r)
 {
     if (inbound_find(s, id) >= 0) {
         r->duplicate = true;
         return true;
     }
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(f, s);
     size_t cap = st ? st->inbound_cap : 0;
-    if (!st || fsm_grow((void **)&st->inbound, &cap, (size_t)st->inbound_count + 1,
-                        sizeof(*st->inbound)) != TERN_OK) {
+    if (!st || fsm_grow_in(f, (void **)&st->inbound, &cap, (size_t)st->inbound_count + 1,
+                           sizeof(*st->inbound)) != TERN_OK) {
         if (st)
             fsm_session_state_trim(s);
         r->status = TERN_ENOMEM;
@@ -192,7 +192,7 @@ void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_r
         return;
     }
     uint16_t in_id = c->u.publish.inbound_packet_id;
-    if (ps && in_id && inbound_hold(ps, in_id, r))
+    if (ps && in_id && inbound_hold(f, ps, in_id, r))
         return;
     uint32_t from = ps ? ps->owner_node : (uint32_t)(c->proposal_id >> 40);
     struct tern_msg *m = fsm_msg_new(f, cm, c->now_ms, from);

@@ -88,8 +88,8 @@ static bool queue_append(struct tern_fsm *f, struct tern_fsm_session *s,
         f->stats.dropped_queue_full++;
         return false;
     }
-    struct fsm_qent *q = malloc(sizeof(*q));
-    struct fsm_session_state *st = q ? fsm_session_state_mut(s) : NULL;
+    struct fsm_qent *q = fsm_malloc(f, sizeof(*q));
+    struct fsm_session_state *st = q ? fsm_session_state_mut(f, s) : NULL;
     if (!st) {
         free(q);
         return false;
@@ -218,8 +218,10 @@ static bool promote_one(struct tern_fsm *f, struct tern_fsm_session *s)
     /* The window is at most 65535, so flight_count stays within uint16_t. */
     if (st->flight_count >= flight_window(f, s))
         return false;
-    if (fsm_flight_reserve(st, st->flight_count + 1u) != TERN_OK)
+    if (fsm_flight_reserve(st, st->flight_count + 1u) != TERN_OK) {
+        fsm_nomem(f);
         return false;
+    }
     uint16_t id = next_packet_id(s);
     if (id == 0)
         return false;

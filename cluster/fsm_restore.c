@@ -289,7 +289,7 @@ static void get_subs(struct rs *x, struct tern_fsm_session *s)
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (!count_ok(x, n, MIN_SUB, "subscription count") || n == 0)
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
     if (nomem(x, !st))
         return;
     struct fsm_sub **tail = &st->subs;
@@ -303,7 +303,7 @@ static void get_queue(struct rs *x, struct tern_fsm_session *s)
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (!count_ok(x, n, MIN_ENTRY, "queue count") || n == 0)
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
     if (nomem(x, !st))
         return;
     for (uint32_t i = 0; i < n && !x->r.err; i++) {
@@ -352,7 +352,7 @@ static void get_flight(struct rs *x, struct tern_fsm_session *s)
     if (!count_ok(x, n, MIN_FLIGHT, "in-flight count") || n == 0 ||
         bad(x, n > FSM_PACKET_ID_MAX, "in-flight count"))
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
     if (nomem(x, !st || fsm_flight_reserve(st, n) != TERN_OK))
         return;
     for (uint32_t i = 0; i < n && !x->r.err; i++)
@@ -366,7 +366,7 @@ static void get_inbound(struct rs *x, struct tern_fsm_session *s)
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (!count_ok(x, n, 2, "inbound count") || n == 0)
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
     size_t cap = st ? st->inbound_cap : 0;
     size_t room = n < FSM_PACKET_ID_MAX ? n : FSM_PACKET_ID_MAX;
     if (nomem(x, !st || fsm_grow((void **)&st->inbound, &cap, room,
@@ -408,7 +408,7 @@ static void get_session_fields(struct rs *x, struct tern_fsm_session *s)
         x->nf->stats.sessions_online++;
     if (!will_id && !will_delay_s) /* will_at_ms is 0 too: the empty state */
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
     if (nomem(x, !st))
         return;
     st->will_delay_s = will_delay_s;

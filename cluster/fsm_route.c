@@ -33,10 +33,11 @@ static void route_free(struct fsm_route *rt)
     free(rt);
 }
 
-static struct fsm_route *route_new(const char *filter, size_t len, uint32_t node)
+static struct fsm_route *route_new(struct tern_fsm *f, const char *filter, size_t len,
+                                   uint32_t node)
 {
-    struct fsm_route *rt = calloc(1, sizeof(*rt));
-    char *key = malloc(len + 4);
+    struct fsm_route *rt = fsm_calloc(f, sizeof(*rt));
+    char *key = fsm_malloc(f, len + 4);
     if (!rt || !key) {
         free(key);
         free(rt);
@@ -58,7 +59,7 @@ int fsm_route_add(struct tern_fsm *f, const char *filter, size_t len, uint32_t n
 {
     if (!filter || !tern_topic_filter_valid(filter, len))
         return TERN_EINVAL;
-    struct fsm_route *rt = route_new(filter, len, node);
+    struct fsm_route *rt = route_new(f, filter, len, node);
     if (!rt)
         return TERN_ENOMEM;
     if (fsm_map_get(&f->routes, rt->key, rt->key_len)) {
@@ -75,8 +76,10 @@ int fsm_route_add(struct tern_fsm *f, const char *filter, size_t len, uint32_t n
         if (rc != TERN_OK)
             tern_topic_tree_remove(f->route_tree, rt->inner, rt->inner_len, rt);
     }
-    if (rc != TERN_OK)
+    if (rc != TERN_OK) {
+        fsm_nomem(f); /* the filter is valid: only memory can fail */
         route_free(rt);
+    }
     return rc;
 }
 
@@ -103,7 +106,7 @@ void fsm_route_del_cmd(struct tern_fsm *f, const struct tern_cmd *c,
         r->status = TERN_EINVAL;
         return;
     }
-    char *key = malloc((size_t)b.len + 4);
+    char *key = fsm_malloc(f, (size_t)b.len + 4);
     if (!key) {
         r->status = TERN_ENOMEM;
         return;

@@ -20,10 +20,11 @@ struct tern_fsm_session *fsm_session_find(const struct tern_fsm *f, struct tern_
 
 const struct fsm_session_state fsm_session_state_empty; /* all zero */
 
-struct fsm_session_state *fsm_session_state_mut(struct tern_fsm_session *s)
+struct fsm_session_state *fsm_session_state_mut(struct tern_fsm *f,
+                                                struct tern_fsm_session *s)
 {
     if (s->st == &fsm_session_state_empty) {
-        struct fsm_session_state *st = calloc(1, sizeof(*st));
+        struct fsm_session_state *st = fsm_calloc(f, sizeof(*st));
         if (!st)
             return NULL;
         s->st = st;
@@ -95,7 +96,7 @@ static uint32_t expiry_cap(const struct tern_fsm *f, uint32_t expiry_s)
 static struct fsm_group *group_get(struct tern_fsm *f, const char *group, size_t glen,
                                    const char *inner, size_t ilen)
 {
-    char *key = malloc(glen + 1 + ilen + 1);
+    char *key = fsm_malloc(f, glen + 1 + ilen + 1);
     if (!key)
         return NULL;
     memcpy(key, group, glen);
@@ -108,8 +109,9 @@ static struct fsm_group *group_get(struct tern_fsm *f, const char *group, size_t
         g->refs++;
         return g;
     }
-    g = calloc(1, sizeof(*g));
+    g = fsm_calloc(f, sizeof(*g));
     if (!g || fsm_map_put(&f->groups, key, glen + 1 + ilen, g) != TERN_OK) {
+        fsm_nomem(f);
         free(g);
         free(key);
         return NULL;
@@ -161,19 +163,21 @@ int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
             return TERN_ENOMEM;
     }
     int rc = tern_topic_tree_add(f->subs, u->inner, u->inner_len, u);
-    if (rc != TERN_OK)
+    if (rc != TERN_OK) {
+        fsm_nomem(f); /* the filter is valid: only memory can fail */
         group_put(f, u->group);
+    }
     return rc;
 }
 
 static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s,
                                   const struct tern_cmd_sub *e)
 {
-    struct fsm_session_state *st = fsm_session_state_mut(s);
+    struct fsm_session_state *st = fsm_session_state_mut(f, s);
     if (!st)
         return NULL;
-    struct fsm_sub *u = calloc(1, sizeof(*u));
-    char *filter = malloc((size_t)e->filter.len + 1);
+    struct fsm_sub *u = fsm_calloc(f, sizeof(*u));
+    char *filter = fsm_malloc(f, (size_t)e->filter.len + 1);
     if (!u || !filter)
         goto err;
     memcpy(filter, e->filter.ptr, e->filter.len);
@@ -304,7 +308,7 @@ struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes
     if (id.len == 0 || id.len > FSM_CLIENT_ID_MAX)
         return NULL;
     size_t size = offsetof(struct tern_fsm_session, client_id) + (size_t)id.len + 1;
-    struct tern_fsm_session *s = calloc(1, size > sizeof(*s) ? size : sizeof(*s));
+    struct tern_fsm_session *s = fsm_calloc(f, size > sizeof(*s) ? size : sizeof(*s));
     if (!s)
         return NULL;
     memcpy(s->client_id, id.ptr, id.len);
@@ -364,9 +368,9 @@ static void open_set(struct tern_fsm *f, struct tern_fsm_session *s,
     s->offline_since_ms = 0;
     f->stats.sessions_online++;
     if (c->u.open.has_will) {
-        /* On allocation failure the session simply has no will. */
+        /* On allocation failure the command fails (f->nomem). */
         struct tern_msg *m = fsm_msg_new(f, &c->u.open.will, c->now_ms, c->u.open.node);
-        struct fsm_session_state *st = fsm_session_state_mut(s);
+        struct fsm_session_state *st = m ? fsm_session_state_mut(f, s) : NULL;
         if (st) {
             st->will = m;
             st->will_delay_s = c->u.open.will_delay_s;
@@ -447,6 +451,7 @@ void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_res
 }
 
 struct down_ctx {
+    struct tern_fsm *f;
     uint32_t node;
     struct tern_fsm_session **v;
     size_t n, cap;
@@ -458,7 +463,7 @@ static int down_collect(void *ctx, struct tern_fsm_session *s)
     struct down_ctx *x = ctx;
     if (!s->online || s->owner_node != x->node)
         return 0;
-    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
+    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
         x->oom = true;
         return 1;
     }
@@ -482,7 +487,7 @@ static int down_epoch_cmp(const void *a, const void *b)
 void fsm_node_down(struct tern_fsm *f, const struct tern_cmd *c,
                    struct tern_fsm_result *r)
 {
-    struct down_ctx x = {.node = c->u.node_down.node};
+    struct down_ctx x = {.f = f, .node = c->u.node_down.node};
     fsm_stab_walk(&f->sessions, down_collect, &x);
     if (x.oom) {
         free(x.v);
@@ -533,6 +538,7 @@ struct sub_done {
 struct retained_ctx {
     const struct tern_msg **v;
     size_t n, cap;
+    struct tern_fsm *f;
 };
 
 static int retained_collect(void *ctx, const char *key, size_t len, void *value)
@@ -540,7 +546,7 @@ static int retained_collect(void *ctx, const char *key, size_t len, void *value)
     struct retained_ctx *x = ctx;
     (void)key;
     (void)len;
-    if (fsm_grow((void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
+    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
         return 1;
     x->v[x->n++] = value;
     return 0;
@@ -587,7 +593,7 @@ static void sub_retained(struct tern_fsm *f, struct tern_fsm_session *s,
     if (d->u->group || rh >= 2 || (rh == 1 && d->existed))
         return;
     const struct tern_fsm *src = f->retained_src ? f->retained_src : f;
-    struct retained_ctx x = {0};
+    struct retained_ctx x = {.f = f};
     tern_topic_tree_match_filter(src->retained, d->u->inner, d->u->inner_len,
                                  retained_collect, &x);
     if (x.n > 1)
@@ -628,7 +634,7 @@ void fsm_subscribe(struct tern_fsm *f, const struct tern_cmd *c,
     uint32_t pos = 0;
     struct tern_cmd_sub e;
     while (tern_cmd_next_sub(c->u.sub.list, &pos, &e)) {
-        if (fsm_grow((void **)&done, &cap, n + 1, sizeof(*done)) != TERN_OK)
+        if (fsm_grow_in(f, (void **)&done, &cap, n + 1, sizeof(*done)) != TERN_OK)
             break;
         if (sub_apply(f, s, &e, &done[n]))
             n++;

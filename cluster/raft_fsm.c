@@ -1,7 +1,10 @@
 /* The session FSM behind libraft's raft_fsm interface (see raft_fsm.h). */
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -9,37 +12,72 @@
 #include "tern/error.h"
 #include "tern/log.h"
 
+/* A committed entry this replica cannot apply. Skipping it, or applying part
+ * of it, would leave this replica in another state than the ones that applied
+ * it, silently and for good; so the node stops, saying which entry and why,
+ * with its own exit status. A restart meets the same entry again: the
+ * operator must upgrade the binary (a newer format) or give it memory. */
+static _Noreturn void TERN_PRINTF(2, 3)
+    apply_fatal(const struct tern_raft_fsm *rf, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    unsigned long long index =
+        rf->r ? (unsigned long long)raft_last_applied(rf->r) + 1 : 0;
+    tern_log(TERN_LOG_ERROR,
+             "raft: cannot apply entry %llu: %s: stopping (exit status %d) rather than "
+             "diverge from the other replicas",
+             index, why, TERN_RAFT_EXIT_APPLY);
+    fflush(stderr);
+    _exit(TERN_RAFT_EXIT_APPLY); /* no atexit handlers: nothing may run on this state */
+}
+
+/* Decodes every command of the entry before applying any, so an entry is
+ * applied whole or (the node stops) not at all. Returns the command count. */
+static size_t entry_check(const struct tern_raft_fsm *rf, const uint8_t *p, size_t left)
+{
+    char errmsg[TERN_ERRMSG_SIZE];
+    size_t n = 0;
+    while (left > 0) {
+        struct tern_cmd cmd;
+        size_t used = 0;
+        n++;
+        if (tern_cmd_decode(p, left, &cmd, &used, errmsg) != TERN_OK)
+            apply_fatal(rf, "undecodable command %zu of the entry: %s", n, errmsg);
+        p += used;
+        left -= used;
+    }
+    return n;
+}
+
 /* Applies one entry (a batch of commands) to the FSM. */
 static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void **result)
 {
     struct tern_raft_fsm *rf = rfsm->data;
     const uint8_t *p = rb->base;
-    char errmsg[TERN_ERRMSG_SIZE];
     *result = NULL;
     rf->applied_bytes += rb->len; /* what libraft keeps in memory until a snapshot */
-    if (rb->len < TERN_RAFT_ENTRY_HDR || p[0] != TERN_RAFT_ENTRY_VERSION) {
-        TERN_LOGE("raft: entry of unknown version %u: not applied", rb->len ? p[0] : 0);
-        return 0;
-    }
+    if (rb->len < TERN_RAFT_ENTRY_HDR || p[0] != TERN_RAFT_ENTRY_VERSION)
+        apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? p[0] : 0,
+                    rb->len);
     size_t left =
         (size_t)p[4] | (size_t)p[5] << 8 | (size_t)p[6] << 16 | (size_t)p[7] << 24;
-    if (left > rb->len - TERN_RAFT_ENTRY_HDR) {
-        TERN_LOGE("raft: entry length %zu beyond its %zu bytes: not applied", left,
-                  rb->len);
-        return 0;
-    }
+    if (left > rb->len - TERN_RAFT_ENTRY_HDR)
+        apply_fatal(rf, "entry length %zu beyond its %zu bytes", left, rb->len);
     p += TERN_RAFT_ENTRY_HDR;
-    while (left > 0) {
+    entry_check(rf, p, left);
+    for (size_t i = 1; left > 0; i++) {
         struct tern_cmd cmd;
         size_t used = 0;
-        if (tern_cmd_decode(p, left, &cmd, &used, errmsg) != TERN_OK) {
-            /* Entries are validated before they are appended, and Raft checksums
-             * them on disk; this is a bug or a newer format. Stop here loudly. */
-            TERN_LOGE("raft: undecodable command in entry: %s", errmsg);
-            return 0;
-        }
+        tern_cmd_decode(p, left, &cmd, &used, NULL); /* checked above */
         struct tern_fsm_result res;
         tern_fsm_apply(rf->fsm, &cmd, &res);
+        if (res.status == TERN_ENOMEM)
+            apply_fatal(rf, "out of memory applying command %zu of the entry (type %u)",
+                        i, cmd.type);
         if (rf->on_applied)
             rf->on_applied(rf->ctx, &cmd, &res);
         p += used;

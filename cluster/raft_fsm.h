@@ -24,6 +24,11 @@
 #define TERN_RAFT_ENTRY_VERSION 2
 #define TERN_RAFT_ENTRY_HDR 8
 
+/* Exit status of a node that cannot apply a committed entry (unknown version,
+ * undecodable command, out of memory): it stops rather than diverge from the
+ * replicas that applied it (docs/reliability.md). */
+#define TERN_RAFT_EXIT_APPLY 70
+
 /* Called after each command of an applied entry has been applied, with its
  * result (a duplicate proposal included); on every replica. */
 typedef void (*tern_raft_applied_fn)(void *ctx, const struct tern_cmd *cmd,
@@ -33,6 +38,9 @@ struct tern_raft_fsm {
     struct raft_fsm raft; /* give &raft to raft_init(); raft.data points here */
     struct tern_fsm *fsm; /* not owned */
     tern_raft_applied_fn on_applied; /* may be NULL */
+    /* The raft instance, when set: names the entry index when one cannot be
+     * applied (its last applied index + 1). */
+    struct raft *r;
     void *ctx;
     uint64_t restores;            /* snapshots installed (restore succeeded) */
     uint64_t snapshots;           /* snapshots taken */

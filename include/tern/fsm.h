@@ -162,6 +162,11 @@ struct tern_fsm_result {
 /* Applies one command. A rejected command (stale epoch, unknown session) changes
  * nothing and says why in the result.
  *
+ * TERN_ENOMEM: an allocation failed while applying. The command may have been
+ * applied in part, and another replica with the memory applied all of it, so
+ * the replicated FSM's caller must not go on (cluster/raft_fsm.c stops the
+ * node); the node-local FSM may.
+ *
  * Proposal ids (tern/cmd.h) apply in order per origin node: with H the highest
  * applied sequence of that node, a command applies only as H + 1; one at or
  * below H is ignored (result.duplicate: a retry), one beyond H + 1 is refused
@@ -185,6 +190,10 @@ struct tern_fsm_result {
  * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes. */
 void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
                     struct tern_fsm_result *res);
+
+/* For tests: the allocation after the next n made while applying fails (n = 0:
+ * the next one), as if memory ran out; n < 0 turns it off. */
+void tern_fsm_fail_alloc_after(struct tern_fsm *f, long n);
 
 /* --- snapshots (format: docs/disk-format.md) --- */
 

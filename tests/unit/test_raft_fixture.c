@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <raft.h>
@@ -387,15 +389,110 @@ static void test_entry_format(void **state)
     assert_int_equal(s.rf.raft.apply(&s.rf.raft, &rb, &result), 0);
     assert_null(result);
     assert_int_equal(s.applied, 1);
-    uint8_t *p = rb.base;
-    p[4] = (uint8_t)(rb.len - TERN_RAFT_ENTRY_HDR + 1); /* length beyond the entry */
-    assert_int_equal(s.rf.raft.apply(&s.rf.raft, &rb, &result), 0);
-    p[4] = (uint8_t)n;
-    p[0] = TERN_RAFT_ENTRY_VERSION + 1; /* unknown version */
-    assert_int_equal(s.rf.raft.apply(&s.rf.raft, &rb, &result), 0);
-    assert_int_equal(s.applied, 1);
     raft_free(rb.base);
     tern_fsm_free(s.fsm);
+}
+
+/* --- entries a replica cannot apply -------------------------------------------- */
+
+enum bad_entry {
+    BAD_VERSION, /* header version unknown */
+    BAD_LENGTH,  /* length beyond the entry's bytes */
+    BAD_COMMAND, /* a valid command, then one that does not decode */
+    BAD_ALLOC,   /* an allocation fails while the entry applies */
+};
+
+/* In a child: a 3-node cluster applies some commands, then one crafted entry
+ * through the leader. Exits 0 if every replica got past it. */
+static void bad_entry_child(enum bad_entry kind)
+{
+    struct cl *c = cl_new(3, 0xFEEDull + kind);
+    for (unsigned i = 0; i < c->n; i++)
+        c->s[i].rf.r = R(c, i);
+    propose(c, 5);
+    wait_caught_up(c);
+    uint8_t cmds[256];
+    struct tern_cmd t = {.type = TERN_CMD_TICK, .now_ms = c->now_ms};
+    size_t n = tern_cmd_encode(&t, cmds, sizeof(cmds));
+    if (kind == BAD_ALLOC) {
+        /* A retained message: its allocation is the one that fails. */
+        struct tern_cmd p = {.type = TERN_CMD_PUBLISH, .now_ms = c->now_ms};
+        p.u.publish.msg.topic = B("oom/topic");
+        p.u.publish.msg.payload = B("x");
+        p.u.publish.msg.retain = true;
+        n = tern_cmd_encode(&p, cmds, sizeof(cmds));
+        for (unsigned i = 0; i < c->n; i++)
+            tern_fsm_fail_alloc_after(c->s[i].fsm, 0);
+    }
+    if (kind == BAD_COMMAND) {
+        size_t m = tern_cmd_encode(&t, cmds + n, sizeof(cmds) - n);
+        cmds[n + 1] = 0xEE; /* the second command's type */
+        n += m;
+    }
+    struct raft_buffer rb;
+    assert_int_equal(tern_raft_entry_build(cmds, n, &rb), TERN_OK);
+    uint8_t *h = rb.base;
+    if (kind == BAD_VERSION)
+        h[0] = TERN_RAFT_ENTRY_VERSION + 1;
+    if (kind == BAD_LENGTH)
+        h[4] = (uint8_t)(rb.len - TERN_RAFT_ENTRY_HDR + 1);
+    struct raft_apply *req = malloc(sizeof(*req));
+    assert_non_null(req);
+    assert_int_equal(raft_apply(R(c, leader(c)), req, &rb, 1, apply_done), 0);
+    wait_caught_up(c);
+    fflush(stderr);
+    _exit(0);
+}
+
+/* Runs bad_entry_child() in a child process; returns its exit status (-1 if it
+ * did not exit) and its stderr in log. */
+static int run_bad_entry(enum bad_entry kind, char *log, size_t cap)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        bad_entry_child(kind);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < cap && (r = read(fds[0], log + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    log[got] = 0;
+    close(fds[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A replica that cannot apply an entry stops, loudly and with its own exit
+ * status, rather than skip it: skipping would leave it with another state than
+ * the replicas that applied it. No command of the entry is applied. */
+static void test_bad_entry_stops_node(void **state)
+{
+    (void)state;
+    static const struct {
+        enum bad_entry kind;
+        const char *why;
+    } cases[] = {
+        {BAD_VERSION, "unknown entry version"},
+        {BAD_LENGTH, "beyond its"},
+        {BAD_COMMAND, "undecodable command 2 of the entry"},
+        {BAD_ALLOC, "out of memory"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char log[8192];
+        int status = run_bad_entry(cases[i].kind, log, sizeof(log));
+        if (status != TERN_RAFT_EXIT_APPLY || !strstr(log, "cannot apply entry 7") ||
+            !strstr(log, cases[i].why))
+            fail_msg("case %zu: exit status %d, log:\n%s", i, status, log);
+        print_message("%s", strstr(log, "raft: cannot apply"));
+    }
 }
 
 /* (a) a few hundred mixed commands through the leader: every replica equal. */
@@ -725,6 +822,7 @@ int main(void)
     tern_log_set_level(TERN_LOG_ERROR); /* the adapter logs undecodable entries */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_format),
+        cmocka_unit_test(test_bad_entry_stops_node),
         cmocka_unit_test(test_steady_3),
         cmocka_unit_test(test_steady_5),
         cmocka_unit_test(test_leader_killed_3),
