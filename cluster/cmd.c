@@ -322,12 +322,31 @@ static void member_addr(struct cur *c, struct tern_bytes *b, const char *what)
 static void member_fields(struct cur *c, struct tern_cmd *cmd)
 {
     f_u32(c, &cmd->u.member.id, "member.id");
-    check(c, cmd->u.member.id != 0, "member.id");
+    check(c, cmd->u.member.id != 0 && cmd->u.member.id <= TERN_NODE_ID_MAX, "member.id");
     if (cmd->type != TERN_CMD_MEMBER_SET)
         return;
     member_addr(c, &cmd->u.member.raft, "member.raft");
     member_addr(c, &cmd->u.member.peer, "member.peer");
     member_addr(c, &cmd->u.member.mqtt, "member.mqtt");
+}
+
+static void limits_fields(struct cur *c, struct tern_cmd *cmd)
+{
+    f_u16(c, &cmd->u.limits.inflight_max, "limits.inflight_max");
+    check(c, cmd->u.limits.inflight_max >= 1, "limits.inflight_max");
+    f_u32(c, &cmd->u.limits.queue_max, "limits.queue_max");
+    check(c, cmd->u.limits.queue_max >= 1, "limits.queue_max");
+    f_u64(c, &cmd->u.limits.queue_bytes_max, "limits.queue_bytes_max");
+    check(c, cmd->u.limits.queue_bytes_max >= 1, "limits.queue_bytes_max");
+    f_bool(c, &cmd->u.limits.queue_qos0, "limits.queue_qos0");
+    f_u8(c, &cmd->u.limits.drop_policy, "limits.drop_policy");
+    check(c, cmd->u.limits.drop_policy <= 1, "limits.drop_policy");
+    f_u32(c, &cmd->u.limits.retained_max, "limits.retained_max");
+    f_u64(c, &cmd->u.limits.retained_bytes_max, "limits.retained_bytes_max");
+    f_u32(c, &cmd->u.limits.session_expiry_max_s, "limits.session_expiry_max_s");
+    f_u32(c, &cmd->u.limits.message_expiry_max_s, "limits.message_expiry_max_s");
+    f_u32(c, &cmd->u.limits.sessions_max, "limits.sessions_max");
+    check(c, cmd->u.limits.sessions_max >= 1, "limits.sessions_max");
 }
 
 /* Header and body of one command; false for an unknown type. */
@@ -378,6 +397,9 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
     case TERN_CMD_MEMBER_SET:
     case TERN_CMD_MEMBER_DEL:
         member_fields(c, cmd);
+        return true;
+    case TERN_CMD_LIMITS:
+        limits_fields(c, cmd);
         return true;
     default:
         return false;

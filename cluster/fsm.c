@@ -186,6 +186,9 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
     case TERN_CMD_MEMBER_DEL:
         fsm_member_del_cmd(f, c, r);
         break;
+    case TERN_CMD_LIMITS:
+        fsm_limits_set_cmd(f, c, r);
+        break;
     case TERN_CMD_BARRIER:
     case TERN_CMD_ORIGIN_START:
         break;

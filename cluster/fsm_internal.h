@@ -10,6 +10,7 @@
  *  fsm_publish.c  matching a publish to sessions, shared-group choice, ACK, PUBREL
  *  fsm_dedup.c    proposal order: each node's proposals apply once, in sequence
  *  fsm_route.c    routes: which nodes have clean-session subscribers per filter
+ *  fsm_limits.c   the bounds: defaults, LIMITS command
  *  fsm_snap.c     snapshot writer; fsm_restore.c snapshot reader
  *
  * Determinism: nothing here may depend on addresses or on the visit order of the
@@ -270,6 +271,10 @@ struct tern_fsm {
     struct fsm_pending *pend;
     size_t pend_count, pend_cap;
 };
+
+/* --- limits (fsm_limits.c) --- */
+void fsm_limits_set_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                        struct tern_fsm_result *r);
 
 /* --- members (fsm_member.c) --- */
 void fsm_member_set_cmd(struct tern_fsm *f, const struct tern_cmd *c,

@@ -33,6 +33,7 @@
 
 struct rs {
     struct tern_rbuf r;
+    uint16_t version;      /* body format (TERN_SNAP_VERSION_MIN..) */
     struct tern_fsm *nf;   /* the state being built */
     struct tern_msg **msg; /* by ascending id */
     uint32_t *msg_refs;    /* refcount each message states */
@@ -554,10 +555,11 @@ static void get_addr(struct rs *x, char *dst, const char *what)
     dst[b.len] = '\0';
 }
 
-/* Optional: snapshots from before members existed end after the routes. */
+/* Format 1: optional (snapshots from before members existed end after the
+ * routes). Format 2: always there. */
 static void get_members(struct rs *x)
 {
-    if (x->r.err || tern_rbuf_left(&x->r) == 0)
+    if (x->r.err || (x->version == 1 && tern_rbuf_left(&x->r) == 0))
         return;
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (bad(x, n > TERN_FSM_MEMBERS_MAX, "member count") ||
@@ -574,6 +576,35 @@ static void get_members(struct rs *x)
         fsm_member_put(x->nf, &m); /* fits: n is bounded above */
         prev = m.id;
     }
+}
+
+/* Format 2 only; format 1 snapshots restore with the defaults, on every
+ * replica alike (they were written when each node used its own). The same
+ * bounds as the LIMITS command. */
+static void get_limits(struct rs *x)
+{
+    struct tern_fsm_limits *l = &x->nf->limits;
+    tern_fsm_limits_default(l);
+    if (x->r.err || x->version < 2)
+        return;
+    l->inflight_max = tern_rbuf_get_u16(&x->r);
+    l->queue_max = tern_rbuf_get_u32(&x->r);
+    l->queue_bytes_max = tern_rbuf_get_u64(&x->r);
+    l->queue_qos0 = get_bool(x, "limits queue_qos0");
+    l->drop_policy = tern_rbuf_get_u8(&x->r);
+    l->retained_max = tern_rbuf_get_u32(&x->r);
+    l->retained_bytes_max = tern_rbuf_get_u64(&x->r);
+    l->session_expiry_max_s = tern_rbuf_get_u32(&x->r);
+    l->message_expiry_max_s = tern_rbuf_get_u32(&x->r);
+    l->sessions_max = tern_rbuf_get_u32(&x->r);
+    if (x->r.err) {
+        x->what = x->what ? x->what : "limits";
+        return;
+    }
+    bad(x,
+        l->inflight_max == 0 || l->queue_max == 0 || l->queue_bytes_max == 0 ||
+            l->drop_policy > TERN_DROP_NEW || l->sessions_max == 0,
+        "limits");
 }
 
 /* --- whole body --- */
@@ -606,6 +637,7 @@ static void get_body(struct rs *x)
     get_groups(x);
     get_routes(x);
     get_members(x);
+    get_limits(x);
     bad(x, !x->r.err && tern_rbuf_left(&x->r) != 0, "trailing bytes");
     if (!x->r.err)
         check_refs(x);
@@ -632,6 +664,7 @@ static void state_move(struct tern_fsm *dst, struct tern_fsm *src)
     dst->sub_counter = src->sub_counter;
     dst->mark_counter = src->mark_counter;
     dst->stats = src->stats;
+    dst->limits = src->limits;
     free(src->match);
     free(src->pend);
     free(src);
@@ -649,10 +682,11 @@ int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *e
 {
     const uint8_t *body;
     size_t body_len;
-    int rc = tern_snap_open(buf, len, &body, &body_len, errmsg);
+    uint16_t version;
+    int rc = tern_snap_open_version(buf, len, &body, &body_len, &version, errmsg);
     if (rc != TERN_OK)
         return rc;
-    struct rs x = {.nf = tern_fsm_new(f->self_node, &f->limits, NULL)};
+    struct rs x = {.version = version, .nf = tern_fsm_new(f->self_node, NULL, NULL)};
     if (!x.nf)
         return TERN_ENOMEM;
     tern_rbuf_init(&x.r, body, body_len);

@@ -290,7 +290,7 @@ static int put_routes(struct tern_wbuf *w, const struct tern_fsm *f)
     return TERN_OK;
 }
 
-/* Last section: snapshots written before members existed end after routes. */
+/* Members: written always (format 1 readers treat it as optional). */
 static void put_members(struct tern_wbuf *w, const struct tern_fsm *f)
 {
     tern_wbuf_put_u32(w, f->member_count);
@@ -301,6 +301,22 @@ static void put_members(struct tern_wbuf *w, const struct tern_fsm *f)
         tern_wbuf_put_lbytes(w, m->peer, strlen(m->peer));
         tern_wbuf_put_lbytes(w, m->mqtt, strlen(m->mqtt));
     }
+}
+
+/* Format 2: the bounds in force, replicated state like the rest (LIMITS). */
+static void put_limits(struct tern_wbuf *w, const struct tern_fsm *f)
+{
+    const struct tern_fsm_limits *l = &f->limits;
+    tern_wbuf_put_u16(w, l->inflight_max);
+    tern_wbuf_put_u32(w, l->queue_max);
+    tern_wbuf_put_u64(w, l->queue_bytes_max);
+    tern_wbuf_put_u8(w, l->queue_qos0 ? 1 : 0);
+    tern_wbuf_put_u8(w, l->drop_policy);
+    tern_wbuf_put_u32(w, l->retained_max);
+    tern_wbuf_put_u64(w, l->retained_bytes_max);
+    tern_wbuf_put_u32(w, l->session_expiry_max_s);
+    tern_wbuf_put_u32(w, l->message_expiry_max_s);
+    tern_wbuf_put_u32(w, l->sessions_max);
 }
 
 static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
@@ -318,6 +334,7 @@ static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
     if (put_groups(x, f) != TERN_OK || put_routes(&x->w, f) != TERN_OK)
         return TERN_ENOMEM;
     put_members(&x->w, f);
+    put_limits(&x->w, f);
     return tern_snap_finish(&x->w);
 }
 

@@ -63,12 +63,56 @@ static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *re
     n->tick_proposed = false;
 }
 
+static void on_limits_done(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    struct tern_node *n = ctx;
+    n->limits_proposed = false; /* lost with a leader change: the next tick retries */
+    if (status == TERN_OK && res->status == TERN_OK)
+        TERN_LOGI("cluster limits set from this node's configuration");
+}
+
+/* The bounds of the replicated state (queue_max, inflight_max, ...) decide what
+ * it holds, so they are replicated too: every replica applies the LIMITS
+ * commands of the log, never its own configuration. A leader whose configuration
+ * differs from the replicated limits proposes its own (the first leader of a
+ * cluster whose configuration is not the defaults, too); every node whose
+ * configuration differs says so, once per change. */
+static void limits_check(struct tern_node *n)
+{
+    const struct tern_fsm_limits *repl = tern_fsm_limits(tern_cluster_fsm(n->cluster));
+    if (tern_fsm_limits_equal(repl, &n->cfg.limits)) {
+        n->limits_warned = false;
+        return;
+    }
+    struct tern_cluster_status st;
+    tern_cluster_status(n->cluster, &st);
+    bool leader = st.state == 3;
+    if (!leader &&
+        (!n->limits_warned || !tern_fsm_limits_equal(repl, &n->limits_warned_of))) {
+        char diff[512];
+        tern_fsm_limits_diff(&n->cfg.limits, repl, diff, sizeof(diff));
+        TERN_LOGW("config: limits differ from the cluster's, which apply here (the "
+                  "leader's configuration): %s",
+                  diff);
+        n->limits_warned = true;
+        n->limits_warned_of = *repl;
+    }
+    if (!leader || n->limits_proposed)
+        return;
+    struct tern_cmd cmd;
+    tern_fsm_limits_cmd(&cmd, &n->cfg.limits);
+    cmd.now_ms = tern_now_ms();
+    if (tern_cluster_propose(n->cluster, &cmd, on_limits_done, n) == TERN_OK)
+        n->limits_proposed = true;
+}
+
 /* Time-driven changes (session expiry, delayed wills) are commands too, so every
  * replica applies them at the same point of the log. */
 static void on_tick(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
     struct tern_fsm *repl = tern_cluster_fsm(n->cluster);
+    limits_check(n);
     uint64_t now = tern_now_ms();
     if (n->tick_proposed || tern_fsm_next_deadline(repl) > now)
         return;
@@ -185,10 +229,14 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the local state machine");
         return TERN_ENOMEM;
     }
+    struct tern_fsm_limits repl_limits;
+    tern_fsm_limits_default(&repl_limits);
     struct tern_cluster_config cc = {
         .node_id = cfg->node_id,
         .data_dir = n->cfg.data_dir,
-        .limits = cfg->limits,
+        /* The replicated FSM starts with the defaults on every node; the limits
+         * in force come from the log (limits_check). */
+        .limits = repl_limits,
         .max_batch_bytes = cfg->max_batch_bytes,
         .member_count = cfg->member_count,
         .raft_address = n->cfg.raft_address,

@@ -86,6 +86,11 @@ struct tern_node {
     bool stopping;
     bool was_ready;
     bool tick_proposed;
+    /* Replicated limits (node.c): a LIMITS proposal of ours is in flight; the
+     * cluster's limits last warned about as differing from our configuration. */
+    bool limits_proposed;
+    bool limits_warned;
+    struct tern_fsm_limits limits_warned_of;
 };
 
 enum tern_conn_state {

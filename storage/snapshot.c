@@ -52,6 +52,13 @@ static int open_fail(char *errmsg, int err, const char *what)
 int tern_snap_open(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
                    char *errmsg)
 {
+    uint16_t version;
+    return tern_snap_open_version(buf, len, body, body_len, &version, errmsg);
+}
+
+int tern_snap_open_version(const uint8_t *buf, size_t len, const uint8_t **body,
+                           size_t *body_len, uint16_t *version_out, char *errmsg)
+{
     struct tern_rbuf r;
     tern_rbuf_init(&r, buf, len);
     const uint8_t *magic = tern_rbuf_get_bytes(&r, 8);
@@ -64,7 +71,7 @@ int tern_snap_open(const uint8_t *buf, size_t len, const uint8_t **body, size_t 
     uint32_t crc = tern_rbuf_get_u32(&r);
     if (r.err)
         return open_fail(errmsg, TERN_ECORRUPT, "truncated header");
-    if (version != TERN_SNAP_VERSION)
+    if (version < TERN_SNAP_VERSION_MIN || version > TERN_SNAP_VERSION)
         return open_fail(errmsg, TERN_EUNSUPPORTED, "unknown format version");
     if (flags != 0)
         return open_fail(errmsg, TERN_EUNSUPPORTED, "unknown flags");
@@ -77,5 +84,6 @@ int tern_snap_open(const uint8_t *buf, size_t len, const uint8_t **body, size_t 
         return open_fail(errmsg, TERN_ECORRUPT, "checksum mismatch");
     *body = b;
     *body_len = (size_t)n;
+    *version_out = version;
     return TERN_OK;
 }

@@ -43,8 +43,10 @@ enum tern_cmd_type {
     TERN_CMD_MEMBER_DEL = 16,    /* a member left the cluster */
     TERN_CMD_ORIGIN_START = 17,  /* changes nothing but its node's proposal order: the
                                     node's proposals continue from this one's sequence */
+    TERN_CMD_LIMITS = 18,        /* the bounds of the replicated state (the leader's
+                                    configuration): every replica applies the same */
 };
-#define TERN_CMD_TYPE_MAX TERN_CMD_ORIGIN_START /* the highest type this build knows */
+#define TERN_CMD_TYPE_MAX TERN_CMD_LIMITS /* the highest type this build knows */
 
 /* Highest node id: a proposal id keeps 24 bits of it (tern_cmd.proposal_id). */
 #define TERN_NODE_ID_MAX 16777215u
@@ -147,6 +149,19 @@ struct tern_cmd {
             struct tern_bytes peer; /* TERN_MEMBER_ADDR_MAX bytes each */
             struct tern_bytes mqtt;
         } member; /* MEMBER_SET and MEMBER_DEL */
+        struct {
+            /* Fields and bounds of struct tern_fsm_limits (tern/fsm.h). */
+            uint16_t inflight_max;    /* >= 1 */
+            uint32_t queue_max;       /* >= 1 */
+            uint64_t queue_bytes_max; /* >= 1 */
+            bool queue_qos0;
+            uint8_t drop_policy; /* enum tern_drop_policy: 0 or 1 */
+            uint32_t retained_max;
+            uint64_t retained_bytes_max;
+            uint32_t session_expiry_max_s; /* 0 = no cap */
+            uint32_t message_expiry_max_s; /* 0 = no cap */
+            uint32_t sessions_max;         /* >= 1 */
+        } limits;                          /* LIMITS */
     } u;
 };
 

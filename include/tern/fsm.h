@@ -74,7 +74,10 @@ enum tern_drop_policy {
     TERN_DROP_NEW = 1,    /* queue full: drop the new message */
 };
 
-/* Bounds. Every replica must use the same values. */
+/* Bounds. Every replica must use the same values: the replicated FSM starts
+ * with tern_fsm_limits_default() on every node and changes them only by LIMITS
+ * commands, which the leader proposes from its configuration (and snapshots,
+ * which carry them). The node-local FSM uses the node's configuration. */
 struct tern_fsm_limits {
     uint16_t inflight_max;         /* per session, default 20 */
     uint32_t queue_max;            /* queued messages per session, default 1000 */
@@ -89,6 +92,19 @@ struct tern_fsm_limits {
 };
 
 void tern_fsm_limits_default(struct tern_fsm_limits *l);
+
+/* Field by field (no padding compared). */
+bool tern_fsm_limits_equal(const struct tern_fsm_limits *a,
+                           const struct tern_fsm_limits *b);
+
+/* Names the fields in which a and b differ, as "queue_max=5 (cluster 1000), ..."
+ * (a: ours, b: the cluster's), NUL-terminated in out[0..cap). Returns how many
+ * differ. */
+unsigned tern_fsm_limits_diff(const struct tern_fsm_limits *a,
+                              const struct tern_fsm_limits *b, char *out, size_t cap);
+
+/* Fills cmd as a LIMITS command carrying l (other header fields zero). */
+void tern_fsm_limits_cmd(struct tern_cmd *cmd, const struct tern_fsm_limits *l);
 
 /* Counters, for metrics. */
 struct tern_fsm_stats {
@@ -140,7 +156,9 @@ struct tern_fsm_observer {
 };
 
 /* self_node: this replica's node id (only used to annotate; apply is identical on
- * every replica). Returns NULL on allocation failure. */
+ * every replica). limits: the initial bounds (NULL: the defaults, which is what
+ * the replicated instance must get on every node). Returns NULL on allocation
+ * failure. */
 struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *limits,
                               const struct tern_fsm_observer *obs);
 void tern_fsm_free(struct tern_fsm *f);
@@ -185,6 +203,11 @@ struct tern_fsm_result {
  * TERN_EINVAL for an address with a NUL byte); MEMBER_DEL removes one
  * (idempotent: an absent id is TERN_OK).
  *
+ * LIMITS replaces the bounds (tern_fsm_limits()) for every later command; what
+ * is stored already stays until a command meets the new bound (a queue longer
+ * than a new queue_max is trimmed by its next enqueue under drop_oldest, takes
+ * nothing new under drop_new). TERN_EINVAL for a bound out of its range.
+ *
  * ROUTE_ADD / ROUTE_DEL: presence of (filter, node); idempotent (adding a
  * present route or deleting an absent one is TERN_OK and changes nothing).
  * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes. */
@@ -198,16 +221,17 @@ void tern_fsm_fail_alloc_after(struct tern_fsm *f, long n);
 /* --- snapshots (format: docs/disk-format.md) --- */
 
 /* Serializes all replicated state into a new malloc'ed buffer (the caller frees
- * it). The same state gives the same bytes. Configuration (self node, limits,
- * observer, retained source) and local annotations are not included. Returns
- * TERN_OK or TERN_ENOMEM. */
+ * it). The same state gives the same bytes. The limits are included (they are
+ * replicated state); configuration (self node, observer, retained source) and
+ * local annotations are not. Returns TERN_OK or TERN_ENOMEM. */
 int tern_fsm_snapshot(const struct tern_fsm *f, uint8_t **out, size_t *out_len);
 
 /* Replaces all replicated state of f by the snapshot's. The frame is verified
  * and every field validated before f is touched: on error (TERN_ECORRUPT,
  * TERN_EUNSUPPORTED for an unknown format version, TERN_ENOMEM) f is unchanged,
  * no observer is called, and errmsg (TERN_ERRMSG_SIZE, may be NULL) says why.
- * Keeps f's observer, limits, self node and retained source. On success local
+ * The limits become the snapshot's (the defaults for a format 1 snapshot, which
+ * has none). Keeps f's observer, self node and retained source. On success local
  * annotations are NULL, pointers handed out before are invalid, and the only
  * effect is the observer's `restored`, once, after the new state is in place.
  * A restored FSM applies every later command exactly like the original. */
@@ -236,6 +260,9 @@ uint64_t tern_fsm_next_deadline(const struct tern_fsm *f);
 bool tern_fsm_has_subscriber(const struct tern_fsm *f, const char *topic, size_t len);
 
 const struct tern_fsm_stats *tern_fsm_stats(const struct tern_fsm *f);
+
+/* The bounds in force (replicated state in the replicated FSM). */
+const struct tern_fsm_limits *tern_fsm_limits(const struct tern_fsm *f);
 
 /* Highest proposal sequence applied from `node` (0 if none): a restarted node
  * continues above it so its new proposals are never taken for old ones. */

@@ -76,7 +76,9 @@ bool tern_rbuf_count_ok(struct tern_rbuf *r, uint64_t count, size_t min_item);
 
 /* --- snapshot container --- */
 #define TERN_SNAP_MAGIC "TERNSNAP"
-#define TERN_SNAP_VERSION 1
+/* Written: 2 (limits section). Read: 1 and 2 (docs/disk-format.md). */
+#define TERN_SNAP_VERSION 2
+#define TERN_SNAP_VERSION_MIN 1
 #define TERN_SNAP_HEADER_SIZE 28u
 
 /* Starts a snapshot in an empty writer: writes a header with length and
@@ -91,5 +93,9 @@ int tern_snap_finish(struct tern_wbuf *w);
  * says what. */
 int tern_snap_open(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
                    char *errmsg);
+/* The same, also giving the body's format version (TERN_SNAP_VERSION_MIN to
+ * TERN_SNAP_VERSION), for a reader that knows several. */
+int tern_snap_open_version(const uint8_t *buf, size_t len, const uint8_t **body,
+                           size_t *body_len, uint16_t *version, char *errmsg);
 
 #endif

@@ -133,13 +133,25 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         c.u.route.filter = all ? B("$share/g/a/+/#") : B("x");
         break;
     case TERN_CMD_MEMBER_SET:
-        c.u.member.id = all ? UINT32_MAX : 4;
+        c.u.member.id = all ? TERN_NODE_ID_MAX : 4;
         c.u.member.raft = B("127.0.0.1:7004");
         c.u.member.peer = all ? B("127.0.0.1:7104") : B("");
         c.u.member.mqtt = all ? B("127.0.0.1:1887") : B("");
         break;
     case TERN_CMD_MEMBER_DEL:
-        c.u.member.id = all ? UINT32_MAX : 1;
+        c.u.member.id = all ? TERN_NODE_ID_MAX : 1;
+        break;
+    case TERN_CMD_LIMITS:
+        c.u.limits.inflight_max = all ? 65535 : 1;
+        c.u.limits.queue_max = all ? UINT32_MAX : 1;
+        c.u.limits.queue_bytes_max = all ? UINT64_MAX : 1;
+        c.u.limits.queue_qos0 = all;
+        c.u.limits.drop_policy = all ? 1 : 0;
+        c.u.limits.retained_max = all ? UINT32_MAX : 0;
+        c.u.limits.retained_bytes_max = all ? UINT64_MAX : 0;
+        c.u.limits.session_expiry_max_s = all ? UINT32_MAX : 0;
+        c.u.limits.message_expiry_max_s = all ? 7 : 0;
+        c.u.limits.sessions_max = all ? UINT32_MAX : 1;
         break;
     }
     return c;
@@ -237,6 +249,20 @@ static void cmd_eq(const struct tern_cmd *a, const struct tern_cmd *b)
         /* fall through */
     case TERN_CMD_MEMBER_DEL:
         assert_int_equal(a->u.member.id, b->u.member.id);
+        break;
+    case TERN_CMD_LIMITS:
+        assert_int_equal(a->u.limits.inflight_max, b->u.limits.inflight_max);
+        assert_int_equal(a->u.limits.queue_max, b->u.limits.queue_max);
+        assert_int_equal(a->u.limits.queue_bytes_max, b->u.limits.queue_bytes_max);
+        assert_int_equal(a->u.limits.queue_qos0, b->u.limits.queue_qos0);
+        assert_int_equal(a->u.limits.drop_policy, b->u.limits.drop_policy);
+        assert_int_equal(a->u.limits.retained_max, b->u.limits.retained_max);
+        assert_int_equal(a->u.limits.retained_bytes_max, b->u.limits.retained_bytes_max);
+        assert_int_equal(a->u.limits.session_expiry_max_s,
+                         b->u.limits.session_expiry_max_s);
+        assert_int_equal(a->u.limits.message_expiry_max_s,
+                         b->u.limits.message_expiry_max_s);
+        assert_int_equal(a->u.limits.sessions_max, b->u.limits.sessions_max);
         break;
     }
 }
@@ -487,10 +513,36 @@ static void test_rejects(void **state)
     assert_int_equal(tern_cmd_encode(&mem, NULL, 0), 0);
     mem.u.member.peer = (struct tern_bytes){big, TERN_MEMBER_ADDR_MAX};
     assert_true(tern_cmd_encode(&mem, NULL, 0) > 0);
-    /* member_del: header 18 -> id at 18..21 */
+    /* member_del: header 18 -> id at 18..21; ids beyond 24 bits are refused
+     * (a proposal id keeps 24 bits of the node id). */
     struct tern_cmd del = make_cmd(TERN_CMD_MEMBER_DEL, false);
     assert_int_equal(decode_mutated(&del, 18, 0), TERN_EMALFORMED);
     assert_int_equal(decode_mutated(&del, 18, 2), TERN_OK);
+    assert_int_equal(decode_mutated(&del, 21, 1), TERN_EMALFORMED);
+    mem.u.member.id = TERN_NODE_ID_MAX + 1;
+    assert_int_equal(tern_cmd_encode(&mem, NULL, 0), 0);
+
+    /* limits: header 18 -> inflight_max 18..19, queue_max 20..23, queue_bytes_max
+     * 24..31, queue_qos0 32, drop_policy 33, retained_max 34..37,
+     * retained_bytes_max 38..45, expiry caps 46..53, sessions_max 54..57 */
+    struct tern_cmd lim = make_cmd(TERN_CMD_LIMITS, false);
+    size_t lim_len;
+    uint8_t *lim_buf = encode_heap(&lim, &lim_len);
+    assert_int_equal(lim_len, 58);
+    free(lim_buf);
+    assert_int_equal(decode_mutated(&lim, 18, 0), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&lim, 20, 0), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&lim, 24, 0), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&lim, 32, 2), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&lim, 33, 1), TERN_OK);
+    assert_int_equal(decode_mutated(&lim, 33, 2), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&lim, 54, 0), TERN_EMALFORMED);
+    struct tern_cmd badlim = lim;
+    badlim.u.limits.drop_policy = 2;
+    assert_int_equal(tern_cmd_encode(&badlim, NULL, 0), 0);
+    badlim = lim;
+    badlim.u.limits.inflight_max = 0;
+    assert_int_equal(tern_cmd_encode(&badlim, NULL, 0), 0);
     /* A large payload uses the u32 length. */
     bad = pub;
     bad.u.publish.msg.payload = (struct tern_bytes){big, sizeof(big)};

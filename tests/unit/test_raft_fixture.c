@@ -81,7 +81,8 @@ static void on_restored(void *ctx, struct tern_fsm *f)
     s->restored++;
 }
 
-static struct cl *cl_new(unsigned n, uint64_t seed)
+/* lim[i]: the limits server i's FSM is built with (NULL: all defaults). */
+static struct cl *cl_new_lim(unsigned n, uint64_t seed, const struct tern_fsm_limits *lim)
 {
     struct cl *c = calloc(1, sizeof(*c));
     assert_non_null(c);
@@ -92,7 +93,7 @@ static struct cl *cl_new(unsigned n, uint64_t seed)
     for (unsigned i = 0; i < n; i++) {
         struct server *s = &c->s[i];
         struct tern_fsm_observer obs = {.ctx = s, .restored = on_restored};
-        s->fsm = tern_fsm_new(i + 1, NULL, &obs);
+        s->fsm = tern_fsm_new(i + 1, lim ? &lim[i] : NULL, &obs);
         assert_non_null(s->fsm);
         assert_int_equal(tern_raft_fsm_init(&s->rf, s->fsm, on_applied, s), TERN_OK);
         assert_int_equal(raft_fixture_grow(&c->f, &s->rf.raft), 0);
@@ -105,6 +106,11 @@ static struct cl *cl_new(unsigned n, uint64_t seed)
     assert_int_equal(raft_fixture_start(&c->f), 0);
     assert_true(raft_fixture_step_until_has_leader(&c->f, WAIT_MS));
     return c;
+}
+
+static struct cl *cl_new(unsigned n, uint64_t seed)
+{
+    return cl_new_lim(n, seed, NULL);
 }
 
 static void cl_free(struct cl *c)
@@ -817,6 +823,99 @@ static void test_snapshot_catch_up(void **state)
     cl_free(c);
 }
 
+/* Whether any two servers' FSMs serialize differently. */
+static bool fsms_differ(struct cl *c)
+{
+    bool differ = false;
+    uint8_t *ref = NULL;
+    size_t ref_len = 0;
+    assert_int_equal(tern_fsm_snapshot(c->s[0].fsm, &ref, &ref_len), TERN_OK);
+    for (unsigned i = 1; i < c->n; i++) {
+        uint8_t *b = NULL;
+        size_t len = 0;
+        assert_int_equal(tern_fsm_snapshot(c->s[i].fsm, &b, &len), TERN_OK);
+        differ = differ || len != ref_len || memcmp(b, ref, len) != 0;
+        free(b);
+    }
+    free(ref);
+    return differ;
+}
+
+/* Proposes a LIMITS command carrying l through the leader. */
+static void propose_limits(struct cl *c, const struct tern_fsm_limits *l)
+{
+    struct tern_cmd cmd;
+    tern_fsm_limits_cmd(&cmd, l);
+    cmd.now_ms = c->now_ms;
+    cmd.proposal_id = ((uint64_t)ORIGIN << 40) | ++c->seq;
+    uint8_t buf[128];
+    size_t n = tern_cmd_encode(&cmd, buf, sizeof(buf));
+    assert_true(n > 0 && n <= sizeof(buf));
+    assert_int_equal(append_on(c, leader(c), buf, n), 0);
+}
+
+static void test_limits_replicated(void **state)
+{
+    (void)state;
+    /* Three nodes configured differently, as ternd's FSMs were built before
+     * the limits were replicated. */
+    struct tern_fsm_limits lim[3];
+    for (int i = 0; i < 3; i++)
+        tern_fsm_limits_default(&lim[i]);
+    lim[1].queue_max = 2;
+    lim[1].inflight_max = 1;
+    lim[1].drop_policy = TERN_DROP_NEW;
+    lim[2].queue_max = 3;
+    lim[2].retained_max = 1;
+    lim[2].queue_qos0 = true;
+
+    /* The same log, each node's own bounds: the replicas diverge. */
+    struct cl *c = cl_new_lim(3, 0x11A175ull, lim);
+    propose(c, 40);
+    wait_caught_up(c);
+    assert_true(fsms_differ(c));
+    cl_free(c);
+
+    /* The bounds go through the log: one state everywhere, whatever each was
+     * built with, also across a LIMITS change, a leader change and a follower
+     * catching up from a snapshot (which carries them). */
+    c = cl_new_lim(3, 0x11A175ull, lim);
+    for (unsigned i = 0; i < c->n; i++) {
+        raft_set_snapshot_threshold(R(c, i), 8);
+        raft_set_snapshot_trailing(R(c, i), 4);
+    }
+    propose_limits(c, &lim[1]);
+    propose(c, 20);
+    wait_caught_up(c);
+    assert_equal_fsms(c);
+    for (unsigned i = 0; i < c->n; i++)
+        assert_true(tern_fsm_limits_equal(tern_fsm_limits(c->s[i].fsm), &lim[1]));
+    unsigned k = (leader(c) + 1) % c->n;
+    raft_fixture_kill(&c->f, k);
+    propose_limits(c, &lim[2]);
+    for (int round = 0; round < 6; round++) {
+        propose(c, 8);
+        wait_caught_up(c);
+    }
+    raft_fixture_revive(&c->f, k);
+    propose(c, 2);
+    wait_caught_up(c);
+    assert_true(c->s[k].rf.restores >= 1);
+    assert_equal_fsms(c);
+    assert_true(tern_fsm_limits_equal(tern_fsm_limits(c->s[k].fsm), &lim[2]));
+    unsigned old = leader(c);
+    raft_fixture_kill(&c->f, old);
+    wait_new_leader(c, old);
+    propose_limits(c, &lim[0]);
+    propose(c, 10);
+    raft_fixture_revive(&c->f, old);
+    propose(c, 2);
+    wait_caught_up(c);
+    assert_equal_fsms(c);
+    assert_true(tern_fsm_limits_equal(tern_fsm_limits(c->s[old].fsm), &lim[0]));
+    cl_free(c);
+}
+
 int main(void)
 {
     tern_log_set_level(TERN_LOG_ERROR); /* the adapter logs undecodable entries */
@@ -832,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_partition_follower),
         cmocka_unit_test(test_partition_leader),
         cmocka_unit_test(test_snapshot_catch_up),
+        cmocka_unit_test(test_limits_replicated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
