@@ -775,7 +775,7 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
            node_ready(a) && !a->draining);
     metric(b, "tern_draining", "gauge", "1 while the node is drained.", a->draining);
     metric(b, "tern_uptime_seconds", "gauge", "Seconds since the node started.",
-           (tern_now_ms() - a->started_ms) / 1000);
+           (tern_mono_ms() - a->started_ms) / 1000);
     metric_head(b, "tern_build_info", "gauge", "Version of this ternd.");
     sample(b, "tern_build_info", "version=\"" TERN_VERSION "\"", 1);
 }
@@ -1028,7 +1028,8 @@ static void post_members(struct tern_admin *a, struct tern_http_conn *hc,
     struct tern_member mb = {0};
     uint64_t id = 0;
     if (query_uint(query, "id", TERN_NODE_ID_MAX, &id) <= 0 || id == 0) {
-        reply_error(hc, 400, NULL, 0, "id: must be a node id (1 to %u)", TERN_NODE_ID_MAX);
+        reply_error(hc, 400, NULL, 0, "id: must be a node id (1 to %u)",
+                    TERN_NODE_ID_MAX);
         return;
     }
     mb.id = (uint32_t)id;
@@ -1234,7 +1235,7 @@ static void on_sys_timer(uv_timer_t *t)
         connected += c->state == TERN_CONN_ACTIVE;
     sys_publish(n, "$SYS/broker/version", "tern %s", TERN_VERSION);
     sys_publish(n, "$SYS/broker/uptime", "%" PRIu64 " seconds",
-                (tern_now_ms() - a->started_ms) / 1000);
+                (tern_mono_ms() - a->started_ms) / 1000);
     sys_publish(n, "$SYS/broker/clients/connected", "%u", connected);
     sys_publish(n, "$SYS/broker/messages/received", "%" PRIu64,
                 s->msgs_in[0] + s->msgs_in[1] + s->msgs_in[2]);
@@ -1325,7 +1326,7 @@ int tern_admin_start(struct tern_node *n, char *errmsg)
         return TERN_ENOMEM;
     }
     a->node = n;
-    a->started_ms = tern_now_ms();
+    a->started_ms = tern_mono_ms();
     n->admin = a;
     int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
                              a->bound, sizeof(a->bound), errmsg);

@@ -371,7 +371,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     c->node->stats.bytes_in += (uint64_t)nread;
     if (c->state == TERN_CONN_ACTIVE)
-        c->last_rx_ms = tern_now_ms(); /* before: the accept time (connect timeout) */
+        c->last_rx_ms = tern_mono_ms(); /* before: the accept time (connect timeout) */
     if (buf->base == (char *)c->node->rshared->data) {
         process_shared(c, (size_t)nread);
         return;
@@ -536,7 +536,7 @@ void tern_conn_resume_paused(struct tern_node *n)
 {
     if (n->paused_count == 0)
         return;
-    uint64_t now = tern_now_ms();
+    uint64_t now = tern_mono_ms();
     bool all = tern_cluster_forward_backlog(n->cluster, 0) <= FORWARD_RESUME_BYTES;
     if (!all && now - n->paused_scan_ms < PAUSED_SCAN_MS)
         return;
@@ -582,7 +582,7 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
 
 void tern_conn_keepalive_start(struct tern_conn *c)
 {
-    c->last_rx_ms = tern_now_ms(); /* 1.5 x keepalive from CONNACK on (3.1.2.10) */
+    c->last_rx_ms = tern_mono_ms(); /* 1.5 x keepalive from CONNACK on (3.1.2.10) */
 }
 
 const char *tern_conn_peer(const struct tern_conn *c, char *buf)
@@ -644,6 +644,6 @@ void tern_conn_accept(struct tern_node *n)
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);
-    c->last_rx_ms = tern_now_ms();
+    c->last_rx_ms = tern_mono_ms();
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

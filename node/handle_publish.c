@@ -228,7 +228,7 @@ int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
         return TERN_OK;
     if (type == TERN_PUBREL)
         return handle_pubrel(c, a, reason);
-    c->retry_quiet_since_s = (uint32_t)(tern_now_ms() / 1000);
+    c->retry_quiet_since_s = (uint32_t)(tern_mono_ms() / 1000);
     struct tern_cmd cmd = {.type = TERN_CMD_ACK};
     cmd.u.ack.packet_id = a->packet_id;
     cmd.u.ack.kind = type;

@@ -18,6 +18,11 @@ uint64_t tern_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t tern_mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
 /* Prepare phase: write out everything this loop turn produced, once per
  * connection. */
 /* How long the last loop iteration worked (wall time minus time waiting in
@@ -40,34 +45,18 @@ static void measure_loop(struct tern_node *n)
     n->loop_last_idle_ns = idle;
 }
 
-static void on_flush(uv_prepare_t *h)
-{
-    struct tern_node *n = h->data;
-    measure_loop(n);
-    /* Flushing can close connections, which can mark others dirty: loop on the
-     * count, not a snapshot of it. */
-    for (size_t i = 0; i < n->dirty_count; i++)
-        tern_conn_flush(n->dirty[i]);
-    n->dirty_count = 0;
-    /* After the idle phase (the cluster's proposals) and the last turn's I/O
-     * callbacks (forwards), before poll waits again. */
-    tern_cluster_flush_links(n->cluster);
-    tern_conn_resume_paused(n);
-}
-
-static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *res)
-{
-    (void)status;
-    (void)res;
-    struct tern_node *n = ctx;
-    n->tick_proposed = false;
-}
-
 static void on_limits_done(void *ctx, int status, const struct tern_fsm_result *res)
 {
     struct tern_node *n = ctx;
-    n->limits_proposed = false; /* lost with a leader change: the next tick retries */
-    if (status == TERN_OK && res->status == TERN_OK)
+    if (status == TERN_OK && res->status != TERN_OK) {
+        /* Refused (cannot happen with a validated configuration): do not retry
+         * every turn; limits_proposed stays set. */
+        TERN_LOGE("cluster limits from this node's configuration refused: %s",
+                  tern_strerror(res->status));
+        return;
+    }
+    n->limits_proposed = false; /* lost with a leader change: the next turn retries */
+    if (status == TERN_OK)
         TERN_LOGI("cluster limits set from this node's configuration");
 }
 
@@ -75,8 +64,11 @@ static void on_limits_done(void *ctx, int status, const struct tern_fsm_result *
  * it holds, so they are replicated too: every replica applies the LIMITS
  * commands of the log, never its own configuration. A leader whose configuration
  * differs from the replicated limits proposes its own (the first leader of a
- * cluster whose configuration is not the defaults, too); every node whose
- * configuration differs says so, once per change. */
+ * cluster whose configuration is not the defaults, too) in its first loop turn
+ * as leader; every node whose configuration differs says so, once per change.
+ * Commands that reach the log before the LIMITS entry apply with the limits
+ * before it, on every replica alike. Called each loop turn: the common case,
+ * equal limits, is a few compares. */
 static void limits_check(struct tern_node *n)
 {
     const struct tern_fsm_limits *repl = tern_fsm_limits(tern_cluster_fsm(n->cluster));
@@ -106,13 +98,37 @@ static void limits_check(struct tern_node *n)
         n->limits_proposed = true;
 }
 
+static void on_flush(uv_prepare_t *h)
+{
+    struct tern_node *n = h->data;
+    measure_loop(n);
+    /* Flushing can close connections, which can mark others dirty: loop on the
+     * count, not a snapshot of it. */
+    for (size_t i = 0; i < n->dirty_count; i++)
+        tern_conn_flush(n->dirty[i]);
+    n->dirty_count = 0;
+    /* After the idle phase (the cluster's proposals) and the last turn's I/O
+     * callbacks (forwards), before poll waits again. */
+    tern_cluster_flush_links(n->cluster);
+    tern_conn_resume_paused(n);
+    if (!n->stopping)
+        limits_check(n); /* each turn: a new leader proposes its limits at once */
+}
+
+static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *res)
+{
+    (void)status;
+    (void)res;
+    struct tern_node *n = ctx;
+    n->tick_proposed = false;
+}
+
 /* Time-driven changes (session expiry, delayed wills) are commands too, so every
  * replica applies them at the same point of the log. */
 static void on_tick(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
     struct tern_fsm *repl = tern_cluster_fsm(n->cluster);
-    limits_check(n);
     uint64_t now = tern_now_ms();
     if (n->tick_proposed || tern_fsm_next_deadline(repl) > now)
         return;
@@ -153,7 +169,7 @@ static void on_forward(void *ctx, const struct tern_cmd *cmd)
 static void on_quorum_timer(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
-    uint64_t now = tern_now_ms();
+    uint64_t now = tern_mono_ms();
     if (tern_cluster_ready(n->cluster)) {
         if (n->unready_since_ms && n->was_ready)
             TERN_LOGI("cluster available again");
@@ -180,7 +196,7 @@ static void on_quorum_timer(uv_timer_t *t)
 static void on_retry_timer(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
-    uint32_t now_s = (uint32_t)(tern_now_ms() / 1000), every = n->cfg.retry_interval_s;
+    uint32_t now_s = (uint32_t)(tern_mono_ms() / 1000), every = n->cfg.retry_interval_s;
     for (struct tern_conn *c = n->conns; c; c = c->next) {
         if (c->state != TERN_CONN_ACTIVE || now_s - c->retry_quiet_since_s < every)
             continue;
@@ -194,14 +210,14 @@ static void on_retry_timer(uv_timer_t *t)
 
 static void on_conn_timer(uv_timer_t *t)
 {
-    tern_conn_sweep(t->data, tern_now_ms());
+    tern_conn_sweep(t->data, tern_mono_ms());
 }
 
 bool tern_node_available(const struct tern_node *n)
 {
     if (n->cluster && tern_cluster_removed(n->cluster))
         return false; /* for good: no grace period */
-    return n->unready_since_ms == 0 || tern_now_ms() - n->unready_since_ms <
+    return n->unready_since_ms == 0 || tern_mono_ms() - n->unready_since_ms <
                                            (uint64_t)n->cfg.raft_election_timeout_ms * 4;
 }
 

@@ -212,7 +212,14 @@ void tern_node_stop(struct tern_node *n);
 void tern_node_free(struct tern_node *n);
 /* False while the cluster cannot commit (past a grace period). */
 bool tern_node_available(const struct tern_node *n);
+/* Wall clock, ms since the Unix epoch: only for what goes into commands (now_ms:
+ * message and session expiry are wall-clock intervals, and replicated) and for
+ * unique names. It can step (NTP, an operator): never time a local deadline
+ * with it. */
 uint64_t tern_now_ms(void);
+/* Monotonic clock in ms (uv_hrtime): every local timeout and duration
+ * (keepalive, connect timeout, retry, pauses, grace periods, uptime). */
+uint64_t tern_mono_ms(void);
 void tern_node_schedule_tick(struct tern_node *n);
 
 /* conn.c */

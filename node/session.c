@@ -294,7 +294,7 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
         tern_fsm_session_set_local(s, c);
     /* A clean session's local state opens on first use (tern_session_local). */
     c->state = TERN_CONN_ACTIVE;
-    c->retry_quiet_since_s = (uint32_t)(tern_now_ms() / 1000);
+    c->retry_quiet_since_s = (uint32_t)(tern_mono_ms() / 1000);
     send_connack(c, present);
     tern_conn_keepalive_start(c);
     char pb[TERN_PEER_STRLEN];
