@@ -115,7 +115,7 @@ static int read_limits(struct tern_conn *c, const struct tern_connect *p)
         /* 3.1.1: a persistent session lasts until the client cleans it. */
         c->session_expiry_s = p->clean_start ? 0 : UINT32_MAX;
     }
-    uint32_t cap = cfg->limits.session_expiry_max_s;
+    uint32_t cap = tern_node_limits(c->node)->session_expiry_max_s;
     if (cap && c->session_expiry_s > cap) {
         c->session_expiry_s = cap;
         c->expiry_capped = c->version == TERN_MQTT_5;
@@ -248,7 +248,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
             cmd.u.open.will_delay_s = p->will_props.will_delay;
         if (tern_msg_from_packet(&cmd.u.open.will, &p->will_props, p->will_topic,
                                  p->will_payload, p->will_qos, p->will_retain,
-                                 cfg->limits.message_expiry_max_s, &userbuf) != TERN_OK)
+                                 tern_node_limits(c->node)->message_expiry_max_s,
+                                 &userbuf) != TERN_OK)
             return TERN_ENOMEM;
     }
     slot->connecting = c;

@@ -139,7 +139,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};
     uint8_t *userbuf = NULL;
     if (tern_msg_from_packet(&cmd.u.publish.msg, &p->props, p->topic, p->payload, p->qos,
-                             p->retain, n->cfg.limits.message_expiry_max_s,
+                             p->retain, tern_node_limits(n)->message_expiry_max_s,
                              &userbuf) != TERN_OK)
         return TERN_ENOMEM;
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};

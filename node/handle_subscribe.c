@@ -323,7 +323,7 @@ int tern_handle_disconnect(struct tern_conn *c, const struct tern_disconnect *d,
             return TERN_EPROTO;
         }
         c->session_expiry_s = d->props.session_expiry;
-        uint32_t cap = c->node->cfg.limits.session_expiry_max_s;
+        uint32_t cap = tern_node_limits(c->node)->session_expiry_max_s;
         if (cap && c->session_expiry_s > cap)
             c->session_expiry_s = cap;
     }

@@ -213,6 +213,11 @@ static void on_conn_timer(uv_timer_t *t)
     tern_conn_sweep(t->data, tern_mono_ms());
 }
 
+const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n)
+{
+    return tern_fsm_limits(tern_cluster_fsm(n->cluster));
+}
+
 bool tern_node_available(const struct tern_node *n)
 {
     if (n->cluster && tern_cluster_removed(n->cluster))

@@ -217,6 +217,10 @@ bool tern_node_available(const struct tern_node *n);
  * unique names. It can step (NTP, an operator): never time a local deadline
  * with it. */
 uint64_t tern_now_ms(void);
+/* The bounds of the replicated state in force (the cluster's, from the log):
+ * what caps a client's session or message expiry, so that what the client is
+ * told is what every replica keeps. */
+const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n);
 /* Monotonic clock in ms (uv_hrtime): every local timeout and duration
  * (keepalive, connect timeout, retry, pauses, grace periods, uptime). */
 uint64_t tern_mono_ms(void);

@@ -1,11 +1,12 @@
 """Bounds of the replicated state are the cluster's, not each node's.
 
 Three nodes; node 2 is configured with queue_max 5, the others with the default
-(1000). A persistent session on node 1 is offline while 20 QoS 1 messages are
+(1000) and a session expiry cap of 60 s (node 2: none). A persistent session on node 1 is offline while 20 QoS 1 messages are
 published for it. Every node's replicated state machine must hold the same queue
 for it: the limits that decide the state are replicated (the LIMITS command, from
 the leader's configuration), and a node whose configuration differs says so in
-its log. Leadership then moves to node 2: its limits become the cluster's, and
+its log. A client of node 2 asking for a long session expiry is told the
+cluster's cap, which is what every replica keeps. Leadership then moves to node 2: its limits become the cluster's, and
 the nodes still agree.
 
 Every wait is bounded; the cluster is removed at the end (cluster.py).
@@ -16,6 +17,7 @@ import urllib.request
 
 import pytest
 
+import mqttraw
 from cluster import TERN_BIN, Cluster
 from helpers import IS_MOSQUITTO, V5, connect_props, uid, wait_until
 
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern cluster only")
 
 SMALL_QUEUE = 5
 MESSAGES = 20
+EXPIRY_CAP = 60
 
 
 @pytest.fixture
@@ -34,6 +37,8 @@ def cluster(tmp_path, request):
         pytest.skip("this ternd has no admin API")
     members = [nd.member() for nd in c.nodes]
     c.node(2).write_config(members, {"queue_max": SMALL_QUEUE})
+    for i in (1, 3):
+        c.node(i).write_config(members, {"session_expiry_max_s": EXPIRY_CAP})
     request.node._tern_brokers = c.nodes
     try:
         c.start_all()
@@ -89,8 +94,29 @@ def test_limits_are_replicated(cluster):
         return "limits differ from the cluster's" in logs and "queue_max=" in logs
     wait_until(warned, timeout=10, msg="a warning naming queue_max")
 
-    # Node 2 leads: its queue_max becomes the cluster's.
+    # While another node leads, a client of node 2 (no cap of its own) asking
+    # for a longer session expiry than the cluster's cap is told the cluster's:
+    # what it is told is what every replica keeps.
     assert c.wait_leader() is not None
+    if c.leader() == 2:
+        transfer_to(c, 1)
+        wait_until(lambda: c.leader() not in (None, 2), timeout=10, msg="another leader")
+    wait_until(lambda: "session_expiry_max_s=0 (cluster 60)" in c.node(2).log(
+        current_run=True), timeout=10, msg="node 2 on the cluster's limits")
+    ecid = uid("exp")
+
+    def expiry_everywhere():
+        docs = [nd.admin_get("/sessions/" + ecid) for nd in c.nodes]
+        return None if None in docs else [json.loads(d)["expiry_s"] for d in docs]
+    with mqttraw.RawClient(c.node(2).host, c.node(2).port, version=5, timeout=5.0) as r:
+        ack = r.connect(ecid, clean=True, props={mqttraw.SESSION_EXPIRY: 3600})
+        assert ack.reason == 0
+        told = ack.props.get(mqttraw.SESSION_EXPIRY, 3600)
+        wait_until(lambda: expiry_everywhere() is not None, timeout=10, msg="the session")
+        assert expiry_everywhere() == [told] * 3, (told, expiry_everywhere())
+        r.disconnect()
+
+    # Node 2 leads: its queue_max becomes the cluster's.
     if c.leader() != 2:
         transfer_to(c, 2)
     wait_until(lambda: c.leader() == 2, timeout=10, msg="node 2 leads")
