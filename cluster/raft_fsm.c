@@ -25,10 +25,12 @@ static _Noreturn void TERN_PRINTF(2, 3)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    unsigned long long index =
-        rf->r ? (unsigned long long)raft_last_applied(rf->r) + 1 : 0;
+    char index[24] = "?"; /* rf->r not set: the index is unknown */
+    if (rf->r)
+        snprintf(index, sizeof(index), "%llu",
+                 (unsigned long long)raft_last_applied(rf->r) + 1);
     tern_log(TERN_LOG_ERROR,
-             "raft: cannot apply entry %llu: %s: stopping (exit status %d) rather than "
+             "raft: cannot apply entry %s: %s: stopping (exit status %d) rather than "
              "diverge from the other replicas",
              index, why, TERN_RAFT_EXIT_APPLY);
     fflush(stderr);
