@@ -217,11 +217,11 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
     }
     f->nomem = false;
     dispatch(f, cmd, res);
-    if (f->nomem)
-        res->status = TERN_ENOMEM; /* maybe applied in part: see fsm_internal.h */
     /* Rejected commands count too: a retry would be rejected the same way. */
     fsm_proposal_record(f, cmd->proposal_id);
     f->stats.applied++;
+    if (f->nomem) /* last: the dedup bookkeeping can run out of memory too */
+        res->status = TERN_ENOMEM; /* maybe applied in part: see fsm_internal.h */
 }
 
 /* --- reading --- */
