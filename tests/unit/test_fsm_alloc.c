@@ -233,8 +233,9 @@ static void test_alloc_failure_reported_or_harmless(void **state)
                 break; /* the command makes fewer than k + 1 allocations */
         }
         assert_true(k < PROBE_MAX);
-        if (kind != 5 && kind != 3)
-            assert_true(failed > 0); /* the probe allocates: it was tested */
+        print_message("command kind %d: %d of %d allocations failed and reported\n", kind,
+                      failed, k);
+        assert_true(failed > 0); /* the probe allocates: it was tested */
         free(wb);
         tern_fsm_free(ref);
     }
