@@ -26,7 +26,8 @@
 
 /* Exit status of a node that cannot apply a committed entry (unknown version,
  * undecodable command, out of memory): it stops rather than diverge from the
- * replicas that applied it (docs/reliability.md). */
+ * replicas that applied it (docs/operations.md, "A node that stopped with exit
+ * status 70"). */
 #define TERN_RAFT_EXIT_APPLY 70
 
 /* Called after each command of an applied entry has been applied, with its

@@ -186,6 +186,24 @@ static cJSON *member_json(const struct tern_node *n, const struct tern_member_st
     return o;
 }
 
+/* The limits of the replicated state in force (the cluster's). */
+static cJSON *limits_json(const struct tern_fsm_limits *l)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "inflight_max", l->inflight_max);
+    cJSON_AddNumberToObject(o, "queue_max", l->queue_max);
+    cJSON_AddNumberToObject(o, "queue_bytes_max", (double)l->queue_bytes_max);
+    cJSON_AddBoolToObject(o, "queue_qos0", l->queue_qos0);
+    cJSON_AddStringToObject(o, "drop_policy",
+                            l->drop_policy == TERN_DROP_NEW ? "drop_new" : "drop_oldest");
+    cJSON_AddNumberToObject(o, "retained_max", l->retained_max);
+    cJSON_AddNumberToObject(o, "retained_bytes_max", (double)l->retained_bytes_max);
+    cJSON_AddNumberToObject(o, "session_expiry_max_s", l->session_expiry_max_s);
+    cJSON_AddNumberToObject(o, "message_expiry_max_s", l->message_expiry_max_s);
+    cJSON_AddNumberToObject(o, "sessions_max", l->sessions_max);
+    return o;
+}
+
 static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                         const char *query)
 {
@@ -204,6 +222,10 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     cJSON_AddNumberToObject(o, "pending_proposals", (double)st.pending);
     cJSON_AddBoolToObject(o, "ready", node_ready(a));
     cJSON_AddBoolToObject(o, "draining", a->draining);
+    const struct tern_fsm_limits *lim = tern_node_limits(n);
+    cJSON_AddItemToObject(o, "limits", limits_json(lim));
+    cJSON_AddBoolToObject(o, "limits_as_configured",
+                          tern_fsm_limits_equal(lim, &n->cfg.limits));
     cJSON *arr = cJSON_AddArrayToObject(o, "members");
     for (size_t i = 0; i < count; i++)
         cJSON_AddItemToArray(arr, member_json(n, &ms[i]));

@@ -174,6 +174,8 @@ def test_health_and_cluster(admin):
     assert c["node_id"] == 1 and c["leader"] == 1 and c["state"] == "leader"
     assert c["term"] >= 1 and 1 <= c["applied_index"] <= c["last_index"]
     assert c["pending_proposals"] >= 0 and c["ready"] is True
+    assert c["limits_as_configured"] is True and c["limits"]["queue_max"] == 1000
+    assert c["limits"]["drop_policy"] == "drop_oldest"
     [m] = c["members"]
     assert m["id"] == 1 and m["self"] and m["leader"] and m["link_up"]
     assert m["role"] == "voter"

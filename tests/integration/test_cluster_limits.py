@@ -131,3 +131,7 @@ def test_limits_are_replicated(cluster):
                    msg="queues bounded by node 2's queue_max everywhere")
     except AssertionError as e:
         raise AssertionError("%s: queued per node %s" % (e, queues(c, cid)))
+    views = {nd.id: json.loads(nd.admin_get("/cluster")) for nd in c.nodes}
+    assert {v["limits"]["queue_max"] for v in views.values()} == {SMALL_QUEUE}, views
+    assert {v["limits"]["session_expiry_max_s"] for v in views.values()} == {0}, views
+    assert [views[i]["limits_as_configured"] for i in (1, 2, 3)] == [False, True, False]
