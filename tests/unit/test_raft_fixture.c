@@ -841,17 +841,19 @@ static bool fsms_differ(struct cl *c)
     return differ;
 }
 
-/* Proposes a LIMITS command carrying l through the leader. */
+/* Proposes a LIMITS command carrying l through the leader (after an
+ * ORIGIN_START, as propose() does). */
 static void propose_limits(struct cl *c, const struct tern_fsm_limits *l)
 {
+    uint8_t buf[256];
+    size_t n = start_cmd(c, buf, sizeof(buf));
     struct tern_cmd cmd;
     tern_fsm_limits_cmd(&cmd, l);
     cmd.now_ms = c->now_ms;
     cmd.proposal_id = ((uint64_t)ORIGIN << 40) | ++c->seq;
-    uint8_t buf[128];
-    size_t n = tern_cmd_encode(&cmd, buf, sizeof(buf));
-    assert_true(n > 0 && n <= sizeof(buf));
-    assert_int_equal(append_on(c, leader(c), buf, n), 0);
+    size_t m = tern_cmd_encode(&cmd, buf + n, sizeof(buf) - n);
+    assert_true(m > 0 && n + m <= sizeof(buf));
+    assert_int_equal(append_on(c, leader(c), buf, n + m), 0);
 }
 
 static void test_limits_replicated(void **state)
