@@ -75,8 +75,8 @@ static struct fsm_origin *origin_add(struct tern_fsm *f, uint32_t node)
 {
     if (f->origin_count >= FSM_ORIGINS_MAX)
         origin_evict_lru(f);
-    if (fsm_grow((void **)&f->origins, &f->origin_cap, f->origin_count + 1,
-                 sizeof(*f->origins)) != TERN_OK)
+    if (fsm_grow_in(f, (void **)&f->origins, &f->origin_cap, f->origin_count + 1,
+                    sizeof(*f->origins)) != TERN_OK)
         return NULL;
     size_t i = origin_pos(f, node);
     memmove(&f->origins[i + 1], &f->origins[i],
@@ -86,10 +86,9 @@ static struct fsm_origin *origin_add(struct tern_fsm *f, uint32_t node)
     return &f->origins[i];
 }
 
-/* Called only for a command that fsm_proposal_order() let through. On
- * allocation failure a new origin is not remembered: its next proposal is then
- * refused as out of order until the node starts a new sequence, which delays
- * it but never applies anything twice or out of order. */
+/* Called only for a command that fsm_proposal_order() let through. An
+ * allocation failure is recorded (fsm_grow_in) and stops the node, as any
+ * other in apply: a replica that forgot an origin would diverge. */
 void fsm_proposal_record(struct tern_fsm *f, uint64_t id)
 {
     if (id == 0)

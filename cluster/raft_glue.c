@@ -761,6 +761,7 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
         raft_uv_set_segment_size(&c->io, (size_t)c->cfg.segment_bytes);
     tern_raft_fsm_init(&c->rfsm, c->fsm, on_cmd_applied, c);
     rv = raft_init(&c->raft, &c->io, &c->rfsm.raft, c->node_id, self_addr);
+    c->rfsm.r = &c->raft; /* for the entry index in a fatal apply error */
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: %s", raft_errmsg(&c->raft));
         return TERN_EIO;
