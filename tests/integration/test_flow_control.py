@@ -1,0 +1,323 @@
+"""Flow control between online clients (issue 12): at the DEFAULT configuration a
+QoS 1 burst from a clean publisher that keeps 200 messages unacknowledged reaches
+a subscriber that acknowledges everything, without a single drop; a subscriber
+that stops acknowledging meets the drop policy after slow_subscriber_timeout_ms
+(counted), and the publisher is not held for ever; an unrelated subscriber keeps
+getting its messages meanwhile (the stall is measured and printed).
+
+Load generators are raw sockets (MQTT 3.1.1), one thread per client: the publisher
+pipelines up to WINDOW unacknowledged PUBLISHes, the subscriber acknowledges what
+it reads in batches (one send per read).
+"""
+import re
+import select
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import helpers
+import mqttraw
+from cluster import tern_cluster_fixture  # noqa: F401
+from helpers import uid, wait_until
+
+pytestmark = pytest.mark.tern_only
+
+WINDOW = 200
+PAYLOAD = 16
+
+
+def metric_text(b):
+    """The /metrics text of a single broker (admin_listen=127.0.0.1:0 from conftest)."""
+    found = re.findall(r"admin API listening on (\S+)", b.log(current_run=True))
+    if not found:
+        return None
+    with urllib.request.urlopen("http://%s/metrics" % found[-1], timeout=5.0) as r:
+        return r.read().decode()
+
+
+def sample(text, name, labels=""):
+    key = "%s{%s}" % (name, labels) if labels else name
+    for line in (text or "").splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[1])
+    return None
+
+
+def broker_metric(b, name, labels=""):
+    wait_until(lambda: metric_text(b) is not None, 10.0, msg="the admin API")
+    return sample(metric_text(b), name, labels)
+
+
+def _connect(host, port, cid, clean=True):
+    c = mqttraw.RawClient(host, port, version=4, timeout=10.0)
+    ca = c.connect(cid, clean=clean, keepalive=60)
+    assert ca.body[1] == 0, "CONNACK %r" % ca
+    return c
+
+
+class Subscriber(threading.Thread):
+    """Subscribes `topic` at QoS 1, then reads until stopped; acknowledges every
+    QoS 1 PUBLISH unless ack is False. Records (payload, arrival time)."""
+
+    def __init__(self, host, port, topic, cid=None, clean=True, ack=True):
+        super().__init__(daemon=True)
+        self.cid = cid or uid("sub")
+        self.c = _connect(host, port, self.cid, clean)
+        sa = self.c.subscribe(1, [(topic, 1)])
+        assert sa.body[2:] == b"\x01", "SUBACK %r" % sa
+        self.ack = ack
+        self.got = []  # (payload, monotonic time)
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self):
+        sk, buf = self.c.sock, bytearray()
+        try:
+            while not self.stop.is_set():
+                r, _, _ = select.select([sk], [], [], 0.1)
+                if not r:
+                    continue
+                data = sk.recv(1 << 16)
+                if not data:
+                    raise mqttraw.Closed("closed by the broker")
+                buf += data
+                now, acks, pos = time.monotonic(), bytearray(), 0
+                while True:
+                    if len(buf) - pos < 2:
+                        break
+                    n, mult, i = 0, 1, pos + 1
+                    while i < len(buf) and buf[i] & 0x80:
+                        n += (buf[i] & 0x7F) * mult
+                        mult *= 128
+                        i += 1
+                    if i >= len(buf):
+                        break
+                    n += buf[i] * mult
+                    i += 1
+                    if len(buf) < i + n:
+                        break
+                    first, body = buf[pos], bytes(buf[i:i + n])
+                    pos = i + n
+                    if first >> 4 != mqttraw.PUBLISH:
+                        continue
+                    tl = struct.unpack("!H", body[:2])[0]
+                    off = 2 + tl
+                    if (first >> 1) & 3:
+                        pid = body[off:off + 2]
+                        off += 2
+                        acks += b"\x40\x02" + pid
+                    self.got.append((body[off:], now))
+                del buf[:pos]
+                if acks and self.ack:
+                    sk.sendall(acks)
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    def payloads(self):
+        return [p for p, _ in list(self.got)]
+
+    def max_gap(self, since=0.0):
+        """Longest wait between consecutive arrivals after `since` (monotonic)."""
+        ts = [t for _, t in list(self.got) if t >= since]
+        return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
+
+    def finish(self):
+        self.stop.set()
+        self.join(5.0)
+        self.c.close()
+
+
+class Publisher(threading.Thread):
+    """Publishes n QoS 1 messages (payload: the sequence number, zero-padded) with
+    up to WINDOW unacknowledged. `acked` counts PUBACKs."""
+
+    def __init__(self, host, port, topic, n, cid=None):
+        super().__init__(daemon=True)
+        self.c = _connect(host, port, cid or uid("pub"))
+        self.topic, self.n = topic, n
+        self.acked = 0
+        self.error = None
+        self.done_at = None
+
+    def run(self):
+        sk, topic = self.c.sock, self.topic
+        sent, rbytes = 0, 0
+        try:
+            while self.acked < self.n:
+                out = bytearray()
+                while sent < self.n and sent - self.acked < WINDOW:
+                    out += mqttraw.publish_packet(topic, b"%0*d" % (PAYLOAD, sent), 1,
+                                                  sent % 65535 + 1)
+                    sent += 1
+                if out:
+                    sk.sendall(out)
+                r, _, _ = select.select([sk], [], [], 60.0)
+                if not r:
+                    raise AssertionError("no PUBACK for 60 s (%d of %d acked)" %
+                                         (self.acked, self.n))
+                data = sk.recv(1 << 16)
+                if not data:
+                    raise mqttraw.Closed("closed by the broker")
+                rbytes += len(data)  # a 3.1.1 PUBACK is 4 bytes
+                self.acked = rbytes // 4
+            self.done_at = time.monotonic()
+        except Exception as e:
+            self.error = e
+
+    def finish(self, timeout):
+        self.join(timeout)
+        self.c.close()
+        assert not self.is_alive(), "publisher still running: %d of %d acked" % (
+            self.acked, self.n)
+        assert self.error is None, self.error
+
+
+def wait_received(sub, n, timeout):
+    """Until sub has n messages or has not progressed for 3 s."""
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline and len(sub.got) < n:
+        if len(sub.got) != last:
+            last, since = len(sub.got), time.monotonic()
+        elif time.monotonic() - since > 3.0:
+            break
+        time.sleep(0.05)
+
+
+def expect_all(sub, n):
+    got = sub.payloads()
+    want = [b"%0*d" % (PAYLOAD, i) for i in range(n)]
+    assert sub.error is None, sub.error
+    assert got == want, "got %d of %d (distinct %d), first difference at %r" % (
+        len(got), n, len(set(got)),
+        next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None))
+
+
+# --- one node ------------------------------------------------------------------
+
+
+def test_qos1_burst_is_not_dropped_at_the_defaults(start_broker):
+    """One node, defaults: a clean QoS 1 publisher with 200 unacknowledged and a
+    subscriber that acknowledges everything: every message arrives, in order, and
+    nothing is counted as dropped."""
+    b = start_broker()
+    n = 10000
+    topic = "fc/" + uid()
+    sub = Subscriber(b.host, b.port, topic)
+    sub.start()
+    pub = Publisher(b.host, b.port, topic, n)
+    t0 = time.monotonic()
+    try:
+        pub.start()
+        pub.finish(120.0)
+        wait_received(sub, n, 60.0)
+    finally:
+        sub.finish()
+    took = time.monotonic() - t0
+    drops = broker_metric(b, "tern_dropped_messages_total", 'reason="queue_full"')
+    paused = broker_metric(b, "tern_publishers_paused_total")
+    print("%d of %d delivered in %.2fs, queue_full drops %r, publisher pauses %r" %
+          (len(sub.got), n, took, drops, paused))
+    expect_all(sub, n)
+    assert drops == 0
+
+
+def test_stuck_subscriber_meets_the_drop_policy_after_the_timeout(start_broker):
+    """A subscriber that reads but never acknowledges: its publisher is held back
+    only for slow_subscriber_timeout_ms, then the queue meets drop_policy again
+    (drops counted, the subscriber named in the log) and the publisher finishes."""
+    timeout_ms = 1000
+    b = start_broker(slow_subscriber_timeout_ms=timeout_ms)
+    n = 5000
+    topic = "fc/" + uid()
+    stuck = Subscriber(b.host, b.port, topic, ack=False)
+    stuck.start()
+    pub = Publisher(b.host, b.port, topic, n)
+    t0 = time.monotonic()
+    try:
+        pub.start()
+        pub.finish(60.0)
+    finally:
+        stuck.finish()
+    took = time.monotonic() - t0
+    drops = broker_metric(b, "tern_dropped_messages_total", 'reason="queue_full"')
+    slow = broker_metric(b, "tern_slow_subscribers_total")
+    print("stuck subscriber: publisher done in %.2fs, %d delivered (in flight), "
+          "queue_full drops %r, slow subscribers %r" % (took, len(stuck.got), drops,
+                                                       slow))
+    assert len(stuck.got) == 20  # inflight_max: the rest waits, then is dropped
+    assert drops and drops > 0
+    assert slow == 1
+    assert stuck.cid in b.log(current_run=True)
+    assert took < 30.0  # liveness: held back about timeout_ms, not for ever
+
+
+def test_slow_subscriber_does_not_stall_unrelated_traffic(start_broker):
+    """While one subscriber is stuck, a second subscriber of the same publisher
+    waits at most about slow_subscriber_timeout_ms (measured, printed), and a
+    subscriber fed by another publisher is not held up at all; both get everything."""
+    timeout_ms = 1000
+    b = start_broker(slow_subscriber_timeout_ms=timeout_ms)
+    n = 5000
+    base = "fc/" + uid()
+    stuck = Subscriber(b.host, b.port, base + "/shared", ack=False)
+    same = Subscriber(b.host, b.port, base + "/shared")
+    other = Subscriber(b.host, b.port, base + "/other")
+    subs = [stuck, same, other]
+    for s in subs:
+        s.start()
+    p1 = Publisher(b.host, b.port, base + "/shared", n)
+    p2 = Publisher(b.host, b.port, base + "/other", n)
+    t0 = time.monotonic()
+    try:
+        p1.start()
+        p2.start()
+        p1.finish(60.0)
+        p2.finish(60.0)
+        wait_received(same, n, 30.0)
+        wait_received(other, n, 30.0)
+    finally:
+        for s in subs:
+            s.finish()
+    gap_same, gap_other = same.max_gap(t0), other.max_gap(t0)
+    print("longest wait between messages: same publisher as the stuck subscriber "
+          "%.0f ms, other publisher %.0f ms (slow_subscriber_timeout_ms %d)" % (
+              gap_same * 1000, gap_other * 1000, timeout_ms))
+    expect_all(same, n)
+    expect_all(other, n)
+    assert gap_same < timeout_ms / 1000.0 + 5.0  # generous liveness bound
+    assert gap_other < 5.0
+
+
+# --- three nodes -----------------------------------------------------------------
+
+
+def test_qos1_burst_to_a_persistent_subscriber_on_another_node(tern_cluster):
+    """Three nodes, defaults: publisher on node 1, persistent subscriber on node 3
+    that acknowledges everything: every message arrives and no node drops any."""
+    c = tern_cluster
+    n = 10000
+    topic = "fc/" + uid()
+    s_node, p_node = c.node(3), c.node(1)
+    cid = uid("psub")
+    sub = Subscriber(s_node.host, s_node.port, topic, cid=cid, clean=False)
+    sub.start()
+    pub = Publisher(p_node.host, p_node.port, topic, n)
+    t0 = time.monotonic()
+    try:
+        pub.start()
+        pub.finish(180.0)
+        wait_received(sub, n, 60.0)
+    finally:
+        sub.finish()
+    took = time.monotonic() - t0
+    drops = {nd.id: nd.metric("tern_dropped_messages_total", 'reason="queue_full"')
+             for nd in c.nodes}
+    paused = p_node.metric("tern_publishers_paused_total")
+    print("%d of %d delivered in %.2fs, queue_full drops by node %r, pauses on the "
+          "publisher's node %r" % (len(sub.got), n, took, drops, paused))
+    expect_all(sub, n)
+    assert all(d == 0 for d in drops.values()), drops
