@@ -216,7 +216,13 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
         break;
     }
     f->nomem = false;
+    f->backlogged_count = 0;
     dispatch(f, cmd, res);
+    if (cmd->type == TERN_CMD_PUBLISH) {
+        /* Only a PUBLISH: other commands may end a session after queueing to it. */
+        res->backlogged_count = f->backlogged_count;
+        memcpy(res->backlogged, f->backlogged, sizeof(res->backlogged));
+    }
     /* Rejected commands count too: a retry would be rejected the same way. */
     fsm_proposal_record(f, cmd->proposal_id);
     f->stats.applied++;

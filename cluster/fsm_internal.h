@@ -270,6 +270,10 @@ struct tern_fsm {
     size_t match_count, match_cap;
     struct fsm_pending *pend;
     size_t pend_count, pend_cap;
+
+    /* The current PUBLISH's backlogged sessions (tern_fsm_result.backlogged). */
+    struct tern_fsm_session *backlogged[TERN_FSM_BACKLOGGED_MAX];
+    uint8_t backlogged_count;
 };
 
 /* --- limits (fsm_limits.c) --- */

@@ -107,6 +107,33 @@ static bool queue_append(struct tern_fsm *f, struct tern_fsm_session *s,
     return kept;
 }
 
+bool tern_fsm_session_backlogged(const struct tern_fsm *f,
+                                 const struct tern_fsm_session *s)
+{
+    return (uint64_t)s->st->queued * 2 >= f->limits.queue_max ||
+           s->st->queued_bytes * 2 >= f->limits.queue_bytes_max;
+}
+
+bool tern_fsm_session_drained(const struct tern_fsm *f, const struct tern_fsm_session *s)
+{
+    return (uint64_t)s->st->queued * 4 <= f->limits.queue_max &&
+           s->st->queued_bytes * 4 <= f->limits.queue_bytes_max;
+}
+
+/* Flow control: an online session's queue past its high-water mark is reported
+ * in the PUBLISH's result, so the node can stop reading the publisher well
+ * before queue_max (the drop policy) is reached. Nothing replicated changes. */
+static void note_backlogged(struct tern_fsm *f, struct tern_fsm_session *s)
+{
+    if (!s->online || f->backlogged_count >= TERN_FSM_BACKLOGGED_MAX ||
+        !tern_fsm_session_backlogged(f, s))
+        return;
+    for (uint8_t i = 0; i < f->backlogged_count; i++)
+        if (f->backlogged[i] == s)
+            return;
+    f->backlogged[f->backlogged_count++] = s;
+}
+
 bool fsm_enqueue(struct tern_fsm *f, struct tern_fsm_session *s,
                  const struct fsm_entry *e, uint64_t now_ms)
 {
@@ -121,6 +148,7 @@ bool fsm_enqueue(struct tern_fsm *f, struct tern_fsm_session *s,
     if (!queue_append(f, s, e))
         return false;
     fsm_promote(f, s, now_ms);
+    note_backlogged(f, s);
     return true;
 }
 

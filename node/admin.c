@@ -693,6 +693,17 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            s->publishers_paused);
     metric(b, "tern_connections_paused", "gauge",
            "Connections not read now (link backlog).", n->paused_count);
+    metric(b, "tern_publishers_held_total", "counter",
+           "Times a publisher stopped being read because a subscriber's queue it feeds "
+           "passed its high-water mark (flow control).",
+           s->publishers_held);
+    metric(b, "tern_connections_held", "gauge",
+           "Connections not read now (a subscriber's queue is backlogged).",
+           n->held_count);
+    metric(b, "tern_slow_subscribers_total", "counter",
+           "Times a backlogged subscriber made no progress for "
+           "slow_subscriber_timeout_ms: its queue met drop_policy.",
+           s->slow_subscribers);
     metric(b, "tern_retained_rejected_total", "counter",
            "Retained messages refused (limits).", r->retained_rejected);
     metric(b, "tern_sessions", "gauge", "Sessions in the cluster (replicated).",

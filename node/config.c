@@ -91,6 +91,8 @@ static const struct key keys[] = {
          "unsent bytes per connection before it is closed"),
     UINT("retry_interval_s", retry_interval_s, 0, 86400, "0",
          "in-session re-send of unacked QoS>0, 0 = off"),
+    UINT("slow_subscriber_timeout_ms", slow_subscriber_timeout_ms, 0, 3600000, "2000",
+         "backlogged subscriber without progress this long meets drop_policy, 0 = off"),
     UINT("max_qos", max_qos, 0, 2, "2", "highest QoS granted"),
     BOOL("retain_available", retain_available, "true", "retained messages enabled"),
     BOOL("wildcard_subscriptions", wildcard_subscriptions, "true", "+ and # allowed"),

@@ -277,7 +277,10 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     c->state = TERN_CONN_CLOSING;
     if (c->paused) {
         c->paused = false;
-        c->node->paused_count--;
+        if (c->paused_on == TERN_PAUSED_FLOW)
+            c->node->held_count--;
+        else
+            c->node->paused_count--;
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->wbuf && c->wbuf->len)
@@ -529,6 +532,31 @@ void tern_conn_pause(struct tern_conn *c, uint32_t node)
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
+/* Flow control (flow.c): not read while a subscriber it feeds is backlogged.
+ * Returns false if it cannot be held (not active, or paused already). */
+bool tern_conn_hold(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    if (c->paused || c->state != TERN_CONN_ACTIVE)
+        return false;
+    c->paused = true;
+    c->paused_on = TERN_PAUSED_FLOW;
+    n->held_count++;
+    n->stats.publishers_held++;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return true;
+}
+
+void tern_conn_unhold(struct tern_conn *c)
+{
+    if (!c->paused || c->paused_on != TERN_PAUSED_FLOW || c->state != TERN_CONN_ACTIVE)
+        return;
+    c->paused = false;
+    c->node->held_count--;
+    c->last_rx_ms = tern_now_ms(); /* we were the ones not reading */
+    tern_conn_resume(c);
+}
+
 /* Every link short again: everyone resumes (the common case, checked each turn).
  * Otherwise, every few ms, those whose own link is short again: a slow node
  * holds back only the publishers that send to it. */
@@ -542,8 +570,9 @@ void tern_conn_resume_paused(struct tern_node *n)
         return;
     n->paused_scan_ms = now;
     for (struct tern_conn *c = n->conns; c && n->paused_count; c = c->next) {
-        if (!c->paused || (!all && tern_cluster_forward_backlog(
-                                       n->cluster, c->paused_on) > FORWARD_RESUME_BYTES))
+        if (!c->paused || c->paused_on == TERN_PAUSED_FLOW ||
+            (!all && tern_cluster_forward_backlog(n->cluster, c->paused_on) >
+                         FORWARD_RESUME_BYTES))
             continue;
         c->paused = false;
         n->paused_count--;

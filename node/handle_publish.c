@@ -96,6 +96,7 @@ static void on_publish_committed(struct tern_conn *c, int status,
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish was not applied");
         return;
     }
+    tern_flow_hold(c, tern_cluster_fsm(c->node->cluster), res);
     tern_acks_done(c, slot, TERN_RC_SUCCESS);
 }
 
@@ -157,6 +158,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
+    tern_flow_hold(c, n->local, &res); /* a clean subscriber's queue is backlogged */
     uint32_t fullest = tern_routes_forward(n, &cmd);
     if (fullest)
         tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */

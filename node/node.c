@@ -102,6 +102,7 @@ static void on_flush(uv_prepare_t *h)
 {
     struct tern_node *n = h->data;
     measure_loop(n);
+    tern_flow_check(n); /* before the flush: publishers read again may answer */
     /* Flushing can close connections, which can mark others dirty: loop on the
      * count, not a snapshot of it. */
     for (size_t i = 0; i < n->dirty_count; i++)
@@ -211,6 +212,7 @@ static void on_retry_timer(uv_timer_t *t)
 static void on_conn_timer(uv_timer_t *t)
 {
     tern_conn_sweep(t->data, tern_mono_ms());
+    tern_flow_check(t->data); /* slow subscribers time out on an idle loop too */
 }
 
 const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n)
@@ -368,6 +370,7 @@ void tern_node_stop(struct tern_node *n)
 /* After the loop has ended. */
 void tern_node_free(struct tern_node *n)
 {
+    tern_flow_free(n); /* drops connection references: before the client table */
     tern_admin_free(n);
     tern_cluster_free(n->cluster);
     tern_fsm_free(n->local);

@@ -50,6 +50,8 @@ struct tern_node_stats {
     uint64_t dropped_forward;     /* not forwarded to a node: peer link down or full */
     uint64_t publishers_paused;   /* times a publisher was paused (peer link backlog) */
     uint64_t snapshots_installed; /* replicated state replaced by a snapshot */
+    uint64_t publishers_held;     /* times a publisher was held (a subscriber's queue) */
+    uint64_t slow_subscribers;    /* times a subscriber timed out (flow.c) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -91,6 +93,10 @@ struct tern_node {
     bool limits_proposed;
     bool limits_warned;
     struct tern_fsm_limits limits_warned_of;
+    /* Flow control (flow.c): backlogged sessions and the publishers they hold. */
+    struct tern_flow *flow;
+    uint32_t flow_count;
+    uint32_t held_count; /* connections held (tern_conn_hold) */
 };
 
 enum tern_conn_state {
@@ -238,6 +244,19 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now);
  * the prepare phase). */
 void tern_conn_pause(struct tern_conn *c, uint32_t node);
 void tern_conn_resume_paused(struct tern_node *n);
+/* Flow control for a backlogged subscriber (flow.c): the connection is not read
+ * until tern_conn_unhold. paused_on is then TERN_PAUSED_FLOW. */
+#define TERN_PAUSED_FLOW UINT32_MAX
+bool tern_conn_hold(struct tern_conn *c);
+void tern_conn_unhold(struct tern_conn *c);
+
+/* flow.c: a PUBLISH's result names backlogged sessions of `fsm`: hold the
+ * publisher until they drain or time out (slow_subscriber_timeout_ms). */
+struct tern_flow;
+void tern_flow_hold(struct tern_conn *c, struct tern_fsm *fsm,
+                    const struct tern_fsm_result *res);
+void tern_flow_check(struct tern_node *n); /* each loop turn and from the timer */
+void tern_flow_free(struct tern_node *n);
 /* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
 const char *tern_conn_peer(const struct tern_conn *c, char *buf);
 void tern_conn_flush_now(struct tern_conn *c);

@@ -58,6 +58,10 @@ struct tern_config {
     uint64_t raft_segment_bytes;            /* default 32 MiB */
     uint32_t max_batch_bytes;               /* default 1048576 */
     bool join; /* default false: join a running cluster instead of bootstrapping */
+
+    /* Flow control (node/flow.c): a backlogged subscriber that makes no progress
+     * for this long meets the drop policy; 0 = no flow control. Default 2000. */
+    uint32_t slow_subscriber_timeout_ms;
 };
 
 /* Fills every field with its default. */

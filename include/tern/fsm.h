@@ -163,6 +163,8 @@ struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *
                               const struct tern_fsm_observer *obs);
 void tern_fsm_free(struct tern_fsm *f);
 
+#define TERN_FSM_BACKLOGGED_MAX 4
+
 /* The result of applying one command. */
 struct tern_fsm_result {
     int status;           /* TERN_OK, TERN_ESTALE (epoch mismatch), TERN_ENOTFOUND,
@@ -175,6 +177,12 @@ struct tern_fsm_result {
                              command changed nothing (status TERN_EAGAIN) */
     uint32_t matched;     /* PUBLISH: sessions it was queued or sent to;
                              NODE_DOWN: sessions taken offline */
+    /* PUBLISH: online sessions whose queue this message left at or above the
+     * high-water mark (tern_fsm_session_backlogged), at most
+     * TERN_FSM_BACKLOGGED_MAX; valid until the next apply. The node stops
+     * reading the publisher until they drain (node/flow.c). */
+    uint8_t backlogged_count;
+    struct tern_fsm_session *backlogged[TERN_FSM_BACKLOGGED_MAX];
 };
 
 /* Applies one command. A rejected command (stale epoch, unknown session) changes
@@ -280,6 +288,12 @@ uint8_t tern_fsm_session_proto(const struct tern_fsm_session *s);
 uint32_t tern_fsm_session_queued(const struct tern_fsm_session *s);
 uint64_t tern_fsm_session_queued_bytes(const struct tern_fsm_session *s);
 uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s);
+/* Flow control marks: a session is backlogged when its queue holds at least half
+ * of queue_max or of queue_bytes_max, and drained again when it holds at most a
+ * quarter of both. */
+bool tern_fsm_session_backlogged(const struct tern_fsm *f,
+                                 const struct tern_fsm_session *s);
+bool tern_fsm_session_drained(const struct tern_fsm *f, const struct tern_fsm_session *s);
 uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s);
 /* Is inbound QoS 2 packet id held (PUBLISH seen, PUBREL not yet)? */
 bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id);

@@ -218,8 +218,8 @@ def test_qos1_burst_is_not_dropped_at_the_defaults(start_broker):
         sub.finish()
     took = time.monotonic() - t0
     drops = broker_metric(b, "tern_dropped_messages_total", 'reason="queue_full"')
-    paused = broker_metric(b, "tern_publishers_paused_total")
-    print("%d of %d delivered in %.2fs, queue_full drops %r, publisher pauses %r" %
+    paused = broker_metric(b, "tern_publishers_held_total")
+    print("%d of %d delivered in %.2fs, queue_full drops %r, publisher held %r times" %
           (len(sub.got), n, took, drops, paused))
     expect_all(sub, n)
     assert drops == 0
@@ -316,8 +316,8 @@ def test_qos1_burst_to_a_persistent_subscriber_on_another_node(tern_cluster):
     took = time.monotonic() - t0
     drops = {nd.id: nd.metric("tern_dropped_messages_total", 'reason="queue_full"')
              for nd in c.nodes}
-    paused = p_node.metric("tern_publishers_paused_total")
-    print("%d of %d delivered in %.2fs, queue_full drops by node %r, pauses on the "
-          "publisher's node %r" % (len(sub.got), n, took, drops, paused))
+    paused = p_node.metric("tern_publishers_held_total")
+    print("%d of %d delivered in %.2fs, queue_full drops by node %r, publisher held on its "
+          "node %r times" % (len(sub.got), n, took, drops, paused))
     expect_all(sub, n)
     assert all(d == 0 for d in drops.values()), drops

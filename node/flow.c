@@ -1,0 +1,166 @@
+/* Flow control between online clients: backpressure before drops.
+ *
+ * When a PUBLISH leaves an online session's queue at its high-water mark (half
+ * of queue_max or queue_bytes_max, tern_fsm_session_backlogged), the publisher
+ * is held: not read (tern_conn_hold), so TCP slows it down, until that queue is
+ * drained to its low-water mark (a quarter). For a persistent session the queue
+ * is replicated state, so the publisher's node sees it fill and drain whichever
+ * node owns the subscriber; a clean session's queue is on this node.
+ *
+ * A subscriber that makes no progress (its queue does not shrink) for
+ * slow_subscriber_timeout_ms is slow: its publishers are read again and its
+ * queue meets the drop policy, counted and logged, until it drains again. So a
+ * stuck device holds its publishers - and through them their other
+ * subscribers - for at most that long.
+ *
+ * One entry per backlogged session (keyed by FSM and client id, never by
+ * pointer: a session can end while its publishers wait), each with the
+ * connections waiting on it. The entries are looked at once per loop turn and
+ * from the connection timer: a lookup each, no pass over sessions.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "tern/log.h"
+
+struct tern_flow {
+    struct tern_flow *next;
+    struct tern_fsm *fsm;
+    struct tern_conn **waiting; /* held, each with a reference */
+    uint32_t waiting_count, waiting_cap;
+    uint32_t queued_last; /* queue length when last seen */
+    uint64_t progress_ms; /* when it last shrank (or the entry was made) */
+    bool slow;            /* timed out: the drop policy applies */
+    uint16_t id_len;
+    char id[];
+};
+
+static struct tern_flow *flow_find(struct tern_node *n, struct tern_fsm *fsm,
+                                   struct tern_bytes id)
+{
+    for (struct tern_flow *e = n->flow; e; e = e->next)
+        if (e->fsm == fsm && e->id_len == id.len && memcmp(e->id, id.ptr, id.len) == 0)
+            return e;
+    return NULL;
+}
+
+static struct tern_flow *flow_add(struct tern_node *n, struct tern_fsm *fsm,
+                                  const struct tern_fsm_session *s, uint64_t now)
+{
+    struct tern_bytes id = tern_fsm_session_client_id(s);
+    struct tern_flow *e = calloc(1, sizeof(*e) + id.len);
+    if (!e)
+        return NULL;
+    e->fsm = fsm;
+    e->id_len = (uint16_t)id.len;
+    memcpy(e->id, id.ptr, id.len);
+    e->queued_last = tern_fsm_session_queued(s);
+    e->progress_ms = now;
+    e->next = n->flow;
+    n->flow = e;
+    n->flow_count++;
+    return e;
+}
+
+static void flow_wait(struct tern_flow *e, struct tern_conn *c)
+{
+    if (e->waiting_count == e->waiting_cap) {
+        uint32_t cap = e->waiting_cap ? e->waiting_cap * 2 : 4;
+        struct tern_conn **w = realloc(e->waiting, cap * sizeof(*w));
+        if (!w)
+            return; /* not held: the drop policy is the fallback */
+        e->waiting = w;
+        e->waiting_cap = cap;
+    }
+    if (!tern_conn_hold(c))
+        return;
+    tern_conn_ref(c);
+    e->waiting[e->waiting_count++] = c;
+}
+
+/* Reads the waiting publishers again. They may publish (and be held) at once:
+ * the list is taken off the entry first. */
+static void flow_release(struct tern_flow *e)
+{
+    struct tern_conn **w = e->waiting;
+    uint32_t count = e->waiting_count;
+    e->waiting = NULL;
+    e->waiting_count = e->waiting_cap = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        tern_conn_unhold(w[i]);
+        tern_conn_unref(w[i]);
+    }
+    free(w);
+}
+
+void tern_flow_hold(struct tern_conn *c, struct tern_fsm *fsm,
+                    const struct tern_fsm_result *res)
+{
+    struct tern_node *n = c->node;
+    if (!res->backlogged_count || n->cfg.slow_subscriber_timeout_ms == 0 ||
+        c->state != TERN_CONN_ACTIVE || c->paused)
+        return;
+    uint64_t now = tern_now_ms();
+    for (uint8_t i = 0; i < res->backlogged_count; i++) {
+        const struct tern_fsm_session *s = res->backlogged[i];
+        struct tern_bytes id = tern_fsm_session_client_id(s);
+        /* Its own subscription: holding it would also stop reading its acks. */
+        if (id.len == c->client_id_len && memcmp(id.ptr, c->client_id, id.len) == 0)
+            continue;
+        struct tern_flow *e = flow_find(n, fsm, id);
+        if (!e)
+            e = flow_add(n, fsm, s, now);
+        if (!e || e->slow)
+            continue;
+        flow_wait(e, c);
+        return; /* one is enough: a publisher read again re-checks the others */
+    }
+}
+
+static void flow_free(struct tern_node *n, struct tern_flow **pp)
+{
+    struct tern_flow *e = *pp;
+    *pp = e->next;
+    n->flow_count--;
+    flow_release(e);
+    free(e);
+}
+
+void tern_flow_check(struct tern_node *n)
+{
+    if (!n->flow)
+        return;
+    uint64_t now = tern_now_ms();
+    uint32_t timeout = n->cfg.slow_subscriber_timeout_ms;
+    for (struct tern_flow **pp = &n->flow; *pp;) {
+        struct tern_flow *e = *pp;
+        const struct tern_fsm_session *s = tern_fsm_session_get(e->fsm, e->id, e->id_len);
+        if (!s || !tern_fsm_session_online(s) || tern_fsm_session_drained(e->fsm, s)) {
+            if (e->slow)
+                TERN_LOGI("%.*s: subscriber caught up (queue drained)", (int)e->id_len,
+                          e->id);
+            flow_free(n, pp); /* releasing may add entries, at the head only */
+            continue;
+        }
+        uint32_t queued = tern_fsm_session_queued(s);
+        if (queued < e->queued_last)
+            e->progress_ms = now;
+        e->queued_last = queued;
+        if (!e->slow && timeout && now - e->progress_ms >= timeout) {
+            e->slow = true;
+            n->stats.slow_subscribers++;
+            TERN_LOGW("%.*s: no acknowledgement for %u ms with %u messages queued: its "
+                      "publishers are read again and its queue meets drop_policy",
+                      (int)e->id_len, e->id, timeout, queued);
+            flow_release(e);
+        }
+        pp = &e->next;
+    }
+}
+
+void tern_flow_free(struct tern_node *n)
+{
+    while (n->flow)
+        flow_free(n, &n->flow);
+}
