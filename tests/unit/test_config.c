@@ -29,6 +29,7 @@ static const char *const all_keys[] = {
     "connect_timeout_ms",
     "write_buffer_max",
     "retry_interval_s",
+    "slow_subscriber_timeout_ms",
     "max_qos",
     "retain_available",
     "wildcard_subscriptions",
@@ -103,6 +104,7 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_int_equal(c->connect_timeout_ms, d->connect_timeout_ms);
     assert_int_equal(c->write_buffer_max, d->write_buffer_max);
     assert_int_equal(c->retry_interval_s, d->retry_interval_s);
+    assert_int_equal(c->slow_subscriber_timeout_ms, d->slow_subscriber_timeout_ms);
     assert_int_equal(c->max_qos, d->max_qos);
     assert_int_equal(c->retain_available, d->retain_available);
     assert_int_equal(c->wildcard_subscriptions, d->wildcard_subscriptions);
@@ -151,6 +153,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.connect_timeout_ms, 10000);
     assert_int_equal(c.write_buffer_max, 16777216);
     assert_int_equal(c.retry_interval_s, 0);
+    assert_int_equal(c.slow_subscriber_timeout_ms, 2000);
     assert_int_equal(c.max_qos, 2);
     assert_true(c.retain_available);
     assert_true(c.wildcard_subscriptions);
@@ -198,6 +201,7 @@ static const char all_keys_json[] =
     "  \"connect_timeout_ms\": 3600000,\n"
     "  \"write_buffer_max\": 1099511627776,\n"
     "  \"retry_interval_s\": 30,\n"
+    "  \"slow_subscriber_timeout_ms\": 750,\n"
     "  \"max_qos\": 1,\n"
     "  \"retain_available\": false,\n"
     "  \"wildcard_subscriptions\": false,\n"
@@ -245,6 +249,7 @@ static const char *const all_keys_set[][2] = {
     {"connect_timeout_ms", "3600000"},
     {"write_buffer_max", "1099511627776"},
     {"retry_interval_s", "30"},
+    {"slow_subscriber_timeout_ms", "750"},
     {"max_qos", "1"},
     {"retain_available", "false"},
     {"wildcard_subscriptions", "false"},
@@ -290,6 +295,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->connect_timeout_ms, 3600000);
     assert_true(c->write_buffer_max == UINT64_C(1099511627776));
     assert_int_equal(c->retry_interval_s, 30);
+    assert_int_equal(c->slow_subscriber_timeout_ms, 750);
     assert_int_equal(c->max_qos, 1);
     assert_false(c->retain_available);
     assert_false(c->wildcard_subscriptions);
