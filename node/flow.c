@@ -147,7 +147,8 @@ void tern_flow_check(struct tern_node *n)
         if (queued < e->queued_last)
             e->progress_ms = now;
         e->queued_last = queued;
-        if (!e->slow && timeout && now - e->progress_ms >= timeout) {
+        /* An entry made by a publisher released above is newer than `now`. */
+        if (!e->slow && timeout && now >= e->progress_ms + timeout) {
             e->slow = true;
             n->stats.slow_subscribers++;
             TERN_LOGW("%.*s: no acknowledgement for %u ms with %u messages queued: its "

@@ -225,6 +225,41 @@ def test_qos1_burst_is_not_dropped_at_the_defaults(start_broker):
     assert drops == 0
 
 
+def test_qos1_fan_in_is_not_dropped_at_the_defaults(start_broker):
+    """One node, defaults: eight clean QoS 1 publishers (200 unacknowledged each)
+    into one subscriber that acknowledges everything: nothing is dropped and no
+    subscriber is taken for slow (publishers released together are held again at
+    once, on an entry newer than the check that released them)."""
+    b = start_broker()
+    n, npub = 2000, 8
+    topic = "fc/" + uid()
+    sub = Subscriber(b.host, b.port, topic)
+    sub.start()
+    pubs = [Publisher(b.host, b.port, topic, n) for _ in range(npub)]
+    t0 = time.monotonic()
+    try:
+        for p in pubs:
+            p.start()
+        for p in pubs:
+            p.finish(120.0)
+        wait_received(sub, n * npub, 60.0)
+    finally:
+        sub.finish()
+    took = time.monotonic() - t0
+    drops = broker_metric(b, "tern_dropped_messages_total", 'reason="queue_full"')
+    slow = broker_metric(b, "tern_slow_subscribers_total")
+    held = broker_metric(b, "tern_publishers_held_total")
+    print("fan-in: %d of %d delivered in %.2fs, queue_full drops %r, slow %r, held %r" %
+          (len(sub.got), n * npub, took, drops, slow, held))
+    assert sub.error is None, sub.error
+    assert len(sub.got) == n * npub
+    got = sub.payloads()
+    for i in range(n):  # each publisher's messages arrive once each
+        assert got.count(b"%0*d" % (PAYLOAD, i)) == npub
+    assert drops == 0
+    assert slow == 0
+
+
 def test_stuck_subscriber_meets_the_drop_policy_after_the_timeout(start_broker):
     """A subscriber that reads but never acknowledges: its publisher is held back
     only for slow_subscriber_timeout_ms, then the queue meets drop_policy again
