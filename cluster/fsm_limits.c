@@ -11,7 +11,7 @@
 void tern_fsm_limits_default(struct tern_fsm_limits *l)
 {
     *l = (struct tern_fsm_limits){
-        .inflight_max = 20,
+        .inflight_max = 32,
         .queue_max = 1000,
         .queue_bytes_max = 16u * 1024 * 1024,
         .queue_qos0 = false,

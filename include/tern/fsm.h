@@ -79,7 +79,7 @@ enum tern_drop_policy {
  * commands, which the leader proposes from its configuration (and snapshots,
  * which carry them). The node-local FSM uses the node's configuration. */
 struct tern_fsm_limits {
-    uint16_t inflight_max;         /* per session, default 20 */
+    uint16_t inflight_max;         /* per session, default 32 */
     uint32_t queue_max;            /* queued messages per session, default 1000 */
     uint64_t queue_bytes_max;      /* queued payload bytes per session, default 16 MiB */
     bool queue_qos0;               /* queue QoS 0 for offline sessions, default false */

@@ -27,7 +27,8 @@ usage: tests/bench/compare.sh [options]
                   the raised bounds below, publishers with 200 QoS 1 unacknowledged
   --out FILE      Markdown output (default docs/benchmarks.md, results spliced
                   between its results markers; other files are written whole)
-Environment: TERN_BENCH (tern-bench binary), TERND (default build/ternd).
+Environment: TERN_BENCH (tern-bench binary), TERND (default build/ternd),
+TERN_EXTRA_SETS (more --set KEY=VALUE for tern, after the limits above).
 EOF
 }
 
@@ -139,6 +140,9 @@ if [ "$DEFAULTS" = 1 ]; then # each broker as installed: no raised bounds
     TERN_SETS=()
     MOSQ_LIMITS="# default limits"
 fi
+# Extra tern settings (e.g. TERN_EXTRA_SETS="--set inflight_max=32"), for measuring one.
+read -r -a EXTRA <<<"${TERN_EXTRA_SETS:-}"
+TERN_SETS+=("${EXTRA[@]}")
 # The admin HTTP API on any free port (its default, 8081, is one per machine).
 TERN_ADMIN=(--set admin_listen=127.0.0.1:0)
 start_broker() { # name

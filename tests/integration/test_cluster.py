@@ -186,7 +186,7 @@ def test_resume_after_owner_killed_resends_inflight_with_dup(tern_cluster, victi
     a, b, d = roles(c, victim)
     topic = "kd/" + uid()
     cid = uid("kd")
-    total = 30
+    total = 50
     r = c.raw(a)
     raw_connect(r, cid, clean=False)
     assert r.subscribe(1, [(topic, 1)]).codes == [1]
@@ -194,7 +194,7 @@ def test_resume_after_owner_killed_resends_inflight_with_dup(tern_cluster, victi
     publish_all(pub, [(topic, b"%d" % i) for i in range(total)], 1)
     first = recv_until_quiet(r)
     k = len(first)
-    # the in-flight window (inflight_max, default 20) keeps the rest queued
+    # the in-flight window (inflight_max, default 32) keeps the rest queued
     assert 0 < k < total, "%d of %d delivered before the kill" % (k, total)
     assert [int(p.payload) for p in first] == list(range(k))
     c.kill(a, signal.SIGKILL)

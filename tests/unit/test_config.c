@@ -160,7 +160,7 @@ static void test_defaults(void **state)
     assert_true(c.shared_subscriptions);
     assert_true(c.subscription_identifiers);
     assert_int_equal(c.client_id_max_len, 65535);
-    assert_int_equal(c.limits.inflight_max, 20);
+    assert_int_equal(c.limits.inflight_max, 32);
     assert_int_equal(c.limits.queue_max, 1000);
     assert_int_equal(c.limits.queue_bytes_max, 16 * 1024 * 1024);
     assert_false(c.limits.queue_qos0);
