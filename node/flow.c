@@ -101,7 +101,7 @@ void tern_flow_hold(struct tern_conn *c, struct tern_fsm *fsm,
     if (!res->backlogged_count || n->cfg.slow_subscriber_timeout_ms == 0 ||
         c->state != TERN_CONN_ACTIVE || c->paused)
         return;
-    uint64_t now = tern_now_ms();
+    uint64_t now = tern_mono_ms();
     for (uint8_t i = 0; i < res->backlogged_count; i++) {
         const struct tern_fsm_session *s = res->backlogged[i];
         struct tern_bytes id = tern_fsm_session_client_id(s);
@@ -131,7 +131,7 @@ void tern_flow_check(struct tern_node *n)
 {
     if (!n->flow)
         return;
-    uint64_t now = tern_now_ms();
+    uint64_t now = tern_mono_ms();
     uint32_t timeout = n->cfg.slow_subscriber_timeout_ms;
     for (struct tern_flow **pp = &n->flow; *pp;) {
         struct tern_flow *e = *pp;
