@@ -553,7 +553,7 @@ void tern_conn_unhold(struct tern_conn *c)
         return;
     c->paused = false;
     c->node->held_count--;
-    c->last_rx_ms = tern_now_ms(); /* we were the ones not reading */
+    c->last_rx_ms = tern_mono_ms(); /* we were the ones not reading */
     tern_conn_resume(c);
 }
 
