@@ -76,6 +76,8 @@ static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void *
         size_t used = 0;
         tern_cmd_decode(p, left, &cmd, &used, NULL); /* checked above */
         struct tern_fsm_result res;
+        if (rf->on_applying)
+            rf->on_applying(rf->ctx, &cmd);
         tern_fsm_apply(rf->fsm, &cmd, &res);
         if (res.status == TERN_ENOMEM)
             apply_fatal(rf, "out of memory applying command %zu of the entry (type %u)",

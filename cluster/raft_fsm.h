@@ -39,6 +39,9 @@ struct tern_raft_fsm {
     struct raft_fsm raft; /* give &raft to raft_init(); raft.data points here */
     struct tern_fsm *fsm; /* not owned */
     tern_raft_applied_fn on_applied; /* may be NULL */
+    /* Called just before each command is applied (may be NULL): so the owner
+     * knows, during the command's effects, whose proposal is applying. */
+    void (*on_applying)(void *ctx, const struct tern_cmd *cmd);
     /* The raft instance, when set: names the entry index when one cannot be
      * applied (its last applied index + 1). */
     struct raft *r;

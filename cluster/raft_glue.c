@@ -92,6 +92,7 @@ struct tern_cluster {
     uint32_t sent_leader; /* leader and term the outstanding tail went to */
     uint64_t sent_term;
     uint64_t restores_settled; /* snapshots installed whose proposals were settled */
+    struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
@@ -269,10 +270,29 @@ static void out_of_order(struct tern_cluster *c, const struct proposal *pr)
     kick(c);
 }
 
+/* Which of our pending proposals (if any) the command about to apply is. */
+static void on_cmd_applying(void *ctx, const struct tern_cmd *cmd)
+{
+    struct tern_cluster *c = ctx;
+    c->applying = cmd->proposal_id >> 40 == c->node_id && cmd->proposal_id
+                      ? pending_find(c, cmd->proposal_id)
+                      : NULL;
+}
+
+bool tern_cluster_applying(const struct tern_cluster *c, tern_propose_cb *cb, void **ctx)
+{
+    if (!c->applying)
+        return false;
+    *cb = c->applying->cb;
+    *ctx = c->applying->ctx;
+    return true;
+}
+
 static void on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
                            const struct tern_fsm_result *res)
 {
     struct tern_cluster *c = ctx;
+    c->applying = NULL;
     if (cmd->type == TERN_CMD_MEMBER_SET || cmd->type == TERN_CMD_MEMBER_DEL)
         member_applied(c, cmd, res);
     if (cmd->proposal_id >> 40 != c->node_id) {
@@ -760,6 +780,7 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     if (c->cfg.segment_bytes)
         raft_uv_set_segment_size(&c->io, (size_t)c->cfg.segment_bytes);
     tern_raft_fsm_init(&c->rfsm, c->fsm, on_cmd_applied, c);
+    c->rfsm.on_applying = on_cmd_applying;
     rv = raft_init(&c->raft, &c->io, &c->rfsm.raft, c->node_id, self_addr);
     c->rfsm.r = &c->raft; /* for the entry index in a fatal apply error */
     if (rv != 0) {

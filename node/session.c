@@ -267,7 +267,21 @@ static void send_connack(struct tern_conn *c, bool present)
     tern_conn_send(c, &p);
 }
 
-/* SESSION_OPEN applied (replicated FSM): bind the waiting connection. */
+/* The connection whose own proposal is being applied, if any. */
+static struct tern_conn *proposing_conn(struct tern_node *n)
+{
+    tern_propose_cb cb;
+    void *ctx;
+    if (!tern_cluster_applying(n->cluster, &cb, &ctx) || cb != on_proposed)
+        return NULL;
+    return ((struct closure *)ctx)->conn;
+}
+
+/* SESSION_OPEN applied (replicated FSM): bind the waiting connection - only to
+ * the SESSION_OPEN it proposed. A restarted node replays its log, holding the
+ * SESSION_OPENs of its connections from before, while a new CONNECT of the same
+ * client id may be waiting: answered by one of those, it got the old epoch and
+ * a stale session-present, and its PUBLISHes were refused as stale. */
 static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
 {
     struct tern_node *n = ctx;
@@ -277,7 +291,7 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     struct tern_client_slot *slot =
         tern_clients_get(&n->clients, (const char *)id.ptr, id.len);
     struct tern_conn *c = slot ? slot->connecting : NULL;
-    if (!c)
+    if (!c || c != proposing_conn(n))
         return;
     slot->connecting = NULL;
     c->epoch = tern_fsm_session_epoch(s);

@@ -99,6 +99,13 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
 int tern_cluster_propose(struct tern_cluster *c, const struct tern_cmd *cmd,
                          tern_propose_cb cb, void *ctx);
 
+/* During the effects of a command being applied (the FSM observer's calls):
+ * true, with the callback and ctx it was proposed with, when the command is
+ * one of this node's pending proposals; false for another node's, or for one
+ * this node made before it restarted (its log replayed). Effects meant for
+ * the proposer (a CONNACK) check this rather than guess from the state. */
+bool tern_cluster_applying(const struct tern_cluster *c, tern_propose_cb *cb, void **ctx);
+
 /* The replicated state machine (read it; change it only by proposing). */
 struct tern_fsm *tern_cluster_fsm(struct tern_cluster *c);
 

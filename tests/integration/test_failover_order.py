@@ -193,3 +193,68 @@ def test_node_without_leader_waits_without_spinning(tern_cluster):
     print("CPU while waiting: %.1f%% of a core" % (share * 100))
     assert share < 0.10, "node %d used %.0f%% of a core waiting for a leader" % (
         n, share * 100)
+
+
+def test_restarted_node_answers_only_the_connect_it_was_sent(tern_cluster):
+    """A persistent client reconnecting to a node that restarts after kill -9: the
+    node replays its log, which holds the client's SESSION_OPEN from before, while
+    the client's new CONNECT waits. The old entry must not answer the new CONNECT
+    (it did: CONNACK session present 0, with the epoch from before the kill, then
+    PUBLISHes acknowledged on a fenced session). Every reconnect must resume the
+    session (present 1) and every acknowledged message reach the subscriber."""
+    c = tern_cluster
+    sub_node, pub_node = 1, 3
+    topic = "restart/%s" % uid()
+    sub = Subscriber(c.node(sub_node), topic + "/")
+    sub.start()
+    pid_ = uid("pub")
+    acked, presents, seq = set(), [], 0
+    try:
+        for rnd in range(3):
+            nd = c.node(pub_node)
+            r = None
+            end = time.monotonic() + 30.0
+            while r is None and time.monotonic() < end:
+                try:
+                    r = mqttraw.RawClient(nd.host, nd.port, version=4, timeout=5.0)
+                    ca = r.connect(pid_, clean=False)
+                    if ca.reason != 0:
+                        r.close()
+                        r = None
+                        time.sleep(0.05)
+                        continue
+                    presents.append(ca.session_present)
+                except (OSError, mqttraw.Closed, mqttraw.Timeout):
+                    if r:
+                        r.close()
+                    r = None
+                    time.sleep(0.02)
+            assert r is not None, "round %d: no CONNACK from node %d" % (rnd, pub_node)
+            try:
+                for _ in range(50):
+                    seq += 1
+                    r.publish(topic + "/p", b"%d" % seq, qos=1, packet_id=seq % 65535 + 1)
+                    p = r.recv(5.0)
+                    if p.type == mqttraw.PUBACK:
+                        acked.add(seq)
+            except (OSError, mqttraw.Closed, mqttraw.Timeout):
+                pass
+            r.close()
+            c.kill(pub_node, signal.SIGKILL)
+            c.start(pub_node)  # returns once it listens: the CONNECT races the replay
+        end = time.monotonic() + 20.0
+        while time.monotonic() < end:
+            got = {s for _, s in sub.snapshot()}
+            if acked <= got:
+                break
+            time.sleep(0.1)
+    finally:
+        sub.stop.set()
+        sub.join(5.0)
+    got = {s for _, s in sub.snapshot()}
+    lost = sorted(acked - got)
+    print("presents %r, acked %d, received %d" % (presents, len(acked), len(got)))
+    assert not lost, "%d acknowledged messages lost, e.g. %r; session present %r" % (
+        len(lost), lost[:5], presents)
+    assert presents[1:] == [1] * (len(presents) - 1), \
+        "a reconnect did not resume the session: present %r" % presents
