@@ -210,8 +210,13 @@ static int ack_pubrec(struct tern_fsm *f, struct tern_fsm_session *s, uint32_t i
                       uint8_t reason, uint64_t now_ms)
 {
     struct fsm_flight *fl = fsm_flight_at(fsm_session_state_own(s), i);
-    if (fl->state != FSM_SENT || fl->e.qos != 2)
-        return TERN_ENOTFOUND;
+    if (fl->e.qos != 2)
+        return TERN_EPROTO; /* a PUBREC for a QoS 1 message */
+    if (fl->state == FSM_REL) {
+        /* A repeated PUBREC: the PUBREL is owed again (nothing changes). */
+        fsm_deliver(f, s, &fl->e, fl->packet_id, false, true);
+        return TERN_OK;
+    }
     if (reason >= 0x80) {
         fsm_flight_remove(f, s, i);
         fsm_promote(f, s, now_ms);
@@ -231,16 +236,20 @@ static int ack_apply(struct tern_fsm *f, struct tern_fsm_session *s,
     if (i < 0)
         return TERN_ENOTFOUND;
     const struct fsm_flight *fl = fsm_flight_at(s->st, (uint32_t)i);
+    /* An ack of the wrong kind for a message in flight (PUBACK for QoS 2, PUBCOMP
+     * for QoS 1 or before PUBREC) is a protocol error: the client's state for
+     * this id cannot match ours. An unknown id is only TERN_ENOTFOUND: a late
+     * ack of a message already acknowledged, dropped or expired. */
     switch (c->u.ack.kind) {
     case TERN_PUBACK:
-        if (fl->state != FSM_SENT || fl->e.qos != 1)
-            return TERN_ENOTFOUND;
+        if (fl->e.qos != 1)
+            return TERN_EPROTO;
         break;
     case TERN_PUBREC:
         return ack_pubrec(f, s, (uint32_t)i, c->u.ack.reason, c->now_ms);
     case TERN_PUBCOMP:
         if (fl->state != FSM_REL)
-            return TERN_ENOTFOUND;
+            return TERN_EPROTO;
         break;
     default:
         return TERN_EINVAL;

@@ -337,13 +337,19 @@ static bool open_existing(struct tern_fsm *f, struct tern_fsm_session *s,
     if (was_online && f->obs.fenced)
         f->obs.fenced(f->obs.ctx, session_id(s), s->owner_node, s->epoch,
                       TERN_RC_SESSION_TAKEN_OVER);
+    uint64_t will_at_ms = s->st->will_at_ms;
     /* Offline first: nothing of the old will may reach the old connection. */
     set_offline(f, s, c->now_ms);
     bool expired = !was_online && fsm_session_expired(s, c->now_ms);
-    bool discard = c->u.open.clean_start || expired;
-    /* The old connection is gone now: its will goes out if its delay is 0 or its
-     * session ends; a pending delayed will of a resumed session is cancelled. */
-    bool publish = discard || (was_online && s->st->will_delay_s == 0);
+    /* An online session with expiry 0 would have ended with its connection:
+     * taking it over resumes nothing, so Session Present is 0 [MQTT-3.2.2-3]. */
+    bool discard = c->u.open.clean_start || expired || (was_online && s->expiry_s == 0);
+    /* The old connection ends now: its will goes out if its delay is 0 or its
+     * session ended with it. A will still waiting for its delay is cancelled by
+     * this new connection, whatever its clean start [MQTT-3.1.3-9], unless the
+     * delay has already run out (the TICK that would publish it is late). */
+    bool publish = was_online ? (s->st->will_delay_s == 0 || s->expiry_s == 0)
+                              : (will_at_ms != 0 && will_at_ms <= c->now_ms);
     struct tern_msg *will = will_detach(s);
     if (discard)
         session_clear(f, s);

@@ -985,16 +985,23 @@ static void test_qos2_flow(void **state)
     x->n = 0;
     pub(x, "t", "m", 2);
     assert_int_equal(last(x, E_DELIVER)->pid, 1);
-    assert_int_equal(ack(x, "a", TERN_PUBACK, 1, 0), TERN_ENOTFOUND);
-    assert_int_equal(ack(x, "a", TERN_PUBCOMP, 1, 0), TERN_ENOTFOUND);
+    /* Wrong kinds for an id in flight: protocol errors, nothing changes. */
+    assert_int_equal(ack(x, "a", TERN_PUBACK, 1, 0), TERN_EPROTO);
+    assert_int_equal(ack(x, "a", TERN_PUBCOMP, 1, 0), TERN_EPROTO);
+    assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 1);
     assert_int_equal(ack(x, "a", TERN_PUBREC, 1, 0), TERN_OK);
     const struct eff *e = last(x, E_DELIVER);
     assert_true(e->pubrel);
     assert_int_equal(e->pid, 1);
     assert_int_equal(st(x)->messages, 0); /* REL keeps only the id */
     assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 1);
-    assert_int_equal(ack(x, "a", TERN_PUBREC, 1, 0), TERN_ENOTFOUND);
+    /* A repeated PUBREC gets the PUBREL again. */
+    x->n = 0;
+    assert_int_equal(ack(x, "a", TERN_PUBREC, 1, 0), TERN_OK);
+    assert_true(last(x, E_DELIVER)->pubrel);
+    assert_int_equal(ack(x, "a", TERN_PUBACK, 1, 0), TERN_EPROTO);
     assert_int_equal(ack(x, "a", TERN_PUBCOMP, 1, 0), TERN_OK);
+    assert_int_equal(ack(x, "a", TERN_PUBCOMP, 1, 0), TERN_ENOTFOUND); /* late */
     assert_int_equal(tern_fsm_session_inflight(sess(x, "a")), 0);
     assert_int_equal(st(x)->inflight, 0);
 
@@ -1240,7 +1247,9 @@ static void test_will_cancelled_by_resume(void **state)
     assert_int_equal(st(x)->wills_published, 0);
 }
 
-static void test_will_clean_start_publishes_pending(void **state)
+/* A new connection before the will delay ends cancels the will, even with clean
+ * start [MQTT-3.1.3-9]; once the delay is over the will is owed (a late TICK). */
+static void test_will_clean_start_cancels_pending(void **state)
 {
     struct fx *x = *state;
     will_sub(x);
@@ -1249,8 +1258,31 @@ static void test_will_clean_start_publishes_pending(void **state)
     close_s(x, "a", NEVER, true);
     x->n = 0;
     open_o(x, "a", (struct open_opts){.clean = true, .expiry = NEVER});
+    assert_int_equal(count_kind(x, E_PUBLISHED), 0);
+    assert_int_equal(st(x)->wills_published, 0);
+    x->now += 100000;
+    tick(x);
+    assert_int_equal(count_kind(x, E_PUBLISHED), 0);
+
+    open_o(x, "b",
+           (struct open_opts){.expiry = NEVER, .will_topic = "will/b", .will_delay = 10});
+    close_s(x, "b", NEVER, true);
+    x->now += 10000; /* the delay is over, its TICK not applied yet */
+    x->n = 0;
+    open_o(x, "b", (struct open_opts){.clean = true, .expiry = NEVER});
     assert_int_equal(count_kind(x, E_PUBLISHED), 1);
-    assert_int_equal(st(x)->wills_published, 1);
+}
+
+/* Taking over an online session with expiry 0 resumes nothing: it would have
+ * ended with its connection [MQTT-3.2.2-3]. */
+static void test_takeover_of_clean_session_not_present(void **state)
+{
+    struct fx *x = *state;
+    open_o(x, "a", (struct open_opts){.clean = true, .expiry = 0});
+    struct tern_fsm_result r = open_o(x, "a", (struct open_opts){.expiry = NEVER});
+    assert_false(r.session_present);
+    r = open_o(x, "a", (struct open_opts){.expiry = NEVER});
+    assert_true(r.session_present);
 }
 
 static void test_will_on_takeover(void **state)
@@ -1918,7 +1950,8 @@ int main(void)
         T(test_will_retained),
         T(test_will_delay_tick),
         T(test_will_cancelled_by_resume),
-        T(test_will_clean_start_publishes_pending),
+        T(test_will_clean_start_cancels_pending),
+        T(test_takeover_of_clean_session_not_present),
         T(test_will_on_takeover),
         T(test_will_delay_capped_by_expiry),
         T(test_session_expiry_tick),
