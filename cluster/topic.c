@@ -29,6 +29,19 @@
 
 /* --- validation and plain matching ------------------------------------------ */
 
+/* Deeper keys cannot be stored in a tree (tern_topic_tree_add), so they are not
+ * valid: a broker refuses them instead of accepting what it will not keep. */
+static bool levels_within_max(const char *key, size_t len)
+{
+    size_t levels = 1;
+    for (const char *p = key, *end = key + len;
+         (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++) {
+        if (++levels > TERN_TOPIC_LEVELS_MAX)
+            return false;
+    }
+    return true;
+}
+
 bool tern_topic_name_valid(const char *name, size_t len)
 {
     if (name == NULL || len == 0 || len > TERN_TOPIC_KEY_MAX)
@@ -37,7 +50,7 @@ bool tern_topic_name_valid(const char *name, size_t len)
         if (name[i] == '+' || name[i] == '#' || name[i] == '\0')
             return false;
     }
-    return true;
+    return levels_within_max(name, len);
 }
 
 /* Plain filter (no $share handling). */
@@ -88,6 +101,8 @@ bool tern_topic_filter_valid(const char *filter, size_t len)
 {
     const char *g, *in;
     size_t glen, inlen;
+    if (filter == NULL || !levels_within_max(filter, len))
+        return false;
     if (!tern_topic_shared_split(filter, len, &g, &glen, &in, &inlen))
         return filter_plain_valid(filter, len);
     if (glen == 0 || memchr(g, '+', glen) || memchr(g, '#', glen) ||

@@ -25,10 +25,12 @@
 #define TERN_TOPIC_KEY_MAX 65535u
 #define TERN_TOPIC_LEVELS_MAX 1024u
 
-/* A valid topic name: non-empty, no '+' or '#'. (UTF-8 is checked by the codec.) */
+/* A valid topic name: non-empty, no '+' or '#', at most TERN_TOPIC_LEVELS_MAX
+ * levels. (UTF-8 is checked by the codec.) */
 bool tern_topic_name_valid(const char *name, size_t len);
 
-/* A valid topic filter: non-empty; '#' only as the last whole level; '+' only as
+/* A valid topic filter: non-empty, at most TERN_TOPIC_LEVELS_MAX levels (a shared
+ * filter's prefix included); '#' only as the last whole level; '+' only as
  * a whole level. A shared filter "$share/GROUP/FILTER" is valid when GROUP is
  * non-empty without '/', '+' or '#', and FILTER is a valid filter. */
 bool tern_topic_filter_valid(const char *filter, size_t len);
