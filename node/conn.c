@@ -20,6 +20,14 @@
 #define FORWARD_RESUME_BYTES (1u << 20)
 #define PAUSED_SCAN_MS 5
 
+/* After a server-initiated close the write side is shut (FIN after the last
+ * packet, e.g. a DISCONNECT with its reason) and the input read and discarded
+ * until the client closes too, for at most this long or this much: closing a
+ * socket with unread input sends a reset, and the client may then never read
+ * the reason. A client that keeps writing is closed at the bound. */
+#define DRAIN_MS 1000
+#define DRAIN_BYTES_MAX (1u << 20)
+
 /* Every idle connection pays for this struct (with libuv's TCP handle): keep it
  * from growing unnoticed (docs/benchmarks.md, memory per idle connection). */
 _Static_assert(sizeof(struct tern_conn) - sizeof(uv_tcp_t) <= 128,
@@ -85,7 +93,8 @@ void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
-        o->ack_seq_next == 0 && o->client_max_packet == 0 && o->client_alias_max == 0) {
+        o->log_pending == 0 && o->ack_seq_next == 0 && o->client_max_packet == 0 &&
+        o->client_alias_max == 0) {
         free(c->opt);
         c->opt = NULL;
     }
@@ -243,14 +252,52 @@ void tern_conn_send(struct tern_conn *c, const struct tern_packet *p)
                   tern_conn_peer(c, pb), p->type);
 }
 
+static void close_handle(struct tern_conn *c)
+{
+    c->draining = false;
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct tern_conn *c = req->data;
     free(req);
-    if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    }
+    /* Draining: the read side closes the handle (EOF, error or the bound). */
+    if (!c->draining || status < 0)
+        close_handle(c);
     tern_conn_unref(c);
+}
+
+static void on_drain_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tern_conn *c = h->data;
+    (void)suggested;
+    *buf = uv_buf_init((char *)c->node->rshared->data, c->node->rshared->cap);
+}
+
+/* Input after the close decision is not processed; its bytes are counted for the
+ * drain bound in inbound_unacked (nothing is acknowledged once closing). */
+static void on_drain_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tern_conn *c = s->data;
+    (void)buf;
+    if (nread < 0 || (c->inbound_unacked += (uint32_t)nread) > DRAIN_BYTES_MAX)
+        close_handle(c);
+}
+
+/* Starts the drain: reads are discarded until the client closes, or the bound. */
+static bool drain_start(struct tern_conn *c)
+{
+    if (c->read_ended || c->node->stopping)
+        return false;
+    c->inbound_unacked = 0; /* bytes drained */
+    c->draining = true;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_drain_alloc, on_drain_read) != 0) {
+        c->draining = false;
+        return false;
+    }
+    return true;
 }
 
 /* Closes the connection: for MQTT 5, tells the client why (DISCONNECT with
@@ -258,8 +305,11 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * (will, session expiry) and closes once pending output is written. */
 void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
 {
-    if (c->state == TERN_CONN_CLOSING)
+    if (c->state == TERN_CONN_CLOSING) {
+        if (c->draining && c->node->stopping)
+            close_handle(c); /* the node is stopping: no more waiting */
         return;
+    }
     bool was_active = c->state == TERN_CONN_ACTIVE;
     if (why) {
         char pb[TERN_PEER_STRLEN];
@@ -285,16 +335,21 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->wbuf && c->wbuf->len)
         tern_conn_flush_now(c);
+    if (uv_is_closing((uv_handle_t *)&c->tcp))
+        return;                    /* the flush failed and closed it */
+    c->last_rx_ms = tern_now_ms(); /* the drain's start (tern_conn_sweep) */
     uv_shutdown_t *req = malloc(sizeof(*req));
     if (req) {
         req->data = c;
         tern_conn_ref(c);
-        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0) {
+            drain_start(c);
             return;
+        }
         free(req);
         tern_conn_unref(c);
     }
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    close_handle(c);
 }
 
 void tern_conn_flush_now(struct tern_conn *c)
@@ -365,6 +420,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tern_conn *c = s->data;
     if (nread < 0) {
+        c->read_ended = true; /* nothing to drain */
         tern_conn_close(c, TERN_RC_UNSPECIFIED,
                         nread == UV_EOF ? "connection closed by client"
                                         : uv_strerror((int)nread));
@@ -598,7 +654,10 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
 {
     for (struct tern_conn *c = n->conns; c; c = c->next) {
         uint64_t idle = now - c->last_rx_ms;
-        if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
+        if (c->state == TERN_CONN_CLOSING) {
+            if (c->draining && idle >= DRAIN_MS)
+                close_handle(c); /* the client kept its side open (or writing) */
+        } else if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
             if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
                                 "no CONNECT within connect_timeout_ms");

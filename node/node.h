@@ -145,7 +145,11 @@ struct tern_conn_opt {
     /* SUBACK / UNSUBACK waiting for the command to apply. The SUBACK goes out from
      * the `subscribed` effect, before any retained message. */
     struct tern_pending_sub *subs;
-    uint32_t ack_seq_next;      /* sequence number of the next ack slot */
+    uint32_t ack_seq_next; /* sequence number of the next ack slot */
+    /* PUBLISH commands of this connection in the log: while any is, later ones
+     * go through the log too (their local delivery waits for the commit, in
+     * order), and a clean SUBSCRIBE waits behind them (read your writes). */
+    uint32_t log_pending;
     uint32_t client_max_packet; /* the client's limit (v5 CONNECT), 0 = none */
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
@@ -192,7 +196,10 @@ struct tern_conn {
     bool disconnect_sent : 1;
     bool request_problem_info : 1;
     bool flush_scheduled : 1;
-    bool paused : 1; /* not read: a link to another node is backed up */
+    bool paused : 1;     /* not read: a link to another node is backed up */
+    bool v31 : 1;        /* MQTT 3.1 (MQIsdp): version says 3.1.1, CONNACK differs */
+    bool draining : 1;   /* closing: write side shut, reading and discarding */
+    bool read_ended : 1; /* the client closed (EOF) or the read failed */
 };
 
 struct tern_ack_slot {
@@ -328,6 +335,9 @@ void tern_routes_free(struct tern_node *n);
 int tern_acks_push(struct tern_conn *c, uint8_t type, uint16_t packet_id);
 /* Completes slot seq and sends every completed ack at the head, in order. */
 void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason);
+/* Whether an ack of this type and id is still waiting to be sent (a QoS 2
+ * PUBLISH whose PUBREC waits for its commit: a re-send of it is not new). */
+bool tern_acks_holds(const struct tern_conn *c, uint8_t type, uint16_t packet_id);
 
 /* deliver.c */
 void tern_deliver(struct tern_conn *c, const struct tern_delivery *d);
