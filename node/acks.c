@@ -104,3 +104,14 @@ void tern_acks_done(struct tern_conn *c, int seq, uint8_t reason)
         c->opt->acks = NULL;
     }
 }
+
+bool tern_acks_holds(const struct tern_conn *c, uint8_t type, uint16_t packet_id)
+{
+    const struct tern_acks *a = c->opt ? c->opt->acks : NULL;
+    for (uint32_t i = 0; a && i < a->count; i++) {
+        const struct tern_ack_slot *s = &a->slot[(a->head + i) & (a->cap - 1)];
+        if (s->type == type && s->packet_id == packet_id)
+            return true;
+    }
+    return false;
+}

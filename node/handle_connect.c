@@ -172,7 +172,9 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
 {
     struct tern_node *n = c->node;
     const struct tern_config *cfg = &n->cfg;
+    /* 3.1 speaks 3.1.1's packets; only CONNECT and CONNACK differ (v31). */
     c->version = p->version == TERN_MQTT_31 ? TERN_MQTT_311 : p->version;
+    c->v31 = p->version == TERN_MQTT_31;
     *reason = TERN_RC_SUCCESS; /* a refusal is said by CONNACK, not DISCONNECT */
 
     if (!tern_node_available(n)) {
@@ -202,6 +204,11 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
     char assigned[64];
     const char *id = (const char *)p->client_id.ptr;
     size_t id_len = p->client_id.len;
+    if (p->version == TERN_MQTT_31 && (id_len == 0 || id_len > 23)) {
+        /* MQTT 3.1 (MQIsdp): a client id of 1 to 23 characters, else return code 2. */
+        refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
+        return TERN_EPROTO;
+    }
     if (id_len == 0) {
         if (c->version != TERN_MQTT_5 && !p->clean_start) {
             refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);

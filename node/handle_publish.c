@@ -1,15 +1,19 @@
 /* PUBLISH from a client, and the acknowledgement packets of both directions.
  *
- * A PUBLISH is delivered at once to this node's clean sessions (local FSM).
- * Its durable effects - the retained store, queues of persistent sessions, the
- * inbound QoS 2 id of a persistent publisher - go through the log as one
- * PUBLISH command, and the client's PUBACK / PUBREC waits until it applies.
+ * A PUBLISH with durable effects - the retained store, queues of persistent
+ * sessions, the inbound QoS 2 id of a persistent publisher - goes through the
+ * log as one PUBLISH command; when it applies, this node's clean sessions (local
+ * FSM) and the other nodes' get it and the client's PUBACK / PUBREC goes out.
+ * One without is delivered and acknowledged at once, unless an earlier one of
+ * the same connection is still in the log: then it goes the same way, so the
+ * publisher's order holds (MQTT 4.6).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "node.h"
 #include "tern/log.h"
+#include "tern/topic.h"
 
 /* Resolves a v5 topic alias (3.3.2.3.4): sets it, or fills an empty topic. */
 static int resolve_alias(struct tern_conn *c, struct tern_publish *p, uint8_t *reason)
@@ -79,25 +83,63 @@ static int check_publish(struct tern_conn *c, const struct tern_publish *p,
     return TERN_OK;
 }
 
+/* What a logged PUBLISH needs once it commits: its ack slot and the command
+ * (encoded: the packet's bytes are gone by then) for this node's clean
+ * sessions and the other nodes' ones. */
+struct committed_publish {
+    int slot;
+    size_t len;
+    uint8_t cmd[];
+};
+
+/* This node's clean sessions, and forwards to the nodes with matching routes. */
+static void deliver_clean(struct tern_conn *c, struct tern_cmd *cmd, uint16_t qos2_id)
+{
+    struct tern_node *n = c->node;
+    cmd->u.publish.epoch = c->local_epoch;
+    /* A clean publisher's QoS 2 id is held in the local FSM (it ends with the
+     * connection anyway). */
+    cmd->u.publish.inbound_packet_id = c->persistent ? 0 : qos2_id;
+    struct tern_fsm_result res;
+    tern_fsm_apply(n->local, cmd, &res);
+    tern_flow_hold(c, n->local, &res); /* a clean subscriber's queue is backlogged */
+    uint32_t fullest = tern_routes_forward(n, cmd);
+    if (fullest)
+        tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
+}
+
 static void on_publish_committed(struct tern_conn *c, int status,
                                  const struct tern_fsm_result *res, void *arg)
 {
-    int slot = (int)(intptr_t)arg;
+    struct committed_publish *cp = arg;
+    if (c->opt && c->opt->log_pending)
+        c->opt->log_pending--;
     if (c->state == TERN_CONN_CLOSING)
-        return;
+        goto out;
     if (status != TERN_OK) {
-        /* Not durable: no ack; the client re-sends after reconnecting. */
+        /* Not durable: no ack, no delivery; the client re-sends after reconnecting. */
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish could not be committed");
-        return;
+        goto out;
     }
     if (res->status != TERN_OK) {
         /* Refused (the session was taken over: a stale epoch; or out of memory):
-         * nothing was stored, so nothing is acknowledged. */
+         * nothing was stored, so nothing is acknowledged nor delivered. */
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish was not applied");
-        return;
+        goto out;
     }
+    /* Clean subscribers get only what is committed, and a QoS 2 copy the FSM
+     * found already held (a re-send) is not delivered again. (A duplicate that
+     * applied inside an installed snapshot is not delivered either: clean
+     * subscribers may miss it, they never get it twice.) */
     tern_flow_hold(c, tern_cluster_fsm(c->node->cluster), res);
-    tern_acks_done(c, slot, TERN_RC_SUCCESS);
+    struct tern_cmd cmd;
+    size_t used;
+    if (!res->duplicate &&
+        tern_cmd_decode(cp->cmd, cp->len, &cmd, &used, NULL) == TERN_OK)
+        deliver_clean(c, &cmd, cmd.u.publish.inbound_packet_id);
+    tern_acks_done(c, cp->slot, TERN_RC_SUCCESS);
+out:
+    free(cp);
 }
 
 /* Does this PUBLISH change replicated state? */
@@ -107,8 +149,39 @@ static bool needs_log(struct tern_conn *c, const struct tern_publish *p)
         return true;
     if (p->qos == 2 && c->persistent)
         return true; /* the inbound id must survive the node */
+    if (c->opt && c->opt->log_pending)
+        return true; /* behind an earlier one: MQTT 4.6 order */
     struct tern_fsm *repl = tern_cluster_fsm(c->node->cluster);
     return tern_fsm_has_subscriber(repl, (const char *)p->topic.ptr, p->topic.len);
+}
+
+/* Topics under $SYS/ are the broker's own ($SYS/broker/uptime ...): a client
+ * may not publish there (as Mosquitto, MQTT 4.7.2). */
+static bool is_sys_topic(struct tern_bytes t)
+{
+    return t.len >= 4 && memcmp(t.ptr, "$SYS", 4) == 0 && (t.len == 4 || t.ptr[4] == '/');
+}
+
+/* A PUBLISH the broker will not take: refused with its reason (5.0) where the
+ * ack can say so, or closed (returns TERN_EPROTO). */
+static int refuse_publish(struct tern_conn *c, const struct tern_publish *p, uint8_t rc,
+                          bool close_v3, uint8_t *reason)
+{
+    bool v5 = c->version == TERN_MQTT_5;
+    if ((!v5 && close_v3) || (v5 && p->qos == 0 && close_v3)) {
+        *reason = rc;
+        return TERN_EPROTO;
+    }
+    if (p->qos == 0)
+        return TERN_OK; /* dropped */
+    int slot = tern_acks_push(c, p->qos == 1 ? TERN_PUBACK : TERN_PUBREC, p->packet_id);
+    if (slot < 0) {
+        *reason = TERN_RC_RECEIVE_MAX_EXCEEDED;
+        return TERN_EPROTO;
+    }
+    /* 3.1.1 has no negative ack: the message is acknowledged and not forwarded. */
+    tern_acks_done(c, slot, v5 ? rc : TERN_RC_SUCCESS);
+    return TERN_OK;
 }
 
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason)
@@ -123,8 +196,14 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     n->stats.msgs_in[p->qos]++;
 
     if (p->qos == 2) {
-        /* A re-sent PUBLISH whose id is still held was delivered already. */
+        /* A re-sent PUBLISH whose id is still held was delivered already; one
+         * whose PUBREC still waits for the first copy's commit is answered by
+         * that PUBREC. */
         struct tern_fsm_session *s = tern_session_get(c);
+        if (tern_acks_holds(c, TERN_PUBREC, p->packet_id)) {
+            c->inbound_unacked--; /* this re-send did not take a new slot */
+            return TERN_OK;
+        }
         if (s && tern_fsm_session_inbound_held(s, p->packet_id)) {
             int slot = tern_acks_push(c, TERN_PUBREC, p->packet_id);
             if (slot < 0) {
@@ -136,6 +215,12 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
             return TERN_OK;
         }
     }
+    /* Refuse what will not be stored or must not be forwarded, never accept and
+     * then drop it: a name deeper than the topic tree holds, $SYS. */
+    if (!tern_topic_name_valid((const char *)p->topic.ptr, p->topic.len))
+        return refuse_publish(c, p, TERN_RC_TOPIC_NAME_INVALID, true, reason);
+    if (is_sys_topic(p->topic))
+        return refuse_publish(c, p, TERN_RC_NOT_AUTHORIZED, false, reason);
 
     struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};
     uint8_t *userbuf = NULL;
@@ -146,23 +231,12 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     cmd.u.publish.client_id = id;
 
-    /* This node's clean sessions, at once. A clean publisher's QoS 2 id is
-     * held in the local FSM (it ends with the connection anyway). */
     bool log = needs_log(c, p);
     if (p->qos == 2 && !c->persistent && !tern_session_local(c)) {
         free(userbuf);
         *reason = TERN_RC_SERVER_UNAVAILABLE; /* no local session to hold the id */
         return TERN_ENOMEM;
     }
-    cmd.u.publish.epoch = c->local_epoch;
-    cmd.u.publish.inbound_packet_id = (p->qos == 2 && !c->persistent) ? p->packet_id : 0;
-    struct tern_fsm_result res;
-    tern_fsm_apply(n->local, &cmd, &res);
-    tern_flow_hold(c, n->local, &res); /* a clean subscriber's queue is backlogged */
-    uint32_t fullest = tern_routes_forward(n, &cmd);
-    if (fullest)
-        tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
-
     int slot = -1;
     if (p->qos > 0) {
         slot = tern_acks_push(c, p->qos == 1 ? TERN_PUBACK : TERN_PUBREC, p->packet_id);
@@ -172,21 +246,40 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
             return TERN_EPROTO;
         }
     }
-    rv = TERN_OK;
-    if (log) {
-        cmd.u.publish.epoch = c->epoch;
-        cmd.u.publish.inbound_packet_id =
-            (p->qos == 2 && c->persistent) ? p->packet_id : 0;
-        rv = tern_session_propose(c, &cmd, p->qos ? on_publish_committed : NULL,
-                                  (void *)(intptr_t)slot);
-    } else if (slot >= 0) {
-        tern_acks_done(c, slot, TERN_RC_SUCCESS);
+    uint16_t qos2_id = p->qos == 2 ? p->packet_id : 0;
+    if (!log) {
+        /* No durable effect: this node's clean sessions and the other nodes', at once. */
+        deliver_clean(c, &cmd, qos2_id);
+        if (slot >= 0)
+            tern_acks_done(c, slot, TERN_RC_SUCCESS);
+        free(userbuf);
+        return TERN_OK;
     }
+    /* Durable effects first: clean subscribers get the message from the commit
+     * (on_publish_committed), so they never see what could still be lost, nor a
+     * QoS 2 re-send twice. The local copy keeps the client's QoS 2 id (clean). */
+    cmd.u.publish.epoch = c->epoch;
+    cmd.u.publish.inbound_packet_id = qos2_id;
+    size_t need = tern_cmd_encode(&cmd, NULL, 0);
+    struct committed_publish *cp = need ? malloc(sizeof(*cp) + need) : NULL;
+    if (!cp || !tern_conn_opt(c)) {
+        free(cp);
+        free(userbuf);
+        return TERN_ENOMEM;
+    }
+    cp->slot = slot;
+    cp->len = need;
+    tern_cmd_encode(&cmd, cp->cmd, need);
+    /* The replicated FSM holds the id only for a persistent publisher. */
+    cmd.u.publish.inbound_packet_id = c->persistent ? qos2_id : 0;
+    rv = tern_session_propose(c, &cmd, on_publish_committed, cp);
     free(userbuf);
     if (rv != TERN_OK) {
+        free(cp);
         *reason = TERN_RC_SERVER_UNAVAILABLE;
         return rv;
     }
+    c->opt->log_pending++;
     return TERN_OK;
 }
 
@@ -222,6 +315,29 @@ static int handle_pubrel(struct tern_conn *c, const struct tern_ack *a, uint8_t 
     return TERN_OK;
 }
 
+/* What the FSM made of a client's ack (docs/conformance.md, "acknowledgements"):
+ * the wrong kind for a message in flight is a protocol error; an unknown id is
+ * ignored (a late ack of a message acknowledged, dropped or expired), except a
+ * PUBREC, which gets a PUBREL so the client's exchange can end (5.0: 0x92). */
+static void on_ack_done(struct tern_conn *c, int status,
+                        const struct tern_fsm_result *res, void *arg)
+{
+    if (status != TERN_OK || c->state != TERN_CONN_ACTIVE)
+        return;
+    uint16_t packet_id = (uint16_t)((uintptr_t)arg & 0xffff);
+    uint8_t kind = (uint8_t)((uintptr_t)arg >> 16);
+    if (res->status == TERN_EPROTO) {
+        c->node->stats.protocol_errors++;
+        tern_conn_close(c, TERN_RC_PROTOCOL_ERROR,
+                        "acknowledgement of the wrong kind for a message in flight");
+    } else if (res->status == TERN_ENOTFOUND && kind == TERN_PUBREC) {
+        struct tern_packet p = {.type = TERN_PUBREL};
+        p.u.ack.packet_id = packet_id;
+        p.u.ack.reason = TERN_RC_PACKET_ID_NOT_FOUND;
+        tern_conn_send(c, &p);
+    }
+}
+
 /* PUBACK / PUBREC / PUBCOMP from the client for a message we sent. */
 int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
                     uint8_t *reason)
@@ -235,9 +351,8 @@ int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *a,
     cmd.u.ack.packet_id = a->packet_id;
     cmd.u.ack.kind = type;
     cmd.u.ack.reason = a->reason;
-    /* An unknown id is not an error worth a disconnect: it may be a late ack of
-     * a message we already dropped. */
-    if (tern_session_command(c, &cmd, NULL, NULL) != TERN_OK) {
+    uintptr_t arg = ((uintptr_t)type << 16) | a->packet_id;
+    if (tern_session_command(c, &cmd, on_ack_done, (void *)arg) != TERN_OK) {
         *reason = TERN_RC_SERVER_UNAVAILABLE;
         return TERN_EPROTO;
     }

@@ -244,9 +244,13 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
             tern_routes_ref(c->node, (const char *)re.filter.ptr, re.filter.len);
     }
     int rv;
-    if (!c->persistent && c->node->cfg.member_count > 1) {
+    if (!c->persistent &&
+        (c->node->cfg.member_count > 1 || (c->opt && c->opt->log_pending))) {
         /* Read index: the retained messages this SUBSCRIBE delivers come from the
-         * local replica, so first let a BARRIER go through the log. */
+         * local replica, so first let a BARRIER go through the log. It applies
+         * after this connection's earlier PUBLISHes (one node's proposals apply
+         * in order), so the SUBSCRIBE sees their retained messages even on a
+         * single node, where nothing else would make it wait. */
         rv = subscribe_after_barrier(c, s->packet_id, list, len, granted);
     } else {
         struct tern_cmd cmd = {.type = TERN_CMD_SUBSCRIBE};

@@ -78,6 +78,10 @@ int tern_session_command(struct tern_conn *c, struct tern_cmd *cmd,
 {
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     cmd->now_ms = tern_now_ms();
+    /* A clean session's first command opens its local session: before the epoch
+     * is read below, or the command would name epoch 0 and be refused as stale. */
+    if (!c->persistent && !tern_session_local(c))
+        return TERN_ENOMEM; /* the local FSM refused the session */
     /* Every command that names a session carries the epoch it holds there. */
     switch (cmd->type) {
     case TERN_CMD_SUBSCRIBE:
@@ -97,8 +101,6 @@ int tern_session_command(struct tern_conn *c, struct tern_cmd *cmd,
         break;
     }
     if (!c->persistent) {
-        if (!tern_session_local(c))
-            return TERN_ENOMEM; /* the local FSM refused the session */
         struct tern_fsm_result res;
         tern_fsm_apply(c->node->local, cmd, &res);
         if (cb)
@@ -220,7 +222,8 @@ static void send_connack(struct tern_conn *c, bool present)
 {
     struct tern_node *n = c->node;
     struct tern_packet p = {.type = TERN_CONNACK};
-    p.u.connack.session_present = present;
+    /* 3.1's CONNACK has a reserved byte where 3.1.1 has Session Present. */
+    p.u.connack.session_present = present && !c->v31;
     p.u.connack.reason = TERN_RC_SUCCESS;
     if (c->version == TERN_MQTT_5) {
         struct tern_props *pr = &p.u.connack.props;
