@@ -922,6 +922,133 @@ static void test_connack_decode(void **state)
     expect_err(&b, 0x20, 5, PROTO); /* retain available 2 */
 }
 
+/* ---- MQTT 5 property errors, per packet kind (docs/conformance.md) ---------- */
+
+enum pkind { PK_CONNECT, PK_WILL, PK_PUBLISH, PK_PUBACK, PK_SUBSCRIBE, PK_UNSUBSCRIBE,
+             PK_DISCONNECT };
+
+/* A v5 packet of the given kind carrying the property block; returns its first byte. */
+static uint8_t with_props(struct bld *b, enum pkind k, const uint8_t *pr, size_t n)
+{
+    b->n = 0;
+    switch (k) {
+    case PK_CONNECT:
+        connect_with_props(b, pr, n);
+        return 0x10;
+    case PK_WILL:
+        connect_head(b, "MQTT", 5, 0x06); /* will, clean */
+        bprops(b, NULL, 0);
+        bstr(b, "c");
+        bprops(b, pr, n);
+        bstr(b, "w");
+        bstr(b, "m");
+        return 0x10;
+    case PK_PUBLISH:
+        bstr(b, "t");
+        b16(b, 1);
+        bprops(b, pr, n);
+        return 0x32; /* QoS 1 */
+    case PK_PUBACK:
+        b16(b, 1);
+        b8(b, 0);
+        bprops(b, pr, n);
+        return 0x40;
+    case PK_SUBSCRIBE:
+        b16(b, 1);
+        bprops(b, pr, n);
+        bstr(b, "a");
+        b8(b, 0);
+        return 0x82;
+    case PK_UNSUBSCRIBE:
+        b16(b, 1);
+        bprops(b, pr, n);
+        bstr(b, "a");
+        return 0xA2;
+    case PK_DISCONNECT:
+        b8(b, 0);
+        bprops(b, pr, n);
+        return 0xE0;
+    }
+    return 0;
+}
+
+static void test_props_errors_per_packet(void **state)
+{
+    (void)state;
+    struct bld b;
+    struct tern_packet p;
+#define OK 0, 0
+    static const struct {
+        enum pkind k;
+        uint8_t props[16];
+        size_t n;
+        int code;
+        uint8_t reason;
+        const char *what;
+    } cases[] = {
+        /* Payload Format Indicator: 0 or 1 only, once, PUBLISH and will only */
+        {PK_PUBLISH, {0x01, 0}, 2, OK, "payload format 0"},
+        {PK_PUBLISH, {0x01, 1}, 2, OK, "payload format 1"},
+        {PK_PUBLISH, {0x01, 2}, 2, PROTO, "payload format 2"},
+        {PK_PUBLISH, {0x01, 0xff}, 2, PROTO, "payload format 255"},
+        {PK_WILL, {0x01, 2}, 2, PROTO, "will payload format 2"},
+        {PK_WILL, {0x01, 1, 0x01, 1}, 4, PROTO, "will payload format twice"},
+        {PK_CONNECT, {0x01, 1}, 2, MALF, "payload format in CONNECT"},
+        {PK_PUBACK, {0x01, 1}, 2, MALF, "payload format in PUBACK"},
+        /* Topic Alias: non-zero, once, PUBLISH only (its upper bound is the
+         * broker's topic_alias_maximum: node/handle_publish.c, 0x94) */
+        {PK_PUBLISH, {0x23, 0xff, 0xff}, 3, OK, "topic alias 65535 (range is checked later)"},
+        {PK_PUBLISH, {0x23, 0, 1, 0x23, 0, 2}, 6, PROTO, "topic alias twice"},
+        {PK_WILL, {0x23, 0, 1}, 3, MALF, "topic alias in will"},
+        {PK_SUBSCRIBE, {0x23, 0, 1}, 3, MALF, "topic alias in SUBSCRIBE"},
+        /* Other duplicates: a protocol error (2.2.2.2) */
+        {PK_PUBLISH, {0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 1}, 10, PROTO, "expiry twice"},
+        {PK_PUBLISH, {0x03, 0, 1, 'a', 0x03, 0, 1, 'b'}, 8, PROTO, "content type twice"},
+        {PK_PUBLISH, {0x08, 0, 1, 'a', 0x08, 0, 1, 'b'}, 8, PROTO, "response topic twice"},
+        {PK_PUBLISH, {0x09, 0, 1, 'a', 0x09, 0, 0}, 7, PROTO, "correlation data twice"},
+        {PK_WILL, {0x18, 0, 0, 0, 1, 0x18, 0, 0, 0, 2}, 10, PROTO, "will delay twice"},
+        {PK_CONNECT, {0x22, 0, 1, 0x22, 0, 1}, 6, PROTO, "topic alias max twice"},
+        {PK_CONNECT, {0x21, 0, 1, 0x21, 0, 1}, 6, PROTO, "receive max twice"},
+        {PK_CONNECT, {0x27, 0, 0, 1, 0, 0x27, 0, 0, 1, 0}, 10, PROTO, "max packet twice"},
+        {PK_CONNECT, {0x17, 1, 0x17, 1}, 4, PROTO, "request problem info twice"},
+        {PK_CONNECT, {0x15, 0, 1, 'M', 0x15, 0, 1, 'M'}, 8, PROTO, "auth method twice"},
+        {PK_PUBACK, {0x1F, 0, 1, 'a', 0x1F, 0, 1, 'b'}, 8, PROTO, "reason string twice"},
+        {PK_DISCONNECT, {0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1}, 10, PROTO,
+         "session expiry twice"},
+        {PK_SUBSCRIBE, {0x0B, 1, 0x0B, 2}, 4, PROTO, "subscription id twice in SUBSCRIBE"},
+        /* User properties may repeat; so may subscription ids in a PUBLISH (the
+         * broker refuses those from clients: node/handle_publish.c) */
+        {PK_PUBLISH, {0x26, 0, 1, 'k', 0, 0, 0x26, 0, 1, 'k', 0, 0}, 12, OK, "user twice"},
+        {PK_PUBLISH, {0x0B, 1, 0x0B, 2}, 4, OK, "two subscription ids in PUBLISH"},
+        /* Values outside their range */
+        {PK_SUBSCRIBE, {0x0B, 0}, 2, PROTO, "subscription id 0"},
+        {PK_SUBSCRIBE, {0x0B, 0x80, 0x80, 0x80, 0x80, 0x01}, 6, MALF,
+         "subscription id of 5 bytes"},
+        {PK_CONNECT, {0x19, 2}, 2, PROTO, "request response info 2"},
+        {PK_CONNECT, {0x21, 0, 0}, 3, PROTO, "receive max 0"},
+        /* Properties the packet may not carry: malformed (2.2.2.2) */
+        {PK_CONNECT, {0x02, 0, 0, 0, 1}, 5, MALF, "message expiry in CONNECT"},
+        {PK_CONNECT, {0x13, 0, 1}, 3, MALF, "server keep alive from a client"},
+        {PK_CONNECT, {0x12, 0, 1, 'x'}, 4, MALF, "assigned client id from a client"},
+        {PK_UNSUBSCRIBE, {0x0B, 1}, 2, MALF, "subscription id in UNSUBSCRIBE"},
+        {PK_DISCONNECT, {0x18, 0, 0, 0, 1}, 5, MALF, "will delay in DISCONNECT"},
+        {PK_PUBACK, {0x11, 0, 0, 0, 1}, 5, MALF, "session expiry in PUBACK"},
+        {PK_PUBLISH, {0x21, 0, 1}, 3, MALF, "receive max in PUBLISH"},
+    };
+#undef OK
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t first = with_props(&b, cases[i].k, cases[i].props, cases[i].n);
+        uint8_t ver = cases[i].k == PK_CONNECT || cases[i].k == PK_WILL ? 0 : 5;
+        struct tern_codec_error e = {0, NULL};
+        int rc = decode_bld(&b, first, ver, &p, &e);
+        if (rc != cases[i].code || e.reason != cases[i].reason)
+            print_error("case %zu (%s): got %d/0x%02x (%s)\n", i, cases[i].what, rc,
+                        e.reason, e.msg ? e.msg : "");
+        assert_int_equal(rc, cases[i].code);
+        assert_int_equal(e.reason, cases[i].reason);
+    }
+}
+
 static void test_disconnect_auth_ping(void **state)
 {
     (void)state;
@@ -1389,6 +1516,7 @@ int main(void)
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_connect_will_props),
         cmocka_unit_test(test_props_errors),
+        cmocka_unit_test(test_props_errors_per_packet),
         cmocka_unit_test(test_user_props),
         cmocka_unit_test(test_publish_decode),
         cmocka_unit_test(test_publish_errors),
