@@ -103,14 +103,18 @@ static void on_flush(uv_prepare_t *h)
     struct tern_node *n = h->data;
     measure_loop(n);
     tern_flow_check(n); /* before the flush: publishers read again may answer */
+    /* Forwards (gathered in the idle phase and the last turn's I/O callbacks)
+     * before the connections' output: a clean copy of a committed PUBLISH is in
+     * the kernel before the publisher's ack that follows it, so a node killed
+     * right after the ack has not kept it back (handle_publish.c delivers both
+     * from the commit). */
+    tern_cluster_flush_links(n->cluster);
     /* Flushing can close connections, which can mark others dirty: loop on the
      * count, not a snapshot of it. */
     for (size_t i = 0; i < n->dirty_count; i++)
         tern_conn_flush(n->dirty[i]);
     n->dirty_count = 0;
-    /* After the idle phase (the cluster's proposals) and the last turn's I/O
-     * callbacks (forwards), before poll waits again. */
-    tern_cluster_flush_links(n->cluster);
+    tern_cluster_flush_links(n->cluster); /* whatever closing connections queued */
     tern_conn_resume_paused(n);
     if (!n->stopping)
         limits_check(n); /* each turn: a new leader proposes its limits at once */
