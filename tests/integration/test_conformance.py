@@ -3,8 +3,10 @@
 raw packets on the wire so every byte the broker sends is checked.
 docs/conformance.md is the statement these tests back.
 """
+import shutil
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
@@ -459,3 +461,35 @@ def test_v5_property_errors_disconnect_with_reason(raw, props, reason):
     d = [p for p in got if p.type == R.DISCONNECT]
     assert d and d[0].reason == reason, got
     assert not [p for p in got if p.type == R.PUBACK], got
+
+
+@pytest.mark.skipif(not (shutil.which("mosquitto_pub") and shutil.which("mosquitto_sub")),
+                    reason="mosquitto_pub/mosquitto_sub not installed")
+def test_mqtt31_with_mosquitto_clients(broker):
+    """An independent 3.1 client: mosquitto_sub/_pub -V mqttv31, a QoS 1 round trip,
+    and a client id over 23 characters refused."""
+    topic = uid("v31/t")
+    sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port),
+                            "-V", "mqttv31", "-i", "v31sub", "-t", topic, "-q", "1",
+                            "-C", "1", "-W", "10"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "v31sub" not in broker.log():
+            time.sleep(0.05)
+        time.sleep(0.3)  # its SUBSCRIBE follows the CONNACK
+        pub = subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port),
+                              "-V", "mqttv31", "-i", "v31pub", "-t", topic, "-q", "1",
+                              "-m", "hello31"], capture_output=True, text=True, timeout=10)
+        assert pub.returncode == 0, pub.stderr
+        out, err = sub.communicate(timeout=10)
+        assert out.strip() == "hello31", (out, err)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(5)
+    bad = subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port),
+                          "-V", "mqttv31", "-i", "x" * 24, "-t", topic, "-m", "no"],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode != 0
+    assert "identifier rejected" in (bad.stderr + bad.stdout).lower(), bad
