@@ -72,6 +72,7 @@ static void conn_free(struct tern_conn *c)
             o->subs = p->next;
             free(p);
         }
+        tern_publish_held_free(o);
         free(o->acks);
         free(o);
     }
@@ -92,7 +93,7 @@ struct tern_conn_opt *tern_conn_opt(struct tern_conn *c)
 void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
-    if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
+    if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs && !o->held &&
         o->log_pending == 0 && o->ack_seq_next == 0 && o->client_max_packet == 0 &&
         o->client_alias_max == 0) {
         free(c->opt);

@@ -5,8 +5,8 @@
  * log as one PUBLISH command; when it applies, this node's clean sessions (local
  * FSM) and the other nodes' get it and the client's PUBACK / PUBREC goes out.
  * One without is delivered and acknowledged at once, unless an earlier one of
- * the same connection is still in the log: then it goes the same way, so the
- * publisher's order holds (MQTT 4.6).
+ * the same connection is still in the log: then it waits behind it (not in
+ * the log), so the publisher's order holds (MQTT 4.6).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -83,11 +83,15 @@ static int check_publish(struct tern_conn *c, const struct tern_publish *p,
     return TERN_OK;
 }
 
-/* What a logged PUBLISH needs once it commits: its ack slot and the command
- * (encoded: the packet's bytes are gone by then) for this node's clean
- * sessions and the other nodes' ones. */
-struct committed_publish {
-    int slot;
+/* A PUBLISH whose clean delivery waits: a logged one until it commits, and one
+ * without durable effects that came after it, behind it (MQTT 4.6 order). The
+ * command is kept encoded: the packet's bytes are gone by then. They leave the
+ * head of the connection's list in PUBLISH order (release_held). */
+struct tern_held_pub {
+    struct tern_held_pub *next;
+    int slot;     /* ack slot, -1 for QoS 0 */
+    bool done;    /* committed (or never needed to be) */
+    bool deliver; /* false: refused, a duplicate, or the connection is closing */
     size_t len;
     uint8_t cmd[];
 };
@@ -108,38 +112,82 @@ static void deliver_clean(struct tern_conn *c, struct tern_cmd *cmd, uint16_t qo
         tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
 }
 
+static struct tern_held_pub *held_new(const struct tern_cmd *cmd, int slot, bool done)
+{
+    size_t need = tern_cmd_encode(cmd, NULL, 0);
+    struct tern_held_pub *h = need ? malloc(sizeof(*h) + need) : NULL;
+    if (!h)
+        return NULL;
+    *h = (struct tern_held_pub){NULL, slot, done, true, need};
+    tern_cmd_encode(cmd, h->cmd, need);
+    return h;
+}
+
+static void held_append(struct tern_conn_opt *o, struct tern_held_pub *h)
+{
+    if (o->held_tail)
+        o->held_tail->next = h;
+    else
+        o->held = h;
+    o->held_tail = h;
+}
+
+/* Delivers and acknowledges what is done at the head of the list, in order. */
+static void release_held(struct tern_conn *c)
+{
+    struct tern_conn_opt *o = c->opt;
+    while (o && o->held && o->held->done) {
+        struct tern_held_pub *h = o->held;
+        o->held = h->next;
+        if (!o->held)
+            o->held_tail = NULL;
+        struct tern_cmd cmd;
+        size_t used;
+        if (c->state != TERN_CONN_CLOSING) {
+            if (h->deliver &&
+                tern_cmd_decode(h->cmd, h->len, &cmd, &used, NULL) == TERN_OK)
+                deliver_clean(c, &cmd, cmd.u.publish.inbound_packet_id);
+            tern_acks_done(c, h->slot, TERN_RC_SUCCESS);
+        }
+        free(h);
+    }
+}
+
+void tern_publish_held_free(struct tern_conn_opt *o)
+{
+    while (o->held) {
+        struct tern_held_pub *h = o->held;
+        o->held = h->next;
+        free(h);
+    }
+    o->held_tail = NULL;
+}
+
 static void on_publish_committed(struct tern_conn *c, int status,
                                  const struct tern_fsm_result *res, void *arg)
 {
-    struct committed_publish *cp = arg;
+    struct tern_held_pub *h = arg;
+    h->done = true;
     if (c->opt && c->opt->log_pending)
         c->opt->log_pending--;
-    if (c->state == TERN_CONN_CLOSING)
-        goto out;
-    if (status != TERN_OK) {
+    if (c->state != TERN_CONN_CLOSING && status != TERN_OK) {
         /* Not durable: no ack, no delivery; the client re-sends after reconnecting. */
+        h->deliver = false;
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish could not be committed");
-        goto out;
-    }
-    if (res->status != TERN_OK) {
+    } else if (c->state != TERN_CONN_CLOSING && res->status != TERN_OK) {
         /* Refused (the session was taken over: a stale epoch; or out of memory):
          * nothing was stored, so nothing is acknowledged nor delivered. */
+        h->deliver = false;
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "publish was not applied");
-        goto out;
+    } else if (c->state != TERN_CONN_CLOSING && res->duplicate) {
+        /* A QoS 2 copy the FSM found already held (a re-send) is not delivered
+         * again. (Nor a duplicate applied inside an installed snapshot: clean
+         * subscribers may miss that one, they never get one twice.) */
+        h->deliver = false;
     }
-    /* Clean subscribers get only what is committed, and a QoS 2 copy the FSM
-     * found already held (a re-send) is not delivered again. (A duplicate that
-     * applied inside an installed snapshot is not delivered either: clean
-     * subscribers may miss it, they never get it twice.) */
-    tern_flow_hold(c, tern_cluster_fsm(c->node->cluster), res);
-    struct tern_cmd cmd;
-    size_t used;
-    if (!res->duplicate &&
-        tern_cmd_decode(cp->cmd, cp->len, &cmd, &used, NULL) == TERN_OK)
-        deliver_clean(c, &cmd, cmd.u.publish.inbound_packet_id);
-    tern_acks_done(c, cp->slot, TERN_RC_SUCCESS);
-out:
-    free(cp);
+    if (c->state != TERN_CONN_CLOSING && status == TERN_OK && res->status == TERN_OK)
+        tern_flow_hold(c, tern_cluster_fsm(c->node->cluster), res);
+    release_held(c);
 }
 
 /* Does this PUBLISH change replicated state? */
@@ -149,8 +197,6 @@ static bool needs_log(struct tern_conn *c, const struct tern_publish *p)
         return true;
     if (p->qos == 2 && c->persistent)
         return true; /* the inbound id must survive the node */
-    if (c->opt && c->opt->log_pending)
-        return true; /* behind an earlier one: MQTT 4.6 order */
     struct tern_fsm *repl = tern_cluster_fsm(c->node->cluster);
     return tern_fsm_has_subscriber(repl, (const char *)p->topic.ptr, p->topic.len);
 }
@@ -247,7 +293,8 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
         }
     }
     uint16_t qos2_id = p->qos == 2 ? p->packet_id : 0;
-    if (!log) {
+    bool behind = c->opt && c->opt->held;
+    if (!log && !behind) {
         /* No durable effect: this node's clean sessions and the other nodes', at once. */
         deliver_clean(c, &cmd, qos2_id);
         if (slot >= 0)
@@ -255,31 +302,32 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
         free(userbuf);
         return TERN_OK;
     }
-    /* Durable effects first: clean subscribers get the message from the commit
-     * (on_publish_committed), so they never see what could still be lost, nor a
-     * QoS 2 re-send twice. The local copy keeps the client's QoS 2 id (clean). */
+    /* Clean subscribers get a logged PUBLISH from its commit, so they never see
+     * what could still be lost, nor a QoS 2 re-send twice; one without durable
+     * effects behind it waits its turn (not in the log). The local copy keeps
+     * a clean publisher's QoS 2 id. */
     cmd.u.publish.epoch = c->epoch;
     cmd.u.publish.inbound_packet_id = qos2_id;
-    size_t need = tern_cmd_encode(&cmd, NULL, 0);
-    struct committed_publish *cp = need ? malloc(sizeof(*cp) + need) : NULL;
-    if (!cp || !tern_conn_opt(c)) {
-        free(cp);
+    struct tern_held_pub *h = tern_conn_opt(c) ? held_new(&cmd, slot, !log) : NULL;
+    if (!h) {
         free(userbuf);
         return TERN_ENOMEM;
     }
-    cp->slot = slot;
-    cp->len = need;
-    tern_cmd_encode(&cmd, cp->cmd, need);
-    /* The replicated FSM holds the id only for a persistent publisher. */
-    cmd.u.publish.inbound_packet_id = c->persistent ? qos2_id : 0;
-    rv = tern_session_propose(c, &cmd, on_publish_committed, cp);
+    rv = TERN_OK;
+    if (log) {
+        /* The replicated FSM holds the id only for a persistent publisher. */
+        cmd.u.publish.inbound_packet_id = c->persistent ? qos2_id : 0;
+        rv = tern_session_propose(c, &cmd, on_publish_committed, h);
+    }
     free(userbuf);
     if (rv != TERN_OK) {
-        free(cp);
+        free(h);
         *reason = TERN_RC_SERVER_UNAVAILABLE;
         return rv;
     }
-    c->opt->log_pending++;
+    held_append(c->opt, h);
+    if (log)
+        c->opt->log_pending++;
     return TERN_OK;
 }
 

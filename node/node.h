@@ -28,6 +28,7 @@
 
 struct tern_conn;
 struct tern_acks;
+struct tern_held_pub;
 struct route;
 struct tern_admin;
 
@@ -146,9 +147,11 @@ struct tern_conn_opt {
      * the `subscribed` effect, before any retained message. */
     struct tern_pending_sub *subs;
     uint32_t ack_seq_next; /* sequence number of the next ack slot */
-    /* PUBLISH commands of this connection in the log: while any is, later ones
-     * go through the log too (their local delivery waits for the commit, in
-     * order), and a clean SUBSCRIBE waits behind them (read your writes). */
+    /* PUBLISHes whose clean delivery and ack wait, in order: logged ones until
+     * they commit, and the ones behind them (handle_publish.c). */
+    struct tern_held_pub *held, *held_tail;
+    /* Of those, how many are in the log: a clean SUBSCRIBE waits behind them
+     * (read your own retained writes). */
     uint32_t log_pending;
     uint32_t client_max_packet; /* the client's limit (v5 CONNECT), 0 = none */
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
@@ -285,6 +288,8 @@ void tern_conn_opt_trim(struct tern_conn *c);
 int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
                         uint8_t *reason);
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
+/* Frees the PUBLISHes still held for the connection (when it is freed). */
+void tern_publish_held_free(struct tern_conn_opt *o);
 int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *p,
                     uint8_t *reason);
 int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *p,

@@ -401,9 +401,10 @@ def test_qos2_dup_resend_before_commit_delivered_once(raw):
     p.disconnect()
 
 
-def test_retained_reaches_clean_subscriber_only_after_commit(raw):
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_retained_reaches_clean_subscriber_only_after_commit(raw, qos):
     """A retained PUBLISH goes to clean subscribers from the commit, in the
-    publisher's order with the non-retained ones around it."""
+    publisher's order with the non-retained ones around it (held behind it)."""
     topic = uid("ord")
     s = raw(4)
     s.connect(uid("s"))
@@ -412,7 +413,7 @@ def test_retained_reaches_clean_subscriber_only_after_commit(raw):
     p.connect(uid("p"))
     pkts = b""
     for i in range(30):
-        pkts += R.publish_packet(topic, b"%d" % i, qos=1, packet_id=i + 1,
+        pkts += R.publish_packet(topic, b"%d" % i, qos=qos, packet_id=i + 1 if qos else None,
                                  retain=(i % 3 == 0))
     p.send(pkts)
     got = [x for x in recv_all(s, quiet=1.0) if x.type == R.PUBLISH]
