@@ -924,8 +924,15 @@ static void test_connack_decode(void **state)
 
 /* ---- MQTT 5 property errors, per packet kind (docs/conformance.md) ---------- */
 
-enum pkind { PK_CONNECT, PK_WILL, PK_PUBLISH, PK_PUBACK, PK_SUBSCRIBE, PK_UNSUBSCRIBE,
-             PK_DISCONNECT };
+enum pkind {
+    PK_CONNECT,
+    PK_WILL,
+    PK_PUBLISH,
+    PK_PUBACK,
+    PK_SUBSCRIBE,
+    PK_UNSUBSCRIBE,
+    PK_DISCONNECT
+};
 
 /* A v5 packet of the given kind carrying the property block; returns its first byte. */
 static uint8_t with_props(struct bld *b, enum pkind k, const uint8_t *pr, size_t n)
@@ -997,14 +1004,14 @@ static void test_props_errors_per_packet(void **state)
         {PK_PUBACK, {0x01, 1}, 2, MALF, "payload format in PUBACK"},
         /* Topic Alias: non-zero, once, PUBLISH only (its upper bound is the
          * broker's topic_alias_maximum: node/handle_publish.c, 0x94) */
-        {PK_PUBLISH, {0x23, 0xff, 0xff}, 3, OK, "topic alias 65535 (range is checked later)"},
+        {PK_PUBLISH, {0x23, 0xff, 0xff}, 3, OK, "topic alias 65535: range checked later"},
         {PK_PUBLISH, {0x23, 0, 1, 0x23, 0, 2}, 6, PROTO, "topic alias twice"},
         {PK_WILL, {0x23, 0, 1}, 3, MALF, "topic alias in will"},
         {PK_SUBSCRIBE, {0x23, 0, 1}, 3, MALF, "topic alias in SUBSCRIBE"},
         /* Other duplicates: a protocol error (2.2.2.2) */
         {PK_PUBLISH, {0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 1}, 10, PROTO, "expiry twice"},
         {PK_PUBLISH, {0x03, 0, 1, 'a', 0x03, 0, 1, 'b'}, 8, PROTO, "content type twice"},
-        {PK_PUBLISH, {0x08, 0, 1, 'a', 0x08, 0, 1, 'b'}, 8, PROTO, "response topic twice"},
+        {PK_PUBLISH, {0x08, 0, 1, 'a', 0x08, 0, 1, 'b'}, 8, PROTO, "resp. topic twice"},
         {PK_PUBLISH, {0x09, 0, 1, 'a', 0x09, 0, 0}, 7, PROTO, "correlation data twice"},
         {PK_WILL, {0x18, 0, 0, 0, 1, 0x18, 0, 0, 0, 2}, 10, PROTO, "will delay twice"},
         {PK_CONNECT, {0x22, 0, 1, 0x22, 0, 1}, 6, PROTO, "topic alias max twice"},
@@ -1013,17 +1020,15 @@ static void test_props_errors_per_packet(void **state)
         {PK_CONNECT, {0x17, 1, 0x17, 1}, 4, PROTO, "request problem info twice"},
         {PK_CONNECT, {0x15, 0, 1, 'M', 0x15, 0, 1, 'M'}, 8, PROTO, "auth method twice"},
         {PK_PUBACK, {0x1F, 0, 1, 'a', 0x1F, 0, 1, 'b'}, 8, PROTO, "reason string twice"},
-        {PK_DISCONNECT, {0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1}, 10, PROTO,
-         "session expiry twice"},
-        {PK_SUBSCRIBE, {0x0B, 1, 0x0B, 2}, 4, PROTO, "subscription id twice in SUBSCRIBE"},
+        {PK_DISCONNECT, {0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1}, 10, PROTO, "expiry twice"},
+        {PK_SUBSCRIBE, {0x0B, 1, 0x0B, 2}, 4, PROTO, "sub id twice"},
         /* User properties may repeat; so may subscription ids in a PUBLISH (the
          * broker refuses those from clients: node/handle_publish.c) */
-        {PK_PUBLISH, {0x26, 0, 1, 'k', 0, 0, 0x26, 0, 1, 'k', 0, 0}, 12, OK, "user twice"},
+        {PK_PUBLISH, {0x26, 0, 1, 'k', 0, 0, 0x26, 0, 1, 'k', 0, 0}, 12, OK, "user x2"},
         {PK_PUBLISH, {0x0B, 1, 0x0B, 2}, 4, OK, "two subscription ids in PUBLISH"},
         /* Values outside their range */
         {PK_SUBSCRIBE, {0x0B, 0}, 2, PROTO, "subscription id 0"},
-        {PK_SUBSCRIBE, {0x0B, 0x80, 0x80, 0x80, 0x80, 0x01}, 6, MALF,
-         "subscription id of 5 bytes"},
+        {PK_SUBSCRIBE, {0x0B, 0x80, 0x80, 0x80, 0x80, 0x01}, 6, MALF, "sub id 5 bytes"},
         {PK_CONNECT, {0x19, 2}, 2, PROTO, "request response info 2"},
         {PK_CONNECT, {0x21, 0, 0}, 3, PROTO, "receive max 0"},
         /* Properties the packet may not carry: malformed (2.2.2.2) */
