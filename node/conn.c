@@ -72,7 +72,7 @@ static void conn_free(struct tern_conn *c)
             o->subs = p->next;
             free(p);
         }
-        tern_publish_held_free(o);
+        tern_publish_deferred_free(o);
         free(o->acks);
         free(o);
     }
@@ -93,9 +93,9 @@ struct tern_conn_opt *tern_conn_opt(struct tern_conn *c)
 void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
-    if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs && !o->held &&
-        o->log_pending == 0 && o->ack_seq_next == 0 && o->client_max_packet == 0 &&
-        o->client_alias_max == 0) {
+    if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
+        !o->deferred && o->log_pending == 0 && o->ack_seq_next == 0 &&
+        o->client_max_packet == 0 && o->client_alias_max == 0) {
         free(c->opt);
         c->opt = NULL;
     }
@@ -337,8 +337,8 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     if (c->wbuf && c->wbuf->len)
         tern_conn_flush_now(c);
     if (uv_is_closing((uv_handle_t *)&c->tcp))
-        return;                    /* the flush failed and closed it */
-    c->last_rx_ms = tern_now_ms(); /* the drain's start (tern_conn_sweep) */
+        return;                     /* the flush failed and closed it */
+    c->last_rx_ms = tern_mono_ms(); /* the drain's start (tern_conn_sweep) */
     uv_shutdown_t *req = malloc(sizeof(*req));
     if (req) {
         req->data = c;

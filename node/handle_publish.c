@@ -86,9 +86,9 @@ static int check_publish(struct tern_conn *c, const struct tern_publish *p,
 /* A PUBLISH whose clean delivery waits: a logged one until it commits, and one
  * without durable effects that came after it, behind it (MQTT 4.6 order). The
  * command is kept encoded: the packet's bytes are gone by then. They leave the
- * head of the connection's list in PUBLISH order (release_held). */
-struct tern_held_pub {
-    struct tern_held_pub *next;
+ * head of the connection's list in PUBLISH order (release_deferred). */
+struct tern_deferred_pub {
+    struct tern_deferred_pub *next;
     int slot;     /* ack slot, -1 for QoS 0 */
     bool done;    /* committed (or never needed to be) */
     bool deliver; /* false: refused, a duplicate, or the connection is closing */
@@ -112,35 +112,36 @@ static void deliver_clean(struct tern_conn *c, struct tern_cmd *cmd, uint16_t qo
         tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
 }
 
-static struct tern_held_pub *held_new(const struct tern_cmd *cmd, int slot, bool done)
+static struct tern_deferred_pub *deferred_new(const struct tern_cmd *cmd, int slot,
+                                              bool done)
 {
     size_t need = tern_cmd_encode(cmd, NULL, 0);
-    struct tern_held_pub *h = need ? malloc(sizeof(*h) + need) : NULL;
+    struct tern_deferred_pub *h = need ? malloc(sizeof(*h) + need) : NULL;
     if (!h)
         return NULL;
-    *h = (struct tern_held_pub){NULL, slot, done, true, need};
+    *h = (struct tern_deferred_pub){NULL, slot, done, true, need};
     tern_cmd_encode(cmd, h->cmd, need);
     return h;
 }
 
-static void held_append(struct tern_conn_opt *o, struct tern_held_pub *h)
+static void deferred_append(struct tern_conn_opt *o, struct tern_deferred_pub *h)
 {
-    if (o->held_tail)
-        o->held_tail->next = h;
+    if (o->deferred_tail)
+        o->deferred_tail->next = h;
     else
-        o->held = h;
-    o->held_tail = h;
+        o->deferred = h;
+    o->deferred_tail = h;
 }
 
 /* Delivers and acknowledges what is done at the head of the list, in order. */
-static void release_held(struct tern_conn *c)
+static void release_deferred(struct tern_conn *c)
 {
     struct tern_conn_opt *o = c->opt;
-    while (o && o->held && o->held->done) {
-        struct tern_held_pub *h = o->held;
-        o->held = h->next;
-        if (!o->held)
-            o->held_tail = NULL;
+    while (o && o->deferred && o->deferred->done) {
+        struct tern_deferred_pub *h = o->deferred;
+        o->deferred = h->next;
+        if (!o->deferred)
+            o->deferred_tail = NULL;
         struct tern_cmd cmd;
         size_t used;
         if (c->state != TERN_CONN_CLOSING) {
@@ -153,20 +154,20 @@ static void release_held(struct tern_conn *c)
     }
 }
 
-void tern_publish_held_free(struct tern_conn_opt *o)
+void tern_publish_deferred_free(struct tern_conn_opt *o)
 {
-    while (o->held) {
-        struct tern_held_pub *h = o->held;
-        o->held = h->next;
+    while (o->deferred) {
+        struct tern_deferred_pub *h = o->deferred;
+        o->deferred = h->next;
         free(h);
     }
-    o->held_tail = NULL;
+    o->deferred_tail = NULL;
 }
 
 static void on_publish_committed(struct tern_conn *c, int status,
                                  const struct tern_fsm_result *res, void *arg)
 {
-    struct tern_held_pub *h = arg;
+    struct tern_deferred_pub *h = arg;
     h->done = true;
     if (c->opt && c->opt->log_pending)
         c->opt->log_pending--;
@@ -187,7 +188,7 @@ static void on_publish_committed(struct tern_conn *c, int status,
     }
     if (c->state != TERN_CONN_CLOSING && status == TERN_OK && res->status == TERN_OK)
         tern_flow_hold(c, tern_cluster_fsm(c->node->cluster), res);
-    release_held(c);
+    release_deferred(c);
 }
 
 /* Does this PUBLISH change replicated state? */
@@ -293,7 +294,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
         }
     }
     uint16_t qos2_id = p->qos == 2 ? p->packet_id : 0;
-    bool behind = c->opt && c->opt->held;
+    bool behind = c->opt && c->opt->deferred;
     if (!log && !behind) {
         /* No durable effect: this node's clean sessions and the other nodes', at once. */
         deliver_clean(c, &cmd, qos2_id);
@@ -308,7 +309,8 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
      * a clean publisher's QoS 2 id. */
     cmd.u.publish.epoch = c->epoch;
     cmd.u.publish.inbound_packet_id = qos2_id;
-    struct tern_held_pub *h = tern_conn_opt(c) ? held_new(&cmd, slot, !log) : NULL;
+    struct tern_deferred_pub *h =
+        tern_conn_opt(c) ? deferred_new(&cmd, slot, !log) : NULL;
     if (!h) {
         free(userbuf);
         return TERN_ENOMEM;
@@ -325,7 +327,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
         *reason = TERN_RC_SERVER_UNAVAILABLE;
         return rv;
     }
-    held_append(c->opt, h);
+    deferred_append(c->opt, h);
     if (log)
         c->opt->log_pending++;
     return TERN_OK;

@@ -28,7 +28,7 @@
 
 struct tern_conn;
 struct tern_acks;
-struct tern_held_pub;
+struct tern_deferred_pub;
 struct route;
 struct tern_admin;
 
@@ -149,7 +149,7 @@ struct tern_conn_opt {
     uint32_t ack_seq_next; /* sequence number of the next ack slot */
     /* PUBLISHes whose clean delivery and ack wait, in order: logged ones until
      * they commit, and the ones behind them (handle_publish.c). */
-    struct tern_held_pub *held, *held_tail;
+    struct tern_deferred_pub *deferred, *deferred_tail;
     /* Of those, how many are in the log: a clean SUBSCRIBE waits behind them
      * (read your own retained writes). */
     uint32_t log_pending;
@@ -289,7 +289,7 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
                         uint8_t *reason);
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
 /* Frees the PUBLISHes still held for the connection (when it is freed). */
-void tern_publish_held_free(struct tern_conn_opt *o);
+void tern_publish_deferred_free(struct tern_conn_opt *o);
 int tern_handle_ack(struct tern_conn *c, uint8_t type, const struct tern_ack *p,
                     uint8_t *reason);
 int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *p,
