@@ -37,6 +37,10 @@ static_assert(SUB_ENTRY_FIXED == 2 + 1 + 4, "subscription entry layout");
 static_assert(TERN_CMD_VERSION >= 1 && TERN_CMD_VERSION <= 255, "version is a u8");
 static_assert(sizeof(((struct tern_bytes *)0)->len) == 4, "u32 lengths fit tern_bytes");
 static_assert(MSG_FLAGS_KNOWN == 0x1f, "message flag bits");
+/* Version 1: every type. Version 2: PUBLISH with a delivery selection. */
+#define CMD_VERSION_BASE 1u
+#define PUB_SELECT_KNOWN (TERN_PUB_GROUPS | TERN_PUB_NO_PLAIN)
+static_assert(TERN_CMD_VERSION == 2, "record versions handled here");
 
 /* --- cursor ------------------------------------------------------------------ */
 
@@ -50,6 +54,7 @@ struct cur {
     size_t pos;
     int err;
     const char *what; /* field that failed */
+    uint8_t version;  /* of the record being read or written */
 };
 
 static void fail(struct cur *c, int err, const char *what)
@@ -221,6 +226,47 @@ static bool sub_list_valid(struct tern_bytes list, uint32_t count)
     return n == count && pos == list.len;
 }
 
+/* --- PUBLISH group lists -------------------------------------------------------- */
+
+size_t tern_cmd_put_group(uint8_t *out, size_t cap, struct tern_bytes filter)
+{
+    struct cur c = {0};
+    f_str16(&c, &filter, "group");
+    if (c.err)
+        return 0;
+    if (out != NULL && c.pos <= cap) {
+        struct cur w = {.out = out};
+        f_str16(&w, &filter, "group");
+    }
+    return c.pos;
+}
+
+bool tern_cmd_next_group(struct tern_bytes list, uint32_t *pos, struct tern_bytes *filter)
+{
+    if (list.ptr == NULL || *pos >= list.len)
+        return false;
+    struct tern_bytes tmp = {0};
+    struct cur c = {.reading = true, .in = list.ptr, .len = list.len, .pos = *pos};
+    f_str16(&c, &tmp, "group");
+    if (c.err)
+        return false;
+    *filter = tmp;
+    *pos = (uint32_t)c.pos;
+    return true;
+}
+
+/* True when list holds exactly count entries and nothing else. */
+static bool group_list_valid(struct tern_bytes list, uint32_t count)
+{
+    if (count > list.len / 2) /* an entry takes at least its 2-byte length */
+        return false;
+    uint32_t pos = 0, n = 0;
+    struct tern_bytes e;
+    while (n < count && tern_cmd_next_group(list, &pos, &e))
+        n++;
+    return n == count && pos == list.len;
+}
+
 /* --- message ----------------------------------------------------------------- */
 
 static void msg_fields(struct cur *c, struct tern_cmd_msg *m)
@@ -293,6 +339,24 @@ static void publish_fields(struct cur *c, struct tern_cmd *cmd)
     f_u64(c, &cmd->u.publish.epoch, "publish.epoch");
     f_u16(c, &cmd->u.publish.inbound_packet_id, "publish.inbound_packet_id");
     msg_fields(c, &cmd->u.publish.msg);
+    uint8_t *sel = &cmd->u.publish.select;
+    if (c->version == CMD_VERSION_BASE) {
+        /* Version 1 has no selection: one that is set cannot be written as 1. */
+        check(c,
+              *sel == 0 && cmd->u.publish.group_count == 0 && !cmd->u.publish.groups.len,
+              "publish.select");
+        return;
+    }
+    f_u8(c, sel, "publish.select");
+    /* A zero selection is written as version 1 (canonical); NO_PLAIN and a list
+     * only come with GROUPS. */
+    check(c, *sel != 0 && (*sel & ~PUB_SELECT_KNOWN) == 0 && (*sel & TERN_PUB_GROUPS),
+          "publish.select");
+    f_u16(c, &cmd->u.publish.group_count, "publish.group_count");
+    f_bytes32(c, &cmd->u.publish.groups, "publish.groups");
+    if (c->err == 0)
+        check(c, group_list_valid(cmd->u.publish.groups, cmd->u.publish.group_count),
+              "publish.groups");
 }
 
 static void ack_fields(struct cur *c, struct tern_cmd *cmd)
@@ -406,9 +470,17 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
     }
 }
 
+/* The oldest version that holds cmd (records are canonical: one encoding). */
+static uint8_t cmd_version(const struct tern_cmd *cmd)
+{
+    return cmd->type == TERN_CMD_PUBLISH && cmd->u.publish.select ? TERN_CMD_VERSION
+                                                                  : CMD_VERSION_BASE;
+}
+
 static void cmd_write(struct cur *c, struct tern_cmd *cmd)
 {
-    uint8_t version = TERN_CMD_VERSION;
+    uint8_t version = cmd_version(cmd);
+    c->version = version;
     f_u8(c, &version, "version");
     f_u8(c, &cmd->type, "type");
     if (!cmd_fields(c, cmd))
@@ -448,11 +520,15 @@ int tern_cmd_decode(const uint8_t *buf, size_t len, struct tern_cmd *cmd, size_t
     memset(cmd, 0, sizeof(*cmd));
     uint8_t version = 0;
     f_u8(&c, &version, "version");
-    if (c.err == 0 && version != TERN_CMD_VERSION)
+    if (c.err == 0 && (version < CMD_VERSION_BASE || version > TERN_CMD_VERSION))
         fail(&c, TERN_EUNSUPPORTED, "version");
+    c.version = version;
     f_u8(&c, &cmd->type, "type");
     if (c.err == 0 && !cmd_fields(&c, cmd))
         fail(&c, TERN_EMALFORMED, "type");
+    /* Known version, but not the one encode would write (canonical form). */
+    if (c.err == 0 && version != cmd_version(cmd))
+        fail(&c, TERN_EMALFORMED, "version");
     if (c.err)
         return decode_fail(&c, errmsg);
     if (used != NULL)

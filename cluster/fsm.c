@@ -63,6 +63,7 @@ void tern_fsm_free(struct tern_fsm *f)
     fsm_state_free(f);
     free(f->match);
     free(f->pend);
+    free(f->rmatch);
     free(f);
 }
 

@@ -227,7 +227,14 @@ struct fsm_route {
     const char *inner;
     size_t inner_len;
     uint32_t node;
+    uint64_t mark; /* publish generation that chose for its group (not replicated) */
 };
+
+/* Is rt a shared filter's route ("$share/GROUP/...", inner after the prefix)? */
+static inline bool fsm_route_shared(const struct fsm_route *rt)
+{
+    return rt->inner != rt->key;
+}
 
 /* One pending delivery of a publish. */
 struct fsm_pending {
@@ -270,6 +277,8 @@ struct tern_fsm {
     size_t match_count, match_cap;
     struct fsm_pending *pend;
     size_t pend_count, pend_cap;
+    struct fsm_route **rmatch; /* shared routes matching, by (filter, node) */
+    size_t rmatch_count, rmatch_cap;
 
     /* The current PUBLISH's backlogged sessions (tern_fsm_result.backlogged). */
     struct tern_fsm_session *backlogged[TERN_FSM_BACKLOGGED_MAX];
@@ -372,8 +381,14 @@ void fsm_will_publish(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t n
 void fsm_session_free_all(struct tern_fsm *f);
 
 /* --- publish, acks (fsm_publish.c) --- */
+/* Which matching subscriptions a publish serves: NULL = all, the FSM choosing
+ * each shared group's member among its sessions and its routes' nodes. */
+struct fsm_select {
+    uint8_t flags;            /* TERN_PUB_* */
+    struct tern_bytes groups; /* TERN_PUB_GROUPS: tern_cmd_put_group() entries */
+};
 uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_bytes from,
-                         uint64_t now_ms);
+                         uint64_t now_ms, const struct fsm_select *sel);
 void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
 void fsm_ack(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
 void fsm_pubrel(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r);
@@ -404,6 +419,8 @@ void fsm_route_del_cmd(struct tern_fsm *f, const struct tern_cmd *c,
 int fsm_route_add(struct tern_fsm *f, const char *filter, size_t len, uint32_t node);
 void fsm_routes_drop_node(struct tern_fsm *f, uint32_t node);
 void fsm_routes_free_all(struct tern_fsm *f);
+/* qsort order of struct fsm_route * by (filter bytes, node). */
+int fsm_route_cmp(const void *a, const void *b);
 /* Routes sorted by (filter bytes, node), for snapshots; caller frees. */
 int fsm_routes_sorted(const struct tern_fsm *f, struct fsm_route ***out, size_t *n);
 

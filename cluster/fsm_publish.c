@@ -6,7 +6,18 @@
  *    the identifiers of all its matching subscriptions;
  *  - shared subscriptions: per (group, inner filter) one member, round robin
  *    over the online members (or, if none is online, over all of them).
- * Each copy is enqueued, which delivers or queues it. */
+ * Each copy is enqueued, which delivers or queues it.
+ *
+ * A group may also have clean members on other nodes (or in the node-local
+ * FSM), which this FSM knows only as routes ("$share/GROUP/FILTER", node). When
+ * a publish is not told which groups it serves (fsm_select), the group's member
+ * is chosen here among its sessions AND its routes' nodes, each node counting
+ * as one online member; a node chosen gets the copy through the shared_route
+ * effect and picks one of its clean members itself. A group that only has
+ * routes here has no replicated counter: its node is chosen by a hash of the
+ * message id, which every replica computes alike. An apply that is given a
+ * selection (the node-local FSMs: the choice was made where the message
+ * entered) serves only the groups it lists. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +46,95 @@ static bool no_local(const struct fsm_sub *u, struct tern_bytes from)
 {
     return (u->options & TERN_SUBOPT_NO_LOCAL) && from.len == u->s->client_id_len &&
            memcmp(from.ptr, u->s->client_id, from.len) == 0;
+}
+
+/* "$share/" before the group: a group's key "GROUP/INNER" is its filter without it. */
+#define SHARE_PREFIX_LEN 7
+
+static int rmatch_collect(void *ctx, const char *key, size_t len, void *value)
+{
+    struct tern_fsm *f = ctx;
+    struct fsm_route *rt = value;
+    (void)key;
+    (void)len;
+    if (!fsm_route_shared(rt))
+        return 0;
+    if (fsm_grow((void **)&f->rmatch, &f->rmatch_cap, f->rmatch_count + 1,
+                 sizeof(*f->rmatch)) != TERN_OK)
+        return 1; /* out of memory: choose among what was found */
+    f->rmatch[f->rmatch_count++] = value;
+    return 0;
+}
+
+static bool route_same_filter(const struct fsm_route *a, const struct fsm_route *b)
+{
+    return a->filter_len == b->filter_len && memcmp(a->key, b->key, a->filter_len) == 0;
+}
+
+static bool route_of_group(const struct fsm_route *rt, const char *key, size_t len)
+{
+    return rt->filter_len == len + SHARE_PREFIX_LEN &&
+           memcmp(rt->key + SHARE_PREFIX_LEN, key, len) == 0;
+}
+
+/* The routes of group key: a run of *n entries of the sorted rmatch from *first. */
+static void route_run(const struct tern_fsm *f, const char *key, size_t len,
+                      size_t *first, size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < f->rmatch_count; i++) {
+        if (route_of_group(f->rmatch[i], key, len)) {
+            if (*n == 0)
+                *first = i;
+            ++*n;
+        } else if (*n) {
+            return;
+        }
+    }
+}
+
+static void route_choose(struct tern_fsm *f, const struct fsm_route *rt,
+                         const struct tern_msg *m)
+{
+    struct tern_bytes filter = {(const uint8_t *)rt->key, (uint32_t)rt->filter_len};
+    if (f->obs.shared_route)
+        f->obs.shared_route(f->obs.ctx, m, filter, rt->node);
+}
+
+/* splitmix64's finalizer: consecutive message ids spread evenly. */
+static uint64_t mix64(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+/* Groups that have routes here but no session: one node each. */
+static void pend_routes(struct tern_fsm *f, const struct tern_msg *m, uint64_t mark)
+{
+    for (size_t i = 0; i < f->rmatch_count;) {
+        size_t j = i + 1;
+        while (j < f->rmatch_count && route_same_filter(f->rmatch[i], f->rmatch[j]))
+            j++;
+        if (f->rmatch[i]->mark != mark)
+            route_choose(f, f->rmatch[i + mix64(m->id) % (j - i)], m);
+        i = j;
+    }
+}
+
+/* Does the selection let this publish serve group g? */
+static bool select_has(const struct fsm_select *sel, const struct fsm_group *g)
+{
+    if (!sel || !(sel->flags & TERN_PUB_GROUPS))
+        return true;
+    uint32_t pos = 0;
+    struct tern_bytes e;
+    while (tern_cmd_next_group(sel->groups, &pos, &e)) {
+        if (e.len == g->key_len + SHARE_PREFIX_LEN &&
+            memcmp(e.ptr + SHARE_PREFIX_LEN, g->key, g->key_len) == 0)
+            return true;
+    }
+    return false;
 }
 
 static struct fsm_entry sub_entry(const struct fsm_sub *u, struct tern_msg *m)
@@ -103,41 +203,62 @@ static uint32_t group_scan(const struct tern_fsm *f, size_t i, const struct fsm_
     return n;
 }
 
+/* One member of group g: its sessions here (matches from i on) first, then the
+ * nodes of its routes (clean members elsewhere), which count as online. */
 static void pend_shared(struct tern_fsm *f, size_t i, struct tern_msg *m,
-                        struct tern_bytes from)
+                        struct tern_bytes from, uint64_t mark)
 {
     struct fsm_group *g = f->match[i]->group;
-    bool online = group_scan(f, i, g, from, true, 0, NULL) > 0;
-    uint32_t n = group_scan(f, i, g, from, online, 0, NULL);
+    size_t r0 = 0, nr = 0;
+    route_run(f, g->key, g->key_len, &r0, &nr);
+    for (size_t k = 0; k < nr; k++)
+        f->rmatch[r0 + k]->mark = mark; /* chosen here, not by pend_routes */
+    bool online = nr > 0 || group_scan(f, i, g, from, true, 0, NULL) > 0;
+    uint32_t np = group_scan(f, i, g, from, online, 0, NULL);
+    uint64_t n = (uint64_t)np + nr;
     if (n == 0)
         return;
+    uint64_t k = g->next++ % n;
+    if (k >= np) {
+        route_choose(f, f->rmatch[r0 + (size_t)(k - np)], m);
+        return;
+    }
     const struct fsm_sub *u = NULL;
-    group_scan(f, i, g, from, online, (uint32_t)(g->next++ % n), &u);
+    group_scan(f, i, g, from, online, (uint32_t)k, &u);
     struct fsm_entry e = sub_entry(u, m);
     pend_add(f, u->s, &e);
 }
 
 uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_bytes from,
-                         uint64_t now_ms)
+                         uint64_t now_ms, const struct fsm_select *sel)
 {
     if (m->retain)
         fsm_retain(f, m);
     f->match_count = 0;
     f->pend_count = 0;
-    tern_topic_tree_match(f->subs, (const char *)m->topic.ptr, m->topic.len,
-                          match_collect, f);
+    f->rmatch_count = 0;
+    const char *topic = (const char *)m->topic.ptr;
+    tern_topic_tree_match(f->subs, topic, m->topic.len, match_collect, f);
     if (f->match_count > 1)
         qsort(f->match, f->match_count, sizeof(*f->match), seq_cmp);
+    if (!sel && f->routes.count) {
+        tern_topic_tree_match(f->route_tree, topic, m->topic.len, rmatch_collect, f);
+        if (f->rmatch_count > 1)
+            qsort(f->rmatch, f->rmatch_count, sizeof(*f->rmatch), fsm_route_cmp);
+    }
+    bool plain = !sel || !(sel->flags & TERN_PUB_NO_PLAIN);
     uint64_t mark = ++f->mark_counter;
     for (size_t i = 0; i < f->match_count; i++) {
         struct fsm_sub *u = f->match[i];
-        if (!u->group && !no_local(u, from))
+        if (!u->group && plain && !no_local(u, from))
             pend_plain(f, u, m, mark);
         else if (u->group && u->group->mark != mark) {
             u->group->mark = mark;
-            pend_shared(f, i, m, from);
+            if (select_has(sel, u->group))
+                pend_shared(f, i, m, from, mark);
         }
     }
+    pend_routes(f, m, mark);
     uint32_t matched = 0;
     for (size_t i = 0; i < f->pend_count; i++)
         matched += fsm_enqueue(f, f->pend[i].s, &f->pend[i].e, now_ms);
@@ -200,7 +321,9 @@ void fsm_publish(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_r
         r->status = TERN_ENOMEM;
         return;
     }
-    r->matched = fsm_publish_msg(f, m, c->u.publish.client_id, c->now_ms);
+    struct fsm_select sel = {c->u.publish.select, c->u.publish.groups};
+    r->matched =
+        fsm_publish_msg(f, m, c->u.publish.client_id, c->now_ms, sel.flags ? &sel : NULL);
     fsm_msg_unref(f, m);
 }
 

@@ -171,7 +171,7 @@ void fsm_routes_free_all(struct tern_fsm *f)
     f->route_tree = NULL;
 }
 
-static int route_cmp(const void *a, const void *b)
+int fsm_route_cmp(const void *a, const void *b)
 {
     const struct fsm_route *x = *(const struct fsm_route *const *)a;
     const struct fsm_route *y = *(const struct fsm_route *const *)b;
@@ -192,7 +192,7 @@ int fsm_routes_sorted(const struct tern_fsm *f, struct fsm_route ***out, size_t 
         return TERN_ENOMEM;
     }
     if (x.n > 1)
-        qsort(x.v, x.n, sizeof(*x.v), route_cmp);
+        qsort(x.v, x.n, sizeof(*x.v), fsm_route_cmp);
     *out = x.v;
     *n = x.n;
     return TERN_OK;
@@ -265,4 +265,54 @@ int tern_fsm_route_match(const struct tern_fsm *f, const char *topic, size_t len
 uint32_t tern_fsm_route_count(const struct tern_fsm *f)
 {
     return (uint32_t)f->routes.count;
+}
+
+struct route_set {
+    struct fsm_route *inline_v[ROUTE_NODES_INLINE];
+    struct fsm_route **v;
+    size_t n, cap;
+    bool oom;
+};
+
+static int route_set_add(void *ctx, const char *key, size_t len, void *value)
+{
+    struct route_set *x = ctx;
+    (void)key;
+    (void)len;
+    if (x->n == x->cap) {
+        size_t cap = x->cap * 2;
+        struct fsm_route **v = x->v == x->inline_v ? malloc(cap * sizeof(*v))
+                                                   : realloc(x->v, cap * sizeof(*v));
+        if (!v) {
+            x->oom = true;
+            return 1;
+        }
+        if (x->v == x->inline_v)
+            memcpy(v, x->inline_v, sizeof(x->inline_v));
+        x->v = v;
+        x->cap = cap;
+    }
+    x->v[x->n++] = value;
+    return 0;
+}
+
+int tern_fsm_route_visit(const struct tern_fsm *f, const char *topic, size_t len,
+                         int (*fn)(void *ctx, struct tern_bytes filter, bool shared,
+                                   uint32_t node),
+                         void *ctx)
+{
+    struct route_set x = {.cap = ROUTE_NODES_INLINE};
+    x.v = x.inline_v;
+    tern_topic_tree_match(f->route_tree, topic, len, route_set_add, &x);
+    int rc = x.oom ? TERN_ENOMEM : 0;
+    if (!rc && x.n > 1)
+        qsort(x.v, x.n, sizeof(*x.v), fsm_route_cmp);
+    for (size_t i = 0; !rc && i < x.n; i++) {
+        const struct fsm_route *rt = x.v[i];
+        struct tern_bytes b = {(const uint8_t *)rt->key, (uint32_t)rt->filter_len};
+        rc = fn(ctx, b, fsm_route_shared(rt), rt->node);
+    }
+    if (x.v != x.inline_v)
+        free(x.v);
+    return rc;
 }

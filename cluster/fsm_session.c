@@ -227,7 +227,7 @@ static void will_publish_msg(struct tern_fsm *f, struct tern_msg *m,
                              struct tern_bytes from, uint64_t now_ms)
 {
     fsm_msg_set_expiry(f, m, now_ms); /* the will is published now */
-    fsm_publish_msg(f, m, from, now_ms);
+    fsm_publish_msg(f, m, from, now_ms, NULL);
     if (f->obs.published)
         f->obs.published(f->obs.ctx, m);
     f->stats.wills_published++;

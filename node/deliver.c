@@ -139,3 +139,35 @@ void tern_deliver_to_local(struct tern_node *n, const struct tern_cmd_msg *m,
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, &cmd, &res);
 }
+
+void tern_deliver_to_local_plain(struct tern_node *n, const struct tern_cmd_msg *m)
+{
+    struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};
+    cmd.u.publish.msg = *m;
+    cmd.u.publish.select = TERN_PUB_GROUPS; /* and an empty list: no group here */
+    struct tern_fsm_result res;
+    tern_fsm_apply(n->local, &cmd, &res);
+}
+
+bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
+                         struct tern_cmd_msg *out)
+{
+    *out = (struct tern_cmd_msg){
+        .topic = m->topic,
+        .payload = m->payload,
+        .qos = m->qos,
+        .retain = m->retain,
+        .flags = m->flags,
+        .payload_format = m->payload_format,
+        .content_type = m->content_type,
+        .response_topic = m->response_topic,
+        .correlation_data = m->correlation_data,
+        .user = m->user,
+    };
+    if (m->flags & TERN_MSG_HAS_EXPIRY) {
+        out->expiry_s = tern_msg_remaining_s(m, now_ms);
+        if (out->expiry_s == 0 && m->expire_at_ms && now_ms >= m->expire_at_ms)
+            return false;
+    }
+    return true;
+}

@@ -90,36 +90,39 @@ static int check_publish(struct tern_conn *c, const struct tern_publish *p,
 struct tern_deferred_pub {
     struct tern_deferred_pub *next;
     int slot;     /* ack slot, -1 for QoS 0 */
+    bool logged;  /* went through the log (the FSM chose its shared groups) */
     bool done;    /* committed (or never needed to be) */
     bool deliver; /* false: refused, a duplicate, or the connection is closing */
     size_t len;
     uint8_t cmd[];
 };
 
-/* This node's clean sessions, and forwards to the nodes with matching routes. */
-static void deliver_clean(struct tern_conn *c, struct tern_cmd *cmd, uint16_t qos2_id)
+/* This node's clean sessions, and forwards to the nodes with matching routes.
+ * For a logged PUBLISH the replicated FSM chose its shared-group members
+ * (tern_routes_publish serves only the plain subscriptions then). */
+static void deliver_clean(struct tern_conn *c, struct tern_cmd *cmd, uint16_t qos2_id,
+                          bool logged)
 {
     struct tern_node *n = c->node;
     cmd->u.publish.epoch = c->local_epoch;
     /* A clean publisher's QoS 2 id is held in the local FSM (it ends with the
      * connection anyway). */
     cmd->u.publish.inbound_packet_id = c->persistent ? 0 : qos2_id;
-    struct tern_fsm_result res;
-    tern_fsm_apply(n->local, cmd, &res);
+    struct tern_fsm_result res; /* of the apply to this node's clean sessions */
+    uint32_t fullest = tern_routes_publish(n, cmd, logged, &res);
     tern_flow_hold(c, n->local, &res); /* a clean subscriber's queue is backlogged */
-    uint32_t fullest = tern_routes_forward(n, cmd);
     if (fullest)
         tern_conn_pause(c, fullest); /* after this PUBLISH, if that link is backed up */
 }
 
 static struct tern_deferred_pub *deferred_new(const struct tern_cmd *cmd, int slot,
-                                              bool done)
+                                              bool logged)
 {
     size_t need = tern_cmd_encode(cmd, NULL, 0);
     struct tern_deferred_pub *h = need ? malloc(sizeof(*h) + need) : NULL;
     if (!h)
         return NULL;
-    *h = (struct tern_deferred_pub){NULL, slot, done, true, need};
+    *h = (struct tern_deferred_pub){NULL, slot, logged, !logged, true, need};
     tern_cmd_encode(cmd, h->cmd, need);
     return h;
 }
@@ -147,7 +150,7 @@ static void release_deferred(struct tern_conn *c)
         if (c->state != TERN_CONN_CLOSING) {
             if (h->deliver &&
                 tern_cmd_decode(h->cmd, h->len, &cmd, &used, NULL) == TERN_OK)
-                deliver_clean(c, &cmd, cmd.u.publish.inbound_packet_id);
+                deliver_clean(c, &cmd, cmd.u.publish.inbound_packet_id, h->logged);
             tern_acks_done(c, h->slot, TERN_RC_SUCCESS);
         }
         free(h);
@@ -297,7 +300,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     bool behind = c->opt && c->opt->deferred;
     if (!log && !behind) {
         /* No durable effect: this node's clean sessions and the other nodes', at once. */
-        deliver_clean(c, &cmd, qos2_id);
+        deliver_clean(c, &cmd, qos2_id, false);
         if (slot >= 0)
             tern_acks_done(c, slot, TERN_RC_SUCCESS);
         free(userbuf);
@@ -310,7 +313,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     cmd.u.publish.epoch = c->epoch;
     cmd.u.publish.inbound_packet_id = qos2_id;
     struct tern_deferred_pub *h =
-        tern_conn_opt(c) ? deferred_new(&cmd, slot, !log) : NULL;
+        tern_conn_opt(c) ? deferred_new(&cmd, slot, log) : NULL;
     if (!h) {
         free(userbuf);
         return TERN_ENOMEM;

@@ -279,6 +279,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     };
     memcpy(cc.members, cfg->members, sizeof(cc.members));
     struct tern_fsm_observer robs = tern_session_observer(n, true);
+    robs.shared_route = tern_routes_on_shared; /* ctx is n, as for the others */
     int rv = tern_cluster_new(&n->cluster, loop, &cc, &robs, errmsg);
     if (rv != TERN_OK)
         return rv;

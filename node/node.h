@@ -81,6 +81,7 @@ struct tern_node {
     uint64_t epoch_local;
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
+    uint64_t shared_rr; /* round robin over a shared group's nodes (routes.c) */
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
     uv_timer_t conn_timer;     /* connect timeouts and keepalives (tern_conn_sweep) */
@@ -331,7 +332,18 @@ int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
 /* routes.c */
 void tern_routes_ref(struct tern_node *n, const char *f, size_t len);
 void tern_routes_unref(struct tern_node *n, const char *f, size_t len);
-uint32_t tern_routes_forward(struct tern_node *n, const struct tern_cmd *cmd);
+/* A client's PUBLISH for clean sessions: applied to this node's local FSM and
+ * forwarded to the other nodes with matching routes, each told which shared
+ * groups it serves. `log`: the PUBLISH also goes through the log, and the
+ * replicated FSM chooses every shared group's member (shared_route). *res is
+ * the local apply's result. Returns the node whose link (of those it went on)
+ * has the most unsent bytes, or 0. */
+uint32_t tern_routes_publish(struct tern_node *n, const struct tern_cmd *cmd, bool log,
+                             struct tern_fsm_result *res);
+/* Observer shared_route of the replicated FSM: delivers the group's copy to one
+ * of this node's clean members when the FSM chose this node. */
+void tern_routes_on_shared(void *ctx, const struct tern_msg *m, struct tern_bytes filter,
+                           uint32_t node);
 void tern_routes_free(struct tern_node *n);
 
 /* acks.c: ordered acknowledgements to publishers. */
@@ -348,6 +360,13 @@ bool tern_acks_holds(const struct tern_conn *c, uint8_t type, uint16_t packet_id
 void tern_deliver(struct tern_conn *c, const struct tern_delivery *d);
 void tern_deliver_to_local(struct tern_node *n, const struct tern_cmd_msg *m,
                            const char *from_id, size_t from_len);
+/* The same, but not to shared groups: for a message the replicated FSM published
+ * (a will), which chose the groups' members itself (shared_route). */
+void tern_deliver_to_local_plain(struct tern_node *n, const struct tern_cmd_msg *m);
+/* m as a command message, with the expiry it has left at now_ms; false when it
+ * has expired. Points into m. */
+bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
+                         struct tern_cmd_msg *out);
 
 /* admin.c: the admin HTTP API (docs/operations.md), $SYS topics and drain. */
 int tern_admin_start(struct tern_node *n, char *errmsg);

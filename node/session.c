@@ -402,7 +402,7 @@ static void repl_published(void *ctx, const struct tern_msg *m)
 {
     struct tern_node *n = ctx;
     struct tern_cmd_msg cm = msg_of(m);
-    tern_deliver_to_local(n, &cm, NULL, 0);
+    tern_deliver_to_local_plain(n, &cm);
 }
 
 /* Does connection c hold the session the replicated state has for its id? */

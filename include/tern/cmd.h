@@ -21,7 +21,10 @@
 
 #include "tern/codec.h" /* struct tern_bytes */
 
-#define TERN_CMD_VERSION 1
+/* Newest record version this build reads and writes. A record is written in the
+ * oldest version that can hold it: 2 only for a PUBLISH with a delivery selection
+ * (publish.select != 0), which goes between nodes and never into the log. */
+#define TERN_CMD_VERSION 2
 
 enum tern_cmd_type {
     TERN_CMD_SESSION_OPEN = 1,  /* CONNECT: create, resume or take over a session */
@@ -78,6 +81,12 @@ struct tern_cmd_msg {
     struct tern_bytes user;
 };
 
+/* PUBLISH delivery selection (tern_cmd.u.publish.select). A shared group's
+ * member is chosen at one place per message (docs/architecture.md, "Shared
+ * subscriptions"); an apply elsewhere serves only what it is told to. */
+#define TERN_PUB_GROUPS 0x01   /* shared groups: only those listed in `groups` */
+#define TERN_PUB_NO_PLAIN 0x02 /* no non-shared subscription (needs TERN_PUB_GROUPS) */
+
 /* Kinds of outbound acknowledgement (tern_cmd.u.ack.kind): the packet types. */
 
 struct tern_cmd {
@@ -117,6 +126,11 @@ struct tern_cmd {
             uint64_t epoch;
             uint16_t inbound_packet_id; /* QoS 2: id to hold until PUBREL; else 0 */
             struct tern_cmd_msg msg;
+            /* Which matching subscriptions this apply serves (TERN_PUB_*); 0 =
+             * all, the FSM choosing each shared group's member itself. */
+            uint8_t select;
+            uint16_t group_count;     /* TERN_PUB_GROUPS: entries in groups */
+            struct tern_bytes groups; /* entries from tern_cmd_put_group() */
         } publish;
         struct {
             struct tern_bytes client_id;
@@ -196,5 +210,14 @@ size_t tern_cmd_put_sub(uint8_t *out, size_t cap, const struct tern_cmd_sub *e);
 /* Walks a list; *pos starts at 0. Returns false at the end or on a malformed
  * entry (tern_cmd_decode already validated lists it decoded). */
 bool tern_cmd_next_sub(struct tern_bytes list, uint32_t *pos, struct tern_cmd_sub *e);
+
+/* PUBLISH group list entry: one shared filter "$share/GROUP/FILTER" as a str16.
+ * Appends to out; returns the bytes it needs, writes when it fits (0: over 65535
+ * bytes). */
+size_t tern_cmd_put_group(uint8_t *out, size_t cap, struct tern_bytes filter);
+
+/* Walks a group list; *pos starts at 0. False at the end or on a malformed entry. */
+bool tern_cmd_next_group(struct tern_bytes list, uint32_t *pos,
+                         struct tern_bytes *filter);
 
 #endif

@@ -144,7 +144,8 @@ struct tern_fsm_observer {
     void (*fenced)(void *ctx, struct tern_bytes client_id, uint32_t owner_node,
                    uint64_t epoch, uint8_t reason);
     /* The FSM published a message of its own (a will). Each node delivers it to
-     * subscribers that are not in this FSM (its local clean sessions). */
+     * subscribers that are not in this FSM (its local clean sessions), but not to
+     * shared groups: the FSM chose their members (shared_route). */
     void (*published)(void *ctx, const struct tern_msg *m);
     /* tern_fsm_restore() replaced all state of f (a snapshot installed from the
      * leader, or loaded at start). No other effect is called for what the
@@ -153,6 +154,13 @@ struct tern_fsm_observer {
      * out before is invalid. Called once f is consistent; it may read f and
      * call tern_fsm_session_resend() / tern_fsm_session_set_local(). */
     void (*restored)(void *ctx, struct tern_fsm *f);
+    /* A shared group's copy of a message goes to `node`'s clean members: the FSM
+     * chose that node's route for the group `filter` ("$share/GROUP/FILTER")
+     * over the group's other routes and members. That node delivers it to one of
+     * its clean members of the group, and no other copy of the group is made.
+     * Valid only during the call. */
+    void (*shared_route)(void *ctx, const struct tern_msg *m, struct tern_bytes filter,
+                         uint32_t node);
 };
 
 /* self_node: this replica's node id (only used to annotate; apply is identical on
@@ -252,6 +260,13 @@ int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *e
  * non-zero value (which stops the walk), or TERN_ENOMEM before any visit. */
 int tern_fsm_route_match(const struct tern_fsm *f, const char *topic, size_t len,
                          int (*fn)(void *ctx, uint32_t node), void *ctx);
+/* Visits every route whose filter (without its $share prefix) matches topic:
+ * full filter, whether it is shared, node; ordered by (filter bytes, node).
+ * Returns 0, fn's non-zero value, or TERN_ENOMEM before any visit. */
+int tern_fsm_route_visit(const struct tern_fsm *f, const char *topic, size_t len,
+                         int (*fn)(void *ctx, struct tern_bytes filter, bool shared,
+                                   uint32_t node),
+                         void *ctx);
 /* Number of (filter, node) routes. */
 uint32_t tern_fsm_route_count(const struct tern_fsm *f);
 

@@ -62,6 +62,17 @@ static struct tern_bytes make_sub_list(uint32_t *count, bool unsubscribe)
     return (struct tern_bytes){sub_list, (uint32_t)n};
 }
 
+static uint8_t group_list[64];
+
+/* Two shared filters, as a PUBLISH delivery selection lists them. */
+static struct tern_bytes make_group_list(uint16_t *count)
+{
+    size_t n = tern_cmd_put_group(group_list, sizeof(group_list), B("$share/g/a/#"));
+    n += tern_cmd_put_group(group_list + n, sizeof(group_list) - n, B("$share/h/+"));
+    *count = 2;
+    return (struct tern_bytes){group_list, (uint32_t)n};
+}
+
 /* Every command type, with optional fields on (all = true) and off. */
 static struct tern_cmd make_cmd(uint8_t type, bool all)
 {
@@ -101,6 +112,10 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         c.u.publish.epoch = 2;
         c.u.publish.inbound_packet_id = all ? 7 : 0;
         c.u.publish.msg = make_msg(all);
+        if (all) {
+            c.u.publish.select = TERN_PUB_GROUPS | TERN_PUB_NO_PLAIN;
+            c.u.publish.groups = make_group_list(&c.u.publish.group_count);
+        }
         break;
     case TERN_CMD_ACK:
         c.u.ack.client_id = B("c");
@@ -215,6 +230,9 @@ static void cmd_eq(const struct tern_cmd *a, const struct tern_cmd *b)
         assert_int_equal(a->u.publish.epoch, b->u.publish.epoch);
         assert_int_equal(a->u.publish.inbound_packet_id, b->u.publish.inbound_packet_id);
         msg_eq(&a->u.publish.msg, &b->u.publish.msg);
+        assert_int_equal(a->u.publish.select, b->u.publish.select);
+        assert_int_equal(a->u.publish.group_count, b->u.publish.group_count);
+        bytes_eq(a->u.publish.groups, b->u.publish.groups);
         break;
     case TERN_CMD_ACK:
         bytes_eq(a->u.ack.client_id, b->u.ack.client_id);
@@ -287,7 +305,8 @@ static void test_round_trip_all(void **state)
             struct tern_cmd in = make_cmd(type, all);
             size_t len;
             uint8_t *buf = encode_heap(&in, &len);
-            assert_int_equal(buf[0], TERN_CMD_VERSION);
+            /* The oldest version that holds it: 2 only for a selection. */
+            assert_int_equal(buf[0], type == TERN_CMD_PUBLISH && all ? 2 : 1);
             assert_int_equal(buf[1], type);
             struct tern_cmd out;
             size_t used = 0;
@@ -448,6 +467,71 @@ static int decode_mutated(const struct tern_cmd *in, size_t at, uint8_t value)
     int rc = tern_cmd_decode(buf, len, &out, &used, err);
     free(buf);
     return rc;
+}
+
+/* PUBLISH delivery selection: version 2 exactly when it is set, only known and
+ * coherent bits, a group list of exactly group_count entries. */
+static void test_publish_select(void **state)
+{
+    (void)state;
+    struct tern_cmd in = make_cmd(TERN_CMD_PUBLISH, true);
+    size_t len;
+    uint8_t *buf = encode_heap(&in, &len);
+    struct tern_cmd out;
+    size_t used;
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_OK);
+    uint32_t pos = 0;
+    struct tern_bytes g;
+    assert_true(tern_cmd_next_group(out.u.publish.groups, &pos, &g));
+    assert_int_equal(g.len, 12);
+    assert_memory_equal(g.ptr, "$share/g/a/#", 12);
+    assert_true(tern_cmd_next_group(out.u.publish.groups, &pos, &g));
+    assert_memory_equal(g.ptr, "$share/h/+", 10);
+    assert_false(tern_cmd_next_group(out.u.publish.groups, &pos, &g));
+    /* Read as version 1, the record ends before the selection. */
+    buf[0] = 1;
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_OK);
+    assert_int_equal(used, len - 1 - 2 - 4 - in.u.publish.groups.len);
+    assert_int_equal(out.u.publish.select, 0);
+    free(buf);
+
+    /* Only GROUPS, with an empty list: "no shared group here". */
+    in.u.publish.select = TERN_PUB_GROUPS;
+    in.u.publish.group_count = 0;
+    in.u.publish.groups = (struct tern_bytes){NULL, 0};
+    buf = encode_heap(&in, &len);
+    assert_int_equal(buf[0], 2);
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_OK);
+    assert_int_equal(out.u.publish.select, TERN_PUB_GROUPS);
+    assert_int_equal(out.u.publish.group_count, 0);
+    /* select is the byte before group_count (u16) and groups (u32 length). */
+    size_t at = len - 7;
+    buf[at] = 0; /* a zero selection is written as version 1 */
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_EMALFORMED);
+    buf[at] = TERN_PUB_NO_PLAIN; /* NO_PLAIN without GROUPS */
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_EMALFORMED);
+    buf[at] = TERN_PUB_GROUPS | 0x04; /* unknown bit */
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_EMALFORMED);
+    buf[at] = TERN_PUB_GROUPS;
+    buf[at + 1] = 1; /* one entry claimed, none there */
+    assert_int_equal(tern_cmd_decode(buf, len, &out, &used, NULL), TERN_EMALFORMED);
+    free(buf);
+
+    /* The encoder refuses what it could not write back. */
+    struct tern_cmd bad = make_cmd(TERN_CMD_PUBLISH, false);
+    bad.u.publish.group_count = 1; /* a list without GROUPS */
+    assert_int_equal(tern_cmd_encode(&bad, NULL, 0), 0);
+    bad = make_cmd(TERN_CMD_PUBLISH, false);
+    bad.u.publish.select = TERN_PUB_NO_PLAIN;
+    assert_int_equal(tern_cmd_encode(&bad, NULL, 0), 0);
+    bad.u.publish.select = TERN_PUB_GROUPS;
+    bad.u.publish.group_count = 3; /* not what the list holds */
+    bad.u.publish.groups = make_group_list(&(uint16_t){0});
+    assert_int_equal(tern_cmd_encode(&bad, NULL, 0), 0);
+
+    /* Another type at version 2 is not canonical either. */
+    struct tern_cmd tick = make_cmd(TERN_CMD_TICK, false);
+    assert_int_equal(decode_mutated(&tick, 0, 2), TERN_EMALFORMED);
 }
 
 static void test_rejects(void **state)
@@ -666,15 +750,11 @@ static void test_batch(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_all),
-        cmocka_unit_test(test_msg_flags_each),
-        cmocka_unit_test(test_truncation),
-        cmocka_unit_test(test_small_cap),
-        cmocka_unit_test(test_golden),
-        cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_sub_list_validation),
-        cmocka_unit_test(test_list_put_next),
-        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_round_trip_all), cmocka_unit_test(test_msg_flags_each),
+        cmocka_unit_test(test_truncation),     cmocka_unit_test(test_small_cap),
+        cmocka_unit_test(test_golden),         cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_publish_select), cmocka_unit_test(test_sub_list_validation),
+        cmocka_unit_test(test_list_put_next),  cmocka_unit_test(test_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
