@@ -108,6 +108,9 @@ struct hit {
 };
 
 #define HITS_INLINE 32
+/* Distinct nodes remembered per forward; past it (routes of more nodes than a
+ * cluster has members) earlier hits are scanned instead. */
+#define TERN_FORWARD_NODES_MAX 64
 
 struct hits {
     struct hit inline_v[HITS_INLINE];
@@ -210,17 +213,28 @@ static void forward_one(struct fwd_ctx *f, uint32_t node, const struct tern_cmd 
     }
 }
 
-/* To every other node that gets something, once, with its own selection. */
+/* To every other node that gets something, once, with its own selection. The
+ * hits are in filter order; a node's hits are found by scanning them, once per
+ * node (few nodes, possibly many filters). */
 static void forward(struct fwd_ctx *f, const struct hits *h, const struct tern_cmd *cmd,
                     uint8_t *buf, size_t cap)
 {
+    uint32_t done[TERN_FORWARD_NODES_MAX];
+    size_t ndone = 0;
     for (size_t i = 0; i < h->n; i++) {
         uint32_t node = h->v[i].node;
         size_t k = 0;
-        while (k < i && h->v[k].node != node)
+        while (k < ndone && done[k] != node)
             k++;
-        if (k < i || node == f->n->cfg.node_id || !wanted(h, node))
-            continue; /* seen already, this node, or nothing for it */
+        bool seen = k < ndone;
+        for (size_t j = 0; !seen && ndone == TERN_FORWARD_NODES_MAX && j < i; j++)
+            seen = h->v[j].node == node;
+        if (seen || node == f->n->cfg.node_id)
+            continue; /* seen already, or this node */
+        if (ndone < TERN_FORWARD_NODES_MAX)
+            done[ndone++] = node;
+        if (!wanted(h, node))
+            continue; /* nothing for it: its groups were chosen elsewhere */
         struct tern_cmd copy = *cmd;
         select_for(h, node, buf, cap, &copy);
         forward_one(f, node, &copy);
