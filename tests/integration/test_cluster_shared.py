@@ -46,8 +46,9 @@ def wait_ready(pub, members, base):
         m.drain(0.3)  # late duplicate probes
 
 
-def publish_n(pub, topic, first, n, qos=1, timeout=20.0):
-    infos = [pub.publish(topic, b"%d" % i, qos, wait=False) for i in range(first, first + n)]
+def publish_n(pub, topic, first, n, qos=1, timeout=20.0, retain=False):
+    infos = [pub.publish(topic, b"%d" % i, qos, retain=retain, wait=False)
+             for i in range(first, first + n)]
     deadline = time.monotonic() + timeout
     for info in infos:
         if qos:
@@ -79,10 +80,13 @@ def check_once(got, first, n):
             n, total, [len(g) for g in got], missing[:20], dups[:20]))
 
 
-def test_clean_members_on_two_nodes_get_one_copy_per_group(tern_cluster):
+@pytest.mark.parametrize("retain", [False, True], ids=["direct", "through-log"])
+def test_clean_members_on_two_nodes_get_one_copy_per_group(tern_cluster, retain):
     """(a) Clean v5 members of one group on nodes 2 and 3, a publisher on node 1: N
     QoS 1 messages are delivered N times in all, each once; both members get a share;
-    a plain subscriber of the topic still gets all N."""
+    a plain subscriber of the topic still gets all N. Retained messages go through
+    the log, where the replicated state machine chooses the group's node instead of
+    the publisher's node."""
     c = tern_cluster
     base = "sh/" + uid()
     members = [c.client(2, version=V5), c.client(3, version=V5)]
@@ -91,7 +95,7 @@ def test_clean_members_on_two_nodes_get_one_copy_per_group(tern_cluster):
     join_group(members, base)
     pub = c.client(1, version=V5)
     wait_ready(pub, members, base)
-    publish_n(pub, base + "/t", 0, N)
+    publish_n(pub, base + "/t", 0, N, retain=retain)
     got = gather(members, base + "/t", N)
     check_once(got, 0, N)
     assert all(len(g) >= N // 4 for g in got), "unfair split %r" % [len(g) for g in got]
@@ -160,3 +164,22 @@ def test_members_on_one_node_share_and_leavers_stop_receiving(tern_cluster):
     got = gather(members[:2], topic, N)
     check_once(got, 2 * N, N)
     assert not got[0]
+
+
+def test_wills_reach_one_member_of_the_group(tern_cluster):
+    """(d) A will is published by the replicated state machine: with clean members of
+    the group on nodes 2 and 3, each will of a client dropped on node 1 is delivered
+    once in all (every node used to hand it to its own member)."""
+    c = tern_cluster
+    base = "sh/" + uid()
+    members = [c.client(2, version=V5), c.client(3, version=V5)]
+    join_group(members, base)
+    pub = c.client(1, version=V5)
+    wait_ready(pub, members, base)
+    n = 6
+    for i in range(n):
+        w = c.client(1, version=V5,
+                     will={"topic": base + "/t", "payload": b"%d" % i, "qos": 1})
+        w.abort()  # no DISCONNECT: the will is published
+    got = gather(members, base + "/t", n)
+    check_once(got, 0, n)
