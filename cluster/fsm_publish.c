@@ -59,9 +59,9 @@ static int rmatch_collect(void *ctx, const char *key, size_t len, void *value)
     (void)len;
     if (!fsm_route_shared(rt))
         return 0;
-    if (fsm_grow((void **)&f->rmatch, &f->rmatch_cap, f->rmatch_count + 1,
-                 sizeof(*f->rmatch)) != TERN_OK)
-        return 1; /* out of memory: choose among what was found */
+    if (fsm_grow_in(f, (void **)&f->rmatch, &f->rmatch_cap, f->rmatch_count + 1,
+                    sizeof(*f->rmatch)) != TERN_OK)
+        return 1; /* out of memory: the command fails (f->nomem) */
     f->rmatch[f->rmatch_count++] = value;
     return 0;
 }
