@@ -226,7 +226,14 @@ struct tern_fsm_result {
  *
  * ROUTE_ADD / ROUTE_DEL: presence of (filter, node); idempotent (adding a
  * present route or deleting an absent one is TERN_OK and changes nothing).
- * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes. */
+ * TERN_EINVAL for an invalid filter, TERN_ELIMIT beyond 1000000 routes.
+ *
+ * PUBLISH without a selection (publish.select 0): one copy per session for its
+ * plain subscriptions, and per shared group one member, chosen among the
+ * group's sessions here and the nodes of its shared routes (those get the
+ * shared_route effect instead of a delivery). With TERN_PUB_GROUPS only the
+ * listed groups are served, routes are not consulted, and TERN_PUB_NO_PLAIN
+ * leaves out the plain subscriptions. */
 void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
                     struct tern_fsm_result *res);
 
