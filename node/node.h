@@ -81,7 +81,7 @@ struct tern_node {
     uint64_t epoch_local;
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
-    uint64_t shared_rr; /* round robin over a shared group's nodes (routes.c) */
+    uint64_t shared_rr; /* publishes routed to shared groups (routes.c) */
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
     uv_timer_t conn_timer;     /* connect timeouts and keepalives (tern_conn_sweep) */

@@ -9,7 +9,7 @@
  * one place (docs/architecture.md, "Shared subscriptions"). A PUBLISH that goes
  * through the log leaves every group to the replicated FSM (shared_route effect);
  * one that does not is routed here: each group's copy goes to one of the nodes
- * with a route for the group, round robin, and every local apply or forward
+ * with a route for the group (spread by a hash), and every local apply or forward
  * carries the list of groups it serves (tern_cmd publish.select). */
 #include <stdlib.h>
 #include <string.h>
@@ -144,16 +144,32 @@ static bool same_filter(struct tern_bytes a, struct tern_bytes b)
     return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
 }
 
+/* splitmix64's finalizer. */
+static uint64_t mix64(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
 /* Without the log, this node chooses: per group (a run of one shared filter,
- * ascending nodes), one node, round robin. */
+ * ascending nodes), one node, by a hash of this node's publish count and the
+ * filter. A plain counter would not do: one shared by all groups, or stepped
+ * once per publish, pins a group to one node as soon as publishes of two
+ * groups, or two topics, alternate. */
 static void choose_nodes(struct tern_node *n, struct hits *h)
 {
+    uint64_t seq = ++n->shared_rr;
     for (size_t i = 0; i < h->n;) {
         size_t j = i + 1;
         while (j < h->n && same_filter(h->v[i].filter, h->v[j].filter))
             j++;
-        if (h->v[i].shared)
-            h->v[i + n->shared_rr++ % (j - i)].chosen = true;
+        if (h->v[i].shared) {
+            struct tern_bytes f = h->v[i].filter;
+            uint64_t key =
+                seq * UINT64_C(0x9e3779b97f4a7c15) ^ hash((const char *)f.ptr, f.len);
+            h->v[i + mix64(key) % (j - i)].chosen = true;
+        }
         i = j;
     }
 }

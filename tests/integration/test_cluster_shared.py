@@ -183,3 +183,26 @@ def test_wills_reach_one_member_of_the_group(tern_cluster):
         w.abort()  # no DISCONNECT: the will is published
     got = gather(members, base + "/t", n)
     check_once(got, 0, n)
+
+
+def test_two_groups_on_one_topic_each_spread_over_their_nodes(tern_cluster):
+    """(e) Groups g and h, each with a clean member on node 2 and one on node 3, a
+    publisher on node 1: each group gets every message once, and in each group both
+    members get a share (a choice that alternated over all groups at once would give
+    g's copies all to one node and h's all to the other)."""
+    c = tern_cluster
+    base = "sh/" + uid()
+    g = [c.client(2, version=V5), c.client(3, version=V5)]
+    h = [c.client(2, version=V5), c.client(3, version=V5)]
+    join_group(g, base, "g")
+    for i, m in enumerate(h):
+        assert m.subscribe("$share/h/%s/t" % base, 1) == [1]
+        assert m.subscribe("%s/ready/%d" % (base, i + 2), 0) == [0]
+    pub = c.client(1, version=V5)
+    wait_ready(pub, g + h, base)
+    publish_n(pub, base + "/t", 0, N)
+    got = gather(g + h, base + "/t", 2 * N)
+    for name, part in (("g", got[:2]), ("h", got[2:])):
+        check_once(part, 0, N)
+        assert all(len(x) >= N // 4 for x in part), "group %s split %r" % (
+            name, [len(x) for x in part])
