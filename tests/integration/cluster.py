@@ -109,7 +109,8 @@ class Node(helpers.LogFile):
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        cmd = [TERN_BIN, "--config", self.config_path]
+        # cmd_prefix: e.g. ["ip", "netns", "exec", NS] (netns.py); it must exec ternd
+        cmd = getattr(self, "cmd_prefix", []) + [TERN_BIN, "--config", self.config_path]
         with open(self.log_path, "ab") as log:
             self.start_offset = log.tell()
             log.write(("=== start node %d: %s\n" % (self.id, " ".join(cmd))).encode())
