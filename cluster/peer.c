@@ -3,8 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "link.h"
 #include "peer.h"
 #include "tern/error.h"
+#include "tern/log.h"
 
 #define HDR 9 /* u32 length + u8 type + u32 from */
 #define RECONNECT_MS 200
@@ -149,7 +151,6 @@ static void on_connect(uv_connect_t *req, int status)
     }
     l->connected = 1;
     l->down_since = 0;
-    uv_tcp_nodelay(l->tcp, 1);
     uv_read_start((uv_stream_t *)l->tcp, alloc_small, on_out_read);
 }
 
@@ -163,9 +164,16 @@ static void connect_link(struct out_link *l)
     l->tcp = malloc(sizeof(*l->tcp));
     if (!l->tcp)
         return;
-    uv_tcp_init(l->peers->loop, l->tcp);
+    /* With the socket made now, its options (link.h) cover the SYN too. */
+    if (uv_tcp_init_ex(l->peers->loop, l->tcp, AF_INET) != 0) {
+        free(l->tcp);
+        l->tcp = NULL;
+        uv_timer_start(&l->retry, on_retry, RECONNECT_MS, 0);
+        return;
+    }
     l->peers->handles++;
     l->tcp->data = l;
+    tern_link_tune(l->tcp);
     l->connect.data = l;
     l->connecting = 1;
     if (uv_tcp_connect(&l->connect, l->tcp, (struct sockaddr *)&sa, on_connect) != 0)
@@ -350,7 +358,7 @@ static void on_peer_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&in->tcp, in_closed);
         return;
     }
-    uv_tcp_nodelay(&in->tcp, 1);
+    tern_link_tune(&in->tcp);
     uv_read_start((uv_stream_t *)&in->tcp, in_alloc, on_in_read);
 }
 

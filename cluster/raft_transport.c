@@ -1,15 +1,37 @@
 /* See raft_transport.h. */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <uv.h>
 
+#include "link.h"
 #include "raft_transport.h"
 
-struct connect_req {
-    struct raft_uv_connect inner;
-    struct raft_uv_connect *outer;
-    raft_uv_connect_cb cb;
+/* raft_uv_tcp's handshake (libraft src/uv_tcp_connect.c, protocol 1): u64
+ * protocol, u64 server id, u64 address length padded to 8, the address
+ * NUL-padded; integers little-endian. */
+#define HANDSHAKE_PROTOCOL 1
+/* A connection attempt that has not completed by then fails. libraft keeps
+ * queueing messages for the peer while it has no connection (a probe
+ * AppendEntries per heartbeat, each holding every entry the peer lacks) and
+ * trims that queue only when an attempt fails: to a node that drops packets, a
+ * SYN would otherwise wait out the user timeout (link.h). Half a second covers a
+ * SYN's round trip on any network a cluster should span. */
+#define CONNECT_TIMEOUT_MS 500
+
+struct tern_raft_connect {
+    struct tern_raft_transport *t;
+    struct raft_uv_connect *req;
+    uv_tcp_t *tcp; /* raft_malloc'd: libraft frees the stream it is given */
+    uv_timer_t timer;
+    int open; /* handles (tcp, timer) not closed yet */
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_buf_t handshake;
+    int status; /* != 0: failed or cancelled, reported from the close callback */
+    struct tern_raft_connect *next;
 };
 
 static struct tern_raft_transport *of_inner(struct raft_uv_transport *inner)
@@ -17,16 +39,24 @@ static struct tern_raft_transport *of_inner(struct raft_uv_transport *inner)
     return inner->data;
 }
 
-static void nodelay(struct uv_stream_s *stream)
+static void unlink_conn(struct tern_raft_connect *r)
 {
-    /* Best effort: a socket without it still works, only slower. */
-    if (stream && stream->type == UV_TCP)
-        uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+    for (struct tern_raft_connect **pp = &r->t->conns; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
 }
 
 static int t_init(struct raft_uv_transport *outer, raft_id id, const char *address)
 {
     struct tern_raft_transport *t = outer->impl;
+    if (strlen(address) >= sizeof(t->address)) {
+        snprintf(outer->errmsg, sizeof(outer->errmsg), "address too long");
+        return RAFT_INVALID;
+    }
+    t->id = id;
+    strcpy(t->address, address);
     int rv = t->inner.init(&t->inner, id, address);
     if (rv != 0)
         memcpy(outer->errmsg, t->inner.errmsg, sizeof(outer->errmsg));
@@ -37,7 +67,8 @@ static void on_accept(struct raft_uv_transport *inner, raft_id id, const char *a
                       struct uv_stream_s *stream)
 {
     struct tern_raft_transport *t = of_inner(inner);
-    nodelay(stream);
+    if (stream && stream->type == UV_TCP)
+        tern_link_tune((uv_tcp_t *)stream);
     t->accept_cb(&t->outer, id, address, stream);
 }
 
@@ -51,35 +82,132 @@ static int t_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
     return rv;
 }
 
-static void on_connect(struct raft_uv_connect *inner, struct uv_stream_s *stream,
-                       int status)
+/* Once both handles are closed: a failed or cancelled attempt is reported. */
+static void on_conn_closed(uv_handle_t *h)
 {
-    struct connect_req *r = inner->data;
-    if (status == 0)
-        nodelay(stream);
-    struct raft_uv_connect *outer = r->outer;
-    raft_uv_connect_cb cb = r->cb;
+    struct tern_raft_connect *r = h->data;
+    if (--r->open > 0)
+        return;
+    if (r->status != 0) {
+        r->req->cb(r->req, NULL, r->status);
+        raft_free(r->tcp);
+    }
+    free(r->handshake.base);
     free(r);
-    cb(outer, stream, status);
+}
+
+static void conn_fail(struct tern_raft_connect *r, int status)
+{
+    unlink_conn(r);
+    r->status = status;
+    uv_close((uv_handle_t *)r->tcp, on_conn_closed);
+    uv_close((uv_handle_t *)&r->timer, on_conn_closed);
+}
+
+static void on_connect_timeout(uv_timer_t *timer)
+{
+    conn_fail(timer->data, RAFT_NOCONNECTION);
+}
+
+static void on_handshake_written(uv_write_t *w, int status)
+{
+    struct tern_raft_connect *r = w->data;
+    if (r->status != 0)
+        return; /* cancelled: on_conn_closed reports it */
+    if (status != 0) {
+        conn_fail(r, RAFT_NOCONNECTION);
+        return;
+    }
+    unlink_conn(r);
+    struct raft_uv_connect *req = r->req;
+    uv_stream_t *stream = (uv_stream_t *)r->tcp;
+    r->open--; /* the stream is libraft's now; r goes with the timer */
+    uv_close((uv_handle_t *)&r->timer, on_conn_closed);
+    req->cb(req, stream, 0);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void on_connected(uv_connect_t *c, int status)
+{
+    struct tern_raft_connect *r = c->data;
+    if (r->status != 0)
+        return;
+    if (status != 0) {
+        conn_fail(r, RAFT_NOCONNECTION);
+        return;
+    }
+    size_t alen = (strlen(r->t->address) + 1 + 7) / 8 * 8;
+    size_t len = 24 + alen;
+    uint8_t *b = calloc(1, len);
+    if (!b) {
+        conn_fail(r, RAFT_NOMEM);
+        return;
+    }
+    put64(b, HANDSHAKE_PROTOCOL);
+    put64(b + 8, r->t->id);
+    put64(b + 16, alen);
+    memcpy(b + 24, r->t->address, strlen(r->t->address));
+    r->handshake = uv_buf_init((char *)b, (unsigned)len);
+    r->write.data = r;
+    if (uv_write(&r->write, (uv_stream_t *)r->tcp, &r->handshake, 1,
+                 on_handshake_written) != 0)
+        conn_fail(r, RAFT_NOCONNECTION);
 }
 
 static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *req,
                      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
     struct tern_raft_transport *t = outer->impl;
-    struct connect_req *r = malloc(sizeof(*r));
+    (void)id;
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    struct sockaddr_in sa;
+    if (!colon || (size_t)(colon - address) >= sizeof(host))
+        return RAFT_NOCONNECTION;
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    if (uv_ip4_addr(host, atoi(colon + 1), &sa) != 0)
+        return RAFT_NOCONNECTION;
+    struct tern_raft_connect *r = calloc(1, sizeof(*r));
     if (!r)
         return RAFT_NOMEM;
-    r->inner.data = r;
-    r->outer = req;
-    r->cb = cb;
-    req->cb = cb;
-    int rv = t->inner.connect(&t->inner, &r->inner, id, address, on_connect);
-    if (rv != 0) {
-        memcpy(outer->errmsg, t->inner.errmsg, sizeof(outer->errmsg));
-        free(r); /* its callback never runs */
+    r->tcp = raft_malloc(sizeof(*r->tcp));
+    if (!r->tcp) {
+        free(r);
+        return RAFT_NOMEM;
     }
-    return rv;
+    r->t = t;
+    r->req = req;
+    req->cb = cb;
+    /* The socket exists now, so the options (the user timeout in particular)
+     * apply to the SYN too. */
+    if (uv_tcp_init_ex(t->loop, r->tcp, AF_INET) != 0) {
+        raft_free(r->tcp);
+        free(r);
+        return RAFT_NOCONNECTION;
+    }
+    r->tcp->data = r;
+    tern_link_tune(r->tcp);
+    r->connect.data = r;
+    if (uv_tcp_connect(&r->connect, r->tcp, (struct sockaddr *)&sa, on_connected) != 0) {
+        /* Its callback never runs: closed without a report, as libraft expects
+         * for an error returned here. */
+        uv_close((uv_handle_t *)r->tcp, (uv_close_cb)raft_free);
+        free(r);
+        return RAFT_NOCONNECTION;
+    }
+    uv_timer_init(t->loop, &r->timer);
+    r->timer.data = r;
+    r->open = 2;
+    uv_timer_start(&r->timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
+    r->next = t->conns;
+    t->conns = r;
+    return 0;
 }
 
 static void on_closed(struct raft_uv_transport *inner)
@@ -93,6 +221,8 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
 {
     struct tern_raft_transport *t = outer->impl;
     t->close_cb = cb;
+    while (t->conns)
+        conn_fail(t->conns, RAFT_CANCELED);
     t->inner.close(&t->inner, on_closed);
 }
 
@@ -102,6 +232,7 @@ int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *lo
     int rv = raft_uv_tcp_init(&t->inner, loop);
     if (rv != 0)
         return rv;
+    t->loop = loop;
     t->inner.data = t;
     t->outer.impl = t;
     t->outer.init = t_init;

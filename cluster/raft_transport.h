@@ -1,19 +1,33 @@
-/* libraft's TCP transport with TCP_NODELAY on every connection.
+/* libraft's TCP transport, with every node-to-node socket tuned (link.h).
  *
  * raft_uv_tcp (libraft 0.15) leaves Nagle's algorithm on. An AppendEntries
  * that follows another before its ACK then waits for the peer's delayed ACK
- * (~40 ms on Linux), which was the p99 of every commit in a cluster. This
- * wraps raft_uv_tcp behind the same raft_uv_transport interface and turns
- * Nagle off on each stream it hands to libraft, outgoing and accepted. */
+ * (~40 ms on Linux), which was the p99 of every commit in a cluster. And it
+ * sets no timeout on a connection: a stream to a node that vanished without a
+ * FIN stays up for ~15 minutes of retransmissions while libraft queues a probe
+ * AppendEntries on it every heartbeat, each holding every entry since the
+ * node's last acknowledgement (the new leader's memory grew quadratically), and
+ * a connection attempt retries its SYN for ~2 minutes.
+ *
+ * This wraps raft_uv_tcp behind the same raft_uv_transport interface: accepted
+ * streams are raft_uv_tcp's (tuned when handed over); outgoing connections are
+ * made here, so that the socket is tuned before its SYN, and then send
+ * raft_uv_tcp's handshake (the accepting side is raft_uv_tcp's listener). */
 #ifndef TERN_RAFT_TRANSPORT_H
 #define TERN_RAFT_TRANSPORT_H
 
 #include <raft.h>
 #include <raft/uv.h>
 
+struct tern_raft_connect;
+
 struct tern_raft_transport {
     struct raft_uv_transport outer; /* give &outer to raft_uv_init() */
-    struct raft_uv_transport inner; /* raft_uv_tcp */
+    struct raft_uv_transport inner; /* raft_uv_tcp: listens, accepts */
+    struct uv_loop_s *loop;
+    raft_id id;
+    char address[256];               /* ours, sent in the handshake */
+    struct tern_raft_connect *conns; /* connection attempts in flight */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
 };

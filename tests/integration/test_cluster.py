@@ -692,9 +692,17 @@ def test_backed_up_peer_link_pauses_the_publisher(tern_cluster):
 
 
 def _tcp_nodelay_of_connections(pid):
-    """{(local port, peer port): TCP_NODELAY} for the connected TCP sockets of `pid`,
-    read through pidfd_getfd (Linux >= 5.6, x86_64 syscall numbers); None if the
-    kernel does not allow it here."""
+    """{(local port, peer port): TCP_NODELAY} for the connected TCP sockets of `pid`
+    (None if the kernel does not allow reading them here)."""
+    import socket
+    socks = _tcp_opts_of_connections(pid, [(socket.IPPROTO_TCP, socket.TCP_NODELAY)])
+    return None if socks is None else {k: v[0] for k, v in socks.items()}
+
+
+def _tcp_opts_of_connections(pid, opts):
+    """{(local port, peer port): (value of each (level, option) in opts)} for the
+    connected TCP sockets of `pid`, read through pidfd_getfd (Linux >= 5.6, x86_64
+    syscall numbers); None if the kernel does not allow it here."""
     import ctypes
     import os
     import platform
@@ -724,8 +732,8 @@ def _tcp_nodelay_of_connections(pid):
                     peer = s.getpeername()
                 except OSError:
                     continue  # a listener
-                out[(s.getsockname()[1], peer[1])] = s.getsockopt(socket.IPPROTO_TCP,
-                                                                  socket.TCP_NODELAY)
+                out[(s.getsockname()[1], peer[1])] = tuple(
+                    s.getsockopt(level, opt) for level, opt in opts)
             finally:
                 s.close()
     finally:
@@ -747,3 +755,34 @@ def test_every_connection_of_a_node_has_tcp_nodelay(tern_cluster):
         off = [k for k, v in socks.items() if not v]
         assert not off, "node %d: connections without TCP_NODELAY (local, peer port): %r" % (
             n, off)
+
+
+def test_every_link_between_nodes_times_out_a_dead_peer(tern_cluster):
+    """A link to a node that vanished without a FIN (partition, power loss) must fail
+    within seconds, not after TCP's ~15 minutes of retransmissions: while it stays "up",
+    libraft queues a probe AppendEntries on it every heartbeat (the new leader's memory
+    grew quadratically, issue 11) and after a heal it sits in retransmission back-off.
+    So every Raft and peer connection, outgoing and accepted, has TCP_USER_TIMEOUT and
+    keep-alive (which also catches a link that carries nothing)."""
+    import socket
+    c = tern_cluster
+    c.client(1, version=V311)  # a client connection: not a link, not checked
+    link_ports = set()
+    for nd in c.nodes:
+        link_ports |= {nd.raft_port, nd.peer_port}
+    opts = [(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)]
+    for n in (1, 2, 3):
+        socks = _tcp_opts_of_connections(c.node(n).proc.pid, opts)
+        if socks is None:
+            pytest.skip("cannot inspect another process's sockets here")
+        links = {k: v for k, v in socks.items() if k[0] in link_ports or k[1] in link_ports}
+        # peer links: one outgoing and one accepted per other node (Raft's come and go)
+        assert len(links) >= 4, "node %d: expected Raft and peer links, got %r" % (
+            n, links)
+        bad = {k: v for k, v in links.items()
+               if not (0 < v[0] <= 10000 and v[1] and 0 < v[2] <= 10)}
+        assert not bad, ("node %d: links without a user timeout <= 10 s and keep-alive "
+                         "(local, peer port): (TCP_USER_TIMEOUT ms, SO_KEEPALIVE, "
+                         "TCP_KEEPIDLE s) %r" % (n, bad))
