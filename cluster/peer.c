@@ -52,6 +52,10 @@ struct tern_peers {
     struct in_link *ins;
     tern_peer_recv_fn fn;
     void *ctx;
+    size_t frame_max; /* payload bytes per frame, sent or accepted */
+    size_t nins;      /* inbound connections open */
+    uint64_t refused; /* inbound connections closed: over the bound, bad frames */
+    uint64_t refused_logged_ms;
     int closing;
     int handles; /* initialised handles whose close callback has not run */
 };
@@ -215,6 +219,12 @@ static void write_batch(struct out_link *l)
     }
 }
 
+void tern_peers_set_frame_max(struct tern_peers *p, size_t payload_max)
+{
+    p->frame_max =
+        payload_max < TERN_PEER_FRAME_MAX - HDR ? payload_max : TERN_PEER_FRAME_MAX - HDR;
+}
+
 void tern_peers_flush(struct tern_peers *p)
 {
     for (size_t i = 0; i < p->nout; i++)
@@ -229,8 +239,7 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].addr.id == to)
             l = &p->out[i];
-    if (!l || !l->connected || len + HDR > TERN_PEER_FRAME_MAX ||
-        l->queued + len > OUT_BYTES_MAX)
+    if (!l || !l->connected || len > p->frame_max || l->queued + len > OUT_BYTES_MAX)
         return TERN_EAGAIN;
     size_t need = l->batch_len + HDR + len;
     if (need > l->batch_cap) {
@@ -294,7 +303,42 @@ static void in_closed(uv_handle_t *h)
         }
     free(in->buf);
     free(in);
+    p->nins--;
     release(p);
+}
+
+/* Closes an inbound connection that broke a bound or sent what no member
+ * would; logged at most once a second, with the running count. */
+static void in_refuse(struct in_link *in, const char *why)
+{
+    struct tern_peers *p = in->peers;
+    p->refused++;
+    uint64_t now = uv_now(p->loop);
+    if (p->refused == 1 || now - p->refused_logged_ms >= 1000) {
+        struct sockaddr_storage sa;
+        int len = sizeof(sa);
+        char host[64] = "?";
+        if (uv_tcp_getpeername(&in->tcp, (struct sockaddr *)&sa, &len) == 0 &&
+            sa.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof(host));
+        TERN_LOGW("peer: closed an inbound connection from %s: %s (%llu closed so far)",
+                  host, why, (unsigned long long)p->refused);
+        p->refused_logged_ms = now;
+    }
+    if (!uv_is_closing((uv_handle_t *)&in->tcp))
+        uv_close((uv_handle_t *)&in->tcp, in_closed);
+}
+
+/* Frames come only from the other members, and only of the known types. */
+static int frame_ok(const struct tern_peers *p, uint8_t type, uint32_t from)
+{
+    if ((type != TERN_PEER_PROPOSE && type != TERN_PEER_FORWARD) || from == 0 ||
+        from == p->self)
+        return 0;
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].addr.id == from)
+            return 1;
+    return 0;
 }
 
 static void in_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
@@ -326,13 +370,19 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     size_t off = 0;
     while (in->len - off >= 4) {
         uint32_t flen = get32(in->buf + off);
-        if (flen < 5 || flen > TERN_PEER_FRAME_MAX) {
-            uv_close((uv_handle_t *)&in->tcp, in_closed);
+        if (flen < 5 || flen - 5 > in->peers->frame_max) {
+            in_refuse(in, "frame over the bound");
+            return;
+        }
+        if (in->len - off < HDR)
+            break;
+        const uint8_t *f = in->buf + off + 4;
+        if (!frame_ok(in->peers, f[0], get32(f + 1))) {
+            in_refuse(in, "not a frame from a member");
             return;
         }
         if (in->len - off < 4 + (size_t)flen)
             break;
-        const uint8_t *f = in->buf + off + 4;
         in->peers->fn(in->peers->ctx, get32(f + 1), f[0], f + 5, flen - 5);
         off += 4 + flen;
     }
@@ -351,11 +401,16 @@ static void on_peer_connection(uv_stream_t *server, int status)
     in->peers = p;
     uv_tcp_init(p->loop, &in->tcp);
     p->handles++;
+    p->nins++;
     in->tcp.data = in;
     in->next = p->ins;
     p->ins = in;
     if (uv_accept(server, (uv_stream_t *)&in->tcp) != 0) {
         uv_close((uv_handle_t *)&in->tcp, in_closed);
+        return;
+    }
+    if (p->nins > TERN_PEER_INBOUND_MAX) {
+        in_refuse(in, "too many inbound connections");
         return;
     }
     tern_link_tune(&in->tcp);
@@ -373,6 +428,7 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     p->self = self;
     p->fn = fn;
     p->ctx = ctx;
+    p->frame_max = TERN_PEER_FRAME_MAX - HDR;
     const struct tern_peer_addr *me = NULL;
     for (size_t i = 0; i < n && i < TERN_PEER_MAX; i++) {
         if (members[i].id == self) {

@@ -16,6 +16,9 @@
 
 #define TERN_PEER_FRAME_MAX (64u << 20)
 #define TERN_PEER_MAX 16
+/* Connections a peer port holds at once: one from each other member, with room
+ * for a reconnection overlapping the connection it replaces. */
+#define TERN_PEER_INBOUND_MAX (2 * TERN_PEER_MAX)
 
 enum tern_peer_frame {
     TERN_PEER_PROPOSE = 1, /* concatenated encoded commands, for the leader */
@@ -36,6 +39,10 @@ struct tern_peer_addr {
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
                    const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
                    void *ctx, char *errmsg);
+/* The largest frame payload sent or accepted (default TERN_PEER_FRAME_MAX): the
+ * node's max_batch_bytes, the largest proposal batch and forwarded command. A
+ * connection announcing a larger frame is closed. */
+void tern_peers_set_frame_max(struct tern_peers *p, size_t payload_max);
 /* Batches a frame on the outbound link to `to`. Returns TERN_OK, or TERN_EAGAIN when
  * that link is down (the caller retries later) or its output is over the bound. */
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
