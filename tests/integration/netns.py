@@ -7,7 +7,8 @@ test process (root namespace) is the clients' side at 198.19.K.254. Faults are
 iptables rules inside a node's namespace, so they go away with it:
 
     c.isolate(n)        drop everything in and out of node n (except its loopback)
-    c.loss(p)           drop a fraction p of the packets arriving at every node
+    c.loss(p)           drop a fraction p of the packets between nodes
+    c.delay(ms, helper) delay packets between nodes (NFQUEUE and a helper program)
     c.heal()            remove every rule added
     c.rss_kib(n), c.cpu_s(n)   from /proc
 
@@ -179,12 +180,21 @@ class NetnsCluster(cluster.Cluster):
             self._iptables(i, "OUTPUT", "-o", "eth0", "-p", "tcp", "--sport", port, "-j",
                            "DROP")
 
-    def loss(self, p, nodes=None):
-        for i in nodes or range(1, len(self.nodes) + 1):
-            self._iptables(i, "INPUT", "-i", "eth0", "-m", "statistic", "--mode", "random",
-                           "--probability", "%.3f" % p, "-j", "DROP")
+    def _between_nodes(self, direction):
+        """Match packets from (src) or to (dst) another node, not the clients' side."""
+        last = "198.19.%d.%d" % (self.k, len(self.nodes))
+        return ["-m", "iprange", "--%s-range" % direction,
+                "198.19.%d.1-%s" % (self.k, last)]
 
-    def delay(self, ms, helper, nodes=None):
+    def loss(self, p, nodes=None, clients=False):
+        """Drops a fraction p of the packets arriving at each node from the other
+        nodes (and from the clients too with clients=True)."""
+        for i in nodes or range(1, len(self.nodes) + 1):
+            match = [] if clients else self._between_nodes("src")
+            self._iptables(i, "INPUT", "-i", "eth0", *match, "-m", "statistic", "--mode",
+                           "random", "--probability", "%.3f" % p, "-j", "DROP")
+
+    def delay(self, ms, helper, nodes=None, clients=False):
         """Delays every packet leaving each node by `ms` through NFQUEUE 0 and
         `helper` (a program run as `helper QUEUE MS` inside the namespace that
         accepts each queued packet MS ms later; this kernel has no sch_netem)."""
@@ -194,7 +204,9 @@ class NetnsCluster(cluster.Cluster):
                                  stderr=subprocess.DEVNULL)
             self.helpers.append(p)
             time.sleep(0.1)  # bound to its queue before packets are sent there
-            self._iptables(i, "OUTPUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", "0")
+            match = [] if clients else self._between_nodes("dst")
+            self._iptables(i, "OUTPUT", "-o", "eth0", *match, "-j", "NFQUEUE", "--queue-num",
+                           "0")
 
     def heal(self):
         for i, rule in reversed(self.rules):
