@@ -10,6 +10,9 @@
 
 #define TICK_MS 1000
 #define CONN_SWEEP_MS 250
+/* A command carries a PUBLISH's topic, payload and properties (all within
+ * max_packet_size) plus fixed fields of its own: this covers those. */
+#define PEER_FRAME_SLACK_BYTES 65536
 
 uint64_t tern_now_ms(void)
 {
@@ -265,6 +268,10 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
          * in force come from the log (limits_check). */
         .limits = repl_limits,
         .max_batch_bytes = cfg->max_batch_bytes,
+        .peer_frame_bytes_max = (uint64_t)(cfg->max_batch_bytes > cfg->max_packet_size
+                                               ? cfg->max_batch_bytes
+                                               : cfg->max_packet_size) +
+                                PEER_FRAME_SLACK_BYTES,
         .member_count = cfg->member_count,
         .raft_address = n->cfg.raft_address,
         .election_timeout_ms = cfg->raft_election_timeout_ms,

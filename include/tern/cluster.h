@@ -41,6 +41,10 @@ struct tern_cluster_config {
     const char *data_dir;
     struct tern_fsm_limits limits;
     uint32_t max_batch_bytes; /* bytes per log entry, default 1 MiB */
+    /* The largest frame a peer link carries (a proposal batch or a forwarded
+     * PUBLISH command): max(max_batch_bytes, max_packet_size) plus room for a
+     * command's own fields. 0: TERN_PEER_FRAME_MAX (cluster/peer.h). */
+    uint64_t peer_frame_bytes_max;
     /* Members; none = a single-voter cluster of this node alone. */
     struct tern_member members[TERN_CLUSTER_MEMBERS_MAX];
     uint32_t member_count;
