@@ -39,9 +39,10 @@ struct tern_peer_addr {
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
                    const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
                    void *ctx, char *errmsg);
-/* The largest frame payload sent or accepted (default TERN_PEER_FRAME_MAX): the
- * node's max_batch_bytes, the largest proposal batch and forwarded command. A
- * connection announcing a larger frame is closed. */
+/* The largest frame payload sent or accepted (default and ceiling
+ * TERN_PEER_FRAME_MAX less the header): the node's largest proposal batch or
+ * forwarded command (tern_cluster_config.peer_frame_bytes_max). A connection
+ * announcing a larger frame is closed before any of it is buffered. */
 void tern_peers_set_frame_max(struct tern_peers *p, size_t payload_max);
 /* Batches a frame on the outbound link to `to`. Returns TERN_OK, or TERN_EAGAIN when
  * that link is down (the caller retries later) or its output is over the bound. */
