@@ -317,3 +317,53 @@ class Publisher:
     def stop(self):
         self._stop.set()
         self._t.join(10)
+
+
+class Subscriber:
+    """A persistent QoS 1 subscriber on one node, in a thread, acknowledging what it
+    receives (a subscriber that does not read would hold the publishers back: flow
+    control). Reconnects (same session) when the node closes the connection."""
+
+    def __init__(self, nd, topic):
+        import threading
+        import helpers
+        self.nd, self.topic = nd, topic
+        self.cid = helpers.uid("sub")
+        self.received = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        if not self._ready.wait(10):
+            raise AssertionError("subscriber on node %d not subscribed" % nd.id)
+
+    def _run(self):
+        import mqttraw
+        c = None
+        while not self._stop.is_set():
+            try:
+                if c is None:
+                    c = mqttraw.RawClient(self.nd.host, self.nd.port, version=4, timeout=2.0)
+                    if c.connect(self.cid, clean=False).reason != 0:
+                        raise OSError("CONNACK refused")
+                    c.subscribe(1, [(self.topic, 1)])
+                    self._ready.set()
+                try:
+                    p = c.recv(0.05)
+                except mqttraw.Timeout:
+                    continue
+                if p.type == mqttraw.PUBLISH:
+                    self.received += 1
+                    if p.qos == 1:
+                        c.puback(p.packet_id)
+            except (OSError, mqttraw.Closed, AssertionError, ValueError):
+                if c is not None:
+                    c.close()
+                c = None
+                self._stop.wait(0.1)
+        if c is not None:
+            c.close()
+
+    def close(self):
+        self._stop.set()
+        self._t.join(10)
