@@ -771,6 +771,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     int rv = tern_raft_transport_init(&c->transport, c->loop);
     if (rv == 0)
         rv = raft_uv_init(&c->io, c->loop, dir, &c->transport.outer);
+    /* libraft queues messages for a peer while it waits to reconnect (every
+     * heartbeat's AppendEntries to a node it cannot reach): retry sooner, so the
+     * queue is trimmed sooner. A 20 s cut at 40 msg/s: 30 -> 12 MB. */
+    if (rv == 0)
+        raft_uv_set_connect_retry_delay(&c->io, 100);
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: cannot open %.200s: %s", dir,
                  raft_strerror(rv));
@@ -849,6 +854,8 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
                             on_peer_frame, c, errmsg);
     if (rv != TERN_OK)
         return rv;
+    if (cfg->peer_frame_bytes_max)
+        tern_peers_set_frame_max(c->peers, cfg->peer_frame_bytes_max);
     rv = start_raft(c, errmsg);
     if (rv != TERN_OK)
         return rv;
