@@ -273,6 +273,10 @@ static cJSON *client_json(struct tern_conn *c)
     char pb[TERN_PEER_STRLEN];
     cJSON_AddStringToObject(o, "peer", tern_conn_peer(c, pb));
     cJSON_AddStringToObject(o, "state", conn_state_name(c->state));
+    cJSON_AddBoolToObject(o, "tls", c->opt && c->opt->tls);
+    const char *user = tern_conn_tls_username(c);
+    if (user)
+        cJSON_AddStringToObject(o, "username", user);
     cJSON_AddNumberToObject(o, "protocol", c->version);
     cJSON_AddBoolToObject(o, "persistent", c->persistent);
     cJSON_AddNumberToObject(o, "keepalive_s", c->keepalive_s);
@@ -653,6 +657,16 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
            s->connections_rejected);
     metric(b, "tern_protocol_errors_total", "counter",
            "Connections closed for a protocol error.", s->protocol_errors);
+    metric(b, "tern_tls_handshakes_total", "counter", "TLS handshakes completed.",
+           s->tls_handshakes);
+    metric(b, "tern_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed or timed out (that connection closed).",
+           s->tls_handshake_failures);
+    metric(b, "tern_tls_reloads_total", "counter",
+           "TLS listeners whose files were loaded again on SIGHUP.", s->tls_reloads);
+    metric(b, "tern_tls_reload_failures_total", "counter",
+           "TLS reloads refused (a bad new file): the old files stay in use.",
+           s->tls_reload_failures);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");

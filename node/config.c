@@ -30,12 +30,13 @@
 #define TIB (UINT64_C(1) << 40)
 
 enum key_type {
-    KEY_UINT,     /* unsigned integer of 1, 2, 4 or 8 bytes in [min, max] */
-    KEY_BOOL,     /* bool */
-    KEY_ENUM,     /* integer field, spelled as one of `names` (index = value) */
-    KEY_STR,      /* char[TERN_CONFIG_STR_MAX], non-empty */
-    KEY_HOSTPORT, /* KEY_STR that tern_config_split_hostport accepts */
-    KEY_MEMBERS,  /* cluster members: JSON array of objects, or text (see below) */
+    KEY_UINT,      /* unsigned integer of 1, 2, 4 or 8 bytes in [min, max] */
+    KEY_BOOL,      /* bool */
+    KEY_ENUM,      /* integer field, spelled as one of `names` (index = value) */
+    KEY_STR,       /* char[TERN_CONFIG_STR_MAX], non-empty */
+    KEY_HOSTPORT,  /* KEY_STR that tern_config_split_hostport accepts */
+    KEY_MEMBERS,   /* cluster members: JSON array of objects, or text (see below) */
+    KEY_LISTENERS, /* listeners: JSON array of objects (as text too, for --set) */
 };
 
 struct key {
@@ -144,6 +145,10 @@ static const struct key keys[] = {
          "largest Raft entry (a batch of commands)"),
     BOOL("join", join, "false",
          "join a running cluster (no bootstrap; ternctl add-node)"),
+    {"listeners", KEY_LISTENERS, FIELD(listeners), 0, 0, NULL, NULL,
+     "MQTT and MQTT over TLS listeners besides listen"},
+    UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000, "10000",
+         "accept to TLS handshake done"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -233,6 +238,9 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         snprintf(
             buf, cap,
             "must be an array of {id, raft, peer, mqtt} (text: ID=RAFT/PEER/MQTT,...)");
+        break;
+    case KEY_LISTENERS:
+        snprintf(buf, cap, "must be an array of {\"type\", \"bind\", ...}");
         break;
     }
 }
@@ -354,6 +362,8 @@ static bool val_to_str(const struct key *k, const struct val *v)
     if (v->kind != VAL_STR || v->str[0] == '\0' || strlen(v->str) >= TERN_CONFIG_STR_MAX)
         return false;
     if (k->type == KEY_HOSTPORT) {
+        if (strcmp(k->name, "listen") == 0 && strcmp(v->str, "none") == 0)
+            return true; /* only the listeners of `listeners` */
         char host[TERN_CONFIG_STR_MAX];
         uint16_t port;
         return tern_config_split_hostport(v->str, host, sizeof host, &port) == TERN_OK;
@@ -492,6 +502,224 @@ static int members_from_json(struct tern_config *c, const cJSON *arr, char *errm
     return TERN_OK;
 }
 
+/* --- listeners ----------------------------------------------------------------- */
+
+static const char *const listener_type_names[] = {"mqtt", "mqtts", NULL};
+static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
+
+/* A listener's string member: absent leaves "", present must be a non-empty
+ * string that fits. */
+static int listener_str(const cJSON *o, const char *name, char *out, size_t cap, size_t i,
+                        char *errmsg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v)
+        return TERN_OK;
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
+        strlen(v->valuestring) >= cap) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners[%zu].%s: must be a non-empty string of at most %zu bytes", i,
+                 name, cap - 1);
+        return TERN_EINVAL;
+    }
+    strcpy(out, v->valuestring);
+    return TERN_OK;
+}
+
+static int listener_bool(const cJSON *o, const char *name, bool *out, size_t i,
+                         char *errmsg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v)
+        return TERN_OK;
+    if (!cJSON_IsBool(v)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listeners[%zu].%s: must be true or false", i,
+                 name);
+        return TERN_EINVAL;
+    }
+    *out = cJSON_IsTrue(v);
+    return TERN_OK;
+}
+
+static int listener_name(const cJSON *o, const char *name, const char *const *names,
+                         uint8_t *out, bool required, size_t i, char *errmsg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v && !required)
+        return TERN_OK;
+    for (uint8_t j = 0; v && cJSON_IsString(v) && names[j]; j++)
+        if (strcmp(names[j], v->valuestring) == 0) {
+            *out = j;
+            return TERN_OK;
+        }
+    size_t n = (size_t)snprintf(errmsg, TERN_ERRMSG_SIZE,
+                                "listeners[%zu].%s: must be one of", i, name);
+    for (size_t j = 0; names[j] && n < TERN_ERRMSG_SIZE; j++)
+        n += (size_t)snprintf(errmsg + n, TERN_ERRMSG_SIZE - n, "%s \"%s\"", j ? "," : "",
+                              names[j]);
+    return TERN_EINVAL;
+}
+
+static int listener_from_json(struct tern_listener_config *l, const cJSON *o, size_t i,
+                              char *errmsg)
+{
+    static const char *const members[] = {
+        "type",    "bind",         "cert_file",           "key_file",
+        "ca_file", "crl_file",     "require_certificate", "use_identity_as_username",
+        "ciphers", "ciphersuites", "tls_min_version",     NULL};
+    if (!cJSON_IsObject(o)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners[%zu]: must be an object {\"type\", \"bind\", ...}", i);
+        return TERN_EINVAL;
+    }
+    for (const cJSON *m = o->child; m; m = m->next) {
+        size_t j = 0;
+        while (members[j] && strcmp(members[j], m->string) != 0)
+            j++;
+        if (!members[j]) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "listeners[%zu]: unknown key \"%.64s\"", i,
+                     m->string);
+            return TERN_EINVAL;
+        }
+        for (const cJSON *d = o->child; d != m; d = d->next)
+            if (strcmp(d->string, m->string) == 0) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE, "listeners[%zu].%s: duplicate key", i,
+                         m->string);
+                return TERN_EINVAL;
+            }
+    }
+    memset(l, 0, sizeof(*l));
+    int rc = listener_name(o, "type", listener_type_names, &l->type, true, i, errmsg);
+    if (rc == TERN_OK)
+        rc = listener_str(o, "bind", l->bind, sizeof(l->bind), i, errmsg);
+    if (rc == TERN_OK) {
+        char host[64];
+        uint16_t port;
+        if (!l->bind[0] ||
+            tern_config_split_hostport(l->bind, host, sizeof(host), &port) != TERN_OK) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "listeners[%zu].bind: must be HOST:PORT (port 0 to 65535, IPv6 host "
+                     "in brackets)",
+                     i);
+            return TERN_EINVAL;
+        }
+    }
+    struct {
+        const char *name;
+        char *field;
+    } strs[] = {{"cert_file", l->cert_file}, {"key_file", l->key_file},
+                {"ca_file", l->ca_file},     {"crl_file", l->crl_file},
+                {"ciphers", l->ciphers},     {"ciphersuites", l->ciphersuites}};
+    for (size_t j = 0; rc == TERN_OK && j < sizeof(strs) / sizeof(strs[0]); j++)
+        rc = listener_str(o, strs[j].name, strs[j].field, TERN_CONFIG_STR_MAX, i, errmsg);
+    if (rc == TERN_OK)
+        rc = listener_bool(o, "require_certificate", &l->require_certificate, i, errmsg);
+    if (rc == TERN_OK)
+        rc = listener_bool(o, "use_identity_as_username", &l->use_identity_as_username, i,
+                           errmsg);
+    if (rc == TERN_OK)
+        rc = listener_name(o, "tls_min_version", tls_version_names, &l->tls_min_version,
+                           false, i, errmsg);
+    if (rc != TERN_OK)
+        return rc;
+    if (l->type == TERN_LISTENER_MQTT) {
+        for (size_t j = 2; members[j]; j++)
+            if (cJSON_GetObjectItemCaseSensitive(o, members[j])) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE,
+                         "listeners[%zu].%s: only for an mqtts listener", i, members[j]);
+                return TERN_EINVAL;
+            }
+        return TERN_OK;
+    }
+    const char *missing = !l->cert_file[0]  ? "cert_file"
+                          : !l->key_file[0] ? "key_file"
+                                            : NULL;
+    if (missing) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners[%zu].%s: required for an mqtts listener", i, missing);
+        return TERN_EINVAL;
+    }
+    const char *needs_ca = l->require_certificate ? "require_certificate"
+                           : l->crl_file[0]       ? "crl_file"
+                                                  : NULL;
+    if (needs_ca && !l->ca_file[0]) {
+        snprintf(
+            errmsg, TERN_ERRMSG_SIZE,
+            "listeners[%zu].%s: needs ca_file (the CA client certificates are checked "
+            "against)",
+            i, needs_ca);
+        return TERN_EINVAL;
+    }
+    if (l->use_identity_as_username && !l->require_certificate) {
+        snprintf(
+            errmsg, TERN_ERRMSG_SIZE,
+            "listeners[%zu].use_identity_as_username: needs require_certificate true", i);
+        return TERN_EINVAL;
+    }
+    return TERN_OK;
+}
+
+static int listeners_from_json(struct tern_config *c, const cJSON *arr, char *errmsg)
+{
+    if (!cJSON_IsArray(arr)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners: must be an array of {\"type\", \"bind\", ...}");
+        return TERN_EINVAL;
+    }
+    c->listener_count = 0;
+    size_t i = 0;
+    for (const cJSON *o = arr->child; o; o = o->next, i++) {
+        if (i == TERN_LISTENERS_MAX) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE, "listeners: at most %d listeners",
+                     TERN_LISTENERS_MAX);
+            return TERN_EINVAL;
+        }
+        int rc = listener_from_json(&c->listeners[i], o, i, errmsg);
+        if (rc != TERN_OK)
+            return rc;
+        c->listener_count++;
+    }
+    return TERN_OK;
+}
+
+static int listeners_from_text(struct tern_config *c, const char *s, char *errmsg)
+{
+    cJSON *arr = cJSON_Parse(s);
+    if (!arr) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners: must be a JSON array of {\"type\", \"bind\", ...}");
+        return TERN_EINVAL;
+    }
+    int rc = listeners_from_json(c, arr, errmsg);
+    cJSON_Delete(arr);
+    return rc;
+}
+
+int tern_config_check(const struct tern_config *c, char *errmsg)
+{
+    for (uint32_t i = 0; i < c->listener_count; i++) {
+        const char *b = c->listeners[i].bind;
+        char host[64];
+        uint16_t port = 0;
+        tern_config_split_hostport(b, host, sizeof(host), &port);
+        if (port == 0)
+            continue; /* any free port: never the same twice */
+        if (strcmp(b, c->listen) == 0) {
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "listeners[%u].bind: \"%s\" is the address of listen already", i, b);
+            return TERN_EINVAL;
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(b, c->listeners[j].bind) == 0) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE,
+                         "listeners[%u].bind: duplicate of listeners[%u].bind \"%s\"", i,
+                         j, b);
+                return TERN_EINVAL;
+            }
+    }
+    return TERN_OK;
+}
+
 /* The one validation path: checks v against k and stores it into c. */
 static int apply_key(struct tern_config *c, const struct key *k, const struct val *v,
                      char *errmsg)
@@ -526,6 +754,10 @@ static int apply_key(struct tern_config *c, const struct key *k, const struct va
         if (v->kind != VAL_STR)
             return bad_value(k, v, errmsg);
         return members_from_text(c, v->str, errmsg);
+    case KEY_LISTENERS:
+        if (v->kind != VAL_STR)
+            return bad_value(k, v, errmsg);
+        return listeners_from_text(c, v->str, errmsg);
     }
     return TERN_EINVAL;
 }
@@ -619,6 +851,12 @@ static int apply_object(struct tern_config *c, const cJSON *root, char *errmsg)
         seen[k - keys] = true;
         if (k->type == KEY_MEMBERS) {
             int rc = members_from_json(c, item, errmsg);
+            if (rc != TERN_OK)
+                return rc;
+            continue;
+        }
+        if (k->type == KEY_LISTENERS) {
+            int rc = listeners_from_json(c, item, errmsg);
             if (rc != TERN_OK)
                 return rc;
             continue;

@@ -6,6 +6,12 @@
  *
  * Output produced during a loop turn is gathered in wbuf and written once, in
  * the prepare phase (node.c), so a burst of deliveries costs one write.
+ *
+ * TLS (a connection from an mqtts listener) sits under all of this as a stream
+ * layer: ciphertext read goes into the engine (node/tls.h), the plaintext it
+ * gives back takes the same path as a plain connection's bytes (conn_input), and
+ * wbuf is encrypted on flush (raw_write sends the ciphertext). The codec and
+ * the handlers never know.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +19,7 @@
 
 #include "tern/log.h"
 #include "node.h"
+#include "tls.h"
 
 /* Backlog on a link to another node at which publishers are paused, and below
  * which they are read again (peer.c drops forwards past 16 MiB). */
@@ -41,6 +48,18 @@ struct write_req {
 };
 
 static void conn_process(struct tern_conn *c);
+static void tls_pull(struct tern_conn *c);
+
+static struct tern_conn_tls *conn_tls(const struct tern_conn *c)
+{
+    return c->opt ? c->opt->tls : NULL;
+}
+
+const char *tern_conn_tls_username(const struct tern_conn *c)
+{
+    const struct tern_conn_tls *t = conn_tls(c);
+    return t ? t->username : NULL;
+}
 
 void tern_conn_ref(struct tern_conn *c)
 {
@@ -74,6 +93,11 @@ static void conn_free(struct tern_conn *c)
         }
         tern_publish_deferred_free(o);
         free(o->acks);
+        if (o->tls) {
+            tern_tls_engine_free(o->tls->engine);
+            free(o->tls->username);
+            free(o->tls);
+        }
         free(o);
     }
     if (c->client_id)
@@ -94,7 +118,7 @@ void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
-        !o->deferred && o->log_pending == 0 && o->ack_seq_next == 0 &&
+        !o->deferred && !o->tls && o->log_pending == 0 && o->ack_seq_next == 0 &&
         o->client_max_packet == 0 && o->client_alias_max == 0) {
         free(c->opt);
         c->opt = NULL;
@@ -142,40 +166,34 @@ static void on_write(uv_write_t *req, int status)
     tern_conn_unref(c);
 }
 
-/* Writes out wbuf: try_write first (usually takes it all), the rest queued. */
-void tern_conn_flush(struct tern_conn *c)
+/* Writes bytes to the socket: try_write first (usually takes it all), the rest
+ * copied and queued. Returns how much was queued, or -1 if the connection was
+ * closed for it. */
+static long raw_write(struct tern_conn *c, const uint8_t *data, size_t len)
 {
-    c->flush_scheduled = false;
-    struct tern_buf *out = c->wbuf;
-    if (!out || out->len == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
-        goto done;
     size_t off = 0;
+    if (len == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+        return 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
-        uv_buf_t b = uv_buf_init((char *)out->data, out->len);
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         int rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (rv > 0)
             off = (size_t)rv;
         else if (rv < 0 && rv != UV_EAGAIN) {
-            out->len = 0;
             tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
-            goto done;
+            return -1;
         }
     }
-    c->node->stats.bytes_out += out->len;
-    size_t rest = out->len - off;
-    out->len = 0;
-    if (rest == 0) {
-        /* Idle connections keep no output buffer. */
-        free(out);
-        c->wbuf = NULL;
-        goto done;
-    }
+    c->node->stats.bytes_out += len;
+    size_t rest = len - off;
+    if (rest == 0)
+        return 0;
     struct write_req *w = malloc(sizeof(*w) + rest);
     if (!w) {
         tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
-        goto done;
+        return -1;
     }
-    memcpy(w->data, out->data + off, rest);
+    memcpy(w->data, data + off, rest);
     w->conn = c;
     w->len = rest;
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
@@ -185,7 +203,7 @@ void tern_conn_flush(struct tern_conn *c)
         free(w);
         tern_conn_unref(c);
         tern_conn_close(c, TERN_RC_UNSPECIFIED, uv_strerror(rv));
-        goto done;
+        return -1;
     }
     /* libuv counts what it has not written yet (our wqueued). */
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
@@ -194,6 +212,55 @@ void tern_conn_flush(struct tern_conn *c)
         c->node->stats.dropped_slow_client++;
         tern_conn_close(c, TERN_RC_QUOTA_EXCEEDED,
                         "client is not reading (write buffer full)");
+        return -1;
+    }
+    return (long)rest;
+}
+
+/* Sends the ciphertext the TLS engine has ready (handshake, records, alerts). */
+static void tls_send(struct tern_conn *c)
+{
+    struct tern_conn_tls *t = conn_tls(c);
+    size_t n;
+    while (!uv_is_closing((uv_handle_t *)&c->tcp) &&
+           (n = tern_tls_engine_take(t->engine, c->node->tls_out, TERN_READ_CHUNK)) > 0)
+        if (raw_write(c, c->node->tls_out, n) < 0)
+            return;
+}
+
+/* Writes out wbuf (through TLS for a TLS connection). */
+void tern_conn_flush(struct tern_conn *c)
+{
+    c->flush_scheduled = false;
+    struct tern_buf *out = c->wbuf;
+    struct tern_conn_tls *t = conn_tls(c);
+    if (!out || out->len == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+        goto done;
+    long queued;
+    if (t) {
+        /* Encrypted into the engine's output (records are made at once), then
+         * sent as ciphertext: the plaintext buffer is not kept. */
+        int rc = tern_tls_engine_established(t->engine)
+                     ? tern_tls_engine_write(t->engine, out->data, out->len)
+                     : TERN_EPROTO;
+        free(out);
+        c->wbuf = NULL;
+        if (rc != TERN_OK) {
+            tern_conn_close(c, TERN_RC_UNSPECIFIED, tern_tls_engine_error(t->engine));
+            goto done;
+        }
+        tls_send(c);
+        goto done;
+    }
+    /* Emptied first: a close on error must not flush the same bytes again. */
+    uint32_t len = out->len;
+    out->len = 0;
+    queued = raw_write(c, out->data, len);
+    out = c->wbuf; /* a close on error may have put a DISCONNECT in it */
+    if (queued == 0 && out && out->len == 0) {
+        /* Idle connections keep no output buffer. */
+        free(out);
+        c->wbuf = NULL;
     }
 done:
     tern_conn_unref(c);
@@ -336,6 +403,11 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->wbuf && c->wbuf->len)
         tern_conn_flush_now(c);
+    struct tern_conn_tls *t = conn_tls(c);
+    if (t && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        tern_tls_engine_shutdown(t->engine); /* close_notify after the last packet */
+        tls_send(c);
+    }
     if (uv_is_closing((uv_handle_t *)&c->tcp))
         return;                     /* the flush failed and closed it */
     c->last_rx_ms = tern_mono_ms(); /* the drain's start (tern_conn_sweep) */
@@ -363,26 +435,32 @@ void tern_conn_flush_now(struct tern_conn *c)
 /* Reads go into one loop-wide buffer while a connection has no partial packet
  * pending, so an idle connection holds no read buffer at all; only the bytes of
  * an incomplete packet are kept per connection. */
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static uv_buf_t input_buf(struct tern_conn *c)
 {
-    struct tern_conn *c = h->data;
     struct tern_buf *r = c->rbuf;
-    (void)suggested;
-    if (!r || r->len == 0) {
-        *buf = uv_buf_init((char *)c->node->rshared->data, c->node->rshared->cap);
-        return;
-    }
+    if (!r || r->len == 0)
+        return uv_buf_init((char *)c->node->rshared->data, c->node->rshared->cap);
     if (r->cap - r->len < TERN_READ_CHUNK) {
         size_t cap = (size_t)r->len + TERN_READ_CHUNK;
         r = realloc(r, sizeof(*r) + cap);
-        if (!r) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
+        if (!r)
+            return uv_buf_init(NULL, 0);
         r->cap = (uint32_t)cap;
         c->rbuf = r;
     }
-    *buf = uv_buf_init((char *)r->data + r->len, r->cap - r->len);
+    return uv_buf_init((char *)r->data + r->len, r->cap - r->len);
+}
+
+/* A TLS connection reads its ciphertext into a loop-wide buffer: the engine
+ * keeps what it has not decrypted, the plaintext goes where input_buf says. */
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tern_conn *c = h->data;
+    (void)suggested;
+    if (conn_tls(c))
+        *buf = uv_buf_init((char *)c->node->tls_in, TERN_READ_CHUNK);
+    else
+        *buf = input_buf(c);
 }
 
 /* Processes bytes that arrived in the shared buffer, then keeps what is left
@@ -417,6 +495,120 @@ static void process_shared(struct tern_conn *c, size_t nread)
     tern_conn_unref(c);
 }
 
+/* Plaintext bytes that arrived in the buffer input_buf gave. */
+static void conn_input(struct tern_conn *c, char *base, size_t nread)
+{
+    if (c->state == TERN_CONN_ACTIVE)
+        c->last_rx_ms = tern_mono_ms(); /* before: the accept time (connect timeout) */
+    if (base == (char *)c->node->rshared->data) {
+        process_shared(c, nread);
+        return;
+    }
+    c->rbuf->len += (uint32_t)nread;
+    tern_conn_ref(c);
+    conn_process(c);
+    if (c->rbuf->len == 0 && c->state != TERN_CONN_CLOSING) {
+        free(c->rbuf); /* the partial packet is done: back to the shared buffer */
+        c->rbuf = NULL;
+    }
+    tern_conn_unref(c);
+}
+
+static void tls_failed(struct tern_conn *c, const char *why)
+{
+    char pb[TERN_PEER_STRLEN];
+    c->node->stats.tls_handshake_failures++;
+    TERN_LOGW("%s: TLS handshake failed: %s", tern_conn_peer(c, pb), why);
+    tern_conn_close(c, TERN_RC_UNSPECIFIED, NULL); /* only this connection */
+}
+
+/* The handshake is done: the identity, when the listener takes it as username. */
+static bool tls_established(struct tern_conn *c, struct tern_conn_tls *t)
+{
+    char pb[TERN_PEER_STRLEN], alpn[16], cn[TERN_CONFIG_STR_MAX];
+    const struct tern_listener_config *lc = t->listener->cfg;
+    if (lc && lc->use_identity_as_username) {
+        int rc = tern_tls_engine_peer_cn(t->engine, cn, sizeof(cn));
+        if (rc != TERN_OK) {
+            tls_failed(c, rc == TERN_ETOOBIG ? "client certificate CN too long"
+                                             : "no CN in the client certificate");
+            return false;
+        }
+        t->username = strdup(cn);
+        if (!t->username) {
+            tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+            return false;
+        }
+    }
+    c->node->stats.tls_handshakes++;
+    TERN_LOGD("%s: TLS established: %s, ALPN \"%s\", SNI \"%s\"%s%s",
+              tern_conn_peer(c, pb), tern_tls_engine_version(t->engine),
+              tern_tls_engine_alpn(t->engine, alpn, sizeof(alpn)),
+              tern_tls_engine_sni(t->engine), t->username ? ", identity " : "",
+              t->username ? t->username : "");
+    return true;
+}
+
+/* Ciphertext arrived: handshake, then the plaintext to the MQTT layer. */
+static void tls_input(struct tern_conn *c, const uint8_t *data, size_t len)
+{
+    struct tern_conn_tls *t = conn_tls(c);
+    if (tern_tls_engine_recv(t->engine, data, len) != TERN_OK) {
+        tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+        return;
+    }
+    if (!tern_tls_engine_established(t->engine)) {
+        int rc = tern_tls_engine_handshake(t->engine);
+        tls_send(c); /* the next flight, or the alert that tells why */
+        if (rc == TERN_EAGAIN || uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+        if (rc != TERN_OK) {
+            tls_failed(c, tern_tls_engine_error(t->engine));
+            return;
+        }
+        if (!tls_established(c, t))
+            return;
+    }
+    tls_pull(c);
+}
+
+/* Decrypts what the engine holds into the MQTT input, as long as the
+ * connection reads: while CONNECTING or paused the rest stays in the engine
+ * (and the socket is not read), as a plain connection's stays in the kernel. */
+static void tls_pull(struct tern_conn *c)
+{
+    struct tern_conn_tls *t = conn_tls(c);
+    if (!t || !tern_tls_engine_established(t->engine))
+        return;
+    tern_conn_ref(c);
+    while ((c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) && !c->paused) {
+        uv_buf_t b = input_buf(c);
+        size_t got = 0;
+        if (!b.base) {
+            tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+            break;
+        }
+        int rc = tern_tls_engine_read(t->engine, (uint8_t *)b.base, b.len, &got);
+        if (rc == TERN_EAGAIN)
+            break;
+        if (rc == TERN_ESHUTDOWN) {
+            tern_conn_close(c, TERN_RC_UNSPECIFIED,
+                            "connection closed by client (TLS close_notify)");
+            break;
+        }
+        if (rc != TERN_OK) {
+            char why[TERN_ERRMSG_SIZE];
+            snprintf(why, sizeof(why), "TLS: %.200s", tern_tls_engine_error(t->engine));
+            tern_conn_close(c, TERN_RC_UNSPECIFIED, why);
+            break;
+        }
+        conn_input(c, b.base, got);
+    }
+    if (c->state != TERN_CONN_CLOSING)
+        tls_send(c); /* reading can produce records (key updates) */
+    tern_conn_unref(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tern_conn *c = s->data;
@@ -430,20 +622,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->node->stats.bytes_in += (uint64_t)nread;
-    if (c->state == TERN_CONN_ACTIVE)
-        c->last_rx_ms = tern_mono_ms(); /* before: the accept time (connect timeout) */
-    if (buf->base == (char *)c->node->rshared->data) {
-        process_shared(c, (size_t)nread);
-        return;
-    }
-    c->rbuf->len += (uint32_t)nread;
-    tern_conn_ref(c);
-    conn_process(c);
-    if (c->rbuf->len == 0 && c->state != TERN_CONN_CLOSING) {
-        free(c->rbuf); /* the partial packet is done: back to the shared buffer */
-        c->rbuf = NULL;
-    }
-    tern_conn_unref(c);
+    if (conn_tls(c))
+        tls_input(c, (const uint8_t *)buf->base, (size_t)nread);
+    else
+        conn_input(c, buf->base, (size_t)nread);
 }
 
 static const char *packet_name(uint8_t type)
@@ -646,6 +828,7 @@ void tern_conn_resume(struct tern_conn *c)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->rbuf && c->rbuf->len)
         conn_process(c);
+    tls_pull(c); /* plaintext that waited in the TLS engine */
 }
 
 /* Connect timeout and keepalive for every connection, from one node-wide timer
@@ -658,6 +841,13 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
         if (c->state == TERN_CONN_CLOSING) {
             if (c->draining && idle >= DRAIN_MS)
                 close_handle(c); /* the client kept its side open (or writing) */
+        } else if (c->state == TERN_CONN_NEW && conn_tls(c) &&
+                   !tern_tls_engine_established(conn_tls(c)->engine)) {
+            if (idle >= n->cfg.tls_handshake_timeout_ms)
+                tls_failed(c, "not done within tls_handshake_timeout_ms");
+            else if (idle >= n->cfg.connect_timeout_ms)
+                tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
+                                "no CONNECT within connect_timeout_ms");
         } else if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
             if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
@@ -687,7 +877,7 @@ const char *tern_conn_peer(const struct tern_conn *c, char *buf)
     return buf;
 }
 
-void tern_conn_accept(struct tern_node *n)
+void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
 {
     struct tern_conn *c = calloc(1, sizeof(*c));
     if (!c)
@@ -702,7 +892,7 @@ void tern_conn_accept(struct tern_node *n)
         n->conns->prev = c;
     n->conns = c;
     n->conn_count++;
-    if (uv_accept((uv_stream_t *)&n->listener, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
         c->state = TERN_CONN_CLOSING;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
@@ -730,6 +920,22 @@ void tern_conn_accept(struct tern_node *n)
                   n->cfg.max_connections);
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
+    }
+    if (l->tls) {
+        struct tern_conn_opt *o = tern_conn_opt(c);
+        struct tern_conn_tls *t = o ? calloc(1, sizeof(*t)) : NULL;
+        if (t) {
+            o->tls = t;
+            t->listener = l;
+            t->engine = tern_tls_engine_new(l->tls);
+        }
+        if (!t || !t->engine) {
+            char pb[TERN_PEER_STRLEN];
+            TERN_LOGW("%s: refused: out of memory for TLS", tern_conn_peer(c, pb));
+            c->state = TERN_CONN_CLOSING;
+            uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+            return;
+        }
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);

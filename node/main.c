@@ -138,6 +138,14 @@ int main(int argc, char **argv)
     int rv = parse_args(argc, argv, &cfg);
     if (rv != 0)
         return rv > 0 ? 0 : 2;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    /* Configuration errors, TLS files included, exit 2 before any socket. */
+    struct tern_tls_ctx *tls[TERN_LISTENERS_MAX];
+    if (tern_config_check(&cfg, errmsg) != TERN_OK ||
+        tern_listeners_tls_load(&cfg, tls, errmsg) != TERN_OK) {
+        fprintf(stderr, "ternd: %s\n", errmsg);
+        return 2;
+    }
     tern_log_set_level(cfg.log_level);
     if (make_data_dir(cfg.data_dir) != 0)
         return 1;
@@ -148,9 +156,8 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     uv_loop_configure(loop, UV_METRICS_IDLE_TIME); /* for the loop busy-time metric */
     static struct tern_node node;
-    char errmsg[TERN_ERRMSG_SIZE] = "";
     if (tern_node_init(&node, loop, &cfg, errmsg) != TERN_OK ||
-        tern_node_start(&node, errmsg) != TERN_OK) {
+        tern_node_start(&node, tls, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 1;
     }

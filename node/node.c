@@ -145,21 +145,21 @@ static void on_tick(uv_timer_t *t)
         n->tick_proposed = true;
 }
 
-static void on_connection(uv_stream_t *server, int status)
-{
-    struct tern_node *n = server->data;
-    if (status < 0) {
-        TERN_LOGW("accept: %s", uv_strerror(status));
-        return;
-    }
-    tern_conn_accept(n);
-}
-
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct tern_node *n = h->data;
     TERN_LOGI("signal %d: shutting down", signum);
     tern_node_stop(n);
+}
+
+/* SIGHUP reloads the TLS files (certificates, keys, CA, CRL) and nothing else
+ * yet; without a handler it would end the process. */
+static void on_hup(uv_signal_t *h, int signum)
+{
+    struct tern_node *n = h->data;
+    (void)signum;
+    TERN_LOGI("SIGHUP: reloading TLS certificates");
+    tern_listeners_reload(n);
 }
 
 /* Another node forwarded a message for this node's clean sessions. */
@@ -248,6 +248,15 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         return TERN_ENOMEM;
     }
     n->rshared->cap = TERN_READ_CHUNK;
+    for (uint32_t i = 0; i < cfg->listener_count; i++)
+        if (cfg->listeners[i].type == TERN_LISTENER_MQTTS && !n->tls_in) {
+            n->tls_in = malloc(TERN_READ_CHUNK);
+            n->tls_out = malloc(TERN_READ_CHUNK);
+            if (!n->tls_in || !n->tls_out) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the TLS buffers");
+                return TERN_ENOMEM;
+            }
+        }
 
     struct tern_fsm_observer lobs = tern_session_observer(n, false);
     struct tern_fsm_limits llim = cfg->limits;
@@ -294,33 +303,13 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     return TERN_OK;
 }
 
-int tern_node_start(struct tern_node *n, char *errmsg)
+int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
+                    char *errmsg)
 {
-    char host[TERN_CONFIG_STR_MAX];
-    uint16_t port;
-    if (tern_config_split_hostport(n->cfg.listen, host, sizeof(host), &port) != TERN_OK) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: must be HOST:PORT, got \"%.200s\"",
-                 n->cfg.listen);
-        return TERN_EINVAL;
-    }
-    struct sockaddr_storage addr;
-    int rv = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
-                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-    if (rv != 0) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: bad address \"%.100s\": %s", host,
-                 uv_strerror(rv));
-        return TERN_EINVAL;
-    }
-    uv_tcp_init(n->loop, &n->listener);
-    n->listener.data = n;
-    rv = uv_tcp_bind(&n->listener, (struct sockaddr *)&addr, 0);
-    if (rv == 0)
-        rv = uv_listen((uv_stream_t *)&n->listener, 4096, on_connection);
-    if (rv != 0) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "listen: cannot listen on %.100s: %s",
-                 n->cfg.listen, uv_strerror(rv));
-        uv_close((uv_handle_t *)&n->listener, NULL);
-        return TERN_EIO;
+    int rv = tern_listeners_start(n, tls, errmsg);
+    if (rv != TERN_OK) {
+        tern_listeners_stop(n);
+        return rv;
     }
     uv_prepare_init(n->loop, &n->flush);
     n->flush.data = n;
@@ -343,9 +332,11 @@ int tern_node_start(struct tern_node *n, char *errmsg)
     uv_timer_start(&n->conn_timer, on_conn_timer, sweep_ms, sweep_ms);
     uv_signal_init(n->loop, &n->sig_int);
     uv_signal_init(n->loop, &n->sig_term);
-    n->sig_int.data = n->sig_term.data = n;
+    uv_signal_init(n->loop, &n->sig_hup);
+    n->sig_int.data = n->sig_term.data = n->sig_hup.data = n;
     uv_signal_start(&n->sig_int, on_signal, SIGINT);
     uv_signal_start(&n->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&n->sig_hup, on_hup, SIGHUP);
     TERN_LOGI("ternd node %u listening on %s", n->cfg.node_id, n->cfg.listen);
     return tern_admin_start(n, errmsg);
 }
@@ -362,7 +353,7 @@ void tern_node_stop(struct tern_node *n)
     if (n->stopping)
         return;
     n->stopping = true;
-    uv_close((uv_handle_t *)&n->listener, NULL);
+    tern_listeners_stop(n);
     /* Closing is asynchronous (handles close on a later turn), so the list is
      * stable while we walk it. */
     for (struct tern_conn *c = n->conns; c; c = c->next)
@@ -375,6 +366,7 @@ void tern_node_stop(struct tern_node *n)
     uv_close((uv_handle_t *)&n->conn_timer, NULL);
     uv_close((uv_handle_t *)&n->sig_int, NULL);
     uv_close((uv_handle_t *)&n->sig_term, NULL);
+    uv_close((uv_handle_t *)&n->sig_hup, NULL);
     tern_admin_stop(n);
     tern_cluster_close(n->cluster, on_cluster_closed, n);
 }
@@ -388,6 +380,9 @@ void tern_node_free(struct tern_node *n)
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);
     tern_routes_free(n);
+    tern_listeners_free(n);
     free(n->rshared);
+    free(n->tls_in);
+    free(n->tls_out);
     free(n->dirty);
 }

@@ -31,6 +31,8 @@ struct tern_acks;
 struct tern_deferred_pub;
 struct route;
 struct tern_admin;
+struct tern_tls_ctx;
+struct tern_tls_engine;
 
 #define TERN_ROUTE_BUCKETS 4096
 #define TERN_LOOP_BUCKETS_US                                                             \
@@ -53,20 +55,38 @@ struct tern_node_stats {
     uint64_t snapshots_installed; /* replicated state replaced by a snapshot */
     uint64_t publishers_held;     /* times a publisher was held (a subscriber's queue) */
     uint64_t slow_subscribers;    /* times a subscriber timed out (flow.c) */
+    uint64_t tls_handshakes;      /* TLS handshakes completed */
+    uint64_t tls_handshake_failures; /* failed or timed out (the connection closed) */
+    uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
+    uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
     uint64_t loop_busy_max_us;
 };
 
+/* One MQTT listener (listener.c): `listen`, or one of `listeners`. */
+struct tern_listener {
+    uv_tcp_t tcp;
+    struct tern_node *node;
+    const char *bind;                       /* the configured address */
+    const struct tern_listener_config *cfg; /* NULL: `listen` (plain) */
+    struct tern_tls_ctx *tls;               /* mqtts; replaced on SIGHUP */
+    bool open;
+};
+#define TERN_NODE_LISTENERS_MAX (TERN_LISTENERS_MAX + 1)
+
 struct tern_node {
     uv_loop_t *loop;
     struct tern_config cfg;
-    uv_tcp_t listener;
+    struct tern_listener listeners[TERN_NODE_LISTENERS_MAX];
+    uint32_t listener_count;
+    /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write. */
+    uint8_t *tls_in, *tls_out;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
     uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
-    uv_signal_t sig_int, sig_term;
+    uv_signal_t sig_int, sig_term, sig_hup;
     struct tern_cluster *cluster; /* replicated FSM */
     struct tern_fsm *local;       /* clean sessions */
     struct tern_conn *conns;      /* all connections, intrusive list */
@@ -157,6 +177,17 @@ struct tern_conn_opt {
     uint32_t client_max_packet; /* the client's limit (v5 CONNECT), 0 = none */
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
+    struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
+};
+
+/* A TLS connection's state: behind the optional part, so a plain connection
+ * pays nothing for it. */
+struct tern_conn_tls {
+    struct tern_tls_engine *engine;
+    const struct tern_listener *listener;
+    /* The client certificate's CN when the listener has use_identity_as_username
+     * (for the authentication to come); NULL otherwise. */
+    char *username;
 };
 
 /* One client connection. Ordered by size so an idle connection costs as little
@@ -224,7 +255,10 @@ struct tern_pending_sub {
 /* node.c */
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
                    char *errmsg);
-int tern_node_start(struct tern_node *n, char *errmsg);
+/* Opens the listeners (the node takes the TLS contexts of tern_listeners_tls_load),
+ * timers and signal handlers. */
+int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
+                    char *errmsg);
 void tern_node_stop(struct tern_node *n);
 void tern_node_free(struct tern_node *n);
 /* False while the cluster cannot commit (past a grace period). */
@@ -243,8 +277,25 @@ const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n);
 uint64_t tern_mono_ms(void);
 void tern_node_schedule_tick(struct tern_node *n);
 
+/* listener.c */
+/* Makes the TLS contexts of cfg's mqtts listeners into ctx[i] (NULL for plain
+ * ones): certificate, key, CA and CRL files are read and checked here, before
+ * any socket exists. errmsg names the key ("listeners[0].cert_file: ..."). */
+int tern_listeners_tls_load(const struct tern_config *cfg,
+                            struct tern_tls_ctx *ctx[TERN_LISTENERS_MAX], char *errmsg);
+/* Binds `listen` (unless "none") and every listener; the node takes ctx. */
+int tern_listeners_start(struct tern_node *n,
+                         struct tern_tls_ctx *ctx[TERN_LISTENERS_MAX], char *errmsg);
+void tern_listeners_stop(struct tern_node *n);
+void tern_listeners_free(struct tern_node *n); /* after the loop has ended */
+/* SIGHUP: every mqtts listener reads its files again; a listener whose new files
+ * fail keeps the old ones (logged). Open connections keep theirs. */
+void tern_listeners_reload(struct tern_node *n);
+
 /* conn.c */
-void tern_conn_accept(struct tern_node *n);
+void tern_conn_accept(struct tern_node *n, struct tern_listener *l);
+/* The TLS identity used as username (use_identity_as_username), or NULL. */
+const char *tern_conn_tls_username(const struct tern_conn *c);
 void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);
 bool tern_conn_send_sized(struct tern_conn *c, const struct tern_packet *p);
 void tern_conn_flush(struct tern_conn *c); /* consumes the dirty reference */

@@ -19,8 +19,32 @@ enum tern_log_level {
     TERN_LOG_DEBUG = 3,
 };
 
+/* Listeners besides `listen` (docs/configuration.md, "Listeners and TLS"). */
+#define TERN_LISTENERS_MAX 8
+
+enum tern_listener_type {
+    TERN_LISTENER_MQTT = 0,  /* MQTT over TCP */
+    TERN_LISTENER_MQTTS = 1, /* MQTT over TLS */
+};
+
+struct tern_listener_config {
+    uint8_t type;            /* enum tern_listener_type */
+    uint8_t tls_min_version; /* enum tern_tls_version (node/tls.h): 0 = 1.2, 1 = 1.3 */
+    bool require_certificate;
+    bool use_identity_as_username; /* the client certificate's CN is the username */
+    char bind[64];                 /* "HOST:PORT" */
+    /* mqtts only; "" = not given. */
+    char cert_file[TERN_CONFIG_STR_MAX];
+    char key_file[TERN_CONFIG_STR_MAX];
+    char ca_file[TERN_CONFIG_STR_MAX];
+    char crl_file[TERN_CONFIG_STR_MAX];
+    char ciphers[TERN_CONFIG_STR_MAX];      /* TLS 1.2 cipher list */
+    char ciphersuites[TERN_CONFIG_STR_MAX]; /* TLS 1.3 cipher suites */
+};
+
 struct tern_config {
-    char listen[TERN_CONFIG_STR_MAX];   /* "HOST:PORT", default "127.0.0.1:1883" */
+    char listen[TERN_CONFIG_STR_MAX];   /* "HOST:PORT", default "127.0.0.1:1883";
+                                           "none": no plain listener from this key */
     char data_dir[TERN_CONFIG_STR_MAX]; /* default "tern-data" */
     int log_level;                      /* enum tern_log_level, default info */
     uint32_t node_id;                   /* default 1 */
@@ -62,6 +86,11 @@ struct tern_config {
     /* Flow control (node/flow.c): a backlogged subscriber that makes no progress
      * for this long meets the drop policy; 0 = no flow control. Default 2000. */
     uint32_t slow_subscriber_timeout_ms;
+
+    /* Listeners (node.c): `listen` plus these. */
+    struct tern_listener_config listeners[TERN_LISTENERS_MAX];
+    uint32_t listener_count;
+    uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
 };
 
 /* Fills every field with its default. */
@@ -81,6 +110,10 @@ int tern_config_load_json(struct tern_config *c, const char *json, size_t len,
  * Same validation and messages as the file. */
 int tern_config_set(struct tern_config *c, const char *key, const char *value,
                     char *errmsg);
+
+/* Checks what no single key can: every listener address (listen and
+ * listeners[].bind) is distinct. Call once every source has been applied. */
+int tern_config_check(const struct tern_config *c, char *errmsg);
 
 /* Splits "HOST:PORT" ("[::1]:1883" for IPv6). Returns TERN_OK or TERN_EINVAL. */
 int tern_config_split_hostport(const char *s, char *host, size_t host_cap,
