@@ -58,6 +58,8 @@ static const char *const all_keys[] = {
     "raft_segment_bytes",
     "max_batch_bytes",
     "join",
+    "listeners",
+    "tls_handshake_timeout_ms",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -126,6 +128,8 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_int_equal(c->member_count, d->member_count);
     assert_memory_equal(c->members, d->members, c->member_count * sizeof(c->members[0]));
     assert_string_equal(c->raft_address, d->raft_address);
+    assert_int_equal(c->listener_count, d->listener_count);
+    assert_int_equal(c->tls_handshake_timeout_ms, d->tls_handshake_timeout_ms);
     assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
     assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
     assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
@@ -232,7 +236,14 @@ static const char all_keys_json[] =
     "  \"raft_snapshot_bytes\": 2097152,\n"
     "  \"raft_segment_bytes\": 4194304,\n"
     "  \"max_batch_bytes\": 65536,\n"
-    "  \"join\": true\n"
+    "  \"join\": true,\n"
+    "  \"listeners\": [{\"type\": \"mqtt\", \"bind\": \"0.0.0.0:1884\"},\n"
+    "    {\"type\": \"mqtts\", \"bind\": \"[::]:8883\", \"cert_file\": \"s.pem\",\n"
+    "     \"key_file\": \"s.key\", \"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\",\n"
+    "     \"require_certificate\": true, \"use_identity_as_username\": true,\n"
+    "     \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\",\n"
+    "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
+    "  \"tls_handshake_timeout_ms\": 2500\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -279,6 +290,13 @@ static const char *const all_keys_set[][2] = {
     {"raft_segment_bytes", "4194304"},
     {"max_batch_bytes", "65536"},
     {"join", "true"},
+    {"listeners",
+     "[{\"type\": \"mqtt\", \"bind\": \"0.0.0.0:1884\"}, {\"type\": \"mqtts\", "
+     "\"bind\": \"[::]:8883\", \"cert_file\": \"s.pem\", \"key_file\": \"s.key\", "
+     "\"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\", \"require_certificate\": true, "
+     "\"use_identity_as_username\": true, \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\", "
+     "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
+    {"tls_handshake_timeout_ms", "2500"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -328,6 +346,22 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->raft_segment_bytes, 4194304);
     assert_int_equal(c->max_batch_bytes, 65536);
     assert_true(c->join);
+    assert_int_equal(c->listener_count, 2);
+    assert_int_equal(c->listeners[0].type, TERN_LISTENER_MQTT);
+    assert_string_equal(c->listeners[0].bind, "0.0.0.0:1884");
+    const struct tern_listener_config *l = &c->listeners[1];
+    assert_int_equal(l->type, TERN_LISTENER_MQTTS);
+    assert_string_equal(l->bind, "[::]:8883");
+    assert_string_equal(l->cert_file, "s.pem");
+    assert_string_equal(l->key_file, "s.key");
+    assert_string_equal(l->ca_file, "ca.pem");
+    assert_string_equal(l->crl_file, "crl.pem");
+    assert_true(l->require_certificate);
+    assert_true(l->use_identity_as_username);
+    assert_string_equal(l->ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+    assert_string_equal(l->ciphersuites, "TLS_AES_128_GCM_SHA256");
+    assert_int_equal(l->tls_min_version, 1);
+    assert_int_equal(c->tls_handshake_timeout_ms, 2500);
 }
 
 static void test_every_key_from_json(void **state)
@@ -742,6 +776,77 @@ static void test_members_errors(void **state)
     assert_non_null(strstr(errmsg, "members: expected ID=RAFT/PEER/MQTT"));
 }
 
+/* Listeners: each mistake names the listener and its field; addresses are
+ * distinct across listen and listeners. */
+static void test_listeners_errors(void **state)
+{
+    (void)state;
+    expect_json_error("{\"listeners\": {}}", "listeners: must be an array");
+    expect_json_error("{\"listeners\": [5]}", "listeners[0]: must be an object");
+    expect_json_error("{\"listeners\": [{\"bind\": \"127.0.0.1:1\"}]}",
+                      "listeners[0].type: must be one of \"mqtt\", \"mqtts\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\"}]}",
+                      "listeners[0].type: must be one of");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtt\"}]}",
+                      "listeners[0].bind: must be HOST:PORT");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"x:99999\"}]}",
+                      "listeners[0].bind: must be HOST:PORT");
+    expect_json_error(
+        "{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", \"crt\": 1}]}",
+        "listeners[0]: unknown key \"crt\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", "
+                      "\"cert_file\": \"a\"}]}",
+                      "listeners[0].cert_file: only for an mqtts listener");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+                      "\"key_file\": \"k\"}]}",
+                      "listeners[0].cert_file: required for an mqtts listener");
+    expect_json_error(
+        "{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+        "\"cert_file\": \"c\", \"key_file\": \"k\", \"require_certificate\": 1}]}",
+        "listeners[0].require_certificate: must be true or false");
+    expect_json_error(
+        "{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+        "\"cert_file\": \"c\", \"key_file\": \"k\", \"require_certificate\": "
+        "true}]}",
+        "listeners[0].require_certificate: needs ca_file");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+                      "\"cert_file\": \"c\", \"key_file\": \"k\", \"ca_file\": \"a\", "
+                      "\"use_identity_as_username\": true}]}",
+                      "listeners[0].use_identity_as_username: needs require_certificate");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+                      "\"cert_file\": \"c\", \"key_file\": \"k\", \"tls_min_version\": "
+                      "\"1.1\"}]}",
+                      "listeners[0].tls_min_version: must be one of \"1.2\", \"1.3\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", "
+                      "\"type\": \"mqtt\"}]}",
+                      "listeners[0].type: duplicate key");
+    expect_set_error("listeners", "[{", "listeners: must be a JSON array");
+
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    assert_int_equal(load(&c,
+                          "{\"listen\": \"127.0.0.1:1883\", \"listeners\": [{\"type\": "
+                          "\"mqtt\", \"bind\": \"127.0.0.1:1884\"}, {\"type\": \"mqtt\", "
+                          "\"bind\": \"127.0.0.1:1884\"}]}",
+                          errmsg),
+                     TERN_OK);
+    assert_int_equal(tern_config_check(&c, errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, "listeners[1].bind: duplicate of listeners[0].bind"));
+    assert_int_equal(
+        tern_config_set(&c, "listeners",
+                        "[{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1883\"}]", errmsg),
+        TERN_OK);
+    assert_int_equal(tern_config_check(&c, errmsg), TERN_EINVAL);
+    assert_non_null(
+        strstr(errmsg, "listeners[0].bind: \"127.0.0.1:1883\" is the address of listen"));
+    /* listen "none": only the listeners. */
+    assert_int_equal(tern_config_set(&c, "listen", "none", errmsg), TERN_OK);
+    assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
+    tern_config_defaults(&c);
+    assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
+}
+
 /* docs/configuration.md names every key as `key`. */
 static void test_docs_name_every_key(void **state)
 {
@@ -761,6 +866,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_members_errors),
+        cmocka_unit_test(test_listeners_errors),
         cmocka_unit_test(test_limits_match_fsm),
         cmocka_unit_test(test_every_key_from_json),
         cmocka_unit_test(test_every_key_from_set),
