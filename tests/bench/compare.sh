@@ -21,7 +21,7 @@ usage: tests/bench/compare.sh [options]
   --quick         CI smoke run: ~1 s per scenario, few connections (< 60 s total)
   --duration S    measured seconds per run (default 5, quick 0.5)
   --repeat R      runs per broker and case; the median is reported (default 3, quick 1)
-  --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain cluster
+  --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain tls cluster
   --defaults      both brokers at their own default limits (tern: inflight_max 20,
                   queue_max 1000; Mosquitto: 20 in flight, 1000 queued) instead of
                   the raised bounds below, publishers with 200 QoS 1 unacknowledged
@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$ONLY" in
-"" | 1to1 | fanin | fanout | latency | idle | storm | drain | cluster) ;;
+"" | 1to1 | fanin | fanout | latency | idle | storm | drain | tls | cluster) ;;
 *) echo "compare.sh: unknown scenario $ONLY" >&2; usage >&2; exit 2 ;;
 esac
 
@@ -93,8 +93,8 @@ if [ -z "$BENCH" ]; then
         log "build/tern-bench not found, compiling it"
         BENCH="$WORK/tern-bench"
         gcc -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 -Wall -Wextra \
-            -I"$ROOT/include" "$ROOT"/node/codec*.c "$ROOT/tests/bench/tern_bench.c" \
-            -luv -lm -o "$BENCH"
+            -I"$ROOT/include" "$ROOT"/node/codec*.c "$ROOT"/node/tls*.c \
+            "$ROOT/tests/bench/tern_bench.c" -luv -lssl -lcrypto -lm -o "$BENCH"
     fi
 fi
 command -v mosquitto >/dev/null || { echo "compare.sh: mosquitto not installed" >&2; exit 1; }
@@ -145,16 +145,23 @@ read -r -a EXTRA <<<"${TERN_EXTRA_SETS:-}"
 TERN_SETS+=("${EXTRA[@]}")
 # The admin HTTP API on any free port (its default, 8081, is one per machine).
 TERN_ADMIN=(--set admin_listen=127.0.0.1:0)
+# TLS=1: each broker listens with TLS only (tern: an mqtts listener, its plain
+# `listen` on another port) with the certificate of $WORK/pki (tests/tls/make_certs.sh).
+TLS=0
 start_broker() { # name
-    local name=$1 port pid
+    local name=$1 port pid tls_mosq="" tls_tern=()
     port=$(free_port)
     NSTART=$((NSTART + 1))
+    if [ "$TLS" = 1 ]; then
+        tls_mosq=$'\n'"certfile $WORK/pki/server.pem"$'\n'"keyfile $WORK/pki/server.key"
+        tls_tern=(--set "listeners=[{\"type\":\"mqtts\",\"bind\":\"127.0.0.1:$port\",\"cert_file\":\"$WORK/pki/server.pem\",\"key_file\":\"$WORK/pki/server.key\"}]")
+    fi
     case "$name" in
     mosquitto)
         # Same limits on both brokers (tern's are set below): big queues, no
         # practical in-flight cap.
         cat >"$WORK/mosq.conf" <<EOF
-listener $port 127.0.0.1
+listener $port 127.0.0.1$tls_mosq
 allow_anonymous true
 $MOSQ_LIMITS
 set_tcp_nodelay true
@@ -167,8 +174,11 @@ EOF
         ;;
     tern)
         mkdir -p "$WORK/tern-data-$NSTART"
-        (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --listen "127.0.0.1:$port" \
-            --data-dir "$WORK/tern-data-$NSTART" --log-level warn "${TERN_SETS[@]}" "${TERN_ADMIN[@]}") \
+        local listen=$port
+        [ "$TLS" = 1 ] && listen=$(free_port)
+        (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --listen "127.0.0.1:$listen" \
+            --data-dir "$WORK/tern-data-$NSTART" --log-level warn "${TERN_SETS[@]}" \
+            "${TERN_ADMIN[@]}" "${tls_tern[@]}") \
             >>"$WORK/tern.log" 2>&1 &
         pid=$!
         ;;
@@ -495,6 +505,41 @@ if want storm; then
     echo >>"$MD"
     echo "### 6) Connection storm: $STORM_N clients, 100 handshakes in flight" >>"$MD"
     table "CONNACKs per second (higher is better)" "storm:$STORM_N connections" -- \
+        "connect_per_s:connections/s" "connected:connected" "connect_failures:failures"
+fi
+
+# ---- 6b) TLS: 1:1 over TLS and TLS handshakes per second ------------------------------
+if want tls; then
+    "$ROOT/tests/tls/make_certs.sh" "$WORK/pki"
+    # Mosquitto started as root reads its files as the mosquitto user (test keys).
+    chmod a+x "$WORK"
+    chmod -R a+rX "$WORK/pki"
+    # The same 1:1 cases without TLS in the same run: the cost of TLS as a ratio.
+    start_all
+    for q in 0 1; do
+        cases "tls-plain-q$q" --pubs 1 --subs 1 --qos "$q" --size 16 "${COMMON[@]}"
+    done
+    stop_all
+    TLS=1
+    start_all
+    for q in 0 1; do
+        cases "tls-1to1-q$q" --pubs 1 --subs 1 --qos "$q" --size 16 --tls "$WORK/pki/ca.pem" \
+            "${COMMON[@]}"
+    done
+    cases tls-storm-13 --connect-rate "$STORM_N" --concurrency 100 --connect-timeout 60 \
+        --tls "$WORK/pki/ca.pem"
+    cases tls-storm-12 --connect-rate "$STORM_N" --concurrency 100 --connect-timeout 60 \
+        --tls "$WORK/pki/ca.pem" --tls-1.2
+    stop_all
+    TLS=0
+    echo >>"$MD"
+    echo "### 6b) TLS (RSA 2048 server certificate, no client certificate)" >>"$MD"
+    table "One publisher, one subscriber over TLS (and plain TCP, same run), maximum rate, 16 B" \
+        "tls-1to1-q0:QoS 0 over TLS" "tls-plain-q0:QoS 0 plain" \
+        "tls-1to1-q1:QoS 1 over TLS" "tls-plain-q1:QoS 1 plain" -- \
+        "received_per_s:received msg/s" "loss:lost" "lat_p50_us:p50 us" "lat_p99_us:p99 us"
+    table "TLS handshakes + CONNECT/CONNACK per second, $STORM_N clients, 100 in flight" \
+        "tls-storm-13:TLS 1.3" "tls-storm-12:TLS 1.2" -- \
         "connect_per_s:connections/s" "connected:connected" "connect_failures:failures"
 fi
 

@@ -9,6 +9,10 @@
  * Modes: pub/sub load (default), --idle N (memory per connection), --connect-rate
  * N (connection storm), --drain (persistent-session queue drain).
  *
+ * --tls CAFILE runs any mode over TLS with tern's own TLS engine (node/tls.h):
+ * ciphertext in and out of memory BIOs, the MQTT bytes as without TLS. With
+ * --connect-rate, the rate then counts TLS handshake + CONNECT/CONNACK.
+ *
  * Writes are coalesced: packets are appended to a per-connection buffer and
  * handed to uv_write once per loop iteration (prepare + check handles), which
  * is what keeps a single thread able to push a broker on two cores.
@@ -30,6 +34,8 @@
 #include <uv.h>
 
 #include "tern/codec.h"
+
+#include "../../node/tls.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -144,6 +150,8 @@ struct opts {
     int rss_pid;
     int json;
     const char *label;
+    const char *tls_ca; /* --tls: verify the broker against this CA */
+    int tls12;          /* --tls-1.2: at most TLS 1.2 */
 };
 
 /* ---- connections -------------------------------------------------------------- */
@@ -184,7 +192,8 @@ struct conn {
 
     uint8_t *rbuf;
     size_t rlen, rcap;
-    struct wreq *w; /* pending bytes not yet handed to uv_write */
+    struct tern_tls_engine *tls; /* --tls; NULL until the TCP connect */
+    struct wreq *w;              /* pending bytes not yet handed to uv_write */
     size_t wbytes_inflight;
     uint64_t last_send_ns;
 
@@ -257,7 +266,9 @@ struct bench {
     bool interrupted;
     int open; /* handles initialised and not yet closed */
     uint64_t t_ping_ns;
-    uint8_t *payload; /* scratch for building payloads */
+    uint8_t *payload;          /* scratch for building payloads */
+    struct tern_tls_ctx *tls;  /* --tls */
+    uint8_t *tls_in, *tls_out; /* ciphertext scratch */
     struct stats st;
 };
 
@@ -426,12 +437,54 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
+#define TLS_CHUNK 65536
+
+/* Hands bytes to uv_write in a request of their own. */
+static void write_raw(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct wreq *w = malloc(sizeof *w + len);
+    if (!w)
+        die("out of memory");
+    memcpy(w->data, data, len);
+    w->len = w->cap = len;
+    w->c = c;
+    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
+        free(w);
+        c->failed = true;
+        conn_close(c);
+        return;
+    }
+    c->wbytes_inflight += len;
+}
+
+/* Sends the ciphertext the TLS engine has ready. */
+static void tls_send(struct conn *c)
+{
+    size_t n;
+    while (c->state != CS_CLOSED && !uv_is_closing((uv_handle_t *)&c->tcp) &&
+           (n = tern_tls_engine_take(c->tls, c->b->tls_out, TLS_CHUNK)) > 0)
+        write_raw(c, c->b->tls_out, n);
+}
+
 static void flush_one(struct conn *c)
 {
     struct wreq *w = c->w;
     if (!w || w->len == 0 || c->state == CS_CLOSED || c->state == CS_TCP ||
         c->state == CS_NEW)
         return;
+    if (c->tls) {
+        if (!tern_tls_engine_established(c->tls))
+            return; /* CONNECT waits for the handshake */
+        if (tern_tls_engine_write(c->tls, w->data, w->len) != TERN_OK) {
+            c->failed = true;
+            conn_close(c);
+            return;
+        }
+        w->len = 0;
+        tls_send(c);
+        return;
+    }
     c->w = NULL;
     w->c = c;
     uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)w->len);
@@ -470,6 +523,8 @@ static void on_close(uv_handle_t *h)
     c->rlen = c->rcap = 0;
     free(c->w);
     c->w = NULL;
+    tern_tls_engine_free(c->tls);
+    c->tls = NULL;
     sched_finished(c);
 }
 
@@ -514,6 +569,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     struct conn *c = (struct conn *)h->data;
+    if (c->tls) {
+        *buf = uv_buf_init((char *)c->b->tls_in, TLS_CHUNK);
+        return;
+    }
     /* Start small (thousands of idle connections), double while reads fill it. */
     if (c->rcap - c->rlen < 1024 || !c->rbuf) {
         size_t cap = c->rcap ? c->rcap * 2 : RBUF_MIN;
@@ -527,6 +586,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 static void handle_packet(struct conn *c, const struct tern_packet *p);
+static void process_input(struct conn *c, bool filled);
+static void tls_input(struct conn *c, const uint8_t *data, size_t len);
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
@@ -540,8 +601,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0)
         return;
+    if (c->tls) {
+        tls_input(c, (const uint8_t *)buf->base, (size_t)n);
+        return;
+    }
     bool filled = (size_t)n == c->rcap - c->rlen;
     c->rlen += (size_t)n;
+    process_input(c, filled);
+}
+
+/* Decodes and handles every whole packet in rbuf. */
+static void process_input(struct conn *c, bool filled)
+{
     size_t off = 0;
     while (off < c->rlen && c->state != CS_CLOSED) {
         size_t flen = 0;
@@ -604,6 +675,54 @@ static void send_connect(struct conn *c)
     c->state = CS_MQTT;
 }
 
+/* Ciphertext from the broker: the handshake (then CONNECT), then plaintext
+ * into rbuf as a plain connection's bytes. */
+static void tls_input(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (tern_tls_engine_recv(c->tls, data, len) != TERN_OK)
+        die("out of memory");
+    if (!tern_tls_engine_established(c->tls)) {
+        int rc = tern_tls_engine_handshake(c->tls);
+        tls_send(c);
+        if (rc == TERN_EAGAIN)
+            return;
+        if (rc != TERN_OK) {
+            fprintf(stderr, "tern-bench: TLS handshake: %s\n",
+                    tern_tls_engine_error(c->tls));
+            c->failed = true;
+            conn_close(c);
+            return;
+        }
+        send_connect(c);
+        flush_one(c);
+    }
+    for (;;) {
+        if (c->rcap - c->rlen < 1024 || !c->rbuf) {
+            size_t cap = c->rcap ? c->rcap * 2 : RBUF_MIN;
+            uint8_t *nb = realloc(c->rbuf, cap);
+            if (!nb)
+                die("out of memory");
+            c->rbuf = nb;
+            c->rcap = cap;
+        }
+        size_t got = 0;
+        int rc = tern_tls_engine_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &got);
+        if (rc == TERN_EAGAIN)
+            break;
+        if (rc != TERN_OK) {
+            if (c->state != CS_CLOSING && c->b->phase != PH_CLOSING)
+                c->failed = true;
+            conn_close(c);
+            return;
+        }
+        c->rlen += got;
+        process_input(c, false);
+        if (c->state == CS_CLOSED || c->state == CS_CLOSING)
+            return;
+    }
+    tls_send(c);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
@@ -619,6 +738,14 @@ static void on_connect(uv_connect_t *req, int status)
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
         c->failed = true;
         conn_close(c);
+        return;
+    }
+    if (c->b->tls) {
+        c->tls = tern_tls_engine_new(c->b->tls);
+        if (!c->tls)
+            die("out of memory");
+        tern_tls_engine_handshake(c->tls); /* the ClientHello */
+        tls_send(c);
         return;
     }
     send_connect(c);
@@ -1397,6 +1524,9 @@ static void usage(FILE *f)
         "  --drain              persistent sessions: --subs offline, --pubs publish\n"
         "                       --messages each (QoS>=1), reconnect, time the drain\n"
         "  --messages K         drain: messages per publisher (100)\n"
+        "  --tls CAFILE         over TLS, the broker's certificate checked against "
+        "CAFILE\n"
+        "  --tls-1.2            with --tls: at most TLS 1.2\n"
         "  --label TEXT         copied into the JSON output\n"
         "  --json               print results as one JSON object\n"
         "  --help\n");
@@ -1496,6 +1626,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
         O_MSGS,
         O_LABEL,
         O_JSON,
+        O_TLS,
+        O_TLS12,
         O_HELP,
     };
     static const struct option lo[] = {
@@ -1531,6 +1663,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"messages", required_argument, 0, O_MSGS},
         {"label", required_argument, 0, O_LABEL},
         {"json", no_argument, 0, O_JSON},
+        {"tls", required_argument, 0, O_TLS},
+        {"tls-1.2", no_argument, 0, O_TLS12},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -1669,6 +1803,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
         case O_JSON:
             o->json = 1;
             break;
+        case O_TLS:
+            o->tls_ca = optarg;
+            break;
+        case O_TLS12:
+            o->tls12 = 1;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -1777,6 +1917,14 @@ int main(int argc, char **argv)
     if (uv_ip4_addr(b->o.host, b->o.port, &b->dst) != 0)
         bad_usage("bad --host", b->o.host);
 
+    if (b->o.tls_ca) {
+        char errmsg[TERN_ERRMSG_SIZE];
+        struct tern_tls_opts to = {.ca_file = b->o.tls_ca, .max_tls_1_2 = b->o.tls12};
+        if (tern_tls_ctx_new(&b->tls, &to, errmsg) != TERN_OK)
+            die("--tls: %s", errmsg);
+        b->tls_in = xcalloc(TLS_CHUNK, 1);
+        b->tls_out = xcalloc(TLS_CHUNK, 1);
+    }
     init_conns(b);
     b->dirty = xcalloc((size_t)b->nconns, sizeof *b->dirty);
     b->payload = xcalloc((size_t)b->o.size, 1);
@@ -1827,5 +1975,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern-bench: loop not empty at exit: %s\n", uv_strerror(rc));
     bool ok = b->st.connected > 0;
     free_conns(b);
+    tern_tls_ctx_free(b->tls);
+    free(b->tls_in);
+    free(b->tls_out);
     return ok ? 0 : 1;
 }
