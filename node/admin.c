@@ -1297,6 +1297,23 @@ static void on_sys_timer(uv_timer_t *t)
 typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
 
+/* Reads the TLS files of every mqtts listener again (as SIGHUP does). */
+static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                        const char *query)
+{
+    uint32_t reloaded = 0;
+    char errmsg[TERN_ERRMSG_SIZE];
+    TERN_LOGI("admin: reloading TLS certificates");
+    if (tern_listeners_reload(a->node, &reloaded, errmsg) != TERN_OK) {
+        reply_error(hc, 422, "reloaded", reloaded, "%s: kept the files loaded before",
+                    errmsg);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "reloaded", reloaded);
+    reply_json(hc, 200, o);
+}
+
 struct admin_route {
     const char *method;
     const char *path; /* ending in '/': a prefix followed by one argument */
@@ -1316,6 +1333,7 @@ static const struct admin_route routes[] = {
     {"GET", "/metrics", get_metrics},
     {"POST", "/transfer-leader", post_transfer},
     {"POST", "/snapshot", post_snapshot},
+    {"POST", "/reload", post_reload},
     {"POST", "/drain", post_drain},
     {"POST", "/undrain", post_undrain},
     {"POST", "/members", post_members},

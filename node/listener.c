@@ -156,23 +156,27 @@ void tern_listeners_free(struct tern_node *n)
     }
 }
 
-void tern_listeners_reload(struct tern_node *n)
+int tern_listeners_reload(struct tern_node *n, uint32_t *reloaded, char *errmsg)
 {
+    int result = TERN_OK;
+    *reloaded = 0;
     for (uint32_t i = 0; i < n->listener_count; i++) {
         struct tern_listener *l = &n->listeners[i];
         if (!l->tls)
             continue;
         uint32_t idx = (uint32_t)(l->cfg - n->cfg.listeners);
         struct tern_tls_ctx *ctx = NULL;
-        char errmsg[TERN_ERRMSG_SIZE];
         if (load_one(l->cfg, idx, &ctx, errmsg) != TERN_OK) {
             n->stats.tls_reload_failures++;
             TERN_LOGE("reload: %s: keeping the certificates loaded before", errmsg);
+            result = TERN_EINVAL;
             continue;
         }
         tern_tls_ctx_free(l->tls); /* open connections hold their own reference */
         l->tls = ctx;
         n->stats.tls_reloads++;
+        (*reloaded)++;
         TERN_LOGI("reload: listeners[%u] (%s): TLS files loaded again", idx, l->bind);
     }
+    return result;
 }

@@ -158,8 +158,10 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     struct tern_node *n = h->data;
     (void)signum;
+    uint32_t reloaded;
+    char errmsg[TERN_ERRMSG_SIZE];
     TERN_LOGI("SIGHUP: reloading TLS certificates");
-    tern_listeners_reload(n);
+    tern_listeners_reload(n, &reloaded, errmsg); /* each failure is logged */
 }
 
 /* Another node forwarded a message for this node's clean sessions. */

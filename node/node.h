@@ -288,9 +288,10 @@ int tern_listeners_start(struct tern_node *n,
                          struct tern_tls_ctx *ctx[TERN_LISTENERS_MAX], char *errmsg);
 void tern_listeners_stop(struct tern_node *n);
 void tern_listeners_free(struct tern_node *n); /* after the loop has ended */
-/* SIGHUP: every mqtts listener reads its files again; a listener whose new files
- * fail keeps the old ones (logged). Open connections keep theirs. */
-void tern_listeners_reload(struct tern_node *n);
+/* SIGHUP and POST /reload: every mqtts listener reads its files again; a
+ * listener whose new files fail keeps the old ones (logged, the last failure's
+ * message in errmsg, TERN_EINVAL). Open connections keep theirs. */
+int tern_listeners_reload(struct tern_node *n, uint32_t *reloaded, char *errmsg);
 
 /* conn.c */
 void tern_conn_accept(struct tern_node *n, struct tern_listener *l);

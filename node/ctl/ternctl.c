@@ -63,6 +63,7 @@ static void usage(FILE *f)
             "  drain NODE               close NODE's clients, refuse new ones\n"
             "  undrain NODE             accept clients again\n"
             "  snapshot                 take a Raft snapshot now\n"
+            "  reload                   read the TLS certificates, keys, CA, CRL again\n"
             "  metrics                  Prometheus metrics\n"
             "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
             "                           the leader, answers once it has caught up\n"
@@ -642,8 +643,8 @@ static int cmd_retained_delete(struct ctl *ctl, char **args)
 static bool is_node_id(const char *s)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= 8 && strspn(s, "0123456789") == n &&
-           strtoull(s, NULL, 10) > 0 && strtoull(s, NULL, 10) <= 16777215ull;
+    return n > 0 && n <= 8 && strspn(s, "0123456789") == n && strtoull(s, NULL, 10) > 0 &&
+           strtoull(s, NULL, 10) <= 16777215ull;
 }
 
 static void say_transferred(const cJSON *j, const char *arg)
@@ -704,6 +705,16 @@ static void say_snapshot(const cJSON *j, const char *arg)
 static int cmd_snapshot(struct ctl *ctl, char **args)
 {
     return act(ctl, "POST", "/snapshot", say_snapshot, NULL);
+}
+
+static void say_reloaded(const cJSON *j, const char *arg)
+{
+    printf("TLS files loaded again on %s listener(s)\n", field(j, "reloaded"));
+}
+
+static int cmd_reload(struct ctl *ctl, char **args)
+{
+    return act(ctl, "POST", "/reload", say_reloaded, NULL);
 }
 
 static int cmd_metrics(struct ctl *ctl, char **args)
@@ -780,6 +791,7 @@ static const struct command commands[] = {
     {"drain", NULL, 1, 1, cmd_drain, "NODE"},
     {"undrain", NULL, 1, 1, cmd_undrain, "NODE"},
     {"snapshot", NULL, 0, 0, cmd_snapshot, ""},
+    {"reload", NULL, 0, 0, cmd_reload, ""},
     {"metrics", NULL, 0, 0, cmd_metrics, ""},
     {"add-node", NULL, 4, 4, cmd_add_node, "ID RAFT PEER MQTT"},
     {"remove-node", NULL, 1, 1, cmd_remove_node, "ID"},

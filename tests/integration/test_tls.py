@@ -406,8 +406,27 @@ def test_sighup_reloads_certificates_and_keeps_connections(tls_broker, pki, tmp_
         assert served_fingerprint(b.tls_port, ca) == cert_fingerprint(p(pki, "server2.pem"))
         a.pub("r/t", b"after-bad-reload")
         a.wait_msg(b"after-bad-reload")
+
+        # ternctl reload (POST /reload) does the same, and says when it failed.
+        r = ternctl(b, "reload")
+        assert r.returncode != 0 and "cert_file: cannot use" in r.stdout + r.stderr, r
+        shutil.copy(p(pki, "server.pem"), cert)
+        shutil.copy(p(pki, "server.key"), key)
+        r = ternctl(b, "reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "TLS files loaded again on 1 listener(s)" in r.stdout
+        assert served_fingerprint(b.tls_port, ca) == cert_fingerprint(p(pki, "server.pem"))
+        a.pub("r/t", b"after-ternctl-reload")
+        a.wait_msg(b"after-ternctl-reload")
     finally:
         a.close()
+
+
+def ternctl(b, *args):
+    admin(b, "/clients")  # the address is in the log
+    addr = re.findall(r"admin API listening on (\S+)", b.log(current_run=True))[-1]
+    return subprocess.run([os.path.join(os.path.dirname(TERN_BIN), "ternctl"), "--admin",
+                           addr] + list(args), capture_output=True, text=True, timeout=T)
 
 
 def test_sighup_does_not_stop_a_plain_node(broker, clients):
