@@ -697,6 +697,11 @@ static int listeners_from_text(struct tern_config *c, const char *s, char *errms
 
 int tern_config_check(const struct tern_config *c, char *errmsg)
 {
+    if (strcmp(c->listen, "none") == 0 && c->listener_count == 0) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listen: \"none\" and no listeners: no client could connect");
+        return TERN_EINVAL;
+    }
     for (uint32_t i = 0; i < c->listener_count; i++) {
         const char *b = c->listeners[i].bind;
         char host[64];

@@ -119,11 +119,6 @@ int tern_listeners_start(struct tern_node *n,
         l->tls = ctx[i];
         ctx[i] = NULL;
     }
-    if (n->listener_count == 0) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE,
-                 "listen: \"none\" and no listeners: no client could connect");
-        return TERN_EINVAL;
-    }
     for (uint32_t i = 0; i < n->listener_count; i++) {
         struct tern_listener *l = &n->listeners[i];
         char key[32];

@@ -112,7 +112,8 @@ int tern_config_set(struct tern_config *c, const char *key, const char *value,
                     char *errmsg);
 
 /* Checks what no single key can: every listener address (listen and
- * listeners[].bind) is distinct. Call once every source has been applied. */
+ * listeners[].bind) is distinct, and there is at least one listener. Call once
+ * every source has been applied. */
 int tern_config_check(const struct tern_config *c, char *errmsg);
 
 /* Splits "HOST:PORT" ("[::1]:1883" for IPv6). Returns TERN_OK or TERN_EINVAL. */

@@ -473,3 +473,27 @@ def test_duplicate_bind_exit_2(tmp_path, pki):
     r = run_ternd(tmp_path, "--listen", "127.0.0.1:%d" % port, "--set", "listeners=" + lst)
     assert r.returncode == 2, r.stderr
     assert "listeners[0].bind: \"127.0.0.1:%d\" is the address of listen" % port in r.stderr
+
+
+def test_listen_none_serves_only_the_tls_listener(tmp_path, pki):
+    tls_port = free_port()
+    lst = json.dumps([mqtts(pki, tls_port)])
+    log = open(str(tmp_path / "ternd.log"), "w")
+    proc = subprocess.Popen([TERN_BIN, "--data-dir", str(tmp_path / "d"), "--listen", "none",
+                             "--log-level", "debug", "--set", "admin_listen=127.0.0.1:0",
+                             "--set", "listeners=" + lst], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: "listening on 127.0.0.1:%d (mqtts)" % tls_port in
+                   open(str(tmp_path / "ternd.log")).read(), T, msg="the TLS listener")
+        a = Paho(pki, tls_port, cert=None)
+        a.sub("none/t")
+        a.pub("none/t", b"tls-only")
+        a.wait_msg(b"tls-only")
+        a.close()
+        assert "(mqtt)" not in open(str(tmp_path / "ternd.log")).read()
+    finally:
+        proc.terminate()
+        proc.wait(T)
+        log.close()
+    r = run_ternd(tmp_path, "--listen", "none")
+    assert r.returncode == 2 and 'listen: "none" and no listeners' in r.stderr, r.stderr

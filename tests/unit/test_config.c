@@ -840,9 +840,12 @@ static void test_listeners_errors(void **state)
     assert_int_equal(tern_config_check(&c, errmsg), TERN_EINVAL);
     assert_non_null(
         strstr(errmsg, "listeners[0].bind: \"127.0.0.1:1883\" is the address of listen"));
-    /* listen "none": only the listeners. */
+    /* listen "none": only the listeners, and there must be one. */
     assert_int_equal(tern_config_set(&c, "listen", "none", errmsg), TERN_OK);
     assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
+    assert_int_equal(tern_config_set(&c, "listeners", "[]", errmsg), TERN_OK);
+    assert_int_equal(tern_config_check(&c, errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, "listen: \"none\" and no listeners"));
     tern_config_defaults(&c);
     assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
 }
