@@ -3,11 +3,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <uv.h>
 
 #include "link.h"
 #include "raft_transport.h"
+#include "tern/log.h"
 
 /* raft_uv_tcp's handshake (libraft src/uv_tcp_connect.c, protocol 1): u64
  * protocol, u64 server id, u64 address length padded to 8, the address
@@ -21,6 +24,36 @@
  * SYN's round trip on any network a cluster should span. */
 #define CONNECT_TIMEOUT_MS 500
 
+/* Unsent bytes an outgoing stream may hold before the peer counts as not
+ * reading (see struct tern_raft_pump). Far above what a healthy link queues:
+ * the kernel's own buffers come first. */
+#define PUMP_UNSENT_MAX (8u << 20)
+#define PUMP_READ_BYTES (64u << 10)
+
+/* An outgoing connection, between libraft and the network. libraft writes to a
+ * stream without any bound: to a peer that is alive but not reading (stopped,
+ * or its buffers full) every heartbeat's AppendEntries - each holding every
+ * entry the peer lacks - queued in libuv, and the leader's memory grew by
+ * hundreds of MB in seconds (a SIGSTOPped old leader: 19 -> 241 MB in 5 s).
+ * So libraft gets one end of a socketpair, and this pump moves what it writes
+ * to the TCP connection; past PUMP_UNSENT_MAX unsent it closes both, libraft's
+ * next write fails, and libraft reconnects (its queue while reconnecting holds
+ * three messages). */
+struct tern_raft_pump {
+    struct tern_raft_transport *t;
+    uv_tcp_t *tcp;  /* raft_malloc'd by t_connect */
+    uv_pipe_t pipe; /* our end of the socketpair */
+    int open;       /* handles not closed yet */
+    int down;
+    raft_id peer;
+    struct tern_raft_pump *next;
+};
+
+struct pump_write {
+    uv_write_t req;
+    char *base;
+};
+
 struct tern_raft_connect {
     struct tern_raft_transport *t;
     struct raft_uv_connect *req;
@@ -30,6 +63,7 @@ struct tern_raft_connect {
     uv_connect_t connect;
     uv_write_t write;
     uv_buf_t handshake;
+    raft_id peer;
     int status; /* != 0: failed or cancelled, reported from the close callback */
     struct tern_raft_connect *next;
 };
@@ -109,6 +143,122 @@ static void on_connect_timeout(uv_timer_t *timer)
     conn_fail(timer->data, RAFT_NOCONNECTION);
 }
 
+/* --- the pump --- */
+
+static void pump_closed(uv_handle_t *h)
+{
+    struct tern_raft_pump *p = h->data;
+    if (--p->open > 0)
+        return;
+    raft_free(p->tcp);
+    free(p);
+}
+
+static void pump_down(struct tern_raft_pump *p, const char *why)
+{
+    if (p->down)
+        return;
+    p->down = 1;
+    for (struct tern_raft_pump **pp = &p->t->pumps; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    if (why)
+        TERN_LOGW("raft: link to node %llu: %s: closed (libraft reconnects)",
+                  (unsigned long long)p->peer, why);
+    uv_close((uv_handle_t *)&p->pipe, pump_closed);
+    uv_close((uv_handle_t *)p->tcp, pump_closed);
+}
+
+static void pump_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h;
+    (void)hint;
+    buf->base = malloc(PUMP_READ_BYTES);
+    buf->len = buf->base ? PUMP_READ_BYTES : 0;
+}
+
+static void pump_written(uv_write_t *w, int status)
+{
+    struct pump_write *pw = (struct pump_write *)w;
+    struct tern_raft_pump *p = w->data;
+    free(pw->base);
+    free(pw);
+    if (status != 0 && status != UV_ECANCELED)
+        pump_down(p, uv_strerror(status));
+}
+
+/* What libraft wrote: out on the TCP connection, unless the peer stopped taking it. */
+static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct tern_raft_pump *p = s->data;
+    if (n <= 0) {
+        free(buf->base);
+        if (n < 0)
+            pump_down(p, NULL); /* libraft closed its end */
+        return;
+    }
+    struct pump_write *pw = malloc(sizeof(*pw));
+    uv_buf_t out = uv_buf_init(buf->base, (unsigned)n);
+    if (!pw || uv_write(&pw->req, (uv_stream_t *)p->tcp, &out, 1, pump_written) != 0) {
+        free(pw);
+        free(buf->base);
+        pump_down(p, "cannot write");
+        return;
+    }
+    pw->base = buf->base;
+    pw->req.data = p;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)p->tcp) > PUMP_UNSENT_MAX)
+        pump_down(p, "peer not reading (8 MiB unsent)");
+}
+
+/* The peer never sends on our outgoing connection: only its end shows here. */
+static void pump_from_peer(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    free(buf->base);
+    if (n < 0)
+        pump_down(s->data, n == UV_EOF ? NULL : uv_strerror((int)n));
+}
+
+/* libraft's end of a new socketpair, with the pump on the other; NULL on error. */
+static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_tcp_t *tcp, raft_id peer)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return NULL;
+    struct tern_raft_pump *p = calloc(1, sizeof(*p));
+    uv_pipe_t *theirs = raft_malloc(sizeof(*theirs)); /* libraft frees it */
+    if (!p || !theirs || uv_pipe_init(t->loop, theirs, 0) != 0) {
+        free(p);
+        raft_free(theirs);
+        close(sv[0]);
+        close(sv[1]);
+        return NULL;
+    }
+    if (uv_pipe_open(theirs, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        uv_close((uv_handle_t *)theirs, (uv_close_cb)raft_free);
+        free(p);
+        return NULL;
+    }
+    *p = (struct tern_raft_pump){.t = t, .tcp = tcp, .open = 2, .peer = peer};
+    uv_pipe_init(t->loop, &p->pipe, 0);
+    p->pipe.data = p;
+    tcp->data = p;
+    p->next = t->pumps;
+    t->pumps = p;
+    if (uv_pipe_open(&p->pipe, sv[1]) != 0) {
+        close(sv[1]);
+        pump_down(p, "cannot open the pipe");
+    } else if (uv_read_start((uv_stream_t *)&p->pipe, pump_alloc, pump_from_raft) != 0 ||
+               uv_read_start((uv_stream_t *)tcp, pump_alloc, pump_from_peer) != 0) {
+        pump_down(p, "cannot read");
+    }
+    return (uv_stream_t *)theirs; /* after pump_down, libraft's first write fails */
+}
+
 static void on_handshake_written(uv_write_t *w, int status)
 {
     struct tern_raft_connect *r = w->data;
@@ -118,10 +268,14 @@ static void on_handshake_written(uv_write_t *w, int status)
         conn_fail(r, RAFT_NOCONNECTION);
         return;
     }
+    uv_stream_t *stream = pump_start(r->t, r->tcp, r->peer);
+    if (!stream) {
+        conn_fail(r, RAFT_NOMEM);
+        return;
+    }
     unlink_conn(r);
     struct raft_uv_connect *req = r->req;
-    uv_stream_t *stream = (uv_stream_t *)r->tcp;
-    r->open--; /* the stream is libraft's now; r goes with the timer */
+    r->open--; /* the TCP handle is the pump's now; r goes with the timer */
     uv_close((uv_handle_t *)&r->timer, on_conn_closed);
     req->cb(req, stream, 0);
 }
@@ -163,7 +317,6 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
                      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
     struct tern_raft_transport *t = outer->impl;
-    (void)id;
     char host[64];
     const char *colon = strrchr(address, ':');
     struct sockaddr_in sa;
@@ -183,6 +336,7 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
     }
     r->t = t;
     r->req = req;
+    r->peer = id;
     req->cb = cb;
     /* The socket exists now, so the options (the user timeout in particular)
      * apply to the SYN too. */
@@ -223,6 +377,8 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
     t->close_cb = cb;
     while (t->conns)
         conn_fail(t->conns, RAFT_CANCELED);
+    while (t->pumps)
+        pump_down(t->pumps, NULL);
     t->inner.close(&t->inner, on_closed);
 }
 

@@ -20,6 +20,7 @@
 #include <raft/uv.h>
 
 struct tern_raft_connect;
+struct tern_raft_pump;
 
 struct tern_raft_transport {
     struct raft_uv_transport outer; /* give &outer to raft_uv_init() */
@@ -28,6 +29,7 @@ struct tern_raft_transport {
     raft_id id;
     char address[256];               /* ours, sent in the handshake */
     struct tern_raft_connect *conns; /* connection attempts in flight */
+    struct tern_raft_pump *pumps;    /* outgoing connections (raft_transport.c) */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
 };
