@@ -29,6 +29,7 @@ struct out_link {
     int connected;
     int connecting;
     int removed;     /* the member left: never reconnect (addr.id is 0) */
+    uint64_t ups;    /* connections made: a new one may have lost what the last held */
     uint64_t queued; /* batched + written but not yet sent */
     uint64_t down_since;
     uint8_t *batch; /* frames not handed to libuv yet */
@@ -154,6 +155,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     l->connected = 1;
+    l->ups++;
     l->down_since = 0;
     uv_read_start((uv_stream_t *)l->tcp, alloc_small, on_out_read);
 }
@@ -279,6 +281,14 @@ int tern_peers_connected(const struct tern_peers *p, uint32_t to)
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].addr.id == to)
             return p->out[i].connected;
+    return 0;
+}
+
+uint64_t tern_peers_ups(const struct tern_peers *p, uint32_t to)
+{
+    for (size_t i = 0; i < p->nout; i++)
+        if (p->out[i].addr.id == to)
+            return p->out[i].ups;
     return 0;
 }
 

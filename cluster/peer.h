@@ -56,6 +56,9 @@ void tern_peers_flush(struct tern_peers *p);
 uint64_t tern_peers_backlog(const struct tern_peers *p, uint32_t to);
 /* Is the outbound link to `to` up? */
 int tern_peers_connected(const struct tern_peers *p, uint32_t to);
+/* How many times the outbound link to `to` has connected: frames written on an
+ * earlier connection may be lost with it. */
+uint64_t tern_peers_ups(const struct tern_peers *p, uint32_t to);
 /* Milliseconds since `to` was last seen connected (0 while connected). */
 uint64_t tern_peers_down_ms(const struct tern_peers *p, uint32_t to);
 /* Opens an outbound link to a member added at runtime (or reconnects to its new

@@ -89,8 +89,10 @@ struct tern_cluster {
      * copy sent before the last one asks for nothing more. */
     uint32_t gen;
     int resend;           /* the FSM refused one of ours as out of order */
-    uint32_t sent_leader; /* leader and term the outstanding tail went to */
+    uint32_t sent_leader; /* leader, term and link connection the tail went to */
     uint64_t sent_term;
+    uint64_t sent_ups;
+    unsigned retry_backoff;    /* timer re-sends since our last proposal applied */
     uint64_t restores_settled; /* snapshots installed whose proposals were settled */
     struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
@@ -230,6 +232,7 @@ static void commit_latency(struct tern_cluster *c, uint64_t us)
 static void complete(struct tern_cluster *c, struct proposal *pr,
                      const struct tern_fsm_result *res)
 {
+    c->retry_backoff = 0; /* the log moves again */
     pending_remove(c, pr);
     c->applied_own++;
     commit_latency(c, (uv_hrtime() - pr->proposed_ns) / 1000);
@@ -462,16 +465,21 @@ static void flush(struct tern_cluster *c)
         c->fwd.len = 0; /* followers' proposals for a past term: they re-send */
     if (leader == 0 || !check_seq_ready(c) ||
         (!self && !tern_peers_connected(c->peers, leader))) {
-        /* What was on a link that went down may be lost: all again once up. */
-        c->sent_leader = 0;
         uv_idle_stop(&c->idle);
         return;
     }
+    /* A leader unknown for a moment (a pre-vote round under packet loss) and
+     * back in the same term over the same connection has all we sent it:
+     * re-sending then only fills the log with duplicates (under 30% loss the
+     * new leader's memory grew by 170 MB that way). A new leader or term may
+     * lack what the old one had not committed, and frames on a link that went
+     * down may be lost with it: then everything outstanding goes again. */
     uint64_t term = c->raft.current_term;
-    if (leader != c->sent_leader || term != c->sent_term) {
-        /* The new leader may lack what the old one had not committed. */
+    uint64_t ups = self ? 0 : tern_peers_ups(c->peers, leader);
+    if (leader != c->sent_leader || term != c->sent_term || ups != c->sent_ups) {
         c->sent_leader = leader;
         c->sent_term = term;
+        c->sent_ups = ups;
         resend_all(c);
     } else if (c->resend) {
         resend_all(c);
@@ -589,7 +597,20 @@ static void on_peer_frame(void *ctx, uint32_t from, uint8_t type, const uint8_t 
         }
         off += used;
     }
-    if (buf_append(&c->fwd, data, len) == TERN_OK)
+    /* A re-sent tail starts with what may have applied already: those copies
+     * would be duplicates, so they are not appended at all. */
+    for (off = 0; off < len;) {
+        struct tern_cmd cmd;
+        size_t used;
+        tern_cmd_decode(data + off, len - off, &cmd, &used, NULL); /* checked above */
+        uint64_t seq = cmd.proposal_id & SEQ_MASK;
+        if (!cmd.proposal_id ||
+            seq > tern_fsm_proposal_high(c->fsm, (uint32_t)(cmd.proposal_id >> 40)))
+            if (buf_append(&c->fwd, data + off, used) != TERN_OK)
+                break;
+        off += used;
+    }
+    if (c->fwd.len)
         kick(c);
 }
 
@@ -657,8 +678,13 @@ static void on_timer(uv_timer_t *t)
     /* Proposals apply in order, so the oldest tells: overdue (a frame lost
      * without a leader change), everything outstanding goes again. */
     bool resend = false;
-    if (c->head && c->head->sent_ms && now - c->head->sent_ms > c->retry_ms) {
+    /* Each re-send without progress waits twice as long (up to 8 x): a slow
+     * commit (a lossy network) must not be answered by ever more copies. */
+    if (c->head && c->head->sent_ms &&
+        now - c->head->sent_ms > c->retry_ms << c->retry_backoff) {
         resend_all(c);
+        if (c->retry_backoff < 3)
+            c->retry_backoff++;
         resend = true;
     }
     if (c->tail && !c->tail->sent_ms)
