@@ -50,7 +50,8 @@ THRESHOLD = 16
 TRAILING = 4
 SETTINGS = {"raft_snapshot_threshold": THRESHOLD, "raft_snapshot_trailing": TRAILING}
 VICTIM = 3
-FILLER_MAX = 600  # publishes at most, to make the others compact past the follower
+FILLER_MAX = 800  # publishes at most, to make the others compact past the follower
+IN_FLIGHT = 64  # entries the victim may still hold unread when it is stopped
 EXPIRY = 3600
 
 
@@ -257,9 +258,12 @@ def stopped(c, proxy, publisher, extra=None):
 
         # A snapshot at S keeps entries from S - TRAILING + 1: the victim needs
         # stopped_at + 1, so every other node must have one with S - TRAILING > that.
+        # Plus IN_FLIGHT: entries sent to the victim between the metric read and
+        # the SIGSTOP sit in its socket buffer and append once it runs again (the
+        # test then saw a catch-up by log and no install, about 1 run in 3).
         def compacted():
             return all(snapshot_indexes(o) and
-                       max(snapshot_indexes(o)) - TRAILING > stopped_at + 1
+                       max(snapshot_indexes(o)) - TRAILING > stopped_at + 1 + IN_FLIGHT
                        for o in others)
         n = 0
         retained = {}
