@@ -464,12 +464,12 @@ def test_ternctl_read_commands(admin, clients):
     rc, out, err = ctl(a, "status")
     assert rc == 0, err
     assert "node 1: leader" in out and "health: ready" in out
-    assert re.search(r"^ID\s+RAFT\s+MQTT\s+ROLE", out, re.M)
+    assert re.search(r"^ID\s+RAFT\s+MQTT\s+ADMIN\s+ROLE", out, re.M)
     rc, out, _ = ctl(a, "--json", "status")
     doc = json.loads(out)
     assert rc == 0 and doc["health"]["ready"] is True and doc["cluster"]["leader"] == 1
     rc, out, _ = ctl(a, "members")
-    assert rc == 0 and re.search(r"^1\s+\S+\s+\S+\s+voter\s+yes\s+yes\s+up", out, re.M)
+    assert rc == 0 and re.search(r"^1\s+\S+\s+\S+\s+\S+\s+voter\s+yes\s+yes\s+up", out, re.M)
     rc, out, _ = ctl(a, "clients")
     assert rc == 0 and cid in out and out.startswith("CLIENT_ID")
     rc, out, _ = ctl(a, "sessions")

@@ -120,7 +120,7 @@ def test_a_follower_cut_off_is_back_within_2_s_of_the_heal(ns_cluster):
         node = c.node(cut)
         back = netns.wait_for(
             lambda: (node.metric("tern_raft_applied_index") or 0) >= target and
-            node.metric("tern_raft_state") == 1, 15, 0.05)
+            node.metric("tern_raft_state", 'state="follower"') == 1, 15, 0.05)
         took = time.monotonic() - healed
     finally:
         pub.stop()
