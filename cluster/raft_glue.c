@@ -1374,15 +1374,52 @@ static void on_del_applied(void *ctx, int status, const struct tern_fsm_result *
         free(b);
 }
 
+int tern_cluster_removal_check(const struct tern_cluster *c, uint32_t id, char *why,
+                               size_t cap)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    unsigned voters = 0, up = 0;
+    bool voter = false;
+    for (unsigned i = 0; i < conf->n; i++) {
+        uint32_t s = (uint32_t)conf->servers[i].id;
+        if (conf->servers[i].role != RAFT_VOTER)
+            continue;
+        if (s == id) {
+            voter = true;
+            continue;
+        }
+        voters++;
+        up += s == c->node_id || tern_peers_connected(c->peers, s);
+    }
+    if (!voter)
+        return TERN_OK; /* a spare or standby: no vote to lose */
+    if (voters == 0) {
+        snprintf(why, cap,
+                 "node %u is the last voter: removing it would leave no cluster", id);
+        return TERN_ELIMIT;
+    }
+    if (up < voters / 2 + 1) {
+        snprintf(why, cap,
+                 "removing node %u would lose the quorum: %u of the %u voters left are "
+                 "reachable, %u needed",
+                 id, up, voters, voters / 2 + 1);
+        return TERN_ELIMIT;
+    }
+    return TERN_OK;
+}
+
 int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,
                                void (*cb)(void *ctx, int status), void *ctx)
 {
+    char why[160];
     if (c->closing || !c->raft_started || raft_state(&c->raft) != RAFT_LEADER)
         return TERN_ENOTLEADER;
     if (id == 0 || !in_config(c, id))
         return TERN_ENOTFOUND;
     if (c->removing)
         return TERN_EAGAIN;
+    if (tern_cluster_removal_check(c, id, why, sizeof(why)) != TERN_OK)
+        return TERN_ELIMIT;
     struct member_req *r = calloc(1, sizeof(*r));
     if (!r)
         return TERN_ENOMEM;

@@ -214,7 +214,8 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "node_id", n->cfg.node_id);
-    cJSON_AddStringToObject(o, "state", state_name(st.state));
+    cJSON_AddStringToObject(
+        o, "state", tern_cluster_removed(n->cluster) ? "removed" : state_name(st.state));
     cJSON_AddNumberToObject(o, "leader", st.leader);
     cJSON_AddNumberToObject(o, "term", (double)st.term);
     cJSON_AddNumberToObject(o, "last_index", (double)st.last_index);
@@ -1118,6 +1119,12 @@ static void delete_member(struct tern_admin *a, struct tern_http_conn *hc,
         return;
     if (!is_member(n, (uint32_t)id)) {
         reply_error(hc, 404, NULL, 0, "no member %llu", id);
+        return;
+    }
+    char why[160];
+    if (tern_cluster_removal_check(n->cluster, (uint32_t)id, why, sizeof(why)) !=
+        TERN_OK) {
+        reply_error(hc, 409, NULL, 0, "%s", why);
         return;
     }
     struct member_ctx *m = member_ctx_new(a, hc, (uint32_t)id, false);

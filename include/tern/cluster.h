@@ -168,6 +168,13 @@ int tern_cluster_add_member(struct tern_cluster *c, const struct tern_member *m,
 int tern_cluster_remove_member(struct tern_cluster *c, uint32_t id,
                                void (*cb)(void *ctx, int status), void *ctx);
 
+/* Whether removing member id leaves a working cluster, checked before anything
+ * is proposed or written: TERN_OK, or TERN_ELIMIT with the reason in why (the
+ * last voter, or the voters left, counting only those whose link is up, would
+ * not make a quorum). tern_cluster_remove_member() refuses the same way. */
+int tern_cluster_removal_check(const struct tern_cluster *c, uint32_t id, char *why,
+                               size_t cap);
+
 /* Was this node removed from the cluster? It then refuses work for good
  * (tern_cluster_ready() is 0); its data directory must go before it can join
  * again as a new member. */
