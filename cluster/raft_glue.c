@@ -24,7 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <raft.h>
@@ -783,6 +787,27 @@ static unsigned snapshot_threshold(const struct tern_cluster *c)
     return t > UINT32_MAX ? UINT32_MAX : (unsigned)t;
 }
 
+/* The OS reason a listener on addr fails, found by binding it once more (libraft
+ * 0.15 reports a failed listen as a bare RAFT_IOERR); NULL if it binds now. */
+static const char *bind_reason(const char *addr)
+{
+    struct tern_peer_addr a;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    if (split_addr(addr, &a) != TERN_OK || inet_pton(AF_INET, a.host, &sa.sin_addr) != 1)
+        return "not an IPv4 address and port";
+    sa.sin_port = htons(a.port);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    int err = 0;
+    if (fd < 0)
+        return strerror(errno);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1) != 0)
+        err = errno;
+    close(fd);
+    return err ? strerror(err) : NULL;
+}
+
 static int start_raft(struct tern_cluster *c, char *errmsg)
 {
     char dir[512];
@@ -834,7 +859,15 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
         return TERN_EIO;
     rv = raft_start(&c->raft);
     if (rv != 0) {
-        snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: start: %s", raft_errmsg(&c->raft));
+        /* libraft leaves its own message empty when the I/O backend failed (the
+         * listener, most often): the reason is in the backend's. */
+        const char *why = raft_errmsg(&c->raft);
+        if (!why[0])
+            why = c->io.errmsg[0] ? c->io.errmsg : c->transport.outer.errmsg;
+        if (!why[0] && rv == RAFT_IOERR && bind_reason(self_addr))
+            why = bind_reason(self_addr);
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: start on %.64s: %.150s", self_addr,
+                 why[0] ? why : raft_strerror(rv));
         return TERN_EIO;
     }
     c->raft_started = 1;

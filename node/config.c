@@ -10,11 +10,13 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -149,6 +151,8 @@ static const struct key keys[] = {
      "MQTT and MQTT over TLS listeners besides listen"},
     UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000, "10000",
          "accept to TLS handshake done"),
+    {"cluster_name", KEY_STR, FIELD(cluster_name), 0, 0, NULL, "tern",
+     "the cluster's name; a data directory of another name is refused"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -695,6 +699,8 @@ static int listeners_from_text(struct tern_config *c, const char *s, char *errms
     return rc;
 }
 
+static int check_identity_addrs(const struct tern_config *c, char *errmsg);
+
 int tern_config_check(const struct tern_config *c, char *errmsg)
 {
     if (strcmp(c->listen, "none") == 0 && c->listener_count == 0) {
@@ -722,7 +728,7 @@ int tern_config_check(const struct tern_config *c, char *errmsg)
                 return TERN_EINVAL;
             }
     }
-    return TERN_OK;
+    return check_identity_addrs(c, errmsg);
 }
 
 /* The one validation path: checks v against k and stores it into c. */
@@ -1018,4 +1024,95 @@ const char *tern_log_level_name(int level)
     if (level < TERN_LOG_ERROR || level > TERN_LOG_DEBUG)
         return "unknown";
     return log_level_names[level];
+}
+
+/* --- checks across keys (issue 17) ------------------------------------------- */
+
+static bool ip_hostport(const char *s)
+{
+    char host[TERN_CONFIG_STR_MAX];
+    uint16_t port;
+    struct in6_addr a6;
+    return tern_config_split_hostport(s, host, sizeof(host), &port) == TERN_OK &&
+           (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1);
+}
+
+static int check_ip(const char *key, const char *v, char *errmsg)
+{
+    if (ip_hostport(v))
+        return TERN_OK;
+    snprintf(errmsg, TERN_ERRMSG_SIZE,
+             "%s: must be an IP address and port (no host names), got \"%.100s\"", key,
+             v);
+    return TERN_EINVAL;
+}
+
+static int check_members(const struct tern_config *c, char *errmsg)
+{
+    char ids[160] = "";
+    size_t len = 0;
+    if (c->member_count == 0 || c->join)
+        return TERN_OK;
+    for (uint32_t i = 0; i < c->member_count; i++) {
+        if (c->members[i].id == c->node_id)
+            return TERN_OK;
+        int n = snprintf(ids + len, sizeof(ids) - len, "%s%u", i ? ", " : "",
+                         c->members[i].id);
+        if (n > 0 && (size_t)n < sizeof(ids) - len)
+            len += (size_t)n;
+    }
+    snprintf(errmsg, TERN_ERRMSG_SIZE,
+             "node_id %u is not in members (ids %.100s): fix node_id, or set join to add "
+             "this node to a running cluster",
+             c->node_id, ids);
+    return TERN_EINVAL;
+}
+
+static int check_identity_addrs(const struct tern_config *c, char *errmsg)
+{
+    struct stat st;
+    int rc = check_members(c, errmsg);
+    if (rc == TERN_OK && strcmp(c->listen, "none") != 0)
+        rc = check_ip("listen", c->listen, errmsg);
+    if (rc == TERN_OK)
+        rc = check_ip("admin_listen", c->admin_listen, errmsg);
+    if (rc == TERN_OK && c->member_count == 0)
+        rc = check_ip("raft_address", c->raft_address, errmsg);
+    if (rc == TERN_OK && stat(c->data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "data_dir: \"%.200s\" is not a directory",
+                 c->data_dir);
+        rc = TERN_EINVAL;
+    }
+    return rc;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * UINT64_C(0x100000001b3);
+    return h;
+}
+
+void tern_config_cluster_id(const struct tern_config *c, char out[17])
+{
+    out[0] = '\0';
+    if (c->member_count == 0)
+        return;
+    /* Members in id order, so the order they are listed in does not matter. */
+    uint64_t h =
+        fnv1a(UINT64_C(0xcbf29ce484222325), c->cluster_name, strlen(c->cluster_name) + 1);
+    uint32_t last = 0;
+    for (uint32_t k = 0; k < c->member_count; k++) {
+        const struct tern_member *next = NULL;
+        for (uint32_t i = 0; i < c->member_count; i++)
+            if (c->members[i].id > last && (!next || c->members[i].id < next->id))
+                next = &c->members[i];
+        if (!next)
+            break; /* a duplicate id (the text form does not refuse them) */
+        char one[96];
+        int n = snprintf(one, sizeof(one), "%u %s\n", next->id, next->raft);
+        h = fnv1a(h, one, (size_t)n);
+        last = next->id;
+    }
+    snprintf(out, 17, "%016" PRIx64, h);
 }

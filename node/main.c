@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "node.h"
+#include "tls.h"
 #include "tern/config.h"
 #include "tern/error.h"
 #include "tern/log.h"
@@ -18,21 +19,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ternd [options]\n"
-            "\n"
-            "Runs one tern MQTT broker node. With no options: 127.0.0.1:1883, data in\n"
-            "./tern-data. Flags override the same keys of the config file.\n"
-            "\n"
-            "  --config FILE        JSON config file (docs/configuration.md)\n"
-            "  --listen HOST:PORT   MQTT listener (key: listen)\n"
-            "  --data-dir DIR       data directory (key: data_dir)\n"
-            "  --log-level LEVEL    error, warn, info or debug (key: log_level)\n"
-            "  --node-id N          this node's id (key: node_id)\n"
-            "  --admin HOST:PORT    admin HTTP API (key: admin_listen)\n"
-            "  --set KEY=VALUE      any config key\n"
-            "  --help               this text\n"
-            "  --version            print the version\n");
+    fprintf(
+        f,
+        "usage: ternd [options]\n"
+        "\n"
+        "Runs one tern MQTT broker node. With no options: 127.0.0.1:1883, data in\n"
+        "./tern-data. Flags override the same keys of the config file.\n"
+        "\n"
+        "  --config FILE        JSON config file (docs/configuration.md)\n"
+        "  --listen HOST:PORT   MQTT listener (key: listen)\n"
+        "  --data-dir DIR       data directory (key: data_dir)\n"
+        "  --log-level LEVEL    error, warn, info or debug (key: log_level)\n"
+        "  --node-id N          this node's id (key: node_id)\n"
+        "  --admin HOST:PORT    admin HTTP API (key: admin_listen)\n"
+        "  --set KEY=VALUE      any config key\n"
+        "  --check-config FILE  validate FILE (and the flags) and exit: 0 valid, 2 not;\n"
+        "                       opens no socket and no data directory\n"
+        "  --help               this text\n"
+        "  --version            print the version\n");
 }
 
 /* Flag name -> config key, for the flags that take one value. */
@@ -83,9 +87,9 @@ static int parse_args(int argc, char **argv, struct tern_config *cfg)
             printf("ternd %s\n", TERN_VERSION);
             return 1;
         }
-        if (strcmp(argv[i], "--config") == 0) {
+        if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--check-config") == 0) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "ternd: --config needs a FILE\n");
+                fprintf(stderr, "ternd: %s needs a FILE\n", argv[i]);
                 usage(stderr);
                 return -1;
             }
@@ -98,7 +102,7 @@ static int parse_args(int argc, char **argv, struct tern_config *cfg)
     for (int i = 1; i < argc; i++) {
         const char *key = flag_key(argv[i]);
         int rv = TERN_OK;
-        if (strcmp(argv[i], "--config") == 0) {
+        if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--check-config") == 0) {
             i++;
             continue;
         }
@@ -123,6 +127,14 @@ static int parse_args(int argc, char **argv, struct tern_config *cfg)
     return 0;
 }
 
+static const char *check_only(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--check-config") == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
 static int make_data_dir(const char *dir)
 {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST)
@@ -139,16 +151,33 @@ int main(int argc, char **argv)
     if (rv != 0)
         return rv > 0 ? 0 : 2;
     char errmsg[TERN_ERRMSG_SIZE] = "";
-    /* Configuration errors, TLS files included, exit 2 before any socket. */
+    /* Configuration errors, TLS files included, exit 2 before any socket or file. */
     struct tern_tls_ctx *tls[TERN_LISTENERS_MAX];
     if (tern_config_check(&cfg, errmsg) != TERN_OK ||
         tern_listeners_tls_load(&cfg, tls, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 2;
     }
+    const char *checked = check_only(argc, argv);
+    if (checked) {
+        char id[17];
+        tern_config_cluster_id(&cfg, id);
+        printf("%s: valid: node %u of cluster \"%s\", cluster id %s\n", checked,
+               cfg.node_id, cfg.cluster_name, id[0] ? id : "(made at the first start)");
+        for (uint32_t i = 0; i < cfg.listener_count; i++)
+            tern_tls_ctx_free(tls[i]);
+        return 0;
+    }
     tern_log_set_level(cfg.log_level);
     if (make_data_dir(cfg.data_dir) != 0)
         return 1;
+    rv = tern_identity_open(&cfg, errmsg);
+    if (rv != TERN_OK) {
+        fprintf(stderr, "ternd: %s\n", errmsg);
+        return rv == TERN_EINVAL ? 2 : 1;
+    }
+    TERN_LOGI("node %u of cluster \"%s\", cluster id %s", cfg.node_id, cfg.cluster_name,
+              cfg.cluster_id[0] ? cfg.cluster_id : "(joining: not known yet)");
     /* Before any socket exists: a write to a vanished peer must return EPIPE,
      * not kill the process (a Raft peer's death included). */
     signal(SIGPIPE, SIG_IGN);

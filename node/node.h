@@ -253,6 +253,12 @@ struct tern_pending_sub {
 };
 
 /* node.c */
+/* Checks DATA_DIR/identity against cfg (node id, cluster name), or writes it on
+ * the first start; sets cfg->cluster_id. TERN_EINVAL: the directory is another
+ * node's or another cluster's (message names both); TERN_EIO/ECORRUPT otherwise
+ * (node/identity.c). */
+int tern_identity_open(struct tern_config *cfg, char *errmsg);
+
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
                    char *errmsg);
 /* Opens the listeners (the node takes the TLS contexts of tern_listeners_tls_load),

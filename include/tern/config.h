@@ -83,6 +83,12 @@ struct tern_config {
     uint32_t max_batch_bytes;               /* default 1048576 */
     bool join; /* default false: join a running cluster instead of bootstrapping */
 
+    /* Identity (issue 17): the name every member is configured with (default
+     * "tern"), and the cluster id, not a key: made at bootstrap and kept in the
+     * data directory (node/identity.c), "" until then. */
+    char cluster_name[TERN_CONFIG_STR_MAX];
+    char cluster_id[17];
+
     /* Flow control (node/flow.c): a backlogged subscriber that makes no progress
      * for this long meets the drop policy; 0 = no flow control. Default 2000. */
     uint32_t slow_subscriber_timeout_ms;
@@ -111,12 +117,19 @@ int tern_config_load_json(struct tern_config *c, const char *json, size_t len,
 int tern_config_set(struct tern_config *c, const char *key, const char *value,
                     char *errmsg);
 
-/* Checks what no single key can: every listener address (listen and
- * listeners[].bind) is distinct, and there is at least one listener. Call once
- * every source has been applied. */
+/* Checks what no single key can, before anything is opened: every listener
+ * address (listen and listeners[].bind) is distinct, and there is at least one
+ * listener; node_id among members (unless join); listen, admin_listen and
+ * raft_address IP literals; data_dir not a file. TERN_EINVAL with a message
+ * naming the key. Call once every source has been applied. */
 int tern_config_check(const struct tern_config *c, char *errmsg);
 
 /* Splits "HOST:PORT" ("[::1]:1883" for IPv6). Returns TERN_OK or TERN_EINVAL. */
+/* The cluster id every member of a static bootstrap configuration derives alike:
+ * 16 hex digits from cluster_name and the members' ids and Raft addresses. A
+ * single node (no members) gets "" (node/identity.c makes a random one). */
+void tern_config_cluster_id(const struct tern_config *c, char out[17]);
+
 int tern_config_split_hostport(const char *s, char *host, size_t host_cap,
                                uint16_t *port);
 
