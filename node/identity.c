@@ -60,7 +60,7 @@ static int identity_read(const char *path, struct identity *id, char *errmsg)
             strcpy(id->name, line + 13);
             seen |= 2;
         } else if (strncmp(line, "cluster_id", 10) == 0) {
-            snprintf(id->id, sizeof(id->id), "%s", line[10] ? line + 11 : "");
+            snprintf(id->id, sizeof(id->id), "%.16s", line[10] ? line + 11 : "");
             seen |= 4;
         }
     }
