@@ -40,7 +40,14 @@ die() {
 
 # --- settings ------------------------------------------------------------------------
 
+DEFAULT_DATA=$(realpath -m -- ./.cluster)
 DATA=$(realpath -m -- "${TERN_DATA:-./.cluster}")
+# `up` with TERN_DATA elsewhere leaves a pointer in the default place (when no
+# cluster lives there): later commands without TERN_DATA follow it.
+if [ -z "${TERN_DATA:-}" ] && [ ! -e "$DEFAULT_DATA/.tern-cluster" ] && [ -f "$DEFAULT_DATA/cluster.env" ]; then
+    moved=$(sed -n 's/^TERN_DATA=//p' "$DEFAULT_DATA/cluster.env" | tail -n 1)
+    [ -z "$moved" ] || DATA=$moved
+fi
 ENV_FILE=$DATA/cluster.env
 MARKER=$DATA/.tern-cluster
 
@@ -81,6 +88,10 @@ TERN_ELECTION_MS=$ELECTION_MS
 TERN_WAIT_S=$WAIT_S
 TERN_BIN=$BIN
 EOF
+    if [ "$DATA" != "$DEFAULT_DATA" ] && [ ! -e "$DEFAULT_DATA/.tern-cluster" ]; then
+        mkdir -p "$DEFAULT_DATA"
+        printf 'TERN_DATA=%s\n' "$DATA" >"$DEFAULT_DATA/cluster.env"
+    fi
 }
 
 mqtt_port() { echo $((MQTT_BASE + $1 - 1)); }
@@ -413,8 +424,10 @@ cmd_up() {
 }
 
 cmd_down() {
+    local i any=""
+    for i in $NODES; do running "$i" && any=1; done
     signal_nodes "$NODES" TERM
-    echo "cluster stopped"
+    if [ -n "$any" ]; then echo "cluster stopped ($DATA)"; else echo "no node running in $DATA"; fi
 }
 
 cmd_status() {
