@@ -67,8 +67,10 @@ def test_configs_are_consistent(paths, prefix):
     for n, c in enumerate(cfgs, 1):
         assert c["node_id"] == n
         assert c["listen"] == "0.0.0.0:1883"
-        # no authentication: loopback only (docs/operations.md)
-        assert c["admin_listen"] == "127.0.0.1:8081"
+        # hosts: the private address, for the HAProxy health check (firewalled);
+        # docker: loopback (docs/operations.md)
+        admin_ip = "%s%d" % (prefix, n) if paths is HOST_CONFIGS else "127.0.0.1"
+        assert c["admin_listen"] == admin_ip + ":8081"
         assert c["data_dir"] == "/var/lib/tern"
         assert c["members"] == cfgs[0]["members"], "members differ in %s" % paths[n - 1]
     assert [m["id"] for m in cfgs[0]["members"]] == [1, 2, 3]
@@ -483,3 +485,43 @@ def test_js_example_fails_over(cluster_with_admin):
     run_kill_failover(cluster_with_admin,
                       lambda hosts: Script(["node", "failover.mjs", hosts], JS_DIR),
                       "failover-example-js")
+
+
+# --- the shipped files together (issue 17, finding 7) --------------------------------------
+
+def haproxy_seconds(v):
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", v)
+    assert m, "timeout %r" % v
+    return int(m.group(1)) * {"ms": 0.001, None: 0.001, "s": 1, "m": 60, "h": 3600,
+                              "d": 86400}[m.group(2)]
+
+
+def test_haproxy_reaches_what_host_configs_expose():
+    """The health check port is each host's admin_listen port, on the address the
+    server line names (not loopback), and the idle timeouts exceed 1.5 x the longest
+    keepalive the hosts allow (max_keepalive_s, 65535 if unset)."""
+    text = open(HAPROXY_CFG).read()
+    live = [ln.split("#")[0].strip() for ln in text.splitlines()]
+    live = [ln for ln in live if ln]
+    check_port = None
+    for ln in live:
+        m = re.match(r"default-server .*\bport (\d+)", ln)
+        if m:
+            check_port = int(m.group(1))
+    servers = [ln.split()[2] for ln in live if ln.startswith("server ")]
+    cfgs = [load_strict(p) for p in HOST_CONFIGS]
+    assert len(servers) == len(cfgs)
+    for srv, c in zip(servers, cfgs):
+        host = srv.rsplit(":", 1)[0]
+        ahost, aport = c["admin_listen"].rsplit(":", 1)
+        if check_port is not None:
+            assert ahost == host and int(aport) == check_port, (
+                "haproxy checks %s:%d but node %d's admin API is on %s" % (
+                    host, check_port, c["node_id"], c["admin_listen"]))
+    keepalive = max(c.get("max_keepalive_s", 65535) for c in cfgs)
+    for side in ("client", "server"):
+        t = [ln.split()[2] for ln in live if ln.startswith("timeout %s " % side)]
+        assert t, "no timeout %s" % side
+        assert haproxy_seconds(t[0]) > 1.5 * keepalive, (
+            "timeout %s %s caps keepalive %d s (needs > %.0f s)" % (
+                side, t[0], keepalive, 1.5 * keepalive))
