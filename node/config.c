@@ -494,11 +494,28 @@ static int members_from_json(struct tern_config *c, const cJSON *arr, char *errm
                          m->id);
                 return TERN_EINVAL;
             }
+        /* Strict like the file: a misspelt key is an error, not a default. */
+        for (const cJSON *f = o->child; f; f = f->next) {
+            static const char *const known[] = {"id", "raft", "peer", "mqtt", "admin"};
+            bool ok = false;
+            for (size_t j = 0; j < sizeof(known) / sizeof(known[0]); j++)
+                ok = ok || strcmp(f->string, known[j]) == 0;
+            if (!ok) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE,
+                         "members[%zu]: unknown key \"%.*s\" (keys: id, raft, peer, "
+                         "mqtt, admin)",
+                         i, ECHO_MAX, f->string);
+                return TERN_EINVAL;
+            }
+        }
         int rc = member_str(o, "raft", m->raft, i, errmsg);
         if (rc == TERN_OK)
             rc = member_str(o, "peer", m->peer, i, errmsg);
         if (rc == TERN_OK)
             rc = member_str(o, "mqtt", m->mqtt, i, errmsg);
+        m->admin[0] = '\0';
+        if (rc == TERN_OK && cJSON_GetObjectItemCaseSensitive(o, "admin"))
+            rc = member_str(o, "admin", m->admin, i, errmsg);
         if (rc != TERN_OK)
             return rc;
         c->member_count++;
@@ -1115,4 +1132,96 @@ void tern_config_cluster_id(const struct tern_config *c, char out[17])
         last = next->id;
     }
     snprintf(out, 17, "%016" PRIx64, h);
+}
+
+/* --- the configuration in effect, as a config file (ternd --print-config) ------- */
+
+static uint64_t load_uint(const void *field, size_t size)
+{
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    uint64_t u64;
+    switch (size) {
+    case 1:
+        memcpy(&u8, field, 1);
+        return u8;
+    case 2:
+        memcpy(&u16, field, 2);
+        return u16;
+    case 4:
+        memcpy(&u32, field, 4);
+        return u32;
+    default:
+        memcpy(&u64, field, 8);
+        return u64;
+    }
+}
+
+char *tern_config_to_json(const struct tern_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        const void *field = (const char *)c + k->offset;
+        switch (k->type) {
+        case KEY_UINT:
+            cJSON_AddNumberToObject(o, k->name, (double)load_uint(field, k->size));
+            break;
+        case KEY_BOOL:
+            cJSON_AddBoolToObject(o, k->name, *(const bool *)field);
+            break;
+        case KEY_ENUM:
+            cJSON_AddStringToObject(o, k->name, k->names[load_uint(field, k->size)]);
+            break;
+        case KEY_STR:
+        case KEY_HOSTPORT:
+            cJSON_AddStringToObject(o, k->name, (const char *)field);
+            break;
+        case KEY_LISTENERS: {
+            cJSON *arr = cJSON_AddArrayToObject(o, k->name);
+            for (uint32_t j = 0; arr && j < c->listener_count; j++) {
+                const struct tern_listener_config *l = &c->listeners[j];
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddStringToObject(e, "type", listener_type_names[l->type]);
+                cJSON_AddStringToObject(e, "bind", l->bind);
+                const char *strs[][2] = {
+                    {"cert_file", l->cert_file}, {"key_file", l->key_file},
+                    {"ca_file", l->ca_file},     {"crl_file", l->crl_file},
+                    {"ciphers", l->ciphers},     {"ciphersuites", l->ciphersuites}};
+                for (size_t m = 0; m < sizeof(strs) / sizeof(strs[0]); m++)
+                    if (strs[m][1][0])
+                        cJSON_AddStringToObject(e, strs[m][0], strs[m][1]);
+                if (l->type != TERN_LISTENER_MQTT) {
+                    cJSON_AddBoolToObject(e, "require_certificate",
+                                          l->require_certificate);
+                    cJSON_AddBoolToObject(e, "use_identity_as_username",
+                                          l->use_identity_as_username);
+                    cJSON_AddStringToObject(e, "tls_min_version",
+                                            tls_version_names[l->tls_min_version]);
+                }
+                cJSON_AddItemToArray(arr, e);
+            }
+            break;
+        }
+        case KEY_MEMBERS: {
+            cJSON *arr = cJSON_AddArrayToObject(o, k->name);
+            for (uint32_t j = 0; arr && j < c->member_count; j++) {
+                const struct tern_member *m = &c->members[j];
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddNumberToObject(e, "id", m->id);
+                cJSON_AddStringToObject(e, "raft", m->raft);
+                cJSON_AddStringToObject(e, "peer", m->peer);
+                cJSON_AddStringToObject(e, "mqtt", m->mqtt);
+                if (m->admin[0])
+                    cJSON_AddStringToObject(e, "admin", m->admin);
+                cJSON_AddItemToArray(arr, e);
+            }
+            break;
+        }
+        }
+    }
+    char *out = o ? cJSON_Print(o) : NULL;
+    cJSON_Delete(o);
+    return out;
 }

@@ -35,6 +35,7 @@ static void usage(FILE *f)
         "  --set KEY=VALUE      any config key\n"
         "  --check-config FILE  validate FILE (and the flags) and exit: 0 valid, 2 not;\n"
         "                       opens no socket and no data directory\n"
+        "  --print-config       print the configuration in effect (every key) as JSON\n"
         "  --help               this text\n"
         "  --version            print the version\n");
 }
@@ -87,6 +88,8 @@ static int parse_args(int argc, char **argv, struct tern_config *cfg)
             printf("ternd %s\n", TERN_VERSION);
             return 1;
         }
+        if (strcmp(argv[i], "--print-config") == 0)
+            continue; /* after the flags: see main() */
         if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--check-config") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "ternd: %s needs a FILE\n", argv[i]);
@@ -102,6 +105,8 @@ static int parse_args(int argc, char **argv, struct tern_config *cfg)
     for (int i = 1; i < argc; i++) {
         const char *key = flag_key(argv[i]);
         int rv = TERN_OK;
+        if (strcmp(argv[i], "--print-config") == 0)
+            continue;
         if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--check-config") == 0) {
             i++;
             continue;
@@ -158,6 +163,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 2;
     }
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--print-config") == 0) {
+            char *json = tern_config_to_json(&cfg);
+            if (!json)
+                return 1;
+            printf("%s\n", json);
+            free(json);
+            return 0;
+        }
     const char *checked = check_only(argc, argv);
     if (checked) {
         char id[17];

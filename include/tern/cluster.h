@@ -30,7 +30,9 @@ struct tern_member {
     uint32_t id;
     char raft[64];
     char peer[64];
-    char mqtt[64]; /* what clients are told to use (server reference) */
+    char mqtt[64];  /* what clients are told to use (server reference) */
+    char admin[64]; /* its admin API, "" if not configured (node only: ternctl follows
+                       the leader there); not replicated */
 };
 
 /* A PUBLISH command forwarded by another node for this node's clean sessions. */

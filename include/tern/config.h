@@ -130,6 +130,10 @@ int tern_config_check(const struct tern_config *c, char *errmsg);
  * single node (no members) gets "" (node/identity.c makes a random one). */
 void tern_config_cluster_id(const struct tern_config *c, char out[17]);
 
+/* The configuration as a JSON config file, every key (malloc'd, NULL if out of
+ * memory): what `ternd --print-config` prints. */
+char *tern_config_to_json(const struct tern_config *c);
+
 int tern_config_split_hostport(const char *s, char *host, size_t host_cap,
                                uint16_t *port);
 
