@@ -166,6 +166,18 @@ static const char *member_mqtt(const struct tern_node *n, uint32_t id)
     return id == n->cfg.node_id ? n->cfg.listen : "";
 }
 
+/* Member id's admin API address as configured ("" if unknown): ternctl sends
+ * write commands to the leader's. */
+static const char *member_admin(const struct tern_node *n, uint32_t id)
+{
+    if (id == n->cfg.node_id)
+        return n->cfg.admin_listen;
+    for (uint32_t i = 0; i < n->cfg.member_count; i++)
+        if (n->cfg.members[i].id == id)
+            return n->cfg.members[i].admin;
+    return "";
+}
+
 static bool node_ready(const struct tern_admin *a)
 {
     const struct tern_node *n = a->node;
@@ -178,6 +190,7 @@ static cJSON *member_json(const struct tern_node *n, const struct tern_member_st
     cJSON_AddNumberToObject(o, "id", m->id);
     cJSON_AddStringToObject(o, "raft", m->raft);
     cJSON_AddStringToObject(o, "mqtt", member_mqtt(n, m->id));
+    cJSON_AddStringToObject(o, "admin", member_admin(n, m->id));
     cJSON_AddStringToObject(o, "role", role_name(m->role));
     cJSON_AddBoolToObject(o, "leader", m->leader);
     cJSON_AddBoolToObject(o, "self", m->self);
@@ -214,6 +227,8 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "node_id", n->cfg.node_id);
+    cJSON_AddStringToObject(o, "cluster_name", n->cfg.cluster_name);
+    cJSON_AddStringToObject(o, "cluster_id", n->cfg.cluster_id);
     cJSON_AddStringToObject(
         o, "state", tern_cluster_removed(n->cluster) ? "removed" : state_name(st.state));
     cJSON_AddNumberToObject(o, "leader", st.leader);

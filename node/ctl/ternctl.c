@@ -1,9 +1,13 @@
 /* ternctl: command-line client of a node's admin HTTP API (docs/operations.md).
  *
- *   ternctl [--admin HOST:PORT] [--json] COMMAND [ARGS]
+ *   ternctl [--admin HOST:PORT[,HOST:PORT...]] [--json] COMMAND [ARGS]
  *
  * One HTTP/1.1 request per command over a plain blocking socket (10 s timeouts),
- * the JSON answer printed as an aligned table, or as is with --json.
+ * the JSON answer printed as an aligned table, or as is with --json (errors
+ * too). The address comes from --admin, else $TERN_ADMIN, else 127.0.0.1:8081;
+ * a list is tried in turn, and a write refused by a follower is sent again to
+ * the leader (its admin address from /cluster, or the list). Options may
+ * appear anywhere on the line.
  * Exit status: 0 done, 1 node unreachable or the API refused (its error is
  * printed), 2 usage error.
  */
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -29,13 +34,48 @@
 #define RESPONSE_MAX (64u * 1024 * 1024)
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
+#define ADDRS_MAX 16
 
 struct ctl {
-    const char *admin; /* as given, for messages */
+    const char *admin; /* the address in use, for messages */
     char host[256];
     char port[8];
     bool json;
+    char addrs[ADDRS_MAX][272]; /* --admin / TERN_ADMIN, comma-separated */
+    int naddrs;
+    double wait_ready_s; /* status --wait-ready; < 0: not given */
+    bool quiet;          /* probing: fail() prints nothing */
 };
+
+/* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
+ * so scripts parse one format. status 0: no HTTP answer. */
+static void fail(const struct ctl *ctl, int status, double leader, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    if (ctl->quiet)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (!ctl->json) {
+        if (status)
+            fprintf(stderr, "ternctl: %s (HTTP %d)\n", msg, status);
+        else
+            fprintf(stderr, "ternctl: %s\n", msg);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    cJSON_AddNumberToObject(o, "status", status);
+    if (leader > 0)
+        cJSON_AddNumberToObject(o, "leader", leader);
+    char *t = cJSON_PrintUnformatted(o);
+    if (t)
+        printf("%s\n", t);
+    free(t);
+    cJSON_Delete(o);
+}
 
 struct response {
     int status;
@@ -46,11 +86,16 @@ struct response {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ternctl [--admin HOST:PORT] [--json] COMMAND [ARGS]\n"
+            "usage: ternctl [--admin HOST:PORT[,...]] [--json] COMMAND [ARGS]\n"
             "\n"
-            "Talks to one tern node's admin API (default " DEFAULT_ADMIN ").\n"
+            "Talks to a tern node's admin API: --admin, else $TERN_ADMIN, "
+            "else\n" DEFAULT_ADMIN ". A list (comma-separated) is tried in turn; write\n"
+            "commands refused by a follower go to the leader. Options may come\n"
+            "anywhere on the line.\n"
             "\n"
-            "  status                   cluster and health summary of the node\n"
+            "  status [--wait-ready S]  cluster and health summary of the node; with\n"
+            "                           --wait-ready, wait up to S seconds for it to\n"
+            "                           be ready (exit 1 if it is not)\n"
             "  members                  cluster members as the node sees them\n"
             "  clients                  client connections on the node\n"
             "  sessions                 every session in the cluster\n"
@@ -69,7 +114,7 @@ static void usage(FILE *f)
             "                           the leader, answers once it has caught up\n"
             "  remove-node ID           remove node ID from the cluster (on the leader)\n"
             "\n"
-            "  --admin HOST:PORT        the node's admin_listen address\n"
+            "  --admin HOST:PORT[,...]  the node's admin_listen address(es)\n"
             "  --json                   print the API's JSON instead of tables\n"
             "  --help, --version\n");
 }
@@ -112,12 +157,13 @@ static bool split_admin(struct ctl *ctl, const char *s)
     return true;
 }
 
-static int dial(const struct ctl *ctl)
+static int dial_one(const struct ctl *ctl, bool quiet)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int rv = getaddrinfo(ctl->host, ctl->port, &hints, &res);
     if (rv != 0) {
-        fprintf(stderr, "ternctl: cannot reach %s: %s\n", ctl->admin, gai_strerror(rv));
+        if (!quiet)
+            fail(ctl, 0, 0, "cannot reach %s: %s", ctl->admin, gai_strerror(rv));
         return -1;
     }
     int fd = -1, err = 0;
@@ -138,9 +184,27 @@ static int dial(const struct ctl *ctl)
         }
     }
     freeaddrinfo(res);
-    if (fd < 0)
-        fprintf(stderr, "ternctl: cannot reach %s: %s\n", ctl->admin,
-                strerror(err == EINPROGRESS || err == EAGAIN ? ETIMEDOUT : err));
+    if (fd < 0 && !quiet)
+        fail(ctl, 0, 0, "cannot reach %s: %s", ctl->admin,
+             strerror(err == EINPROGRESS || err == EAGAIN ? ETIMEDOUT : err));
+    return fd;
+}
+
+static bool split_admin(struct ctl *ctl, const char *s);
+
+/* The current address first, then the others of the list in turn; the one that
+ * answers becomes the current one. Errors name the last address tried. */
+static int dial(struct ctl *ctl)
+{
+    int fd = dial_one(ctl, ctl->naddrs > 1);
+    for (int i = 0; fd < 0 && !ctl->quiet && i < ctl->naddrs; i++) {
+        if (strcmp(ctl->addrs[i], ctl->admin) == 0)
+            continue;
+        split_admin(ctl, ctl->addrs[i]);
+        fd = dial_one(ctl, false);
+    }
+    if (fd < 0 && ctl->naddrs > 1 && !ctl->quiet)
+        fail(ctl, 0, 0, "cannot reach any of the %d admin addresses", ctl->naddrs);
     return fd;
 }
 
@@ -202,8 +266,7 @@ static bool parse_response(char *raw, struct response *r)
 }
 
 /* Performs one request. Returns 0, or EXIT_FAIL with a message printed. */
-static int http(const struct ctl *ctl, const char *method, const char *path,
-                struct response *r)
+static int http(struct ctl *ctl, const char *method, const char *path, struct response *r)
 {
     char req[8192];
     int len = snprintf(req, sizeof(req),
@@ -211,7 +274,7 @@ static int http(const struct ctl *ctl, const char *method, const char *path,
                        "Content-Length: 0\r\nConnection: close\r\n\r\n",
                        method, path, ctl->host, TERN_VERSION);
     if (len < 0 || (size_t)len >= sizeof(req)) {
-        fprintf(stderr, "ternctl: request too long\n");
+        fail(ctl, 0, 0, "request too long");
         return EXIT_FAIL;
     }
     int fd = dial(ctl);
@@ -224,12 +287,12 @@ static int http(const struct ctl *ctl, const char *method, const char *path,
     int err = errno;
     close(fd);
     if (!raw) {
-        fprintf(stderr, "ternctl: %s: no answer: %s\n", ctl->admin,
-                strerror(err == EAGAIN ? ETIMEDOUT : err));
+        fail(ctl, 0, 0, "%s: no answer: %s", ctl->admin,
+             strerror(err == EAGAIN ? ETIMEDOUT : err));
         return EXIT_FAIL;
     }
     if (!parse_response(raw, r)) {
-        fprintf(stderr, "ternctl: %s: not an HTTP response\n", ctl->admin);
+        fail(ctl, 0, 0, "%s: not an HTTP response", ctl->admin);
         free(raw);
         return EXIT_FAIL;
     }
@@ -255,27 +318,102 @@ static char *url_encode(const char *s)
 
 /* The request and its JSON answer. ok_status: a status >= 400 that is still an
  * answer (0 for none). Returns NULL after printing the error; *rc says how. */
-static cJSON *api(const struct ctl *ctl, const char *method, const char *path,
-                  int ok_status, int *rc)
+static bool follow_leader(struct ctl *ctl, double leader);
+
+static cJSON *api(struct ctl *ctl, const char *method, const char *path, int ok_status,
+                  int *rc)
 {
     struct response r;
-    *rc = http(ctl, method, path, &r);
-    if (*rc)
-        return NULL;
-    cJSON *j = cJSON_Parse(r.body);
-    if (r.status >= 400 && r.status != ok_status) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        fprintf(stderr, "ternctl: %s (HTTP %d)\n",
-                cJSON_IsString(e) ? e->valuestring : "request failed", r.status);
-        cJSON_Delete(j);
-        j = NULL;
-        *rc = EXIT_FAIL;
-    } else if (!j) {
-        fprintf(stderr, "ternctl: %s: the answer is not JSON\n", ctl->admin);
-        *rc = EXIT_FAIL;
+    for (int attempt = 0;; attempt++) {
+        *rc = http(ctl, method, path, &r);
+        if (*rc)
+            return NULL;
+        cJSON *j = cJSON_Parse(r.body);
+        const cJSON *leader = cJSON_GetObjectItemCaseSensitive(j, "leader");
+        double lid = cJSON_IsNumber(leader) ? leader->valuedouble : 0;
+        /* A write refused by a follower: once more, on the leader. */
+        if (r.status == 409 && strcmp(method, "GET") != 0 && attempt == 0 && lid > 0 &&
+            follow_leader(ctl, lid)) {
+            cJSON_Delete(j);
+            free(r.raw);
+            continue;
+        }
+        if (r.status >= 400 && r.status != ok_status) {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+            fail(ctl, r.status, lid, "%s",
+                 cJSON_IsString(e) ? e->valuestring : "request failed");
+            cJSON_Delete(j);
+            j = NULL;
+            *rc = EXIT_FAIL;
+        } else if (!j) {
+            fail(ctl, r.status, 0, "%s: the answer is not JSON", ctl->admin);
+            *rc = EXIT_FAIL;
+        }
+        free(r.raw);
+        return j;
     }
+}
+
+/* GET /cluster of the current address, quietly (NULL if none). */
+static cJSON *peek_cluster(struct ctl *ctl)
+{
+    struct response r;
+    ctl->quiet = true; /* and this address only */
+    int rc = http(ctl, "GET", "/cluster", &r);
+    ctl->quiet = false;
+    if (rc)
+        return NULL;
+    cJSON *j = r.status == 200 ? cJSON_Parse(r.body) : NULL;
     free(r.raw);
     return j;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* Points ctl at the leader's admin API: the leader's "admin" in this node's
+ * /cluster members, else whichever address of the list is that node. */
+static bool follow_leader(struct ctl *ctl, double leader)
+{
+    static char found[272], here[272]; /* ctl->admin points into them */
+    snprintf(here, sizeof(here), "%s", ctl->admin);
+    cJSON *c = peek_cluster(ctl);
+    const cJSON *m;
+    const cJSON *list = c ? cJSON_GetObjectItemCaseSensitive(c, "members") : NULL;
+    cJSON_ArrayForEach(m, list)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+        const cJSON *adm = cJSON_GetObjectItemCaseSensitive(m, "admin");
+        if (cJSON_IsNumber(id) && id->valuedouble == leader && cJSON_IsString(adm) &&
+            adm->valuestring[0] && !ends_with(adm->valuestring, ":0") &&
+            strlen(adm->valuestring) < sizeof(found)) {
+            snprintf(found, sizeof(found), "%s", adm->valuestring);
+            cJSON_Delete(c);
+            cJSON *o = split_admin(ctl, found) ? peek_cluster(ctl) : NULL;
+            cJSON_Delete(o);
+            if (o)
+                return true;
+            split_admin(ctl, here);
+            c = NULL;
+            break;
+        }
+    }
+    cJSON_Delete(c);
+    for (int i = 0; i < ctl->naddrs; i++) {
+        if (strcmp(ctl->addrs[i], here) == 0 || !split_admin(ctl, ctl->addrs[i]))
+            continue;
+        cJSON *o = peek_cluster(ctl);
+        const cJSON *id = o ? cJSON_GetObjectItemCaseSensitive(o, "node_id") : NULL;
+        bool is = cJSON_IsNumber(id) && id->valuedouble == leader;
+        cJSON_Delete(o);
+        if (is)
+            return true;
+    }
+    split_admin(ctl, here);
+    return false;
 }
 
 /* --- output ------------------------------------------------------------------------ */
@@ -405,9 +543,38 @@ static void print_members(const cJSON *cluster)
     table_print(&t);
 }
 
+/* --wait-ready: polls /health until ready or the deadline (bounded). */
+static int wait_ready(struct ctl *ctl)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct response r;
+        ctl->quiet = true;
+        int rc = http(ctl, "GET", "/health", &r);
+        ctl->quiet = false;
+        if (rc == 0) {
+            cJSON *h = cJSON_Parse(r.body);
+            bool ready = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "ready"));
+            cJSON_Delete(h);
+            free(r.raw);
+            if (ready)
+                return 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double spent =
+            (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+        if (spent >= ctl->wait_ready_s)
+            return EXIT_FAIL;
+        struct timespec nap = {0, 200 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 static int cmd_status(struct ctl *ctl, char **args)
 {
     int rc;
+    bool waited_out = ctl->wait_ready_s >= 0 && wait_ready(ctl) != 0;
     cJSON *cluster = api(ctl, "GET", "/cluster", 0, &rc);
     if (!cluster)
         return rc;
@@ -422,10 +589,14 @@ static int cmd_status(struct ctl *ctl, char **args)
         cJSON_AddItemToObject(o, "health", health);
         print_json(o);
         cJSON_Delete(o);
-        return 0;
+        if (waited_out)
+            fail(ctl, 0, 0, "not ready after %g s", ctl->wait_ready_s);
+        return waited_out ? EXIT_FAIL : 0;
     }
     bool ready = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(health, "ready"));
     bool draining = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(health, "draining"));
+    printf("cluster \"%s\" (id %s)\n", field(cluster, "cluster_name"),
+           field(cluster, "cluster_id"));
     printf("node %s: %s, term %s, leader %s\n", field(cluster, "node_id"),
            field(cluster, "state"), field(cluster, "term"), field(cluster, "leader"));
     printf("health: %s%s\n", ready ? "ready" : "NOT READY", draining ? ", draining" : "");
@@ -435,7 +606,9 @@ static int cmd_status(struct ctl *ctl, char **args)
     print_members(cluster);
     cJSON_Delete(cluster);
     cJSON_Delete(health);
-    return 0;
+    if (waited_out)
+        fail(ctl, 0, 0, "not ready after %g s", ctl->wait_ready_s);
+    return waited_out ? EXIT_FAIL : 0;
 }
 
 /* GET path; prints JSON or calls show(). */
@@ -819,40 +992,73 @@ static int run(struct ctl *ctl, int argc, char **argv)
                        argc > 1 ? argv[1] : "");
 }
 
+/* "A,B,C" into ctl->addrs; false if one is not HOST:PORT. */
+static bool set_addrs(struct ctl *ctl, const char *list)
+{
+    ctl->naddrs = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (ctl->naddrs == ADDRS_MAX || len == 0 || len >= sizeof(ctl->addrs[0]))
+            return false;
+        memcpy(ctl->addrs[ctl->naddrs], p, len);
+        ctl->addrs[ctl->naddrs][len] = '\0';
+        struct ctl probe = {0};
+        if (!split_admin(&probe, ctl->addrs[ctl->naddrs]))
+            return false;
+        ctl->naddrs++;
+        p += len + (p[len] == ',');
+    }
+    return ctl->naddrs > 0 && split_admin(ctl, ctl->addrs[0]);
+}
+
 int main(int argc, char **argv)
 {
-    struct ctl ctl = {0};
-    split_admin(&ctl, DEFAULT_ADMIN);
-    /* Options first; the first other word starts the command. "--" ends options. */
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--") == 0) {
-            i++;
-            break;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
+    struct ctl ctl = {.wait_ready_s = -1};
+    const char *env = getenv("TERN_ADMIN");
+    const char *admin = env && env[0] ? env : DEFAULT_ADMIN;
+    /* Options anywhere on the line ("--" ends them); the other words, in order,
+     * are the command and its arguments. A NULL after the last argument:
+     * optional arguments read as NULL. */
+    char *args[16] = {0};
+    int n = 0;
+    bool opts = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts && strcmp(a, "--") == 0) {
+            opts = false;
+        } else if (opts && strcmp(a, "--json") == 0) {
             ctl.json = true;
-        } else if (strcmp(argv[i], "--admin") == 0) {
-            if (i + 1 >= argc || !split_admin(&ctl, argv[i + 1]))
-                return usage_error("--admin needs HOST:PORT");
+        } else if (opts && strcmp(a, "--admin") == 0) {
+            if (i + 1 >= argc)
+                return usage_error("--admin needs HOST:PORT[,HOST:PORT...]");
+            admin = argv[++i];
+        } else if (opts && strcmp(a, "--wait-ready") == 0) {
+            char *end = NULL;
+            double v = i + 1 < argc ? strtod(argv[i + 1], &end) : -1;
+            if (!end || *end || v < 0 || v > 86400)
+                return usage_error("--wait-ready needs SECONDS (0 to 86400)");
+            ctl.wait_ready_s = v;
             i++;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        } else if (opts && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             usage(stdout);
             return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
+        } else if (opts && strcmp(a, "--version") == 0) {
             printf("ternctl %s\n", TERN_VERSION);
             return 0;
+        } else if (opts && a[0] == '-' && a[1] == '-') {
+            return usage_error("unknown option \"%s\"", a);
         } else {
-            return usage_error("unknown option \"%s\"", argv[i]);
+            if (n == 15)
+                return usage_error("too many arguments");
+            args[n++] = argv[i];
         }
     }
-    if (i >= argc)
+    if (!set_addrs(&ctl, admin))
+        return usage_error("%s needs HOST:PORT[,HOST:PORT...], got \"%s\"",
+                           admin == env ? "TERN_ADMIN" : "--admin", admin);
+    if (n == 0)
         return usage_error("no command");
-    /* A NULL after the last argument: optional arguments read as NULL. */
-    char *args[16] = {0};
-    int n = argc - i;
-    if (n > 15)
-        return usage_error("too many arguments");
-    memcpy(args, argv + i, (size_t)n * sizeof(*args));
+    if (ctl.wait_ready_s >= 0 && strcmp(args[0], "status") != 0)
+        return usage_error("--wait-ready goes with status");
     return run(&ctl, n, args);
 }
