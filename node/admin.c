@@ -1319,20 +1319,23 @@ static void on_sys_timer(uv_timer_t *t)
 typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
 
-/* Reads the TLS files of every mqtts listener again (as SIGHUP does). */
+/* What SIGHUP does (node/reload.c): log level and log file from the config
+ * again, the TLS files of every mqtts listener. */
 static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                         const char *query)
 {
     uint32_t reloaded = 0;
-    char errmsg[TERN_ERRMSG_SIZE];
-    TERN_LOGI("admin: reloading TLS certificates");
-    if (tern_listeners_reload(a->node, &reloaded, errmsg) != TERN_OK) {
-        reply_error(hc, 422, "reloaded", reloaded, "%s: kept the files loaded before",
-                    errmsg);
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    TERN_LOGI("admin: reloading");
+    if (tern_node_reload(a->node, &reloaded, errmsg) != TERN_OK) {
+        reply_error(hc, 422, "reloaded", reloaded, "%s", errmsg);
         return;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "reloaded", reloaded);
+    cJSON_AddStringToObject(o, "log_level", tern_log_level_name(a->node->cfg.log_level));
+    cJSON_AddStringToObject(o, "log_file",
+                            a->node->cfg.log_file[0] ? a->node->cfg.log_file : "stderr");
     reply_json(hc, 200, o);
 }
 

@@ -37,6 +37,7 @@ enum key_type {
     KEY_ENUM,      /* integer field, spelled as one of `names` (index = value) */
     KEY_STR,       /* char[TERN_CONFIG_STR_MAX], non-empty */
     KEY_HOSTPORT,  /* KEY_STR that tern_config_split_hostport accepts */
+    KEY_OPTSTR,    /* KEY_STR that may be empty ("": not set) */
     KEY_MEMBERS,   /* cluster members: JSON array of objects, or text (see below) */
     KEY_LISTENERS, /* listeners: JSON array of objects (as text too, for --set) */
 };
@@ -153,6 +154,8 @@ static const struct key keys[] = {
          "accept to TLS handshake done"),
     {"cluster_name", KEY_STR, FIELD(cluster_name), 0, 0, NULL, "tern",
      "the cluster's name; a data directory of another name is refused"},
+    {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
+     "append the log to this file, reopened on SIGHUP; \"\" = stderr"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -237,6 +240,10 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         break;
     case KEY_HOSTPORT:
         snprintf(buf, cap, "must be HOST:PORT (port 0 to 65535, IPv6 host in brackets)");
+        break;
+    case KEY_OPTSTR:
+        snprintf(buf, cap, "must be a string of at most %d bytes",
+                 TERN_CONFIG_STR_MAX - 1);
         break;
     case KEY_MEMBERS:
         snprintf(
@@ -363,7 +370,8 @@ static bool val_to_enum(const struct key *k, const struct val *v, uint64_t *out)
 
 static bool val_to_str(const struct key *k, const struct val *v)
 {
-    if (v->kind != VAL_STR || v->str[0] == '\0' || strlen(v->str) >= TERN_CONFIG_STR_MAX)
+    if (v->kind != VAL_STR || (v->str[0] == '\0' && k->type != KEY_OPTSTR) ||
+        strlen(v->str) >= TERN_CONFIG_STR_MAX)
         return false;
     if (k->type == KEY_HOSTPORT) {
         if (strcmp(k->name, "listen") == 0 && strcmp(v->str, "none") == 0)
@@ -774,6 +782,7 @@ static int apply_key(struct tern_config *c, const struct key *k, const struct va
         return TERN_OK;
     case KEY_STR:
     case KEY_HOSTPORT:
+    case KEY_OPTSTR:
         if (!val_to_str(k, v))
             return bad_value(k, v, errmsg);
         memcpy(field, v->str, strlen(v->str) + 1);
@@ -1176,6 +1185,7 @@ char *tern_config_to_json(const struct tern_config *c)
             break;
         case KEY_STR:
         case KEY_HOSTPORT:
+        case KEY_OPTSTR:
             cJSON_AddStringToObject(o, k->name, (const char *)field);
             break;
         case KEY_LISTENERS: {

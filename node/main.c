@@ -148,8 +148,31 @@ static int make_data_dir(const char *dir)
     return -1;
 }
 
+/* The command line, kept for a reload: the same file and flags, read again. */
+static int saved_argc;
+static char **saved_argv;
+
+static int reload_config(struct tern_config *cfg, char *errmsg)
+{
+    struct tern_config fresh;
+    tern_config_defaults(&fresh);
+    /* parse_args prints its errors: a reload's go to the log like the rest. */
+    if (parse_args(saved_argc, saved_argv, &fresh) != 0) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "the configuration does not load (see above)");
+        return TERN_EINVAL;
+    }
+    int rv = tern_config_check(&fresh, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    memcpy(fresh.cluster_id, cfg->cluster_id, sizeof(fresh.cluster_id));
+    *cfg = fresh;
+    return TERN_OK;
+}
+
 int main(int argc, char **argv)
 {
+    saved_argc = argc;
+    saved_argv = argv;
     struct tern_config cfg;
     tern_config_defaults(&cfg);
     int rv = parse_args(argc, argv, &cfg);
@@ -183,6 +206,10 @@ int main(int argc, char **argv)
         return 0;
     }
     tern_log_set_level(cfg.log_level);
+    if (cfg.log_file[0] && tern_log_open_file(cfg.log_file, errmsg) != TERN_OK) {
+        fprintf(stderr, "ternd: %s\n", errmsg);
+        return 1;
+    }
     if (make_data_dir(cfg.data_dir) != 0)
         return 1;
     rv = tern_identity_open(&cfg, errmsg);
@@ -199,8 +226,9 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     uv_loop_configure(loop, UV_METRICS_IDLE_TIME); /* for the loop busy-time metric */
     static struct tern_node node;
-    if (tern_node_init(&node, loop, &cfg, errmsg) != TERN_OK ||
-        tern_node_start(&node, tls, errmsg) != TERN_OK) {
+    rv = tern_node_init(&node, loop, &cfg, errmsg);
+    node.load_config = reload_config;
+    if (rv != TERN_OK || tern_node_start(&node, tls, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 1;
     }

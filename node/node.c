@@ -152,16 +152,15 @@ static void on_signal(uv_signal_t *h, int signum)
     tern_node_stop(n);
 }
 
-/* SIGHUP reloads the TLS files (certificates, keys, CA, CRL) and nothing else
- * yet; without a handler it would end the process. */
+/* SIGHUP reloads what can change at run time (node/reload.c): log level, log
+ * file, the TLS files; without a handler it would end the process. */
 static void on_hup(uv_signal_t *h, int signum)
 {
-    struct tern_node *n = h->data;
     (void)signum;
     uint32_t reloaded;
-    char errmsg[TERN_ERRMSG_SIZE];
-    TERN_LOGI("SIGHUP: reloading TLS certificates");
-    tern_listeners_reload(n, &reloaded, errmsg); /* each failure is logged */
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    TERN_LOGI("SIGHUP: reloading");
+    tern_node_reload(h->data, &reloaded, errmsg); /* logs the outcome */
 }
 
 /* Another node forwarded a message for this node's clean sessions. */

@@ -87,6 +87,8 @@ struct tern_node {
     uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
     uv_signal_t sig_int, sig_term, sig_hup;
+    /* Reads the configuration again (file, then flags) for a reload; NULL: none. */
+    int (*load_config)(struct tern_config *cfg, char *errmsg);
     struct tern_cluster *cluster; /* replicated FSM */
     struct tern_fsm *local;       /* clean sessions */
     struct tern_conn *conns;      /* all connections, intrusive list */
@@ -266,6 +268,11 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
 int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
                     char *errmsg);
 void tern_node_stop(struct tern_node *n);
+/* SIGHUP and admin POST /reload (node/reload.c): log level and log file from
+ * the configuration read again, then the TLS files of every mqtts listener
+ * (*tls_reloaded: how many loaded). TERN_OK, or an error (in errmsg) for what
+ * was refused, which kept its old state; the node keeps running either way. */
+int tern_node_reload(struct tern_node *n, uint32_t *tls_reloaded, char *errmsg);
 void tern_node_free(struct tern_node *n);
 /* False while the cluster cannot commit (past a grace period). */
 bool tern_node_available(const struct tern_node *n);

@@ -1,11 +1,16 @@
 /* The logger of tern/log.h. */
 #include "tern/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "tern/error.h"
 
 /* Longest line written; longer messages are cut, never split. */
 #define LOG_LINE_MAX 2048
@@ -71,4 +76,24 @@ void tern_log(int level, const char *fmt, ...)
     line[end++] = '\n';
     /* A single write so lines from several threads do not interleave. */
     fwrite(line, 1, end, stderr);
+}
+
+int tern_log_open_file(const char *path, char *errmsg)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "log_file: cannot open %.150s: %s", path,
+                 strerror(errno));
+        return TERN_EIO;
+    }
+    fflush(stderr);
+    /* dup2 swaps the file under fd 2 at once: no line is lost or half written. */
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? errno : 0;
+    close(fd);
+    if (rc) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "log_file: cannot use %.150s: %s", path,
+                 strerror(rc));
+        return TERN_EIO;
+    }
+    return TERN_OK;
 }

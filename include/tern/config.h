@@ -89,6 +89,9 @@ struct tern_config {
     char cluster_name[TERN_CONFIG_STR_MAX];
     char cluster_id[17];
 
+    /* The log: appended to this file, reopened on SIGHUP ("" = stderr, default). */
+    char log_file[TERN_CONFIG_STR_MAX];
+
     /* Flow control (node/flow.c): a backlogged subscriber that makes no progress
      * for this long meets the drop policy; 0 = no flow control. Default 2000. */
     uint32_t slow_subscriber_timeout_ms;

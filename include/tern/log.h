@@ -22,6 +22,12 @@ void tern_log_set_level(int level);
 
 bool tern_log_enabled(int level);
 
+/* Sends the log (all of stderr, so libraft's and the sanitizers' lines too) to
+ * path, appending, creating it if needed; called again it reopens the file (after
+ * logrotate moved it). TERN_OK, or TERN_EIO with the OS reason in errmsg
+ * (TERN_ERRMSG_SIZE) and the log left where it was. */
+int tern_log_open_file(const char *path, char *errmsg);
+
 /* Writes one line; newlines inside the message become spaces. */
 void tern_log(int level, const char *fmt, ...) TERN_PRINTF(2, 3);
 

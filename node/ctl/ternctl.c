@@ -85,38 +85,40 @@ struct response {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ternctl [--admin HOST:PORT[,...]] [--json] COMMAND [ARGS]\n"
-            "\n"
-            "Talks to a tern node's admin API: --admin, else $TERN_ADMIN, "
-            "else\n" DEFAULT_ADMIN ". A list (comma-separated) is tried in turn; write\n"
-            "commands refused by a follower go to the leader. Options may come\n"
-            "anywhere on the line.\n"
-            "\n"
-            "  status [--wait-ready S]  cluster and health summary of the node; with\n"
-            "                           --wait-ready, wait up to S seconds for it to\n"
-            "                           be ready (exit 1 if it is not)\n"
-            "  members                  cluster members as the node sees them\n"
-            "  clients                  client connections on the node\n"
-            "  sessions                 every session in the cluster\n"
-            "  session show ID          one session and its subscriptions\n"
-            "  kick ID                  delete a session (its client is disconnected)\n"
-            "  subscriptions            subscriptions of persistent sessions\n"
-            "  retained                 retained messages\n"
-            "  retained delete TOPIC    delete one retained message\n"
-            "  transfer-leader [ID]     hand leadership to node ID (or any voter)\n"
-            "  drain NODE               close NODE's clients, refuse new ones\n"
-            "  undrain NODE             accept clients again\n"
-            "  snapshot                 take a Raft snapshot now\n"
-            "  reload                   read the TLS certificates, keys, CA, CRL again\n"
-            "  metrics                  Prometheus metrics\n"
-            "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
-            "                           the leader, answers once it has caught up\n"
-            "  remove-node ID           remove node ID from the cluster (on the leader)\n"
-            "\n"
-            "  --admin HOST:PORT[,...]  the node's admin_listen address(es)\n"
-            "  --json                   print the API's JSON instead of tables\n"
-            "  --help, --version\n");
+    fprintf(
+        f,
+        "usage: ternctl [--admin HOST:PORT[,...]] [--json] COMMAND [ARGS]\n"
+        "\n"
+        "Talks to a tern node's admin API: --admin, else $TERN_ADMIN, "
+        "else\n" DEFAULT_ADMIN ". A list (comma-separated) is tried in turn; write\n"
+        "commands refused by a follower go to the leader. Options may come\n"
+        "anywhere on the line.\n"
+        "\n"
+        "  status [--wait-ready S]  cluster and health summary of the node; with\n"
+        "                           --wait-ready, wait up to S seconds for it to\n"
+        "                           be ready (exit 1 if it is not)\n"
+        "  members                  cluster members as the node sees them\n"
+        "  clients                  client connections on the node\n"
+        "  sessions                 every session in the cluster\n"
+        "  session show ID          one session and its subscriptions\n"
+        "  kick ID                  delete a session (its client is disconnected)\n"
+        "  subscriptions            subscriptions of persistent sessions\n"
+        "  retained                 retained messages\n"
+        "  retained delete TOPIC    delete one retained message\n"
+        "  transfer-leader [ID]     hand leadership to node ID (or any voter)\n"
+        "  drain NODE               close NODE's clients, refuse new ones\n"
+        "  undrain NODE             accept clients again\n"
+        "  snapshot                 take a Raft snapshot now\n"
+        "  reload                   what SIGHUP does: log level and log file from the\n"
+        "                           config again, the TLS certificates, keys, CA, CRL\n"
+        "  metrics                  Prometheus metrics\n"
+        "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
+        "                           the leader, answers once it has caught up\n"
+        "  remove-node ID           remove node ID from the cluster (on the leader)\n"
+        "\n"
+        "  --admin HOST:PORT[,...]  the node's admin_listen address(es)\n"
+        "  --json                   print the API's JSON instead of tables\n"
+        "  --help, --version\n");
 }
 
 static int usage_error(const char *fmt, ...)
@@ -882,6 +884,8 @@ static int cmd_snapshot(struct ctl *ctl, char **args)
 
 static void say_reloaded(const cJSON *j, const char *arg)
 {
+    printf("reloaded: log level %s, log file %s\n", field(j, "log_level"),
+           field(j, "log_file"));
     printf("TLS files loaded again on %s listener(s)\n", field(j, "reloaded"));
 }
 

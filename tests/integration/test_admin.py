@@ -537,10 +537,15 @@ def test_ternctl_membership_usage_errors():
 
 def test_ternctl_node_down():
     addr = "127.0.0.1:%d" % free_port()
-    for args in (["status"], ["kick", "x"], ["metrics"], ["--json", "sessions"]):
+    for args in (["status"], ["kick", "x"], ["metrics"]):
         rc, out, err = ctl(addr, *args)
         assert rc == 1 and out == ""
         assert err == "ternctl: cannot reach %s: Connection refused\n" % addr
+    # With --json the error is JSON too, on stdout (issue 17).
+    rc, out, err = ctl(addr, "--json", "sessions")
+    assert rc == 1 and err == ""
+    assert json.loads(out) == {"error": "cannot reach %s: Connection refused" % addr,
+                               "status": 0}
 
 
 def test_ternctl_help():
