@@ -100,7 +100,7 @@ struct tern_cluster {
     uint64_t restores_settled; /* snapshots installed whose proposals were settled */
     struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
-    uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us;
+    uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us, commit_sum_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;
     int push_commit;      /* leader: applied a follower's proposal (see push_commit) */
@@ -229,6 +229,7 @@ static void commit_latency(struct tern_cluster *c, uint64_t us)
     while (i < TERN_COMMIT_BUCKETS - 1 && us > bounds_us[i])
         i++;
     c->commit_us[i]++;
+    c->commit_sum_us += us;
     if (us > c->commit_max_us)
         c->commit_max_us = us;
 }
@@ -1030,6 +1031,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->entries = c->entries;
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;
+    st->commit_sum_us = c->commit_sum_us;
     st->snapshots = c->rfsm.snapshots;
     st->snapshot_max_us = c->rfsm.snapshot_max_us;
 }

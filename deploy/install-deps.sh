@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
 python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl
-ca-certificates procps iproute2"
+ca-certificates procps iproute2 prometheus"
 
 missing=""
 for p in $PKGS; do
@@ -39,6 +39,16 @@ case " $missing " in
     if [ -d /run/systemd/system ] && systemctl is-enabled --quiet mosquitto 2>/dev/null; then
         echo "install-deps: disabling the mosquitto service (tern uses port 1883)"
         ${SUDO:-} systemctl disable --now mosquitto || true
+    fi
+    ;;
+esac
+# prometheus: only promtool is needed (the tests check deploy/prometheus/alerts.yml);
+# its server would scrape and listen on 9090.
+case " $missing " in
+*" prometheus "*)
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+        echo "install-deps: disabling the prometheus service (only promtool is used)"
+        ${SUDO:-} systemctl disable --now prometheus prometheus-node-exporter || true
     fi
     ;;
 esac

@@ -10,11 +10,16 @@
  * List endpoints return at most `limit` entries (default 10000) and say when
  * they cut the list, so a large cluster cannot make one response unbounded.
  */
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -36,6 +41,7 @@ struct tern_admin {
     bool sys_started;
     bool draining;
     uint64_t started_ms;
+    double started_unix_s; /* process_start_time_seconds */
     char bound[80];
 };
 
@@ -661,6 +667,14 @@ static void metric(struct sbuf *b, const char *name, const char *type, const cha
     sample(b, name, NULL, v);
 }
 
+/* A gauge in base units (seconds, from microseconds or clocks): a float. */
+static void metric_f(struct sbuf *b, const char *name, const char *type, const char *help,
+                     double v)
+{
+    metric_head(b, name, type, help);
+    sb_printf(b, "%s %.9g\n", name, v);
+}
+
 static void metrics_node(struct sbuf *b, const struct tern_node *n)
 {
     const struct tern_node_stats *s = &n->stats;
@@ -769,7 +783,8 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
 /* A Prometheus histogram (seconds) from per-bucket counts: counts[nb] is the
  * rest above the last bound. */
 static void histogram(struct sbuf *b, const char *name, const char *help,
-                      const uint64_t *bounds_us, size_t nb, const uint64_t *counts)
+                      const uint64_t *bounds_us, size_t nb, const uint64_t *counts,
+                      uint64_t sum_us)
 {
     char series[96], label[64];
     metric_head(b, name, "histogram", help);
@@ -782,6 +797,7 @@ static void histogram(struct sbuf *b, const char *name, const char *help,
     }
     cum += counts[nb];
     sample(b, series, "le=\"+Inf\"", cum);
+    sb_printf(b, "%s_sum %.9g\n", name, (double)sum_us / 1e6);
     snprintf(series, sizeof(series), "%s_count", name);
     sample(b, series, NULL, cum);
 }
@@ -792,28 +808,32 @@ static void metrics_loop(struct sbuf *b, const struct tern_node *n)
     static const uint64_t loop_us[] = TERN_LOOP_BUCKETS_US;
     histogram(b, "tern_loop_busy_seconds",
               "Event-loop iterations by time spent working (not waiting).", loop_us,
-              sizeof(loop_us) / sizeof(loop_us[0]), n->stats.loop_busy);
-    metric(b, "tern_loop_busy_max_microseconds", "gauge",
-           "Longest event-loop iteration since start.", n->stats.loop_busy_max_us);
+              sizeof(loop_us) / sizeof(loop_us[0]), n->stats.loop_busy,
+              n->stats.loop_busy_sum_us);
+    metric_f(b, "tern_loop_busy_max_seconds", "gauge",
+             "Longest event-loop iteration since start.",
+             (double)n->stats.loop_busy_max_us / 1e6);
     static const uint64_t commit_us[] = TERN_COMMIT_BUCKETS_US;
     struct tern_cluster_status st;
     tern_cluster_status(n->cluster, &st);
     histogram(b, "tern_commit_latency_seconds",
               "This node's proposals by time from proposal to apply on this node "
               "(what a PUBACK of a durable PUBLISH waits for).",
-              commit_us, sizeof(commit_us) / sizeof(commit_us[0]), st.commit_us);
-    metric(b, "tern_commit_latency_max_microseconds", "gauge",
-           "Longest proposal-to-apply time since start.", st.commit_max_us);
+              commit_us, sizeof(commit_us) / sizeof(commit_us[0]), st.commit_us,
+              st.commit_sum_us);
+    metric_f(b, "tern_commit_latency_max_seconds", "gauge",
+             "Longest proposal-to-apply time since start.",
+             (double)st.commit_max_us / 1e6);
     metric(b, "tern_snapshots_taken_total", "counter",
            "Snapshots this node took of its state machine.", st.snapshots);
     metric(b, "tern_snapshots_installed_total", "counter",
            "Snapshots that replaced this node's state machine (from the leader when "
            "this node was behind, or its own at start).",
            n->stats.snapshots_installed);
-    metric(b, "tern_snapshot_max_microseconds", "gauge",
-           "Longest time serialising the state machine for a snapshot (the loop "
-           "waits for it).",
-           st.snapshot_max_us);
+    metric_f(b, "tern_snapshot_max_seconds", "gauge",
+             "Longest time serialising the state machine for a snapshot (the loop "
+             "waits for it).",
+             (double)st.snapshot_max_us / 1e6);
 }
 
 static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
@@ -826,8 +846,12 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
     metric(b, "tern_raft_applied_index", "gauge", "Last applied Raft log index.",
            st.applied_index);
     metric(b, "tern_raft_leader", "gauge", "Leader node id (0: none).", st.leader);
-    metric(b, "tern_raft_state", "gauge",
-           "0 unavailable, 1 follower, 2 candidate, 3 leader.", (uint64_t)st.state);
+    metric_head(b, "tern_raft_state", "gauge",
+                "1 for this node's Raft state, 0 for the others.");
+    static const char *states[] = {"state=\"unavailable\"", "state=\"follower\"",
+                                   "state=\"candidate\"", "state=\"leader\""};
+    for (int i = 0; i < 4; i++)
+        sample(b, "tern_raft_state", states[i], st.state == i);
     metric(b, "tern_raft_pending_proposals", "gauge",
            "This node's proposals not applied yet.", st.pending);
     metric(b, "tern_raft_proposals_applied_total", "counter",
@@ -843,10 +867,90 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
     sample(b, "tern_build_info", "version=\"" TERN_VERSION "\"", 1);
 }
 
+/* Per member: is its link up, and (on the leader) how many entries it lacks. */
+static void metrics_peers(struct sbuf *b, const struct tern_node *n)
+{
+    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
+    struct tern_cluster_status st;
+    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
+    tern_cluster_status(n->cluster, &st);
+    char label[32];
+    bool any = false;
+    for (size_t i = 0; i < count; i++)
+        any = any || !ms[i].self;
+    if (!any)
+        return; /* a single node has no peers: no empty families */
+    metric_head(b, "tern_peer_up", "gauge", "1 while the link to this member is up.");
+    for (size_t i = 0; i < count; i++) {
+        snprintf(label, sizeof(label), "peer=\"%u\"", ms[i].id);
+        if (!ms[i].self)
+            sample(b, "tern_peer_up", label, ms[i].link_up);
+    }
+    if (st.state != 3)
+        return; /* only the leader knows what each member has */
+    metric_head(b, "tern_peer_replication_lag_entries", "gauge",
+                "Log entries the leader has that this member has not acknowledged.");
+    for (size_t i = 0; i < count; i++) {
+        snprintf(label, sizeof(label), "peer=\"%u\"", ms[i].id);
+        if (!ms[i].self)
+            sample(b, "tern_peer_replication_lag_entries", label,
+                   st.last_index > ms[i].match_index ? st.last_index - ms[i].match_index
+                                                     : 0);
+    }
+}
+
+/* The process_* metrics of the Prometheus client libraries, from /proc. */
+static void metrics_process(struct sbuf *b, const struct tern_admin *a)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    metric_f(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent.",
+             (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    unsigned long long vm = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &vm, &rss) != 2)
+            vm = rss = 0;
+        fclose(f);
+    }
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    metric(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+           rss * page);
+    metric(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+           vm * page);
+    uint64_t fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        fds += e->d_name[0] != '.';
+    if (d) {
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    metric(b, "process_open_fds", "gauge", "Number of open file descriptors.", fds);
+    struct rlimit rl;
+    metric(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+           getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0);
+    metric_f(b, "process_start_time_seconds", "gauge",
+             "Start time of the process since the Unix epoch, in seconds.",
+             a->started_unix_s);
+    struct statvfs vfs;
+    if (statvfs(a->node->cfg.data_dir, &vfs) == 0) {
+        metric(b, "tern_data_dir_free_bytes", "gauge",
+               "Bytes available to ternd on the data directory's file system.",
+               (uint64_t)vfs.f_bavail * vfs.f_frsize);
+        metric(b, "tern_data_dir_size_bytes", "gauge",
+               "Size of the data directory's file system in bytes.",
+               (uint64_t)vfs.f_blocks * vfs.f_frsize);
+    }
+}
+
 static void get_metrics(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                         const char *query)
 {
     struct sbuf b = {0};
+    metrics_process(&b, a);
+    metrics_peers(&b, a->node);
     metrics_node(&b, a->node);
     metrics_fsm(&b, a->node);
     metrics_raft(&b, a);
@@ -1417,6 +1521,9 @@ int tern_admin_start(struct tern_node *n, char *errmsg)
     }
     a->node = n;
     a->started_ms = tern_mono_ms();
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    a->started_unix_s = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     n->admin = a;
     int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
                              a->bound, sizeof(a->bound), errmsg);

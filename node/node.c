@@ -41,6 +41,7 @@ static void measure_loop(struct tern_node *n)
         while (i < sizeof(bounds_us) / sizeof(bounds_us[0]) && busy_us > bounds_us[i])
             i++;
         n->stats.loop_busy[i]++;
+        n->stats.loop_busy_sum_us += busy_us;
         if (busy_us > n->stats.loop_busy_max_us)
             n->stats.loop_busy_max_us = busy_us;
     }

@@ -63,6 +63,7 @@ struct tern_node_stats {
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
     uint64_t loop_busy_max_us;
+    uint64_t loop_busy_sum_us; /* of every iteration counted in loop_busy */
 };
 
 /* One MQTT listener (listener.c): `listen`, or one of `listeners`. */

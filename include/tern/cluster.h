@@ -84,6 +84,7 @@ struct tern_cluster_status {
      * here (what a PUBACK waits for), and the longest since start. */
     uint64_t commit_us[TERN_COMMIT_BUCKETS];
     uint64_t commit_max_us;
+    uint64_t commit_sum_us;   /* of every proposal counted in commit_us */
     uint64_t snapshots;       /* snapshots this node took of its FSM */
     uint64_t snapshot_max_us; /* longest of them (serialising the FSM, in the loop) */
 };
