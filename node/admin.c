@@ -7,8 +7,10 @@
  * the leader by the entries not applied yet. Writes are commands proposed like
  * any other (a kick is a SESSION_DELETE), answered once applied on this node.
  *
- * List endpoints return at most `limit` entries (default 10000) and say when
- * they cut the list, so a large cluster cannot make one response unbounded.
+ * List endpoints return at most `limit` entries (default and most 10000) and say
+ * when they cut the list, so a large cluster cannot make one response unbounded;
+ * /sessions and /retained come in key order with a cursor (?after=, `next`) and a
+ * key prefix filter (?prefix=).
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -31,7 +33,7 @@
 #endif
 
 #define LIST_LIMIT_DEFAULT 10000
-#define LIST_LIMIT_MAX 1000000
+#define LIST_LIMIT_MAX 10000 /* one page; the cursor (?after=) gets the rest */
 #define PATH_MAX_BYTES 8192
 
 struct tern_admin {
@@ -358,16 +360,6 @@ struct list_walk {
     const struct tern_fsm_session *session; /* subscriptions: whose */
 };
 
-static int session_visit(void *ctx, struct tern_fsm_session *s)
-{
-    struct list_walk *w = ctx;
-    if (w->count >= w->limit)
-        return 1;
-    w->count++;
-    cJSON_AddItemToArray(w->arr, session_json(s));
-    return 0;
-}
-
 /* A list answer: {"NAME": [...], "total": N, "truncated": bool}. list_begin
  * reads ?limit= (answering 400 itself when it is bad) and returns NULL then. */
 static cJSON *list_begin(struct tern_http_conn *hc, const char *query,
@@ -387,16 +379,156 @@ static void list_end(struct tern_http_conn *hc, cJSON *o, int stopped, uint64_t 
     reply_json(hc, 200, o);
 }
 
+/* --- pages: the `limit` smallest keys after the cursor, with the prefix ---------
+ * A bounded max-heap over one walk: O(n log limit) time, `limit` entries of
+ * memory, whatever the size of the state; the walk order does not matter. */
+
+struct page_entry {
+    struct tern_bytes key;
+    const void *item;
+};
+
+struct page {
+    struct page_entry *heap;
+    size_t n, cap;
+    char after[PATH_MAX_BYTES], prefix[PATH_MAX_BYTES];
+    size_t after_len, prefix_len;
+    bool has_after;
+    uint64_t matched; /* entries after the cursor with the prefix */
+};
+
+static int key_cmp(struct tern_bytes a, struct tern_bytes b)
+{
+    int c = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+    return c ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+static int entry_cmp(const void *x, const void *y)
+{
+    return key_cmp(((const struct page_entry *)x)->key,
+                   ((const struct page_entry *)y)->key);
+}
+
+static void heap_swap(struct page *p, size_t i, size_t j)
+{
+    struct page_entry t = p->heap[i];
+    p->heap[i] = p->heap[j];
+    p->heap[j] = t;
+}
+
+static void page_offer(struct page *p, struct tern_bytes key, const void *item)
+{
+    struct tern_bytes after = {(const uint8_t *)p->after, (uint32_t)p->after_len};
+    if (key.len < p->prefix_len || memcmp(key.ptr, p->prefix, p->prefix_len) != 0 ||
+        (p->has_after && key_cmp(key, after) <= 0))
+        return;
+    p->matched++;
+    size_t i;
+    if (p->n < p->cap) {
+        i = p->n++;
+        p->heap[i] = (struct page_entry){key, item};
+        for (; i > 0 && key_cmp(p->heap[(i - 1) / 2].key, p->heap[i].key) < 0;
+             i = (i - 1) / 2)
+            heap_swap(p, i, (i - 1) / 2);
+        return;
+    }
+    if (key_cmp(key, p->heap[0].key) >= 0)
+        return;
+    p->heap[0] = (struct page_entry){key, item};
+    for (i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < p->n && key_cmp(p->heap[l].key, p->heap[m].key) > 0)
+            m = l;
+        if (r < p->n && key_cmp(p->heap[r].key, p->heap[m].key) > 0)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(p, i, m);
+        i = m;
+    }
+}
+
+/* Reads ?limit= ?after= ?prefix=; NULL (answered 400 or 500) if bad. */
+static struct page *page_begin(struct tern_http_conn *hc, const char *query)
+{
+    size_t limit;
+    if (!list_limit(hc, query, &limit))
+        return NULL;
+    struct page *p = calloc(1, sizeof(*p));
+    if (p)
+        p->heap = malloc(limit * sizeof(*p->heap));
+    if (!p || !p->heap) {
+        free(p);
+        reply_error(hc, 500, NULL, 0, "out of memory");
+        return NULL;
+    }
+    p->cap = limit;
+    const char *names[] = {"after", "prefix"};
+    char *bufs[] = {p->after, p->prefix};
+    size_t *lens[] = {&p->after_len, &p->prefix_len};
+    for (int i = 0; i < 2; i++) {
+        const char *v = NULL;
+        size_t nlen = strlen(names[i]);
+        for (const char *q = query; q && *q; q = strchr(q, '&'), q = q ? q + 1 : q)
+            if (strncmp(q, names[i], nlen) == 0 && q[nlen] == '=')
+                v = q + nlen + 1;
+        if (!v)
+            continue;
+        int n = tern_http_unescape(v, strcspn(v, "&"), bufs[i], PATH_MAX_BYTES);
+        if (n < 0) {
+            reply_error(hc, 400, NULL, 0, "%s: bad percent-encoding, or too long",
+                        names[i]);
+            free(p->heap);
+            free(p);
+            return NULL;
+        }
+        *lens[i] = (size_t)n;
+        p->has_after = p->has_after || i == 0;
+    }
+    return p;
+}
+
+/* Adds the page to o as NAME (each entry through to_json), with total, truncated
+ * and next (the cursor of the following page, when there is one); answers. */
+static void page_end(struct tern_http_conn *hc, struct page *p, cJSON *o,
+                     const char *name, cJSON *(*to_json)(const void *item),
+                     uint64_t total)
+{
+    qsort(p->heap, p->n, sizeof(*p->heap), entry_cmp);
+    cJSON *arr = cJSON_AddArrayToObject(o, name);
+    for (size_t i = 0; i < p->n; i++)
+        cJSON_AddItemToArray(arr, to_json(p->heap[i].item));
+    cJSON_AddNumberToObject(o, "total", (double)total);
+    bool more = p->matched > p->n;
+    cJSON_AddBoolToObject(o, "truncated", more);
+    if (more)
+        add_bytes(o, "next", p->heap[p->n - 1].key);
+    reply_json(hc, 200, o);
+    free(p->heap);
+    free(p);
+}
+
+static int session_offer(void *ctx, struct tern_fsm_session *s)
+{
+    page_offer(ctx, tern_fsm_session_client_id(s), s);
+    return 0;
+}
+
+static cJSON *session_item(const void *item)
+{
+    return session_json((struct tern_fsm_session *)item);
+}
+
 static void get_sessions(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query)
 {
-    struct list_walk w = {0};
-    cJSON *o = list_begin(hc, query, &w, "sessions");
-    if (!o)
+    struct page *p = page_begin(hc, query);
+    if (!p)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
-    int stopped = tern_fsm_sessions_walk(f, session_visit, &w);
-    list_end(hc, o, stopped, tern_fsm_stats(f)->sessions);
+    tern_fsm_sessions_walk(f, session_offer, p);
+    page_end(hc, p, cJSON_CreateObject(), "sessions", session_item,
+             tern_fsm_stats(f)->sessions);
 }
 
 static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
@@ -548,34 +680,36 @@ static void delete_session(struct tern_admin *a, struct tern_http_conn *hc,
 
 /* --- retained messages ---------------------------------------------------------- */
 
-static int retained_visit(void *ctx, const struct tern_msg *m)
+static cJSON *retained_item(const void *item)
 {
-    struct list_walk *w = ctx;
-    if (w->count >= w->limit)
-        return 1;
-    w->count++;
+    const struct tern_msg *m = item;
     cJSON *o = cJSON_CreateObject();
     add_bytes(o, "topic", m->topic);
     cJSON_AddNumberToObject(o, "payload_bytes", m->payload.len);
     cJSON_AddNumberToObject(o, "qos", m->qos);
     cJSON_AddNumberToObject(o, "created_ms", (double)m->created_ms);
     cJSON_AddNumberToObject(o, "expire_at_ms", (double)m->expire_at_ms);
-    cJSON_AddItemToArray(w->arr, o);
+    return o;
+}
+
+static int retained_offer(void *ctx, const struct tern_msg *m)
+{
+    page_offer(ctx, m->topic, m);
     return 0;
 }
 
 static void get_retained(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query)
 {
-    struct list_walk w = {0};
-    cJSON *o = list_begin(hc, query, &w, "retained");
-    if (!o)
+    struct page *p = page_begin(hc, query);
+    if (!p)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
     const struct tern_fsm_stats *st = tern_fsm_stats(f);
-    int stopped = tern_fsm_retained_walk(f, retained_visit, &w);
+    tern_fsm_retained_walk(f, retained_offer, p);
+    cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "total_bytes", (double)st->retained_bytes);
-    list_end(hc, o, stopped, st->retained);
+    page_end(hc, p, o, "retained", retained_item, st->retained);
 }
 
 static int found_visit(void *ctx, const struct tern_msg *m)

@@ -43,8 +43,9 @@ struct ctl {
     bool json;
     char addrs[ADDRS_MAX][272]; /* --admin / TERN_ADMIN, comma-separated */
     int naddrs;
-    double wait_ready_s; /* status --wait-ready; < 0: not given */
-    bool quiet;          /* probing: fail() prints nothing */
+    double wait_ready_s;                /* status --wait-ready; < 0: not given */
+    bool quiet;                         /* probing: fail() prints nothing */
+    const char *prefix, *after, *limit; /* sessions, retained: one page */
 };
 
 /* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
@@ -99,11 +100,12 @@ static void usage(FILE *f)
         "                           be ready (exit 1 if it is not)\n"
         "  members                  cluster members as the node sees them\n"
         "  clients                  client connections on the node\n"
-        "  sessions                 every session in the cluster\n"
+        "  sessions                 sessions in the cluster, by client id, one page\n"
+        "                           (--limit N, --prefix P, --after CURSOR)\n"
         "  session show ID          one session and its subscriptions\n"
         "  kick ID                  delete a session (its client is disconnected)\n"
         "  subscriptions            subscriptions of persistent sessions\n"
-        "  retained                 retained messages\n"
+        "  retained                 retained messages by topic, one page (the same)\n"
         "  retained delete TOPIC    delete one retained message\n"
         "  transfer-leader [ID]     hand leadership to node ID (or any voter)\n"
         "  drain NODE               close NODE's clients, refuse new ones\n"
@@ -522,8 +524,11 @@ static double number(const cJSON *o, const char *key)
 static void truncated_note(const cJSON *j, const char *list)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, list);
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(j, "next");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "truncated")))
         printf("(showing %d of %.0f)\n", cJSON_GetArraySize(arr), number(j, "total"));
+    if (cJSON_IsString(next))
+        printf("(more: ternctl %s --after '%s')\n", list, next->valuestring);
 }
 
 /* --- commands ------------------------------------------------------------------ */
@@ -675,9 +680,34 @@ static void show_sessions(const cJSON *j)
     truncated_note(j, "sessions");
 }
 
+/* path?limit=&after=&prefix= from the page options given. */
+static int get_page(struct ctl *ctl, const char *path, void (*show)(const cJSON *))
+{
+    char url[8192];
+    const char *names[] = {"limit", "after", "prefix"};
+    const char *vals[] = {ctl->limit, ctl->after, ctl->prefix};
+    size_t n = (size_t)snprintf(url, sizeof(url), "%s", path);
+    for (int i = 0; i < 3; i++) {
+        if (!vals[i])
+            continue;
+        char *e = url_encode(vals[i]);
+        if (!e)
+            return EXIT_FAIL;
+        int m = snprintf(url + n, sizeof(url) - n, "%s%s=%s",
+                         strchr(url, '?') ? "&" : "?", names[i], e);
+        free(e);
+        if (m < 0 || (size_t)m >= sizeof(url) - n) {
+            fail(ctl, 0, 0, "%s: too long", names[i]);
+            return EXIT_USAGE;
+        }
+        n += (size_t)m;
+    }
+    return get_and_show(ctl, url, show);
+}
+
 static int cmd_sessions(struct ctl *ctl, char **args)
 {
-    return get_and_show(ctl, "/sessions", show_sessions);
+    return get_page(ctl, "/sessions", show_sessions);
 }
 
 static void show_subs(const cJSON *list, bool with_client)
@@ -800,7 +830,7 @@ static void show_retained(const cJSON *j)
 
 static int cmd_retained(struct ctl *ctl, char **args)
 {
-    return get_and_show(ctl, "/retained", show_retained);
+    return get_page(ctl, "/retained", show_retained);
 }
 
 static void say_retained_deleted(const cJSON *j, const char *topic)
@@ -1043,6 +1073,17 @@ int main(int argc, char **argv)
                 return usage_error("--wait-ready needs SECONDS (0 to 86400)");
             ctl.wait_ready_s = v;
             i++;
+        } else if (opts && (strcmp(a, "--prefix") == 0 || strcmp(a, "--after") == 0 ||
+                            strcmp(a, "--limit") == 0)) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a value", a);
+            const char **slot = a[2] == 'p'   ? &ctl.prefix
+                                : a[2] == 'a' ? &ctl.after
+                                              : &ctl.limit;
+            *slot = argv[++i];
+            if (slot == &ctl.limit && (strspn(*slot, "0123456789") != strlen(*slot) ||
+                                       !**slot || strlen(*slot) > 5))
+                return usage_error("--limit needs a number (1 to 10000)");
         } else if (opts && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             usage(stdout);
             return 0;
