@@ -60,6 +60,8 @@ static const char *const all_keys[] = {
     "join",
     "listeners",
     "tls_handshake_timeout_ms",
+    "cluster_name",
+    "log_file",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -243,7 +245,9 @@ static const char all_keys_json[] =
     "     \"require_certificate\": true, \"use_identity_as_username\": true,\n"
     "     \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\",\n"
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
-    "  \"tls_handshake_timeout_ms\": 2500\n"
+    "  \"tls_handshake_timeout_ms\": 2500,\n"
+    "  \"cluster_name\": \"blue\",\n"
+    "  \"log_file\": \"/var/log/tern.log\"\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -297,6 +301,8 @@ static const char *const all_keys_set[][2] = {
      "\"use_identity_as_username\": true, \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\", "
      "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
     {"tls_handshake_timeout_ms", "2500"},
+    {"cluster_name", "blue"},
+    {"log_file", "/var/log/tern.log"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -362,6 +368,8 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(l->ciphersuites, "TLS_AES_128_GCM_SHA256");
     assert_int_equal(l->tls_min_version, 1);
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
+    assert_string_equal(c->cluster_name, "blue");
+    assert_string_equal(c->log_file, "/var/log/tern.log");
 }
 
 static void test_every_key_from_json(void **state)
@@ -850,6 +858,52 @@ static void test_listeners_errors(void **state)
     assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
 }
 
+/* Issue 17: checks across keys, the cluster id, members' strictness. */
+static void test_check_and_cluster_id(void **state)
+{
+    (void)state;
+    struct tern_config a, b;
+    char errmsg[TERN_ERRMSG_SIZE] = "", ida[17], idb[17];
+    tern_config_defaults(&a);
+    assert_int_equal(tern_config_check(&a, errmsg), TERN_OK);
+    tern_config_cluster_id(&a, ida);
+    assert_string_equal(ida, ""); /* a single node: made at the first start */
+    assert_int_equal(tern_config_set(&a, "members",
+                                     "1=10.0.0.1:1/10.0.0.1:2/10.0.0.1:3,"
+                                     "2=10.0.0.2:1/10.0.0.2:2/10.0.0.2:3",
+                                     errmsg),
+                     TERN_OK);
+    assert_int_equal(tern_config_check(&a, errmsg), TERN_OK);
+    /* The same members in another order: the same id; another name: another. */
+    tern_config_defaults(&b);
+    assert_int_equal(tern_config_set(&b, "members",
+                                     "2=10.0.0.2:1/10.0.0.2:2/10.0.0.2:3,"
+                                     "1=10.0.0.1:1/10.0.0.1:2/10.0.0.1:3",
+                                     errmsg),
+                     TERN_OK);
+    tern_config_cluster_id(&a, ida);
+    tern_config_cluster_id(&b, idb);
+    assert_int_equal(strlen(ida), 16);
+    assert_string_equal(ida, idb);
+    assert_int_equal(tern_config_set(&b, "cluster_name", "other", errmsg), TERN_OK);
+    tern_config_cluster_id(&b, idb);
+    assert_string_not_equal(ida, idb);
+    /* node_id not among the members, unless joining. */
+    assert_int_equal(tern_config_set(&a, "node_id", "3", errmsg), TERN_OK);
+    assert_int_equal(tern_config_check(&a, errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, "node_id 3 is not in members (ids 1, 2)"));
+    assert_int_equal(tern_config_set(&a, "join", "true", errmsg), TERN_OK);
+    assert_int_equal(tern_config_check(&a, errmsg), TERN_OK);
+    /* Host names are not addresses. */
+    assert_int_equal(tern_config_set(&a, "admin_listen", "localhost:1", errmsg), TERN_OK);
+    assert_int_equal(tern_config_check(&a, errmsg), TERN_EINVAL);
+    assert_non_null(strstr(errmsg, "admin_listen: must be an IP address"));
+    expect_json_error(
+        "{\"members\": [{\"id\": 1, \"raft\": \"10.0.0.1:1\", \"peer\": \"10.0.0.1:2\","
+        " \"mqtt\": \"10.0.0.1:3\", \"mqqt\": \"x\"}]}",
+        "members[0]: unknown key \"mqqt\"");
+}
+
 /* docs/configuration.md names every key as `key`. */
 static void test_docs_name_every_key(void **state)
 {
@@ -889,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_example_file_is_defaults),
         cmocka_unit_test(test_docs_name_every_key),
+        cmocka_unit_test(test_check_and_cluster_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
