@@ -35,10 +35,19 @@ def effective(*args):
 
 
 def doc_keys():
-    text = open(CONFIG_MD).read()
-    keys = {}
-    for m in re.finditer(r"^\| `([a-z_0-9]+)` +\| *([a-z]+) *\| *`([^`]*)` *\|", text, re.M):
-        keys[m.group(1)] = (m.group(2), m.group(3))
+    """The rows of the tables headed `| key | type | default | ...` (not the tables
+    of the members of a key's entries, headed `| member ...`)."""
+    keys, in_keys = {}, False
+    for line in open(CONFIG_MD).read().splitlines():
+        if not line.startswith("|"):
+            in_keys = False
+            continue
+        if re.match(r"^\| *key *\|", line):
+            in_keys = True
+            continue
+        m = re.match(r"^\| `([a-z_0-9]+)` +\| *([a-z]+) *\| *`([^`]*)` *\|", line)
+        if in_keys and m:
+            keys[m.group(1)] = (m.group(2), m.group(3))
     return keys
 
 
@@ -63,9 +72,13 @@ def test_doc_json_examples_are_valid(tmp_path):
     blocks = re.findall(r"```json\n(.*?)```", text, re.S)
     assert blocks
     for i, b in enumerate(blocks):
+        if not b.lstrip().startswith("{"):
+            b = "{" + b + "}"  # a fragment: some keys of a file
         p = tmp_path / ("ex%d.json" % i)
         p.write_text(b)
         r = ternd("--check-config", str(p))
+        if re.search(r'_file: cannot use "/etc/tern/', r.stderr):
+            continue  # keys and values fine; the example's files are not on this machine
         assert r.returncode == 0, "example %d of configuration.md:\n%s\n%s" % (i, b, r.stderr)
     assert "no `cluster` keys yet" not in text
 
