@@ -535,17 +535,18 @@ static void truncated_note(const cJSON *j, const char *list)
 
 static void print_members(const cJSON *cluster)
 {
-    struct table t = {
-        .ncols = 8,
-        .head = {"ID", "RAFT", "MQTT", "ROLE", "LEADER", "SELF", "LINK", "MATCH"}};
+    struct table t = {.ncols = 9,
+                      .head = {"ID", "RAFT", "MQTT", "ADMIN", "ROLE", "LEADER", "SELF",
+                               "LINK", "MATCH"}};
     const cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(cluster, "members"))
     {
         const char *link =
             cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "link_up")) ? "up" : "down";
+        const char *admin = field(m, "admin");
         table_row(&t, field(m, "id"), field(m, "raft"), field(m, "mqtt"),
-                  field(m, "role"), field(m, "leader"), field(m, "self"), link,
-                  field(m, "match_index"));
+                  admin[0] ? admin : "-", field(m, "role"), field(m, "leader"),
+                  field(m, "self"), link, field(m, "match_index"));
     }
     table_print(&t);
 }
