@@ -1,0 +1,133 @@
+/* Failed CONNECT attempts per source address (tern/auth.h), and SipHash.
+ *
+ * The table is fixed in size so an attacker with many addresses cannot grow
+ * it: a new address takes a free slot of its probe run, else the one whose last
+ * failure is oldest. Slots are keyed by a seeded hash so chosen addresses cannot
+ * crowd one run. */
+#include <string.h>
+
+#include "tern/auth.h"
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                         \
+    do {                                                                                 \
+        v0 += v1;                                                                        \
+        v1 = ROTL(v1, 13);                                                               \
+        v1 ^= v0;                                                                        \
+        v0 = ROTL(v0, 32);                                                               \
+        v2 += v3;                                                                        \
+        v3 = ROTL(v3, 16);                                                               \
+        v3 ^= v2;                                                                        \
+        v0 += v3;                                                                        \
+        v3 = ROTL(v3, 21);                                                               \
+        v3 ^= v0;                                                                        \
+        v2 += v1;                                                                        \
+        v1 = ROTL(v1, 17);                                                               \
+        v1 ^= v2;                                                                        \
+        v2 = ROTL(v2, 32);                                                               \
+    } while (0)
+
+static uint64_t load64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+uint64_t tern_siphash(const uint64_t key[2], const void *data, size_t len)
+{
+    const uint8_t *in = data;
+    uint64_t v0 = 0x736f6d6570736575ULL ^ key[0], v1 = 0x646f72616e646f6dULL ^ key[1];
+    uint64_t v2 = 0x6c7967656e657261ULL ^ key[0], v3 = 0x7465646279746573ULL ^ key[1];
+    size_t full = len & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = load64(in + i);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)in[full + i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+void tern_guard_init(struct tern_guard *g, uint64_t seed0, uint64_t seed1)
+{
+    memset(g, 0, sizeof *g);
+    g->seed[0] = seed0;
+    g->seed[1] = seed1;
+}
+
+static size_t home(const struct tern_guard *g, const uint8_t addr[16])
+{
+    return (size_t)(tern_siphash(g->seed, addr, 16) % TERN_GUARD_SLOTS);
+}
+
+static const struct tern_guard_slot *lookup(const struct tern_guard *g,
+                                            const uint8_t addr[16])
+{
+    size_t h = home(g, addr);
+    for (size_t i = 0; i < TERN_GUARD_PROBE; i++) {
+        const struct tern_guard_slot *s = &g->slots[(h + i) % TERN_GUARD_SLOTS];
+        if (s->used && memcmp(s->addr, addr, 16) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static uint64_t wait_ms(uint32_t fails)
+{
+    if (fails == 0)
+        return 0;
+    uint32_t shift = fails - 1 > 16 ? 16 : fails - 1;
+    uint64_t w = (uint64_t)TERN_GUARD_BASE_MS << shift;
+    return w > TERN_GUARD_MAX_MS ? TERN_GUARD_MAX_MS : w;
+}
+
+bool tern_guard_allow(const struct tern_guard *g, const uint8_t addr[16], uint64_t now_ms)
+{
+    const struct tern_guard_slot *s = lookup(g, addr);
+    return !s || now_ms >= s->last_fail_ms + wait_ms(s->fails);
+}
+
+void tern_guard_fail(struct tern_guard *g, const uint8_t addr[16], uint64_t now_ms)
+{
+    struct tern_guard_slot *s = (struct tern_guard_slot *)lookup(g, addr);
+    if (!s) {
+        size_t h = home(g, addr);
+        for (size_t i = 0; i < TERN_GUARD_PROBE; i++) {
+            struct tern_guard_slot *c = &g->slots[(h + i) % TERN_GUARD_SLOTS];
+            if (!c->used) {
+                s = c;
+                break;
+            }
+            if (!s || c->last_fail_ms < s->last_fail_ms)
+                s = c;
+        }
+        memset(s, 0, sizeof *s);
+        memcpy(s->addr, addr, 16);
+        s->used = true;
+    }
+    if (s->fails < UINT32_MAX)
+        s->fails++;
+    s->last_fail_ms = now_ms;
+}
+
+void tern_guard_ok(struct tern_guard *g, const uint8_t addr[16])
+{
+    struct tern_guard_slot *s = (struct tern_guard_slot *)lookup(g, addr);
+    if (s)
+        memset(s, 0, sizeof *s);
+}
