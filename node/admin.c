@@ -226,6 +226,10 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     cJSON_AddItemToObject(o, "limits", limits_json(lim));
     cJSON_AddBoolToObject(o, "limits_as_configured",
                           tern_fsm_limits_equal(lim, &n->cfg.limits));
+    /* What this node enforces, so ternctl status can flag nodes that differ. */
+    cJSON *auth = cJSON_AddObjectToObject(o, "auth");
+    cJSON_AddStringToObject(auth, "password_file_sha256", tern_access_pw_digest(n));
+    cJSON_AddBoolToObject(auth, "allow_anonymous", tern_access_anonymous(n));
     cJSON *arr = cJSON_AddArrayToObject(o, "members");
     for (size_t i = 0; i < count; i++)
         cJSON_AddItemToArray(arr, member_json(n, &ms[i]));
@@ -667,6 +671,17 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_tls_reload_failures_total", "counter",
            "TLS reloads refused (a bad new file): the old files stay in use.",
            s->tls_reload_failures);
+    const struct tern_access_stats *as = tern_access_stats(n);
+    metric_head(b, "tern_auth_total", "counter",
+                "CONNECT authentication outcomes (access.c).");
+    sample(b, "tern_auth_total", "result=\"ok\"", as->successes);
+    sample(b, "tern_auth_total", "result=\"bad_credentials\"", as->failures);
+    sample(b, "tern_auth_total", "result=\"throttled\"", as->throttled);
+    sample(b, "tern_auth_total", "result=\"anonymous_refused\"", as->anonymous_refused);
+    metric_head(b, "tern_auth_reloads_total", "counter",
+                "password_file reloads on SIGHUP, by outcome.");
+    sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
+    sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");

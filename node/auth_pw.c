@@ -253,7 +253,8 @@ int tern_pwfile_parse(const char *text, size_t len, struct tern_pwfile **out,
     qsort(f->e, f->n, sizeof f->e[0], entry_cmp);
     for (size_t i = 1; i < f->n; i++) {
         if (entry_cmp(&f->e[i - 1], &f->e[i]) == 0) {
-            snprintf(errmsg, TERN_ERRMSG_SIZE, "password file: user \"%.*s\" appears twice",
+            snprintf(errmsg, TERN_ERRMSG_SIZE,
+                     "password file: user \"%.*s\" appears twice",
                      (int)(f->e[i].user_len > 64 ? 64 : f->e[i].user_len), f->e[i].user);
             tern_pwfile_free(f);
             return TERN_EINVAL;
@@ -331,9 +332,8 @@ int tern_pwfile_check(const struct tern_pwfile *f, const uint8_t *user, size_t u
     const struct pw_entry *e = find(f, user, user_len);
     /* An unknown user is hashed like the first user (or a default), so the time
      * taken does not say whether the name exists. */
-    static const struct pw_entry dummy = {.kind = TERN_PW_PBKDF2,
-                                          .iterations = 101,
-                                          .salt_len = TERN_PW_SALT_LEN};
+    static const struct pw_entry dummy = {
+        .kind = TERN_PW_PBKDF2, .iterations = 101, .salt_len = TERN_PW_SALT_LEN};
     const struct pw_entry *model = e ? e : (f && f->n ? &f->e[0] : &dummy);
     uint8_t got[TERN_PW_HASH_LEN];
     if (digest(model->kind, model->iterations, model->salt, model->salt_len, pw, pw_len,
@@ -352,7 +352,8 @@ int tern_pw_hash7(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *o
     uint8_t salt[TERN_PW_SALT_LEN], hash[TERN_PW_HASH_LEN];
     if (RAND_bytes(salt, sizeof salt) != 1)
         return TERN_EIO;
-    if (digest(TERN_PW_PBKDF2, iterations, salt, sizeof salt, pw, pw_len, hash) != TERN_OK)
+    if (digest(TERN_PW_PBKDF2, iterations, salt, sizeof salt, pw, pw_len, hash) !=
+        TERN_OK)
         return TERN_ENOMEM;
     int n = snprintf(out, cap, "$7$%u$", (unsigned)iterations);
     n += (int)b64_encode(salt, sizeof salt, out + n);

@@ -37,6 +37,7 @@ enum key_type {
     KEY_HOSTPORT,  /* KEY_STR that tern_config_split_hostport accepts */
     KEY_MEMBERS,   /* cluster members: JSON array of objects, or text (see below) */
     KEY_LISTENERS, /* listeners: JSON array of objects (as text too, for --set) */
+    KEY_PATH,      /* char[TERN_CONFIG_STR_MAX], may be empty (= not configured) */
 };
 
 struct key {
@@ -52,6 +53,7 @@ struct key {
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const drop_policy_names[] = {"drop_oldest", "drop_new", NULL};
+static const char *const anonymous_names[] = {"auto", "false", "true", NULL};
 
 #define FIELD(f) offsetof(struct tern_config, f), sizeof(((struct tern_config *)0)->f)
 #define UINT(n, f, lo, hi, d, doc)                                                       \
@@ -149,6 +151,11 @@ static const struct key keys[] = {
      "MQTT and MQTT over TLS listeners besides listen"},
     UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000, "10000",
          "accept to TLS handshake done"),
+    /* Who may connect (node/access.c, docs/security.md). */
+    {"password_file", KEY_PATH, FIELD(password_file), 0, 0, NULL, "",
+     "Mosquitto password file ($7$/$6$ entries), \"\" = none"},
+    ENUM("allow_anonymous", allow_anonymous, anonymous_names, "auto",
+         "clients without a user name; auto = only without password_file, on loopback"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -233,6 +240,10 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         break;
     case KEY_HOSTPORT:
         snprintf(buf, cap, "must be HOST:PORT (port 0 to 65535, IPv6 host in brackets)");
+        break;
+    case KEY_PATH:
+        snprintf(buf, cap, "must be a string of at most %d bytes (\"\" = none)",
+                 TERN_CONFIG_STR_MAX - 1);
         break;
     case KEY_MEMBERS:
         snprintf(
@@ -359,6 +370,8 @@ static bool val_to_enum(const struct key *k, const struct val *v, uint64_t *out)
 
 static bool val_to_str(const struct key *k, const struct val *v)
 {
+    if (v->kind == VAL_STR && k->type == KEY_PATH)
+        return strlen(v->str) < TERN_CONFIG_STR_MAX;
     if (v->kind != VAL_STR || v->str[0] == '\0' || strlen(v->str) >= TERN_CONFIG_STR_MAX)
         return false;
     if (k->type == KEY_HOSTPORT) {
@@ -751,6 +764,7 @@ static int apply_key(struct tern_config *c, const struct key *k, const struct va
         return TERN_OK;
     case KEY_STR:
     case KEY_HOSTPORT:
+    case KEY_PATH:
         if (!val_to_str(k, v))
             return bad_value(k, v, errmsg);
         memcpy(field, v->str, strlen(v->str) + 1);

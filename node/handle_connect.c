@@ -220,6 +220,12 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
         return TERN_EPROTO;
     }
+    uint8_t auth_v5 = 0, auth_v3 = 0;
+    if (tern_access_connect(c, p, &auth_v5, &auth_v3) != TERN_OK) {
+        n->stats.connections_rejected++;
+        refuse(c, auth_v5, auth_v3);
+        return TERN_EPROTO;
+    }
     /* The connection's client id is the one kept in the node's client table. */
     struct tern_client_slot *slot = tern_clients_put(&n->clients, id, id_len);
     if (!slot)

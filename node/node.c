@@ -160,8 +160,9 @@ static void on_hup(uv_signal_t *h, int signum)
     (void)signum;
     uint32_t reloaded;
     char errmsg[TERN_ERRMSG_SIZE];
-    TERN_LOGI("SIGHUP: reloading TLS certificates");
+    TERN_LOGI("SIGHUP: reloading TLS certificates, password, ACL and token files");
     tern_listeners_reload(n, &reloaded, errmsg); /* each failure is logged */
+    tern_access_reload(n);                        /* likewise */
 }
 
 /* Another node forwarded a message for this node's clean sessions. */
@@ -308,7 +309,11 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
 int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
                     char *errmsg)
 {
-    int rv = tern_listeners_start(n, tls, errmsg);
+    /* Before the listeners: a password file that does not parse stops the start. */
+    int rv = tern_access_init(n, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    rv = tern_listeners_start(n, tls, errmsg);
     if (rv != TERN_OK) {
         tern_listeners_stop(n);
         return rv;
@@ -378,6 +383,7 @@ void tern_node_free(struct tern_node *n)
 {
     tern_flow_free(n); /* drops connection references: before the client table */
     tern_admin_free(n);
+    tern_access_free(n);
     tern_cluster_free(n->cluster);
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);

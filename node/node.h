@@ -33,6 +33,7 @@ struct route;
 struct tern_admin;
 struct tern_tls_ctx;
 struct tern_tls_engine;
+struct tern_access;
 
 #define TERN_ROUTE_BUCKETS 4096
 #define TERN_LOOP_BUCKETS_US                                                             \
@@ -118,7 +119,8 @@ struct tern_node {
     /* Flow control (flow.c): backlogged sessions and the publishers they hold. */
     struct tern_flow *flow;
     uint32_t flow_count;
-    uint32_t held_count; /* connections held (tern_conn_hold) */
+    uint32_t held_count;        /* connections held (tern_conn_hold) */
+    struct tern_access *access; /* password file, anonymous rule (access.c) */
 };
 
 enum tern_conn_state {
@@ -251,6 +253,24 @@ struct tern_pending_sub {
     uint32_t count;
     uint8_t reasons[];
 };
+
+/* access.c: who may connect. */
+struct tern_access_stats {
+    uint64_t successes;         /* CONNECTs with a user name and the right password */
+    uint64_t failures;          /* bad user name or password */
+    uint64_t throttled;         /* refused unchecked: too soon after a failure */
+    uint64_t anonymous_refused; /* no user name, allow_anonymous off */
+    uint64_t reloads, reload_failures;
+};
+int tern_access_init(struct tern_node *n, char *errmsg);
+void tern_access_free(struct tern_node *n);
+int tern_access_reload(struct tern_node *n); /* SIGHUP; keeps the old file on error */
+/* TERN_OK, or TERN_EPROTO with the CONNACK codes to refuse with in *v5 / *v3. */
+int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
+                        uint8_t *v3);
+const struct tern_access_stats *tern_access_stats(const struct tern_node *n);
+const char *tern_access_pw_digest(const struct tern_node *n); /* "" if none */
+bool tern_access_anonymous(const struct tern_node *n);
 
 /* node.c */
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,

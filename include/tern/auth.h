@@ -82,7 +82,8 @@ struct tern_guard {
 
 void tern_guard_init(struct tern_guard *g, uint64_t seed0, uint64_t seed1);
 /* True if a check from addr may go ahead at now_ms. */
-bool tern_guard_allow(const struct tern_guard *g, const uint8_t addr[16], uint64_t now_ms);
+bool tern_guard_allow(const struct tern_guard *g, const uint8_t addr[16],
+                      uint64_t now_ms);
 void tern_guard_fail(struct tern_guard *g, const uint8_t addr[16], uint64_t now_ms);
 void tern_guard_ok(struct tern_guard *g, const uint8_t addr[16]);
 

@@ -20,6 +20,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "ctl.h"
+
 #ifndef TERN_VERSION
 #define TERN_VERSION "dev"
 #endif
@@ -68,6 +70,10 @@ static void usage(FILE *f)
             "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
             "                           the leader, answers once it has caught up\n"
             "  remove-node ID           remove node ID from the cluster (on the leader)\n"
+            "  passwd [--iterations N] FILE USER\n"
+            "                           add or replace USER in a Mosquitto password\n"
+            "                           file ($7$, N >= 1000 iterations, default 1000;\n"
+            "                           the password from the terminal or stdin)\n"
             "\n"
             "  --admin HOST:PORT        the node's admin_listen address\n"
             "  --json                   print the API's JSON instead of tables\n"
@@ -848,6 +854,8 @@ int main(int argc, char **argv)
     }
     if (i >= argc)
         return usage_error("no command");
+    if (strcmp(argv[i], "passwd") == 0) /* local: no admin API */
+        return ctl_passwd(argc - i - 1, argv + i + 1);
     /* A NULL after the last argument: optional arguments read as NULL. */
     char *args[16] = {0};
     int n = argc - i;

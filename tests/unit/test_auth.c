@@ -21,9 +21,11 @@ static const char MOSQ_FILE[] =
     "bob:$7$101$f6AUHpexb27Re9Sh$KnTGbHzChhPCOow3hSyLcPAn0eaDP5bEZOmnKv7Smjsv4AAXSdBSz0j7"
     "hKokpi5i9LrPgLJX9CbCoshtsoz1Aw==\r\n"
     "\n"
-    "carol:$6$OvRRaUOfByf/KG0x$GlLECk4ziQugdP3THnLPyUg+DPZFScU0y9C5MIUgDRUJNDGTDUecDbfqnPZ8"
+    "carol:$6$OvRRaUOfByf/"
+    "KG0x$GlLECk4ziQugdP3THnLPyUg+DPZFScU0y9C5MIUgDRUJNDGTDUecDbfqnPZ8"
     "zdMmUt9TzEkuv+mnknkDV2liGQ==\n"
-    "dave:$7$101$xKAEujVAuROsRIm+$u7uPTvHqAtJqCO40Z5jJWhZIu+FcrxGF54lwxilkMR/PB4XqTAARGt8Ke"
+    "dave:$7$101$xKAEujVAuROsRIm+$u7uPTvHqAtJqCO40Z5jJWhZIu+FcrxGF54lwxilkMR/"
+    "PB4XqTAARGt8Ke"
     "Zil9wRCpac6uYGm44egchpAVuUyHA==";
 
 static int check(const struct tern_pwfile *f, const char *u, const char *pw)
@@ -66,9 +68,9 @@ static void hash7_round_trip(void **state)
 {
     (void)state;
     char line[256] = "eve:", err[TERN_ERRMSG_SIZE];
-    assert_int_equal(tern_pw_hash7((const uint8_t *)"pa55", 4, 1000, line + 4,
-                                   sizeof line - 4),
-                     TERN_OK);
+    assert_int_equal(
+        tern_pw_hash7((const uint8_t *)"pa55", 4, 1000, line + 4, sizeof line - 4),
+        TERN_OK);
     assert_memory_equal(line + 4, "$7$1000$", 8);
     char again[200];
     assert_int_equal(tern_pw_hash7((const uint8_t *)"pa55", 4, 1000, again, sizeof again),
@@ -81,7 +83,8 @@ static void hash7_round_trip(void **state)
     tern_pwfile_free(f);
     assert_int_equal(tern_pw_hash7((const uint8_t *)"x", 1, 0, again, sizeof again),
                      TERN_EINVAL);
-    assert_int_equal(tern_pw_hash7((const uint8_t *)"x", 1, 1000, again, 100), TERN_EINVAL);
+    assert_int_equal(tern_pw_hash7((const uint8_t *)"x", 1, 1000, again, 100),
+                     TERN_EINVAL);
 }
 
 static void expect_bad(const char *text, const char *msg_part)
@@ -97,8 +100,9 @@ static void expect_bad(const char *text, const char *msg_part)
 static void bad_files(void **state)
 {
     (void)state;
-    const char *h64 = "GlLECk4ziQugdP3THnLPyUg+DPZFScU0y9C5MIUgDRUJNDGTDUecDbfqnPZ8zdMmUt9TzEk"
-                      "uv+mnknkDV2liGQ==";
+    const char *h64 =
+        "GlLECk4ziQugdP3THnLPyUg+DPZFScU0y9C5MIUgDRUJNDGTDUecDbfqnPZ8zdMmUt9TzEk"
+        "uv+mnknkDV2liGQ==";
     char buf[512];
     expect_bad("alice:secret\n", "line 1: not a $6$ or $7$");
     expect_bad("# ok\nnocolon\n", "line 2: expected USER:HASH");
@@ -155,7 +159,8 @@ static void guard_backoff(void **state)
         uint8_t x[16] = {10, (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i};
         tern_guard_fail(&g, x, 5000 + i);
     }
-    uint8_t last[16] = {10, (uint8_t)(99999 >> 16), (uint8_t)(99999 >> 8), (uint8_t)99999};
+    uint8_t last[16] = {10, (uint8_t)(99999 >> 16), (uint8_t)(99999 >> 8),
+                        (uint8_t)99999};
     assert_false(tern_guard_allow(&g, last, 5000 + 99999));
 }
 
@@ -175,8 +180,10 @@ static void siphash_vector(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(mosquitto_passwd_file), cmocka_unit_test(hash7_round_trip),
-        cmocka_unit_test(bad_files),             cmocka_unit_test(guard_backoff),
+        cmocka_unit_test(mosquitto_passwd_file),
+        cmocka_unit_test(hash7_round_trip),
+        cmocka_unit_test(bad_files),
+        cmocka_unit_test(guard_backoff),
         cmocka_unit_test(siphash_vector),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

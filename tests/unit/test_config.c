@@ -60,6 +60,8 @@ static const char *const all_keys[] = {
     "join",
     "listeners",
     "tls_handshake_timeout_ms",
+    "password_file",
+    "allow_anonymous",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -243,7 +245,9 @@ static const char all_keys_json[] =
     "     \"require_certificate\": true, \"use_identity_as_username\": true,\n"
     "     \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\",\n"
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
-    "  \"tls_handshake_timeout_ms\": 2500\n"
+    "  \"tls_handshake_timeout_ms\": 2500,\n"
+    "  \"password_file\": \"/etc/tern/passwd\",\n"
+    "  \"allow_anonymous\": \"true\"\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -297,6 +301,8 @@ static const char *const all_keys_set[][2] = {
      "\"use_identity_as_username\": true, \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\", "
      "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
     {"tls_handshake_timeout_ms", "2500"},
+    {"password_file", "/etc/tern/passwd"},
+    {"allow_anonymous", "true"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -362,6 +368,8 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(l->ciphersuites, "TLS_AES_128_GCM_SHA256");
     assert_int_equal(l->tls_min_version, 1);
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
+    assert_string_equal(c->password_file, "/etc/tern/passwd");
+    assert_int_equal(c->allow_anonymous, TERN_ANON_TRUE);
 }
 
 static void test_every_key_from_json(void **state)

@@ -1,0 +1,245 @@
+"""Who may connect (issue 16): password files made by mosquitto_passwd, the
+allow_anonymous rule, CONNACK codes per protocol version with paho, mosquitto_pub
+and MQTT.js, SIGHUP reload, failed-attempt throttling and its metrics."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from conftest import Broker, BrokerError, free_port, is_mosquitto, REPO
+from helpers import PahoClient, V311, V5, uid, wait_until
+from test_admin import ready_admin
+
+pytestmark = pytest.mark.skipif(is_mosquitto(), reason="tern's configuration keys")
+
+JS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+TERNCTL = os.environ.get("TERNCTL_BIN", os.path.join(
+    os.path.dirname(os.environ.get("TERN_BIN", os.path.join(REPO, "build", "ternd"))),
+    "ternctl"))
+
+BAD_V5, NOTAUTH_V5 = 0x86, 0x87
+BAD_V3, NOTAUTH_V3 = 4, 5
+
+
+def mosquitto_passwd(path, user, password, *opts):
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd is not installed")
+    args = ["mosquitto_passwd"] + list(opts) + ["-b", path, user, password]
+    if not os.path.exists(path):
+        args.insert(1, "-c")
+    subprocess.run(args, check=True, capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def pwfile(tmp_path):
+    """alice (PBKDF2, $7$) and carol (the older $6$), as mosquitto_passwd writes them."""
+    p = str(tmp_path / "passwd")
+    mosquitto_passwd(p, "alice", "s3cret")
+    mosquitto_passwd(p, "carol", "old pass", "-H", "sha512")
+    with open(p) as f:
+        text = f.read()
+    assert "alice:$7$" in text and "carol:$6$" in text, text
+    return p
+
+
+def rc_int(rc):
+    return rc if isinstance(rc, int) else rc.value
+
+
+def paho_connect(b, version, user=None, password=None):
+    """The CONNACK code paho saw (0 = accepted)."""
+    c = PahoClient(b, version=version)
+    if user is not None:
+        c.c.username_pw_set(user, password)
+    try:
+        _, rc, _ = c.connect(expect_success=False)
+        return rc_int(rc)
+    finally:
+        c.close()
+
+
+def metric(b, name, labels):
+    a = ready_admin(b)
+    status, _, body = a.req("GET", "/metrics")
+    assert status == 200
+    key = "%s{%s}" % (name, labels)
+    for line in body.decode().splitlines():
+        if line.startswith(key + " "):
+            return int(line.split()[-1])
+    raise AssertionError("no %s in /metrics" % key)
+
+
+def test_mosquitto_passwd_file_paho(start_broker, pwfile):
+    b = start_broker(password_file=pwfile)
+    for v, bad, notauth in ((V5, BAD_V5, NOTAUTH_V5), (V311, BAD_V3, NOTAUTH_V3)):
+        assert paho_connect(b, v, "alice", "s3cret") == 0
+        assert paho_connect(b, v, "carol", "old pass") == 0
+        assert paho_connect(b, v, "alice", "wrong") == bad
+        time.sleep(0.15)  # past the first failure's 100 ms back-off
+        assert paho_connect(b, v, "mallory", "s3cret") == bad
+        time.sleep(0.25)
+        assert paho_connect(b, v) == notauth  # anonymous: refused with a password file
+        time.sleep(0.45)
+    assert metric(b, "tern_auth_total", 'result="ok"') == 4
+    assert metric(b, "tern_auth_total", 'result="bad_credentials"') == 4
+    assert metric(b, "tern_auth_total", 'result="anonymous_refused"') == 2
+
+
+def test_mosquitto_pub_with_passwords(start_broker, pwfile):
+    if not shutil.which("mosquitto_pub"):
+        pytest.skip("mosquitto_pub is not installed")
+    b = start_broker(password_file=pwfile)
+
+    def pub(version, *cred):
+        r = subprocess.run(["mosquitto_pub", "-h", b.host, "-p", str(b.port), "-V", version,
+                            "-t", "t/auth", "-m", "x", "-i", uid("mp")] + list(cred),
+                           capture_output=True, text=True, timeout=20)
+        time.sleep(0.45)  # no throttling between the cases
+        return r.returncode, r.stderr
+
+    assert pub("mqttv311", "-u", "alice", "-P", "s3cret")[0] == 0
+    assert pub("mqttv5", "-u", "carol", "-P", "old pass")[0] == 0
+    rc, err = pub("mqttv311", "-u", "alice", "-P", "nope")
+    assert rc != 0 and "bad user name or password" in err.lower(), err
+    rc, err = pub("mqttv5", "-u", "alice", "-P", "nope")
+    assert rc != 0 and "bad user name or password" in err.lower(), err
+    rc, err = pub("mqttv311")
+    assert rc != 0 and "not authori" in err.lower(), err
+    rc, err = pub("mqttv5")
+    assert rc != 0 and "not authori" in err.lower(), err
+
+
+def js_connect(b, version, user=None, password=None):
+    env = dict(os.environ, TERN_HOST=b.host, TERN_PORT=str(b.port), TERN_V=str(version))
+    if user is not None:
+        env["TERN_USER"], env["TERN_PASS"] = user, password
+    r = subprocess.run(["node", "auth.mjs"], cwd=JS_DIR, env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_mqttjs_with_passwords(start_broker, pwfile):
+    if not shutil.which("node") or not os.path.isdir(os.path.join(JS_DIR, "node_modules",
+                                                                  "mqtt")):
+        pytest.skip("node or MQTT.js is not installed")
+    b = start_broker(password_file=pwfile)
+    assert js_connect(b, 5, "alice", "s3cret") == {"ok": True}
+    assert js_connect(b, 4, "carol", "old pass") == {"ok": True}
+    assert js_connect(b, 5, "alice", "bad")["code"] == BAD_V5
+    time.sleep(0.15)
+    assert js_connect(b, 4, "nobody", "bad")["code"] == BAD_V3
+    assert js_connect(b, 5)["code"] == NOTAUTH_V5
+    assert js_connect(b, 4)["code"] == NOTAUTH_V3
+
+
+def test_loopback_quick_start_is_anonymous(start_broker):
+    b = start_broker()
+    assert paho_connect(b, V5) == 0
+    assert paho_connect(b, V311) == 0
+
+
+def test_non_loopback_listener_refuses_anonymous(tmp_path):
+    # Bound to every address, reached (and only reached) over loopback. The
+    # setting overrides the fixture's --listen 127.0.0.1:PORT.
+    port = free_port()
+    b = Broker(str(tmp_path / "any"), {"listen": "0.0.0.0:%d" % port}, port=port)
+    try:
+        b.start()
+        assert paho_connect(b, V5) == NOTAUTH_V5
+        assert paho_connect(b, V311) == NOTAUTH_V3
+        assert "allow_anonymous" not in b.log(current_run=True)
+    finally:
+        b.stop()
+        assert not b.sanitizer_report()
+
+
+def test_allow_anonymous_true_with_password_file(start_broker, pwfile):
+    b = start_broker(password_file=pwfile, allow_anonymous="true")
+    assert paho_connect(b, V5) == 0
+    # A user name is still checked.
+    assert paho_connect(b, V5, "alice", "wrong") == BAD_V5
+    time.sleep(0.15)
+    assert paho_connect(b, V5, "alice", "s3cret") == 0
+
+
+def test_allow_anonymous_false_on_loopback(start_broker):
+    b = start_broker(allow_anonymous="false")
+    assert paho_connect(b, V5) == NOTAUTH_V5
+    # No password file: a user name cannot be checked, so it is refused.
+    assert paho_connect(b, V311, "alice", "x") == BAD_V3
+
+
+def test_failures_are_throttled_per_address(start_broker, pwfile):
+    b = start_broker(password_file=pwfile)
+    assert paho_connect(b, V5, "alice", "bad") == BAD_V5
+    # At once again: refused without a check, even with the right password.
+    assert paho_connect(b, V5, "alice", "s3cret") == BAD_V5
+    assert metric(b, "tern_auth_total", 'result="throttled"') >= 1
+    time.sleep(0.15)
+    assert paho_connect(b, V5, "alice", "s3cret") == 0
+
+
+def test_sighup_reloads_password_file(start_broker, pwfile):
+    b = start_broker(password_file=pwfile)
+    assert paho_connect(b, V5, "dave", "new") == BAD_V5
+    mosquitto_passwd(pwfile, "dave", "new")
+    b.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload: password file" in b.log(current_run=True),
+               msg="the reload in the log")
+    time.sleep(0.15)
+    assert paho_connect(b, V5, "dave", "new") == 0
+    # A broken file is refused and the users loaded before still work.
+    with open(pwfile, "a") as f:
+        f.write("eve:plaintext\n")
+    b.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the 3 users" in b.log(current_run=True),
+               msg="the failed reload in the log")
+    assert paho_connect(b, V5, "dave", "new") == 0
+    assert metric(b, "tern_auth_reloads_total", 'result="failed"') == 1
+
+
+def test_bad_password_file_stops_start(tmp_path):
+    p = tmp_path / "bad"
+    p.write_text("# users\nalice:secret\n")
+    b = Broker(str(tmp_path / "b"), {"password_file": str(p)})
+    try:
+        with pytest.raises(BrokerError, match="line 2: not a"):
+            b.start()
+    finally:
+        b.stop()
+
+
+def test_ternctl_passwd_writes_what_mosquitto_reads(start_broker, tmp_path):
+    if not os.access(TERNCTL, os.X_OK):
+        pytest.skip("ternctl not built at %s" % TERNCTL)
+    p = str(tmp_path / "passwd")
+    r = subprocess.run([TERNCTL, "passwd", p, "zoe"], input="pw of zoe\n",
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([TERNCTL, "passwd", "--iterations", "20000", p, "yan"],
+                       input="yan pw\n", capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    with open(p) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("zoe:$7$1000$") and lines[1].startswith("yan:$7$20000$")
+    assert oct(os.stat(p).st_mode & 0o777) == "0o600"
+    # Replacing a user keeps one line for it.
+    r = subprocess.run([TERNCTL, "passwd", p, "zoe"], input="second\n",
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    with open(p) as f:
+        assert sum(1 for ln in f if ln.startswith("zoe:")) == 1
+    b = start_broker(password_file=p)
+    assert paho_connect(b, V5, "zoe", "second") == 0
+    assert paho_connect(b, V311, "yan", "yan pw") == 0
+    # And Mosquitto's own tool accepts the file (it rewrites it with -U only for
+    # plain text; adding a user keeps our lines as they are).
+    mosquitto_passwd(p, "xavier", "x")
+    with open(p) as f:
+        assert any(ln.startswith("yan:$7$20000$") for ln in f)
