@@ -90,4 +90,43 @@ void tern_guard_ok(struct tern_guard *g, const uint8_t addr[16]);
 /* SipHash-2-4 of data under a 128-bit key (also for the seeded tables). */
 uint64_t tern_siphash(const uint64_t key[2], const void *data, size_t len);
 
+/* --- ACL file (Mosquitto's format, node/auth_acl.c) -----------------------------
+ *   topic [read|write|readwrite|deny] TOPIC    for the user of the last `user` line,
+ *                                              or anonymous clients before the first
+ *   user NAME                                  the rules below are NAME's
+ *   pattern [read|write|readwrite|deny] TOPIC  for every client; %c = its client id,
+ *                                              %u = its user name
+ * No access word means readwrite. '#' starts a comment line. A pattern naming %c
+ * (%u) does not apply to a client whose id (user name) holds '+', '#' or '/', nor
+ * %u to an anonymous client, so a chosen id never widens a rule (CVE-2017-7650).
+ *
+ * A check: a deny rule that can match the topic refuses; else an allow rule with
+ * the access asked for that covers the topic (for a SUBSCRIBE: every topic the
+ * filter matches) allows; else refused. Nothing here recurses per topic level. */
+#define TERN_ACL_FILE_MAX (16u * 1024 * 1024)
+#define TERN_ACL_READ 1  /* subscribe, receive */
+#define TERN_ACL_WRITE 2 /* publish, wills */
+
+struct tern_acl;
+
+int tern_acl_parse(const char *text, size_t len, struct tern_acl **out, char *errmsg);
+int tern_acl_load(const char *path, struct tern_acl **out, char *errmsg);
+void tern_acl_free(struct tern_acl *a);
+size_t tern_acl_rule_count(const struct tern_acl *a);
+
+/* user NULL: anonymous. topic: a topic name (write) or filter (read); for a shared
+ * subscription the caller passes the filter inside "$share/GROUP/". */
+bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_len,
+                     const uint8_t *client_id, size_t id_len, const uint8_t *topic,
+                     size_t topic_len, int access);
+
+/* Topic filters, level by level without recursion ('$' topics excepted from
+ * leading wildcards, as MQTT matches them): */
+/* every topic that `inner` matches, `outer` matches too (a name is a filter
+ * that matches itself) */
+bool tern_acl_filter_covers(const char *outer, size_t olen, const char *inner,
+                            size_t ilen);
+/* some topic matches both */
+bool tern_acl_filter_overlaps(const char *a, size_t alen, const char *b, size_t blen);
+
 #endif
