@@ -10,12 +10,16 @@
 
 #include "node.h"
 #include "tern/auth.h"
+#include "tern/cmd.h"
 #include "tern/log.h"
+#include "tern/topic.h"
 
 struct tern_access {
     struct tern_pwfile *pw; /* NULL: no password file */
-    bool anonymous;         /* allow_anonymous as decided */
-    char pw_digest[65];     /* SHA-256 of the password file as loaded */
+    struct tern_acl *acl;   /* NULL: no acl_file (everything allowed) */
+    char acl_digest[65];
+    bool anonymous;     /* allow_anonymous as decided */
+    char pw_digest[65]; /* SHA-256 of the password file as loaded */
     struct tern_access_stats stats;
     struct tern_guard guard; /* large: last */
 };
@@ -65,6 +69,16 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         tern_file_digest(path, a->pw_digest);
         TERN_LOGI("password file %s: %zu users", path, tern_pwfile_count(a->pw));
     }
+    if (n->cfg.acl_file[0]) {
+        int rc = tern_acl_load(n->cfg.acl_file, &a->acl, errmsg);
+        if (rc != TERN_OK) {
+            tern_pwfile_free(a->pw);
+            free(a);
+            return rc;
+        }
+        tern_file_digest(n->cfg.acl_file, a->acl_digest);
+        TERN_LOGI("ACL file %s: %zu rules", n->cfg.acl_file, tern_acl_rule_count(a->acl));
+    }
     if (a->anonymous && !loopback_host(n->cfg.listen))
         TERN_LOGW("allow_anonymous: anyone who reaches %s may connect", n->cfg.listen);
     n->access = a;
@@ -76,15 +90,50 @@ void tern_access_free(struct tern_node *n)
     if (!n->access)
         return;
     tern_pwfile_free(n->access->pw);
+    tern_acl_free(n->access->acl);
     free(n->access);
     n->access = NULL;
 }
 
+static int reload_acl(struct tern_node *n)
+{
+    struct tern_access *a = n->access;
+    const char *path = n->cfg.acl_file;
+    if (!path[0])
+        return TERN_OK;
+    char err[TERN_ERRMSG_SIZE];
+    struct tern_acl *acl;
+    int rc = tern_acl_load(path, &acl, err);
+    if (rc != TERN_OK) {
+        a->stats.reload_failures++;
+        TERN_LOGW("reload: %s; keeping the %zu rules loaded before", err,
+                  tern_acl_rule_count(a->acl));
+        return rc;
+    }
+    tern_acl_free(a->acl);
+    a->acl = acl;
+    tern_file_digest(path, a->acl_digest);
+    a->stats.reloads++;
+    TERN_LOGI("reload: ACL file %s: %zu rules", path, tern_acl_rule_count(acl));
+    return TERN_OK;
+}
+
+static int reload_pw(struct tern_node *n);
+
 int tern_access_reload(struct tern_node *n)
+{
+    if (!n->access)
+        return TERN_OK;
+    int rc = reload_pw(n);
+    int rc2 = reload_acl(n);
+    return rc != TERN_OK ? rc : rc2;
+}
+
+static int reload_pw(struct tern_node *n)
 {
     struct tern_access *a = n->access;
     const char *path = n->cfg.password_file;
-    if (!a || !path[0])
+    if (!path[0])
         return TERN_OK;
     char err[TERN_ERRMSG_SIZE];
     struct tern_pwfile *pw;
@@ -104,6 +153,22 @@ int tern_access_reload(struct tern_node *n)
     return TERN_OK;
 }
 
+/* The user name, kept for the ACL's checks (only when there is an ACL). */
+static int keep_username(struct tern_conn *c, const struct tern_connect *p)
+{
+    if (!c->node->access->acl || !p->has_username)
+        return TERN_OK;
+    struct tern_conn_opt *o = tern_conn_opt(c);
+    char *u = o ? malloc(p->username.len + 1) : NULL;
+    if (!u)
+        return TERN_ENOMEM;
+    memcpy(u, p->username.ptr, p->username.len);
+    u[p->username.len] = '\0';
+    o->username = u;
+    o->username_len = (uint16_t)p->username.len;
+    return TERN_OK;
+}
+
 int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
                         uint8_t *v3)
 {
@@ -120,14 +185,19 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     }
     *v5 = TERN_RC_BAD_USERNAME_OR_PASSWORD;
     *v3 = TERN_V3_BAD_CREDENTIALS;
+    if (!a->pw && a->anonymous) {
+        /* Nothing to check it against: let in as Mosquitto does, but as an
+         * anonymous client - an unverified name gets no user's ACL rules. */
+        return TERN_OK;
+    }
     const uint8_t *addr = c->peer.addr;
     uint64_t now = tern_mono_ms();
     if (!tern_guard_allow(&a->guard, addr, now)) {
         a->stats.throttled++;
         return TERN_EPROTO;
     }
-    /* A user name without a password file cannot be checked: refused, as
-     * Mosquitto does when it has no way to verify it. */
+    /* A user name without a password file cannot be checked: refused where
+     * anonymous clients are. */
     if (!a->pw ||
         tern_pwfile_check(a->pw, p->username.ptr, p->username.len, p->password.ptr,
                           p->has_password ? p->password.len : 0) != TERN_OK ||
@@ -143,7 +213,7 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     }
     tern_guard_ok(&a->guard, addr);
     a->stats.successes++;
-    return TERN_OK;
+    return keep_username(c, p);
 }
 
 const struct tern_access_stats *tern_access_stats(const struct tern_node *n)
@@ -157,7 +227,91 @@ const char *tern_access_pw_digest(const struct tern_node *n)
     return n->access ? n->access->pw_digest : "";
 }
 
+const char *tern_access_acl_digest(const struct tern_node *n)
+{
+    return n->access ? n->access->acl_digest : "";
+}
+
+bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return true;
+    const struct tern_conn_opt *o = c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    bool ok = tern_acl_allows(a->acl, user, user ? o->username_len : 0,
+                              (const uint8_t *)c->client_id, c->client_id_len, topic, len,
+                              access);
+    if (!ok)
+        a->stats.acl_denied[access == TERN_ACL_WRITE ? 1 : 0]++;
+    return ok;
+}
+
 bool tern_access_anonymous(const struct tern_node *n)
 {
     return n->access && n->access->anonymous;
+}
+
+struct resume_walk {
+    struct tern_conn *c;
+    uint8_t *list;
+    size_t len, cap;
+    uint32_t count;
+    bool nomem;
+};
+
+static int resume_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                        uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct resume_walk *w = ctx;
+    const char *g, *inner;
+    size_t glen, ilen;
+    bool shared = tern_topic_shared_split((const char *)filter.ptr, filter.len, &g, &glen,
+                                          &inner, &ilen);
+    if (tern_access_may(w->c, shared ? (const uint8_t *)inner : filter.ptr,
+                        shared ? ilen : filter.len, TERN_ACL_READ))
+        return 0;
+    struct tern_cmd_sub e = {filter, 0, 0};
+    size_t need = tern_cmd_put_sub(NULL, 0, &e);
+    if (w->len + need > w->cap) {
+        size_t cap = (w->cap ? w->cap * 2 : 256) + need;
+        uint8_t *nl = realloc(w->list, cap);
+        if (!nl) {
+            w->nomem = true;
+            return 1;
+        }
+        w->list = nl;
+        w->cap = cap;
+    }
+    w->len += tern_cmd_put_sub(w->list + w->len, w->cap - w->len, &e);
+    w->count++;
+    return 0;
+}
+
+void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return;
+    struct resume_walk w = {.c = c};
+    tern_fsm_session_subs_walk(s, resume_visit, &w);
+    if (w.count && !w.nomem) {
+        struct tern_cmd cmd = {.type = TERN_CMD_UNSUBSCRIBE};
+        cmd.u.sub.list = (struct tern_bytes){w.list, (uint32_t)w.len};
+        cmd.u.sub.count = w.count;
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGI("%s %.*s: %u stored subscriptions this node's ACL does not allow: "
+                  "removed",
+                  tern_conn_peer(c, pb), (int)c->client_id_len, c->client_id,
+                  (unsigned)w.count);
+        a->stats.acl_resume_removed += w.count;
+        if (tern_session_command(c, &cmd, NULL, NULL) != TERN_OK)
+            tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
+                            "subscriptions the ACL forbids could not be removed");
+    } else if (w.nomem) {
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "out of memory checking the ACL");
+    }
+    free(w.list);
 }

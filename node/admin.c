@@ -229,6 +229,7 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     /* What this node enforces, so ternctl status can flag nodes that differ. */
     cJSON *auth = cJSON_AddObjectToObject(o, "auth");
     cJSON_AddStringToObject(auth, "password_file_sha256", tern_access_pw_digest(n));
+    cJSON_AddStringToObject(auth, "acl_file_sha256", tern_access_acl_digest(n));
     cJSON_AddBoolToObject(auth, "allow_anonymous", tern_access_anonymous(n));
     cJSON *arr = cJSON_AddArrayToObject(o, "members");
     for (size_t i = 0; i < count; i++)
@@ -682,6 +683,14 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
                 "password_file reloads on SIGHUP, by outcome.");
     sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
     sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
+    metric_head(b, "tern_acl_denied_total", "counter",
+                "Requests the ACL refused: SUBSCRIBE filters (read), PUBLISH and will "
+                "topics (write).");
+    sample(b, "tern_acl_denied_total", "access=\"read\"", as->acl_denied[0]);
+    sample(b, "tern_acl_denied_total", "access=\"write\"", as->acl_denied[1]);
+    metric(b, "tern_acl_resume_unsubscribed_total", "counter",
+           "Stored subscriptions removed at a resume: this node's ACL forbids them.",
+           as->acl_resume_removed);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");

@@ -156,6 +156,8 @@ static const struct key keys[] = {
      "Mosquitto password file ($7$/$6$ entries), \"\" = none"},
     ENUM("allow_anonymous", allow_anonymous, anonymous_names, "auto",
          "clients without a user name; auto = only without password_file, on loopback"),
+    {"acl_file", KEY_PATH, FIELD(acl_file), 0, 0, NULL, "",
+     "Mosquitto ACL file (topic/user/pattern), \"\" = no ACL"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -98,6 +98,7 @@ static void conn_free(struct tern_conn *c)
             free(o->tls->username);
             free(o->tls);
         }
+        free(o->username);
         free(o);
     }
     if (c->client_id)
@@ -119,7 +120,7 @@ void tern_conn_opt_trim(struct tern_conn *c)
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
         !o->deferred && !o->tls && o->log_pending == 0 && o->ack_seq_next == 0 &&
-        o->client_max_packet == 0 && o->client_alias_max == 0) {
+        o->client_max_packet == 0 && o->client_alias_max == 0 && !o->username) {
         free(c->opt);
         c->opt = NULL;
     }

@@ -180,6 +180,9 @@ struct tern_conn_opt {
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
     struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
+    uint16_t username_len;
+    char
+        *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
 };
 
 /* A TLS connection's state: behind the optional part, so a plain connection
@@ -188,7 +191,7 @@ struct tern_conn_tls {
     struct tern_tls_engine *engine;
     const struct tern_listener *listener;
     /* The client certificate's CN when the listener has use_identity_as_username
-     * (for the authentication to come); NULL otherwise. */
+     * (access.c takes it as the user name); NULL otherwise. */
     char *username;
 };
 
@@ -261,6 +264,8 @@ struct tern_access_stats {
     uint64_t throttled;         /* refused unchecked: too soon after a failure */
     uint64_t anonymous_refused; /* no user name, allow_anonymous off */
     uint64_t reloads, reload_failures;
+    uint64_t acl_denied[2];      /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
+    uint64_t acl_resume_removed; /* stored subscriptions removed at a resume */
 };
 int tern_access_init(struct tern_node *n, char *errmsg);
 void tern_access_free(struct tern_node *n);
@@ -271,6 +276,13 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
 const struct tern_access_stats *tern_access_stats(const struct tern_node *n);
 const char *tern_access_pw_digest(const struct tern_node *n); /* "" if none */
 bool tern_access_anonymous(const struct tern_node *n);
+const char *tern_access_acl_digest(const struct tern_node *n); /* "" if none */
+/* Whether the ACL lets c read (TERN_ACL_READ: a SUBSCRIBE filter) or write
+ * (TERN_ACL_WRITE: a PUBLISH or will topic); counts refusals. */
+bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access);
+/* A resumed session's stored subscriptions that this node's ACL does not allow
+ * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
+void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);
 
 /* node.c */
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,

@@ -95,6 +95,7 @@ struct tern_config {
     /* Who may connect (node/access.c). */
     char password_file[TERN_CONFIG_STR_MAX]; /* Mosquitto format, "" = none */
     int allow_anonymous;                     /* enum tern_anonymous, default auto */
+    char acl_file[TERN_CONFIG_STR_MAX];      /* Mosquitto format, "" = no ACL */
 };
 
 enum tern_anonymous {

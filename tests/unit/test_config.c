@@ -62,6 +62,7 @@ static const char *const all_keys[] = {
     "tls_handshake_timeout_ms",
     "password_file",
     "allow_anonymous",
+    "acl_file",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -247,7 +248,8 @@ static const char all_keys_json[] =
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
     "  \"tls_handshake_timeout_ms\": 2500,\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
-    "  \"allow_anonymous\": \"true\"\n"
+    "  \"allow_anonymous\": \"true\",\n"
+    "  \"acl_file\": \"/etc/tern/acl\"\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -303,6 +305,7 @@ static const char *const all_keys_set[][2] = {
     {"tls_handshake_timeout_ms", "2500"},
     {"password_file", "/etc/tern/passwd"},
     {"allow_anonymous", "true"},
+    {"acl_file", "/etc/tern/acl"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -370,6 +373,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
     assert_string_equal(c->password_file, "/etc/tern/passwd");
     assert_int_equal(c->allow_anonymous, TERN_ANON_TRUE);
+    assert_string_equal(c->acl_file, "/etc/tern/acl");
 }
 
 static void test_every_key_from_json(void **state)
