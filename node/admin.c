@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
 #include "node.h"
+#include "tern/auth.h"
 #include "tern/log.h"
 
 #ifndef TERN_VERSION
@@ -37,6 +39,8 @@ struct tern_admin {
     bool draining;
     uint64_t started_ms;
     char bound[80];
+    uint64_t unauthorized;          /* requests refused for a missing or wrong token */
+    char token[TERN_TOKEN_MAX + 1]; /* "" = none required */
 };
 
 /* --- replies ------------------------------------------------------------------ */
@@ -683,6 +687,9 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
                 "password_file reloads on SIGHUP, by outcome.");
     sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
     sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
+    metric(b, "tern_admin_unauthorized_total", "counter",
+           "Admin API requests refused: no or a wrong bearer token.",
+           n->admin ? n->admin->unauthorized : 0);
     metric_head(b, "tern_acl_denied_total", "counter",
                 "Requests the ACL refused: SUBSCRIBE filters (read), PUBLISH and will "
                 "topics (write).");
@@ -1376,11 +1383,45 @@ static bool path_matches(const char *route, const char *path, const char **tail)
     return strncmp(route, path, rl) == 0 && path[rl] != '\0';
 }
 
+/* The request's "Authorization: Bearer TOKEN" is the configured token. */
+static bool authorized(const struct tern_admin *a, const struct tern_http_req *req)
+{
+    if (!a->token[0])
+        return true;
+    for (const char *p = req->headers; p && *p;
+         p = strstr(p, "\r\n"), p = p ? p + 2 : p) {
+        if (strncasecmp(p, "Authorization:", 14) != 0)
+            continue;
+        p += 14;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncasecmp(p, "Bearer ", 7) != 0)
+            return false;
+        p += 7;
+        const char *end = strstr(p, "\r\n");
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        return tern_token_equal(p, len, a->token, strlen(a->token));
+    }
+    return false;
+}
+
 static void on_request(void *ctx, struct tern_http_conn *hc,
                        const struct tern_http_req *req)
 {
     struct tern_admin *a = ctx;
     char allow[64] = "";
+    /* /health stays open: load balancers and orchestrators probe it. */
+    if (strcmp(req->path, "/health") != 0 && !authorized(a, req)) {
+        a->unauthorized++;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "error",
+                                "missing or wrong bearer token (Authorization: Bearer "
+                                "TOKEN; ternctl --token-file FILE or TERN_ADMIN_TOKEN)");
+        reply_json_h(hc, 401, o, "WWW-Authenticate: Bearer realm=\"tern\"\r\n");
+        return;
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const char *tail;
         if (!path_matches(routes[i].path, req->path, &tail))
@@ -1417,6 +1458,11 @@ int tern_admin_start(struct tern_node *n, char *errmsg)
     a->node = n;
     a->started_ms = tern_mono_ms();
     n->admin = a;
+    if (n->cfg.admin_token_file[0]) {
+        int trc = tern_token_load(n->cfg.admin_token_file, a->token, errmsg);
+        if (trc != TERN_OK)
+            return trc;
+    }
     int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
                              a->bound, sizeof(a->bound), errmsg);
     if (rv != TERN_OK)

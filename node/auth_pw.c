@@ -384,3 +384,48 @@ void tern_file_digest(const char *path, char *hex)
     for (unsigned i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
+
+int tern_token_load(const char *path, char *out, char *errmsg)
+{
+    out[0] = '\0';
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "admin_token_file %.200s: cannot open", path);
+        return TERN_EIO;
+    }
+    char buf[TERN_TOKEN_MAX + 4];
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    char *p = buf, *nl = strpbrk(buf, "\r\n");
+    if (nl)
+        *nl = '\0';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t len = strlen(p);
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        p[--len] = '\0';
+    int rc = TERN_OK;
+    if (len < TERN_TOKEN_MIN || len > TERN_TOKEN_MAX || (!nl && n == sizeof buf - 1)) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "admin_token_file %.200s: the token must be %u to %u bytes", path,
+                 TERN_TOKEN_MIN, TERN_TOKEN_MAX);
+        rc = TERN_EINVAL;
+    } else {
+        memcpy(out, p, len + 1);
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+    return rc;
+}
+
+bool tern_token_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    /* Compare digests: CRYPTO_memcmp needs equal lengths, and a length check
+     * first would tell how long the token is. */
+    uint8_t da[32], db[32];
+    unsigned int la = 0, lb = 0;
+    if (EVP_Digest(a, alen, da, &la, EVP_sha256(), NULL) != 1 ||
+        EVP_Digest(b, blen, db, &lb, EVP_sha256(), NULL) != 1)
+        return false;
+    return CRYPTO_memcmp(da, db, sizeof da) == 0 && alen == blen;
+}

@@ -158,6 +158,8 @@ static const struct key keys[] = {
          "clients without a user name; auto = only without password_file, on loopback"),
     {"acl_file", KEY_PATH, FIELD(acl_file), 0, 0, NULL, "",
      "Mosquitto ACL file (topic/user/pattern), \"\" = no ACL"},
+    {"admin_token_file", KEY_PATH, FIELD(admin_token_file), 0, 0, NULL, "",
+     "admin API bearer token (all but /health), \"\" = no token"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

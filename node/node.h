@@ -467,9 +467,10 @@ const char *tern_admin_server_reference(const struct tern_node *n);
 struct tern_http_server;
 struct tern_http_conn;
 struct tern_http_req {
-    const char *method; /* "GET", "POST", "DELETE" ... */
-    const char *path;   /* as sent (still percent-encoded), without the query */
-    const char *query;  /* after '?', "" if none */
+    const char *method;  /* "GET", "POST", "DELETE" ... */
+    const char *path;    /* as sent (still percent-encoded), without the query */
+    const char *query;   /* after '?', "" if none */
+    const char *headers; /* "Name: value\r\n" lines after the request line */
 };
 typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
                                   const struct tern_http_req *req);

@@ -58,6 +58,16 @@ int tern_pw_hash7(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *o
  * file cannot be read. For the admin API's configuration digest. */
 void tern_file_digest(const char *path, char *hex);
 
+/* --- admin API bearer token -------------------------------------------------- */
+#define TERN_TOKEN_MIN 16u  /* bytes; a shorter token is refused */
+#define TERN_TOKEN_MAX 512u /* bytes */
+/* Reads the token from path (its first line, surrounding whitespace removed)
+ * into out (TERN_TOKEN_MAX + 1 bytes). TERN_EIO, or TERN_EINVAL if shorter than
+ * TERN_TOKEN_MIN or longer than TERN_TOKEN_MAX. */
+int tern_token_load(const char *path, char *out, char *errmsg);
+/* Equal, in time that depends on neither's content (nor on where they differ). */
+bool tern_token_equal(const char *a, size_t alen, const char *b, size_t blen);
+
 /* --- failed attempts per source address --------------------------------------
  * A fixed table (TERN_GUARD_SLOTS entries, open addressing over a seeded hash of
  * the address, the stalest entry of a probe run is reused): after F failures from

@@ -93,9 +93,10 @@ struct tern_config {
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
 
     /* Who may connect (node/access.c). */
-    char password_file[TERN_CONFIG_STR_MAX]; /* Mosquitto format, "" = none */
-    int allow_anonymous;                     /* enum tern_anonymous, default auto */
-    char acl_file[TERN_CONFIG_STR_MAX];      /* Mosquitto format, "" = no ACL */
+    char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
+    int allow_anonymous;                        /* enum tern_anonymous, default auto */
+    char acl_file[TERN_CONFIG_STR_MAX];         /* Mosquitto format, "" = no ACL */
+    char admin_token_file[TERN_CONFIG_STR_MAX]; /* bearer token, "" = no token */
 };
 
 enum tern_anonymous {

@@ -37,6 +37,7 @@ struct ctl {
     char host[256];
     char port[8];
     bool json;
+    char token[600]; /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
 };
 
 struct response {
@@ -76,6 +77,8 @@ static void usage(FILE *f)
             "                           the password from the terminal or stdin)\n"
             "\n"
             "  --admin HOST:PORT        the node's admin_listen address\n"
+            "  --token-file FILE        the admin API bearer token (admin_token_file);\n"
+            "                           else $TERN_ADMIN_TOKEN if set\n"
             "  --json                   print the API's JSON instead of tables\n"
             "  --help, --version\n");
 }
@@ -90,6 +93,32 @@ static int usage_error(const char *fmt, ...)
     va_end(ap);
     usage(stderr);
     return EXIT_USAGE;
+}
+
+/* The token file's first line, without surrounding blanks (as ternd reads it). */
+static bool read_token(const char *path, char *out, size_t cap)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        fprintf(stderr, "ternctl: --token-file %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    char line[1024] = "";
+    bool ok = fgets(line, sizeof line, fp) != NULL;
+    fclose(fp);
+    char *p = line;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t n = strcspn(p, "\r\n");
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (!ok || n == 0 || n >= cap) {
+        fprintf(stderr, "ternctl: --token-file %s: no token on its first line\n", path);
+        return false;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
 }
 
 /* --- HTTP ------------------------------------------------------------------------- */
@@ -211,11 +240,13 @@ static bool parse_response(char *raw, struct response *r)
 static int http(const struct ctl *ctl, const char *method, const char *path,
                 struct response *r)
 {
-    char req[8192];
+    char req[8192], auth[640] = "";
+    if (ctl->token[0])
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", ctl->token);
     int len = snprintf(req, sizeof(req),
-                       "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ternctl/%s\r\n"
+                       "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ternctl/%s\r\n%s"
                        "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                       method, path, ctl->host, TERN_VERSION);
+                       method, path, ctl->host, TERN_VERSION, auth);
     if (len < 0 || (size_t)len >= sizeof(req)) {
         fprintf(stderr, "ternctl: request too long\n");
         return EXIT_FAIL;
@@ -829,6 +860,9 @@ int main(int argc, char **argv)
 {
     struct ctl ctl = {0};
     split_admin(&ctl, DEFAULT_ADMIN);
+    const char *env_token = getenv("TERN_ADMIN_TOKEN");
+    if (env_token && strlen(env_token) < sizeof ctl.token && !strpbrk(env_token, "\r\n"))
+        strcpy(ctl.token, env_token);
     /* Options first; the first other word starts the command. "--" ends options. */
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -841,6 +875,12 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--admin") == 0) {
             if (i + 1 >= argc || !split_admin(&ctl, argv[i + 1]))
                 return usage_error("--admin needs HOST:PORT");
+            i++;
+        } else if (strcmp(argv[i], "--token-file") == 0) {
+            if (i + 1 >= argc)
+                return usage_error("--token-file needs a FILE");
+            if (!read_token(argv[i + 1], ctl.token, sizeof ctl.token))
+                return EXIT_FAIL;
             i++;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);

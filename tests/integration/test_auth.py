@@ -467,3 +467,78 @@ def test_acl_resumed_session_rechecked(acl_broker):
     finally:
         carol.close()
         alice.close()
+
+
+# --- admin API token ---------------------------------------------------------------
+
+def test_admin_token_required_except_health(start_broker, tmp_path):
+    import http.client
+    from test_admin import admin_addr
+    token = "t0ken-" + os.urandom(12).hex()
+    tf = tmp_path / "admin-token"
+    tf.write_text(token + "\n")
+    b = start_broker(admin_token_file=str(tf))
+    addr = admin_addr(b)
+    host, port = addr.rsplit(":", 1)
+
+    def get(path, auth=None):
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            c.request("GET", path, headers={"Authorization": auth} if auth else {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    wait_until(lambda: get("/health")[0] == 200, msg="GET /health 200 without a token")
+    st, hdr, body = get("/cluster")
+    assert st == 401 and hdr.get("WWW-Authenticate", "").startswith("Bearer"), (st, hdr)
+    assert "bearer token" in json.loads(body)["error"]
+    assert get("/cluster", "Bearer wrong-" + token)[0] == 401
+    assert get("/cluster", "Bearer " + token[:-1])[0] == 401
+    assert get("/cluster", "Basic " + token)[0] == 401
+    assert get("/metrics", "Bearer " + token + "x")[0] == 401
+    st, _, body = get("/cluster", "Bearer " + token)
+    assert st == 200 and json.loads(body)["node_id"] == 1
+    st, _, body = get("/metrics", "bearer " + token)
+    assert st == 200 and b"tern_admin_unauthorized_total 5" in body
+    if not os.access(TERNCTL, os.X_OK):
+        pytest.skip("ternctl not built at %s" % TERNCTL)
+    env = {k: v for k, v in os.environ.items() if k != "TERN_ADMIN_TOKEN"}
+
+    def ctl(*args, **extra):
+        return subprocess.run([TERNCTL, "--admin", addr] + list(args) + ["status"],
+                              capture_output=True, text=True, timeout=20,
+                              env=dict(env, **extra))
+    r = ctl()
+    assert r.returncode == 1 and "bearer token" in r.stderr, r.stdout + r.stderr
+    r = ctl("--token-file", str(tf))
+    assert r.returncode == 0 and "health: ready" in r.stdout, r.stdout + r.stderr
+    r = ctl(TERN_ADMIN_TOKEN=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = ctl(TERN_ADMIN_TOKEN="nope-" + token)
+    assert r.returncode == 1
+
+
+def test_admin_token_file_too_short_stops_start(tmp_path):
+    tf = tmp_path / "short"
+    tf.write_text("abc\n")
+    b = Broker(str(tmp_path / "b"), {"admin_token_file": str(tf)})
+    try:
+        with pytest.raises(BrokerError, match="the token must be 16 to 512 bytes"):
+            b.start()
+    finally:
+        b.stop()
+
+
+def test_cluster_digests_in_admin_api(start_broker, pwfile, tmp_path):
+    import hashlib
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    b = start_broker(password_file=pwfile, acl_file=str(acl))
+    a = ready_admin(b)
+    doc = a.get("/cluster")
+    with open(pwfile, "rb") as f:
+        assert doc["auth"]["password_file_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert doc["auth"]["acl_file_sha256"] == hashlib.sha256(ACL.encode()).hexdigest()
+    assert doc["auth"]["allow_anonymous"] is False

@@ -63,6 +63,7 @@ static const char *const all_keys[] = {
     "password_file",
     "allow_anonymous",
     "acl_file",
+    "admin_token_file",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -249,7 +250,8 @@ static const char all_keys_json[] =
     "  \"tls_handshake_timeout_ms\": 2500,\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
     "  \"allow_anonymous\": \"true\",\n"
-    "  \"acl_file\": \"/etc/tern/acl\"\n"
+    "  \"acl_file\": \"/etc/tern/acl\",\n"
+    "  \"admin_token_file\": \"/etc/tern/admin-token\"\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -306,6 +308,7 @@ static const char *const all_keys_set[][2] = {
     {"password_file", "/etc/tern/passwd"},
     {"allow_anonymous", "true"},
     {"acl_file", "/etc/tern/acl"},
+    {"admin_token_file", "/etc/tern/admin-token"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -374,6 +377,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(c->password_file, "/etc/tern/passwd");
     assert_int_equal(c->allow_anonymous, TERN_ANON_TRUE);
     assert_string_equal(c->acl_file, "/etc/tern/acl");
+    assert_string_equal(c->admin_token_file, "/etc/tern/admin-token");
 }
 
 static void test_every_key_from_json(void **state)
