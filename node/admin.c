@@ -687,6 +687,9 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
                 "password_file reloads on SIGHUP, by outcome.");
     sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
     sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
+    metric(b, "tern_subscriptions_refused_total", "counter",
+           "SUBSCRIBE entries refused: the session holds subscriptions_max already.",
+           s->subscriptions_refused);
     metric(b, "tern_admin_unauthorized_total", "counter",
            "Admin API requests refused: no or a wrong bearer token.",
            n->admin ? n->admin->unauthorized : 0);

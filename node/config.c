@@ -160,6 +160,8 @@ static const struct key keys[] = {
      "Mosquitto ACL file (topic/user/pattern), \"\" = no ACL"},
     {"admin_token_file", KEY_PATH, FIELD(admin_token_file), 0, 0, NULL, "",
      "admin API bearer token (all but /health), \"\" = no token"},
+    UINT("subscriptions_max", subscriptions_max, 1, 1000000, "1000",
+         "subscriptions one session may hold"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -204,6 +204,11 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
     uint32_t pos = 0, i = 0, granted = 0;
     struct tern_bytes filter;
     uint8_t options;
+    /* subscriptions_max: a new filter past it is refused (5.0: 0x97 quota
+     * exceeded); one the session has already is a replacement and goes. */
+    const struct tern_fsm_session *held = tern_session_get(c);
+    uint32_t subs = held ? tern_fsm_session_sub_count(held) : 0;
+    uint32_t subs_max = c->node->cfg.subscriptions_max;
     while (i < s->count &&
            tern_codec_next_filter(s, TERN_SUBSCRIBE, &pos, &filter, &options)) {
         bool fatal = false;
@@ -213,6 +218,17 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
             free(list);
             *reason = rc;
             return TERN_EPROTO;
+        }
+        if (rc < 0x80) {
+            struct sub_lookup l = {filter, false};
+            if (held)
+                tern_fsm_session_subs_walk(held, find_sub, &l);
+            if (!l.found && subs >= subs_max) {
+                c->node->stats.subscriptions_refused++;
+                rc = TERN_RC_QUOTA_EXCEEDED;
+            } else if (!l.found) {
+                subs++;
+            }
         }
         if (c->version != TERN_MQTT_5 && rc >= 0x80)
             rc = 0x80; /* 3.1.1 has one failure code */

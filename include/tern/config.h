@@ -97,6 +97,7 @@ struct tern_config {
     int allow_anonymous;                        /* enum tern_anonymous, default auto */
     char acl_file[TERN_CONFIG_STR_MAX];         /* Mosquitto format, "" = no ACL */
     char admin_token_file[TERN_CONFIG_STR_MAX]; /* bearer token, "" = no token */
+    uint32_t subscriptions_max;                 /* per session, default 1000 */
 };
 
 enum tern_anonymous {

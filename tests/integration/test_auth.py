@@ -542,3 +542,23 @@ def test_cluster_digests_in_admin_api(start_broker, pwfile, tmp_path):
         assert doc["auth"]["password_file_sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert doc["auth"]["acl_file_sha256"] == hashlib.sha256(ACL.encode()).hexdigest()
     assert doc["auth"]["allow_anonymous"] is False
+
+
+# --- limits ------------------------------------------------------------------------
+
+def test_subscriptions_max_per_session(start_broker):
+    b = start_broker(subscriptions_max=3)
+    for v, refused in ((5, 0x97), (4, 0x80)):
+        c = raw(b, v)
+        try:
+            codes = c.subscribe(1, [("a/1", 1), ("a/2", 1), ("a/3", 1), ("a/4", 1)]).codes
+            assert codes == [1, 1, 1, refused], codes
+            assert sub_code(c, "a/2", pid=2) == 1  # a replacement, not a new one
+            assert sub_code(c, "a/5", pid=3) == refused
+            c.send(mqttraw.packet(mqttraw.UNSUBSCRIBE, 2, b"\x00\x04" +
+                                  (b"\x00" if v == 5 else b"") + mqttraw.s("a/1")))
+            c.expect(mqttraw.UNSUBACK)
+            assert sub_code(c, "a/5", pid=5) == 1
+        finally:
+            c.close()
+    assert metric(b, "tern_subscriptions_refused_total", "") == 4

@@ -64,6 +64,7 @@ static const char *const all_keys[] = {
     "allow_anonymous",
     "acl_file",
     "admin_token_file",
+    "subscriptions_max",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -251,7 +252,8 @@ static const char all_keys_json[] =
     "  \"password_file\": \"/etc/tern/passwd\",\n"
     "  \"allow_anonymous\": \"true\",\n"
     "  \"acl_file\": \"/etc/tern/acl\",\n"
-    "  \"admin_token_file\": \"/etc/tern/admin-token\"\n"
+    "  \"admin_token_file\": \"/etc/tern/admin-token\",\n"
+    "  \"subscriptions_max\": 7\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -309,6 +311,7 @@ static const char *const all_keys_set[][2] = {
     {"allow_anonymous", "true"},
     {"acl_file", "/etc/tern/acl"},
     {"admin_token_file", "/etc/tern/admin-token"},
+    {"subscriptions_max", "7"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -378,6 +381,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->allow_anonymous, TERN_ANON_TRUE);
     assert_string_equal(c->acl_file, "/etc/tern/acl");
     assert_string_equal(c->admin_token_file, "/etc/tern/admin-token");
+    assert_int_equal(c->subscriptions_max, 7);
 }
 
 static void test_every_key_from_json(void **state)
