@@ -14,14 +14,25 @@
 #include "tern/log.h"
 #include "tern/topic.h"
 
+/* Open connections of one source address (family + address). */
+struct addr_count {
+    struct addr_count *next;
+    uint8_t key[17];
+    uint32_t conns;
+};
+
 struct tern_access {
-    struct tern_pwfile *pw; /* NULL: no password file */
-    struct tern_acl *acl;   /* NULL: no acl_file (everything allowed) */
+    struct tern_pwfile *pw;      /* NULL: no password file */
+    struct addr_count **by_addr; /* chained, seeded SipHash; entries while conns > 0 */
+    size_t nbuckets, naddrs;
+    uint64_t addr_seed[2];
+    struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
     char acl_digest[65];
     bool anonymous;     /* allow_anonymous as decided */
     char pw_digest[65]; /* SHA-256 of the password file as loaded */
     struct tern_access_stats stats;
     struct tern_guard guard; /* large: last */
+    struct tern_rate rate;
 };
 
 /* Loopback: 127.0.0.0/8, ::1, localhost. Anything else reaches the network. */
@@ -58,6 +69,13 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         seed[1] = (uint64_t)(uintptr_t)a;
     }
     tern_guard_init(&a->guard, seed[0], seed[1]);
+    uint64_t seed2[2] = {seed[0] ^ 0x9e3779b97f4a7c15ULL, seed[1] + 1};
+    if (getrandom(seed2, sizeof seed2, 0) != (ssize_t)sizeof seed2) {
+        /* as above: only the spread suffers */
+    }
+    tern_rate_init(&a->rate, seed2[0], seed2[1]);
+    a->addr_seed[0] = seed2[1] ^ seed[0];
+    a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
     const char *path = n->cfg.password_file;
     if (path[0]) {
@@ -89,9 +107,18 @@ void tern_access_free(struct tern_node *n)
 {
     if (!n->access)
         return;
-    tern_pwfile_free(n->access->pw);
-    tern_acl_free(n->access->acl);
-    free(n->access);
+    struct tern_access *a = n->access;
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        while (a->by_addr[i]) {
+            struct addr_count *e = a->by_addr[i];
+            a->by_addr[i] = e->next;
+            free(e);
+        }
+    }
+    free(a->by_addr);
+    tern_pwfile_free(a->pw);
+    tern_acl_free(a->acl);
+    free(a);
     n->access = NULL;
 }
 
@@ -314,4 +341,106 @@ void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_sessio
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "out of memory checking the ACL");
     }
     free(w.list);
+}
+
+/* --- limits per source address ------------------------------------------------ */
+
+static void addr_key(const struct tern_conn *c, uint8_t key[17])
+{
+    memcpy(key, c->peer.addr, 16);
+    key[16] = c->peer.family;
+}
+
+static struct addr_count **addr_slot(struct tern_access *a, const uint8_t key[17])
+{
+    size_t b = (size_t)(tern_siphash(a->addr_seed, key, 17) & (a->nbuckets - 1));
+    struct addr_count **p = &a->by_addr[b];
+    while (*p && memcmp((*p)->key, key, 17) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+/* Doubles the buckets at load factor 1 (from 64); false if out of memory. */
+static bool addr_grow(struct tern_access *a)
+{
+    if (a->nbuckets && a->naddrs < a->nbuckets)
+        return true;
+    size_t n = a->nbuckets ? a->nbuckets * 2 : 64;
+    struct addr_count **b = calloc(n, sizeof *b);
+    if (!b)
+        return a->nbuckets > 0; /* keep going, longer chains */
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        while (a->by_addr[i]) {
+            struct addr_count *e = a->by_addr[i];
+            a->by_addr[i] = e->next;
+            size_t j = (size_t)(tern_siphash(a->addr_seed, e->key, 17) & (n - 1));
+            e->next = b[j];
+            b[j] = e;
+        }
+    }
+    free(a->by_addr);
+    a->by_addr = b;
+    a->nbuckets = n;
+    return true;
+}
+
+bool tern_access_accept(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    struct tern_access *a = n->access;
+    if (!a)
+        return true;
+    const struct tern_config *cfg = &n->cfg;
+    char pb[TERN_PEER_STRLEN];
+    if (cfg->connect_rate_per_address &&
+        !tern_rate_take(&a->rate, c->peer.addr, tern_mono_ms(),
+                        cfg->connect_rate_per_address)) {
+        a->stats.rate_refused++;
+        TERN_LOGD("%s: refused: connect_rate_per_address (%u/s)", tern_conn_peer(c, pb),
+                  cfg->connect_rate_per_address);
+        return false;
+    }
+    if (!cfg->connections_per_address_max)
+        return true;
+    uint8_t key[17];
+    addr_key(c, key);
+    if (!addr_grow(a))
+        return false;
+    struct addr_count **p = addr_slot(a, key);
+    if (*p && (*p)->conns >= cfg->connections_per_address_max) {
+        a->stats.per_address_refused++;
+        TERN_LOGW("%s: refused: connections_per_address_max (%u) reached",
+                  tern_conn_peer(c, pb), cfg->connections_per_address_max);
+        return false;
+    }
+    if (!*p) {
+        struct addr_count *e = calloc(1, sizeof *e);
+        if (!e)
+            return false;
+        memcpy(e->key, key, 17);
+        *p = e;
+        a->naddrs++;
+    }
+    (*p)->conns++;
+    c->addr_counted = true;
+    return true;
+}
+
+void tern_access_release(struct tern_conn *c)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !c->addr_counted || !a->nbuckets)
+        return;
+    c->addr_counted = false;
+    uint8_t key[17];
+    addr_key(c, key);
+    struct addr_count **p = addr_slot(a, key);
+    if (!*p)
+        return;
+    if (--(*p)->conns == 0) {
+        struct addr_count *e = *p;
+        *p = e->next;
+        free(e);
+        a->naddrs--;
+    }
 }

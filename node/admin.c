@@ -687,6 +687,11 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
                 "password_file reloads on SIGHUP, by outcome.");
     sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
     sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
+    metric_head(b, "tern_connections_limited_total", "counter",
+                "Connections closed at accept by a per-address limit.");
+    sample(b, "tern_connections_limited_total", "limit=\"rate\"", as->rate_refused);
+    sample(b, "tern_connections_limited_total", "limit=\"per_address\"",
+           as->per_address_refused);
     metric(b, "tern_subscriptions_refused_total", "counter",
            "SUBSCRIBE entries refused: the session holds subscriptions_max already.",
            s->subscriptions_refused);

@@ -131,3 +131,40 @@ void tern_guard_ok(struct tern_guard *g, const uint8_t addr[16])
     if (s)
         memset(s, 0, sizeof *s);
 }
+
+void tern_rate_init(struct tern_rate *r, uint64_t seed0, uint64_t seed1)
+{
+    memset(r, 0, sizeof *r);
+    r->seed[0] = seed0;
+    r->seed[1] = seed1;
+}
+
+bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms,
+                    uint32_t per_s)
+{
+    size_t h = (size_t)(tern_siphash(r->seed, addr, 16) % TERN_GUARD_SLOTS);
+    struct tern_rate_slot *s = NULL, *victim = NULL;
+    for (size_t i = 0; i < TERN_GUARD_PROBE && !s; i++) {
+        struct tern_rate_slot *c = &r->slots[(h + i) % TERN_GUARD_SLOTS];
+        if (c->used && memcmp(c->addr, addr, 16) == 0)
+            s = c;
+        else if (!victim || !c->used ||
+                 (victim->used && c->window_ms < victim->window_ms))
+            victim = victim && !victim->used ? victim : c;
+    }
+    if (!s) {
+        s = victim;
+        memset(s, 0, sizeof *s);
+        memcpy(s->addr, addr, 16);
+        s->used = true;
+        s->window_ms = now_ms;
+    }
+    if (now_ms >= s->window_ms + 1000) {
+        s->window_ms = now_ms;
+        s->count = 0;
+    }
+    if (s->count >= per_s)
+        return false;
+    s->count++;
+    return true;
+}

@@ -162,6 +162,10 @@ static const struct key keys[] = {
      "admin API bearer token (all but /health), \"\" = no token"},
     UINT("subscriptions_max", subscriptions_max, 1, 1000000, "1000",
          "subscriptions one session may hold"),
+    UINT("connections_per_address_max", connections_per_address_max, 0, UINT32_MAX,
+         "1000", "client connections from one source address at once, 0 = no limit"),
+    UINT("connect_rate_per_address", connect_rate_per_address, 0, UINT32_MAX, "500",
+         "connections accepted per second from one source address, 0 = no limit"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -237,10 +237,11 @@ struct tern_conn {
     bool disconnect_sent : 1;
     bool request_problem_info : 1;
     bool flush_scheduled : 1;
-    bool paused : 1;     /* not read: a link to another node is backed up */
-    bool v31 : 1;        /* MQTT 3.1 (MQIsdp): version says 3.1.1, CONNACK differs */
-    bool draining : 1;   /* closing: write side shut, reading and discarding */
-    bool read_ended : 1; /* the client closed (EOF) or the read failed */
+    bool paused : 1;       /* not read: a link to another node is backed up */
+    bool v31 : 1;          /* MQTT 3.1 (MQIsdp): version says 3.1.1, CONNACK differs */
+    bool draining : 1;     /* closing: write side shut, reading and discarding */
+    bool read_ended : 1;   /* the client closed (EOF) or the read failed */
+    bool addr_counted : 1; /* in access.c's per-address count */
 };
 
 struct tern_ack_slot {
@@ -265,8 +266,10 @@ struct tern_access_stats {
     uint64_t throttled;         /* refused unchecked: too soon after a failure */
     uint64_t anonymous_refused; /* no user name, allow_anonymous off */
     uint64_t reloads, reload_failures;
-    uint64_t acl_denied[2];      /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
-    uint64_t acl_resume_removed; /* stored subscriptions removed at a resume */
+    uint64_t acl_denied[2];       /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
+    uint64_t acl_resume_removed;  /* stored subscriptions removed at a resume */
+    uint64_t rate_refused;        /* connect_rate_per_address */
+    uint64_t per_address_refused; /* connections_per_address_max */
 };
 int tern_access_init(struct tern_node *n, char *errmsg);
 void tern_access_free(struct tern_node *n);
@@ -284,6 +287,11 @@ bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int 
 /* A resumed session's stored subscriptions that this node's ACL does not allow
  * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
 void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);
+/* At accept, before anything is read: false if the source address is past
+ * connect_rate_per_address or connections_per_address_max (then close it).
+ * tern_access_release when a counted connection is freed. */
+bool tern_access_accept(struct tern_conn *c);
+void tern_access_release(struct tern_conn *c);
 
 /* node.c */
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,

@@ -97,6 +97,28 @@ bool tern_guard_allow(const struct tern_guard *g, const uint8_t addr[16],
 void tern_guard_fail(struct tern_guard *g, const uint8_t addr[16], uint64_t now_ms);
 void tern_guard_ok(struct tern_guard *g, const uint8_t addr[16]);
 
+/* --- CONNECT attempts per second per source address ------------------------------
+ * The same fixed table shape: a slot counts an address's attempts in the current
+ * one-second window; a new address takes a free slot of its probe run or the one
+ * whose window is oldest. */
+struct tern_rate_slot {
+    uint8_t addr[16];
+    uint64_t window_ms; /* start of the current window */
+    uint32_t count;
+    bool used;
+};
+
+struct tern_rate {
+    struct tern_rate_slot slots[TERN_GUARD_SLOTS];
+    uint64_t seed[2];
+};
+
+void tern_rate_init(struct tern_rate *r, uint64_t seed0, uint64_t seed1);
+/* Counts an attempt from addr at now_ms; false if it is past `per_s` in its
+ * one-second window (the attempt is then not counted). */
+bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms,
+                    uint32_t per_s);
+
 /* SipHash-2-4 of data under a 128-bit key (also for the seeded tables). */
 uint64_t tern_siphash(const uint64_t key[2], const void *data, size_t len);
 

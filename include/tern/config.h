@@ -98,6 +98,8 @@ struct tern_config {
     char acl_file[TERN_CONFIG_STR_MAX];         /* Mosquitto format, "" = no ACL */
     char admin_token_file[TERN_CONFIG_STR_MAX]; /* bearer token, "" = no token */
     uint32_t subscriptions_max;                 /* per session, default 1000 */
+    uint32_t connections_per_address_max; /* open at once, 0 = no limit, default 1000 */
+    uint32_t connect_rate_per_address;    /* accepts per second, 0 = off, default 500 */
 };
 
 enum tern_anonymous {

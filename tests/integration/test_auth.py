@@ -562,3 +562,66 @@ def test_subscriptions_max_per_session(start_broker):
         finally:
             c.close()
     assert metric(b, "tern_subscriptions_refused_total", "") == 4
+
+
+def closed_at_once(b, timeout=3.0):
+    """Whether a new TCP connection is closed by the broker before any CONNECT."""
+    import socket
+    s = socket.create_connection((b.host, b.port), timeout=timeout)
+    try:
+        s.settimeout(timeout)
+        try:
+            return s.recv(1) == b""
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+    finally:
+        s.close()
+
+
+def test_connections_per_address_max(start_broker):
+    b = start_broker(connections_per_address_max=3, connect_rate_per_address=0,
+                     connect_timeout_ms=60000)
+    held = [raw(b, 5) for _ in range(2)]
+    import socket
+    third = socket.create_connection((b.host, b.port), timeout=3)  # no CONNECT yet
+    try:
+        assert closed_at_once(b, timeout=1.0)  # the 4th from 127.0.0.1
+        held.pop().close()
+        wait_until(lambda: not closed_at_once(b, timeout=0.3), msg="a slot again")
+        assert metric(b, "tern_connections_limited_total", 'limit="per_address"') >= 1
+    finally:
+        third.close()
+        for c in held:
+            c.close()
+
+
+def test_connect_rate_per_address(start_broker):
+    import socket
+    b = start_broker(connect_rate_per_address=5, connections_per_address_max=0,
+                     connect_timeout_ms=60000)
+    time.sleep(1.05)  # a fresh one-second window for 127.0.0.1 (the fixture probed)
+    t0 = time.monotonic()
+    socks = [socket.create_connection((b.host, b.port), timeout=3) for _ in range(8)]
+    opened_s = time.monotonic() - t0
+    try:
+        closed = []
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                closed.append(s.recv(1) == b"")
+            except socket.timeout:
+                closed.append(False)
+            except ConnectionResetError:
+                closed.append(True)
+        if opened_s < 0.9:  # all eight within one window: exactly three refused
+            assert sum(closed) == 3, (closed, opened_s)
+        else:
+            assert any(closed), (closed, opened_s)
+        assert metric(b, "tern_connections_limited_total", 'limit="rate"') == sum(closed)
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(1.05)
+    assert paho_connect(b, V5) == 0  # a new second, a new budget

@@ -65,6 +65,8 @@ static const char *const all_keys[] = {
     "acl_file",
     "admin_token_file",
     "subscriptions_max",
+    "connections_per_address_max",
+    "connect_rate_per_address",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -253,7 +255,9 @@ static const char all_keys_json[] =
     "  \"allow_anonymous\": \"true\",\n"
     "  \"acl_file\": \"/etc/tern/acl\",\n"
     "  \"admin_token_file\": \"/etc/tern/admin-token\",\n"
-    "  \"subscriptions_max\": 7\n"
+    "  \"subscriptions_max\": 7,\n"
+    "  \"connections_per_address_max\": 0,\n"
+    "  \"connect_rate_per_address\": 4294967295\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -312,6 +316,8 @@ static const char *const all_keys_set[][2] = {
     {"acl_file", "/etc/tern/acl"},
     {"admin_token_file", "/etc/tern/admin-token"},
     {"subscriptions_max", "7"},
+    {"connections_per_address_max", "0"},
+    {"connect_rate_per_address", "4294967295"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -382,6 +388,8 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(c->acl_file, "/etc/tern/acl");
     assert_string_equal(c->admin_token_file, "/etc/tern/admin-token");
     assert_int_equal(c->subscriptions_max, 7);
+    assert_int_equal(c->connections_per_address_max, 0);
+    assert_int_equal(c->connect_rate_per_address, UINT32_MAX);
 }
 
 static void test_every_key_from_json(void **state)
