@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tern/siphash.h" /* tern_siphash */
+
 #define TERN_PW_FILE_MAX (16u * 1024 * 1024) /* bytes; larger is refused */
 #define TERN_PW_USER_MAX 65535u              /* MQTT's string limit */
 #define TERN_PW_SALT_MAX 64u                 /* bytes, decoded */
@@ -118,9 +120,6 @@ void tern_rate_init(struct tern_rate *r, uint64_t seed0, uint64_t seed1);
  * one-second window (the attempt is then not counted). */
 bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms,
                     uint32_t per_s);
-
-/* SipHash-2-4 of data under a 128-bit key (also for the seeded tables). */
-uint64_t tern_siphash(const uint64_t key[2], const void *data, size_t len);
 
 /* --- ACL file (Mosquitto's format, node/auth_acl.c) -----------------------------
  *   topic [read|write|readwrite|deny] TOPIC    for the user of the last `user` line,
