@@ -37,7 +37,9 @@ struct ctl {
     char host[256];
     char port[8];
     bool json;
-    char token[600]; /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
+    char token[600];        /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
+    const char *admins[16]; /* every --admin given: status compares their files */
+    int nadmins;
 };
 
 struct response {
@@ -53,7 +55,8 @@ static void usage(FILE *f)
             "\n"
             "Talks to one tern node's admin API (default " DEFAULT_ADMIN ").\n"
             "\n"
-            "  status                   cluster and health summary of the node\n"
+            "  status                   cluster and health summary of the node; with\n"
+            "                           several --admin, their password/ACL digests\n"
             "  members                  cluster members as the node sees them\n"
             "  clients                  client connections on the node\n"
             "  sessions                 every session in the cluster\n"
@@ -442,9 +445,79 @@ static void print_members(const cJSON *cluster)
     table_print(&t);
 }
 
+/* "abcdef012345" (the first 12 hex digits) or "-" for no file. */
+static const char *short_digest(const cJSON *auth, const char *key, char *buf)
+{
+    const char *d = field(auth, key);
+    snprintf(buf, 16, "%.12s", d[0] && strcmp(d, "-") ? d : "-");
+    return buf;
+}
+
+static void print_auth(const cJSON *cluster)
+{
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(cluster, "auth");
+    if (!auth)
+        return;
+    char p[16], a[16];
+    printf("auth: password_file %s, acl_file %s, anonymous %s\n",
+           short_digest(auth, "password_file_sha256", p),
+           short_digest(auth, "acl_file_sha256", a),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(auth, "allow_anonymous"))
+               ? "allowed"
+               : "refused");
+}
+
+/* status with several --admin: one line per node with the digests of its password
+ * and ACL files, flagging the nodes whose files differ from the first's. Exit 1
+ * if any differs or does not answer. */
+static int status_many(struct ctl *ctl)
+{
+    struct table t = {.ncols = 7,
+                      .head = {"NODE", "ADMIN", "STATE", "PASSWORD_FILE", "ACL_FILE",
+                               "ANONYMOUS", "FILES"}};
+    char first[3][80] = {{0}};
+    int differ = 0, failed = 0;
+    for (int i = 0; i < ctl->nadmins; i++) {
+        struct ctl one = *ctl;
+        split_admin(&one, ctl->admins[i]);
+        int rc;
+        cJSON *c = api(&one, "GET", "/cluster", 0, &rc);
+        if (!c) {
+            failed++;
+            table_row(&t, "?", ctl->admins[i], "unreachable", "", "", "", "");
+            continue;
+        }
+        const cJSON *auth = cJSON_GetObjectItemCaseSensitive(c, "auth");
+        char p[16], a[16], cur[3][80];
+        snprintf(cur[0], 80, "%s", field(auth, "password_file_sha256"));
+        snprintf(cur[1], 80, "%s", field(auth, "acl_file_sha256"));
+        snprintf(cur[2], 80, "%s", field(auth, "allow_anonymous"));
+        bool same = true;
+        if (!first[0][0] && !first[1][0] && !first[2][0])
+            memcpy(first, cur, sizeof first);
+        else
+            same = memcmp(first, cur, sizeof first) == 0;
+        differ += !same;
+        table_row(&t, field(c, "node_id"), ctl->admins[i], field(c, "state"),
+                  short_digest(auth, "password_file_sha256", p),
+                  short_digest(auth, "acl_file_sha256", a),
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(auth, "allow_anonymous"))
+                      ? "allowed"
+                      : "refused",
+                  same ? "same" : "DIFFER");
+        cJSON_Delete(c);
+    }
+    table_print(&t);
+    if (differ)
+        printf("%d node(s) enforce other password/ACL files than the first\n", differ);
+    return differ || failed ? EXIT_FAIL : 0;
+}
+
 static int cmd_status(struct ctl *ctl, char **args)
 {
     int rc;
+    if (ctl->nadmins > 1 && !ctl->json)
+        return status_many(ctl);
     cJSON *cluster = api(ctl, "GET", "/cluster", 0, &rc);
     if (!cluster)
         return rc;
@@ -466,9 +539,11 @@ static int cmd_status(struct ctl *ctl, char **args)
     printf("node %s: %s, term %s, leader %s\n", field(cluster, "node_id"),
            field(cluster, "state"), field(cluster, "term"), field(cluster, "leader"));
     printf("health: %s%s\n", ready ? "ready" : "NOT READY", draining ? ", draining" : "");
-    printf("log: last index %s, applied %s, pending proposals %s\n\n",
+    printf("log: last index %s, applied %s, pending proposals %s\n",
            field(cluster, "last_index"), field(cluster, "applied_index"),
            field(cluster, "pending_proposals"));
+    print_auth(cluster);
+    printf("\n");
     print_members(cluster);
     cJSON_Delete(cluster);
     cJSON_Delete(health);
@@ -875,6 +950,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--admin") == 0) {
             if (i + 1 >= argc || !split_admin(&ctl, argv[i + 1]))
                 return usage_error("--admin needs HOST:PORT");
+            if (ctl.nadmins == 16)
+                return usage_error("at most 16 --admin");
+            ctl.admins[ctl.nadmins++] = argv[i + 1];
             i++;
         } else if (strcmp(argv[i], "--token-file") == 0) {
             if (i + 1 >= argc)

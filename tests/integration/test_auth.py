@@ -625,3 +625,35 @@ def test_connect_rate_per_address(start_broker):
             s.close()
     time.sleep(1.05)
     assert paho_connect(b, V5) == 0  # a new second, a new budget
+
+
+def test_ternctl_status_flags_nodes_whose_files_differ(start_broker, pwfile, tmp_path):
+    if not os.access(TERNCTL, os.X_OK):
+        pytest.skip("ternctl not built at %s" % TERNCTL)
+    from test_admin import admin_addr
+    acl1, acl2 = tmp_path / "acl1", tmp_path / "acl2"
+    acl1.write_text(ACL)
+    acl2.write_text(ACL + "topic read extra/#\n")
+    a = start_broker(password_file=pwfile, acl_file=str(acl1))
+    b = start_broker(password_file=pwfile, acl_file=str(acl1))
+    c = start_broker(password_file=pwfile, acl_file=str(acl2))
+    addrs = [admin_addr(x) for x in (a, b, c)]
+    for x in (a, b, c):
+        ready_admin(x)
+
+    def status(*which):
+        args = [TERNCTL]
+        for w in which:
+            args += ["--admin", w]
+        return subprocess.run(args + ["status"], capture_output=True, text=True,
+                              timeout=30)
+    r = status(addrs[0], addrs[1])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("same") == 2 and "DIFFER" not in r.stdout, r.stdout
+    r = status(*addrs)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if addrs[2] in ln]
+    assert lines and "DIFFER" in lines[0], r.stdout
+    assert "1 node(s) enforce other password/ACL files" in r.stdout
+    r = status(addrs[0])
+    assert r.returncode == 0 and "auth: password_file " in r.stdout, r.stdout
