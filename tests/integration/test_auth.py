@@ -112,6 +112,14 @@ def test_mosquitto_pub_with_passwords(start_broker, pwfile):
     assert rc != 0 and "not authori" in err.lower(), err
     rc, err = pub("mqttv5")
     assert rc != 0 and "not authori" in err.lower(), err
+    # mosquitto_sub: refused at CONNECT, it exits with the broker's reason.
+    for version in ("mqttv311", "mqttv5"):
+        r = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-V", version,
+                            "-t", "t/#", "-C", "1", "-W", "5", "-u", "carol", "-P", "x"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0 and "bad user name or password" in r.stderr.lower(), (
+            version, r.stderr)
+        time.sleep(0.45)
 
 
 def js_connect(b, version, user=None, password=None):
