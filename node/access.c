@@ -31,7 +31,8 @@ struct tern_access {
     bool anonymous;     /* allow_anonymous as decided */
     char pw_digest[65]; /* SHA-256 of the password file as loaded */
     struct tern_access_stats stats;
-    struct tern_guard guard; /* large: last */
+    char admin_token[TERN_TOKEN_MAX + 1]; /* "" = none */
+    struct tern_guard guard;              /* large: last */
     struct tern_rate rate;
 };
 
@@ -77,6 +78,14 @@ int tern_access_init(struct tern_node *n, char *errmsg)
     a->addr_seed[0] = seed2[1] ^ seed[0];
     a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
+    /* Here, before any listener: a bad token file stops the start. */
+    if (n->cfg.admin_token_file[0]) {
+        int rc = tern_token_load(n->cfg.admin_token_file, a->admin_token, errmsg);
+        if (rc != TERN_OK) {
+            free(a);
+            return rc;
+        }
+    }
     const char *path = n->cfg.password_file;
     if (path[0]) {
         int rc = tern_pwfile_load(path, &a->pw, errmsg);
@@ -153,6 +162,17 @@ int tern_access_reload(struct tern_node *n)
         return TERN_OK;
     int rc = reload_pw(n);
     int rc2 = reload_acl(n);
+    if (n->cfg.admin_token_file[0]) {
+        char err[TERN_ERRMSG_SIZE], tok[TERN_TOKEN_MAX + 1];
+        if (tern_token_load(n->cfg.admin_token_file, tok, err) == TERN_OK) {
+            memcpy(n->access->admin_token, tok, sizeof tok);
+            TERN_LOGI("reload: admin token from %s", n->cfg.admin_token_file);
+        } else {
+            n->access->stats.reload_failures++;
+            TERN_LOGW("reload: %s; keeping the admin token loaded before", err);
+        }
+        memset(tok, 0, sizeof tok);
+    }
     return rc != TERN_OK ? rc : rc2;
 }
 
@@ -252,6 +272,11 @@ const struct tern_access_stats *tern_access_stats(const struct tern_node *n)
 const char *tern_access_pw_digest(const struct tern_node *n)
 {
     return n->access ? n->access->pw_digest : "";
+}
+
+const char *tern_access_admin_token(const struct tern_node *n)
+{
+    return n->access ? n->access->admin_token : "";
 }
 
 const char *tern_access_acl_digest(const struct tern_node *n)

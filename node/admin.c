@@ -39,8 +39,7 @@ struct tern_admin {
     bool draining;
     uint64_t started_ms;
     char bound[80];
-    uint64_t unauthorized;          /* requests refused for a missing or wrong token */
-    char token[TERN_TOKEN_MAX + 1]; /* "" = none required */
+    uint64_t unauthorized; /* requests refused for a missing or wrong token */
 };
 
 /* --- replies ------------------------------------------------------------------ */
@@ -1394,7 +1393,8 @@ static bool path_matches(const char *route, const char *path, const char **tail)
 /* The request's "Authorization: Bearer TOKEN" is the configured token. */
 static bool authorized(const struct tern_admin *a, const struct tern_http_req *req)
 {
-    if (!a->token[0])
+    const char *token = tern_access_admin_token(a->node);
+    if (!token[0])
         return true;
     for (const char *p = req->headers; p && *p;
          p = strstr(p, "\r\n"), p = p ? p + 2 : p) {
@@ -1410,7 +1410,7 @@ static bool authorized(const struct tern_admin *a, const struct tern_http_req *r
         size_t len = end ? (size_t)(end - p) : strlen(p);
         while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
-        return tern_token_equal(p, len, a->token, strlen(a->token));
+        return tern_token_equal(p, len, token, strlen(token));
     }
     return false;
 }
@@ -1466,11 +1466,6 @@ int tern_admin_start(struct tern_node *n, char *errmsg)
     a->node = n;
     a->started_ms = tern_mono_ms();
     n->admin = a;
-    if (n->cfg.admin_token_file[0]) {
-        int trc = tern_token_load(n->cfg.admin_token_file, a->token, errmsg);
-        if (trc != TERN_OK)
-            return trc;
-    }
     int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
                              a->bound, sizeof(a->bound), errmsg);
     if (rv != TERN_OK)

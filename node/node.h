@@ -280,7 +280,8 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
 const struct tern_access_stats *tern_access_stats(const struct tern_node *n);
 const char *tern_access_pw_digest(const struct tern_node *n); /* "" if none */
 bool tern_access_anonymous(const struct tern_node *n);
-const char *tern_access_acl_digest(const struct tern_node *n); /* "" if none */
+const char *tern_access_acl_digest(const struct tern_node *n);  /* "" if none */
+const char *tern_access_admin_token(const struct tern_node *n); /* "" if none */
 /* Whether the ACL lets c read (TERN_ACL_READ: a SUBSCRIBE filter) or write
  * (TERN_ACL_WRITE: a PUBLISH or will topic); counts refusals. */
 bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access);
