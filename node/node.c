@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "node.h"
+#include "tern/siphash.h"
 #include "tern/log.h"
 
 #define TICK_MS 1000
@@ -245,6 +246,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     n->loop = loop;
     n->cfg = *cfg;
     tern_clients_init(&n->clients);
+    tern_siphash_seed(n->routes_seed);
     n->rshared = malloc(sizeof(*n->rshared) + TERN_READ_CHUNK);
     if (!n->rshared) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the read buffer");

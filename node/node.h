@@ -103,6 +103,7 @@ struct tern_node {
     uint64_t epoch_local;
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
+    uint64_t routes_seed[2];                  /* their SipHash key */
     uint64_t shared_rr; /* publishes routed to shared groups (routes.c) */
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
