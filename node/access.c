@@ -55,7 +55,14 @@ static bool decide_anonymous(const struct tern_config *cfg)
         return true;
     if (cfg->allow_anonymous == TERN_ANON_FALSE)
         return false;
-    return cfg->password_file[0] == '\0' && loopback_host(cfg->listen);
+    if (cfg->password_file[0] != '\0')
+        return false;
+    if (strcmp(cfg->listen, "none") != 0 && !loopback_host(cfg->listen))
+        return false;
+    for (uint32_t i = 0; i < cfg->listener_count; i++)
+        if (!loopback_host(cfg->listeners[i].bind))
+            return false;
+    return true;
 }
 
 int tern_access_init(struct tern_node *n, char *errmsg)
@@ -106,8 +113,8 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         tern_file_digest(n->cfg.acl_file, a->acl_digest);
         TERN_LOGI("ACL file %s: %zu rules", n->cfg.acl_file, tern_acl_rule_count(a->acl));
     }
-    if (a->anonymous && !loopback_host(n->cfg.listen))
-        TERN_LOGW("allow_anonymous: anyone who reaches %s may connect", n->cfg.listen);
+    if (a->anonymous && n->cfg.allow_anonymous == TERN_ANON_TRUE)
+        TERN_LOGW("allow_anonymous: clients without a user name may connect");
     n->access = a;
     return TERN_OK;
 }
@@ -200,20 +207,30 @@ static int reload_pw(struct tern_node *n)
     return TERN_OK;
 }
 
-/* The user name, kept for the ACL's checks (only when there is an ACL). */
-static int keep_username(struct tern_conn *c, const struct tern_connect *p)
+/* The authenticated user name, kept for the ACL's checks (only when there is
+ * an ACL). */
+static int keep_name(struct tern_conn *c, const char *name, size_t len)
 {
-    if (!c->node->access->acl || !p->has_username)
+    if (!c->node->access->acl)
         return TERN_OK;
+    if (len > UINT16_MAX)
+        return TERN_ETOOBIG;
     struct tern_conn_opt *o = tern_conn_opt(c);
-    char *u = o ? malloc(p->username.len + 1) : NULL;
+    char *u = o ? malloc(len + 1) : NULL;
     if (!u)
         return TERN_ENOMEM;
-    memcpy(u, p->username.ptr, p->username.len);
-    u[p->username.len] = '\0';
+    memcpy(u, name, len);
+    u[len] = '\0';
     o->username = u;
-    o->username_len = (uint16_t)p->username.len;
+    o->username_len = (uint16_t)len;
     return TERN_OK;
+}
+
+static int keep_username(struct tern_conn *c, const struct tern_connect *p)
+{
+    if (!p->has_username)
+        return TERN_OK;
+    return keep_name(c, (const char *)p->username.ptr, p->username.len);
 }
 
 int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
@@ -222,6 +239,14 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     struct tern_access *a = c->node->access;
     if (!a)
         return TERN_OK;
+    /* use_identity_as_username (an mqtts listener): the client certificate the
+     * handshake verified names the user; CONNECT's user name and password are not
+     * used, as in Mosquitto. */
+    const char *ident = tern_conn_tls_username(c);
+    if (ident) {
+        a->stats.successes++;
+        return keep_name(c, ident, strlen(ident));
+    }
     if (!p->has_username) {
         if (a->anonymous)
             return TERN_OK;

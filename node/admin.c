@@ -1335,7 +1335,8 @@ static void on_sys_timer(uv_timer_t *t)
 typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
 
-/* Reads the TLS files of every mqtts listener again (as SIGHUP does). */
+/* Reads the TLS files of every mqtts listener and the access files again (as
+ * SIGHUP does). */
 static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                         const char *query)
 {
@@ -1345,6 +1346,13 @@ static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const c
     if (tern_listeners_reload(a->node, &reloaded, errmsg) != TERN_OK) {
         reply_error(hc, 422, "reloaded", reloaded, "%s: kept the files loaded before",
                     errmsg);
+        return;
+    }
+    /* The password, ACL and token files too (access.c), as SIGHUP does. */
+    if (tern_access_reload(a->node) != TERN_OK) {
+        reply_error(hc, 422, "reloaded", reloaded,
+                    "a password, ACL or token file does not parse (see the log): kept "
+                    "the files loaded before");
         return;
     }
     cJSON *o = cJSON_CreateObject();
