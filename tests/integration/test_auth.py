@@ -665,3 +665,36 @@ def test_ternctl_status_flags_nodes_whose_files_differ(start_broker, pwfile, tmp
     assert "1 node(s) enforce other password/ACL files" in r.stdout
     r = status(addrs[0])
     assert r.returncode == 0 and "auth: password_file " in r.stdout, r.stdout
+
+
+# --- a client certificate as the user name -------------------------------------------
+
+def test_use_identity_as_username_with_acl(start_broker, pwfile, tmp_path):
+    """An mqtts listener with use_identity_as_username: the certificate's CN
+    (device-1) is the user, no password needed, and the ACL's `user device-1`
+    rules apply to it."""
+    import test_tls
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl CLI")
+    pki = str(tmp_path / "pki")
+    os.makedirs(pki)
+    subprocess.run(["sh", test_tls.MAKE_CERTS, pki], check=True, timeout=60)
+    acl = tmp_path / "acl"
+    acl.write_text(ACL + "\nuser device-1\ntopic readwrite dev/device-1/#\n")
+    port = free_port()
+    lst = test_tls.mqtts(pki, port, ca_file=test_tls.p(pki, "ca.pem"),
+                         require_certificate=True, use_identity_as_username=True)
+    b = start_broker(password_file=pwfile, acl_file=str(acl), listeners=json.dumps([lst]))
+    reader = raw(b, 5, "carol")
+    dev = test_tls.Paho(pki, port, cert="client", cid="dev-1")  # no user name, no password
+    try:
+        assert sub_code(reader, "dev/#") == 1
+        dev.pub("dev/other/x", b"denied")  # 3.1.1: acknowledged, not delivered
+        dev.pub("dev/device-1/x", b"allowed")
+        got = reader.recv_publishes(1)
+        assert [(m.topic, m.payload) for m in got] == [("dev/device-1/x", b"allowed")]
+        reader.expect_nothing(0.3)
+        assert metric(b, "tern_acl_denied_total", 'access="write"') == 1
+    finally:
+        dev.close()
+        reader.close()
