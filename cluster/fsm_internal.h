@@ -57,6 +57,7 @@ struct fsm_map {
     struct fsm_map_ent **buckets;
     size_t nbuckets; /* power of two */
     size_t count;
+    uint64_t seed[2]; /* SipHash key, random per table */
 };
 
 int fsm_map_init(struct fsm_map *m);
@@ -197,6 +198,7 @@ struct fsm_stab {
     struct tern_fsm_session **buckets;
     size_t nbuckets; /* power of two */
     size_t count;
+    uint64_t seed[2]; /* SipHash key, random per table */
 };
 
 int fsm_stab_init(struct fsm_stab *t);

@@ -1,27 +1,28 @@
 /* String-keyed hash maps for the FSM: shared group key -> group, route key ->
  * route (fsm_map), and client id -> session (fsm_stab, below). Chained buckets,
- * FNV-1a, doubling at load factor 1. Keys are not copied:
+ * seeded SipHash, doubling at load factor 1. Keys are not copied:
  * each value owns its key and outlives its entry. Visit order depends on the
  * table layout, so replicated logic never lets it decide an outcome. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fsm_internal.h"
+#include "tern/siphash.h"
 
 #define MAP_BUCKETS_MIN 64u
 
-static uint64_t map_hash(const char *key, size_t len)
+/* Keys are client ids and topic filters, which clients choose: SipHash under a
+ * per-table random key, so they cannot be chosen to share a bucket. Replicas
+ * then lay their tables out differently: every walk whose order could decide
+ * an outcome sorts what it collects (epoch, key), see fsm.c, fsm_snap.c. */
+static uint64_t map_hash(const uint64_t seed[2], const char *key, size_t len)
 {
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)key[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
+    return tern_siphash(seed, key, len);
 }
 
 int fsm_map_init(struct fsm_map *m)
 {
+    tern_siphash_seed(m->seed);
     m->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*m->buckets));
     m->nbuckets = MAP_BUCKETS_MIN;
     m->count = 0;
@@ -59,7 +60,7 @@ static struct fsm_map_ent **map_slot(const struct fsm_map *m, const char *key, s
 
 void *fsm_map_get(const struct fsm_map *m, const char *key, size_t len)
 {
-    struct fsm_map_ent *e = *map_slot(m, key, len, map_hash(key, len));
+    struct fsm_map_ent *e = *map_slot(m, key, len, map_hash(m->seed, key, len));
     return e ? e->val : NULL;
 }
 
@@ -86,7 +87,7 @@ static void map_grow(struct fsm_map *m)
 
 int fsm_map_put(struct fsm_map *m, const char *key, size_t len, void *val)
 {
-    uint64_t h = map_hash(key, len);
+    uint64_t h = map_hash(m->seed, key, len);
     struct fsm_map_ent **p = map_slot(m, key, len, h);
     if (*p) {
         (*p)->key = key;
@@ -106,7 +107,7 @@ int fsm_map_put(struct fsm_map *m, const char *key, size_t len, void *val)
 
 void fsm_map_del(struct fsm_map *m, const char *key, size_t len)
 {
-    struct fsm_map_ent **p = map_slot(m, key, len, map_hash(key, len));
+    struct fsm_map_ent **p = map_slot(m, key, len, map_hash(m->seed, key, len));
     struct fsm_map_ent *e = *p;
     if (!e)
         return;
@@ -139,6 +140,7 @@ int fsm_map_walk(const struct fsm_map *m, int (*fn)(void *ctx, void *val), void 
 
 int fsm_stab_init(struct fsm_stab *t)
 {
+    tern_siphash_seed(t->seed);
     t->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*t->buckets));
     t->nbuckets = MAP_BUCKETS_MIN;
     t->count = 0;
@@ -155,7 +157,7 @@ void fsm_stab_free(struct fsm_stab *t)
 
 static size_t stab_index(const struct fsm_stab *t, const char *key, size_t len)
 {
-    return (size_t)(map_hash(key, len) & (t->nbuckets - 1));
+    return (size_t)(map_hash(t->seed, key, len) & (t->nbuckets - 1));
 }
 
 struct tern_fsm_session *fsm_stab_get(const struct fsm_stab *t, const char *key,
@@ -178,7 +180,8 @@ static void stab_grow(struct fsm_stab *t)
         struct tern_fsm_session *s = t->buckets[i];
         while (s) {
             struct tern_fsm_session *next = s->hnext;
-            size_t k = (size_t)(map_hash(s->client_id, s->client_id_len) & (n - 1));
+            size_t k =
+                (size_t)(map_hash(t->seed, s->client_id, s->client_id_len) & (n - 1));
             s->hnext = b[k];
             b[k] = s;
             s = next;

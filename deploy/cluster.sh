@@ -12,7 +12,9 @@
 # Environment (saved by `up` in $TERN_DATA/cluster.env, so later commands need not repeat it):
 #   TERN_MQTT_BASE (1883)  TERN_RAFT_BASE (7001)  TERN_PEER_BASE (7101): node i uses BASE+i-1
 #   TERN_ADMIN_BASE (8081) the admin HTTP API (admin_listen), if the binary has one
-#   TERN_DATA (./.cluster) configs, data and logs, one node$i folder per node
+#   TERN_DATA (./.cluster) configs, data and logs, one node$i folder per node; the
+#                          admin API's bearer token in admin-token (made by `up`):
+#                          ternctl --token-file .cluster/admin-token ...
 #   TERN_BIN (build/ternd) the broker binary; only the default one is built here
 #   TERN_ELECTION_MS       raft_election_timeout_ms, if set
 #   TERN_WAIT_S (30)       how long up/start/restart wait for readiness
@@ -131,6 +133,18 @@ has_admin() {
     grep -qaF admin_listen "$BIN"
 }
 
+# The admin API's bearer token, one per cluster, if the binary knows the key.
+TOKEN_FILE=$DATA/admin-token
+has_token() {
+    grep -qaF admin_token_file "$BIN"
+}
+make_token() {
+    has_token || return 0
+    [ -s "$TOKEN_FILE" ] && return 0
+    (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE.tmp" &&
+        echo >>"$TOKEN_FILE.tmp" && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE")
+}
+
 members_json() {
     local i sep=""
     printf '['
@@ -152,6 +166,7 @@ write_config() {
         printf '  "log_level": "info",\n'
         # Binaries with the admin API bind it by default: give each node its own port.
         ! has_admin || printf '  "admin_listen": "%s:%d",\n' "$HOST" "$(admin_port "$i")"
+        ! has_token || printf '  "admin_token_file": "%s",\n' "$TOKEN_FILE"
         [ -z "$ELECTION_MS" ] || printf '  "raft_election_timeout_ms": %d,\n' "$ELECTION_MS"
         printf '  "members": %s\n}\n' "$(members_json)"
     } >"$(conf_file "$i").tmp"
@@ -162,6 +177,7 @@ prepare() {
     mkdir -p "$DATA"
     touch "$MARKER"
     save_settings
+    make_token
     local i
     for i in $NODES; do write_config "$i"; done
 }
@@ -482,7 +498,10 @@ transfer_leadership() {
     ctl="$(dirname "$BIN")/ternctl"
     [ -x "$ctl" ] || ctl="$ROOT/build/ternctl"
     [ -x "$ctl" ] || return 0
-    "$ctl" --admin "$HOST:$(admin_port "$1")" transfer-leader >/dev/null 2>&1 || return 0
+    local tok=()
+    [ ! -s "$TOKEN_FILE" ] || tok=(--token-file "$TOKEN_FILE")
+    "$ctl" --admin "$HOST:$(admin_port "$1")" "${tok[@]}" transfer-leader >/dev/null 2>&1 ||
+        return 0
     for k in $(seq 1 50); do
         [ "$(leader)" != "$1" ] && [ -n "$(leader)" ] && return 0
         sleep 0.1

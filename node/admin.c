@@ -22,10 +22,12 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
 #include "node.h"
+#include "tern/auth.h"
 #include "tern/log.h"
 
 #ifndef TERN_VERSION
@@ -45,6 +47,7 @@ struct tern_admin {
     uint64_t started_ms;
     double started_unix_s; /* process_start_time_seconds */
     char bound[80];
+    uint64_t unauthorized; /* requests refused for a missing or wrong token */
 };
 
 /* --- replies ------------------------------------------------------------------ */
@@ -250,6 +253,11 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     cJSON_AddItemToObject(o, "limits", limits_json(lim));
     cJSON_AddBoolToObject(o, "limits_as_configured",
                           tern_fsm_limits_equal(lim, &n->cfg.limits));
+    /* What this node enforces, so ternctl status can flag nodes that differ. */
+    cJSON *auth = cJSON_AddObjectToObject(o, "auth");
+    cJSON_AddStringToObject(auth, "password_file_sha256", tern_access_pw_digest(n));
+    cJSON_AddStringToObject(auth, "acl_file_sha256", tern_access_acl_digest(n));
+    cJSON_AddBoolToObject(auth, "allow_anonymous", tern_access_anonymous(n));
     cJSON *arr = cJSON_AddArrayToObject(o, "members");
     for (size_t i = 0; i < count; i++)
         cJSON_AddItemToArray(arr, member_json(n, &ms[i]));
@@ -831,6 +839,36 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_tls_reload_failures_total", "counter",
            "TLS reloads refused (a bad new file): the old files stay in use.",
            s->tls_reload_failures);
+    const struct tern_access_stats *as = tern_access_stats(n);
+    metric_head(b, "tern_auth_total", "counter",
+                "CONNECT authentication outcomes (access.c).");
+    sample(b, "tern_auth_total", "result=\"ok\"", as->successes);
+    sample(b, "tern_auth_total", "result=\"bad_credentials\"", as->failures);
+    sample(b, "tern_auth_total", "result=\"throttled\"", as->throttled);
+    sample(b, "tern_auth_total", "result=\"anonymous_refused\"", as->anonymous_refused);
+    metric_head(b, "tern_auth_reloads_total", "counter",
+                "password_file reloads on SIGHUP, by outcome.");
+    sample(b, "tern_auth_reloads_total", "result=\"ok\"", as->reloads);
+    sample(b, "tern_auth_reloads_total", "result=\"failed\"", as->reload_failures);
+    metric_head(b, "tern_connections_limited_total", "counter",
+                "Connections closed at accept by a per-address limit.");
+    sample(b, "tern_connections_limited_total", "limit=\"rate\"", as->rate_refused);
+    sample(b, "tern_connections_limited_total", "limit=\"per_address\"",
+           as->per_address_refused);
+    metric(b, "tern_subscriptions_refused_total", "counter",
+           "SUBSCRIBE entries refused: the session holds subscriptions_max already.",
+           s->subscriptions_refused);
+    metric(b, "tern_admin_unauthorized_total", "counter",
+           "Admin API requests refused: no or a wrong bearer token.",
+           n->admin ? n->admin->unauthorized : 0);
+    metric_head(b, "tern_acl_denied_total", "counter",
+                "Requests the ACL refused: SUBSCRIBE filters (read), PUBLISH and will "
+                "topics (write).");
+    sample(b, "tern_acl_denied_total", "access=\"read\"", as->acl_denied[0]);
+    sample(b, "tern_acl_denied_total", "access=\"write\"", as->acl_denied[1]);
+    metric(b, "tern_acl_resume_unsubscribed_total", "counter",
+           "Stored subscriptions removed at a resume: this node's ACL forbids them.",
+           as->acl_resume_removed);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");
@@ -1557,8 +1595,9 @@ static void on_sys_timer(uv_timer_t *t)
 typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
 
-/* What SIGHUP does (node/reload.c): log level and log file from the config
- * again, the TLS files of every mqtts listener. */
+/* What SIGHUP does (node/reload.c, node/access.c): log level and log file from
+ * the config again, the TLS files of every mqtts listener, the password, ACL
+ * and token files. */
 static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                         const char *query)
 {
@@ -1567,6 +1606,13 @@ static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const c
     TERN_LOGI("admin: reloading");
     if (tern_node_reload(a->node, &reloaded, errmsg) != TERN_OK) {
         reply_error(hc, 422, "reloaded", reloaded, "%s", errmsg);
+        return;
+    }
+    /* The password, ACL and token files too (access.c), as SIGHUP does. */
+    if (tern_access_reload(a->node) != TERN_OK) {
+        reply_error(hc, 422, "reloaded", reloaded,
+                    "a password, ACL or token file does not parse (see the log): kept "
+                    "the files loaded before");
         return;
     }
     cJSON *o = cJSON_CreateObject();
@@ -1615,11 +1661,46 @@ static bool path_matches(const char *route, const char *path, const char **tail)
     return strncmp(route, path, rl) == 0 && path[rl] != '\0';
 }
 
+/* The request's "Authorization: Bearer TOKEN" is the configured token. */
+static bool authorized(const struct tern_admin *a, const struct tern_http_req *req)
+{
+    const char *token = tern_access_admin_token(a->node);
+    if (!token[0])
+        return true;
+    for (const char *p = req->headers; p && *p;
+         p = strstr(p, "\r\n"), p = p ? p + 2 : p) {
+        if (strncasecmp(p, "Authorization:", 14) != 0)
+            continue;
+        p += 14;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncasecmp(p, "Bearer ", 7) != 0)
+            return false;
+        p += 7;
+        const char *end = strstr(p, "\r\n");
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        return tern_token_equal(p, len, token, strlen(token));
+    }
+    return false;
+}
+
 static void on_request(void *ctx, struct tern_http_conn *hc,
                        const struct tern_http_req *req)
 {
     struct tern_admin *a = ctx;
     char allow[64] = "";
+    /* /health stays open: load balancers and orchestrators probe it. */
+    if (strcmp(req->path, "/health") != 0 && !authorized(a, req)) {
+        a->unauthorized++;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "error",
+                                "missing or wrong bearer token (Authorization: Bearer "
+                                "TOKEN; ternctl --token-file FILE or TERN_ADMIN_TOKEN)");
+        reply_json_h(hc, 401, o, "WWW-Authenticate: Bearer realm=\"tern\"\r\n");
+        return;
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const char *tail;
         if (!path_matches(routes[i].path, req->path, &tail))

@@ -297,6 +297,7 @@ static void try_dispatch(struct tern_http_conn *hc)
         respond_error(hc, 400, "malformed request line");
         return;
     }
+    req.headers = line_end + 2;
     uv_read_stop((uv_stream_t *)&hc->tcp);
     uv_timer_stop(&hc->timer);
     hc->refs++; /* the handler may close us by responding */

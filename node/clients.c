@@ -2,7 +2,8 @@
  * client id (active), and which one is waiting for its SESSION_OPEN to apply
  * (connecting). Both exist during a takeover on the same node.
  *
- * Chained hash table keyed by client id (FNV-1a), grown at load factor 1. */
+ * Chained hash table keyed by client id (SipHash under a per-table random key,
+ * so chosen ids cannot fill one bucket), grown at load factor 1. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,20 +11,17 @@
 
 #include "clients.h"
 #include "tern/error.h"
+#include "tern/siphash.h"
 
-static uint32_t hash_id(const char *id, size_t len)
+static uint64_t hash_id(const struct tern_clients *t, const char *id, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)id[i];
-        h *= 16777619u;
-    }
-    return h;
+    return tern_siphash(t->seed, id, len);
 }
 
 void tern_clients_init(struct tern_clients *t)
 {
     memset(t, 0, sizeof(*t));
+    tern_siphash_seed(t->seed);
 }
 
 void tern_clients_free(struct tern_clients *t)
@@ -47,7 +45,7 @@ struct tern_client_slot *tern_clients_get(const struct tern_clients *t, const ch
 {
     if (t->nbuckets == 0)
         return NULL;
-    struct tern_client_slot *s = t->buckets[hash_id(id, len) & (t->nbuckets - 1)];
+    struct tern_client_slot *s = t->buckets[hash_id(t, id, len) & (t->nbuckets - 1)];
     for (; s; s = s->next)
         if (s->id_len == len && memcmp(s->id, id, len) == 0)
             return s;
@@ -64,7 +62,7 @@ static int grow(struct tern_clients *t)
         struct tern_client_slot *s = t->buckets[i];
         while (s) {
             struct tern_client_slot *next = s->next;
-            size_t j = hash_id(s->id, s->id_len) & (n - 1);
+            size_t j = hash_id(t, s->id, s->id_len) & (n - 1);
             s->next = b[j];
             b[j] = s;
             s = next;
@@ -92,7 +90,7 @@ struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id
     memcpy(s->id, id, len);
     s->id_len = (uint16_t)len;
     s->linked = true;
-    size_t j = hash_id(id, len) & (t->nbuckets - 1);
+    size_t j = hash_id(t, id, len) & (t->nbuckets - 1);
     s->next = t->buckets[j];
     t->buckets[j] = s;
     t->count++;
@@ -104,7 +102,7 @@ void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot)
     if (slot->active || slot->connecting)
         return;
     if (slot->linked) {
-        size_t j = hash_id(slot->id, slot->id_len) & (t->nbuckets - 1);
+        size_t j = hash_id(t, slot->id, slot->id_len) & (t->nbuckets - 1);
         struct tern_client_slot **pp = &t->buckets[j];
         while (*pp && *pp != slot)
             pp = &(*pp)->next;

@@ -26,6 +26,7 @@ struct tern_clients {
     struct tern_client_slot **buckets;
     size_t nbuckets; /* power of two */
     size_t count;
+    uint64_t seed[2]; /* SipHash key */
 };
 
 void tern_clients_init(struct tern_clients *t);

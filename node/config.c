@@ -55,6 +55,7 @@ struct key {
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const drop_policy_names[] = {"drop_oldest", "drop_new", NULL};
+static const char *const anonymous_names[] = {"auto", "false", "true", NULL};
 
 #define FIELD(f) offsetof(struct tern_config, f), sizeof(((struct tern_config *)0)->f)
 #define UINT(n, f, lo, hi, d, doc)                                                       \
@@ -156,6 +157,21 @@ static const struct key keys[] = {
      "the cluster's name; a data directory of another name is refused"},
     {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
      "append the log to this file, reopened on SIGHUP; \"\" = stderr"},
+    /* Who may connect (node/access.c, docs/security.md). */
+    {"password_file", KEY_OPTSTR, FIELD(password_file), 0, 0, NULL, "",
+     "Mosquitto password file ($7$/$6$ entries), \"\" = none"},
+    ENUM("allow_anonymous", allow_anonymous, anonymous_names, "auto",
+         "clients without a user name; auto = only without password_file, on loopback"),
+    {"acl_file", KEY_OPTSTR, FIELD(acl_file), 0, 0, NULL, "",
+     "Mosquitto ACL file (topic/user/pattern), \"\" = no ACL"},
+    {"admin_token_file", KEY_OPTSTR, FIELD(admin_token_file), 0, 0, NULL, "",
+     "admin API bearer token (all but /health), \"\" = no token"},
+    UINT("subscriptions_max", subscriptions_max, 1, 1000000, "1000",
+         "subscriptions one session may hold"),
+    UINT("connections_per_address_max", connections_per_address_max, 0, UINT32_MAX,
+         "1000", "client connections from one source address at once, 0 = no limit"),
+    UINT("connect_rate_per_address", connect_rate_per_address, 0, UINT32_MAX, "500",
+         "connections accepted per second from one source address, 0 = no limit"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -76,6 +76,7 @@ static void conn_free(struct tern_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->conn_count--;
+    tern_access_release(c);
     struct tern_conn_opt *o = c->opt;
     if (o && o->in_alias) {
         for (uint32_t i = 0; i <= n->cfg.topic_alias_maximum; i++)
@@ -98,6 +99,7 @@ static void conn_free(struct tern_conn *c)
             free(o->tls->username);
             free(o->tls);
         }
+        free(o->username);
         free(o);
     }
     if (c->client_id)
@@ -119,7 +121,7 @@ void tern_conn_opt_trim(struct tern_conn *c)
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
         !o->deferred && !o->tls && o->log_pending == 0 && o->ack_seq_next == 0 &&
-        o->client_max_packet == 0 && o->client_alias_max == 0) {
+        o->client_max_packet == 0 && o->client_alias_max == 0 && !o->username) {
         free(c->opt);
         c->opt = NULL;
     }
@@ -911,6 +913,13 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
             c->peer.port = ntohs(a->sin6_port);
             c->peer.family = 6;
         }
+    }
+    /* Per source address (access.c), before anything is read from it. */
+    if (!n->stopping && !tern_access_accept(c)) {
+        n->stats.connections_rejected++;
+        c->state = TERN_CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
     }
     if (n->conn_count > n->cfg.max_connections || n->stopping) {
         n->stats.connections_rejected++;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "node.h"
+#include "tern/auth.h"
 #include "tern/log.h"
 
 /* CONNACK refusing the connection, in the client's protocol version. */
@@ -220,6 +221,15 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, TERN_RC_CLIENT_ID_NOT_VALID, TERN_V3_ID_REJECTED);
         return TERN_EPROTO;
     }
+    uint8_t auth_v5 = 0, auth_v3 = 0;
+    int arv = tern_access_connect(c, p, &auth_v5, &auth_v3);
+    if (arv == TERN_ENOMEM)
+        return arv;
+    if (arv != TERN_OK) {
+        n->stats.connections_rejected++;
+        refuse(c, auth_v5, auth_v3);
+        return TERN_EPROTO;
+    }
     /* The connection's client id is the one kept in the node's client table. */
     struct tern_client_slot *slot = tern_clients_put(&n->clients, id, id_len);
     if (!slot)
@@ -249,7 +259,16 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
     cmd.u.open.expiry_s = c->session_expiry_s;
     cmd.u.open.receive_max = c->client_receive_max;
     uint8_t *userbuf = NULL;
-    if (p->will_flag) {
+    bool will = p->will_flag;
+    if (will &&
+        !tern_access_may(c, p->will_topic.ptr, p->will_topic.len, TERN_ACL_WRITE)) {
+        /* A will the client may not publish is not kept, so never published. */
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGI("%s %.*s: will on a topic the ACL does not allow: dropped",
+                  tern_conn_peer(c, pb), (int)c->client_id_len, c->client_id);
+        will = false;
+    }
+    if (will) {
         cmd.u.open.has_will = true;
         if (p->will_props.mask & TERN_PROP_BIT(TERN_PROP_WILL_DELAY))
             cmd.u.open.will_delay_s = p->will_props.will_delay;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "node.h"
+#include "tern/auth.h"
 #include "tern/log.h"
 #include "tern/topic.h"
 
@@ -270,6 +271,10 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
     if (!tern_topic_name_valid((const char *)p->topic.ptr, p->topic.len))
         return refuse_publish(c, p, TERN_RC_TOPIC_NAME_INVALID, true, reason);
     if (is_sys_topic(p->topic))
+        return refuse_publish(c, p, TERN_RC_NOT_AUTHORIZED, false, reason);
+    /* The ACL (access.c): 5.0 PUBACK / PUBREC 0x87; 3.1.1 acknowledged, not
+     * delivered, as Mosquitto does. */
+    if (!tern_access_may(c, p->topic.ptr, p->topic.len, TERN_ACL_WRITE))
         return refuse_publish(c, p, TERN_RC_NOT_AUTHORIZED, false, reason);
 
     struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "node.h"
+#include "tern/auth.h"
 #include "tern/log.h"
 #include "tern/topic.h"
 
@@ -33,6 +34,12 @@ static uint8_t check_entry(struct tern_conn *c, struct tern_bytes filter,
         return TERN_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     if (!tern_topic_filter_valid((const char *)filter.ptr, filter.len))
         return TERN_RC_TOPIC_FILTER_INVALID;
+    /* The ACL reads the filter a shared subscription wraps. Allowed only if
+     * every topic it matches may be read, so its retained messages and every
+     * later delivery are readable too (3.1.1: SUBACK 0x80). */
+    if (!tern_access_may(c, shared ? (const uint8_t *)inner : filter.ptr,
+                         shared ? ilen : filter.len, TERN_ACL_READ))
+        return TERN_RC_NOT_AUTHORIZED;
     uint8_t qos = *options & TERN_SUBOPT_QOS_MASK;
     if (qos > cfg->max_qos)
         qos = cfg->max_qos;
@@ -197,6 +204,11 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
     uint32_t pos = 0, i = 0, granted = 0;
     struct tern_bytes filter;
     uint8_t options;
+    /* subscriptions_max: a new filter past it is refused (5.0: 0x97 quota
+     * exceeded); one the session has already is a replacement and goes. */
+    const struct tern_fsm_session *held = tern_session_get(c);
+    uint32_t subs = held ? tern_fsm_session_sub_count(held) : 0;
+    uint32_t subs_max = c->node->cfg.subscriptions_max;
     while (i < s->count &&
            tern_codec_next_filter(s, TERN_SUBSCRIBE, &pos, &filter, &options)) {
         bool fatal = false;
@@ -206,6 +218,17 @@ int tern_handle_subscribe(struct tern_conn *c, const struct tern_sublist *s,
             free(list);
             *reason = rc;
             return TERN_EPROTO;
+        }
+        if (rc < 0x80) {
+            struct sub_lookup l = {filter, false};
+            if (held)
+                tern_fsm_session_subs_walk(held, find_sub, &l);
+            if (!l.found && subs >= subs_max) {
+                c->node->stats.subscriptions_refused++;
+                rc = TERN_RC_QUOTA_EXCEEDED;
+            } else if (!l.found) {
+                subs++;
+            }
         }
         if (c->version != TERN_MQTT_5 && rc >= 0x80)
             rc = 0x80; /* 3.1.1 has one failure code */

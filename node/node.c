@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "node.h"
+#include "tern/siphash.h"
 #include "tern/log.h"
 
 #define TICK_MS 1000
@@ -162,6 +163,7 @@ static void on_hup(uv_signal_t *h, int signum)
     char errmsg[TERN_ERRMSG_SIZE] = "";
     TERN_LOGI("SIGHUP: reloading");
     tern_node_reload(h->data, &reloaded, errmsg); /* logs the outcome */
+    tern_access_reload(h->data);                  /* password, ACL, token: likewise */
 }
 
 /* Another node forwarded a message for this node's clean sessions. */
@@ -244,6 +246,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     n->loop = loop;
     n->cfg = *cfg;
     tern_clients_init(&n->clients);
+    tern_siphash_seed(n->routes_seed);
     n->rshared = malloc(sizeof(*n->rshared) + TERN_READ_CHUNK);
     if (!n->rshared) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the read buffer");
@@ -308,7 +311,11 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
 int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
                     char *errmsg)
 {
-    int rv = tern_listeners_start(n, tls, errmsg);
+    /* Before the listeners: a password file that does not parse stops the start. */
+    int rv = tern_access_init(n, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    rv = tern_listeners_start(n, tls, errmsg);
     if (rv != TERN_OK) {
         tern_listeners_stop(n);
         return rv;
@@ -378,6 +385,7 @@ void tern_node_free(struct tern_node *n)
 {
     tern_flow_free(n); /* drops connection references: before the client table */
     tern_admin_free(n);
+    tern_access_free(n);
     tern_cluster_free(n->cluster);
     tern_fsm_free(n->local);
     tern_clients_free(&n->clients);

@@ -33,6 +33,7 @@ struct route;
 struct tern_admin;
 struct tern_tls_ctx;
 struct tern_tls_engine;
+struct tern_access;
 
 #define TERN_ROUTE_BUCKETS 4096
 #define TERN_LOOP_BUCKETS_US                                                             \
@@ -59,6 +60,7 @@ struct tern_node_stats {
     uint64_t tls_handshake_failures; /* failed or timed out (the connection closed) */
     uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
     uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
+    uint64_t subscriptions_refused; /* SUBSCRIBE entries past subscriptions_max */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -104,6 +106,7 @@ struct tern_node {
     uint64_t epoch_local;
     struct tern_node_stats stats;
     struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
+    uint64_t routes_seed[2];                  /* their SipHash key */
     uint64_t shared_rr; /* publishes routed to shared groups (routes.c) */
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
@@ -121,7 +124,8 @@ struct tern_node {
     /* Flow control (flow.c): backlogged sessions and the publishers they hold. */
     struct tern_flow *flow;
     uint32_t flow_count;
-    uint32_t held_count; /* connections held (tern_conn_hold) */
+    uint32_t held_count;        /* connections held (tern_conn_hold) */
+    struct tern_access *access; /* password file, anonymous rule (access.c) */
 };
 
 enum tern_conn_state {
@@ -181,6 +185,9 @@ struct tern_conn_opt {
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
     struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
+    uint16_t username_len;
+    char
+        *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
 };
 
 /* A TLS connection's state: behind the optional part, so a plain connection
@@ -189,7 +196,7 @@ struct tern_conn_tls {
     struct tern_tls_engine *engine;
     const struct tern_listener *listener;
     /* The client certificate's CN when the listener has use_identity_as_username
-     * (for the authentication to come); NULL otherwise. */
+     * (access.c takes it as the user name); NULL otherwise. */
     char *username;
 };
 
@@ -234,10 +241,11 @@ struct tern_conn {
     bool disconnect_sent : 1;
     bool request_problem_info : 1;
     bool flush_scheduled : 1;
-    bool paused : 1;     /* not read: a link to another node is backed up */
-    bool v31 : 1;        /* MQTT 3.1 (MQIsdp): version says 3.1.1, CONNACK differs */
-    bool draining : 1;   /* closing: write side shut, reading and discarding */
-    bool read_ended : 1; /* the client closed (EOF) or the read failed */
+    bool paused : 1;       /* not read: a link to another node is backed up */
+    bool v31 : 1;          /* MQTT 3.1 (MQIsdp): version says 3.1.1, CONNACK differs */
+    bool draining : 1;     /* closing: write side shut, reading and discarding */
+    bool read_ended : 1;   /* the client closed (EOF) or the read failed */
+    bool addr_counted : 1; /* in access.c's per-address count */
 };
 
 struct tern_ack_slot {
@@ -254,6 +262,41 @@ struct tern_pending_sub {
     uint32_t count;
     uint8_t reasons[];
 };
+
+/* access.c: who may connect. */
+struct tern_access_stats {
+    uint64_t successes;         /* CONNECTs with a user name and the right password */
+    uint64_t failures;          /* bad user name or password */
+    uint64_t throttled;         /* refused unchecked: too soon after a failure */
+    uint64_t anonymous_refused; /* no user name, allow_anonymous off */
+    uint64_t reloads, reload_failures;
+    uint64_t acl_denied[2];       /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
+    uint64_t acl_resume_removed;  /* stored subscriptions removed at a resume */
+    uint64_t rate_refused;        /* connect_rate_per_address */
+    uint64_t per_address_refused; /* connections_per_address_max */
+};
+int tern_access_init(struct tern_node *n, char *errmsg);
+void tern_access_free(struct tern_node *n);
+int tern_access_reload(struct tern_node *n); /* SIGHUP; keeps the old file on error */
+/* TERN_OK, or TERN_EPROTO with the CONNACK codes to refuse with in *v5 / *v3. */
+int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
+                        uint8_t *v3);
+const struct tern_access_stats *tern_access_stats(const struct tern_node *n);
+const char *tern_access_pw_digest(const struct tern_node *n); /* "" if none */
+bool tern_access_anonymous(const struct tern_node *n);
+const char *tern_access_acl_digest(const struct tern_node *n);  /* "" if none */
+const char *tern_access_admin_token(const struct tern_node *n); /* "" if none */
+/* Whether the ACL lets c read (TERN_ACL_READ: a SUBSCRIBE filter) or write
+ * (TERN_ACL_WRITE: a PUBLISH or will topic); counts refusals. */
+bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access);
+/* A resumed session's stored subscriptions that this node's ACL does not allow
+ * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
+void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);
+/* At accept, before anything is read: false if the source address is past
+ * connect_rate_per_address or connections_per_address_max (then close it).
+ * tern_access_release when a counted connection is freed. */
+bool tern_access_accept(struct tern_conn *c);
+void tern_access_release(struct tern_conn *c);
 
 /* node.c */
 /* Checks DATA_DIR/identity against cfg (node id, cluster name), or writes it on
@@ -449,9 +492,10 @@ const char *tern_admin_server_reference(const struct tern_node *n);
 struct tern_http_server;
 struct tern_http_conn;
 struct tern_http_req {
-    const char *method; /* "GET", "POST", "DELETE" ... */
-    const char *path;   /* as sent (still percent-encoded), without the query */
-    const char *query;  /* after '?', "" if none */
+    const char *method;  /* "GET", "POST", "DELETE" ... */
+    const char *path;    /* as sent (still percent-encoded), without the query */
+    const char *query;   /* after '?', "" if none */
+    const char *headers; /* "Name: value\r\n" lines after the request line */
 };
 typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
                                   const struct tern_http_req *req);

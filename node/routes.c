@@ -16,6 +16,7 @@
 
 #include "node.h"
 #include "tern/log.h"
+#include "tern/siphash.h"
 #include "tern/topic.h"
 
 struct route {
@@ -44,7 +45,9 @@ static void announce(struct tern_node *n, uint8_t type, const char *f, size_t le
 
 static struct route **find(struct tern_node *n, const char *f, size_t len)
 {
-    struct route **pp = &n->routes[hash(f, len) % TERN_ROUTE_BUCKETS];
+    /* Seeded: clients choose filters, and must not be able to fill one bucket. */
+    struct route **pp =
+        &n->routes[tern_siphash(n->routes_seed, f, len) % TERN_ROUTE_BUCKETS];
     while (*pp && ((*pp)->len != len || memcmp((*pp)->filter, f, len) != 0))
         pp = &(*pp)->next;
     return pp;

@@ -314,6 +314,8 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     c->retry_quiet_since_s = (uint32_t)(tern_mono_ms() / 1000);
     send_connack(c, present);
     tern_conn_keepalive_start(c);
+    if (present)
+        tern_access_check_resumed(c, s);
     char pb[TERN_PEER_STRLEN];
     TERN_LOGD("%s %.*s: connected (v%u, %s session, present=%d, epoch %llu)",
               tern_conn_peer(c, pb), (int)id.len, (const char *)id.ptr, c->version,

@@ -100,6 +100,21 @@ struct tern_config {
     struct tern_listener_config listeners[TERN_LISTENERS_MAX];
     uint32_t listener_count;
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
+
+    /* Who may connect (node/access.c). */
+    char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
+    int allow_anonymous;                        /* enum tern_anonymous, default auto */
+    char acl_file[TERN_CONFIG_STR_MAX];         /* Mosquitto format, "" = no ACL */
+    char admin_token_file[TERN_CONFIG_STR_MAX]; /* bearer token, "" = no token */
+    uint32_t subscriptions_max;                 /* per session, default 1000 */
+    uint32_t connections_per_address_max; /* open at once, 0 = no limit, default 1000 */
+    uint32_t connect_rate_per_address;    /* accepts per second, 0 = off, default 500 */
+};
+
+enum tern_anonymous {
+    TERN_ANON_AUTO = 0, /* allowed only without password_file, on loopback listeners */
+    TERN_ANON_FALSE = 1,
+    TERN_ANON_TRUE = 2,
 };
 
 /* Fills every field with its default. */

@@ -25,6 +25,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "ctl.h"
+
 #ifndef TERN_VERSION
 #define TERN_VERSION "dev"
 #endif
@@ -46,6 +48,9 @@ struct ctl {
     double wait_ready_s;                /* status --wait-ready; < 0: not given */
     bool quiet;                         /* probing: fail() prints nothing */
     const char *prefix, *after, *limit; /* sessions, retained: one page */
+    char token[600];        /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
+    const char *admins[16]; /* every --admin given: status compares their files */
+    int nadmins;
 };
 
 /* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
@@ -117,8 +122,16 @@ static void usage(FILE *f)
         "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
         "                           the leader, answers once it has caught up\n"
         "  remove-node ID           remove node ID from the cluster (on the leader)\n"
+        "  passwd [--iterations N] FILE USER\n"
+        "                           add or replace USER in a Mosquitto password\n"
+        "                           file ($7$, N >= 1000 iterations, default 1000;\n"
+        "                           the password from the terminal or stdin)\n"
         "\n"
-        "  --admin HOST:PORT[,...]  the node's admin_listen address(es)\n"
+        "  --admin HOST:PORT[,...]  the node's admin_listen address(es); given more\n"
+        "                           than once, status compares the nodes' password\n"
+        "                           and ACL files (digests)\n"
+        "  --token-file FILE        the admin API bearer token (admin_token_file);\n"
+        "                           else $TERN_ADMIN_TOKEN if set\n"
         "  --json                   print the API's JSON instead of tables\n"
         "  --help, --version\n");
 }
@@ -133,6 +146,32 @@ static int usage_error(const char *fmt, ...)
     va_end(ap);
     usage(stderr);
     return EXIT_USAGE;
+}
+
+/* The token file's first line, without surrounding blanks (as ternd reads it). */
+static bool read_token(const char *path, char *out, size_t cap)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        fprintf(stderr, "ternctl: --token-file %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    char line[1024] = "";
+    bool ok = fgets(line, sizeof line, fp) != NULL;
+    fclose(fp);
+    char *p = line;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t n = strcspn(p, "\r\n");
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (!ok || n == 0 || n >= cap) {
+        fprintf(stderr, "ternctl: --token-file %s: no token on its first line\n", path);
+        return false;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
 }
 
 /* --- HTTP ------------------------------------------------------------------------- */
@@ -195,6 +234,7 @@ static int dial_one(const struct ctl *ctl, bool quiet)
 }
 
 static bool split_admin(struct ctl *ctl, const char *s);
+static bool set_addrs(struct ctl *ctl, const char *list);
 
 /* The current address first, then the others of the list in turn; the one that
  * answers becomes the current one. Errors name the last address tried. */
@@ -272,11 +312,13 @@ static bool parse_response(char *raw, struct response *r)
 /* Performs one request. Returns 0, or EXIT_FAIL with a message printed. */
 static int http(struct ctl *ctl, const char *method, const char *path, struct response *r)
 {
-    char req[8192];
+    char req[8192], auth[640] = "";
+    if (ctl->token[0])
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", ctl->token);
     int len = snprintf(req, sizeof(req),
-                       "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ternctl/%s\r\n"
+                       "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ternctl/%s\r\n%s"
                        "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                       method, path, ctl->host, TERN_VERSION);
+                       method, path, ctl->host, TERN_VERSION, auth);
     if (len < 0 || (size_t)len >= sizeof(req)) {
         fail(ctl, 0, 0, "request too long");
         return EXIT_FAIL;
@@ -579,10 +621,81 @@ static int wait_ready(struct ctl *ctl)
     }
 }
 
+/* "abcdef012345" (the first 12 hex digits) or "-" for no file. */
+static const char *short_digest(const cJSON *auth, const char *key, char *buf)
+{
+    const char *d = field(auth, key);
+    snprintf(buf, 16, "%.12s", d[0] && strcmp(d, "-") ? d : "-");
+    return buf;
+}
+
+static void print_auth(const cJSON *cluster)
+{
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(cluster, "auth");
+    if (!auth)
+        return;
+    char p[16], a[16];
+    printf("auth: password_file %s, acl_file %s, anonymous %s\n",
+           short_digest(auth, "password_file_sha256", p),
+           short_digest(auth, "acl_file_sha256", a),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(auth, "allow_anonymous"))
+               ? "allowed"
+               : "refused");
+}
+
+/* status with several --admin: one line per node with the digests of its password
+ * and ACL files, flagging the nodes whose files differ from the first's. Exit 1
+ * if any differs or does not answer. */
+static int status_many(struct ctl *ctl)
+{
+    struct table t = {.ncols = 7,
+                      .head = {"NODE", "ADMIN", "STATE", "PASSWORD_FILE", "ACL_FILE",
+                               "ANONYMOUS", "FILES"}};
+    char first[3][80] = {{0}};
+    int differ = 0, failed = 0;
+    for (int i = 0; i < ctl->nadmins; i++) {
+        struct ctl one = *ctl;
+        if (!set_addrs(&one, ctl->admins[i]))
+            continue;
+        int rc;
+        cJSON *c = api(&one, "GET", "/cluster", 0, &rc);
+        if (!c) {
+            failed++;
+            table_row(&t, "?", ctl->admins[i], "unreachable", "", "", "", "");
+            continue;
+        }
+        const cJSON *auth = cJSON_GetObjectItemCaseSensitive(c, "auth");
+        char p[16], a[16], cur[3][80];
+        snprintf(cur[0], 80, "%s", field(auth, "password_file_sha256"));
+        snprintf(cur[1], 80, "%s", field(auth, "acl_file_sha256"));
+        snprintf(cur[2], 80, "%s", field(auth, "allow_anonymous"));
+        bool same = true;
+        if (!first[0][0] && !first[1][0] && !first[2][0])
+            memcpy(first, cur, sizeof first);
+        else
+            same = memcmp(first, cur, sizeof first) == 0;
+        differ += !same;
+        table_row(&t, field(c, "node_id"), ctl->admins[i], field(c, "state"),
+                  short_digest(auth, "password_file_sha256", p),
+                  short_digest(auth, "acl_file_sha256", a),
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(auth, "allow_anonymous"))
+                      ? "allowed"
+                      : "refused",
+                  same ? "same" : "DIFFER");
+        cJSON_Delete(c);
+    }
+    table_print(&t);
+    if (differ)
+        printf("%d node(s) enforce other password/ACL files than the first\n", differ);
+    return differ || failed ? EXIT_FAIL : 0;
+}
+
 static int cmd_status(struct ctl *ctl, char **args)
 {
     int rc;
     bool waited_out = ctl->wait_ready_s >= 0 && wait_ready(ctl) != 0;
+    if (ctl->nadmins > 1 && !ctl->json)
+        return status_many(ctl);
     cJSON *cluster = api(ctl, "GET", "/cluster", 0, &rc);
     if (!cluster)
         return rc;
@@ -607,9 +720,11 @@ static int cmd_status(struct ctl *ctl, char **args)
     printf("node %s: %s, term %s, leader %s\n", field(cluster, "node_id"),
            field(cluster, "state"), field(cluster, "term"), field(cluster, "leader"));
     printf("health: %s%s\n", ready ? "ready" : "NOT READY", draining ? ", draining" : "");
-    printf("log: last index %s, applied %s, pending proposals %s\n\n",
+    printf("log: last index %s, applied %s, pending proposals %s\n",
            field(cluster, "last_index"), field(cluster, "applied_index"),
            field(cluster, "pending_proposals"));
+    print_auth(cluster);
+    printf("\n");
     print_members(cluster);
     cJSON_Delete(cluster);
     cJSON_Delete(health);
@@ -1048,6 +1163,11 @@ static bool set_addrs(struct ctl *ctl, const char *list)
 int main(int argc, char **argv)
 {
     struct ctl ctl = {.wait_ready_s = -1};
+    const char *env_token = getenv("TERN_ADMIN_TOKEN");
+    if (env_token && strlen(env_token) < sizeof ctl.token && !strpbrk(env_token, "\r\n"))
+        strcpy(ctl.token, env_token);
+    if (argc > 1 && strcmp(argv[1], "passwd") == 0) /* local: no admin API */
+        return ctl_passwd(argc - 2, argv + 2);
     const char *env = getenv("TERN_ADMIN");
     const char *admin = env && env[0] ? env : DEFAULT_ADMIN;
     /* Options anywhere on the line ("--" ends them); the other words, in order,
@@ -1066,6 +1186,14 @@ int main(int argc, char **argv)
             if (i + 1 >= argc)
                 return usage_error("--admin needs HOST:PORT[,HOST:PORT...]");
             admin = argv[++i];
+            if (ctl.nadmins == 16)
+                return usage_error("at most 16 --admin");
+            ctl.admins[ctl.nadmins++] = admin;
+        } else if (opts && strcmp(a, "--token-file") == 0) {
+            if (i + 1 >= argc)
+                return usage_error("--token-file needs a FILE");
+            if (!read_token(argv[++i], ctl.token, sizeof ctl.token))
+                return EXIT_FAIL;
         } else if (opts && strcmp(a, "--wait-ready") == 0) {
             char *end = NULL;
             double v = i + 1 < argc ? strtod(argv[i + 1], &end) : -1;

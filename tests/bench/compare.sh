@@ -134,7 +134,8 @@ declare -A BPID BPORT
 NSTART=0
 # tern's limits, equal to the Mosquitto config below (and the same on every node).
 TERN_SETS=(--set inflight_max=65535 --set queue_max=100000
-    --set queue_bytes_max=1073741824 --set receive_maximum=65535)
+    --set queue_bytes_max=1073741824 --set receive_maximum=65535
+    --set connections_per_address_max=0 --set connect_rate_per_address=0)
 MOSQ_LIMITS=$'max_queued_messages 100000\nmax_inflight_messages 0'
 if [ "$DEFAULTS" = 1 ]; then # each broker as installed: no raised bounds
     TERN_SETS=()

@@ -62,6 +62,13 @@ static const char *const all_keys[] = {
     "tls_handshake_timeout_ms",
     "cluster_name",
     "log_file",
+    "password_file",
+    "allow_anonymous",
+    "acl_file",
+    "admin_token_file",
+    "subscriptions_max",
+    "connections_per_address_max",
+    "connect_rate_per_address",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -247,7 +254,14 @@ static const char all_keys_json[] =
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
     "  \"tls_handshake_timeout_ms\": 2500,\n"
     "  \"cluster_name\": \"blue\",\n"
-    "  \"log_file\": \"/var/log/tern.log\"\n"
+    "  \"log_file\": \"/var/log/tern.log\",\n"
+    "  \"password_file\": \"/etc/tern/passwd\",\n"
+    "  \"allow_anonymous\": \"true\",\n"
+    "  \"acl_file\": \"/etc/tern/acl\",\n"
+    "  \"admin_token_file\": \"/etc/tern/admin-token\",\n"
+    "  \"subscriptions_max\": 7,\n"
+    "  \"connections_per_address_max\": 0,\n"
+    "  \"connect_rate_per_address\": 4294967295\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -303,6 +317,13 @@ static const char *const all_keys_set[][2] = {
     {"tls_handshake_timeout_ms", "2500"},
     {"cluster_name", "blue"},
     {"log_file", "/var/log/tern.log"},
+    {"password_file", "/etc/tern/passwd"},
+    {"allow_anonymous", "true"},
+    {"acl_file", "/etc/tern/acl"},
+    {"admin_token_file", "/etc/tern/admin-token"},
+    {"subscriptions_max", "7"},
+    {"connections_per_address_max", "0"},
+    {"connect_rate_per_address", "4294967295"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -370,6 +391,13 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
     assert_string_equal(c->cluster_name, "blue");
     assert_string_equal(c->log_file, "/var/log/tern.log");
+    assert_string_equal(c->password_file, "/etc/tern/passwd");
+    assert_int_equal(c->allow_anonymous, TERN_ANON_TRUE);
+    assert_string_equal(c->acl_file, "/etc/tern/acl");
+    assert_string_equal(c->admin_token_file, "/etc/tern/admin-token");
+    assert_int_equal(c->subscriptions_max, 7);
+    assert_int_equal(c->connections_per_address_max, 0);
+    assert_int_equal(c->connect_rate_per_address, UINT32_MAX);
 }
 
 static void test_every_key_from_json(void **state)

@@ -1,0 +1,496 @@
+/* Who may connect: the node's side of client authentication (tern/auth.h holds
+ * the pure parts). Loads password_file at start and on SIGHUP, decides
+ * allow_anonymous, and checks each CONNECT's user name and password, slowing
+ * repeated failures from one source address. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/random.h>
+
+#include "node.h"
+#include "tern/auth.h"
+#include "tern/cmd.h"
+#include "tern/log.h"
+#include "tern/topic.h"
+
+/* Open connections of one source address (family + address). */
+struct addr_count {
+    struct addr_count *next;
+    uint8_t key[17];
+    uint32_t conns;
+};
+
+struct tern_access {
+    struct tern_pwfile *pw;      /* NULL: no password file */
+    struct addr_count **by_addr; /* chained, seeded SipHash; entries while conns > 0 */
+    size_t nbuckets, naddrs;
+    uint64_t addr_seed[2];
+    struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
+    char acl_digest[65];
+    bool anonymous;     /* allow_anonymous as decided */
+    char pw_digest[65]; /* SHA-256 of the password file as loaded */
+    struct tern_access_stats stats;
+    char admin_token[TERN_TOKEN_MAX + 1]; /* "" = none */
+    struct tern_guard guard;              /* large: last */
+    struct tern_rate rate;
+};
+
+/* Loopback: 127.0.0.0/8, ::1, localhost. Anything else reaches the network. */
+static bool loopback_host(const char *hostport)
+{
+    char host[TERN_CONFIG_STR_MAX];
+    uint16_t port;
+    if (tern_config_split_hostport(hostport, host, sizeof host, &port) != TERN_OK)
+        return false;
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+/* Mosquitto 2.0's rule: anonymous clients only where nothing says otherwise and
+ * no one off this machine can reach the listener. */
+static bool decide_anonymous(const struct tern_config *cfg)
+{
+    if (cfg->allow_anonymous == TERN_ANON_TRUE)
+        return true;
+    if (cfg->allow_anonymous == TERN_ANON_FALSE)
+        return false;
+    if (cfg->password_file[0] != '\0')
+        return false;
+    if (strcmp(cfg->listen, "none") != 0 && !loopback_host(cfg->listen))
+        return false;
+    for (uint32_t i = 0; i < cfg->listener_count; i++)
+        if (!loopback_host(cfg->listeners[i].bind))
+            return false;
+    return true;
+}
+
+int tern_access_init(struct tern_node *n, char *errmsg)
+{
+    struct tern_access *a = calloc(1, sizeof *a);
+    if (!a)
+        return TERN_ENOMEM;
+    uint64_t seed[2] = {0, 0};
+    if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        /* The seed only spreads addresses; without it the table still works. */
+        seed[0] = tern_mono_ms();
+        seed[1] = (uint64_t)(uintptr_t)a;
+    }
+    tern_guard_init(&a->guard, seed[0], seed[1]);
+    uint64_t seed2[2] = {seed[0] ^ 0x9e3779b97f4a7c15ULL, seed[1] + 1};
+    if (getrandom(seed2, sizeof seed2, 0) != (ssize_t)sizeof seed2) {
+        /* as above: only the spread suffers */
+    }
+    tern_rate_init(&a->rate, seed2[0], seed2[1]);
+    a->addr_seed[0] = seed2[1] ^ seed[0];
+    a->addr_seed[1] = seed2[0] ^ seed[1];
+    a->anonymous = decide_anonymous(&n->cfg);
+    /* Here, before any listener: a bad token file stops the start. */
+    if (n->cfg.admin_token_file[0]) {
+        int rc = tern_token_load(n->cfg.admin_token_file, a->admin_token, errmsg);
+        if (rc != TERN_OK) {
+            free(a);
+            return rc;
+        }
+    }
+    const char *path = n->cfg.password_file;
+    if (path[0]) {
+        int rc = tern_pwfile_load(path, &a->pw, errmsg);
+        if (rc != TERN_OK) {
+            free(a);
+            return rc;
+        }
+        tern_file_digest(path, a->pw_digest);
+        TERN_LOGI("password file %s: %zu users", path, tern_pwfile_count(a->pw));
+    }
+    if (n->cfg.acl_file[0]) {
+        int rc = tern_acl_load(n->cfg.acl_file, &a->acl, errmsg);
+        if (rc != TERN_OK) {
+            tern_pwfile_free(a->pw);
+            free(a);
+            return rc;
+        }
+        tern_file_digest(n->cfg.acl_file, a->acl_digest);
+        TERN_LOGI("ACL file %s: %zu rules", n->cfg.acl_file, tern_acl_rule_count(a->acl));
+    }
+    if (a->anonymous && n->cfg.allow_anonymous == TERN_ANON_TRUE)
+        TERN_LOGW("allow_anonymous: clients without a user name may connect");
+    n->access = a;
+    return TERN_OK;
+}
+
+void tern_access_free(struct tern_node *n)
+{
+    if (!n->access)
+        return;
+    struct tern_access *a = n->access;
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        while (a->by_addr[i]) {
+            struct addr_count *e = a->by_addr[i];
+            a->by_addr[i] = e->next;
+            free(e);
+        }
+    }
+    free(a->by_addr);
+    tern_pwfile_free(a->pw);
+    tern_acl_free(a->acl);
+    free(a);
+    n->access = NULL;
+}
+
+static int reload_acl(struct tern_node *n)
+{
+    struct tern_access *a = n->access;
+    const char *path = n->cfg.acl_file;
+    if (!path[0])
+        return TERN_OK;
+    char err[TERN_ERRMSG_SIZE];
+    struct tern_acl *acl;
+    int rc = tern_acl_load(path, &acl, err);
+    if (rc != TERN_OK) {
+        a->stats.reload_failures++;
+        TERN_LOGW("reload: %s; keeping the %zu rules loaded before", err,
+                  tern_acl_rule_count(a->acl));
+        return rc;
+    }
+    tern_acl_free(a->acl);
+    a->acl = acl;
+    tern_file_digest(path, a->acl_digest);
+    a->stats.reloads++;
+    TERN_LOGI("reload: ACL file %s: %zu rules", path, tern_acl_rule_count(acl));
+    return TERN_OK;
+}
+
+static int reload_pw(struct tern_node *n);
+
+int tern_access_reload(struct tern_node *n)
+{
+    if (!n->access)
+        return TERN_OK;
+    int rc = reload_pw(n);
+    int rc2 = reload_acl(n);
+    if (n->cfg.admin_token_file[0]) {
+        char err[TERN_ERRMSG_SIZE], tok[TERN_TOKEN_MAX + 1];
+        if (tern_token_load(n->cfg.admin_token_file, tok, err) == TERN_OK) {
+            memcpy(n->access->admin_token, tok, sizeof tok);
+            TERN_LOGI("reload: admin token from %s", n->cfg.admin_token_file);
+        } else {
+            n->access->stats.reload_failures++;
+            TERN_LOGW("reload: %s; keeping the admin token loaded before", err);
+        }
+        memset(tok, 0, sizeof tok);
+    }
+    return rc != TERN_OK ? rc : rc2;
+}
+
+static int reload_pw(struct tern_node *n)
+{
+    struct tern_access *a = n->access;
+    const char *path = n->cfg.password_file;
+    if (!path[0])
+        return TERN_OK;
+    char err[TERN_ERRMSG_SIZE];
+    struct tern_pwfile *pw;
+    int rc = tern_pwfile_load(path, &pw, err);
+    if (rc != TERN_OK) {
+        /* A half-edited file must not lock everyone out: keep what we had. */
+        a->stats.reload_failures++;
+        TERN_LOGW("reload: %s; keeping the %zu users loaded before", err,
+                  tern_pwfile_count(a->pw));
+        return rc;
+    }
+    tern_pwfile_free(a->pw);
+    a->pw = pw;
+    tern_file_digest(path, a->pw_digest);
+    a->stats.reloads++;
+    TERN_LOGI("reload: password file %s: %zu users", path, tern_pwfile_count(pw));
+    return TERN_OK;
+}
+
+/* The authenticated user name, kept for the ACL's checks (only when there is
+ * an ACL). */
+static int keep_name(struct tern_conn *c, const char *name, size_t len)
+{
+    if (!c->node->access->acl)
+        return TERN_OK;
+    if (len > UINT16_MAX)
+        return TERN_ETOOBIG;
+    struct tern_conn_opt *o = tern_conn_opt(c);
+    char *u = o ? malloc(len + 1) : NULL;
+    if (!u)
+        return TERN_ENOMEM;
+    memcpy(u, name, len);
+    u[len] = '\0';
+    o->username = u;
+    o->username_len = (uint16_t)len;
+    return TERN_OK;
+}
+
+static int keep_username(struct tern_conn *c, const struct tern_connect *p)
+{
+    if (!p->has_username)
+        return TERN_OK;
+    return keep_name(c, (const char *)p->username.ptr, p->username.len);
+}
+
+int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8_t *v5,
+                        uint8_t *v3)
+{
+    struct tern_access *a = c->node->access;
+    if (!a)
+        return TERN_OK;
+    /* use_identity_as_username (an mqtts listener): the client certificate the
+     * handshake verified names the user; CONNECT's user name and password are not
+     * used, as in Mosquitto. */
+    const char *ident = tern_conn_tls_username(c);
+    if (ident) {
+        a->stats.successes++;
+        return keep_name(c, ident, strlen(ident));
+    }
+    if (!p->has_username) {
+        if (a->anonymous)
+            return TERN_OK;
+        a->stats.anonymous_refused++;
+        *v5 = TERN_RC_NOT_AUTHORIZED;
+        *v3 = TERN_V3_NOT_AUTHORIZED;
+        return TERN_EPROTO;
+    }
+    *v5 = TERN_RC_BAD_USERNAME_OR_PASSWORD;
+    *v3 = TERN_V3_BAD_CREDENTIALS;
+    if (!a->pw && a->anonymous) {
+        /* Nothing to check it against: let in as Mosquitto does, but as an
+         * anonymous client - an unverified name gets no user's ACL rules. */
+        return TERN_OK;
+    }
+    const uint8_t *addr = c->peer.addr;
+    uint64_t now = tern_mono_ms();
+    if (!tern_guard_allow(&a->guard, addr, now)) {
+        a->stats.throttled++;
+        return TERN_EPROTO;
+    }
+    /* A user name without a password file cannot be checked: refused where
+     * anonymous clients are. */
+    if (!a->pw ||
+        tern_pwfile_check(a->pw, p->username.ptr, p->username.len, p->password.ptr,
+                          p->has_password ? p->password.len : 0) != TERN_OK ||
+        !p->has_password) {
+        a->stats.failures++;
+        tern_guard_fail(&a->guard, addr, now);
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGI("%s: CONNECT refused: bad user name or password (user \"%.*s\")",
+                  tern_conn_peer(c, pb),
+                  (int)(p->username.len > 64 ? 64 : p->username.len),
+                  (const char *)p->username.ptr);
+        return TERN_EPROTO;
+    }
+    tern_guard_ok(&a->guard, addr);
+    a->stats.successes++;
+    return keep_username(c, p);
+}
+
+const struct tern_access_stats *tern_access_stats(const struct tern_node *n)
+{
+    static const struct tern_access_stats none;
+    return n->access ? &n->access->stats : &none;
+}
+
+const char *tern_access_pw_digest(const struct tern_node *n)
+{
+    return n->access ? n->access->pw_digest : "";
+}
+
+const char *tern_access_admin_token(const struct tern_node *n)
+{
+    return n->access ? n->access->admin_token : "";
+}
+
+const char *tern_access_acl_digest(const struct tern_node *n)
+{
+    return n->access ? n->access->acl_digest : "";
+}
+
+bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return true;
+    const struct tern_conn_opt *o = c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    bool ok = tern_acl_allows(a->acl, user, user ? o->username_len : 0,
+                              (const uint8_t *)c->client_id, c->client_id_len, topic, len,
+                              access);
+    if (!ok)
+        a->stats.acl_denied[access == TERN_ACL_WRITE ? 1 : 0]++;
+    return ok;
+}
+
+bool tern_access_anonymous(const struct tern_node *n)
+{
+    return n->access && n->access->anonymous;
+}
+
+struct resume_walk {
+    struct tern_conn *c;
+    uint8_t *list;
+    size_t len, cap;
+    uint32_t count;
+    bool nomem;
+};
+
+static int resume_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                        uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct resume_walk *w = ctx;
+    const char *g, *inner;
+    size_t glen, ilen;
+    bool shared = tern_topic_shared_split((const char *)filter.ptr, filter.len, &g, &glen,
+                                          &inner, &ilen);
+    if (tern_access_may(w->c, shared ? (const uint8_t *)inner : filter.ptr,
+                        shared ? ilen : filter.len, TERN_ACL_READ))
+        return 0;
+    struct tern_cmd_sub e = {filter, 0, 0};
+    size_t need = tern_cmd_put_sub(NULL, 0, &e);
+    if (w->len + need > w->cap) {
+        size_t cap = (w->cap ? w->cap * 2 : 256) + need;
+        uint8_t *nl = realloc(w->list, cap);
+        if (!nl) {
+            w->nomem = true;
+            return 1;
+        }
+        w->list = nl;
+        w->cap = cap;
+    }
+    w->len += tern_cmd_put_sub(w->list + w->len, w->cap - w->len, &e);
+    w->count++;
+    return 0;
+}
+
+void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return;
+    struct resume_walk w = {.c = c};
+    tern_fsm_session_subs_walk(s, resume_visit, &w);
+    if (w.count && !w.nomem) {
+        struct tern_cmd cmd = {.type = TERN_CMD_UNSUBSCRIBE};
+        cmd.u.sub.list = (struct tern_bytes){w.list, (uint32_t)w.len};
+        cmd.u.sub.count = w.count;
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGI("%s %.*s: %u stored subscriptions this node's ACL does not allow: "
+                  "removed",
+                  tern_conn_peer(c, pb), (int)c->client_id_len, c->client_id,
+                  (unsigned)w.count);
+        a->stats.acl_resume_removed += w.count;
+        if (tern_session_command(c, &cmd, NULL, NULL) != TERN_OK)
+            tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
+                            "subscriptions the ACL forbids could not be removed");
+    } else if (w.nomem) {
+        tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "out of memory checking the ACL");
+    }
+    free(w.list);
+}
+
+/* --- limits per source address ------------------------------------------------ */
+
+static void addr_key(const struct tern_conn *c, uint8_t key[17])
+{
+    memcpy(key, c->peer.addr, 16);
+    key[16] = c->peer.family;
+}
+
+static struct addr_count **addr_slot(struct tern_access *a, const uint8_t key[17])
+{
+    size_t b = (size_t)(tern_siphash(a->addr_seed, key, 17) & (a->nbuckets - 1));
+    struct addr_count **p = &a->by_addr[b];
+    while (*p && memcmp((*p)->key, key, 17) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+/* Doubles the buckets at load factor 1 (from 64); false if out of memory. */
+static bool addr_grow(struct tern_access *a)
+{
+    if (a->nbuckets && a->naddrs < a->nbuckets)
+        return true;
+    size_t n = a->nbuckets ? a->nbuckets * 2 : 64;
+    struct addr_count **b = calloc(n, sizeof *b);
+    if (!b)
+        return a->nbuckets > 0; /* keep going, longer chains */
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        while (a->by_addr[i]) {
+            struct addr_count *e = a->by_addr[i];
+            a->by_addr[i] = e->next;
+            size_t j = (size_t)(tern_siphash(a->addr_seed, e->key, 17) & (n - 1));
+            e->next = b[j];
+            b[j] = e;
+        }
+    }
+    free(a->by_addr);
+    a->by_addr = b;
+    a->nbuckets = n;
+    return true;
+}
+
+bool tern_access_accept(struct tern_conn *c)
+{
+    struct tern_node *n = c->node;
+    struct tern_access *a = n->access;
+    if (!a)
+        return true;
+    const struct tern_config *cfg = &n->cfg;
+    char pb[TERN_PEER_STRLEN];
+    if (cfg->connect_rate_per_address &&
+        !tern_rate_take(&a->rate, c->peer.addr, tern_mono_ms(),
+                        cfg->connect_rate_per_address)) {
+        a->stats.rate_refused++;
+        TERN_LOGD("%s: refused: connect_rate_per_address (%u/s)", tern_conn_peer(c, pb),
+                  cfg->connect_rate_per_address);
+        return false;
+    }
+    if (!cfg->connections_per_address_max)
+        return true;
+    uint8_t key[17];
+    addr_key(c, key);
+    if (!addr_grow(a))
+        return false;
+    struct addr_count **p = addr_slot(a, key);
+    if (*p && (*p)->conns >= cfg->connections_per_address_max) {
+        a->stats.per_address_refused++;
+        TERN_LOGW("%s: refused: connections_per_address_max (%u) reached",
+                  tern_conn_peer(c, pb), cfg->connections_per_address_max);
+        return false;
+    }
+    if (!*p) {
+        struct addr_count *e = calloc(1, sizeof *e);
+        if (!e)
+            return false;
+        memcpy(e->key, key, 17);
+        *p = e;
+        a->naddrs++;
+    }
+    (*p)->conns++;
+    c->addr_counted = true;
+    return true;
+}
+
+void tern_access_release(struct tern_conn *c)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !c->addr_counted || !a->nbuckets)
+        return;
+    c->addr_counted = false;
+    uint8_t key[17];
+    addr_key(c, key);
+    struct addr_count **p = addr_slot(a, key);
+    if (!*p)
+        return;
+    if (--(*p)->conns == 0) {
+        struct addr_count *e = *p;
+        *p = e->next;
+        free(e);
+        a->naddrs--;
+    }
+}
