@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
 python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl
-ca-certificates procps iproute2 prometheus"
+ca-certificates procps iproute2 prometheus iptables libnetfilter-queue-dev"
 
 missing=""
 for p in $PKGS; do

@@ -2,11 +2,12 @@
 # The whole test suite, from a bare Debian 12 machine: installs dependencies,
 # builds with -Werror under ASan+UBSan, runs the cmocka unit tests, the libFuzzer
 # targets briefly, the integration tests against the real ternd (paho,
-# mosquitto clients, MQTT.js) and a smoke run of the benchmark harness.
+# mosquitto clients, MQTT.js), a smoke run of the benchmark harness and the fault
+# suite (a three-node cluster in network namespaces; needs root, skipped otherwise).
 #
 #   tests/run.sh            everything
 #   TERN_FUZZ_SECONDS=N     seconds per fuzz target (default 20)
-#   TERN_SKIP="fuzz bench"  skip stages (unit, fuzz, integration, bench)
+#   TERN_SKIP="fuzz bench"  skip stages (unit, fuzz, integration, bench, fault)
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,6 +61,13 @@ if ! skip bench; then
         cmake --build "$ROOT/build" -j"$JOBS"
         "$ROOT/tests/bench/smoke.sh"
     fi
+fi
+
+if ! skip fault; then
+    # A RelWithDebInfo ternd (build/, as the bench stage): the suite's bounds are
+    # timings and CPU shares, which ASan's slowdown would distort.
+    stage "fault suite (partitions, loss, kill -9, SIGSTOP; docs/reliability.md)"
+    "$ROOT/tests/fault/run.sh"
 fi
 
 stage "all tests passed"

@@ -754,6 +754,11 @@ class Suite:
             ph.notes.append("not every node acknowledged within %.0fs of the heal" %
                             RECOVER_WAIT_S)
         self.wait(ph, SETTLE_S)
+        for nd in self.cluster.nodes:
+            if nd.proc is not None and nd.proc.poll() is not None:
+                ph.violations.append("node %d exited by itself (status %s); restarted. Log:\n%s"
+                                     % (nd.id, nd.proc.returncode, tail(nd.log_path, 10)))
+                nd.start()
         ph.t_end = time.monotonic()
         log("phase %-22s done: progress %s, recovery %s" % (
             name, fmt_nodes(ph.progress), fmt_nodes(ph.recovery)))
@@ -910,12 +915,12 @@ class Suite:
         return n
 
     def report(self):
-        lost = []  # (t_ack, sub, pub, seq)
+        lost = []  # (t_ack, sub, pub, seq, node the PUBACK came from, t_sent)
         for s, pb in self.expected():
             got = self.recorder.got.get((s.cid, pb.name), set())
             for a in pb.acks:
                 if a[0] not in got:
-                    lost.append((a[3], s.cid, pb.name, a[0]))
+                    lost.append((a[3], s.cid, pb.name, a[0], a[4], a[2]))
         allpubs = self.pubs + self.probes + self.load_pubs
         acks = sorted(a[3] for pb in allpubs for a in pb.acks)
         regs_n, lin = self.regs.check()
@@ -944,13 +949,14 @@ class Suite:
             rec = max((v if v is not None else float("inf")) for v in ph.recovery.values())
             cpu = "/".join("%.0f" % ph.cpu[i] if i in ph.cpu else "-" for i in (1, 2, 3))
             rss = "/".join("%.0f" % ph.rss_max[i] if i in ph.rss_max else "-" for i in (1, 2, 3))
-            print("%-18s %7d %5d %5d %6d %7.2fs %8ss %8ss  %-17s %-17s" % (
-                ph.name, n_ack, n_lost, n_dup, len(reo), unavail, fmt_s(prog), fmt_s(rec),
+            print("%-18s %7d %5d %5d %6d %7.2fs %9s %9s  %-17s %-17s" % (
+                ph.name, n_ack, n_lost, n_dup, len(reo), unavail, fmt_s(prog, "s"),
+                fmt_s(rec, "s"),
                 cpu, rss))
             v = ph.violations
             if n_lost:
                 v.append("%d acknowledged messages never delivered (%s)" % (
-                    n_lost, describe_lost([x for x in lost if in_phase(x[0], ph)])))
+                    n_lost, describe_lost([x for x in lost if in_phase(x[0], ph)], ph.t_fault)))
             if reo:
                 v.append("%d reorders on one publisher connection (first: %s seq %d after %d "
                          "at %s)" % (len(reo), reo[0][2].split("-", 1)[-1], reo[0][3],
@@ -992,7 +998,8 @@ class Suite:
         outside = [x for x in lost if not any(in_phase(x[0], ph) for ph in self.phases)]
         if outside:
             print("  FAIL: %d acknowledged messages lost outside the phases (%s)" % (
-                len(outside), describe_lost(outside)))
+                len(outside), describe_lost(outside, self.phases[0].t_fault if self.phases
+                                            else 0.0)))
             bad = True
         writes = sum(len(w) for w in self.regs.writes.values())
         wacked = sum(1 for w in self.regs.writes.values() for x in w.values() if x[1])
@@ -1022,26 +1029,32 @@ class Suite:
         self.net.cleanup()
 
 
-def fmt_s(v):
+def fmt_s(v, unit=""):
     if v is None or v == float("inf"):
         return "none"
-    return "%.2f" % v
+    return "%.2f%s" % (v, unit)
 
 
 def fmt_nodes(d):
     return ", ".join("n%d %s" % (k, fmt_s(v)) for k, v in sorted(d.items())) or "-"
 
 
-def describe_lost(xs):
+def describe_lost(xs, t_fault):
+    """Per (publisher, subscriber): how many, which seqs, the nodes that acknowledged
+    them and when (seconds relative to the fault)."""
     by = {}
-    for (t, sub, pub, seq) in xs:
-        by.setdefault((sub, pub), []).append(seq)
+    for (t, sub, pub, seq, node, ts) in xs:
+        by.setdefault((sub, pub), []).append((seq, t - t_fault, node, ts - t_fault))
     parts = []
-    for (sub, pub), seqs in sorted(by.items()):
-        seqs.sort()
-        parts.append("%s->%s: %d, seq %d..%d" % (pub.split("-", 1)[-1], sub.split("-", 1)[-1],
-                                                 len(seqs), seqs[0], seqs[-1]))
-    return "; ".join(parts[:6]) + ("; ..." if len(parts) > 6 else "")
+    for (sub, pub), ent in sorted(by.items()):
+        ent.sort()
+        parts.append("%s->%s: %d, seq %d..%d, sent %+.2f..%+.2f s, acked by node %s at "
+                     "%+.2f..%+.2f s" % (
+                         pub.split("-", 1)[-1], sub.split("-", 1)[-1], len(ent), ent[0][0],
+                         ent[-1][0], min(e[3] for e in ent), max(e[3] for e in ent),
+                         "/".join(str(n) for n in sorted(set(e[2] for e in ent))),
+                         min(e[1] for e in ent), max(e[1] for e in ent)))
+    return "; ".join(parts[:8]) + ("; ..." if len(parts) > 8 else "")
 
 
 PHASES = ["leader-isolated", "follower-split", "bridge", "loss", "kill-under-loss", "sigstop",
