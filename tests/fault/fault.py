@@ -718,7 +718,7 @@ class Suite:
             window, pinned))
 
     # --- one phase ---
-    def run_phase(self, name, inject, heal, fault_s, majority, waiting, bound, restart=None):
+    def run_phase(self, name, inject, heal, fault_s, majority, waiting, bound):
         """inject() -> starts the fault (returns the moment that counts as its start);
         heal() ends it. Measures progress of `majority` during the fault, recovery of
         every node after the heal, CPU of `waiting` during the fault."""
@@ -820,6 +820,26 @@ class Suite:
             self.net.loss_off()
         self.run_phase("kill-9-under-loss", inject, heal, KILL_DOWN_S + 2.0,
                        self.followers(lead), [], LOSSY_PROGRESS_S)
+
+    def kill_phase(self, name, victim, doc):
+        lead = self.leader()
+        v = lead if victim == "leader" else self.followers(lead)[0]
+
+        def inject():
+            self.cluster.node(v).kill9()
+        inject.__doc__ = doc % v
+
+        def heal():
+            self.cluster.node(v).start()
+        self.run_phase(name, inject, heal, KILL_DOWN_S,
+                       [nd.id for nd in self.cluster.nodes if nd.id != v], [],
+                       LEADER_LOSS_PROGRESS_S)
+
+    def phase_kill_follower(self):
+        self.kill_phase("kill-9-follower", "follower", "kill -9 of a follower (node %d)")
+
+    def phase_kill_leader(self):
+        self.kill_phase("kill-9-leader", "leader", "kill -9 of the leader (node %d)")
 
     def phase_sigstop(self):
         lead = self.leader()
@@ -1054,11 +1074,11 @@ def describe_lost(xs, t_fault):
                          ent[-1][0], min(e[3] for e in ent), max(e[3] for e in ent),
                          "/".join(str(n) for n in sorted(set(e[2] for e in ent))),
                          min(e[1] for e in ent), max(e[1] for e in ent)))
-    return "; ".join(parts[:8]) + ("; ..." if len(parts) > 8 else "")
+    return "; ".join(parts[:12]) + ("; ..." if len(parts) > 12 else "")
 
 
-PHASES = ["leader-isolated", "follower-split", "bridge", "loss", "kill-under-loss", "sigstop",
-          "kill-at-load"]
+PHASES = ["leader-isolated", "follower-split", "bridge", "kill-follower", "kill-leader", "loss",
+          "kill-under-loss", "sigstop", "kill-at-load"]
 
 
 def main():

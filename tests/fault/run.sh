@@ -20,6 +20,10 @@ unavailable() {
     exit 0
 }
 
+# The suite's own checks (loss/reorder accounting, the register history) on made-up
+# histories: no root needed.
+"$PY" -m pytest -q -p no:cacheprovider "$ROOT/tests/fault/test_checks.py"
+
 [ "$(id -u)" -eq 0 ] || unavailable "needs root (network namespaces, iptables)"
 command -v ip >/dev/null 2>&1 || unavailable "no ip command (iproute2)"
 command -v iptables >/dev/null 2>&1 || unavailable "no iptables"
