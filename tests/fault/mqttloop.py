@@ -342,6 +342,7 @@ class Subscriber(Conn):
         self.recorder = recorder
         self.subscribed = threading.Event()
         self.sessions_lost = 0
+        self.session_losses = []  # (time, node): CONNACK without the session
         self.received = 0
 
     def on_up(self, now, session_present):
@@ -349,6 +350,7 @@ class Subscriber(Conn):
             return
         if self.subscribed.is_set():
             self.sessions_lost += 1  # the cluster forgot a persistent session
+            self.session_losses.append((now, self.node))
         body = struct.pack("!H", 1)
         for f in self.filters:
             body += _s(f) + b"\x01"
