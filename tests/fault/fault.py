@@ -23,6 +23,7 @@ import argparse
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -633,6 +634,7 @@ class Suite:
         self.load_subs = []
         self.regs = None
         self.phases = []
+        self.t0 = time.monotonic()
 
     # --- helpers ---
     def leader(self, timeout=10.0):
@@ -955,10 +957,14 @@ class Suite:
         acks = sorted(a[3] for pb in allpubs for a in pb.acks)
         regs_n, lin = self.regs.check()
         bad = False
-        bounds = []
+
+        # Events are the phase's from its start until the next phase starts (the gap
+        # between phases is a leader look-up), the last phase's until the end.
+        ends = [ph.t_begin for ph in self.phases[1:]] + [float("inf")]
+        until = {id(ph): e for ph, e in zip(self.phases, ends)}
 
         def in_phase(t, ph):
-            return ph.t_begin <= t < ph.t_end
+            return ph.t_begin <= t < until[id(ph)]
 
         print()
         print("fault suite: %s, loss emulation %s" % (self.args.bin, self.net.loss_mode))
@@ -1050,6 +1056,9 @@ class Suite:
                   sent, len(acks), sum(pb.abandoned for pb in allpubs),
                   sum(s.received for s in self.subs + self.load_subs),
                   sum(max(0, c.connects - 1) for c in self.loop.clients)))
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print("  load generator (this process): %.1f s of CPU in %.0f s" % (
+            ru.ru_utime + ru.ru_stime, time.monotonic() - self.t0))
         print("fault suite: %s" % ("FAILED" if bad else "passed"))
         return 1 if bad else 0
 
