@@ -1123,8 +1123,9 @@ def main():
 
     def on_term(sig, frame):
         raise KeyboardInterrupt("signal %d" % sig)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    # SIGINT too: started in the background by a shell, a process inherits it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
 
     suite = Suite(args)
     rc = 2
