@@ -179,7 +179,8 @@ int main(int argc, char **argv)
         g_head = (g_head + 1) % NETEM_HELD_MAX;
         g_count--;
     }
-    fprintf(stderr, "nfq_netem: queue %lu: %lu packets, %lu dropped by loss, %lu overflow\n",
+    fprintf(stderr,
+            "nfq_netem: queue %lu: %lu packets, %lu dropped by loss, %lu overflow\n",
             queue, g_seen, g_dropped, g_overflow);
     nfq_destroy_queue(qh);
     nfq_close(h);
