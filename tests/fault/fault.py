@@ -634,6 +634,7 @@ class Suite:
         self.load_subs = []
         self.regs = None
         self.phases = []
+        self.crashes = []  # copies of crashed nodes' data directories
         self.t0 = time.monotonic()
 
     # --- helpers ---
@@ -666,11 +667,31 @@ class Suite:
         while time.monotonic() < deadline:
             if self.loop.error:
                 raise RuntimeError("client loop failed: %s" % self.loop.error)
+            self.check_crashes(ph)
             if until is not None and until():
                 return True
             self.sample(ph)
             time.sleep(0.05)
         return until() if until is not None else True
+
+    def check_crashes(self, ph):
+        """A node that exited by itself: a violation. Its data directory is copied aside
+        (kept with the logs) before it is started again, so the run goes on."""
+        for nd in self.cluster.nodes:
+            if nd.proc is None or nd.proc.poll() is None:
+                continue
+            rc = nd.proc.returncode
+            when = time.monotonic() - (ph.t_fault or ph.t_begin)
+            keep = os.path.join(self.workdir, "crash-node%d-%d" % (nd.id, len(self.crashes)))
+            shutil.copytree(os.path.join(nd.dir, "data"), keep, symlinks=True,
+                            ignore_dangling_symlinks=True)
+            self.crashes.append(keep)
+            ph.violations.append("node %d exited by itself (status %s) at %+.2f s of the fault; "
+                                 "its data directory is in %s; log tail:\n%s" % (
+                                     nd.id, rc, when, keep, tail(nd.log_path, 10)))
+            log("node %d exited by itself (status %s): started again" % (nd.id, rc))
+            nd.proc = None
+            nd.start()
 
     def healthy(self):
         now = time.monotonic()
@@ -766,11 +787,7 @@ class Suite:
             ph.notes.append("not every node acknowledged within %.0fs of the heal" %
                             RECOVER_WAIT_S)
         self.wait(ph, SETTLE_S)
-        for nd in self.cluster.nodes:
-            if nd.proc is not None and nd.proc.poll() is not None:
-                ph.violations.append("node %d exited by itself (status %s); restarted. Log:\n%s"
-                                     % (nd.id, nd.proc.returncode, tail(nd.log_path, 10)))
-                nd.start()
+        self.check_crashes(ph)
         ph.t_end = time.monotonic()
         log("phase %-22s done: progress %s, recovery %s" % (
             name, fmt_nodes(ph.progress), fmt_nodes(ph.recovery)))
