@@ -632,6 +632,7 @@ class Suite:
         self.subs = []
         self.load_pubs = []
         self.load_subs = []
+        self.load_sets = []  # (subscriber, its publishers), one per kill-9-at-load
         self.regs = None
         self.phases = []
         self.crashes = []  # copies of crashed nodes' data directories
@@ -890,17 +891,21 @@ class Suite:
         lead = self.leader()
         f1, f2 = self.followers(lead)
         p = self.prefix
+        r = len(self.load_sets)  # the phase may be run more than once: its own clients
         sub = self.on_loop(lambda now: mqttloop.Subscriber(
-            self.loop, "%s-loadsub" % p, ["tf/load/%s/#" % p], self.cluster.addrs(), f2 - 1,
-            self.recorder))
+            self.loop, "%s-load%dsub" % (p, r), ["tf/load/%s/%d/#" % (p, r)],
+            self.cluster.addrs(), f2 - 1, self.recorder))
         self.load_subs.append(sub)
+        pubs = []
+        self.load_sets.append((sub, pubs))
         if not sub.subscribed.wait(10):
             raise RuntimeError("load subscriber did not subscribe")
 
         def inject():
             for k in range(LOAD_PUBLISHERS):
-                self.load_pubs.append(self.add_pub("load%d" % k, "tf/load/%s/%d" % (p, k),
-                                                   f1 - 1, LOAD_RATE, LOAD_WINDOW))
+                pubs.append(self.add_pub("load%d-%d" % (r, k), "tf/load/%s/%d/%d" % (p, r, k),
+                                         f1 - 1, LOAD_RATE, LOAD_WINDOW))
+            self.load_pubs.extend(pubs)
             time.sleep(LOAD_BEFORE_S)
             t = time.monotonic()
             self.cluster.node(lead).kill9()
@@ -908,7 +913,7 @@ class Suite:
             end = t + 1.0
             while time.monotonic() < end:
                 self.peak_unacked = max(self.peak_unacked, max(
-                    len(lp.inflight) for lp in self.load_pubs))
+                    len(lp.inflight) for lp in pubs))
                 time.sleep(0.02)
             return t
 
@@ -917,7 +922,7 @@ class Suite:
             time.sleep(LOAD_AFTER_S)
 
             def off(now):
-                for lp in self.load_pubs:
+                for lp in pubs:
                     lp.enabled = False
             self.loop.call(off)
         inject.__doc__ = "kill -9 of the leader (node %d), %d publishers x %d msg/s on " \
@@ -951,8 +956,8 @@ class Suite:
         for s in self.subs:
             for pb in self.pubs + self.probes:
                 pairs.append((s, pb))
-        for s in self.load_subs:
-            for pb in self.load_pubs:
+        for s, pubs in self.load_sets:
+            for pb in pubs:
                 pairs.append((s, pb))
         return pairs
 
@@ -1058,6 +1063,15 @@ class Suite:
                 len(outside), describe_lost(outside, self.phases[0].t_fault if self.phases
                                             else 0.0)))
             bad = True
+        for nd in self.cluster.nodes:
+            text = open(nd.log_path, "rb").read().decode(errors="replace")
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                if marker in text:
+                    i = text.index(marker)
+                    print("  FAIL: sanitizer report in node %d's log (%s):\n%s" % (
+                        nd.id, nd.log_path, text[max(0, i - 200):i + 3000]))
+                    bad = True
+                    break
         writes = sum(len(w) for w in self.regs.writes.values())
         wacked = sum(1 for w in self.regs.writes.values() for x in w.values() if x[1])
         print("  registers: %d writes (%d acknowledged), %d reads checked (%d failed to "
