@@ -3,7 +3,7 @@
 workload that runs through a series of faults, and a table per fault.
 
     tests/fault/run.sh              (root; builds ternd and the loss helper, cleans up)
-    tests/fault/fault.py --bin build/ternd [--phases a,b] [--keep]
+    tests/fault/fault.py --bin build/ternd [--phases bridge,kill-9-leader] [--keep]
 
 Each node runs in its own network namespace with one veth into a bridge in the root
 namespace (a /24 of 198.18.0.0/15 no other interface uses; the bridge holds .254 so
@@ -1131,8 +1131,12 @@ def describe_lost(xs, t_fault):
     return "; ".join(parts[:12]) + ("; ..." if len(parts) > 12 else "")
 
 
-PHASES = ["leader-isolated", "follower-split", "bridge", "kill-follower", "kill-leader", "loss",
-          "kill-under-loss", "sigstop", "kill-at-load"]
+# The phases in their order: name (as the table prints it) -> Suite method.
+PHASES = {"leader-isolated": "phase_leader_isolated", "follower-split": "phase_follower_split",
+          "bridge": "phase_bridge", "kill-9-follower": "phase_kill_follower",
+          "kill-9-leader": "phase_kill_leader", "loss+delay": "phase_loss",
+          "kill-9-under-loss": "phase_kill_under_loss", "sigstop-leader": "phase_sigstop",
+          "kill-9-at-load": "phase_kill_at_load"}
 
 
 def main():
@@ -1164,7 +1168,7 @@ def main():
     try:
         suite.setup()
         for p in phases:
-            getattr(suite, "phase_" + p.replace("-", "_"))()
+            getattr(suite, PHASES[p])()
         suite.finish()
         rc = suite.report()
     except KeyboardInterrupt as e:
