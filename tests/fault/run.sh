@@ -51,26 +51,34 @@ if [ ! -x "$HELPER" ] || [ "$ROOT/tests/fault/nfq_netem.c" -nt "$HELPER" ]; then
     }
 fi
 
+# fault.py's run folder goes under this one, so that the nodes' data (segments of
+# 8 MiB each) goes with the namespaces even if fault.py itself was killed.
+WORK=$(mktemp -d /tmp/tern-fault-run.XXXXXX)
 child=
 cleanup() {
-    [ -z "$child" ] && return 0
-    kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null || true
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^tf${child}n" || true); do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
-        grep "^tf${child}\(br\|v[0-9]\)" || true); do
-        ip link del "$l" 2>/dev/null || true
-    done
+    if [ -n "$child" ]; then
+        kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null || true
+        for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^tf${child}n" || true); do
+            ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+            ip netns del "$ns" 2>/dev/null || true
+        done
+        for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
+            grep "^tf${child}\(br\|v[0-9]\)" || true); do
+            ip link del "$l" 2>/dev/null || true
+        done
+        child=
+    fi
+    # The nodes' data only: logs (and copies of crashed nodes' data) stay for a look.
+    for d in "$WORK"/*/node*/data; do [ -d "$d" ] && rm -rf "$d"; done
+    rmdir "$WORK"/* "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$PY" "$ROOT/tests/fault/fault.py" --bin "$BIN" ${HELPER:+--netem-helper "$HELPER"} "$@" &
+"$PY" "$ROOT/tests/fault/fault.py" --bin "$BIN" ${HELPER:+--netem-helper "$HELPER"} \
+    --workdir "$WORK" "$@" &
 child=$!
 rc=0
 wait "$child" || rc=$?
 cleanup
-child=
 exit "$rc"
