@@ -80,6 +80,8 @@ class NsNode(cluster.Node):
             cfg = json.load(f)
         cfg["listen"] = "%s:1883" % self.host
         cfg["admin_listen"] = "%s:8081" % self.host
+        # not a loopback listener: anonymous clients need saying (docs/security.md)
+        cfg["allow_anonymous"] = "true"
         with open(self.config_path, "w") as f:
             json.dump(cfg, f, indent=1)
 
