@@ -694,6 +694,11 @@ static void on_timer(uv_timer_t *t)
     }
     if (c->tail && !c->tail->sent_ms)
         resend = true;
+    /* A new leader (or term) must get the outstanding tail now, not when the
+     * oldest is overdue: flush re-sends it once it sees the change. */
+    if (c->head &&
+        (leader_id(c) != c->sent_leader || c->raft.current_term != c->sent_term))
+        resend = true;
     check_seq_ready(c);
     uint32_t leader = leader_id(c);
     if (leader != c->last_leader) {
