@@ -133,7 +133,7 @@ static const struct key keys[] = {
      "cluster members; empty = a single-node cluster"},
     {"raft_address", KEY_HOSTPORT, FIELD(raft_address), 0, 0, NULL, "127.0.0.1:0",
      "single node only: where Raft listens (port 0 = any)"},
-    UINT("raft_election_timeout_ms", raft_election_timeout_ms, 50, 60000, "500",
+    UINT("raft_election_timeout_ms", raft_election_timeout_ms, 50, 60000, "400",
          "Raft election timeout"),
     UINT("raft_heartbeat_timeout_ms", raft_heartbeat_timeout_ms, 10, 10000, "15",
          "Raft heartbeat interval"),
