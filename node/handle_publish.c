@@ -317,8 +317,7 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
      * a clean publisher's QoS 2 id. */
     cmd.u.publish.epoch = c->epoch;
     cmd.u.publish.inbound_packet_id = qos2_id;
-    struct tern_deferred_pub *h =
-        tern_conn_opt(c) ? deferred_new(&cmd, slot, log) : NULL;
+    struct tern_deferred_pub *h = tern_conn_opt(c) ? deferred_new(&cmd, slot, log) : NULL;
     if (!h) {
         free(userbuf);
         return TERN_ENOMEM;

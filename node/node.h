@@ -60,7 +60,7 @@ struct tern_node_stats {
     uint64_t tls_handshake_failures; /* failed or timed out (the connection closed) */
     uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
     uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
-    uint64_t subscriptions_refused; /* SUBSCRIBE entries past subscriptions_max */
+    uint64_t subscriptions_refused;  /* SUBSCRIBE entries past subscriptions_max */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];

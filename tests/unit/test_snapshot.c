@@ -1237,8 +1237,7 @@ int main(void)
         cmocka_unit_test(test_equivalence),      cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_field_validation), cmocka_unit_test(test_hand_written),
         cmocka_unit_test(test_restore_replaces), cmocka_unit_test(test_members),
-        cmocka_unit_test(test_restored_effect),
-        cmocka_unit_test(test_format1_snapshot),
+        cmocka_unit_test(test_restored_effect),  cmocka_unit_test(test_format1_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
