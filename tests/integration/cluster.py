@@ -367,6 +367,12 @@ def tern_cluster_fixture(request, tmp_path):
         pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
     # extra config keys: @pytest.mark.parametrize("tern_cluster", [{...}], indirect=True)
     c = Cluster(str(tmp_path), settings=getattr(request, "param", None))
+    yield from run_cluster(request, c)
+
+
+def run_cluster(request, c):
+    """A fixture's body for a configured, not yet started Cluster: starts it, yields
+    it, tears it down (failing the test on what teardown found)."""
     # conftest's report hook adds these nodes' log tails to failures
     request.node._tern_brokers = c.nodes
     try:

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 import mqttraw
-from cluster import TERN_BIN, Cluster
+from cluster import TERN_BIN, Cluster, run_cluster
 from helpers import IS_MOSQUITTO, V5, connect_props, uid, wait_until
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern cluster only")
@@ -39,16 +39,7 @@ def cluster(tmp_path, request):
     c.node(2).write_config(members, {"queue_max": SMALL_QUEUE})
     for i in (1, 3):
         c.node(i).write_config(members, {"session_expiry_max_s": EXPIRY_CAP})
-    request.node._tern_brokers = c.nodes
-    try:
-        c.start_all()
-    except BaseException:
-        c.teardown()
-        raise
-    yield c
-    errors = c.teardown()
-    if errors:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+    yield from run_cluster(request, c)
 
 
 def queued_on(nd, cid):
