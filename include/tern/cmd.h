@@ -19,7 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tern/codec.h" /* struct tern_bytes */
+#include "tern/bytes.h"
+#include "tern/mqtt.h"
 
 /* Newest record version this build reads and writes. A record is written in the
  * oldest version that can hold it: 2 only for a PUBLISH with a delivery selection

@@ -9,15 +9,9 @@
 
 #include "tern/cluster.h" /* struct tern_member */
 #include "tern/fsm.h"     /* struct tern_fsm_limits */
+#include "tern/log.h"     /* enum tern_log_level */
 
 #define TERN_CONFIG_STR_MAX 256
-
-enum tern_log_level {
-    TERN_LOG_ERROR = 0,
-    TERN_LOG_WARN = 1,
-    TERN_LOG_INFO = 2,
-    TERN_LOG_DEBUG = 3,
-};
 
 /* Listeners besides `listen` (docs/configuration.md, "Listeners and TLS"). */
 #define TERN_LISTENERS_MAX 8

@@ -1,6 +1,6 @@
 /* tern logger: one line per call on stderr,
  *   2024-05-01T12:34:56.789Z INFO message
- * (UTC, milliseconds). Levels are enum tern_log_level (tern/config.h).
+ * (UTC, milliseconds). Levels are enum tern_log_level, below.
  *
  * Use the macros: they test the level first, so the arguments of a disabled
  * message are not even evaluated, let alone formatted. */
@@ -9,7 +9,12 @@
 
 #include <stdbool.h>
 
-#include "tern/config.h" /* enum tern_log_level */
+enum tern_log_level {
+    TERN_LOG_ERROR = 0,
+    TERN_LOG_WARN = 1,
+    TERN_LOG_INFO = 2,
+    TERN_LOG_DEBUG = 3,
+};
 
 #if defined(__GNUC__)
 #define TERN_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
