@@ -109,7 +109,6 @@ struct tern_ack {
     struct tern_props props;
 };
 
-
 /* SUBSCRIBE and UNSUBSCRIBE carry a list of entries. On decode `list` is the
  * validated raw entry list and `count` the number of entries, walked with
  * tern_codec_next_filter(). On encode `list` holds entries built with
