@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "node.h"
-#include "tls.h"
+#include "tern/tls.h"
 #include "tern/config.h"
 #include "tern/error.h"
 #include "tern/log.h"

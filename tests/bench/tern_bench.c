@@ -35,7 +35,7 @@
 
 #include "tern/codec.h"
 
-#include "../../node/tls.h"
+#include "tern/tls.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24

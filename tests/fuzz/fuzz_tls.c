@@ -26,7 +26,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "../../node/tls.h"
+#include "tern/tls.h"
 
 #define CHECK(c)                                                                         \
     do {                                                                                 \

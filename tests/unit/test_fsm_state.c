@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "../../cluster/fsm_internal.h"
+#include "../../storage/fsm_internal.h"
 #include "tern/cmd.h"
 #include "tern/error.h"
 #include "tern/fsm.h"

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../node/tls.h"
+#include "tern/tls.h"
 
 static char pki[256];
 

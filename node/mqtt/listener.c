@@ -11,7 +11,7 @@
 
 #include "node.h"
 #include "tern/log.h"
-#include "tls.h"
+#include "tern/tls.h"
 
 static struct tern_tls_opts tls_opts(const struct tern_listener_config *l)
 {

@@ -6,7 +6,7 @@
  * a fuzzer. Errors are read off OpenSSL's error queue right after the call that
  * failed (cleared before each call) and kept as text for the log.
  */
-#include "tls.h"
+#include "tern/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>

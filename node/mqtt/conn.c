@@ -19,7 +19,7 @@
 
 #include "tern/log.h"
 #include "node.h"
-#include "tls.h"
+#include "tern/tls.h"
 
 /* Backlog on a link to another node at which publishers are paused, and below
  * which they are read again (peer.c drops forwards past 16 MiB). */
