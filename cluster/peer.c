@@ -13,7 +13,7 @@
 /* Unsent bytes per outbound link. Small on purpose: past it a forwarded
  * clean-session message is dropped (and counted) instead of piling up memory
  * and starving the receiving node's loop. Publishers are paused well before
- * (tern_peers_backlog, node/conn.c), so this is only reached by a burst. */
+ * (tern_peers_backlog, node/mqtt/conn.c), so this is only reached by a burst. */
 #define OUT_BYTES_MAX (16u << 20)
 /* Frames to one node are gathered during a loop turn and written with one
  * uv_write by tern_peers_flush (a write per forwarded message was most of a

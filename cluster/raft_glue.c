@@ -11,7 +11,7 @@
  * command's effects).
  *
  * Order: a node's proposals apply in the order it made them, each once (the
- * FSM refuses one whose predecessor has not applied: cluster/fsm_dedup.c). A
+ * FSM refuses one whose predecessor has not applied: storage/fsm_dedup.c). A
  * leader change may lose what the old leader had not committed, or commit it
  * late; so whenever the leader (or its term) changes, when the FSM refuses one
  * of ours as out of order, and when the oldest has waited retry_ms, the node

@@ -157,7 +157,7 @@ static const struct key keys[] = {
      "the cluster's name; a data directory of another name is refused"},
     {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
      "append the log to this file, reopened on SIGHUP; \"\" = stderr"},
-    /* Who may connect (node/access.c, docs/security.md). */
+    /* Who may connect (node/mqtt/access.c, docs/security.md). */
     {"password_file", KEY_OPTSTR, FIELD(password_file), 0, 0, NULL, "",
      "Mosquitto password file ($7$/$6$ entries), \"\" = none"},
     ENUM("allow_anonymous", allow_anonymous, anonymous_names, "auto",

@@ -3,7 +3,7 @@
  * log level, and the log file, reopened (logrotate moves it, then signals).
  * Anything else that differs there waits for a restart, and the log says so. A
  * configuration that no longer loads is refused: the node keeps running as it
- * is. Then every mqtts listener reads its TLS files again (node/listener.c). */
+ * is. Then every mqtts listener reads its TLS files again (node/mqtt/listener.c). */
 #include <stdio.h>
 #include <string.h>
 

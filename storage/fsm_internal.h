@@ -1,4 +1,4 @@
-/* Internals of the session state machine, shared by cluster/fsm*.c.
+/* Internals of the session state machine, shared by storage/fsm*.c.
  *
  * Layout in one place so each file can stay about one concern:
  *  fsm.c          lifecycle, apply dispatch, proposal-id dedup, TICK, accessors

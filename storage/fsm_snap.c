@@ -1,5 +1,5 @@
 /* Snapshot writer: all replicated state of the FSM as one checksummed record
- * (layout: docs/disk-format.md; container: storage/snapshot.c).
+ * (layout: docs/disk-format.md; container: storage/base/snapshot.c).
  *
  * Determinism: the same state must give the same bytes on every replica, so
  * nothing is written in a hash-map or topic-tree order. Sessions go in epoch

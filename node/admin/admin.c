@@ -1595,7 +1595,7 @@ static void on_sys_timer(uv_timer_t *t)
 typedef void (*admin_fn)(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
 
-/* What SIGHUP does (node/reload.c, node/access.c): log level and log file from
+/* What SIGHUP does (node/reload.c, node/mqtt/access.c): log level and log file from
  * the config again, the TLS files of every mqtts listener, the password, ACL
  * and token files. */
 static void post_reload(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,

@@ -1,4 +1,4 @@
-/* Internals shared by the codec source files (node/codec*.c). Not a public API. */
+/* Internals shared by the codec source files (node/codec/codec*.c). Not a public API. */
 #ifndef TERN_CODEC_INT_H
 #define TERN_CODEC_INT_H
 

@@ -8,7 +8,7 @@
  * the prepare phase (node.c), so a burst of deliveries costs one write.
  *
  * TLS (a connection from an mqtts listener) sits under all of this as a stream
- * layer: ciphertext read goes into the engine (node/tls.h), the plaintext it
+ * layer: ciphertext read goes into the engine (include/tls/tern/tls.h), the plaintext it
  * gives back takes the same path as a plain connection's bytes (conn_input), and
  * wbuf is encrypted on flush (raw_write sends the ciphertext). The codec and
  * the handlers never know.

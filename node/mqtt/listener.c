@@ -1,6 +1,6 @@
 /* MQTT listeners: `listen` (plain) and the `listeners` list (plain or TLS).
  *
- * A TLS listener holds one TLS context (node/tls.h) made from its files. On
+ * A TLS listener holds one TLS context (include/tls/tern/tls.h) made from its files. On
  * SIGHUP a new context is made from the same paths and replaces the old one;
  * connections already open keep the context they were made from (OpenSSL
  * counts references), so none is dropped, and only new connections see the new

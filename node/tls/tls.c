@@ -1,4 +1,4 @@
-/* TLS engine over memory BIOs (node/tls.h).
+/* TLS engine over memory BIOs (include/tls/tern/tls.h).
  *
  * Each engine is an SSL with two memory BIOs: `in` holds the ciphertext the
  * socket delivered, `out` the ciphertext to send. OpenSSL never sees a socket,

@@ -9,8 +9,9 @@
  * Modes: pub/sub load (default), --idle N (memory per connection), --connect-rate
  * N (connection storm), --drain (persistent-session queue drain).
  *
- * --tls CAFILE runs any mode over TLS with tern's own TLS engine (node/tls.h):
- * ciphertext in and out of memory BIOs, the MQTT bytes as without TLS. With
+ * --tls CAFILE runs any mode over TLS with tern's own TLS engine
+ * (include/tls/tern/tls.h): ciphertext in and out of memory BIOs, the MQTT bytes as
+ * without TLS. With
  * --connect-rate, the rate then counts TLS handshake + CONNECT/CONNACK.
  *
  * Writes are coalesced: packets are appended to a per-connection buffer and

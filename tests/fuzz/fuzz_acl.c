@@ -3,8 +3,9 @@
  * input's first line ("USER\tID\tTOPIC"). Also the filter relations: a filter
  * covers itself, and what one filter covers it overlaps.
  *
- * clang -fsanitize=fuzzer,address,undefined -Iinclude node/auth_*.c \
- *     tests/fuzz/fuzz_acl.c -lcrypto -o fuzz_acl
+ * clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/state
+ * -Iinclude/codec -Iinclude/auth -Iinclude/tls node/auth/auth_*.c \ tests/fuzz/fuzz_acl.c
+ * -lcrypto -o fuzz_acl
  */
 #include <stdlib.h>
 #include <string.h>

@@ -2,8 +2,9 @@
  * decodes must re-encode to exactly the bytes consumed (the format is
  * canonical), and its SUBSCRIBE list must walk to exactly `count` entries.
  *
- * clang -fsanitize=fuzzer,address,undefined -Iinclude cluster/cmd.c \
- *     tests/fuzz/fuzz_cmd.c -o fuzz_cmd
+ * clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/state
+ * -Iinclude/codec -Iinclude/auth -Iinclude/tls storage/cmd.c \ tests/fuzz/fuzz_cmd.c -o
+ * fuzz_cmd
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,8 @@
  * protocol version; every packet that decodes is re-encoded, decoded again and
  * must come back equal, and encoding that copy must give the same bytes.
  *
- *   clang -fsanitize=fuzzer,address,undefined -Iinclude node/codec*.c \
+ *   clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/state
+ * -Iinclude/codec -Iinclude/auth -Iinclude/tls node/codec/codec*.c \
  *         tests/fuzz/fuzz_codec.c -o fuzz_codec
  *   ./fuzz_codec -max_total_time=60 tests/fuzz/corpus/codec
  */

@@ -3,7 +3,8 @@
  * check against the parsed file must not crash (iterations are capped here so a
  * run stays fast: the parser itself accepts up to TERN_PW_ITER_MAX).
  *
- * clang -fsanitize=fuzzer,address,undefined -Iinclude node/auth_*.c \
+ * clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/state
+ * -Iinclude/codec -Iinclude/auth -Iinclude/tls node/auth/auth_*.c \
  *     tests/fuzz/fuzz_pwfile.c -lcrypto -o fuzz_pwfile
  */
 #include <stdlib.h>

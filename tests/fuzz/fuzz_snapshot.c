@@ -7,9 +7,10 @@
  * snapshot with its checksum recomputed and patched in: that reaches the field
  * validation of the body.
  *
- * clang -fsanitize=fuzzer,address,undefined -Iinclude cluster/fsm*.c \
- *     cluster/topic.c cluster/cmd.c storage/crc32c.c storage/buf.c \
- *     storage/snapshot.c storage/error.c tests/fuzz/fuzz_snapshot.c
+ * clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/state
+ * -Iinclude/codec -Iinclude/auth -Iinclude/tls storage/fsm*.c \
+ *     storage/topic.c storage/cmd.c storage/base/crc32c.c storage/base/buf.c \
+ *     storage/base/snapshot.c storage/base/error.c tests/fuzz/fuzz_snapshot.c
  */
 #include <stdint.h>
 #include <stdlib.h>

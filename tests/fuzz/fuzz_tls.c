@@ -1,4 +1,4 @@
-/* libFuzzer target for the TLS record path (node/tls.c) over memory BIOs: the
+/* libFuzzer target for the TLS record path (node/tls/tls.c) over memory BIOs: the
  * input is ciphertext from a hostile client, fed in pieces to a server engine
  * as conn.c feeds it from the socket.
  *

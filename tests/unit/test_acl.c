@@ -1,4 +1,4 @@
-/* ACL files (node/auth_acl.c): Mosquitto's syntax, deny before allow, anonymous
+/* ACL files (node/auth/auth_acl.c): Mosquitto's syntax, deny before allow, anonymous
  * rules, %c / %u patterns with hostile ids, and the filter relations. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
-/* Password files (node/auth_pw.c) against lines mosquitto_passwd wrote, and the
- * failed-attempt table (node/auth_guard.c). */
+/* Password files (node/auth/auth_pw.c) against lines mosquitto_passwd wrote, and the
+ * failed-attempt table (node/auth/auth_guard.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for the command codec (cluster/cmd.c). */
+/* Unit tests for the command codec (storage/cmd.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for the MQTT codec (node/codec*.c): framing, VBI, UTF-8, decode
+/* Unit tests for the MQTT codec (node/codec/codec*.c): framing, VBI, UTF-8, decode
  * validation with the exact MQTT 5 reason codes, encode round trips for every
  * packet type in 3.1.1 and 5.0, and the list / user property helpers. */
 #include <setjmp.h>
@@ -1003,7 +1003,7 @@ static void test_props_errors_per_packet(void **state)
         {PK_CONNECT, {0x01, 1}, 2, MALF, "payload format in CONNECT"},
         {PK_PUBACK, {0x01, 1}, 2, MALF, "payload format in PUBACK"},
         /* Topic Alias: non-zero, once, PUBLISH only (its upper bound is the
-         * broker's topic_alias_maximum: node/handle_publish.c, 0x94) */
+         * broker's topic_alias_maximum: node/mqtt/handle_publish.c, 0x94) */
         {PK_PUBLISH, {0x23, 0xff, 0xff}, 3, OK, "topic alias 65535: range checked later"},
         {PK_PUBLISH, {0x23, 0, 1, 0x23, 0, 2}, 6, PROTO, "topic alias twice"},
         {PK_WILL, {0x23, 0, 1}, 3, MALF, "topic alias in will"},
@@ -1023,7 +1023,7 @@ static void test_props_errors_per_packet(void **state)
         {PK_DISCONNECT, {0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1}, 10, PROTO, "expiry twice"},
         {PK_SUBSCRIBE, {0x0B, 1, 0x0B, 2}, 4, PROTO, "sub id twice"},
         /* User properties may repeat; so may subscription ids in a PUBLISH (the
-         * broker refuses those from clients: node/handle_publish.c) */
+         * broker refuses those from clients: node/mqtt/handle_publish.c) */
         {PK_PUBLISH, {0x26, 0, 1, 'k', 0, 0, 0x26, 0, 1, 'k', 0, 0}, 12, OK, "user x2"},
         {PK_PUBLISH, {0x0B, 1, 0x0B, 2}, 4, OK, "two subscription ids in PUBLISH"},
         /* Values outside their range */

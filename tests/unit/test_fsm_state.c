@@ -1,4 +1,4 @@
-/* Unit tests of the FSM's per-session memory layout (cluster/fsm_internal.h):
+/* Unit tests of the FSM's per-session memory layout (storage/fsm_internal.h):
  * the client id inline in the session, the intrusive sessions table, and the
  * separately allocated session state that a session without subscriptions,
  * queue, in-flight window, held inbound ids or will does not have.

@@ -1,4 +1,4 @@
-/* Tests of storage/log.c: line format, level filtering, one line per call. */
+/* Tests of storage/base/log.c: line format, level filtering, one line per call. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

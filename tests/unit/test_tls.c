@@ -1,4 +1,4 @@
-/* The TLS engine (node/tls.c): two engines, a client and a server, talking in
+/* The TLS engine (node/tls/tls.c): two engines, a client and a server, talking in
  * memory. The certificates come from tests/tls/make_certs.sh (openssl CLI). */
 #include <setjmp.h>
 #include <stdarg.h>

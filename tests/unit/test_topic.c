@@ -1,4 +1,4 @@
-/* Unit tests for the topic tree (cluster/topic.c). */
+/* Unit tests for the topic tree (storage/topic.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

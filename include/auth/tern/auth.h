@@ -1,7 +1,7 @@
 /* Client authentication: Mosquitto's password file format, and a bounded table
  * that slows repeated failures per source address.
  *
- * Pure module (node/auth_*.c): no libuv, no sockets, no globals; OpenSSL's
+ * Pure module (node/auth/auth_*.c): no libuv, no sockets, no globals; OpenSSL's
  * libcrypto for PBKDF2, SHA-512, base64, CRYPTO_memcmp and RAND_bytes. Built as
  * its own library so ternctl, the unit tests and the fuzzer link it alone.
  *
@@ -121,7 +121,7 @@ void tern_rate_init(struct tern_rate *r, uint64_t seed0, uint64_t seed1);
 bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms,
                     uint32_t per_s);
 
-/* --- ACL file (Mosquitto's format, node/auth_acl.c) -----------------------------
+/* --- ACL file (Mosquitto's format, node/auth/auth_acl.c) -----------------------------
  *   topic [read|write|readwrite|deny] TOPIC    for the user of the last `user` line,
  *                                              or anonymous clients before the first
  *   user NAME                                  the rules below are NAME's

@@ -23,7 +23,8 @@ enum tern_listener_type {
 
 struct tern_listener_config {
     uint8_t type;            /* enum tern_listener_type */
-    uint8_t tls_min_version; /* enum tern_tls_version (node/tls.h): 0 = 1.2, 1 = 1.3 */
+    uint8_t tls_min_version; /* enum tern_tls_version (include/tls/tern/tls.h): 0 = 1.2, 1
+                                = 1.3 */
     bool require_certificate;
     bool use_identity_as_username; /* the client certificate's CN is the username */
     char bind[64];                 /* "HOST:PORT" */
@@ -86,7 +87,7 @@ struct tern_config {
     /* The log: appended to this file, reopened on SIGHUP ("" = stderr, default). */
     char log_file[TERN_CONFIG_STR_MAX];
 
-    /* Flow control (node/flow.c): a backlogged subscriber that makes no progress
+    /* Flow control (node/mqtt/flow.c): a backlogged subscriber that makes no progress
      * for this long meets the drop policy; 0 = no flow control. Default 2000. */
     uint32_t slow_subscriber_timeout_ms;
 
@@ -95,7 +96,7 @@ struct tern_config {
     uint32_t listener_count;
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
 
-    /* Who may connect (node/access.c). */
+    /* Who may connect (node/mqtt/access.c). */
     char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
     int allow_anonymous;                        /* enum tern_anonymous, default auto */
     char acl_file[TERN_CONFIG_STR_MAX];         /* Mosquitto format, "" = no ACL */

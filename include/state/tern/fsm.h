@@ -188,7 +188,7 @@ struct tern_fsm_result {
     /* PUBLISH: online sessions whose queue this message left at or above the
      * high-water mark (tern_fsm_session_backlogged), at most
      * TERN_FSM_BACKLOGGED_MAX; valid until the next apply. The node stops
-     * reading the publisher until they drain (node/flow.c). */
+     * reading the publisher until they drain (node/mqtt/flow.c). */
     uint8_t backlogged_count;
     struct tern_fsm_session *backlogged[TERN_FSM_BACKLOGGED_MAX];
 };

@@ -1,4 +1,4 @@
-/* TLS engine (node/tls.c): OpenSSL 3 over memory BIOs, no sockets.
+/* TLS engine (node/tls/tls.c): OpenSSL 3 over memory BIOs, no sockets.
  *
  * Modelled on NNG's TLS engine (src/supplemental/tls/): the engine is fed the
  * ciphertext that arrived, gives back the plaintext it decrypted and the
@@ -8,7 +8,7 @@
  * engines talk in memory. Nothing here knows about MQTT or libuv, so the node
  * to node links can use it as it is.
  *
- * OpenSSL's types stay out of this header: only node/tls*.c include OpenSSL.
+ * OpenSSL's types stay out of this header: only node/tls/tls.c includes OpenSSL.
  *
  * Ownership: a tern_tls_ctx (certificates, key, CA, CRL, versions, ciphers) is
  * made from files and freed by its owner; an engine made from it keeps what it
