@@ -37,6 +37,7 @@
 #include "peer.h"
 #include "raft_fsm.h"
 #include "raft_transport.h"
+#include "tern/addr.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
 #include "tern/log.h"
@@ -741,13 +742,7 @@ static int raft_dir(const char *data_dir, char *out, size_t cap)
 
 static int split_addr(const char *s, struct tern_peer_addr *a)
 {
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof(a->host))
-        return TERN_EINVAL;
-    memcpy(a->host, s, (size_t)(colon - s));
-    a->host[colon - s] = '\0';
-    a->port = (uint16_t)atoi(colon + 1);
-    return TERN_OK;
+    return tern_addr_split(s, a->host, sizeof(a->host), &a->port);
 }
 
 static int bootstrap(struct tern_cluster *c, const char *self_addr, char *errmsg)
@@ -1328,7 +1323,7 @@ static void on_member_set(void *ctx, int status, const struct tern_fsm_result *r
 static bool addr_ok(const char *s)
 {
     struct tern_peer_addr a;
-    return strlen(s) <= TERN_MEMBER_ADDR_MAX && split_addr(s, &a) == TERN_OK && a.port;
+    return strlen(s) <= TERN_MEMBER_ADDR_MAX && tern_addr_port_ok(s, sizeof(a.host) - 1);
 }
 
 int tern_cluster_add_member(struct tern_cluster *c, const struct tern_member *m,

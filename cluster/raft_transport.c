@@ -10,6 +10,8 @@
 
 #include "link.h"
 #include "raft_transport.h"
+#include "tern/addr.h"
+#include "tern/error.h"
 #include "tern/log.h"
 
 /* raft_uv_tcp's handshake (libraft src/uv_tcp_connect.c, protocol 1): u64
@@ -318,13 +320,10 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
 {
     struct tern_raft_transport *t = outer->impl;
     char host[64];
-    const char *colon = strrchr(address, ':');
+    uint16_t port;
     struct sockaddr_in sa;
-    if (!colon || (size_t)(colon - address) >= sizeof(host))
-        return RAFT_NOCONNECTION;
-    memcpy(host, address, (size_t)(colon - address));
-    host[colon - address] = '\0';
-    if (uv_ip4_addr(host, atoi(colon + 1), &sa) != 0)
+    if (tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
+        uv_ip4_addr(host, port, &sa) != 0)
         return RAFT_NOCONNECTION;
     struct tern_raft_connect *r = calloc(1, sizeof(*r));
     if (!r)

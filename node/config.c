@@ -20,6 +20,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tern/addr.h"
 #include "tern/error.h"
 
 /* A config file larger than this is surely not a config file. */
@@ -394,7 +395,7 @@ static bool val_to_str(const struct key *k, const struct val *v)
             return true; /* only the listeners of `listeners` */
         char host[TERN_CONFIG_STR_MAX];
         uint16_t port;
-        return tern_config_split_hostport(v->str, host, sizeof host, &port) == TERN_OK;
+        return tern_addr_split(v->str, host, sizeof host, &port) == TERN_OK;
     }
     return true;
 }
@@ -419,7 +420,7 @@ static bool ipv4_hostport(const char *s)
     char host[64];
     uint16_t port;
     struct in_addr a4;
-    return tern_config_split_hostport(s, host, sizeof(host), &port) == TERN_OK &&
+    return tern_addr_split(s, host, sizeof(host), &port) == TERN_OK &&
            inet_pton(AF_INET, host, &a4) == 1;
 }
 
@@ -473,8 +474,7 @@ static int member_str(const cJSON *o, const char *name, char *out, size_t i, cha
     struct in_addr a4;
     /* Raft's TCP transport and the peer links take IPv4 literals only. */
     if (!cJSON_IsString(v) || strlen(v->valuestring) >= 64 ||
-        tern_config_split_hostport(v->valuestring, host, sizeof(host), &port) !=
-            TERN_OK ||
+        tern_addr_split(v->valuestring, host, sizeof(host), &port) != TERN_OK ||
         inet_pton(AF_INET, host, &a4) != 1) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,
                  "members[%zu].%s: must be \"IPV4:PORT\" (an address, not a host name)",
@@ -641,7 +641,7 @@ static int listener_from_json(struct tern_listener_config *l, const cJSON *o, si
         char host[64];
         uint16_t port;
         if (!l->bind[0] ||
-            tern_config_split_hostport(l->bind, host, sizeof(host), &port) != TERN_OK) {
+            tern_addr_split(l->bind, host, sizeof(host), &port) != TERN_OK) {
             snprintf(errmsg, TERN_ERRMSG_SIZE,
                      "listeners[%zu].bind: must be HOST:PORT (port 0 to 65535, IPv6 host "
                      "in brackets)",
@@ -753,7 +753,7 @@ int tern_config_check(const struct tern_config *c, char *errmsg)
         const char *b = c->listeners[i].bind;
         char host[64];
         uint16_t port = 0;
-        tern_config_split_hostport(b, host, sizeof(host), &port);
+        tern_addr_split(b, host, sizeof(host), &port);
         if (port == 0)
             continue; /* any free port: never the same twice */
         if (strcmp(b, c->listen) == 0) {
@@ -1020,47 +1020,6 @@ int tern_config_load_file(struct tern_config *c, const char *path, char *errmsg)
     return rc;
 }
 
-/* Host text must be printable, without spaces, and without the characters that
- * would make "HOST:PORT" ambiguous. */
-static bool host_ok(const char *h, size_t len, bool bracketed)
-{
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)h[i];
-        if (ch <= ' ' || ch == 0x7f || ch == '[' || ch == ']' ||
-            (!bracketed && ch == ':'))
-            return false;
-    }
-    return true;
-}
-
-int tern_config_split_hostport(const char *s, char *host, size_t host_cap, uint16_t *port)
-{
-    if (!s || !host || host_cap == 0 || !port)
-        return TERN_EINVAL;
-    const char *colon = strrchr(s, ':');
-    if (!colon)
-        return TERN_EINVAL;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    bool bracketed = s[0] == '[';
-    if (bracketed) {
-        if (hlen < 2 || s[hlen - 1] != ']')
-            return TERN_EINVAL;
-        h++;
-        hlen -= 2;
-    }
-    uint64_t p;
-    if (!host_ok(h, hlen, bracketed) || hlen >= host_cap || strlen(colon + 1) > 5 ||
-        !parse_u64(colon + 1, &p) || p > 65535)
-        return TERN_EINVAL;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = (uint16_t)p;
-    return TERN_OK;
-}
-
 const char *tern_log_level_name(int level)
 {
     if (level < TERN_LOG_ERROR || level > TERN_LOG_DEBUG)
@@ -1075,7 +1034,7 @@ static bool ip_hostport(const char *s)
     char host[TERN_CONFIG_STR_MAX];
     uint16_t port;
     struct in6_addr a6;
-    return tern_config_split_hostport(s, host, sizeof(host), &port) == TERN_OK &&
+    return tern_addr_split(s, host, sizeof(host), &port) == TERN_OK &&
            (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1);
 }
 

@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 
 #include "node.h"
+#include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/log.h"
 
@@ -1337,8 +1338,8 @@ static bool member_addr(struct tern_http_conn *hc, const char *query, const char
         out[0] = '\0';
         return true;
     }
-    if (rv <= 0 || !strchr(out, ':')) {
-        reply_error(hc, 400, NULL, 0, "%s: must be HOST:PORT (IPv4)", name);
+    if (rv <= 0 || !tern_addr_port_ok(out, TERN_MEMBER_ADDR_MAX)) {
+        reply_error(hc, 400, NULL, 0, "%s: must be HOST:PORT (IPv4, port 1-65535)", name);
         return false;
     }
     return true;

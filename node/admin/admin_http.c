@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "node.h"
+#include "tern/addr.h"
 #include "tern/log.h"
 
 #define HTTP_REQUEST_MAX 8192
@@ -396,7 +397,7 @@ int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *
     char host[TERN_CONFIG_STR_MAX];
     uint16_t port;
     struct sockaddr_storage addr;
-    if (tern_config_split_hostport(hostport, host, sizeof(host), &port) != TERN_OK ||
+    if (tern_addr_split(hostport, host, sizeof(host), &port) != TERN_OK ||
         (strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
                            : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr)) != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,

@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "node.h"
+#include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/cmd.h"
 #include "tern/log.h"
@@ -41,7 +42,7 @@ static bool loopback_host(const char *hostport)
 {
     char host[TERN_CONFIG_STR_MAX];
     uint16_t port;
-    if (tern_config_split_hostport(hostport, host, sizeof host, &port) != TERN_OK)
+    if (tern_addr_split(hostport, host, sizeof host, &port) != TERN_OK)
         return false;
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
            strcmp(host, "localhost") == 0;

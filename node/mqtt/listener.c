@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "node.h"
+#include "tern/addr.h"
 #include "tern/log.h"
 #include "tern/tls.h"
 
@@ -73,7 +74,7 @@ static int listen_on(struct tern_node *n, struct tern_listener *l, const char *k
 {
     char host[TERN_CONFIG_STR_MAX];
     uint16_t port;
-    if (tern_config_split_hostport(l->bind, host, sizeof(host), &port) != TERN_OK) {
+    if (tern_addr_split(l->bind, host, sizeof(host), &port) != TERN_OK) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "%s: must be HOST:PORT, got \"%.150s\"", key,
                  l->bind);
         return TERN_EINVAL;

@@ -77,3 +77,25 @@ def test_removed_node_status(tern_cluster):
     wait_until(says_removed, timeout=10.0, msg="removed node's status says removed")
     rc, out, _ = ctl(gaddr, "status")
     assert "removed" in out, out
+
+
+@pytest.mark.parametrize("field,value", [
+    ("raft", "127.0.0.1:70000"),  # atoi made it 4464
+    ("peer", "127.0.0.1:65536"),
+    ("raft", "127.0.0.1:0"),
+    ("peer", "127.0.0.1:12x"),
+    ("raft", "127.0.0.1:"),
+    ("peer", ":1883"),
+])
+def test_add_member_with_bad_address_refused(broker, field, value):
+    """A member address is HOST:PORT with a port 1-65535, checked by the one address
+    parser the configuration uses too: refused with 400 naming the field, and no
+    member is added."""
+    a = ready_admin(broker)
+    addrs = {"raft": "127.0.0.1:47001", "peer": "127.0.0.1:47002"}
+    addrs[field] = value
+    status, _, body = a.req("POST", "/members?id=4&raft=%s&peer=%s" % (addrs["raft"],
+                                                                        addrs["peer"]))
+    assert status == 400 and field.encode() in body, (status, body)
+    members = [m["id"] for m in a.get("/cluster")["members"]]
+    assert members == [1], members

@@ -636,51 +636,6 @@ static void test_set_errors(void **state)
     assert_int_equal(tern_config_set(&c, "node_id", NULL, errmsg), TERN_EINVAL);
 }
 
-static void expect_split(const char *s, const char *host, int port)
-{
-    char h[64];
-    uint16_t p = 0;
-    int rc = tern_config_split_hostport(s, h, sizeof h, &p);
-    if (rc != TERN_OK)
-        fail_msg("split \"%s\": rc %d", s, rc);
-    assert_string_equal(h, host);
-    assert_int_equal(p, port);
-}
-
-static void expect_split_fails(const char *s)
-{
-    char h[64];
-    uint16_t p = 0;
-    if (tern_config_split_hostport(s, h, sizeof h, &p) != TERN_EINVAL)
-        fail_msg("split \"%s\" should fail", s);
-}
-
-static void test_split_hostport(void **state)
-{
-    (void)state;
-    expect_split("127.0.0.1:1883", "127.0.0.1", 1883);
-    expect_split("localhost:0", "localhost", 0);
-    expect_split("0.0.0.0:65535", "0.0.0.0", 65535);
-    expect_split("[::1]:1883", "::1", 1883);
-    expect_split("[::]:8883", "::", 8883);
-    expect_split("[fe80::1%eth0]:1", "fe80::1%eth0", 1);
-    expect_split("broker.example.com:01883", "broker.example.com", 1883);
-
-    const char *bad[] = {"",          "1883",      ":1883",     "host:",   "host:65536",
-                         "host:-1",   "host:+1",   "host:1 ",   "host:1x", "host:123456",
-                         "::1:1883",  "[::1]",     "[::1]1883", "[]:1883", "[::1:1883",
-                         "::1]:1883", "h[1]:1883", " host:1",   "ho st:1", "host:999999"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_split_fails(bad[i]);
-
-    /* The host must fit the caller's buffer, NUL included. */
-    char h[4];
-    uint16_t p;
-    assert_int_equal(tern_config_split_hostport("abc:1", h, sizeof h, &p), TERN_OK);
-    assert_int_equal(tern_config_split_hostport("abcd:1", h, sizeof h, &p), TERN_EINVAL);
-    assert_int_equal(tern_config_split_hostport(NULL, h, sizeof h, &p), TERN_EINVAL);
-}
-
 static void test_log_level_name(void **state)
 {
     (void)state;
@@ -965,7 +920,6 @@ int main(void)
         cmocka_unit_test(test_error_changes_nothing),
         cmocka_unit_test(test_set_overrides_file),
         cmocka_unit_test(test_set_errors),
-        cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_log_level_name),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_load_file),

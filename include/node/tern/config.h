@@ -147,9 +147,6 @@ void tern_config_cluster_id(const struct tern_config *c, char out[17]);
  * memory): what `ternd --print-config` prints. */
 char *tern_config_to_json(const struct tern_config *c);
 
-int tern_config_split_hostport(const char *s, char *host, size_t host_cap,
-                               uint16_t *port);
-
 const char *tern_log_level_name(int level);
 
 #endif
