@@ -154,6 +154,8 @@ static const struct key keys[] = {
      "MQTT and MQTT over TLS listeners besides listen"},
     UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000, "10000",
          "accept to TLS handshake done"),
+    UINT("proxy_header_timeout_ms", proxy_header_timeout_ms, 100, 600000, "5000",
+         "accept to PROXY protocol header read (proxy_protocol listeners)"),
     {"cluster_name", KEY_STR, FIELD(cluster_name), 0, 0, NULL, "tern",
      "the cluster's name; a data directory of another name is refused"},
     {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
@@ -608,10 +610,13 @@ static int listener_name(const cJSON *o, const char *name, const char *const *na
 static int listener_from_json(struct tern_listener_config *l, const cJSON *o, size_t i,
                               char *errmsg)
 {
+    /* From members[TLS_MEMBER] on: only for an mqtts listener. */
     static const char *const members[] = {
-        "type",    "bind",         "cert_file",           "key_file",
-        "ca_file", "crl_file",     "require_certificate", "use_identity_as_username",
-        "ciphers", "ciphersuites", "tls_min_version",     NULL};
+        "type",     "bind",         "proxy_protocol",  "cert_file",
+        "key_file", "ca_file",      "crl_file",        "require_certificate",
+        "ciphers",  "ciphersuites", "tls_min_version", "use_identity_as_username",
+        NULL};
+    enum { TLS_MEMBER = 3 };
     if (!cJSON_IsObject(o)) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,
                  "listeners[%zu]: must be an object {\"type\", \"bind\", ...}", i);
@@ -658,6 +663,8 @@ static int listener_from_json(struct tern_listener_config *l, const cJSON *o, si
     for (size_t j = 0; rc == TERN_OK && j < sizeof(strs) / sizeof(strs[0]); j++)
         rc = listener_str(o, strs[j].name, strs[j].field, TERN_CONFIG_STR_MAX, i, errmsg);
     if (rc == TERN_OK)
+        rc = listener_bool(o, "proxy_protocol", &l->proxy_protocol, i, errmsg);
+    if (rc == TERN_OK)
         rc = listener_bool(o, "require_certificate", &l->require_certificate, i, errmsg);
     if (rc == TERN_OK)
         rc = listener_bool(o, "use_identity_as_username", &l->use_identity_as_username, i,
@@ -668,7 +675,7 @@ static int listener_from_json(struct tern_listener_config *l, const cJSON *o, si
     if (rc != TERN_OK)
         return rc;
     if (l->type == TERN_LISTENER_MQTT) {
-        for (size_t j = 2; members[j]; j++)
+        for (size_t j = TLS_MEMBER; members[j]; j++)
             if (cJSON_GetObjectItemCaseSensitive(o, members[j])) {
                 snprintf(errmsg, TERN_ERRMSG_SIZE,
                          "listeners[%zu].%s: only for an mqtts listener", i, members[j]);
@@ -1170,6 +1177,7 @@ char *tern_config_to_json(const struct tern_config *c)
                 cJSON *e = cJSON_CreateObject();
                 cJSON_AddStringToObject(e, "type", listener_type_names[l->type]);
                 cJSON_AddStringToObject(e, "bind", l->bind);
+                cJSON_AddBoolToObject(e, "proxy_protocol", l->proxy_protocol);
                 const char *strs[][2] = {
                     {"cert_file", l->cert_file}, {"key_file", l->key_file},
                     {"ca_file", l->ca_file},     {"crl_file", l->crl_file},

@@ -34,6 +34,7 @@ struct tern_admin;
 struct tern_tls_ctx;
 struct tern_tls_engine;
 struct tern_access;
+struct tern_proxy_parser;
 
 #define TERN_ROUTE_BUCKETS 4096
 #define TERN_LOOP_BUCKETS_US                                                             \
@@ -61,6 +62,8 @@ struct tern_node_stats {
     uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
     uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
     uint64_t subscriptions_refused;  /* SUBSCRIBE entries past subscriptions_max */
+    uint64_t proxy_headers;          /* PROXY protocol headers read (conn_proxy.c) */
+    uint64_t proxy_refused; /* connections without a valid one in time (closed) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -185,6 +188,8 @@ struct tern_conn_opt {
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
     struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
+    /* A proxy_protocol listener's connection until its header is read. */
+    struct tern_proxy_parser *proxy;
     uint16_t username_len;
     char
         *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
@@ -246,6 +251,8 @@ struct tern_conn {
     bool draining : 1;     /* closing: write side shut, reading and discarding */
     bool read_ended : 1;   /* the client closed (EOF) or the read failed */
     bool addr_counted : 1; /* in access.c's per-address count */
+    bool proxied : 1;      /* from a proxy_protocol listener (conn_proxy.c) */
+    bool proxy_addr : 1;   /* peer is the client's address from the PROXY header */
 };
 
 struct tern_ack_slot {
@@ -352,6 +359,14 @@ int tern_listeners_reload(struct tern_node *n, uint32_t *reloaded, char *errmsg)
 
 /* conn.c */
 void tern_conn_accept(struct tern_node *n, struct tern_listener *l);
+/* conn_proxy.c: the PROXY header on a proxy_protocol listener. start: at accept
+ * (false: out of memory). input: bytes read while waiting; returns how many were
+ * the header's (the rest goes on to TLS or MQTT), or -1 while it needs more or if
+ * the connection was closed (refused: counted, logged). expired: the timeout. */
+bool tern_conn_proxy_start(struct tern_conn *c);
+bool tern_conn_proxy_waiting(const struct tern_conn *c);
+long tern_conn_proxy_input(struct tern_conn *c, const uint8_t *data, size_t len);
+void tern_conn_proxy_expired(struct tern_conn *c);
 /* The TLS identity used as username (use_identity_as_username), or NULL. */
 const char *tern_conn_tls_username(const struct tern_conn *c);
 void tern_conn_send(struct tern_conn *c, const struct tern_packet *p);

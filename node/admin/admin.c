@@ -835,6 +835,12 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_tls_handshake_failures_total", "counter",
            "TLS handshakes that failed or timed out (that connection closed).",
            s->tls_handshake_failures);
+    metric(b, "tern_proxy_headers_total", "counter",
+           "PROXY protocol headers read on proxy_protocol listeners.", s->proxy_headers);
+    metric(b, "tern_proxy_refused_total", "counter",
+           "Connections to proxy_protocol listeners closed without a valid PROXY "
+           "header (missing, broken, too long, or not within proxy_header_timeout_ms).",
+           s->proxy_refused);
     metric(b, "tern_tls_reloads_total", "counter",
            "TLS listeners whose files were loaded again on SIGHUP.", s->tls_reloads);
     metric(b, "tern_tls_reload_failures_total", "counter",

@@ -66,6 +66,25 @@ static bool decide_anonymous(const struct tern_config *cfg)
     return true;
 }
 
+static bool loopback_peer(const struct tern_peer_addr *p)
+{
+    static const uint8_t one[16] = {[15] = 1};
+    return (p->family == 4 && p->addr[0] == 127) ||
+           (p->family == 6 && memcmp(p->addr, one, 16) == 0);
+}
+
+/* Behind a proxy_protocol listener the listener's address says nothing about
+ * where clients are (a balancer on this machine may forward from anywhere), so
+ * the auto rule looks at the client's address from the PROXY header instead:
+ * anonymous only from loopback, and not when the header named no address. An
+ * explicit true or false is the operator's and stands. */
+static bool anonymous_for(const struct tern_access *a, const struct tern_conn *c)
+{
+    if (!a->anonymous || !c->proxied || c->node->cfg.allow_anonymous != TERN_ANON_AUTO)
+        return a->anonymous;
+    return c->proxy_addr && loopback_peer(&c->peer);
+}
+
 int tern_access_init(struct tern_node *n, char *errmsg)
 {
     struct tern_access *a = calloc(1, sizeof *a);
@@ -248,8 +267,9 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
         a->stats.successes++;
         return keep_name(c, ident, strlen(ident));
     }
+    bool anonymous = anonymous_for(a, c);
     if (!p->has_username) {
-        if (a->anonymous)
+        if (anonymous)
             return TERN_OK;
         a->stats.anonymous_refused++;
         *v5 = TERN_RC_NOT_AUTHORIZED;
@@ -258,7 +278,7 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     }
     *v5 = TERN_RC_BAD_USERNAME_OR_PASSWORD;
     *v3 = TERN_V3_BAD_CREDENTIALS;
-    if (!a->pw && a->anonymous) {
+    if (!a->pw && anonymous) {
         /* Nothing to check it against: let in as Mosquitto does, but as an
          * anonymous client - an unverified name gets no user's ACL rules. */
         return TERN_OK;

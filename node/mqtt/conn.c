@@ -94,6 +94,7 @@ static void conn_free(struct tern_conn *c)
         }
         tern_publish_deferred_free(o);
         free(o->acks);
+        free(o->proxy);
         if (o->tls) {
             tern_tls_engine_free(o->tls->engine);
             free(o->tls->username);
@@ -120,8 +121,9 @@ void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
-        !o->deferred && !o->tls && o->log_pending == 0 && o->ack_seq_next == 0 &&
-        o->client_max_packet == 0 && o->client_alias_max == 0 && !o->username) {
+        !o->deferred && !o->tls && !o->proxy && o->log_pending == 0 &&
+        o->ack_seq_next == 0 && o->client_max_packet == 0 && o->client_alias_max == 0 &&
+        !o->username) {
         free(c->opt);
         c->opt = NULL;
     }
@@ -624,10 +626,22 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->node->stats.bytes_in += (uint64_t)nread;
+    char *base = buf->base;
+    if (tern_conn_proxy_waiting(c)) {
+        /* The PROXY header first (conn_proxy.c); what follows it goes on. */
+        long used = tern_conn_proxy_input(c, (const uint8_t *)base, (size_t)nread);
+        if (used < 0 || used == nread)
+            return;
+        nread -= used;
+        if (conn_tls(c))
+            base += used;
+        else /* the shared read buffer: conn_input wants the rest at its start */
+            memmove(base, base + used, (size_t)nread);
+    }
     if (conn_tls(c))
-        tls_input(c, (const uint8_t *)buf->base, (size_t)nread);
+        tls_input(c, (const uint8_t *)base, (size_t)nread);
     else
-        conn_input(c, buf->base, (size_t)nread);
+        conn_input(c, base, (size_t)nread);
 }
 
 static const char *packet_name(uint8_t type)
@@ -843,6 +857,10 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
         if (c->state == TERN_CONN_CLOSING) {
             if (c->draining && idle >= DRAIN_MS)
                 close_handle(c); /* the client kept its side open (or writing) */
+        } else if (c->state == TERN_CONN_NEW && tern_conn_proxy_waiting(c)) {
+            if (idle >= n->cfg.proxy_header_timeout_ms ||
+                idle >= n->cfg.connect_timeout_ms)
+                tern_conn_proxy_expired(c);
         } else if (c->state == TERN_CONN_NEW && conn_tls(c) &&
                    !tern_tls_engine_established(conn_tls(c)->engine)) {
             if (idle >= n->cfg.tls_handshake_timeout_ms)
@@ -914,8 +932,10 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
             c->peer.family = 6;
         }
     }
-    /* Per source address (access.c), before anything is read from it. */
-    if (!n->stopping && !tern_access_accept(c)) {
+    /* Per source address (access.c), before anything is read from it; behind a
+     * PROXY header, once the header has named the client (conn_proxy.c). */
+    bool proxied = l->cfg && l->cfg->proxy_protocol;
+    if (!n->stopping && !proxied && !tern_access_accept(c)) {
         n->stats.connections_rejected++;
         c->state = TERN_CONN_CLOSING;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -945,6 +965,14 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
             uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
             return;
         }
+    }
+    if (proxied && !tern_conn_proxy_start(c)) {
+        char pb[TERN_PEER_STRLEN];
+        TERN_LOGW("%s: refused: out of memory for the PROXY header",
+                  tern_conn_peer(c, pb));
+        c->state = TERN_CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);

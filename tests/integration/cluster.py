@@ -11,6 +11,9 @@ Fixture `tern_cluster` (import `tern_cluster_fixture` into the test module):
     c.client(n, ...)   connected paho client (helpers.PahoClient) on node n, closed at teardown
     c.raw(n, version)  mqttraw.RawClient on node n, closed at teardown
 
+Fixture `tern_proxy_cluster` (import `tern_proxy_cluster_fixture`): the same, and every
+node has a `proxy_protocol` listener too, on nd.proxy_port.
+
 Extra config keys for every node: parametrize the fixture indirectly,
     @pytest.mark.parametrize("tern_cluster", [{"queue_max": 100000}], indirect=True)
 
@@ -78,6 +81,7 @@ class Node(helpers.LogFile):
         self.admin_port = admin_port  # None: this ternd has no admin API
         self.host = "127.0.0.1"
         self.port = mqtt_port
+        self.proxy_port = None  # a proxy_protocol listener (add_proxy_listeners)
         self.raft_port = raft_port
         self.peer_port = peer_port
         self.workdir = workdir
@@ -221,6 +225,17 @@ class Cluster:
 
     def node(self, n):
         return self.nodes[n - 1]
+
+    def add_proxy_listeners(self, settings=None):
+        """Before start: every node also gets a `proxy_protocol` listener on a port of
+        its own, nd.proxy_port (the port a balancer with send-proxy-v2 uses)."""
+        members = [nd.member() for nd in self.nodes]
+        for nd, port in zip(self.nodes, free_ports(len(self.nodes))):
+            nd.proxy_port = port
+            s = dict(settings or {})
+            s["listeners"] = [{"type": "mqtt", "bind": "127.0.0.1:%d" % port,
+                               "proxy_protocol": True}]
+            nd.write_config(members, s)
 
     def alive_ids(self):
         return [nd.id for nd in self.nodes if nd.alive()]
@@ -367,6 +382,17 @@ def tern_cluster_fixture(request, tmp_path):
         pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
     # extra config keys: @pytest.mark.parametrize("tern_cluster", [{...}], indirect=True)
     c = Cluster(str(tmp_path), settings=getattr(request, "param", None))
+    yield from run_cluster(request, c)
+
+
+@pytest.fixture(name="tern_proxy_cluster")
+def tern_proxy_cluster_fixture(request, tmp_path):
+    """tern_cluster whose nodes also have a proxy_protocol listener (nd.proxy_port)."""
+    if not os.access(TERN_BIN, os.X_OK):
+        pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
+    settings = getattr(request, "param", None)
+    c = Cluster(str(tmp_path), settings=settings)
+    c.add_proxy_listeners(settings)
     yield from run_cluster(request, c)
 
 

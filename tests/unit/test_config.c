@@ -60,6 +60,7 @@ static const char *const all_keys[] = {
     "join",
     "listeners",
     "tls_handshake_timeout_ms",
+    "proxy_header_timeout_ms",
     "cluster_name",
     "log_file",
     "password_file",
@@ -139,6 +140,7 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_string_equal(c->raft_address, d->raft_address);
     assert_int_equal(c->listener_count, d->listener_count);
     assert_int_equal(c->tls_handshake_timeout_ms, d->tls_handshake_timeout_ms);
+    assert_int_equal(c->proxy_header_timeout_ms, d->proxy_header_timeout_ms);
     assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
     assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
     assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
@@ -248,11 +250,13 @@ static const char all_keys_json[] =
     "  \"join\": true,\n"
     "  \"listeners\": [{\"type\": \"mqtt\", \"bind\": \"0.0.0.0:1884\"},\n"
     "    {\"type\": \"mqtts\", \"bind\": \"[::]:8883\", \"cert_file\": \"s.pem\",\n"
+    "     \"proxy_protocol\": true,\n"
     "     \"key_file\": \"s.key\", \"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\",\n"
     "     \"require_certificate\": true, \"use_identity_as_username\": true,\n"
     "     \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\",\n"
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
     "  \"tls_handshake_timeout_ms\": 2500,\n"
+    "  \"proxy_header_timeout_ms\": 700,\n"
     "  \"cluster_name\": \"blue\",\n"
     "  \"log_file\": \"/var/log/tern.log\",\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
@@ -310,11 +314,13 @@ static const char *const all_keys_set[][2] = {
     {"join", "true"},
     {"listeners",
      "[{\"type\": \"mqtt\", \"bind\": \"0.0.0.0:1884\"}, {\"type\": \"mqtts\", "
-     "\"bind\": \"[::]:8883\", \"cert_file\": \"s.pem\", \"key_file\": \"s.key\", "
+     "\"bind\": \"[::]:8883\", \"proxy_protocol\": true, \"cert_file\": \"s.pem\", "
+     "\"key_file\": \"s.key\", "
      "\"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\", \"require_certificate\": true, "
      "\"use_identity_as_username\": true, \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\", "
      "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
     {"tls_handshake_timeout_ms", "2500"},
+    {"proxy_header_timeout_ms", "700"},
     {"cluster_name", "blue"},
     {"log_file", "/var/log/tern.log"},
     {"password_file", "/etc/tern/passwd"},
@@ -376,7 +382,9 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->listener_count, 2);
     assert_int_equal(c->listeners[0].type, TERN_LISTENER_MQTT);
     assert_string_equal(c->listeners[0].bind, "0.0.0.0:1884");
+    assert_false(c->listeners[0].proxy_protocol);
     const struct tern_listener_config *l = &c->listeners[1];
+    assert_true(l->proxy_protocol);
     assert_int_equal(l->type, TERN_LISTENER_MQTTS);
     assert_string_equal(l->bind, "[::]:8883");
     assert_string_equal(l->cert_file, "s.pem");
@@ -389,6 +397,7 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(l->ciphersuites, "TLS_AES_128_GCM_SHA256");
     assert_int_equal(l->tls_min_version, 1);
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
+    assert_int_equal(c->proxy_header_timeout_ms, 700);
     assert_string_equal(c->cluster_name, "blue");
     assert_string_equal(c->log_file, "/var/log/tern.log");
     assert_string_equal(c->password_file, "/etc/tern/passwd");
@@ -785,6 +794,9 @@ static void test_listeners_errors(void **state)
     expect_json_error(
         "{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", \"crt\": 1}]}",
         "listeners[0]: unknown key \"crt\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", "
+                      "\"proxy_protocol\": \"yes\"}]}",
+                      "listeners[0].proxy_protocol: must be true or false");
     expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", "
                       "\"cert_file\": \"a\"}]}",
                       "listeners[0].cert_file: only for an mqtts listener");

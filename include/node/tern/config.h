@@ -27,7 +27,8 @@ struct tern_listener_config {
                                 = 1.3 */
     bool require_certificate;
     bool use_identity_as_username; /* the client certificate's CN is the username */
-    char bind[64];                 /* "HOST:PORT" */
+    bool proxy_protocol; /* a PROXY v1/v2 header comes first (node/proxy_proto.h) */
+    char bind[64];       /* "HOST:PORT" */
     /* mqtts only; "" = not given. */
     char cert_file[TERN_CONFIG_STR_MAX];
     char key_file[TERN_CONFIG_STR_MAX];
@@ -95,6 +96,7 @@ struct tern_config {
     struct tern_listener_config listeners[TERN_LISTENERS_MAX];
     uint32_t listener_count;
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
+    uint32_t proxy_header_timeout_ms;  /* accept to PROXY header read, default 5000 */
 
     /* Who may connect (node/mqtt/access.c). */
     char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
