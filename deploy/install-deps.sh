@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
 python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl
-ca-certificates procps iproute2 prometheus iptables libnetfilter-queue-dev"
+ca-certificates procps iproute2 prometheus iptables libnetfilter-queue-dev haproxy"
 
 missing=""
 for p in $PKGS; do
@@ -39,6 +39,16 @@ case " $missing " in
     if [ -d /run/systemd/system ] && systemctl is-enabled --quiet mosquitto 2>/dev/null; then
         echo "install-deps: disabling the mosquitto service (tern uses port 1883)"
         ${SUDO:-} systemctl disable --now mosquitto || true
+    fi
+    ;;
+esac
+# haproxy: the tests run their own (deploy/haproxy/haproxy.cfg on free ports); the
+# service Debian starts is not needed.
+case " $missing " in
+*" haproxy "*)
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet haproxy 2>/dev/null; then
+        echo "install-deps: disabling the haproxy service (the tests start their own)"
+        ${SUDO:-} systemctl disable --now haproxy || true
     fi
     ;;
 esac

@@ -4,7 +4,9 @@
   with compose.yaml, and accepted by the real ternd: the three configs, with their
   addresses moved to free 127.0.0.1 ports, form a cluster with a leader;
 - deploy/haproxy/haproxy.cfg passes `haproxy -c`, and a running haproxy with it (addresses
-  moved to the test cluster) serves MQTT and takes a drained node out (skip: no haproxy);
+  moved to the test cluster's proxy_protocol listeners: it sends PROXY v2) serves MQTT
+  and takes a drained node out (skip: no haproxy); it sends to the host configs'
+  proxy_protocol listeners;
 - deploy/systemd/ternd@.service passes `systemd-analyze verify` (skip: no systemd-analyze);
 - failover_example.py and js/failover.mjs move their persistent session to another node
   when theirs is killed, and receive what was published meanwhile.
@@ -28,6 +30,7 @@ import pytest
 
 import mqttraw
 from cluster import TERN_BIN, free_ports, tern_cluster_fixture  # noqa: F401
+from cluster import tern_proxy_cluster_fixture  # noqa: F401
 from helpers import IS_MOSQUITTO, uid
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern deployment files")
@@ -73,6 +76,10 @@ def test_configs_are_consistent(paths, prefix):
         assert c["admin_listen"] == admin_ip + ":8081"
         assert c["data_dir"] == "/var/lib/tern"
         assert c["members"] == cfgs[0]["members"], "members differ in %s" % paths[n - 1]
+        if paths is HOST_CONFIGS:
+            # the port HAProxy sends to with send-proxy-v2, on the private address
+            assert c["listeners"] == [{"type": "mqtt", "bind": "%s%d:1884" % (prefix, n),
+                                       "proxy_protocol": True}]
     assert [m["id"] for m in cfgs[0]["members"]] == [1, 2, 3]
     for m in cfgs[0]["members"]:
         ip = "%s%d" % (prefix, m["id"])
@@ -130,6 +137,8 @@ def localize(paths, workdir):
                         for m in c["members"]]
         me = [m for m in c["members"] if m["id"] == c["node_id"]][0]
         c["listen"] = me["mqtt"]
+        for lst, port in zip(c.get("listeners", []), free_ports(len(c.get("listeners", [])))):
+            lst["bind"] = "127.0.0.1:%d" % port
         c["admin_listen"] = "127.0.0.1:%d" % ports[len(addrs) + i]
         c["data_dir"] = os.path.join(workdir, "data%d" % c["node_id"])
         path = os.path.join(workdir, os.path.basename(paths[i]))
@@ -246,8 +255,9 @@ def test_haproxy_config_is_valid():
 
 def haproxy_for(cluster, workdir):
     """haproxy.cfg with the frontend on a free port and the servers (and their health
-    check ports) on the test cluster's nodes; no syslog, no user switch, and a maxconn
-    that needs no more descriptors than a test machine allows."""
+    check ports) on the test cluster's nodes (their proxy_protocol listeners: the file
+    sends PROXY v2); no syslog, no user switch, and a maxconn that needs no more
+    descriptors than a test machine allows."""
     with open(HAPROXY_CFG) as f:
         cfg = f.read()
     port = free_ports(1)[0]
@@ -259,14 +269,15 @@ def haproxy_for(cluster, workdir):
     for n in (1, 2, 3):
         nd = cluster.node(n)
         cfg = re.sub(r"server tern%d \S+\n" % n, "server tern%d 127.0.0.1:%d port %d\n" % (
-            n, nd.port, nd.admin_port), cfg)
+            n, nd.proxy_port, nd.admin_port), cfg)
     path = os.path.join(workdir, "haproxy.cfg")
     with open(path, "w") as f:
         f.write(cfg)
     return path, port
 
 
-def test_haproxy_balances_and_skips_drained_node(tern_cluster, tmp_path):
+def test_haproxy_balances_and_skips_drained_node(tern_proxy_cluster, tmp_path):
+    tern_cluster = tern_proxy_cluster
     need_haproxy()
     if not tern_cluster.node(1).admin_port:
         pytest.skip("this ternd has no admin API")
@@ -511,7 +522,17 @@ def test_haproxy_reaches_what_host_configs_expose():
     servers = [ln.split()[2] for ln in live if ln.startswith("server ")]
     cfgs = [load_strict(p) for p in HOST_CONFIGS]
     assert len(servers) == len(cfgs)
+    # send-proxy-v2 to every server, and each server address a proxy_protocol
+    # listener of its host (a plain one would refuse the header as MQTT)
+    sends_proxy = any(re.match(r"default-server .*\bsend-proxy-v2\b", ln) for ln in live)
+    for ln in live:
+        if ln.startswith("server "):
+            sends_proxy_here = sends_proxy or "send-proxy-v2" in ln.split()
+            assert sends_proxy_here, "no send-proxy-v2 for %s" % ln
     for srv, c in zip(servers, cfgs):
+        proxied = [lst["bind"] for lst in c.get("listeners", []) if lst.get("proxy_protocol")]
+        assert srv in proxied, "haproxy sends PROXY v2 to %s, not a proxy_protocol " \
+            "listener of node %d (%s)" % (srv, c["node_id"], proxied)
         host = srv.rsplit(":", 1)[0]
         ahost, aport = c["admin_listen"].rsplit(":", 1)
         if check_port is not None:
