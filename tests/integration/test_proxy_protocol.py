@@ -366,7 +366,8 @@ def test_haproxy_send_proxy_v2_shows_the_client(tern_proxy_cluster, tmp_path):
         for src in ("127.0.0.7", "127.0.0.8"):
             got = threading.Event()
             connected = threading.Event()
-            c = mqtt.Client(client_id=uid("pp-ha"), protocol=mqtt.MQTTv311)
+            cid = uid("pp-ha")
+            c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv311)
             c.on_connect = lambda cl, u, f, rc, ev=connected: rc == 0 and ev.set()
             c.on_message = lambda cl, u, m, ev=got: ev.set()
             deadline = time.monotonic() + 30
@@ -393,7 +394,7 @@ def test_haproxy_send_proxy_v2_shows_the_client(tern_proxy_cluster, tmp_path):
             for nd in tern_proxy_cluster.nodes:
                 body = json.loads(nd.admin_get("/clients") or '{"clients": []}')
                 for cl in body["clients"]:
-                    if cl["client_id"] == c._client_id.decode():
+                    if cl["client_id"] == cid:
                         seen[nd.id] = cl["peer"]
             assert list(seen.values()) == [want], seen
             nd = tern_proxy_cluster.node(list(seen)[0])
