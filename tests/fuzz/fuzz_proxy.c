@@ -1,15 +1,15 @@
-/* libFuzzer target for the PROXY protocol parser (node/proxy_proto.c): the input
+/* libFuzzer target for the PROXY protocol parser (node/stream/proxy_proto.c): the input
  * is fed whole, then in pieces whose sizes come from its first byte; both ways
  * must give the same result, take the same bytes (never more than the bound,
  * never one after the header) and, if complete, the same header.
  *
- * clang -fsanitize=fuzzer,address,undefined -Iinclude node/proxy_proto.c \
- *     tests/fuzz/fuzz_proxy.c -o fuzz_proxy
+ * clang -fsanitize=fuzzer,address,undefined -Iinclude/base -Iinclude/stream
+ * node/stream/proxy_proto.c \ tests/fuzz/fuzz_proxy.c -o fuzz_proxy
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../node/proxy_proto.h"
+#include "tern/proxy_proto.h"
 
 static struct tern_proxy_parser whole, parts;
 

@@ -33,6 +33,7 @@ check storage "-I$inc/base -I$inc/state" "$net"
 check node/codec "-I$inc/base -I$inc/codec" "$net"
 check node/auth "-I$inc/base -I$inc/auth" '/(uv|raft)\.h$|/sys/socket\.h$|/cjson/'
 check node/tls "-I$inc/base -I$inc/tls" '/(uv|raft)\.h$|/sys/socket\.h$'
+check node/stream "-I$inc/base -I$inc/stream" '/(uv|raft)\.h$|/openssl/|/cjson/'
 
 # A relative include into another folder would go around the libraries.
 up=$(grep -rn '#include "\.\./' "$src/storage" "$src/cluster" "$src/node" 2>/dev/null)
@@ -41,5 +42,5 @@ if [ -n "$up" ]; then
     echo "$up" | sed "s|$src/||"
     fail=1
 fi
-[ $fail = 0 ] && echo "layout: storage/, node/codec, node/auth and node/tls reach no I/O header"
+[ $fail = 0 ] && echo "layout: storage/ and node/{codec,auth,tls,stream} reach no libuv or raft header"
 exit $fail

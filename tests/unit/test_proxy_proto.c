@@ -1,4 +1,4 @@
-/* The PROXY protocol parser (node/proxy_proto.c): v1 and v2 headers whole, split
+/* The PROXY protocol parser (node/stream/proxy_proto.c): v1 and v2 headers whole, split
  * at every byte, followed by the client's bytes, and broken in each way the
  * listener must refuse. */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "../../node/proxy_proto.h"
+#include "tern/proxy_proto.h"
 
 static struct tern_proxy_parser P;
 

@@ -27,8 +27,9 @@ struct tern_listener_config {
                                 = 1.3 */
     bool require_certificate;
     bool use_identity_as_username; /* the client certificate's CN is the username */
-    bool proxy_protocol; /* a PROXY v1/v2 header comes first (node/proxy_proto.h) */
-    char bind[64];       /* "HOST:PORT" */
+    bool proxy_protocol;           /* a PROXY v1/v2 header comes first
+                                      (include/stream/tern/proxy_proto.h) */
+    char bind[64];                 /* "HOST:PORT" */
     /* mqtts only; "" = not given. */
     char cert_file[TERN_CONFIG_STR_MAX];
     char key_file[TERN_CONFIG_STR_MAX];

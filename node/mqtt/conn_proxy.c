@@ -1,9 +1,9 @@
 /* The PROXY protocol on the connections of a `proxy_protocol` listener
- * (docs/configuration.md, "The PROXY protocol"): the header node/proxy_proto.h
- * parses comes first, before TLS and MQTT, and the client address it names
- * replaces the connection's (the balancer's) in c->peer. Everything keyed on
- * the address (the log, GET /clients, access.c's per-address limits, the
- * failed-password slow-down, the anonymous loopback rule) then sees the client.
+ * (docs/configuration.md, "The PROXY protocol"): the header
+ * include/stream/tern/proxy_proto.h parses comes first, before TLS and MQTT, and the
+ * client address it names replaces the connection's (the balancer's) in c->peer.
+ * Everything keyed on the address (the log, GET /clients, access.c's per-address limits,
+ * the failed-password slow-down, the anonymous loopback rule) then sees the client.
  *
  * Until the header is read the connection holds the parser (behind c->opt, so
  * only connections waiting for a header pay for it) and is not yet counted per
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "node.h"
-#include "proxy_proto.h"
+#include "tern/proxy_proto.h"
 #include "tern/log.h"
 
 bool tern_conn_proxy_start(struct tern_conn *c)
