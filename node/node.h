@@ -149,7 +149,7 @@ struct tern_in_alias {
 
 /* The client's address, kept compactly (formatted only for logs and the admin
  * API): a string would cost 64 bytes on every connection. */
-struct tern_peer_addr {
+struct tern_conn_addr {
     uint8_t addr[16]; /* IPv4 in the first 4 bytes */
     uint16_t port;
     uint8_t family; /* 0 unknown, 4 or 6 */
@@ -232,7 +232,7 @@ struct tern_conn {
     /* Inbound: QoS>0 PUBLISH received and not yet fully acknowledged. */
     uint32_t inbound_unacked;
     uint32_t session_expiry_s;
-    struct tern_peer_addr peer;
+    struct tern_conn_addr peer;
     uint16_t client_id_len;
     uint16_t keepalive_s;
     uint16_t client_receive_max; /* client's limit (v5 CONNECT property) */

@@ -66,7 +66,7 @@ static bool decide_anonymous(const struct tern_config *cfg)
     return true;
 }
 
-static bool loopback_peer(const struct tern_peer_addr *p)
+static bool loopback_peer(const struct tern_conn_addr *p)
 {
     static const uint8_t one[16] = {[15] = 1};
     return (p->family == 4 && p->addr[0] == 127) ||

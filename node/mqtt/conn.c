@@ -887,7 +887,7 @@ void tern_conn_keepalive_start(struct tern_conn *c)
 const char *tern_conn_peer(const struct tern_conn *c, char *buf)
 {
     char host[48] = "?";
-    const struct tern_peer_addr *p = &c->peer;
+    const struct tern_conn_addr *p = &c->peer;
     if (p->family == 4)
         uv_inet_ntop(AF_INET, p->addr, host, sizeof(host));
     else if (p->family == 6)

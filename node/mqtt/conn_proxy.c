@@ -54,7 +54,7 @@ void tern_conn_proxy_expired(struct tern_conn *c)
 static void set_peer(struct tern_conn *c, const struct tern_proxy_header *h)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    struct tern_peer_addr *p = &c->peer;
+    struct tern_conn_addr *p = &c->peer;
     memset(p->addr, 0, sizeof(p->addr));
     p->port = h->src_port;
     if (h->family == 6 && memcmp(h->src, mapped, sizeof(mapped)) == 0) {
