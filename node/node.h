@@ -115,7 +115,8 @@ struct tern_node {
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
     uv_timer_t conn_timer;     /* connect timeouts and keepalives (tern_conn_sweep) */
     uint64_t unready_since_ms; /* 0 while the cluster can commit */
-    struct tern_admin *admin;  /* admin HTTP API, $SYS, drain (admin.c) */
+    struct tern_admin *admin;  /* admin HTTP API, $SYS (node/admin) */
+    bool draining;             /* drained by the admin API (drain.c) */
     bool stopping;
     bool was_ready;
     bool tick_proposed;
@@ -492,15 +493,18 @@ void tern_deliver_to_local_plain(struct tern_node *n, const struct tern_cmd_msg 
 bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
                          struct tern_cmd_msg *out);
 
-/* admin.c: the admin HTTP API (docs/operations.md), $SYS topics and drain. */
+/* node/admin: the admin HTTP API (docs/operations.md) and the $SYS topics. */
 int tern_admin_start(struct tern_node *n, char *errmsg);
 void tern_admin_stop(struct tern_node *n);
 void tern_admin_free(struct tern_node *n); /* after the loop has ended */
-/* While the node is drained, takes a new MQTT connection off the listener and
- * refuses it (CONNACK 0x9C / 3.1.1 return code 3); returns false otherwise. */
-bool tern_admin_draining(const struct tern_node *n);
-/* MQTT address of another member for a client to move to ("" if none). */
-const char *tern_admin_server_reference(const struct tern_node *n);
+
+/* drain.c: while n->draining, CONNECT is refused (CONNACK 0x9C / 3.1.1 return
+ * code 3). tern_node_drain sets it and closes every client (MQTT 5 ones are told
+ * to use another server); returns how many it closed. */
+unsigned tern_node_drain(struct tern_node *n);
+/* MQTT address of another member for a client to move to ("" if none): one whose
+ * link is up if possible. */
+const char *tern_node_other_member(const struct tern_node *n);
 
 /* admin_http.c: a minimal HTTP/1.1 server (one request per connection, bounded
  * request size, Connection: close). */

@@ -210,7 +210,7 @@ static void get_cluster(struct tern_admin *a, struct tern_http_conn *hc, const c
     cJSON_AddNumberToObject(o, "applied_index", (double)st.applied_index);
     cJSON_AddNumberToObject(o, "pending_proposals", (double)st.pending);
     cJSON_AddBoolToObject(o, "ready", admin_node_ready(a));
-    cJSON_AddBoolToObject(o, "draining", a->draining);
+    cJSON_AddBoolToObject(o, "draining", a->node->draining);
     const struct tern_fsm_limits *lim = tern_node_limits(n);
     cJSON_AddItemToObject(o, "limits", limits_json(lim));
     cJSON_AddBoolToObject(o, "limits_as_configured",
@@ -231,13 +231,13 @@ static void get_health(struct tern_admin *a, struct tern_http_conn *hc, const ch
 {
     struct tern_cluster_status st;
     tern_cluster_status(a->node->cluster, &st);
-    bool ready = admin_node_ready(a) && !a->draining;
+    bool ready = admin_node_ready(a) && !a->node->draining;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "live", true);
     cJSON_AddBoolToObject(o, "ready", ready);
     cJSON_AddNumberToObject(o, "node_id", a->node->cfg.node_id);
     cJSON_AddNumberToObject(o, "leader", st.leader);
-    cJSON_AddBoolToObject(o, "draining", a->draining);
+    cJSON_AddBoolToObject(o, "draining", a->node->draining);
     admin_reply_json(hc, ready ? 200 : 503, o);
 }
 

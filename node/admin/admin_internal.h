@@ -40,7 +40,6 @@ struct tern_admin {
     struct tern_http_server *http;
     uv_timer_t sys_timer;
     bool sys_started;
-    bool draining;
     uint64_t started_ms;
     double started_unix_s; /* process_start_time_seconds */
     char bound[80];

@@ -287,8 +287,8 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
     metric(b, "tern_raft_entries_appended_total", "counter",
            "Log entries this node appended as leader.", st.entries);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
-           admin_node_ready(a) && !a->draining);
-    metric(b, "tern_draining", "gauge", "1 while the node is drained.", a->draining);
+           admin_node_ready(a) && !a->node->draining);
+    metric(b, "tern_draining", "gauge", "1 while the node is drained.", a->node->draining);
     metric(b, "tern_uptime_seconds", "gauge", "Seconds since the node started.",
            (tern_mono_ms() - a->started_ms) / 1000);
     metric_head(b, "tern_build_info", "gauge", "Version of this ternd.");

@@ -302,57 +302,6 @@ void admin_delete_member(struct tern_admin *a, struct tern_http_conn *hc,
 
 /* --- drain -------------------------------------------------------------------- */
 
-/* MQTT address of another member for clients to move to ("" if none): one whose
- * link is up if possible. */
-static const char *other_member(const struct tern_node *n)
-{
-    struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
-    size_t count = tern_cluster_members(n->cluster, ms, TERN_CLUSTER_MEMBERS_MAX);
-    const char *any = "";
-    for (uint32_t i = 0; i < n->cfg.member_count; i++) {
-        const struct tern_member *m = &n->cfg.members[i];
-        if (m->id == n->cfg.node_id || !m->mqtt[0])
-            continue;
-        for (size_t j = 0; j < count; j++)
-            if (ms[j].id == m->id && ms[j].link_up)
-                return m->mqtt;
-        if (!any[0])
-            any = m->mqtt;
-    }
-    return any;
-}
-
-static void set_server_reference(struct tern_props *pr, const char *ref)
-{
-    if (!ref[0])
-        return;
-    pr->mask |= TERN_PROP_BIT(TERN_PROP_SERVER_REFERENCE);
-    pr->server_reference =
-        (struct tern_bytes){(const uint8_t *)ref, (uint32_t)strlen(ref)};
-}
-
-/* Closes every client connection: MQTT 5 clients are told to use another server. */
-static unsigned drain_connections(struct tern_node *n, const char *ref)
-{
-    unsigned closed = 0;
-    /* Closing is asynchronous: the list does not change while we walk it. */
-    for (struct tern_conn *c = n->conns; c; c = c->next) {
-        if (c->state == TERN_CONN_CLOSING)
-            continue;
-        if (c->state == TERN_CONN_ACTIVE && c->version == TERN_MQTT_5 &&
-            !c->disconnect_sent) {
-            struct tern_packet p = {.type = TERN_DISCONNECT};
-            p.u.disconnect.reason = TERN_RC_USE_ANOTHER_SERVER;
-            set_server_reference(&p.u.disconnect.props, ref);
-            tern_conn_send(c, &p);
-            c->disconnect_sent = true;
-        }
-        tern_conn_close(c, TERN_RC_USE_ANOTHER_SERVER, "node drained by admin");
-        closed++;
-    }
-    return closed;
-}
-
 /* The node named by ?node=ID must be this one; false if answered. */
 static bool drain_target_ok(struct tern_admin *a, struct tern_http_conn *hc,
                             const char *query)
@@ -377,9 +326,8 @@ void admin_post_drain(struct tern_admin *a, struct tern_http_conn *hc, const cha
 {
     if (!drain_target_ok(a, hc, query))
         return;
-    const char *ref = other_member(a->node);
-    a->draining = true;
-    unsigned closed = drain_connections(a->node, ref);
+    const char *ref = tern_node_other_member(a->node);
+    unsigned closed = tern_node_drain(a->node);
     TERN_LOGI("admin: node drained: %u connections closed, new ones refused%s%s", closed,
               ref[0] ? "; clients sent to " : "", ref);
     cJSON *o = cJSON_CreateObject();
@@ -397,22 +345,10 @@ void admin_post_undrain(struct tern_admin *a, struct tern_http_conn *hc, const c
 {
     if (!drain_target_ok(a, hc, query))
         return;
-    if (a->draining)
+    if (a->node->draining)
         TERN_LOGI("admin: node undrained: accepting clients again");
-    a->draining = false;
+    a->node->draining = false;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "draining", false);
     admin_reply_json(hc, 200, o);
-}
-
-/* While drained, CONNECT is refused by the normal handler (handle_connect.c):
- * these tell it so and where to send MQTT 5 clients. */
-bool tern_admin_draining(const struct tern_node *n)
-{
-    return n->admin && n->admin->draining;
-}
-
-const char *tern_admin_server_reference(const struct tern_node *n)
-{
-    return other_member(n);
 }

@@ -182,12 +182,12 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
         return TERN_EPROTO;
     }
-    if (tern_admin_draining(n)) {
+    if (n->draining) {
         /* Drained for maintenance: MQTT 5 clients are pointed at another member. */
         struct tern_packet p2 = {.type = TERN_CONNACK};
         p2.u.connack.reason = c->version == TERN_MQTT_5 ? TERN_RC_USE_ANOTHER_SERVER
                                                         : TERN_V3_SERVER_UNAVAILABLE;
-        const char *ref = tern_admin_server_reference(n);
+        const char *ref = tern_node_other_member(n);
         if (c->version == TERN_MQTT_5 && ref[0]) {
             p2.u.connack.props.mask |= TERN_PROP_BIT(TERN_PROP_SERVER_REFERENCE);
             p2.u.connack.props.server_reference =
