@@ -9,7 +9,7 @@
  *  - a persistent session (expiry > 0, or resumed) keeps its subscriptions,
  *    queue and in-flight state there too;
  *  - a clean session keeps them in the node-local FSM, applied directly.
- * The packet handlers talk to either through the same commands (session.c).
+ * The packet handlers talk to either through the same commands (effects.c).
  */
 #ifndef TERN_NODE_H
 #define TERN_NODE_H
@@ -427,7 +427,8 @@ void tern_pending_sub_send(struct tern_conn *c, uint8_t type, uint16_t packet_id
 int tern_handle_disconnect(struct tern_conn *c, const struct tern_disconnect *p,
                            uint8_t *reason);
 
-/* session.c: glue between connections and the two FSMs. */
+/* effects.c: the two FSMs' effects as packets, and the glue between connections and them.
+ */
 struct tern_fsm_observer tern_session_observer(struct tern_node *n, bool replicated);
 void tern_session_closed(struct tern_conn *c);
 /* c's SESSION_OPEN came back a duplicate (applied inside an installed snapshot):
@@ -450,6 +451,8 @@ int tern_session_propose(struct tern_conn *c, struct tern_cmd *cmd,
                          void (*cb)(struct tern_conn *c, int status,
                                     const struct tern_fsm_result *res, void *arg),
                          void *arg);
+
+/* handle_publish.c: a command message from a decoded PUBLISH or will. */
 int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
                          struct tern_bytes topic, struct tern_bytes payload, uint8_t qos,
                          bool retain, uint32_t expiry_max_s, uint8_t **userbuf);

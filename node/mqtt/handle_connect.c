@@ -1,5 +1,5 @@
 /* CONNECT: validate, register the session in the replicated FSM (SESSION_OPEN),
- * and answer with CONNACK when that command applies (session.c: repl_opened). */
+ * and answer with CONNACK when that command applies (effects.c: repl_opened). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,50 +120,6 @@ static int read_limits(struct tern_conn *c, const struct tern_connect *p)
     if (cap && c->session_expiry_s > cap) {
         c->session_expiry_s = cap;
         c->expiry_capped = c->version == TERN_MQTT_5;
-    }
-    return TERN_OK;
-}
-
-/* Fills a command message from a decoded PUBLISH or will. User properties are
- * copied into *userbuf (malloc'ed; the caller frees it). */
-int tern_msg_from_packet(struct tern_cmd_msg *m, const struct tern_props *pr,
-                         struct tern_bytes topic, struct tern_bytes payload, uint8_t qos,
-                         bool retain, uint32_t expiry_max_s, uint8_t **userbuf)
-{
-    memset(m, 0, sizeof(*m));
-    m->topic = topic;
-    m->payload = payload;
-    m->qos = qos;
-    m->retain = retain;
-    *userbuf = NULL;
-    if (pr->mask & TERN_PROP_BIT(TERN_PROP_PAYLOAD_FORMAT)) {
-        m->flags |= TERN_MSG_HAS_PAYLOAD_FORMAT;
-        m->payload_format = pr->payload_format;
-    }
-    if (pr->mask & TERN_PROP_BIT(TERN_PROP_MESSAGE_EXPIRY)) {
-        m->flags |= TERN_MSG_HAS_EXPIRY;
-        m->expiry_s = pr->message_expiry;
-        if (expiry_max_s && m->expiry_s > expiry_max_s)
-            m->expiry_s = expiry_max_s;
-    }
-    if (pr->mask & TERN_PROP_BIT(TERN_PROP_CONTENT_TYPE)) {
-        m->flags |= TERN_MSG_HAS_CONTENT_TYPE;
-        m->content_type = pr->content_type;
-    }
-    if (pr->mask & TERN_PROP_BIT(TERN_PROP_RESPONSE_TOPIC)) {
-        m->flags |= TERN_MSG_HAS_RESPONSE_TOPIC;
-        m->response_topic = pr->response_topic;
-    }
-    if (pr->mask & TERN_PROP_BIT(TERN_PROP_CORRELATION_DATA)) {
-        m->flags |= TERN_MSG_HAS_CORRELATION;
-        m->correlation_data = pr->correlation_data;
-    }
-    if (pr->user_count) {
-        *userbuf = malloc(pr->raw.len);
-        if (!*userbuf)
-            return TERN_ENOMEM;
-        size_t n = tern_props_user_extract(pr, *userbuf);
-        m->user = (struct tern_bytes){*userbuf, (uint32_t)n};
     }
     return TERN_OK;
 }
