@@ -9,6 +9,7 @@
 /* Creates the containers of replicated state (empty). */
 static int fsm_state_init(struct tern_fsm *f)
 {
+    fsm_timer_init(f);
     bool ok = fsm_stab_init(&f->sessions) == TERN_OK;
     ok = fsm_map_init(&f->groups) == TERN_OK && ok;
     ok = fsm_map_init(&f->routes) == TERN_OK && ok;
@@ -41,6 +42,7 @@ struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *
 
 void fsm_state_free(struct tern_fsm *f)
 {
+    fsm_timer_clear(f); /* first: it indexes what is freed below */
     if (f->sessions.buckets)
         fsm_session_free_all(f); /* before the retained tree: both hold messages */
     fsm_stab_free(&f->sessions);
@@ -79,41 +81,15 @@ void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src
 
 /* --- TICK --- */
 
-struct due_ctx {
-    struct tern_fsm *f;
-    uint64_t now_ms;
-    struct tern_fsm_session **v;
-    size_t n, cap;
-};
-
-static int due_collect(void *ctx, struct tern_fsm_session *s)
-{
-    struct due_ctx *x = ctx;
-    if (fsm_session_deadline(s) > x->now_ms)
-        return 0;
-    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK)
-        return 1; /* the command fails (f->nomem) */
-    x->v[x->n++] = s;
-    return 0;
-}
-
-static int epoch_cmp(const void *a, const void *b)
-{
-    const struct tern_fsm_session *x = *(struct tern_fsm_session *const *)a;
-    const struct tern_fsm_session *y = *(struct tern_fsm_session *const *)b;
-    return (x->epoch > y->epoch) - (x->epoch < y->epoch);
-}
-
-/* Due sessions are handled in epoch order (epochs are unique), not in hash
- * order, so every replica publishes wills and expires sessions alike. */
+/* Due sessions are handled in epoch order (epochs are unique), not in heap
+ * order, so every replica publishes wills and expires sessions alike. Only
+ * what is due is visited (fsm_timer.c). */
 static void fsm_tick(struct tern_fsm *f, uint64_t now_ms)
 {
-    struct due_ctx x = {.f = f, .now_ms = now_ms};
-    fsm_stab_walk(&f->sessions, due_collect, &x);
-    if (x.n > 1)
-        qsort(x.v, x.n, sizeof(*x.v), epoch_cmp);
-    for (size_t i = 0; i < x.n; i++) {
-        struct tern_fsm_session *s = x.v[i];
+    struct tern_fsm_session **v;
+    size_t n = fsm_timer_due_sessions(f, now_ms, &v);
+    for (size_t i = 0; i < n; i++) {
+        struct tern_fsm_session *s = v[i];
         if (s->st->will_at_ms && s->st->will_at_ms <= now_ms)
             fsm_will_publish(f, s, now_ms);
         if (fsm_session_expired(s, now_ms)) {
@@ -121,10 +97,10 @@ static void fsm_tick(struct tern_fsm *f, uint64_t now_ms)
             fsm_session_destroy(f, s);
             f->stats.sessions_expired++;
         } else {
-            fsm_session_state_trim(s);
+            fsm_session_settle(f, s); /* its expiry may still be ahead */
         }
     }
-    free(x.v);
+    free(v);
     fsm_retained_expire(f, now_ms);
 }
 
@@ -232,22 +208,6 @@ void tern_fsm_apply(struct tern_fsm *f, const struct tern_cmd *cmd,
 }
 
 /* --- reading --- */
-
-static int deadline_visit(void *ctx, struct tern_fsm_session *s)
-{
-    uint64_t *d = ctx;
-    uint64_t t = fsm_session_deadline(s);
-    if (t < *d)
-        *d = t;
-    return 0;
-}
-
-uint64_t tern_fsm_next_deadline(const struct tern_fsm *f)
-{
-    uint64_t d = UINT64_MAX;
-    fsm_stab_walk(&f->sessions, deadline_visit, &d);
-    return d;
-}
 
 static int any_visit(void *ctx, const char *key, size_t len, void *value)
 {

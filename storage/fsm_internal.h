@@ -29,6 +29,7 @@
 #include "tern/cmd.h"
 #include "tern/error.h"
 #include "tern/fsm.h"
+#include "tern/heap.h"
 #include "tern/topic.h"
 
 #define FSM_EXPIRY_NEVER 0xFFFFFFFFu
@@ -148,6 +149,10 @@ struct fsm_session_state {
     uint16_t flight_count;  /* <= min(inflight_max, receive_max) <= 65535 */
     uint16_t inbound_count; /* distinct non-zero 16-bit ids: <= 65535 */
     uint16_t flight_head;   /* ring index of the oldest in flight */
+    /* Position in f->session_timers (tern/heap.h; 0 = not in it). A session
+     * with a deadline (fsm_session_deadline) is in the heap, so it has a
+     * private state while it waits. */
+    uint32_t timer_pos;
 };
 
 /* Client ids are str16 in commands and snapshots. */
@@ -177,7 +182,8 @@ struct tern_fsm_session {
 static_assert(offsetof(struct tern_fsm_session, client_id) == 56 &&
                   sizeof(struct tern_fsm_session) == 56,
               "session header: 56 bytes, so a 15-byte id fits an 80-byte chunk");
-static_assert(sizeof(struct fsm_session_state) == 112, "session state: 112 bytes");
+/* 120 bytes is the same 128-byte malloc chunk as 112. */
+static_assert(sizeof(struct fsm_session_state) == 120, "session state: 120 bytes");
 #endif
 
 extern const struct fsm_session_state fsm_session_state_empty;
@@ -263,6 +269,12 @@ struct tern_fsm {
 
     struct fsm_origin *origins; /* sorted by node */
     size_t origin_count, origin_cap;
+
+    /* Deadlines (fsm_timer.c): sessions by fsm_session_deadline(), retained
+     * messages by expire_at_ms. Derived state: rebuilt on restore, never
+     * snapshotted. */
+    struct tern_heap session_timers;
+    struct tern_heap retained_timers;
 
     struct fsm_map routes;              /* route key -> struct fsm_route */
     struct tern_topic_tree *route_tree; /* inner filter -> struct fsm_route */
@@ -379,6 +391,35 @@ uint64_t fsm_session_deadline(const struct tern_fsm_session *s);
  * than FSM_CLIENT_ID_MAX. */
 struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes id);
 void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s);
+/* --- deadlines (fsm_timer.c) --- */
+void fsm_timer_init(struct tern_fsm *f);
+/* Empties both heaps (O(n), every slot cleared) before the state they index
+ * is freed. */
+void fsm_timer_clear(struct tern_fsm *f);
+/* Puts s in the session heap at fsm_session_deadline(s), moves it, or takes
+ * it out when it has none. Called at the end of every step that changed what
+ * the deadline is made of (online, expiry, offline time, will time); a session
+ * with a deadline gets a private state (its slot lives there). On allocation
+ * failure f->nomem is set. */
+void fsm_timer_session(struct tern_fsm *f, struct tern_fsm_session *s);
+void fsm_timer_session_forget(struct tern_fsm *f, struct tern_fsm_session *s);
+/* fsm_timer_session() then fsm_session_state_trim(): the end of a command's
+ * work on s. */
+void fsm_session_settle(struct tern_fsm *f, struct tern_fsm_session *s);
+/* A retained message with an expiry enters the retained heap; one leaving the
+ * retained tree leaves it. */
+void fsm_timer_retained(struct tern_fsm *f, struct tern_msg *m);
+void fsm_timer_retained_forget(struct tern_fsm *f, struct tern_msg *m);
+/* Takes every session due at now_ms out of the heap into *v (malloc'ed, the
+ * caller frees it), in epoch order. On allocation failure (f->nomem) the rest
+ * stay in the heap. */
+size_t fsm_timer_due_sessions(struct tern_fsm *f, uint64_t now_ms,
+                              struct tern_fsm_session ***v);
+/* Takes the next retained message due at now_ms out of the heap, or NULL. */
+struct tern_msg *fsm_timer_due_retained(struct tern_fsm *f, uint64_t now_ms);
+/* Rebuilds both heaps from the sessions and the retained tree (restore).
+ * TERN_OK or TERN_ENOMEM. */
+int fsm_timer_rebuild(struct tern_fsm *f);
 void fsm_will_publish(struct tern_fsm *f, struct tern_fsm_session *s, uint64_t now_ms);
 void fsm_session_free_all(struct tern_fsm *f);
 

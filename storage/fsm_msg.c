@@ -174,6 +174,7 @@ uint64_t fsm_msg_bytes(const struct tern_msg *m)
 
 static void retained_remove(struct tern_fsm *f, struct tern_msg *old)
 {
+    fsm_timer_retained_forget(f, old);
     tern_topic_tree_remove(f->retained, (const char *)old->topic.ptr, old->topic.len,
                            old);
     f->stats.retained--;
@@ -208,6 +209,7 @@ void fsm_retain(struct tern_fsm *f, struct tern_msg *m)
         return;
     }
     fsm_msg_ref(m);
+    fsm_timer_retained(f, m);
     f->stats.retained++;
     f->stats.retained_bytes += m->payload.len;
 }
@@ -221,37 +223,12 @@ int fsm_retained_delete(struct tern_fsm *f, const char *topic, size_t len)
     return TERN_OK;
 }
 
-struct expire_ctx {
-    struct tern_fsm *f;
-    uint64_t now_ms;
-    struct tern_msg **v;
-    size_t n, cap;
-    bool oom;
-};
-
-static int expire_collect(void *ctx, const char *key, size_t len, void *value)
-{
-    struct expire_ctx *x = ctx;
-    (void)key;
-    (void)len;
-    if (!fsm_msg_expired(value, x->now_ms))
-        return 0;
-    if (fsm_grow_in(x->f, (void **)&x->v, &x->cap, x->n + 1, sizeof(*x->v)) != TERN_OK) {
-        x->oom = true;
-        return 1;
-    }
-    x->v[x->n++] = value;
-    return 0;
-}
-
-/* Collect first, then remove: the tree must not change during its walk. */
+/* Only what is due: the retained heap gives them one by one (fsm_timer.c). */
 void fsm_retained_expire(struct tern_fsm *f, uint64_t now_ms)
 {
-    struct expire_ctx x = {.f = f, .now_ms = now_ms};
-    tern_topic_tree_walk(f->retained, expire_collect, &x);
-    for (size_t i = 0; i < x.n; i++)
-        retained_remove(f, x.v[i]);
-    free(x.v);
+    struct tern_msg *m;
+    while ((m = fsm_timer_due_retained(f, now_ms)))
+        retained_remove(f, m);
 }
 
 static int unref_visit(void *ctx, const char *key, size_t len, void *value)

@@ -654,6 +654,8 @@ static void state_move(struct tern_fsm *dst, struct tern_fsm *src)
     dst->retained = src->retained;
     dst->routes = src->routes;
     dst->route_tree = src->route_tree;
+    dst->session_timers = src->session_timers; /* positions stay valid */
+    dst->retained_timers = src->retained_timers;
     memcpy(dst->members, src->members, sizeof(dst->members));
     dst->member_count = src->member_count;
     dst->origins = src->origins;
@@ -695,6 +697,10 @@ int tern_fsm_restore(struct tern_fsm *f, const uint8_t *buf, size_t len, char *e
     for (size_t i = 0; i < x.nmsg; i++)
         fsm_msg_unref(x.nf, x.msg[i]);
     rc = x.r.err;
+    if (rc == TERN_OK && fsm_timer_rebuild(x.nf) != TERN_OK) {
+        rc = TERN_ENOMEM; /* the heaps are derived: built here, not read */
+        x.what = "allocation";
+    }
     if (rc != TERN_OK) {
         restore_fail(&x, errmsg);
         tern_fsm_free(x.nf);

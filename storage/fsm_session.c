@@ -56,7 +56,7 @@ void fsm_session_state_trim(struct tern_fsm_session *s)
     /* mark and slot are publish scratch: a fresh state's mark 0 never equals
      * a publish generation (they start at 1). */
     if (!st->subs && !st->q_head && st->flight_count == 0 && st->inbound_count == 0 &&
-        !st->will && st->will_at_ms == 0 && st->will_delay_s == 0)
+        !st->will && st->will_at_ms == 0 && st->will_delay_s == 0 && st->timer_pos == 0)
         session_state_free(s);
 }
 
@@ -284,6 +284,7 @@ static void session_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 
 void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s)
 {
+    fsm_timer_session_forget(f, s); /* first: its slot is in the state freed below */
     set_offline(f, s, 0);
     session_clear(f, s);
     session_state_free(s);
@@ -411,7 +412,7 @@ void fsm_open(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_resu
     if (f->obs.opened)
         f->obs.opened(f->obs.ctx, s, present);
     fsm_resume(f, s, c->now_ms);
-    fsm_session_state_trim(s);
+    fsm_session_settle(f, s); /* online now: no deadline (a takeover had one) */
 }
 
 struct tern_fsm_session *fsm_session_check(const struct tern_fsm *f, struct tern_bytes id,
@@ -442,7 +443,7 @@ static void close_settle(struct tern_fsm *f, struct tern_fsm_session *s, uint64_
     if (s->expiry_s == 0)
         fsm_session_destroy(f, s);
     else
-        fsm_session_state_trim(s);
+        fsm_session_settle(f, s); /* offline: its expiry (or will) is ahead */
 }
 
 void fsm_close(struct tern_fsm *f, const struct tern_cmd *c, struct tern_fsm_result *r)

@@ -716,6 +716,35 @@ static void test_retained_expiry(void **state)
     assert_int_equal(st(x)->retained, 0);
 }
 
+/* A retained message's expiry is a deadline of its own: with no session
+ * waiting for anything, the node must still propose the TICK that frees it
+ * (tern_fsm_next_deadline is what the node's 1 s timer asks). Replacing or
+ * deleting it cancels that deadline. */
+static void test_retained_expiry_deadline(void **state)
+{
+    struct fx *x = *state;
+    uint64_t t0 = x->now;
+    assert_int_equal(tern_fsm_next_deadline(x->f), UINT64_MAX);
+    pub_o(x, "r", "v",
+          (struct pub_opts){.qos = 1, .retain = true, .has_expiry = true, .expiry_s = 5});
+    pub_o(x, "q", "v",
+          (struct pub_opts){.qos = 1, .retain = true, .has_expiry = true, .expiry_s = 9});
+    assert_int_equal(tern_fsm_next_deadline(x->f), t0 + 5000);
+    pub_o(x, "r", "w", (struct pub_opts){.qos = 1, .retain = true}); /* no expiry now */
+    assert_int_equal(tern_fsm_next_deadline(x->f), t0 + 9000);
+    x->now = t0 + 8999;
+    tick(x);
+    assert_int_equal(st(x)->retained, 2);
+    x->now = t0 + 9000;
+    tick(x);
+    assert_int_equal(st(x)->retained, 1); /* "q" went, "r" stays */
+    assert_int_equal(tern_fsm_next_deadline(x->f), UINT64_MAX);
+    pub_o(x, "q", "v",
+          (struct pub_opts){.qos = 1, .retain = true, .has_expiry = true, .expiry_s = 1});
+    assert_int_equal(retain_del(x, "q"), TERN_OK);
+    assert_int_equal(tern_fsm_next_deadline(x->f), UINT64_MAX);
+}
+
 static void test_retained_source(void **state)
 {
     struct fx *x = *state;
@@ -1929,6 +1958,7 @@ int main(void)
         T(test_retain_handling),
         T(test_retained_limits),
         T(test_retained_expiry),
+        T(test_retained_expiry_deadline),
         T(test_retained_source),
         T(test_dollar_topics),
         T(test_shared_round_robin),

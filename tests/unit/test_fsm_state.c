@@ -324,7 +324,13 @@ static void test_will_state(void **state)
     c.u.close.expiry_s = 100;
     c.u.close.publish_will = false;
     assert_int_equal(apply(f, &c).status, TERN_OK);
+    /* Offline with an expiry: it waits in the deadline heap, whose slot is in
+     * the state; back online it has no deadline and no state again. */
+    assert_false(bare(f, "w0"));
+    assert_true(tern_fsm_timers_valid(f));
+    open_id(f, B("w0"), false, 0);
     assert_true(bare(f, "w0"));
+    assert_true(tern_fsm_timers_valid(f));
     c.u.close.client_id = B("w5");
     c.u.close.epoch = e2;
     assert_int_equal(apply(f, &c).status, TERN_OK);

@@ -678,6 +678,9 @@ static void run_both(struct tern_fsm *a, struct hx *ha, struct tern_fsm *b, stru
         result_equal(&ra, &rb);
         if (ha->h != hb->h || ha->n != hb->n)
             fail_msg("command %d (type %u): effects differ", i, g.c.type);
+        if (i % 16 == 0 && (!tern_fsm_timers_valid(a) || !tern_fsm_timers_valid(b)))
+            fail_msg("command %d (type %u): deadline heaps out of step", i, g.c.type);
+        assert_int_equal(tern_fsm_next_deadline(a), tern_fsm_next_deadline(b));
     }
 }
 

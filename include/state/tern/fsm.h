@@ -42,6 +42,7 @@ struct tern_msg {
     uint64_t created_ms;     /* now_ms of the PUBLISH command */
     uint64_t expire_at_ms;   /* 0 = never */
     uint32_t from_node;      /* node the publisher was on */
+    uint32_t timer_pos;      /* FSM-private: position in the retained heap */
     struct tern_bytes topic; /* the rest point into this allocation */
     struct tern_bytes payload;
     struct tern_bytes content_type;
@@ -282,8 +283,12 @@ uint32_t tern_fsm_route_count(const struct tern_fsm *f);
 void tern_fsm_set_retained_source(struct tern_fsm *f, const struct tern_fsm *src);
 
 /* Earliest now_ms at which a TICK would change something (session expiry, a
- * delayed will), or UINT64_MAX. */
+ * delayed will, a retained message's expiry), or UINT64_MAX. O(1): deadlines
+ * are kept in heaps, and a TICK costs what is due, not what is stored. */
 uint64_t tern_fsm_next_deadline(const struct tern_fsm *f);
+/* For tests: do the deadline heaps hold exactly the sessions and retained
+ * messages that have a deadline, each at its deadline? O(n). */
+bool tern_fsm_timers_valid(const struct tern_fsm *f);
 
 /* Does any subscription of this FSM match topic? (Lets the node skip proposing a
  * PUBLISH that would change nothing.) */
