@@ -48,25 +48,6 @@ static cJSON *client_json(struct tern_conn *c)
     return o;
 }
 
-void admin_get_clients(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
-                       const char *query)
-{
-    size_t limit, count = 0;
-    if (!admin_list_limit(hc, query, &limit))
-        return;
-    cJSON *o = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(o, "clients");
-    for (struct tern_conn *c = a->node->conns; c; c = c->next) {
-        if (c->state == TERN_CONN_CLOSING)
-            continue;
-        if (count++ < limit)
-            cJSON_AddItemToArray(arr, client_json(c));
-    }
-    cJSON_AddNumberToObject(o, "total", (double)count);
-    cJSON_AddBoolToObject(o, "truncated", count > limit);
-    admin_reply_json(hc, 200, o);
-}
-
 /* --- sessions and subscriptions ------------------------------------------------------
  */
 
@@ -92,53 +73,55 @@ struct list_walk {
     const struct tern_fsm_session *session; /* subscriptions: whose */
 };
 
-/* A list answer: {"NAME": [...], "total": N, "truncated": bool}. list_begin
- * reads ?limit= (answering 400 itself when it is bad) and returns NULL then. */
-static cJSON *list_begin(struct tern_http_conn *hc, const char *query,
-                         struct list_walk *w, const char *name)
-{
-    if (!admin_list_limit(hc, query, &w->limit))
-        return NULL;
-    cJSON *o = cJSON_CreateObject();
-    w->arr = cJSON_AddArrayToObject(o, name);
-    return o;
-}
-
-static void list_end(struct tern_http_conn *hc, cJSON *o, int stopped, uint64_t total)
-{
-    cJSON_AddNumberToObject(o, "total", (double)total);
-    cJSON_AddBoolToObject(o, "truncated", stopped != 0);
-    admin_reply_json(hc, 200, o);
-}
-
 /* --- pages: the `limit` smallest keys after the cursor, with the prefix ---------
  * A bounded max-heap over one walk: O(n log limit) time, `limit` entries of
  * memory, whatever the size of the state; the walk order does not matter. */
 
+/* Entries are ordered by (key, key2): key2 tells apart entries whose key is the
+ * same (a session's subscriptions: client id, filter; connections: client id,
+ * peer address), so a cursor never skips one at a page boundary. key2 is empty
+ * for lists whose keys are unique. A key2 that is not stored anywhere (the
+ * peer address) is kept inline, in k2. */
 struct page_entry {
-    struct tern_bytes key;
+    struct tern_bytes key, key2;
     const void *item;
+    uint32_t sub_id; /* subscriptions: the rest of the entry */
+    uint8_t options;
+    uint8_t k2_len; /* key2 inline in k2 when key2.ptr is NULL */
+    char k2[TERN_PEER_STRLEN];
 };
 
 struct page {
     struct page_entry *heap;
     size_t n, cap;
-    char after[PATH_MAX_BYTES], prefix[PATH_MAX_BYTES];
-    size_t after_len, prefix_len;
+    char after[PATH_MAX_BYTES], after2[PATH_MAX_BYTES], prefix[PATH_MAX_BYTES];
+    size_t after_len, after2_len, prefix_len;
     bool has_after;
     uint64_t matched; /* entries after the cursor with the prefix */
 };
 
 static int key_cmp(struct tern_bytes a, struct tern_bytes b)
 {
-    int c = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+    int c = a.len && b.len ? memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len) : 0;
     return c ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+static struct tern_bytes entry_key2(const struct page_entry *e)
+{
+    if (e->key2.ptr || !e->k2_len)
+        return e->key2;
+    return (struct tern_bytes){(const uint8_t *)e->k2, e->k2_len};
+}
+
+static int pair_cmp(const struct page_entry *x, const struct page_entry *y)
+{
+    int c = key_cmp(x->key, y->key);
+    return c ? c : key_cmp(entry_key2(x), entry_key2(y));
 }
 
 static int entry_cmp(const void *x, const void *y)
 {
-    return key_cmp(((const struct page_entry *)x)->key,
-                   ((const struct page_entry *)y)->key);
+    return pair_cmp(x, y);
 }
 
 static void heap_swap(struct page *p, size_t i, size_t j)
@@ -148,30 +131,33 @@ static void heap_swap(struct page *p, size_t i, size_t j)
     p->heap[j] = t;
 }
 
-static void page_offer(struct page *p, struct tern_bytes key, const void *item)
+/* Offers one entry (its key, key2 and item set; key2 maybe inline). */
+static void page_offer_entry(struct page *p, const struct page_entry *e)
 {
-    struct tern_bytes after = {(const uint8_t *)p->after, (uint32_t)p->after_len};
-    if (key.len < p->prefix_len || memcmp(key.ptr, p->prefix, p->prefix_len) != 0 ||
-        (p->has_after && key_cmp(key, after) <= 0))
+    struct page_entry after = {
+        .key = {(const uint8_t *)p->after, (uint32_t)p->after_len},
+        .key2 = {(const uint8_t *)p->after2, (uint32_t)p->after2_len}};
+    if (e->key.len < p->prefix_len ||
+        (p->prefix_len && memcmp(e->key.ptr, p->prefix, p->prefix_len) != 0) ||
+        (p->has_after && pair_cmp(e, &after) <= 0))
         return;
     p->matched++;
     size_t i;
     if (p->n < p->cap) {
         i = p->n++;
-        p->heap[i] = (struct page_entry){key, item};
-        for (; i > 0 && key_cmp(p->heap[(i - 1) / 2].key, p->heap[i].key) < 0;
-             i = (i - 1) / 2)
+        p->heap[i] = *e;
+        for (; i > 0 && pair_cmp(&p->heap[(i - 1) / 2], &p->heap[i]) < 0; i = (i - 1) / 2)
             heap_swap(p, i, (i - 1) / 2);
         return;
     }
-    if (key_cmp(key, p->heap[0].key) >= 0)
+    if (pair_cmp(e, &p->heap[0]) >= 0)
         return;
-    p->heap[0] = (struct page_entry){key, item};
+    p->heap[0] = *e;
     for (i = 0;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < p->n && key_cmp(p->heap[l].key, p->heap[m].key) > 0)
+        if (l < p->n && pair_cmp(&p->heap[l], &p->heap[m]) > 0)
             m = l;
-        if (r < p->n && key_cmp(p->heap[r].key, p->heap[m].key) > 0)
+        if (r < p->n && pair_cmp(&p->heap[r], &p->heap[m]) > 0)
             m = r;
         if (m == i)
             break;
@@ -180,8 +166,16 @@ static void page_offer(struct page *p, struct tern_bytes key, const void *item)
     }
 }
 
-/* Reads ?limit= ?after= ?prefix=; NULL (answered 400 or 500) if bad. */
-static struct page *page_begin(struct tern_http_conn *hc, const char *query)
+static void page_offer(struct page *p, struct tern_bytes key, const void *item)
+{
+    struct page_entry e = {.key = key, .item = item};
+    page_offer_entry(p, &e);
+}
+
+/* Reads ?limit= ?after= ?prefix= (and ?AFTER2=, the cursor's second half, when
+ * the list has one); NULL (answered 400 or 500) if bad. */
+static struct page *page_begin2(struct tern_http_conn *hc, const char *query,
+                                const char *after2)
 {
     size_t limit;
     if (!admin_list_limit(hc, query, &limit))
@@ -195,10 +189,10 @@ static struct page *page_begin(struct tern_http_conn *hc, const char *query)
         return NULL;
     }
     p->cap = limit;
-    const char *names[] = {"after", "prefix"};
-    char *bufs[] = {p->after, p->prefix};
-    size_t *lens[] = {&p->after_len, &p->prefix_len};
-    for (int i = 0; i < 2; i++) {
+    const char *names[] = {"after", "prefix", after2};
+    char *bufs[] = {p->after, p->prefix, p->after2};
+    size_t *lens[] = {&p->after_len, &p->prefix_len, &p->after2_len};
+    for (int i = 0; i < (after2 ? 3 : 2); i++) {
         const char *v = NULL;
         size_t nlen = strlen(names[i]);
         for (const char *q = query; q && *q; q = strchr(q, '&'), q = q ? q + 1 : q)
@@ -220,24 +214,69 @@ static struct page *page_begin(struct tern_http_conn *hc, const char *query)
     return p;
 }
 
+static struct page *page_begin(struct tern_http_conn *hc, const char *query)
+{
+    return page_begin2(hc, query, NULL);
+}
+
 /* Adds the page to o as NAME (each entry through to_json), with total, truncated
- * and next (the cursor of the following page, when there is one); answers. */
-static void page_end(struct tern_http_conn *hc, struct page *p, cJSON *o,
-                     const char *name, cJSON *(*to_json)(const void *item),
-                     uint64_t total)
+ * and next (the cursor of the following page, when there is one; with next2 its
+ * second half, e.g. "next_filter"); answers. */
+static void page_end2(struct tern_http_conn *hc, struct page *p, cJSON *o,
+                      const char *name, cJSON *(*to_json)(const struct page_entry *e),
+                      uint64_t total, const char *next2)
 {
     qsort(p->heap, p->n, sizeof(*p->heap), entry_cmp);
     cJSON *arr = cJSON_AddArrayToObject(o, name);
     for (size_t i = 0; i < p->n; i++)
-        cJSON_AddItemToArray(arr, to_json(p->heap[i].item));
+        cJSON_AddItemToArray(arr, to_json(&p->heap[i]));
     cJSON_AddNumberToObject(o, "total", (double)total);
     bool more = p->matched > p->n;
     cJSON_AddBoolToObject(o, "truncated", more);
-    if (more)
+    if (more) {
         admin_add_bytes(o, "next", p->heap[p->n - 1].key);
+        if (next2)
+            admin_add_bytes(o, next2, entry_key2(&p->heap[p->n - 1]));
+    }
     admin_reply_json(hc, 200, o);
     free(p->heap);
     free(p);
+}
+
+static void page_end(struct tern_http_conn *hc, struct page *p, cJSON *o,
+                     const char *name, cJSON *(*to_json)(const struct page_entry *e),
+                     uint64_t total)
+{
+    page_end2(hc, p, o, name, to_json, total, NULL);
+}
+
+static cJSON *client_item(const struct page_entry *e)
+{
+    return client_json((struct tern_conn *)e->item);
+}
+
+/* Pages by (client id, peer address): a connection that has not sent CONNECT
+ * has the empty id, and two connections can share an id for the moment of a
+ * takeover. Cursor: ?after=ID&after_peer=PEER (next, next_peer). */
+void admin_get_clients(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
+                       const char *query)
+{
+    struct page *p = page_begin2(hc, query, "after_peer");
+    if (!p)
+        return;
+    uint64_t count = 0;
+    for (struct tern_conn *c = a->node->conns; c; c = c->next) {
+        if (c->state == TERN_CONN_CLOSING)
+            continue;
+        count++;
+        struct page_entry e = {.item = c};
+        if (c->client_id)
+            e.key = (struct tern_bytes){(const uint8_t *)c->client_id, c->client_id_len};
+        tern_conn_peer(c, e.k2);
+        e.k2_len = (uint8_t)strnlen(e.k2, sizeof(e.k2));
+        page_offer_entry(p, &e);
+    }
+    page_end2(hc, p, cJSON_CreateObject(), "clients", client_item, count, "next_peer");
 }
 
 static int session_offer(void *ctx, struct tern_fsm_session *s)
@@ -246,9 +285,9 @@ static int session_offer(void *ctx, struct tern_fsm_session *s)
     return 0;
 }
 
-static cJSON *session_item(const void *item)
+static cJSON *session_item(const struct page_entry *e)
 {
-    return session_json((struct tern_fsm_session *)item);
+    return session_json(e->item);
 }
 
 void admin_get_sessions(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
@@ -263,16 +302,12 @@ void admin_get_sessions(struct tern_admin *a, struct tern_http_conn *hc, const c
              tern_fsm_stats(f)->sessions);
 }
 
-static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
-                     uint32_t sub_id)
+static cJSON *sub_json(const struct tern_fsm_session *s, struct tern_bytes filter,
+                       uint8_t options, uint32_t sub_id)
 {
-    struct list_walk *w = ctx;
-    if (w->count >= w->limit)
-        return 1;
-    w->count++;
     cJSON *o = cJSON_CreateObject();
-    if (w->session)
-        admin_add_bytes(o, "client_id", tern_fsm_session_client_id(w->session));
+    if (s)
+        admin_add_bytes(o, "client_id", tern_fsm_session_client_id(s));
     admin_add_bytes(o, "filter", filter);
     cJSON_AddNumberToObject(o, "qos", options & TERN_SUBOPT_QOS_MASK);
     cJSON_AddBoolToObject(o, "no_local", options & TERN_SUBOPT_NO_LOCAL);
@@ -282,7 +317,17 @@ static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
                             (options & TERN_SUBOPT_RETAIN_HANDLING_MASK) >>
                                 TERN_SUBOPT_RETAIN_HANDLING_SHIFT);
     cJSON_AddNumberToObject(o, "subscription_id", sub_id);
-    cJSON_AddItemToArray(w->arr, o);
+    return o;
+}
+
+static int sub_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                     uint32_t sub_id)
+{
+    struct list_walk *w = ctx;
+    if (w->count >= w->limit)
+        return 1;
+    w->count++;
+    cJSON_AddItemToArray(w->arr, sub_json(w->session, filter, options, sub_id));
     return 0;
 }
 
@@ -318,23 +363,54 @@ void admin_get_session(struct tern_admin *a, struct tern_http_conn *hc, const ch
     admin_reply_json(hc, 200, o);
 }
 
-static int session_subs_visit(void *ctx, struct tern_fsm_session *s)
+/* /subscriptions pages by (client id, filter): the prefix is the client id's,
+ * the cursor is ?after=ID&after_filter=FILTER (next, next_filter). */
+struct subs_page {
+    struct page *p;
+    const struct tern_fsm_session *s;
+};
+
+static int sub_offer(void *ctx, struct tern_bytes filter, uint8_t options,
+                     uint32_t sub_id)
 {
-    struct list_walk *w = ctx;
-    w->session = s;
-    return tern_fsm_session_subs_walk(s, sub_visit, w);
+    struct subs_page *x = ctx;
+    struct page_entry e = {.key = tern_fsm_session_client_id(x->s),
+                           .key2 = filter,
+                           .item = x->s,
+                           .sub_id = sub_id,
+                           .options = options};
+    page_offer_entry(x->p, &e);
+    return 0;
+}
+
+static int session_subs_offer(void *ctx, struct tern_fsm_session *s)
+{
+    struct subs_page *x = ctx;
+    struct tern_bytes id = tern_fsm_session_client_id(s);
+    struct tern_bytes after = {(const uint8_t *)x->p->after, (uint32_t)x->p->after_len};
+    if (tern_fsm_session_sub_count(s) == 0 || id.len < x->p->prefix_len ||
+        (x->p->prefix_len && memcmp(id.ptr, x->p->prefix, x->p->prefix_len) != 0) ||
+        (x->p->has_after && key_cmp(id, after) < 0))
+        return 0; /* none of its subscriptions can be on the page */
+    x->s = s;
+    return tern_fsm_session_subs_walk(s, sub_offer, x);
+}
+
+static cJSON *sub_item(const struct page_entry *e)
+{
+    return sub_json(e->item, e->key2, e->options, e->sub_id);
 }
 
 void admin_get_subscriptions(struct tern_admin *a, struct tern_http_conn *hc,
                              const char *tail, const char *query)
 {
-    struct list_walk w = {0};
-    cJSON *o = list_begin(hc, query, &w, "subscriptions");
-    if (!o)
+    struct subs_page x = {.p = page_begin2(hc, query, "after_filter")};
+    if (!x.p)
         return;
     struct tern_fsm *f = tern_cluster_fsm(a->node->cluster);
-    int stopped = tern_fsm_sessions_walk(f, session_subs_visit, &w);
-    list_end(hc, o, stopped, tern_fsm_stats(f)->subscriptions);
+    tern_fsm_sessions_walk(f, session_subs_offer, &x);
+    page_end2(hc, x.p, cJSON_CreateObject(), "subscriptions", sub_item,
+              tern_fsm_stats(f)->subscriptions, "next_filter");
 }
 
 /* --- proposals answered when applied ------------------------------------------------ */
@@ -413,9 +489,9 @@ void admin_delete_session(struct tern_admin *a, struct tern_http_conn *hc,
 
 /* --- retained messages ---------------------------------------------------------- */
 
-static cJSON *retained_item(const void *item)
+static cJSON *retained_item(const struct page_entry *e)
 {
-    const struct tern_msg *m = item;
+    const struct tern_msg *m = e->item;
     cJSON *o = cJSON_CreateObject();
     admin_add_bytes(o, "topic", m->topic);
     cJSON_AddNumberToObject(o, "payload_bytes", m->payload.len);

@@ -47,7 +47,9 @@ struct ctl {
     int naddrs;
     double wait_ready_s;                /* status --wait-ready; < 0: not given */
     bool quiet;                         /* probing: fail() prints nothing */
-    const char *prefix, *after, *limit; /* sessions, retained: one page */
+    const char *prefix, *after, *limit; /* lists: one page */
+    const char *after2;                 /* --after-filter / --after-peer */
+    bool all;                           /* --all: follow the cursors */
     char token[600];        /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
     const char *admins[16]; /* every --admin given: status compares their files */
     int nadmins;
@@ -104,12 +106,15 @@ static void usage(FILE *f)
         "                           --wait-ready, wait up to S seconds for it to\n"
         "                           be ready (exit 1 if it is not)\n"
         "  members                  cluster members as the node sees them\n"
-        "  clients                  client connections on the node\n"
+        "  clients                  client connections on the node, one page, by\n"
+        "                           client id (--after-peer: the cursor's 2nd half)\n"
         "  sessions                 sessions in the cluster, by client id, one page\n"
-        "                           (--limit N, --prefix P, --after CURSOR)\n"
+        "                           (--limit N, --prefix P, --after CURSOR; --all:\n"
+        "                           follow the cursor to the end, in pages)\n"
         "  session show ID          one session and its subscriptions\n"
         "  kick ID                  delete a session (its client is disconnected)\n"
-        "  subscriptions            subscriptions of persistent sessions\n"
+        "  subscriptions            subscriptions of persistent sessions, one page,\n"
+        "                           by client id (--after-filter: the 2nd half)\n"
         "  retained                 retained messages by topic, one page (the same)\n"
         "  retained delete TOPIC    delete one retained message\n"
         "  transfer-leader [ID]     hand leadership to node ID (or any voter)\n"
@@ -567,10 +572,20 @@ static void truncated_note(const cJSON *j, const char *list)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, list);
     const cJSON *next = cJSON_GetObjectItemCaseSensitive(j, "next");
+    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(j, "next_filter");
+    const cJSON *np = cJSON_GetObjectItemCaseSensitive(j, "next_peer");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "truncated")))
         printf("(showing %d of %.0f)\n", cJSON_GetArraySize(arr), number(j, "total"));
     if (cJSON_IsString(next))
-        printf("(more: ternctl %s --after '%s')\n", list, next->valuestring);
+        printf("(more: ternctl %s --after '%s'%s%s%s, or --all)\n", list,
+               next->valuestring,
+               cJSON_IsString(nf)   ? " --after-filter '"
+               : cJSON_IsString(np) ? " --after-peer '"
+                                    : "",
+               cJSON_IsString(nf)   ? nf->valuestring
+               : cJSON_IsString(np) ? np->valuestring
+                                    : "",
+               cJSON_IsString(nf) || cJSON_IsString(np) ? "'" : "");
 }
 
 /* --- commands ------------------------------------------------------------------ */
@@ -769,9 +784,12 @@ static void show_clients(const cJSON *j)
     truncated_note(j, "clients");
 }
 
+static int get_pages(struct ctl *ctl, const char *path, const char *list,
+                     void (*show)(const cJSON *));
+
 static int cmd_clients(struct ctl *ctl, char **args)
 {
-    return get_and_show(ctl, "/clients", show_clients);
+    return get_pages(ctl, "/clients", "clients", show_clients);
 }
 
 static const char *expiry_text(const cJSON *s)
@@ -795,34 +813,116 @@ static void show_sessions(const cJSON *j)
     truncated_note(j, "sessions");
 }
 
-/* path?limit=&after=&prefix= from the page options given. */
-static int get_page(struct ctl *ctl, const char *path, void (*show)(const cJSON *))
+/* path?limit=&after=&prefix=[&AFTER2=] from the page options given into url;
+ * false (said why) when too long. */
+static bool page_url(struct ctl *ctl, const char *path, const char *after2_name,
+                     char *url, size_t cap)
 {
-    char url[8192];
-    const char *names[] = {"limit", "after", "prefix"};
-    const char *vals[] = {ctl->limit, ctl->after, ctl->prefix};
-    size_t n = (size_t)snprintf(url, sizeof(url), "%s", path);
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = {"limit", "after", "prefix", after2_name};
+    const char *vals[] = {ctl->limit, ctl->after, ctl->prefix, ctl->after2};
+    size_t n = (size_t)snprintf(url, cap, "%s", path);
+    for (int i = 0; i < (after2_name ? 4 : 3); i++) {
         if (!vals[i])
             continue;
         char *e = url_encode(vals[i]);
-        if (!e)
-            return EXIT_FAIL;
-        int m = snprintf(url + n, sizeof(url) - n, "%s%s=%s",
-                         strchr(url, '?') ? "&" : "?", names[i], e);
+        int m = e ? snprintf(url + n, cap - n, "%s%s=%s", strchr(url, '?') ? "&" : "?",
+                             names[i], e)
+                  : -1;
         free(e);
-        if (m < 0 || (size_t)m >= sizeof(url) - n) {
+        if (m < 0 || (size_t)m >= cap - n) {
             fail(ctl, 0, 0, "%s: too long", names[i]);
-            return EXIT_USAGE;
+            return false;
         }
         n += (size_t)m;
     }
-    return get_and_show(ctl, url, show);
+    return true;
+}
+
+/* The list's cursor has a second half (next_filter, next_peer) for lists whose
+ * keys repeat; its query name is after_filter / after_peer. */
+static const char *after2_of(const char *list, const char **next2)
+{
+    if (strcmp(list, "subscriptions") == 0) {
+        *next2 = "next_filter";
+        return "after_filter";
+    }
+    if (strcmp(list, "clients") == 0) {
+        *next2 = "next_peer";
+        return "after_peer";
+    }
+    *next2 = NULL;
+    return NULL;
+}
+
+#define PAGES_MAX 100000 /* --all: at most 1e9 entries at 10000 a page */
+
+/* One page (the options given), or with --all every page from there on: the
+ * cursors are followed and the entries gathered into one answer (as if one page
+ * had held them all: truncated false, no next). */
+static int get_pages(struct ctl *ctl, const char *path, const char *list,
+                     void (*show)(const cJSON *))
+{
+    char url[8192];
+    const char *next2_name, *after2_name = after2_of(list, &next2_name);
+    if (!ctl->all) {
+        if (!page_url(ctl, path, after2_name, url, sizeof(url)))
+            return EXIT_USAGE;
+        return get_and_show(ctl, url, show);
+    }
+    cJSON *acc = NULL;
+    char *after = NULL, *after2 = NULL;
+    int rc = 0;
+    for (int page = 0; page < PAGES_MAX; page++) {
+        if (!page_url(ctl, path, after2_name, url, sizeof(url))) {
+            rc = EXIT_USAGE;
+            break;
+        }
+        cJSON *j = api(ctl, "GET", url, 0, &rc);
+        if (!j)
+            break;
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(j, "next");
+        const cJSON *n2 =
+            next2_name ? cJSON_GetObjectItemCaseSensitive(j, next2_name) : NULL;
+        free(after);
+        free(after2);
+        after = cJSON_IsString(next) ? strdup(next->valuestring) : NULL;
+        after2 = cJSON_IsString(n2) ? strdup(n2->valuestring) : NULL;
+        if (!acc) {
+            acc = j;
+        } else {
+            cJSON *dst = cJSON_GetObjectItemCaseSensitive(acc, list);
+            cJSON *src = cJSON_GetObjectItemCaseSensitive(j, list);
+            cJSON *e;
+            while (cJSON_IsArray(src) && (e = cJSON_DetachItemFromArray(src, 0)))
+                cJSON_AddItemToArray(dst, e);
+            cJSON_ReplaceItemInObjectCaseSensitive(
+                acc, "total", cJSON_CreateNumber(number(j, "total")));
+            cJSON_Delete(j);
+        }
+        if (!after)
+            break;
+        ctl->after = after;
+        ctl->after2 = after2;
+    }
+    free(after);
+    free(after2);
+    if (!acc)
+        return rc;
+    cJSON_DeleteItemFromObjectCaseSensitive(acc, "next");
+    if (next2_name)
+        cJSON_DeleteItemFromObjectCaseSensitive(acc, next2_name);
+    cJSON_ReplaceItemInObjectCaseSensitive(acc, "truncated", cJSON_CreateBool(0));
+    if (ctl->json)
+        print_json(acc);
+    else
+        show(acc);
+    cJSON_Delete(acc);
+    return rc;
 }
 
 static int cmd_sessions(struct ctl *ctl, char **args)
 {
-    return get_page(ctl, "/sessions", show_sessions);
+    return get_pages(ctl, "/sessions", "sessions", show_sessions);
 }
 
 static void show_subs(const cJSON *list, bool with_client)
@@ -873,7 +973,7 @@ static void show_all_subs(const cJSON *j)
 
 static int cmd_subscriptions(struct ctl *ctl, char **args)
 {
-    return get_and_show(ctl, "/subscriptions", show_all_subs);
+    return get_pages(ctl, "/subscriptions", "subscriptions", show_all_subs);
 }
 
 /* "/prefix/ENCODED(arg)". */
@@ -945,7 +1045,7 @@ static void show_retained(const cJSON *j)
 
 static int cmd_retained(struct ctl *ctl, char **args)
 {
-    return get_page(ctl, "/retained", show_retained);
+    return get_pages(ctl, "/retained", "retained", show_retained);
 }
 
 static void say_retained_deleted(const cJSON *j, const char *topic)
@@ -1201,6 +1301,13 @@ int main(int argc, char **argv)
                 return usage_error("--wait-ready needs SECONDS (0 to 86400)");
             ctl.wait_ready_s = v;
             i++;
+        } else if (opts && strcmp(a, "--all") == 0) {
+            ctl.all = true;
+        } else if (opts &&
+                   (strcmp(a, "--after-filter") == 0 || strcmp(a, "--after-peer") == 0)) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a value", a);
+            ctl.after2 = argv[++i];
         } else if (opts && (strcmp(a, "--prefix") == 0 || strcmp(a, "--after") == 0 ||
                             strcmp(a, "--limit") == 0)) {
             if (i + 1 >= argc)
