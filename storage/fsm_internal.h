@@ -103,18 +103,26 @@ struct fsm_group {
     uint64_t mark; /* publish generation that last visited it */
 };
 
+/* One allocation with its filter inline (fsm_sub_new): every persistent
+ * device holds at least one, so no separate string. */
 struct fsm_sub {
     struct tern_fsm_session *s;
-    struct fsm_sub *next; /* session's list, in subscription order */
-    char *filter;         /* full filter, NUL-terminated */
-    size_t filter_len;
-    const char *inner; /* into filter: the tree key */
-    size_t inner_len;
+    struct fsm_sub *next;    /* session's list, in subscription order */
+    const char *inner;       /* into filter: the tree key */
     struct fsm_group *group; /* NULL when not shared */
-    uint8_t options;
+    uint64_t seq;            /* creation order: sorts matches deterministically */
     uint32_t sub_id;
-    uint64_t seq; /* creation order: sorts matches deterministically */
+    uint32_t filter_len; /* <= 65535 (str16) */
+    uint32_t inner_len;
+    uint8_t options;
+    char filter[]; /* full filter, NUL-terminated */
 };
+
+/* A subscription of s to filter (not indexed yet: fsm_sub_index), or NULL when
+ * out of memory (f->nomem). */
+struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
+                            struct tern_bytes filter, uint8_t options, uint32_t sub_id,
+                            uint64_t seq);
 
 /* What a session holds beyond its identity: subscriptions, queue, in-flight
  * window, inbound QoS 2 ids, will, publish mark. Most sessions (idle clients)

@@ -260,18 +260,9 @@ static void get_sub(struct rs *x, struct tern_fsm_session *s, struct fsm_sub ***
         !seq_add(x, seq))
         return;
     *prev_seq = seq;
-    struct fsm_sub *u = calloc(1, sizeof(*u));
-    char *filter = malloc((size_t)fb.len + 1);
-    if (nomem(x, !u || !filter))
-        goto err;
-    memcpy(filter, fb.ptr, fb.len);
-    filter[fb.len] = 0;
-    *u = (struct fsm_sub){.s = s,
-                          .filter = filter,
-                          .filter_len = fb.len,
-                          .options = options,
-                          .sub_id = sub_id,
-                          .seq = seq};
+    struct fsm_sub *u = fsm_sub_new(x->nf, s, fb, options, sub_id, seq);
+    if (nomem(x, !u))
+        return;
     int rc = fsm_sub_index(x->nf, u);
     if (nomem(x, rc == TERN_ENOMEM) || bad(x, rc != TERN_OK, "subscription filter"))
         goto err;
@@ -281,7 +272,6 @@ static void get_sub(struct rs *x, struct tern_fsm_session *s, struct fsm_sub ***
     x->nf->stats.subscriptions++;
     return;
 err:
-    free(filter);
     free(u);
 }
 

@@ -150,14 +150,34 @@ static void sub_append(struct fsm_session_state *st, struct fsm_sub *u)
     st->sub_count++;
 }
 
+struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
+                            struct tern_bytes filter, uint8_t options, uint32_t sub_id,
+                            uint64_t seq)
+{
+    size_t size = offsetof(struct fsm_sub, filter) + (size_t)filter.len + 1;
+    struct fsm_sub *u = fsm_malloc(f, size > sizeof(*u) ? size : sizeof(*u));
+    if (!u)
+        return NULL;
+    *u = (struct fsm_sub){.s = s,
+                          .filter_len = filter.len,
+                          .options = options,
+                          .sub_id = sub_id,
+                          .seq = seq};
+    /* After the assignment, which may cover the filter's first bytes (padding). */
+    memcpy(u->filter, filter.ptr, filter.len);
+    u->filter[filter.len] = 0;
+    return u;
+}
+
 int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
 {
     const char *g;
-    size_t glen;
+    size_t glen, ilen = u->filter_len;
     u->inner = u->filter;
-    u->inner_len = u->filter_len;
-    if (tern_topic_shared_split(u->filter, u->filter_len, &g, &glen, &u->inner,
-                                &u->inner_len)) {
+    bool shared =
+        tern_topic_shared_split(u->filter, u->filter_len, &g, &glen, &u->inner, &ilen);
+    u->inner_len = (uint32_t)ilen;
+    if (shared) {
         u->group = group_get(f, g, glen, u->inner, u->inner_len);
         if (!u->group)
             return TERN_ENOMEM;
@@ -176,27 +196,15 @@ static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s
     struct fsm_session_state *st = fsm_session_state_mut(f, s);
     if (!st)
         return NULL;
-    struct fsm_sub *u = fsm_calloc(f, sizeof(*u));
-    char *filter = fsm_malloc(f, (size_t)e->filter.len + 1);
-    if (!u || !filter)
-        goto err;
-    memcpy(filter, e->filter.ptr, e->filter.len);
-    filter[e->filter.len] = 0;
-    *u = (struct fsm_sub){.s = s,
-                          .filter = filter,
-                          .filter_len = e->filter.len,
-                          .options = e->options,
-                          .sub_id = e->sub_id,
-                          .seq = ++f->sub_counter};
-    if (fsm_sub_index(f, u) != TERN_OK)
-        goto err;
+    struct fsm_sub *u =
+        fsm_sub_new(f, s, e->filter, e->options, e->sub_id, ++f->sub_counter);
+    if (!u || fsm_sub_index(f, u) != TERN_OK) {
+        free(u);
+        return NULL;
+    }
     sub_append(st, u);
     f->stats.subscriptions++;
     return u;
-err:
-    free(filter);
-    free(u);
-    return NULL;
 }
 
 static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_sub *u)
@@ -210,7 +218,6 @@ static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct f
     st->sub_count--;
     tern_topic_tree_remove(f->subs, u->inner, u->inner_len, u);
     group_put(f, u->group);
-    free(u->filter);
     free(u);
     f->stats.subscriptions--;
 }

@@ -21,7 +21,7 @@
 
 #include "tern/error.h"
 
-#define KIDS_CAP_MIN 4u
+#define KIDS_CAP_MIN 2u /* a node with one child (dev/ID/cmd) is common */
 /* Value sets up to this size are scanned linearly; bigger ones get an index. */
 #define VSET_LINEAR_MAX 16u
 #define SHARE_PREFIX "$share/"
@@ -146,13 +146,24 @@ bool tern_topic_matches(const char *filter, size_t filter_len, const char *name,
 /* --- value sets -------------------------------------------------------------- */
 
 /* Dense array (iteration order = history of adds/removes) plus, when large, an
- * open-addressing index of positions (idx[i] = position + 1, 0 = empty). */
+ * open-addressing index of positions (idx[i] = position + 1, 0 = empty). Most
+ * keys hold one value (a device's own filter, a retained message), so a single
+ * value is kept in place of the array pointer (cap 1): no allocation. */
 struct vset {
-    void **v;
+    union {
+        void **v;  /* cap > 1 */
+        void *one; /* cap == 1 */
+    } u;
     uint32_t n, cap;
     uint32_t *idx;
     uint32_t idx_cap; /* power of two, 0 when not indexed */
 };
+
+/* The i-th value (i < n). */
+static void *vset_at(const struct vset *s, uint32_t i)
+{
+    return s->cap == 1 ? s->u.one : s->u.v[i];
+}
 
 static uint32_t ptr_hash(const void *p)
 {
@@ -168,7 +179,7 @@ static uint32_t vset_slot(const struct vset *s, const void *p)
 {
     uint32_t mask = s->idx_cap - 1;
     uint32_t i = ptr_hash(p) & mask;
-    while (s->idx[i] != 0 && s->v[s->idx[i] - 1] != p)
+    while (s->idx[i] != 0 && s->u.v[s->idx[i] - 1] != p)
         i = (i + 1) & mask;
     return i;
 }
@@ -180,7 +191,7 @@ static uint32_t vset_find(const struct vset *s, const void *p)
         return s->idx[slot] ? s->idx[slot] - 1 : UINT32_MAX;
     }
     for (uint32_t i = 0; i < s->n; i++) {
-        if (s->v[i] == p)
+        if (vset_at(s, i) == p)
             return i;
     }
     return UINT32_MAX;
@@ -196,20 +207,28 @@ static int vset_reindex(struct vset *s, uint32_t cap)
     s->idx = idx;
     s->idx_cap = cap;
     for (uint32_t i = 0; i < s->n; i++)
-        s->idx[vset_slot(s, s->v[i])] = i + 1;
+        s->idx[vset_slot(s, s->u.v[i])] = i + 1;
     return 0;
 }
 
 static int vset_add(struct vset *s, void *p)
 {
+    if (s->cap == 0) {
+        s->u.one = p;
+        s->n = s->cap = 1;
+        return 0;
+    }
     if (s->n == s->cap) {
         if (s->cap >= UINT32_MAX / 4)
             return TERN_ENOMEM; /* over 1G values: treat as exhausted */
-        uint32_t cap = s->cap ? s->cap * 2 : 2;
-        void **v = realloc(s->v, cap * sizeof(*v));
+        uint32_t cap = s->cap * 2;
+        void **v =
+            s->cap == 1 ? malloc(cap * sizeof(*v)) : realloc(s->u.v, cap * sizeof(*v));
         if (v == NULL)
             return TERN_ENOMEM;
-        s->v = v;
+        if (s->cap == 1)
+            v[0] = s->u.one;
+        s->u.v = v;
         s->cap = cap;
     }
     if (s->idx_cap == 0 && s->n + 1 > VSET_LINEAR_MAX) {
@@ -219,7 +238,7 @@ static int vset_add(struct vset *s, void *p)
         if (vset_reindex(s, s->idx_cap * 2) != 0)
             return TERN_ENOMEM;
     }
-    s->v[s->n++] = p;
+    s->u.v[s->n++] = p;
     if (s->idx_cap)
         s->idx[vset_slot(s, p)] = s->n;
     return 0;
@@ -234,7 +253,7 @@ static void vset_unindex(struct vset *s, uint32_t slot)
         j = (j + 1) & mask;
         if (s->idx[j] == 0)
             break;
-        uint32_t home = ptr_hash(s->v[s->idx[j] - 1]) & mask;
+        uint32_t home = ptr_hash(s->u.v[s->idx[j] - 1]) & mask;
         /* Move j back to i unless its home lies cyclically in (i, j]. */
         bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
@@ -247,13 +266,18 @@ static void vset_unindex(struct vset *s, uint32_t slot)
 
 static void vset_remove_at(struct vset *s, uint32_t pos)
 {
+    if (s->cap == 1) {
+        s->u.one = NULL;
+        s->n = s->cap = 0;
+        return;
+    }
     uint32_t last = s->n - 1;
     if (s->idx_cap) {
-        vset_unindex(s, vset_slot(s, s->v[pos]));
+        vset_unindex(s, vset_slot(s, s->u.v[pos]));
         if (pos != last)
-            s->idx[vset_slot(s, s->v[last])] = pos + 1;
+            s->idx[vset_slot(s, s->u.v[last])] = pos + 1;
     }
-    s->v[pos] = s->v[last];
+    s->u.v[pos] = s->u.v[last];
     s->n--;
     if (s->idx_cap && s->n <= VSET_LINEAR_MAX / 2) {
         free(s->idx);
@@ -262,14 +286,15 @@ static void vset_remove_at(struct vset *s, uint32_t pos)
     } else if (s->idx_cap > 4 * VSET_LINEAR_MAX && s->n * 8 < s->idx_cap) {
         (void)vset_reindex(s, s->idx_cap / 2); /* best effort */
     }
-    if (s->n == 0) {
-        free(s->v);
-        s->v = NULL;
-        s->cap = 0;
+    if (s->n <= 1 && !s->idx_cap) {
+        void *one = s->n ? s->u.v[0] : NULL; /* back in place (or empty) */
+        free(s->u.v);
+        s->u.one = one;
+        s->cap = s->n;
     } else if (s->cap > 8 && s->n * 4 < s->cap) {
-        void **v = realloc(s->v, (s->cap / 2) * sizeof(*v));
+        void **v = realloc(s->u.v, (s->cap / 2) * sizeof(*v));
         if (v != NULL) { /* best effort */
-            s->v = v;
+            s->u.v = v;
             s->cap /= 2;
         }
     }
@@ -277,7 +302,8 @@ static void vset_remove_at(struct vset *s, uint32_t pos)
 
 static void vset_free(struct vset *s)
 {
-    free(s->v);
+    if (s->cap > 1)
+        free(s->u.v);
     free(s->idx);
     memset(s, 0, sizeof(*s));
 }
@@ -295,15 +321,19 @@ struct node {
     uint32_t level_hash;
     uint32_t depth; /* root = 0 */
     struct vset vals;
-    char *key; /* full key, NUL-terminated, while vals.n > 0 */
-    size_t key_len;
-    size_t level_len;
-    char level[]; /* NUL-terminated */
+    /* The node's full key is not stored: it is its levels joined by '/', and
+     * visits rebuild it (visit_node). That is a string allocation per key less. */
+    uint32_t level_len; /* <= TERN_TOPIC_KEY_MAX */
+    char level[];       /* NUL-terminated */
 };
 
 struct tern_topic_tree {
     struct node *root; /* level "", never holds values, never pruned */
     size_t count;
+    /* Keys longer than visit_node's stack buffer are rebuilt here; sized by add,
+     * so a visit never allocates. */
+    char *keybuf;
+    size_t keybuf_cap;
 };
 
 static uint32_t level_hash(const char *s, size_t len)
@@ -378,11 +408,11 @@ static struct node *child_create(struct node *n, const char *s, size_t len)
         if (kids_resize(n, n->kids_cap ? n->kids_cap * 2 : KIDS_CAP_MIN) != 0)
             return NULL;
     }
-    struct node *c = calloc(1, sizeof(*c) + len + 1);
+    struct node *c = calloc(1, offsetof(struct node, level) + len + 1);
     if (c == NULL)
         return NULL;
     memcpy(c->level, s, len);
-    c->level_len = len;
+    c->level_len = (uint32_t)len;
     c->parent = n;
     c->depth = n->depth + 1;
     if (is_plus(s, len)) {
@@ -472,7 +502,7 @@ struct tern_topic_tree *tern_topic_tree_new(void)
     struct tern_topic_tree *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    t->root = calloc(1, sizeof(struct node) + 1);
+    t->root = calloc(1, offsetof(struct node, level) + 1);
     if (t->root == NULL) {
         free(t);
         return NULL;
@@ -483,7 +513,6 @@ struct tern_topic_tree *tern_topic_tree_new(void)
 static void node_release(struct node *n)
 {
     vset_free(&n->vals);
-    free(n->key);
     free(n->kids);
 }
 
@@ -524,6 +553,7 @@ void tern_topic_tree_free(struct tern_topic_tree *t)
     }
     node_release(t->root);
     free(t->root);
+    free(t->keybuf);
     free(t);
 }
 
@@ -554,16 +584,18 @@ static struct node *node_find(const struct tern_topic_tree *t, const char *key,
     return (struct node *)n;
 }
 
-static int node_set_key(struct node *n, const char *key, size_t len)
+#define KEY_STACK_BYTES 256 /* keys shorter than this are rebuilt on the stack */
+
+/* Room in t->keybuf for a key of len bytes, if the stack buffer is too small. */
+static int keybuf_reserve(struct tern_topic_tree *t, size_t len)
 {
-    if (n->key)
+    if (len < KEY_STACK_BYTES || len < t->keybuf_cap)
         return 0;
-    n->key = malloc(len + 1);
-    if (n->key == NULL)
+    char *b = realloc(t->keybuf, len + 1);
+    if (b == NULL)
         return TERN_ENOMEM;
-    memcpy(n->key, key, len);
-    n->key[len] = '\0';
-    n->key_len = len;
+    t->keybuf = b;
+    t->keybuf_cap = len + 1;
     return 0;
 }
 
@@ -588,14 +620,10 @@ int tern_topic_tree_add(struct tern_topic_tree *t, const char *key, size_t len,
     }
     if (vset_find(&n->vals, value) != UINT32_MAX)
         return 0;
-    int rc = node_set_key(n, key, len);
+    int rc = keybuf_reserve(t, len);
     if (rc == 0)
         rc = vset_add(&n->vals, value);
     if (rc != 0) {
-        if (n->vals.n == 0) {
-            free(n->key);
-            n->key = NULL;
-        }
         prune(n);
         return rc;
     }
@@ -616,12 +644,8 @@ int tern_topic_tree_remove(struct tern_topic_tree *t, const char *key, size_t le
         return TERN_ENOTFOUND;
     vset_remove_at(&n->vals, pos);
     t->count--;
-    if (n->vals.n == 0) {
-        free(n->key);
-        n->key = NULL;
-        n->key_len = 0;
+    if (n->vals.n == 0)
         prune(n);
-    }
     return 0;
 }
 
@@ -630,7 +654,7 @@ void *tern_topic_tree_get(const struct tern_topic_tree *t, const char *key, size
     if (t == NULL || (key == NULL && len > 0))
         return NULL;
     const struct node *n = node_find(t, key, len);
-    return (n && n->vals.n) ? n->vals.v[0] : NULL;
+    return (n && n->vals.n) ? vset_at(&n->vals, 0) : NULL;
 }
 
 size_t tern_topic_tree_count(const struct tern_topic_tree *t)
@@ -638,11 +662,36 @@ size_t tern_topic_tree_count(const struct tern_topic_tree *t)
     return t ? t->count : 0;
 }
 
-static int visit_node(const struct node *n, tern_topic_visit_fn fn, void *ctx)
+/* n's key (its levels below the root joined by '/') into buf, which has room. */
+static size_t key_build(const struct node *n, char *buf, size_t len)
 {
-    /* Values may not change during the callback, so index the live array. */
+    buf[len] = '\0';
+    size_t end = len;
+    for (const struct node *p = n; p->parent; p = p->parent) {
+        end -= p->level_len;
+        memcpy(buf + end, p->level, p->level_len);
+        if (end)
+            buf[--end] = '/';
+    }
+    return len;
+}
+
+static int visit_node(const struct tern_topic_tree *t, const struct node *n,
+                      tern_topic_visit_fn fn, void *ctx)
+{
+    if (n->vals.n == 0)
+        return 0;
+    size_t len = 0;
+    for (const struct node *p = n; p->parent; p = p->parent)
+        len += p->level_len + 1;
+    len--; /* n is not the root: one level at least */
+    char small[KEY_STACK_BYTES];
+    char *key = len < sizeof(small) ? small : t->keybuf;
+    /* Values may not change during the callback, so index the live array; the
+     * key is rebuilt for each, in case a callback visited this tree itself. */
     for (uint32_t i = 0; i < n->vals.n; i++) {
-        int rc = fn(ctx, n->key, n->key_len, n->vals.v[i]);
+        key_build(n, key, len);
+        int rc = fn(ctx, key, len, vset_at(&n->vals, i));
         if (rc != 0)
             return rc;
     }
@@ -650,11 +699,12 @@ static int visit_node(const struct node *n, tern_topic_visit_fn fn, void *ctx)
 }
 
 /* Visits top and everything below it, pre-order, using parent pointers. */
-static int walk_subtree(const struct node *top, tern_topic_visit_fn fn, void *ctx)
+static int walk_subtree(const struct tern_topic_tree *t, const struct node *top,
+                        tern_topic_visit_fn fn, void *ctx)
 {
     const struct node *n = top;
     while (n) {
-        int rc = visit_node(n, fn, ctx);
+        int rc = visit_node(t, n, fn, ctx);
         if (rc != 0)
             return rc;
         const struct node *c = child_first(n);
@@ -681,7 +731,7 @@ int tern_topic_tree_walk(const struct tern_topic_tree *t, tern_topic_visit_fn fn
 {
     if (t == NULL || fn == NULL)
         return 0;
-    return walk_subtree(t->root, fn, ctx);
+    return walk_subtree(t, t->root, fn, ctx);
 }
 
 /* A pending match step: node reached, position of the next level in the input
@@ -711,10 +761,10 @@ int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, siz
         bool root = f.n->parent == NULL;
         int rc;
         /* "x/#" matches "x" and everything below, so check it before the end. */
-        if (f.n->hash && !(root && dollar) && (rc = visit_node(f.n->hash, fn, ctx)))
+        if (f.n->hash && !(root && dollar) && (rc = visit_node(t, f.n->hash, fn, ctx)))
             return rc;
         if (f.pos > len) {
-            if ((rc = visit_node(f.n, fn, ctx)) != 0)
+            if ((rc = visit_node(t, f.n, fn, ctx)) != 0)
                 return rc;
             continue;
         }
@@ -734,14 +784,15 @@ int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, siz
 
 /* '#' in a filter at node n: n itself ("a/#" matches "a") and all below; at the
  * root, names starting with '$' are skipped. */
-static int match_rest(const struct node *n, tern_topic_visit_fn fn, void *ctx)
+static int match_rest(const struct tern_topic_tree *t, const struct node *n,
+                      tern_topic_visit_fn fn, void *ctx)
 {
     if (n->parent != NULL)
-        return walk_subtree(n, fn, ctx);
+        return walk_subtree(t, n, fn, ctx);
     for (const struct node *c = child_first(n); c; c = child_next(n, c)) {
         if (c->level[0] == '$')
             continue;
-        int rc = walk_subtree(c, fn, ctx);
+        int rc = walk_subtree(t, c, fn, ctx);
         if (rc != 0)
             return rc;
     }
@@ -769,7 +820,7 @@ int tern_topic_tree_match_filter(const struct tern_topic_tree *t, const char *fi
         struct frame *f = &st[top - 1];
         if (f->pos > len) {
             top--;
-            int rc = visit_node(f->n, fn, ctx);
+            int rc = visit_node(t, f->n, fn, ctx);
             if (rc != 0)
                 return rc;
             continue;
@@ -778,7 +829,7 @@ int tern_topic_tree_match_filter(const struct tern_topic_tree *t, const char *fi
         const char *lv = filter + f->pos;
         if (is_hash(lv, e - f->pos)) {
             top--;
-            int rc = match_rest(f->n, fn, ctx);
+            int rc = match_rest(t, f->n, fn, ctx);
             if (rc != 0)
                 return rc;
             continue;

@@ -527,6 +527,61 @@ static void test_random_crosscheck(void **state)
     tern_topic_tree_free(nt);
 }
 
+struct key_check {
+    const char *want;
+    size_t want_len, n;
+};
+
+static int key_check_fn(void *ctx, const char *key, size_t key_len, void *value)
+{
+    struct key_check *k = ctx;
+    (void)value;
+    assert_int_equal(key_len, k->want_len);
+    assert_memory_equal(key, k->want, key_len);
+    assert_int_equal(key[key_len], 0);
+    k->n++;
+    return 0;
+}
+
+/* Keys are not stored but rebuilt from the levels on each visit: the visitor
+ * sees exactly the key that was added, empty levels and long keys (past the
+ * stack buffer) included, for one value or several, as values come and go. */
+static void test_keys_rebuilt(void **state)
+{
+    (void)state;
+    char longk[700];
+    for (size_t i = 0; i < sizeof(longk); i++)
+        longk[i] = i % 7 == 6 ? '/' : (char)('a' + i % 26);
+    const struct {
+        const char *k;
+        size_t len;
+    } keys[] = {
+        {"a", 1}, {"/", 1},     {"a//b", 4},           {"/x/", 3}, {"dev/123/cmd", 11},
+        {" ", 1}, {longk, 300}, {longk, sizeof(longk)}};
+    struct tern_topic_tree *t = tern_topic_tree_new();
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        for (int nv = 1; nv <= 3; nv++) { /* one value, then two, then three */
+            assert_int_equal(tern_topic_tree_add(t, keys[i].k, keys[i].len, V(10 + nv)),
+                             0);
+            struct key_check k = {keys[i].k, keys[i].len, 0};
+            assert_int_equal(
+                tern_topic_tree_match_filter(t, keys[i].k, keys[i].len, key_check_fn, &k),
+                0);
+            assert_int_equal(k.n, (size_t)nv);
+        }
+        assert_int_equal(tern_topic_tree_remove(t, keys[i].k, keys[i].len, V(11)), 0);
+        assert_int_equal(tern_topic_tree_remove(t, keys[i].k, keys[i].len, V(13)), 0);
+        assert_ptr_equal(tern_topic_tree_get(t, keys[i].k, keys[i].len), V(12));
+        struct key_check k = {keys[i].k, keys[i].len, 0};
+        tern_topic_tree_match_filter(t, keys[i].k, keys[i].len, key_check_fn, &k);
+        assert_int_equal(k.n, 1);
+        assert_int_equal(tern_topic_tree_remove(t, keys[i].k, keys[i].len, V(12)), 0);
+        assert_null(tern_topic_tree_get(t, keys[i].k, keys[i].len));
+        assert_int_equal(tern_topic_tree_count(t), 0);
+    }
+    tern_topic_tree_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -541,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_wide_node),
         cmocka_unit_test(test_deep_keys),
         cmocka_unit_test(test_random_crosscheck),
+        cmocka_unit_test(test_keys_rebuilt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
