@@ -147,6 +147,8 @@ struct opts {
     int concurrency;
     enum mode mode;
     int nconns;   /* idle / storm */
+    int idle_sub; /* --idle-subscribe: each idle connection subscribes */
+    int idle_off; /* --idle-offline: ... and disconnects (the session stays) */
     int messages; /* drain: messages per publisher */
     int rss_pid;
     int json;
@@ -1086,7 +1088,8 @@ static void handle_connack(struct conn *c, const struct tern_connack *ca)
         c->nfree = ca->props.receive_max; /* the broker's receive maximum wins */
     if (ca->session_present)
         b->st.session_present++;
-    if (c->role == ROLE_SUB && !(b->phase == PH_DRAIN_RECONNECT)) {
+    if ((c->role == ROLE_SUB && !(b->phase == PH_DRAIN_RECONNECT)) ||
+        (c->role == ROLE_IDLE && b->o.idle_sub)) {
         send_subscribe(c);
         return;
     }
@@ -1111,7 +1114,7 @@ static void handle_packet(struct conn *c, const struct tern_packet *p)
         }
         c->state = CS_READY;
         sched_complete(c, true);
-        if (b->phase == PH_DRAIN_OFFLINE)
+        if (b->phase == PH_DRAIN_OFFLINE || (c->role == ROLE_IDLE && b->o.idle_off))
             conn_disconnect(c);
         break;
     case TERN_PUBLISH:
@@ -1521,6 +1524,11 @@ static void usage(FILE *f)
         "  --concurrency N      handshakes in progress at once (100)\n"
         "  --idle N             open N idle connections, hold for --duration\n"
         "  --rss-pid PID        with --idle: sample the broker's VmRSS before/after\n"
+        "  --idle-subscribe     with --idle: connection i subscribes to PREFIX/<i>\n"
+        "                       (--topic-prefix, --qos) before it is counted\n"
+        "  --idle-offline       with --idle-subscribe: then disconnects, so N\n"
+        "                       sessions (--clean 0) stay offline with only\n"
+        "                       --concurrency connections open at a time\n"
         "  --connect-rate N     connection storm: N connections, report CONNACK/s\n"
         "  --drain              persistent sessions: --subs offline, --pubs publish\n"
         "                       --messages each (QoS>=1), reconnect, time the drain\n"
@@ -1622,6 +1630,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
         O_CONC,
         O_IDLE,
         O_RSS,
+        O_IDLE_SUB,
+        O_IDLE_OFF,
         O_STORM,
         O_DRAIN,
         O_MSGS,
@@ -1659,6 +1669,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"concurrency", required_argument, 0, O_CONC},
         {"idle", required_argument, 0, O_IDLE},
         {"rss-pid", required_argument, 0, O_RSS},
+        {"idle-subscribe", no_argument, 0, O_IDLE_SUB},
+        {"idle-offline", no_argument, 0, O_IDLE_OFF},
         {"connect-rate", required_argument, 0, O_STORM},
         {"drain", no_argument, 0, O_DRAIN},
         {"messages", required_argument, 0, O_MSGS},
@@ -1788,6 +1800,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
         case O_RSS:
             o->rss_pid = (int)parse_long(optarg, 1, 1L << 30, "--rss-pid");
             break;
+        case O_IDLE_SUB:
+            o->idle_sub = 1;
+            break;
+        case O_IDLE_OFF:
+            o->idle_sub = o->idle_off = 1;
+            break;
         case O_STORM:
             o->mode = MODE_STORM;
             o->nconns = (int)parse_long(optarg, 1, 1000000, "--connect-rate");
@@ -1854,6 +1872,9 @@ static void init_conns(struct bench *b)
         for (int i = 0; i < b->nconns; i++) {
             b->conns[i] =
                 (struct conn){.b = b, .role = ROLE_IDLE, .index = i, .clean = o->clean};
+            if (o->idle_sub)
+                snprintf(b->conns[i].filter, sizeof b->conns[i].filter, "%s/%d",
+                         o->topic_prefix, i);
         }
         b->subs = b->conns; /* scheduled like subscribers */
         return;
