@@ -282,7 +282,7 @@ uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s)
 
 uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s)
 {
-    return s->st->sub_count;
+    return s->sub_count;
 }
 
 bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id)
@@ -315,7 +315,7 @@ int tern_fsm_session_subs_walk(const struct tern_fsm_session *s,
                                          uint8_t options, uint32_t sub_id),
                                void *ctx)
 {
-    for (const struct fsm_sub *u = s->st->subs; u; u = u->next) {
+    for (const struct fsm_sub *u = s->subs; u; u = u->next) {
         struct tern_bytes b = {(const uint8_t *)u->filter, (uint32_t)u->filter_len};
         int rc = fn(ctx, b, u->options, u->sub_id);
         if (rc)

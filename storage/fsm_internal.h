@@ -124,9 +124,10 @@ struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
                             struct tern_bytes filter, uint8_t options, uint32_t sub_id,
                             uint64_t seq);
 
-/* What a session holds beyond its identity: subscriptions, queue, in-flight
- * window, inbound QoS 2 ids, will, publish mark. Most sessions (idle clients)
- * have none of it, so it lives in its own allocation: a session without any
+/* What a session holds beyond its identity and subscriptions: queue, in-flight
+ * window, inbound QoS 2 ids, will, publish mark, deadline. Most sessions (idle
+ * clients, persistent devices that only subscribed) have none of it, so it
+ * lives in its own allocation: a session without any
  * points at fsm_session_state_empty (all zero, const: a stray write faults)
  * and gets a private copy on its first write (fsm_session_state_mut()). Reads
  * go through s->st directly. A private state that becomes empty again is
@@ -134,7 +135,6 @@ struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
  * never in the middle of one, so callers may hold st pointers within a
  * command. */
 struct fsm_session_state {
-    struct fsm_sub *subs; /* in subscription order */
     struct fsm_qent *q_head, *q_tail;
     struct fsm_flight *flight; /* ring, in send order: fsm_flight_at() */
     /* Which packet ids are in flight, one bit each (8 KiB), once the ring has
@@ -150,17 +150,12 @@ struct fsm_session_state {
     /* Kept when the will goes (it is snapshotted as it is), so a state with a
      * non-zero delay is not empty. */
     uint32_t will_delay_s;
-    uint32_t sub_count;
     uint32_t queued;
     uint32_t flight_cap;    /* a power of two, up to 65536 */
     uint32_t inbound_cap;   /* likewise */
     uint16_t flight_count;  /* <= min(inflight_max, receive_max) <= 65535 */
     uint16_t inbound_count; /* distinct non-zero 16-bit ids: <= 65535 */
     uint16_t flight_head;   /* ring index of the oldest in flight */
-    /* Position in f->session_timers (tern/heap.h; 0 = not in it). A session
-     * with a deadline (fsm_session_deadline) is in the heap, so it has a
-     * private state while it waits. */
-    uint32_t timer_pos;
 };
 
 /* Client ids are str16 in commands and snapshots. */
@@ -174,6 +169,9 @@ struct tern_fsm_session {
     const struct fsm_session_state *st; /* never NULL; see above */
     void *local;
     struct tern_fsm_session *hnext; /* sessions table chain */
+    /* Here rather than in st: a persistent device that subscribed and went
+     * quiet has nothing else, and then needs no state at all. */
+    struct fsm_sub *subs; /* in subscription order */
     uint32_t owner_node;
     uint32_t expiry_s;
     uint16_t receive_max;
@@ -183,15 +181,18 @@ struct tern_fsm_session {
     uint16_t next_packet_id;
     uint8_t proto;
     bool online;
+    uint32_t sub_count;
+    /* Position in f->session_timers (tern/heap.h; 0 = not in it): a session
+     * has one while it has a deadline (fsm_session_deadline). */
+    uint32_t timer_pos;
     char client_id[]; /* NUL-terminated; the table key */
 };
 
 #if UINTPTR_MAX == UINT64_MAX
-static_assert(offsetof(struct tern_fsm_session, client_id) == 56 &&
-                  sizeof(struct tern_fsm_session) == 56,
-              "session header: 56 bytes, so a 15-byte id fits an 80-byte chunk");
-/* 120 bytes is the same 128-byte malloc chunk as 112. */
-static_assert(sizeof(struct fsm_session_state) == 120, "session state: 120 bytes");
+static_assert(offsetof(struct tern_fsm_session, client_id) == 72,
+              "session header: 72 bytes, so a 15-byte id fits a 96-byte chunk");
+/* 104 bytes: a 112-byte malloc chunk. */
+static_assert(sizeof(struct fsm_session_state) == 104, "session state: 104 bytes");
 #endif
 
 extern const struct fsm_session_state fsm_session_state_empty;
@@ -406,9 +407,8 @@ void fsm_timer_init(struct tern_fsm *f);
 void fsm_timer_clear(struct tern_fsm *f);
 /* Puts s in the session heap at fsm_session_deadline(s), moves it, or takes
  * it out when it has none. Called at the end of every step that changed what
- * the deadline is made of (online, expiry, offline time, will time); a session
- * with a deadline gets a private state (its slot lives there). On allocation
- * failure f->nomem is set. */
+ * the deadline is made of (online, expiry, offline time, will time). On
+ * allocation failure f->nomem is set. */
 void fsm_timer_session(struct tern_fsm *f, struct tern_fsm_session *s);
 void fsm_timer_session_forget(struct tern_fsm *f, struct tern_fsm_session *s);
 /* fsm_timer_session() then fsm_session_state_trim(): the end of a command's

@@ -166,7 +166,11 @@ static void pend_plain(struct tern_fsm *f, const struct fsm_sub *u, struct tern_
                        uint64_t mark)
 {
     struct tern_fsm_session *s = u->s;
-    struct fsm_session_state *st = fsm_session_state_own(s); /* it has u */
+    /* The mark lives in the state, which a session with only subscriptions
+     * does not have: it gets one here, trimmed again after the enqueues. */
+    struct fsm_session_state *st = fsm_session_state_mut(f, s);
+    if (!st)
+        return; /* f->nomem */
     struct fsm_entry e = sub_entry(u, m);
     if (st->mark != mark) {
         if (pend_add(f, s, &e)) {
@@ -262,6 +266,10 @@ uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_byt
     uint32_t matched = 0;
     for (size_t i = 0; i < f->pend_count; i++)
         matched += fsm_enqueue(f, f->pend[i].s, &f->pend[i].e, now_ms);
+    /* A state made only for the mark (the message was dropped, or sent at QoS
+     * 0 and not kept) goes again; the others hold what was queued. */
+    for (size_t i = 0; i < f->pend_count; i++)
+        fsm_session_state_trim(f->pend[i].s);
     return matched;
 }
 

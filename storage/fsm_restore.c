@@ -268,7 +268,7 @@ static void get_sub(struct rs *x, struct tern_fsm_session *s, struct fsm_sub ***
         goto err;
     **tail = u;
     *tail = &u->next;
-    fsm_session_state_own(s)->sub_count++;
+    s->sub_count++;
     x->nf->stats.subscriptions++;
     return;
 err:
@@ -280,10 +280,7 @@ static void get_subs(struct rs *x, struct tern_fsm_session *s)
     uint32_t n = tern_rbuf_get_u32(&x->r);
     if (!count_ok(x, n, MIN_SUB, "subscription count") || n == 0)
         return;
-    struct fsm_session_state *st = fsm_session_state_mut(x->nf, s);
-    if (nomem(x, !st))
-        return;
-    struct fsm_sub **tail = &st->subs;
+    struct fsm_sub **tail = &s->subs;
     uint64_t prev_seq = 0;
     for (uint32_t i = 0; i < n && !x->r.err; i++)
         get_sub(x, s, &tail, &prev_seq);

@@ -55,8 +55,8 @@ void fsm_session_state_trim(struct tern_fsm_session *s)
     const struct fsm_session_state *st = s->st;
     /* mark and slot are publish scratch: a fresh state's mark 0 never equals
      * a publish generation (they start at 1). */
-    if (!st->subs && !st->q_head && st->flight_count == 0 && st->inbound_count == 0 &&
-        !st->will && st->will_at_ms == 0 && st->will_delay_s == 0 && st->timer_pos == 0)
+    if (!st->q_head && st->flight_count == 0 && st->inbound_count == 0 && !st->will &&
+        st->will_at_ms == 0 && st->will_delay_s == 0)
         session_state_free(s);
 }
 
@@ -134,20 +134,20 @@ static void group_put(struct tern_fsm *f, struct fsm_group *g)
 struct fsm_sub *fsm_sub_find(const struct tern_fsm_session *s, const char *filter,
                              size_t len)
 {
-    for (struct fsm_sub *u = s->st->subs; u; u = u->next) {
+    for (struct fsm_sub *u = s->subs; u; u = u->next) {
         if (u->filter_len == len && memcmp(u->filter, filter, len) == 0)
             return u;
     }
     return NULL;
 }
 
-static void sub_append(struct fsm_session_state *st, struct fsm_sub *u)
+static void sub_append(struct tern_fsm_session *s, struct fsm_sub *u)
 {
-    struct fsm_sub **p = &st->subs;
+    struct fsm_sub **p = &s->subs;
     while (*p)
         p = &(*p)->next;
     *p = u;
-    st->sub_count++;
+    s->sub_count++;
 }
 
 struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
@@ -193,29 +193,25 @@ int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
 static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s,
                                   const struct tern_cmd_sub *e)
 {
-    struct fsm_session_state *st = fsm_session_state_mut(f, s);
-    if (!st)
-        return NULL;
     struct fsm_sub *u =
         fsm_sub_new(f, s, e->filter, e->options, e->sub_id, ++f->sub_counter);
     if (!u || fsm_sub_index(f, u) != TERN_OK) {
         free(u);
         return NULL;
     }
-    sub_append(st, u);
+    sub_append(s, u);
     f->stats.subscriptions++;
     return u;
 }
 
 static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct fsm_sub *u)
 {
-    struct fsm_session_state *st = fsm_session_state_own(s);
-    struct fsm_sub **p = &st->subs;
+    struct fsm_sub **p = &s->subs;
     while (*p && *p != u)
         p = &(*p)->next;
     if (*p)
         *p = u->next;
-    st->sub_count--;
+    s->sub_count--;
     tern_topic_tree_remove(f->subs, u->inner, u->inner_len, u);
     group_put(f, u->group);
     free(u);
@@ -224,8 +220,8 @@ static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct f
 
 static void subs_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    while (s->st->subs)
-        sub_destroy(f, s, s->st->subs);
+    while (s->subs)
+        sub_destroy(f, s, s->subs);
 }
 
 /* --- wills --- */
@@ -291,7 +287,7 @@ static void session_clear(struct tern_fsm *f, struct tern_fsm_session *s)
 
 void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s)
 {
-    fsm_timer_session_forget(f, s); /* first: its slot is in the state freed below */
+    fsm_timer_session_forget(f, s);
     set_offline(f, s, 0);
     session_clear(f, s);
     session_state_free(s);

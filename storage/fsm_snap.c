@@ -159,10 +159,10 @@ static void put_entry(struct tern_wbuf *w, const struct fsm_entry *e)
         tern_wbuf_put_u32(w, e->ids[i]);
 }
 
-static void put_subs(struct tern_wbuf *w, const struct fsm_session_state *st)
+static void put_subs(struct tern_wbuf *w, const struct tern_fsm_session *s)
 {
-    tern_wbuf_put_u32(w, st->sub_count);
-    for (const struct fsm_sub *u = st->subs; u; u = u->next) { /* seq order */
+    tern_wbuf_put_u32(w, s->sub_count);
+    for (const struct fsm_sub *u = s->subs; u; u = u->next) { /* seq order */
         tern_wbuf_put_lbytes(w, u->filter, u->filter_len);
         tern_wbuf_put_u8(w, u->options);
         tern_wbuf_put_u32(w, u->sub_id);
@@ -210,7 +210,7 @@ static void put_session(struct tern_wbuf *w, const struct tern_fsm_session *s)
     tern_wbuf_put_u32(w, st->will_delay_s);
     tern_wbuf_put_u64(w, st->will_at_ms);
     tern_wbuf_put_u16(w, s->next_packet_id);
-    put_subs(w, st);
+    put_subs(w, s);
     tern_wbuf_put_u32(w, st->queued);
     for (const struct fsm_qent *q = st->q_head; q; q = q->next)
         put_entry(w, &q->e);

@@ -12,13 +12,9 @@
 
 #include "fsm_internal.h"
 
-/* The slot lives in the session's private state; the heap writes it only for
- * sessions it holds, which have one (fsm_timer_session). For any other the
- * slot is the shared empty state's 0, read but never written. */
 static uint32_t *session_slot(void *item)
 {
-    struct tern_fsm_session *s = item;
-    return (uint32_t *)&s->st->timer_pos;
+    return &((struct tern_fsm_session *)item)->timer_pos;
 }
 
 static uint32_t *msg_slot(void *item)
@@ -45,8 +41,6 @@ void fsm_timer_session(struct tern_fsm *f, struct tern_fsm_session *s)
         tern_heap_remove(&f->session_timers, s);
         return;
     }
-    if (!fsm_session_state_mut(f, s))
-        return; /* f->nomem */
     if (tern_heap_set(&f->session_timers, s, d) != TERN_OK)
         fsm_nomem(f);
 }
@@ -154,7 +148,7 @@ static int check_session(void *ctx, struct tern_fsm_session *s)
     struct check_ctx *x = ctx;
     uint64_t d = fsm_session_deadline(s);
     if (d == UINT64_MAX)
-        x->ok = x->ok && s->st->timer_pos == 0;
+        x->ok = x->ok && s->timer_pos == 0;
     else
         x->ok = x->ok && in_heap_at(&x->f->session_timers, s, d);
     x->n += d != UINT64_MAX;

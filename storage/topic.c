@@ -149,15 +149,25 @@ bool tern_topic_matches(const char *filter, size_t filter_len, const char *name,
  * open-addressing index of positions (idx[i] = position + 1, 0 = empty). Most
  * keys hold one value (a device's own filter, a retained message), so a single
  * value is kept in place of the array pointer (cap 1): no allocation. */
+struct vidx {
+    uint32_t cap; /* power of two */
+    uint32_t slot[];
+};
+
+/* 24 bytes: the index's size lives with the index. */
 struct vset {
     union {
         void **v;  /* cap > 1 */
         void *one; /* cap == 1 */
     } u;
+    struct vidx *idx; /* NULL when not indexed */
     uint32_t n, cap;
-    uint32_t *idx;
-    uint32_t idx_cap; /* power of two, 0 when not indexed */
 };
+
+static uint32_t idx_cap(const struct vset *s)
+{
+    return s->idx ? s->idx->cap : 0;
+}
 
 /* The i-th value (i < n). */
 static void *vset_at(const struct vset *s, uint32_t i)
@@ -177,18 +187,18 @@ static uint32_t ptr_hash(const void *p)
 /* Slot in idx holding p, or the empty slot where it would go. */
 static uint32_t vset_slot(const struct vset *s, const void *p)
 {
-    uint32_t mask = s->idx_cap - 1;
+    uint32_t mask = idx_cap(s) - 1;
     uint32_t i = ptr_hash(p) & mask;
-    while (s->idx[i] != 0 && s->u.v[s->idx[i] - 1] != p)
+    while (s->idx->slot[i] != 0 && s->u.v[s->idx->slot[i] - 1] != p)
         i = (i + 1) & mask;
     return i;
 }
 
 static uint32_t vset_find(const struct vset *s, const void *p)
 {
-    if (s->idx_cap) {
+    if (idx_cap(s)) {
         uint32_t slot = vset_slot(s, p);
-        return s->idx[slot] ? s->idx[slot] - 1 : UINT32_MAX;
+        return s->idx->slot[slot] ? s->idx->slot[slot] - 1 : UINT32_MAX;
     }
     for (uint32_t i = 0; i < s->n; i++) {
         if (vset_at(s, i) == p)
@@ -200,14 +210,14 @@ static uint32_t vset_find(const struct vset *s, const void *p)
 /* (Re)builds the index with cap slots (load <= 1/2). */
 static int vset_reindex(struct vset *s, uint32_t cap)
 {
-    uint32_t *idx = calloc(cap, sizeof(*idx));
+    struct vidx *idx = calloc(1, sizeof(*idx) + (size_t)cap * sizeof(idx->slot[0]));
     if (idx == NULL)
         return TERN_ENOMEM;
     free(s->idx);
     s->idx = idx;
-    s->idx_cap = cap;
+    idx->cap = cap;
     for (uint32_t i = 0; i < s->n; i++)
-        s->idx[vset_slot(s, s->u.v[i])] = i + 1;
+        s->idx->slot[vset_slot(s, s->u.v[i])] = i + 1;
     return 0;
 }
 
@@ -231,37 +241,37 @@ static int vset_add(struct vset *s, void *p)
         s->u.v = v;
         s->cap = cap;
     }
-    if (s->idx_cap == 0 && s->n + 1 > VSET_LINEAR_MAX) {
+    if (idx_cap(s) == 0 && s->n + 1 > VSET_LINEAR_MAX) {
         if (vset_reindex(s, 4 * VSET_LINEAR_MAX) != 0)
             return TERN_ENOMEM;
-    } else if (s->idx_cap && (s->n + 1) * 2 > s->idx_cap) {
-        if (vset_reindex(s, s->idx_cap * 2) != 0)
+    } else if (idx_cap(s) && (s->n + 1) * 2 > idx_cap(s)) {
+        if (vset_reindex(s, idx_cap(s) * 2) != 0)
             return TERN_ENOMEM;
     }
     s->u.v[s->n++] = p;
-    if (s->idx_cap)
-        s->idx[vset_slot(s, p)] = s->n;
+    if (idx_cap(s))
+        s->idx->slot[vset_slot(s, p)] = s->n;
     return 0;
 }
 
 /* Linear-probing delete by backward shift (keeps probe chains intact). */
 static void vset_unindex(struct vset *s, uint32_t slot)
 {
-    uint32_t mask = s->idx_cap - 1;
+    uint32_t mask = idx_cap(s) - 1;
     uint32_t i = slot, j = slot;
     for (;;) {
         j = (j + 1) & mask;
-        if (s->idx[j] == 0)
+        if (s->idx->slot[j] == 0)
             break;
-        uint32_t home = ptr_hash(s->u.v[s->idx[j] - 1]) & mask;
+        uint32_t home = ptr_hash(s->u.v[s->idx->slot[j] - 1]) & mask;
         /* Move j back to i unless its home lies cyclically in (i, j]. */
         bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
-            s->idx[i] = s->idx[j];
+            s->idx->slot[i] = s->idx->slot[j];
             i = j;
         }
     }
-    s->idx[i] = 0;
+    s->idx->slot[i] = 0;
 }
 
 static void vset_remove_at(struct vset *s, uint32_t pos)
@@ -272,21 +282,20 @@ static void vset_remove_at(struct vset *s, uint32_t pos)
         return;
     }
     uint32_t last = s->n - 1;
-    if (s->idx_cap) {
+    if (idx_cap(s)) {
         vset_unindex(s, vset_slot(s, s->u.v[pos]));
         if (pos != last)
-            s->idx[vset_slot(s, s->u.v[last])] = pos + 1;
+            s->idx->slot[vset_slot(s, s->u.v[last])] = pos + 1;
     }
     s->u.v[pos] = s->u.v[last];
     s->n--;
-    if (s->idx_cap && s->n <= VSET_LINEAR_MAX / 2) {
+    if (idx_cap(s) && s->n <= VSET_LINEAR_MAX / 2) {
         free(s->idx);
         s->idx = NULL;
-        s->idx_cap = 0;
-    } else if (s->idx_cap > 4 * VSET_LINEAR_MAX && s->n * 8 < s->idx_cap) {
-        (void)vset_reindex(s, s->idx_cap / 2); /* best effort */
+    } else if (idx_cap(s) > 4 * VSET_LINEAR_MAX && s->n * 8 < idx_cap(s)) {
+        (void)vset_reindex(s, idx_cap(s) / 2); /* best effort */
     }
-    if (s->n <= 1 && !s->idx_cap) {
+    if (s->n <= 1 && !idx_cap(s)) {
         void *one = s->n ? s->u.v[0] : NULL; /* back in place (or empty) */
         free(s->u.v);
         s->u.one = one;
@@ -319,13 +328,17 @@ struct node {
     uint32_t kids_cap;  /* power of two, or 0 */
     uint32_t kids_n;
     uint32_t level_hash;
-    uint32_t depth; /* root = 0 */
+    uint32_t level_len; /* <= TERN_TOPIC_KEY_MAX */
     struct vset vals;
     /* The node's full key is not stored: it is its levels joined by '/', and
      * visits rebuild it (visit_node). That is a string allocation per key less. */
-    uint32_t level_len; /* <= TERN_TOPIC_KEY_MAX */
-    char level[];       /* NUL-terminated */
+    char level[]; /* NUL-terminated */
 };
+
+#if UINTPTR_MAX == UINT64_MAX
+static_assert(offsetof(struct node, level) == 80,
+              "node: 80 bytes, so a 7-byte level fits a 96-byte chunk");
+#endif
 
 struct tern_topic_tree {
     struct node *root; /* level "", never holds values, never pruned */
@@ -414,7 +427,6 @@ static struct node *child_create(struct node *n, const char *s, size_t len)
     memcpy(c->level, s, len);
     c->level_len = (uint32_t)len;
     c->parent = n;
-    c->depth = n->depth + 1;
     if (is_plus(s, len)) {
         n->plus = c;
     } else if (is_hash(s, len)) {
