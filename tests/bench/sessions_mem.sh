@@ -1,0 +1,43 @@
+#!/bin/bash
+# Broker memory per persistent session with one subscription (docs/benchmarks.md,
+# "Timers and memory at scale"). A fresh ternd gets N MQTT 3.1.1 persistent
+# sessions from tern-bench, each subscribed to dev/<i> (QoS 1); prints VmRSS before
+# and 1 s after the last SUBACK, and bytes per session.
+#
+#   tests/bench/sessions_mem.sh N [offline|online] [ternd args...]
+#
+# offline (default): each client disconnects after its SUBACK, so N is not bound
+# by file descriptors (only --concurrency connections are open at a time; the
+# sources 127.0.0.2-65 keep ephemeral ports and TIME_WAIT apart). online: the N
+# connections stay open (N < the fd limit). Environment: TERND (build/ternd),
+# TERN_BENCH (build/tern-bench), PORT (18990).
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TERND=${TERND:-$ROOT/build/ternd}
+BENCH=${TERN_BENCH:-$ROOT/build/tern-bench}
+PORT=${PORT:-18990}
+N=$1
+MODE=${2:-offline}
+shift $(($# >= 2 ? 2 : 1))
+case "$MODE" in
+offline) HOW=--idle-offline ;;
+online) HOW=--idle-subscribe ;;
+*) echo "mode: offline or online" >&2; exit 2 ;;
+esac
+WORK=$(mktemp -d /tmp/tern-sessions-mem.XXXXXX)
+"$TERND" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$((PORT + 1))" \
+    --data-dir "$WORK/data" --log-level warn "$@" >"$WORK/ternd.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 50); do # up to 5 s for the listener
+    grep -q VmRSS /proc/$PID/status 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$PORT) \
+        2>/dev/null && break
+    sleep 0.1
+done
+SRC=$(seq -s, -f "127.0.0.%g" 2 65)
+"$BENCH" --port "$PORT" --idle "$N" $HOW --clean 0 --qos 1 --topic-prefix dev \
+    --rss-pid $PID --concurrency 300 --duration 2 --source-addrs "$SRC" \
+    --connect-timeout 1800 >"$WORK/bench.txt" 2>&1 || true
+grep -E "^connected|RSS" "$WORK/bench.txt"
+awk -v n="$N" '/broker RSS/ { printf "%.0f bytes per session\n", ($6 - $3) * 1024 / n }' \
+    "$WORK/bench.txt"
