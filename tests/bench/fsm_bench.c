@@ -41,12 +41,12 @@ static size_t heap_bytes(void)
     return mi.uordblks + mi.hblkhd;
 }
 
-static struct tern_bytes B(const char *s)
-{
+static struct tern_bytes B(const char *s) {
     return (struct tern_bytes){(const uint8_t *)s, (uint32_t)strlen(s)};
 }
 
-static void must(struct tern_fsm *f, struct tern_cmd *c)
+static void
+must(struct tern_fsm *f, struct tern_cmd *c)
 {
     struct tern_fsm_result r;
     c->now_ms = now_ms;
