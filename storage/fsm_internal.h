@@ -132,8 +132,12 @@ struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
  * and gets a private copy on its first write (fsm_session_state_mut()). Reads
  * go through s->st directly. A private state that becomes empty again is
  * freed at the end of the command that emptied it (fsm_session_state_trim()),
- * never in the middle of one, so callers may hold st pointers within a
- * command. */
+ * so callers may hold st pointers within a command - with one exception:
+ * fsm_publish_msg() trims the sessions it delivered to after its enqueues (a
+ * session with only subscriptions got a state there just for the publish's
+ * one-copy mark), so an st pointer held across a publish (a will) must be read
+ * again from s->st. Its callers (TICK, close, NODE_DOWN, takeover, delete) read
+ * no state after it. */
 struct fsm_session_state {
     struct fsm_qent *q_head, *q_tail;
     struct fsm_flight *flight; /* ring, in send order: fsm_flight_at() */
