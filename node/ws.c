@@ -646,9 +646,9 @@ int tern_ws_engine_read(struct tern_ws_engine *e, uint8_t *buf, size_t cap, size
     }
     buf_trim(&e->in);
     *got = n;
-    if (rc != TERN_OK && rc != TERN_EAGAIN)
-        return rc; /* a failure or a close: what came before it is dropped too */
-    return n > 0 ? TERN_OK : TERN_EAGAIN;
+    if (n > 0)
+        return TERN_OK; /* a close or failure behind it: the next read says so */
+    return rc == TERN_OK ? TERN_EAGAIN : rc;
 }
 
 /* --- the rest of the API -------------------------------------------------------- */

@@ -78,7 +78,9 @@ int tern_ws_engine_recv(struct tern_ws_engine *e, const uint8_t *data, size_t le
  * TERN_EPROTO when the handshake was refused (the HTTP error response is queued,
  * tern_ws_engine_http_status says which) or a frame broke the protocol (a close
  * frame with tern_ws_engine_close_code is queued). tern_ws_engine_error says
- * why. Pings are answered (pongs queued) on the way. */
+ * why. Pings are answered (pongs queued) on the way. The data before a close
+ * or a failure is given first (an MQTT DISCONNECT right before the close frame
+ * counts), the close or failure by the next read. */
 int tern_ws_engine_read(struct tern_ws_engine *e, uint8_t *buf, size_t cap, size_t *got);
 
 /* One binary frame of data to send (masked for a client engine). TERN_OK,
