@@ -306,6 +306,7 @@ static cJSON *client_json(struct tern_conn *c)
     cJSON_AddStringToObject(o, "peer", tern_conn_peer(c, pb));
     cJSON_AddStringToObject(o, "state", conn_state_name(c->state));
     cJSON_AddBoolToObject(o, "tls", c->opt && c->opt->tls);
+    cJSON_AddBoolToObject(o, "websocket", c->opt && c->opt->ws);
     const char *user = tern_conn_tls_username(c);
     if (user)
         cJSON_AddStringToObject(o, "username", user);
@@ -834,6 +835,16 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_tls_handshake_failures_total", "counter",
            "TLS handshakes that failed or timed out (that connection closed).",
            s->tls_handshake_failures);
+    metric(b, "tern_ws_handshakes_total", "counter",
+           "WebSocket upgrades accepted (ws and wss listeners).", s->ws_handshakes);
+    metric(b, "tern_ws_handshake_failures_total", "counter",
+           "WebSocket upgrades refused (HTTP 4xx) or not done within "
+           "ws_handshake_timeout_ms.",
+           s->ws_handshake_failures);
+    metric(b, "tern_ws_protocol_errors_total", "counter",
+           "WebSocket connections closed for a bad frame (unmasked, text, oversized, "
+           "malformed).",
+           s->ws_protocol_errors);
     metric(b, "tern_tls_reloads_total", "counter",
            "TLS listeners whose files were loaded again on SIGHUP.", s->tls_reloads);
     metric(b, "tern_tls_reload_failures_total", "counter",

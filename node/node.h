@@ -25,6 +25,7 @@
 #include "tern/fsm.h"
 
 #include "clients.h"
+#include "ws.h"
 
 struct tern_conn;
 struct tern_acks;
@@ -61,6 +62,9 @@ struct tern_node_stats {
     uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
     uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
     uint64_t subscriptions_refused;  /* SUBSCRIBE entries past subscriptions_max */
+    uint64_t ws_handshakes;          /* WebSocket upgrades accepted (ws, wss) */
+    uint64_t ws_handshake_failures;  /* refused (HTTP 4xx) or timed out */
+    uint64_t ws_protocol_errors;     /* closed for a bad frame (close 1002, 1003, 1009) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -74,8 +78,11 @@ struct tern_listener {
     struct tern_node *node;
     const char *bind;                       /* the configured address */
     const struct tern_listener_config *cfg; /* NULL: `listen` (plain) */
-    struct tern_tls_ctx *tls;               /* mqtts; replaced on SIGHUP */
+    struct tern_tls_ctx *tls;               /* mqtts, wss; replaced on SIGHUP */
     bool open;
+    bool ws; /* ws, wss: a WebSocket engine per connection, made with ws_opts */
+    struct tern_ws_opts ws_opts;
+    const char *ws_origins[TERN_WS_ORIGINS_MAX];
 };
 #define TERN_NODE_LISTENERS_MAX (TERN_LISTENERS_MAX + 1)
 
@@ -84,8 +91,9 @@ struct tern_node {
     struct tern_config cfg;
     struct tern_listener listeners[TERN_NODE_LISTENERS_MAX];
     uint32_t listener_count;
-    /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write. */
-    uint8_t *tls_in, *tls_out;
+    /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write; and
+     * the WebSocket ones: a wss connection's plaintext read, frames to write. */
+    uint8_t *tls_in, *tls_out, *ws_in, *ws_out;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
     uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
@@ -185,6 +193,7 @@ struct tern_conn_opt {
     uint8_t client_alias_max;   /* min(the client's, TERN_OUT_ALIAS_MAX) */
     uint8_t out_alias_count;
     struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
+    struct tern_ws_engine *ws; /* a connection to a ws or wss listener (conn.c) */
     uint16_t username_len;
     char
         *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
