@@ -160,7 +160,9 @@ start_broker() { # name
         tls_mosq=$'\n'"certfile $WORK/pki/server.pem"$'\n'"keyfile $WORK/pki/server.key"
         tls_tern=(--set "listeners=[{\"type\":\"mqtts\",\"bind\":\"127.0.0.1:$port\",\"cert_file\":\"$WORK/pki/server.pem\",\"key_file\":\"$WORK/pki/server.key\"}]")
     elif [ "$WS" = 1 ]; then
-        tls_mosq=$'\n'"protocol websockets"
+        # Mosquitto 2.0.11 exits ("Unable to start any listening sockets") when its
+        # only listener is a websockets one: a plain one on another port as well.
+        tls_mosq=$'\n'"protocol websockets"$'\n'"listener $(free_port) 127.0.0.1"
         tls_tern=(--set "listeners=[{\"type\":\"ws\",\"bind\":\"127.0.0.1:$port\"}]")
     fi
     case "$name" in

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import free_port
 from helpers import IS_MOSQUITTO, uid, wait_until
-from test_tls import MAKE_CERTS, metric, p, wait_metric
+from test_tls import MAKE_CERTS, admin, metric, p, wait_metric
 
 pytestmark = [pytest.mark.tern_only,
               pytest.mark.skipif(IS_MOSQUITTO, reason="tern listeners")]
@@ -227,6 +227,10 @@ def test_paho_over_ws(ws_broker, clients):
         assert sub.msgs[2][1] == big
         assert metric(b, "tern_ws_handshakes_total") == 2
         assert metric(b, "tern_ws_handshake_failures_total") == 0
+        cl = admin(b, "/clients")["clients"]
+        ws_ids = sorted(c["client_id"] for c in cl if c["websocket"])
+        assert ws_ids == sorted([sub.c._client_id.decode(), pub.c._client_id.decode()]), cl
+        assert [c["websocket"] for c in cl if c["client_id"] == tcp.client_id] == [False]
     finally:
         sub.stop()
         pub.stop()
