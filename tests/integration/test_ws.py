@@ -236,6 +236,29 @@ def test_paho_over_ws(ws_broker, clients):
         pub.stop()
 
 
+def test_paho_over_wss(start_broker, pki):
+    """paho over wss:// (TLS under WebSockets) to a subscriber over ws://."""
+    ws_port, wss_port = free_port(), free_port()
+    b = start_broker(listeners=json.dumps([
+        {"type": "ws", "bind": "127.0.0.1:%d" % ws_port},
+        {"type": "wss", "bind": "127.0.0.1:%d" % wss_port,
+         "cert_file": p(pki, "server.pem"), "key_file": p(pki, "server.key")}]))
+    sub = PahoWS(ws_port).wait_connected()
+    pub = PahoWS(wss_port, tls_ca=p(pki, "ca.pem")).wait_connected()
+    try:
+        sub.c.subscribe("wss/paho", qos=1)
+        time.sleep(0.3)
+        pub.c.publish("wss/paho", b"secure", qos=1).wait_for_publish()
+        wait_until(lambda: sub.msgs == [("wss/paho", b"secure")], T, msg="over wss")
+        assert metric(b, "tern_tls_handshakes_total") == 1
+        assert metric(b, "tern_ws_handshakes_total") == 2
+        cl = admin(b, "/clients")["clients"]
+        assert sorted((c["tls"], c["websocket"]) for c in cl) == [(False, True), (True, True)]
+    finally:
+        sub.stop()
+        pub.stop()
+
+
 def test_paho_path(ws_broker):
     """A listener with its own path: paho with that path connects, with /mqtt not."""
     b = ws_broker(path="/ws/broker")
