@@ -660,20 +660,25 @@ static void ws_send(struct tern_conn *c)
 {
     struct tern_ws_engine *w = conn_ws(c);
     struct tern_conn_tls *t = conn_tls(c);
+    const uint8_t *data;
     size_t n;
-    while (!uv_is_closing((uv_handle_t *)&c->tcp) &&
-           (n = tern_ws_engine_take(w, c->node->ws_out, TERN_READ_CHUNK)) > 0) {
-        if (!t) {
-            if (raw_write(c, c->node->ws_out, n) < 0)
-                return;
-        } else if (!tern_tls_engine_established(t->engine) ||
-                   tern_tls_engine_write(t->engine, c->node->ws_out, n) != TERN_OK) {
-            tern_conn_close(c, TERN_RC_UNSPECIFIED, tern_tls_engine_error(t->engine));
-            return;
-        }
-    }
-    if (t)
+    /* The engine's buffer itself (no copy): raw_write and the TLS engine copy
+     * what they keep. Taken over before the write, so a close on error that
+     * queues a close frame starts a buffer of its own. */
+    uint8_t *owned = tern_ws_engine_take_buffer(w, &data, &n);
+    if (!owned)
+        return;
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+        /* nothing is sent any more */
+    } else if (!t) {
+        raw_write(c, data, n);
+    } else if (!tern_tls_engine_established(t->engine) ||
+               tern_tls_engine_write(t->engine, data, n) != TERN_OK) {
+        tern_conn_close(c, TERN_RC_UNSPECIFIED, tern_tls_engine_error(t->engine));
+    } else {
         tls_send(c);
+    }
+    free(owned);
 }
 
 /* The upgrade was refused or not done in time: counted, logged, and only this

@@ -258,8 +258,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
             n->tls_in = malloc(TERN_READ_CHUNK);
             n->tls_out = malloc(TERN_READ_CHUNK);
             n->ws_in = malloc(TERN_READ_CHUNK);
-            n->ws_out = malloc(TERN_READ_CHUNK);
-            if (!n->tls_in || !n->tls_out || !n->ws_in || !n->ws_out) {
+            if (!n->tls_in || !n->tls_out || !n->ws_in) {
                 snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the TLS buffers");
                 return TERN_ENOMEM;
             }
@@ -397,6 +396,5 @@ void tern_node_free(struct tern_node *n)
     free(n->tls_in);
     free(n->tls_out);
     free(n->ws_in);
-    free(n->ws_out);
     free(n->dirty);
 }

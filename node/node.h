@@ -92,8 +92,8 @@ struct tern_node {
     struct tern_listener listeners[TERN_NODE_LISTENERS_MAX];
     uint32_t listener_count;
     /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write; and
-     * the WebSocket ones: a wss connection's plaintext read, frames to write. */
-    uint8_t *tls_in, *tls_out, *ws_in, *ws_out;
+     * a wss connection's plaintext read (WebSocket frames). */
+    uint8_t *tls_in, *tls_out, *ws_in;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
     uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */

@@ -72,30 +72,37 @@ static size_t buf_avail(const struct ws_buf *b)
     return b->len - b->off;
 }
 
-static int buf_append(struct ws_buf *b, const void *data, size_t len)
+/* Room for len more bytes (the unread part moved to the front first). */
+static int buf_reserve(struct ws_buf *b, size_t len)
 {
     if (b->off > 0 && b->off == b->len)
         b->off = b->len = 0;
-    if (b->cap - b->len < len) {
-        if (b->off > 0) { /* move the unread part to the front first */
-            memmove(b->p, b->p + b->off, b->len - b->off);
-            b->len -= b->off;
-            b->off = 0;
-        }
-        if (b->cap - b->len < len) {
-            size_t cap = b->cap ? b->cap : 256;
-            while (cap - b->len < len) {
-                if (cap > SIZE_MAX / 2)
-                    return TERN_ENOMEM;
-                cap *= 2;
-            }
-            uint8_t *p = realloc(b->p, cap);
-            if (!p)
-                return TERN_ENOMEM;
-            b->p = p;
-            b->cap = cap;
-        }
+    if (b->cap - b->len >= len)
+        return TERN_OK;
+    if (b->off > 0) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= len)
+            return TERN_OK;
     }
+    if (len > SIZE_MAX / 2 - b->len)
+        return TERN_ENOMEM;
+    size_t need = b->len + len, cap = b->cap ? b->cap * 2 : 256;
+    if (cap < need)
+        cap = need;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p)
+        return TERN_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return TERN_OK;
+}
+
+static int buf_append(struct ws_buf *b, const void *data, size_t len)
+{
+    if (buf_reserve(b, len) != TERN_OK)
+        return TERN_ENOMEM;
     memcpy(b->p + b->len, data, len);
     b->len += len;
     return TERN_OK;
@@ -223,13 +230,11 @@ static int queue_frame(struct tern_ws_engine *e, uint8_t opcode, const uint8_t *
     if (e->client && RAND_bytes(mask, sizeof(mask)) != 1)
         return TERN_ENOMEM;
     size_t h = tern_ws_frame_header(hdr, true, opcode, len, e->client ? mask : NULL);
-    size_t start = e->out.len;
-    if (buf_append(&e->out, hdr, h) != TERN_OK)
-        return TERN_ENOMEM;
-    if (len && buf_append(&e->out, data, len) != TERN_OK) {
-        e->out.len = start; /* nothing half queued */
-        return TERN_ENOMEM;
-    }
+    if (len > SIZE_MAX - h || buf_reserve(&e->out, h + len) != TERN_OK)
+        return TERN_ENOMEM; /* nothing half queued */
+    buf_append(&e->out, hdr, h);
+    if (len)
+        buf_append(&e->out, data, len);
     if (e->client)
         tern_ws_mask(e->out.p + e->out.len - len, len, mask, 0);
     return TERN_OK;
@@ -741,6 +746,21 @@ size_t tern_ws_engine_take(struct tern_ws_engine *e, uint8_t *buf, size_t cap)
     }
     buf_trim(&e->out);
     return n;
+}
+
+uint8_t *tern_ws_engine_take_buffer(struct tern_ws_engine *e, const uint8_t **data,
+                                    size_t *len)
+{
+    *len = buf_avail(&e->out);
+    if (*len == 0) {
+        buf_trim(&e->out);
+        *data = NULL;
+        return NULL;
+    }
+    uint8_t *p = e->out.p;
+    *data = p + e->out.off;
+    memset(&e->out, 0, sizeof(e->out));
+    return p;
 }
 
 bool tern_ws_engine_open(const struct tern_ws_engine *e)

@@ -93,6 +93,12 @@ void tern_ws_engine_close(struct tern_ws_engine *e, uint16_t code);
 /* Bytes waiting to be sent: how much, and taking up to cap of them. */
 size_t tern_ws_engine_pending(const struct tern_ws_engine *e);
 size_t tern_ws_engine_take(struct tern_ws_engine *e, uint8_t *buf, size_t cap);
+/* All of them without a copy: the engine hands over its output buffer (the
+ * caller frees the returned pointer; *data, *len say where the bytes are in
+ * it). NULL when nothing waits. The engine starts a new buffer for what comes
+ * next, so the caller may call it again while it still holds this one. */
+uint8_t *tern_ws_engine_take_buffer(struct tern_ws_engine *e, const uint8_t **data,
+                                    size_t *len);
 
 /* The handshake succeeded (still true after a close). */
 bool tern_ws_engine_open(const struct tern_ws_engine *e);

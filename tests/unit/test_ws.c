@@ -271,6 +271,22 @@ static void test_frames(void **state)
     assert_int_equal(tern_ws_engine_write(e, (const uint8_t *)"xyz", 3), TERN_OK);
     take_all(e, out, sizeof(out));
     assert_memory_equal(out, "\x8a\x02hi\x82\x03xyz", 9);
+    /* Handed over without a copy; what is queued meanwhile is a new buffer. */
+    const uint8_t *data;
+    size_t len;
+    assert_null(tern_ws_engine_take_buffer(e, &data, &len));
+    assert_int_equal(tern_ws_engine_write(e, big, sizeof(big)), TERN_OK);
+    uint8_t *owned = tern_ws_engine_take_buffer(e, &data, &len);
+    assert_non_null(owned);
+    assert_int_equal(len, 4 + sizeof(big));
+    assert_memory_equal(data, "\x82\x7e\x01\x2c", 4);
+    assert_memory_equal(data + 4, big, sizeof(big));
+    assert_int_equal(tern_ws_engine_pending(e), 0);
+    assert_int_equal(tern_ws_engine_write(e, (const uint8_t *)"q", 1), TERN_OK);
+    assert_int_equal(tern_ws_engine_pending(e), 3);
+    free(owned);
+    take_all(e, out, sizeof(out));
+    assert_memory_equal(out, "\x82\x01q", 3);
 
     /* An MQTT DISCONNECT then a close from the client in one read: the
      * DISCONNECT first, then the close (echoed), then nothing more. */
