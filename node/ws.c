@@ -55,9 +55,10 @@ struct tern_ws_engine {
     bool upgraded; /* the handshake succeeded (and the state may be DONE since) */
     uint8_t opcode;
     uint8_t mask[4];
-    uint64_t left; /* payload bytes still to come */
-    uint64_t done; /* payload bytes already handed on (mask offset) */
-    int result;    /* of read once state is WS_DONE */
+    uint64_t left;  /* payload bytes still to come */
+    uint64_t done;  /* payload bytes already handed on (mask offset) */
+    size_t scanned; /* handshake: input already searched for the blank line */
+    int result;     /* of read once state is WS_DONE */
     int http_status;
     uint16_t close_code;
     char subprotocol[12];
@@ -298,12 +299,15 @@ static int refuse(struct tern_ws_engine *e, int status, const char *why)
 }
 
 /* Where the head (request or status line and headers) ends: the offset just
- * past its blank line, or 0 if it has not all arrived. */
-static size_t head_end(const uint8_t *p, size_t len)
+ * past its blank line, or 0 if it has not all arrived. *scanned remembers how
+ * far earlier calls looked, so a request sent a byte at a time costs linear
+ * time, not quadratic (the input does not move during the handshake). */
+static size_t head_end(const uint8_t *p, size_t len, size_t *scanned)
 {
-    for (size_t i = 3; i < len; i++)
+    for (size_t i = *scanned > 3 ? *scanned : 3; i < len; i++)
         if (p[i] == '\n' && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
             return i + 1;
+    *scanned = len;
     return 0;
 }
 
@@ -388,7 +392,7 @@ static int server_handshake(struct tern_ws_engine *e)
 {
     const char *h = (const char *)e->in.p + e->in.off;
     size_t avail = buf_avail(&e->in);
-    size_t end = head_end((const uint8_t *)h, avail);
+    size_t end = head_end((const uint8_t *)h, avail, &e->scanned);
     if (end == 0)
         return avail > e->o->handshake_bytes_max
                    ? refuse(e, 431, "upgrade request over handshake_bytes_max")
@@ -453,7 +457,7 @@ static int client_handshake(struct tern_ws_engine *e)
 {
     const char *h = (const char *)e->in.p + e->in.off;
     size_t avail = buf_avail(&e->in);
-    size_t end = head_end((const uint8_t *)h, avail);
+    size_t end = head_end((const uint8_t *)h, avail, &e->scanned);
     if (end == 0 && avail <= e->o->handshake_bytes_max)
         return TERN_EAGAIN;
     e->state = WS_DONE;
