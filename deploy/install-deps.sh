@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libraft-dev liblz4-dev libcjson-dev libcmocka-dev
 python3 python3-paho-mqtt python3-pytest gnuplot-nox mosquitto mosquitto-clients curl
-ca-certificates procps iproute2 prometheus iptables libnetfilter-queue-dev haproxy"
+ca-certificates procps iproute2 prometheus iptables libnetfilter-queue-dev haproxy chromium"
 
 missing=""
 for p in $PKGS; do
@@ -62,3 +62,15 @@ case " $missing " in
     fi
     ;;
 esac
+
+# The Node packages of the interop tests (tests/integration/js: MQTT.js, and
+# playwright-core, which drives Debian's chromium for the browser test and downloads
+# no browser of its own), from the lock file. Only in a source tree; a failure here
+# leaves those tests to skip, not the install to fail.
+JS_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/integration/js"
+if [ -f "$JS_DIR/package-lock.json" ] && command -v npm >/dev/null 2>&1 &&
+    { [ ! -d "$JS_DIR/node_modules/mqtt" ] || [ ! -d "$JS_DIR/node_modules/playwright-core" ]; }; then
+    echo "install-deps: npm ci in tests/integration/js"
+    (cd "$JS_DIR" && npm ci --no-audit --no-fund) ||
+        echo "install-deps: npm ci failed: the MQTT.js and browser tests will skip"
+fi

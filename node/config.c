@@ -155,11 +155,15 @@ static const struct key keys[] = {
     BOOL("join", join, "false",
          "join a running cluster (no bootstrap; ternctl add-node)"),
     {"listeners", KEY_LISTENERS, FIELD(listeners), 0, 0, NULL, NULL,
-     "MQTT and MQTT over TLS listeners besides listen"},
+     "MQTT over TCP, TLS and WebSockets listeners besides listen"},
     UINT("tls_handshake_timeout_ms", tls_handshake_timeout_ms, 100, 600000, "10000",
          "accept to TLS handshake done"),
     UINT("proxy_header_timeout_ms", proxy_header_timeout_ms, 100, 600000, "5000",
          "accept to PROXY protocol header read (proxy_protocol listeners)"),
+    UINT("ws_handshake_timeout_ms", ws_handshake_timeout_ms, 100, 600000, "10000",
+         "accept to WebSocket upgrade done (ws and wss listeners)"),
+    UINT("ws_handshake_bytes_max", ws_handshake_bytes_max, 1024, 65536, "8192",
+         "largest WebSocket upgrade request (request line and headers)"),
     {"cluster_name", KEY_STR, FIELD(cluster_name), 0, 0, NULL, "tern",
      "the cluster's name; a data directory of another name is refused"},
     {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
@@ -555,7 +559,7 @@ static int members_from_json(struct tern_config *c, const cJSON *arr, char *errm
 
 /* --- listeners ----------------------------------------------------------------- */
 
-static const char *const listener_type_names[] = {"mqtt", "mqtts", NULL};
+static const char *const listener_type_names[] = {"mqtt", "mqtts", "ws", "wss", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
 
 /* A listener's string member: absent leaves "", present must be a non-empty
@@ -611,16 +615,78 @@ static int listener_name(const cJSON *o, const char *name, const char *const *na
     return TERN_EINVAL;
 }
 
+/* A ws listener's path: "/..." of visible ASCII, no query. */
+static int listener_path(const cJSON *o, struct tern_listener_config *l, size_t i,
+                         char *errmsg)
+{
+    snprintf(l->path, sizeof(l->path), "/mqtt");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "path");
+    if (!v)
+        return TERN_OK;
+    bool ok = cJSON_IsString(v) && v->valuestring[0] == '/' &&
+              strlen(v->valuestring) < sizeof(l->path);
+    for (const char *p = ok ? v->valuestring : ""; *p; p++)
+        if (*p <= ' ' || *p >= 127 || *p == '?' || *p == '#')
+            ok = false;
+    if (!ok) {
+        snprintf(
+            errmsg, TERN_ERRMSG_SIZE,
+            "listeners[%zu].path: must start with \"/\", at most %zu bytes of visible "
+            "ASCII without '?' or '#'",
+            i, sizeof(l->path) - 1);
+        return TERN_EINVAL;
+    }
+    strcpy(l->path, v->valuestring);
+    return TERN_OK;
+}
+
+static int listener_origins(const cJSON *o, struct tern_listener_config *l, size_t i,
+                            char *errmsg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "allowed_origins");
+    if (!v)
+        return TERN_OK;
+    bool ok = cJSON_IsArray(v) && cJSON_GetArraySize(v) <= TERN_WS_ORIGINS_MAX;
+    for (const cJSON *e = ok ? v->child : NULL; e && ok; e = e->next) {
+        ok = cJSON_IsString(e) && e->valuestring[0] &&
+             strlen(e->valuestring) < TERN_WS_ORIGIN_MAX;
+        for (const char *p = ok ? e->valuestring : ""; *p; p++)
+            if (*p <= ' ' || *p >= 127 || *p == ',')
+                ok = false;
+        if (ok)
+            strcpy(l->origins[l->origin_count++], e->valuestring);
+    }
+    if (!ok) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE,
+                 "listeners[%zu].allowed_origins: must be an array of at most %d origins "
+                 "(\"https://host[:port]\", at most %d bytes each)",
+                 i, TERN_WS_ORIGINS_MAX, TERN_WS_ORIGIN_MAX - 1);
+        return TERN_EINVAL;
+    }
+    return TERN_OK;
+}
+
 static int listener_from_json(struct tern_listener_config *l, const cJSON *o, size_t i,
                               char *errmsg)
 {
-    /* From members[TLS_MEMBER] on: only for an mqtts listener. */
-    static const char *const members[] = {
-        "type",     "bind",         "proxy_protocol",  "cert_file",
-        "key_file", "ca_file",      "crl_file",        "require_certificate",
-        "ciphers",  "ciphersuites", "tls_min_version", "use_identity_as_username",
-        NULL};
-    enum { TLS_MEMBER = 3 };
+    /* type, bind and proxy_protocol (any listener); then the TLS members (mqtts,
+     * wss); then the WebSocket ones (ws, wss). */
+    static const char *const members[] = {"type",
+                                          "bind",
+                                          "proxy_protocol",
+                                          "cert_file",
+                                          "key_file",
+                                          "ca_file",
+                                          "crl_file",
+                                          "require_certificate",
+                                          "use_identity_as_username",
+                                          "ciphers",
+                                          "ciphersuites",
+                                          "tls_min_version",
+                                          "path",
+                                          "allowed_origins",
+                                          NULL};
+    enum { FIRST_TLS = 3, FIRST_WS = 12 };
     if (!cJSON_IsObject(o)) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,
                  "listeners[%zu]: must be an object {\"type\", \"bind\", ...}", i);
@@ -676,23 +742,30 @@ static int listener_from_json(struct tern_listener_config *l, const cJSON *o, si
     if (rc == TERN_OK)
         rc = listener_name(o, "tls_min_version", tls_version_names, &l->tls_min_version,
                            false, i, errmsg);
+    if (rc == TERN_OK && TERN_LISTENER_IS_WS(l->type))
+        rc = listener_path(o, l, i, errmsg);
+    if (rc == TERN_OK && TERN_LISTENER_IS_WS(l->type))
+        rc = listener_origins(o, l, i, errmsg);
     if (rc != TERN_OK)
         return rc;
-    if (l->type == TERN_LISTENER_MQTT) {
-        for (size_t j = TLS_MEMBER; members[j]; j++)
-            if (cJSON_GetObjectItemCaseSensitive(o, members[j])) {
-                snprintf(errmsg, TERN_ERRMSG_SIZE,
-                         "listeners[%zu].%s: only for an mqtts listener", i, members[j]);
-                return TERN_EINVAL;
-            }
-        return TERN_OK;
+    for (size_t j = FIRST_TLS; members[j]; j++) {
+        bool tls = j < FIRST_WS;
+        if ((tls ? TERN_LISTENER_IS_TLS(l->type) : TERN_LISTENER_IS_WS(l->type)) ||
+            !cJSON_GetObjectItemCaseSensitive(o, members[j]))
+            continue;
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "listeners[%zu].%s: only for %s listener", i,
+                 members[j], tls ? "an mqtts or wss" : "a ws or wss");
+        return TERN_EINVAL;
     }
+    if (!TERN_LISTENER_IS_TLS(l->type))
+        return TERN_OK;
     const char *missing = !l->cert_file[0]  ? "cert_file"
                           : !l->key_file[0] ? "key_file"
                                             : NULL;
     if (missing) {
         snprintf(errmsg, TERN_ERRMSG_SIZE,
-                 "listeners[%zu].%s: required for an mqtts listener", i, missing);
+                 "listeners[%zu].%s: required for a TLS listener (mqtts, wss)", i,
+                 missing);
         return TERN_EINVAL;
     }
     const char *needs_ca = l->require_certificate ? "require_certificate"
@@ -1189,7 +1262,13 @@ char *tern_config_to_json(const struct tern_config *c)
                 for (size_t m = 0; m < sizeof(strs) / sizeof(strs[0]); m++)
                     if (strs[m][1][0])
                         cJSON_AddStringToObject(e, strs[m][0], strs[m][1]);
-                if (l->type != TERN_LISTENER_MQTT) {
+                if (TERN_LISTENER_IS_WS(l->type)) {
+                    cJSON_AddStringToObject(e, "path", l->path);
+                    cJSON *orr = cJSON_AddArrayToObject(e, "allowed_origins");
+                    for (uint32_t m = 0; orr && m < l->origin_count; m++)
+                        cJSON_AddItemToArray(orr, cJSON_CreateString(l->origins[m]));
+                }
+                if (TERN_LISTENER_IS_TLS(l->type)) {
                     cJSON_AddBoolToObject(e, "require_certificate",
                                           l->require_certificate);
                     cJSON_AddBoolToObject(e, "use_identity_as_username",

@@ -254,10 +254,11 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     }
     n->rshared->cap = TERN_READ_CHUNK;
     for (uint32_t i = 0; i < cfg->listener_count; i++)
-        if (cfg->listeners[i].type == TERN_LISTENER_MQTTS && !n->tls_in) {
+        if (cfg->listeners[i].type != TERN_LISTENER_MQTT && !n->tls_in) {
             n->tls_in = malloc(TERN_READ_CHUNK);
             n->tls_out = malloc(TERN_READ_CHUNK);
-            if (!n->tls_in || !n->tls_out) {
+            n->ws_in = malloc(TERN_READ_CHUNK);
+            if (!n->tls_in || !n->tls_out || !n->ws_in) {
                 snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the TLS buffers");
                 return TERN_ENOMEM;
             }
@@ -394,5 +395,6 @@ void tern_node_free(struct tern_node *n)
     free(n->rshared);
     free(n->tls_in);
     free(n->tls_out);
+    free(n->ws_in);
     free(n->dirty);
 }

@@ -25,6 +25,7 @@
 #include "tern/fsm.h"
 
 #include "clients.h"
+#include "tern/ws.h"
 
 struct tern_conn;
 struct tern_acks;
@@ -64,6 +65,9 @@ struct tern_node_stats {
     uint64_t subscriptions_refused;  /* SUBSCRIBE entries past subscriptions_max */
     uint64_t proxy_headers;          /* PROXY protocol headers read (conn_proxy.c) */
     uint64_t proxy_refused; /* connections without a valid one in time (closed) */
+    uint64_t ws_handshakes;          /* WebSocket upgrades accepted (ws, wss) */
+    uint64_t ws_handshake_failures;  /* refused (HTTP 4xx) or timed out */
+    uint64_t ws_protocol_errors;     /* closed for a bad frame (close 1002, 1003, 1009) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -77,8 +81,11 @@ struct tern_listener {
     struct tern_node *node;
     const char *bind;                       /* the configured address */
     const struct tern_listener_config *cfg; /* NULL: `listen` (plain) */
-    struct tern_tls_ctx *tls;               /* mqtts; replaced on SIGHUP */
+    struct tern_tls_ctx *tls;               /* mqtts, wss; replaced on SIGHUP */
     bool open;
+    bool ws; /* ws, wss: a WebSocket engine per connection, made with ws_opts */
+    struct tern_ws_opts ws_opts;
+    const char *ws_origins[TERN_WS_ORIGINS_MAX];
 };
 #define TERN_NODE_LISTENERS_MAX (TERN_LISTENERS_MAX + 1)
 
@@ -87,8 +94,9 @@ struct tern_node {
     struct tern_config cfg;
     struct tern_listener listeners[TERN_NODE_LISTENERS_MAX];
     uint32_t listener_count;
-    /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write. */
-    uint8_t *tls_in, *tls_out;
+    /* Loop-wide TLS buffers (conn.c): ciphertext read, ciphertext to write; and
+     * a wss connection's plaintext read (WebSocket frames). */
+    uint8_t *tls_in, *tls_out, *ws_in;
     uv_timer_t tick_timer; /* drives TICK commands: expiry, delayed wills */
     uv_prepare_t flush;    /* writes out what this loop turn produced */
     uint64_t loop_last_ns, loop_last_idle_ns; /* loop busy-time measurement */
@@ -191,6 +199,7 @@ struct tern_conn_opt {
     struct tern_conn_tls *tls; /* a connection to an mqtts listener (conn.c) */
     /* A proxy_protocol listener's connection until its header is read. */
     struct tern_proxy_parser *proxy;
+    struct tern_ws_engine *ws; /* a connection to a ws or wss listener (conn.c) */
     uint16_t username_len;
     char
         *username; /* the authenticated user, kept only when an ACL needs it (access.c) */

@@ -30,6 +30,7 @@ static cJSON *client_json(struct tern_conn *c)
     cJSON_AddStringToObject(o, "peer", tern_conn_peer(c, pb));
     cJSON_AddStringToObject(o, "state", conn_state_name(c->state));
     cJSON_AddBoolToObject(o, "tls", c->opt && c->opt->tls);
+    cJSON_AddBoolToObject(o, "websocket", c->opt && c->opt->ws);
     const char *user = tern_conn_tls_username(c);
     if (user)
         cJSON_AddStringToObject(o, "username", user);

@@ -90,6 +90,16 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
            "Connections to proxy_protocol listeners closed without a valid PROXY "
            "header (missing, broken, too long, or not within proxy_header_timeout_ms).",
            s->proxy_refused);
+    metric(b, "tern_ws_handshakes_total", "counter",
+           "WebSocket upgrades accepted (ws and wss listeners).", s->ws_handshakes);
+    metric(b, "tern_ws_handshake_failures_total", "counter",
+           "WebSocket upgrades refused (HTTP 4xx) or not done within "
+           "ws_handshake_timeout_ms.",
+           s->ws_handshake_failures);
+    metric(b, "tern_ws_protocol_errors_total", "counter",
+           "WebSocket connections closed for a bad frame (unmasked, text, oversized, "
+           "malformed).",
+           s->ws_protocol_errors);
     metric(b, "tern_tls_reloads_total", "counter",
            "TLS listeners whose files were loaded again on SIGHUP.", s->tls_reloads);
     metric(b, "tern_tls_reload_failures_total", "counter",

@@ -12,6 +12,12 @@
  * gives back takes the same path as a plain connection's bytes (conn_input), and
  * wbuf is encrypted on flush (raw_write sends the ciphertext). The codec and
  * the handlers never know.
+ *
+ * WebSockets (ws and wss listeners) are one more such layer (include/stream/tern/ws.h): the
+ * bytes read (or, for wss, the TLS engine's plaintext) go into the WebSocket
+ * engine, the payload of its binary frames takes the MQTT path, and wbuf goes
+ * out as one binary frame on flush (through TLS for wss). The upgrade request
+ * is answered by the engine before the first MQTT byte.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,10 +55,18 @@ struct write_req {
 
 static void conn_process(struct tern_conn *c);
 static void tls_pull(struct tern_conn *c);
+static void ws_pull(struct tern_conn *c);
+static void ws_send(struct tern_conn *c);
+static void ws_input(struct tern_conn *c, const uint8_t *data, size_t len);
 
 static struct tern_conn_tls *conn_tls(const struct tern_conn *c)
 {
     return c->opt ? c->opt->tls : NULL;
+}
+
+static struct tern_ws_engine *conn_ws(const struct tern_conn *c)
+{
+    return c->opt ? c->opt->ws : NULL;
 }
 
 const char *tern_conn_tls_username(const struct tern_conn *c)
@@ -95,6 +109,7 @@ static void conn_free(struct tern_conn *c)
         tern_publish_deferred_free(o);
         free(o->acks);
         free(o->proxy);
+        tern_ws_engine_free(o->ws);
         if (o->tls) {
             tern_tls_engine_free(o->tls->engine);
             free(o->tls->username);
@@ -121,7 +136,7 @@ void tern_conn_opt_trim(struct tern_conn *c)
 {
     const struct tern_conn_opt *o = c->opt;
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
-        !o->deferred && !o->tls && !o->proxy && o->log_pending == 0 &&
+        !o->deferred && !o->tls && !o->proxy && !o->ws && o->log_pending == 0 &&
         o->ack_seq_next == 0 && o->client_max_packet == 0 && o->client_alias_max == 0 &&
         !o->username) {
         free(c->opt);
@@ -241,6 +256,20 @@ void tern_conn_flush(struct tern_conn *c)
     if (!out || out->len == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
         goto done;
     long queued;
+    struct tern_ws_engine *w = conn_ws(c);
+    if (w) {
+        /* One binary frame (a frame may hold several packets, MQTT 5.0 6.0),
+         * then through TLS for wss. After a close nothing more is framed. */
+        int rc = tern_ws_engine_write(w, out->data, out->len);
+        free(out);
+        c->wbuf = NULL;
+        if (rc == TERN_ENOMEM) {
+            tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+            goto done;
+        }
+        ws_send(c);
+        goto done;
+    }
     if (t) {
         /* Encrypted into the engine's output (records are made at once), then
          * sent as ciphertext: the plaintext buffer is not kept. */
@@ -407,6 +436,13 @@ void tern_conn_close(struct tern_conn *c, uint8_t reason, const char *why)
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->wbuf && c->wbuf->len)
         tern_conn_flush_now(c);
+    struct tern_ws_engine *w = conn_ws(c);
+    if (w && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        /* A close frame after the last packet (none if one was sent already). */
+        tern_ws_engine_close(w, c->node->stopping ? TERN_WS_CLOSE_GOING_AWAY
+                                                  : TERN_WS_CLOSE_NORMAL);
+        ws_send(c);
+    }
     struct tern_conn_tls *t = conn_tls(c);
     if (t && !uv_is_closing((uv_handle_t *)&c->tcp)) {
         tern_tls_engine_shutdown(t->engine); /* close_notify after the last packet */
@@ -461,7 +497,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct tern_conn *c = h->data;
     (void)suggested;
-    if (conn_tls(c))
+    if (conn_tls(c) || conn_ws(c))
         *buf = uv_buf_init((char *)c->node->tls_in, TERN_READ_CHUNK);
     else
         *buf = input_buf(c);
@@ -585,8 +621,11 @@ static void tls_pull(struct tern_conn *c)
     if (!t || !tern_tls_engine_established(t->engine))
         return;
     tern_conn_ref(c);
+    bool ws = conn_ws(c) != NULL;
     while ((c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) && !c->paused) {
-        uv_buf_t b = input_buf(c);
+        /* wss: the plaintext is WebSocket frames, for the WebSocket engine. */
+        uv_buf_t b =
+            ws ? uv_buf_init((char *)c->node->ws_in, TERN_READ_CHUNK) : input_buf(c);
         size_t got = 0;
         if (!b.base) {
             tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
@@ -606,11 +645,114 @@ static void tls_pull(struct tern_conn *c)
             tern_conn_close(c, TERN_RC_UNSPECIFIED, why);
             break;
         }
-        conn_input(c, b.base, got);
+        if (ws)
+            ws_input(c, (const uint8_t *)b.base, got);
+        else
+            conn_input(c, b.base, got);
     }
     if (c->state != TERN_CONN_CLOSING)
         tls_send(c); /* reading can produce records (key updates) */
     tern_conn_unref(c);
+}
+
+/* Sends what the WebSocket engine has ready (the 101 or an HTTP error, frames,
+ * pongs, a close), through TLS for wss. */
+static void ws_send(struct tern_conn *c)
+{
+    struct tern_ws_engine *w = conn_ws(c);
+    struct tern_conn_tls *t = conn_tls(c);
+    const uint8_t *data;
+    size_t n;
+    /* The engine's buffer itself (no copy): raw_write and the TLS engine copy
+     * what they keep. Taken over before the write, so a close on error that
+     * queues a close frame starts a buffer of its own. */
+    uint8_t *owned = tern_ws_engine_take_buffer(w, &data, &n);
+    if (!owned)
+        return;
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+        /* nothing is sent any more */
+    } else if (!t) {
+        raw_write(c, data, n);
+    } else if (!tern_tls_engine_established(t->engine) ||
+               tern_tls_engine_write(t->engine, data, n) != TERN_OK) {
+        tern_conn_close(c, TERN_RC_UNSPECIFIED, tern_tls_engine_error(t->engine));
+    } else {
+        tls_send(c);
+    }
+    free(owned);
+}
+
+/* The upgrade was refused or not done in time: counted, logged, and only this
+ * connection closed (after the HTTP error the engine queued). */
+static void ws_failed(struct tern_conn *c, const char *why)
+{
+    char pb[TERN_PEER_STRLEN];
+    c->node->stats.ws_handshake_failures++;
+    TERN_LOGW("%s: WebSocket upgrade failed: %s", tern_conn_peer(c, pb), why);
+    ws_send(c);
+    tern_conn_close(c, TERN_RC_UNSPECIFIED, NULL);
+}
+
+/* The payload of the WebSocket engine's binary frames into the MQTT input, as
+ * long as the connection reads (the rest waits in the engine, as for TLS). */
+static void ws_pull(struct tern_conn *c)
+{
+    struct tern_ws_engine *w = conn_ws(c);
+    if (!w)
+        return;
+    tern_conn_ref(c);
+    bool was_open = tern_ws_engine_open(w);
+    while ((c->state == TERN_CONN_NEW || c->state == TERN_CONN_ACTIVE) && !c->paused) {
+        uv_buf_t b = input_buf(c);
+        size_t got = 0;
+        if (!b.base) {
+            tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+            break;
+        }
+        int rc = tern_ws_engine_read(w, (uint8_t *)b.base, b.len, &got);
+        if (!was_open && tern_ws_engine_open(w)) {
+            char pb[TERN_PEER_STRLEN];
+            was_open = true;
+            c->node->stats.ws_handshakes++;
+            TERN_LOGD("%s: WebSocket upgraded, subprotocol %s", tern_conn_peer(c, pb),
+                      tern_ws_engine_subprotocol(w));
+        }
+        if (rc == TERN_EAGAIN)
+            break;
+        if (rc == TERN_ESHUTDOWN) {
+            ws_send(c); /* the close frame's answer */
+            tern_conn_close(c, TERN_RC_UNSPECIFIED,
+                            "connection closed by client (WebSocket close)");
+            break;
+        }
+        if (rc == TERN_EPROTO && !tern_ws_engine_open(w)) {
+            ws_failed(c, tern_ws_engine_error(w));
+            break;
+        }
+        if (rc != TERN_OK) {
+            char why[TERN_ERRMSG_SIZE];
+            if (rc == TERN_EPROTO)
+                c->node->stats.ws_protocol_errors++;
+            snprintf(why, sizeof(why), "WebSocket: %.200s",
+                     rc == TERN_EPROTO ? tern_ws_engine_error(w) : "out of memory");
+            ws_send(c); /* the close frame with its code */
+            tern_conn_close(c, TERN_RC_UNSPECIFIED, why);
+            break;
+        }
+        conn_input(c, b.base, got);
+    }
+    if (c->state != TERN_CONN_CLOSING)
+        ws_send(c); /* the 101, pongs */
+    tern_conn_unref(c);
+}
+
+static void ws_input(struct tern_conn *c, const uint8_t *data, size_t len)
+{
+    if (tern_ws_engine_recv(conn_ws(c), data, len) != TERN_OK) {
+        tern_conn_close(c, TERN_RC_SERVER_BUSY, "out of memory");
+        return;
+    }
+    ws_pull(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -640,6 +782,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (conn_tls(c))
         tls_input(c, (const uint8_t *)base, (size_t)nread);
+    else if (conn_ws(c))
+        ws_input(c, (const uint8_t *)base, (size_t)nread);
     else
         conn_input(c, base, (size_t)nread);
 }
@@ -844,6 +988,7 @@ void tern_conn_resume(struct tern_conn *c)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (c->rbuf && c->rbuf->len)
         conn_process(c);
+    ws_pull(c);  /* frames that waited in the WebSocket engine */
     tls_pull(c); /* plaintext that waited in the TLS engine */
 }
 
@@ -865,6 +1010,13 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
                    !tern_tls_engine_established(conn_tls(c)->engine)) {
             if (idle >= n->cfg.tls_handshake_timeout_ms)
                 tls_failed(c, "not done within tls_handshake_timeout_ms");
+            else if (idle >= n->cfg.connect_timeout_ms)
+                tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
+                                "no CONNECT within connect_timeout_ms");
+        } else if (c->state == TERN_CONN_NEW && conn_ws(c) &&
+                   !tern_ws_engine_open(conn_ws(c))) {
+            if (idle >= n->cfg.ws_handshake_timeout_ms)
+                ws_failed(c, "upgrade not done within ws_handshake_timeout_ms");
             else if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
                                 "no CONNECT within connect_timeout_ms");
@@ -973,6 +1125,18 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
         c->state = TERN_CONN_CLOSING;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
+    }
+    if (l->ws) {
+        struct tern_conn_opt *o = tern_conn_opt(c);
+        if (o)
+            o->ws = tern_ws_engine_new(&l->ws_opts);
+        if (!o || !o->ws) {
+            char pb[TERN_PEER_STRLEN];
+            TERN_LOGW("%s: refused: out of memory for WebSocket", tern_conn_peer(c, pb));
+            c->state = TERN_CONN_CLOSING;
+            uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+            return;
+        }
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);

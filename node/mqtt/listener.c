@@ -1,4 +1,5 @@
-/* MQTT listeners: `listen` (plain) and the `listeners` list (plain or TLS).
+/* MQTT listeners: `listen` (plain) and the `listeners` list (plain or TLS, each
+ * possibly with WebSockets on top).
  *
  * A TLS listener holds one TLS context (include/tls/tern/tls.h) made from its files. On
  * SIGHUP a new context is made from the same paths and replaces the old one;
@@ -47,7 +48,7 @@ int tern_listeners_tls_load(const struct tern_config *cfg,
 {
     memset(ctx, 0, sizeof(ctx[0]) * TERN_LISTENERS_MAX);
     for (uint32_t i = 0; i < cfg->listener_count; i++) {
-        if (cfg->listeners[i].type != TERN_LISTENER_MQTTS)
+        if (!TERN_LISTENER_IS_TLS(cfg->listeners[i].type))
             continue;
         int rc = load_one(&cfg->listeners[i], i, &ctx[i], errmsg);
         if (rc != TERN_OK) {
@@ -57,6 +58,25 @@ int tern_listeners_tls_load(const struct tern_config *cfg,
         }
     }
     return TERN_OK;
+}
+
+/* A WebSocket listener's engine options. The frame bound is max_packet_size:
+ * a frame carries at least one byte of a packet, and a client sends one packet
+ * per frame in practice, so a larger frame is either a packet the codec would
+ * refuse or several at once (refused with 1009 all the same). Read at start. */
+static void ws_setup(struct tern_node *n, struct tern_listener *l)
+{
+    const struct tern_listener_config *c = l->cfg;
+    for (uint32_t i = 0; i < c->origin_count; i++)
+        l->ws_origins[i] = c->origins[i];
+    l->ws = true;
+    l->ws_opts = (struct tern_ws_opts){
+        .path = c->path,
+        .origins = l->ws_origins,
+        .origin_count = c->origin_count,
+        .handshake_bytes_max = n->cfg.ws_handshake_bytes_max,
+        .frame_bytes_max = n->cfg.max_packet_size,
+    };
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -98,7 +118,9 @@ static int listen_on(struct tern_node *n, struct tern_listener *l, const char *k
                  l->bind, uv_strerror(rv));
         return TERN_EIO;
     }
-    TERN_LOGI("listening on %s (%s)", l->bind, l->tls ? "mqtts" : "mqtt");
+    static const char *const types[] = {"mqtt", "mqtts", "ws", "wss"};
+    TERN_LOGI("listening on %s (%s%s%s)", l->bind, types[l->cfg ? l->cfg->type : 0],
+              l->ws ? ", path " : "", l->ws ? l->ws_opts.path : "");
     return TERN_OK;
 }
 
@@ -119,6 +141,8 @@ int tern_listeners_start(struct tern_node *n,
         l->bind = l->cfg->bind;
         l->tls = ctx[i];
         ctx[i] = NULL;
+        if (TERN_LISTENER_IS_WS(l->cfg->type))
+            ws_setup(n, l);
     }
     for (uint32_t i = 0; i < n->listener_count; i++) {
         struct tern_listener *l = &n->listeners[i];

@@ -21,7 +21,7 @@ usage: tests/bench/compare.sh [options]
   --quick         CI smoke run: ~1 s per scenario, few connections (< 60 s total)
   --duration S    measured seconds per run (default 5, quick 0.5)
   --repeat R      runs per broker and case; the median is reported (default 3, quick 1)
-  --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain tls cluster
+  --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain tls ws cluster
   --defaults      both brokers at their own default limits (tern: inflight_max 20,
                   queue_max 1000; Mosquitto: 20 in flight, 1000 queued) instead of
                   the raised bounds below, publishers with 200 QoS 1 unacknowledged
@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$ONLY" in
-"" | 1to1 | fanin | fanout | latency | idle | storm | drain | tls | cluster) ;;
+"" | 1to1 | fanin | fanout | latency | idle | storm | drain | tls | ws | cluster) ;;
 *) echo "compare.sh: unknown scenario $ONLY" >&2; usage >&2; exit 2 ;;
 esac
 
@@ -93,7 +93,7 @@ if [ -z "$BENCH" ]; then
         log "build/tern-bench not found, compiling it"
         BENCH="$WORK/tern-bench"
         gcc -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 -Wall -Wextra \
-            -I"$ROOT/include" "$ROOT"/node/codec*.c "$ROOT"/node/tls*.c \
+            -I"$ROOT/include" "$ROOT"/node/codec*.c "$ROOT"/node/tls*.c "$ROOT"/node/ws*.c \
             "$ROOT/tests/bench/tern_bench.c" -luv -lssl -lcrypto -lm -o "$BENCH"
     fi
 fi
@@ -149,6 +149,9 @@ TERN_ADMIN=(--set admin_listen=127.0.0.1:0)
 # TLS=1: each broker listens with TLS only (tern: an mqtts listener, its plain
 # `listen` on another port) with the certificate of $WORK/pki (tests/tls/make_certs.sh).
 TLS=0
+# WS=1: each broker listens with WebSockets only (Mosquitto: `protocol websockets`,
+# its libwebsockets listener; tern: a ws listener, its plain `listen` on another port).
+WS=0
 start_broker() { # name
     local name=$1 port pid tls_mosq="" tls_tern=()
     port=$(free_port)
@@ -156,6 +159,11 @@ start_broker() { # name
     if [ "$TLS" = 1 ]; then
         tls_mosq=$'\n'"certfile $WORK/pki/server.pem"$'\n'"keyfile $WORK/pki/server.key"
         tls_tern=(--set "listeners=[{\"type\":\"mqtts\",\"bind\":\"127.0.0.1:$port\",\"cert_file\":\"$WORK/pki/server.pem\",\"key_file\":\"$WORK/pki/server.key\"}]")
+    elif [ "$WS" = 1 ]; then
+        # Mosquitto 2.0.11 exits ("Unable to start any listening sockets") when its
+        # only listener is a websockets one: a plain one on another port as well.
+        tls_mosq=$'\n'"protocol websockets"$'\n'"listener $(free_port) 127.0.0.1"
+        tls_tern=(--set "listeners=[{\"type\":\"ws\",\"bind\":\"127.0.0.1:$port\"}]")
     fi
     case "$name" in
     mosquitto)
@@ -176,7 +184,7 @@ EOF
     tern)
         mkdir -p "$WORK/tern-data-$NSTART"
         local listen=$port
-        [ "$TLS" = 1 ] && listen=$(free_port)
+        [ "$TLS" = 1 ] || [ "$WS" = 1 ] && listen=$(free_port)
         (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --listen "127.0.0.1:$listen" \
             --data-dir "$WORK/tern-data-$NSTART" --log-level warn "${TERN_SETS[@]}" \
             "${TERN_ADMIN[@]}" "${tls_tern[@]}") \
@@ -542,6 +550,28 @@ if want tls; then
     table "TLS handshakes + CONNECT/CONNACK per second, $STORM_N clients, 100 in flight" \
         "tls-storm-13:TLS 1.3" "tls-storm-12:TLS 1.2" -- \
         "connect_per_s:connections/s" "connected:connected" "connect_failures:failures"
+fi
+
+# ---- 6c) WebSockets: 1:1 over ws, beside plain TCP in the same run ----------------------
+if want ws; then
+    start_all
+    for q in 0 1; do
+        cases "ws-plain-q$q" --pubs 1 --subs 1 --qos "$q" --size 16 "${COMMON[@]}"
+    done
+    stop_all
+    WS=1
+    start_all
+    for q in 0 1; do
+        cases "ws-1to1-q$q" --pubs 1 --subs 1 --qos "$q" --size 16 --ws /mqtt "${COMMON[@]}"
+    done
+    stop_all
+    WS=0
+    echo >>"$MD"
+    echo "### 6c) WebSockets (ws://, subprotocol mqtt; Mosquitto's libwebsockets listener)" >>"$MD"
+    table "One publisher, one subscriber over WebSockets (and plain TCP, same run), maximum rate, 16 B" \
+        "ws-1to1-q0:QoS 0 over ws" "ws-plain-q0:QoS 0 plain" \
+        "ws-1to1-q1:QoS 1 over ws" "ws-plain-q1:QoS 1 plain" -- \
+        "received_per_s:received msg/s" "loss:lost" "lat_p50_us:p50 us" "lat_p99_us:p99 us"
 fi
 
 # ---- 7) persistent sessions: drain on reconnect -----------------------------------------

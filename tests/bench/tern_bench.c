@@ -14,6 +14,11 @@
  * without TLS. With
  * --connect-rate, the rate then counts TLS handshake + CONNECT/CONNACK.
  *
+ * --ws PATH runs any mode over WebSockets (ws://HOST:PORT/PATH, subprotocol
+ * mqtt) with tern's own engine (include/stream/tern/ws.h, the client side): every coalesced
+ * write is one masked binary frame, the broker's frames are unwrapped into the
+ * same input path.
+ *
  * Writes are coalesced: packets are appended to a per-connection buffer and
  * handed to uv_write once per loop iteration (prepare + check handles), which
  * is what keeps a single thread able to push a broker on two cores.
@@ -37,6 +42,7 @@
 #include "tern/codec.h"
 
 #include "tern/tls.h"
+#include "tern/ws.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -153,8 +159,9 @@ struct opts {
     int rss_pid;
     int json;
     const char *label;
-    const char *tls_ca; /* --tls: verify the broker against this CA */
-    int tls12;          /* --tls-1.2: at most TLS 1.2 */
+    const char *tls_ca;  /* --tls: verify the broker against this CA */
+    int tls12;           /* --tls-1.2: at most TLS 1.2 */
+    const char *ws_path; /* --ws: over WebSockets at this path */
 };
 
 /* ---- connections -------------------------------------------------------------- */
@@ -196,6 +203,7 @@ struct conn {
     uint8_t *rbuf;
     size_t rlen, rcap;
     struct tern_tls_engine *tls; /* --tls; NULL until the TCP connect */
+    struct tern_ws_engine *ws;   /* --ws; NULL until the TCP connect */
     struct wreq *w;              /* pending bytes not yet handed to uv_write */
     size_t wbytes_inflight;
     uint64_t last_send_ns;
@@ -271,7 +279,8 @@ struct bench {
     uint64_t t_ping_ns;
     uint8_t *payload;          /* scratch for building payloads */
     struct tern_tls_ctx *tls;  /* --tls */
-    uint8_t *tls_in, *tls_out; /* ciphertext scratch */
+    uint8_t *tls_in, *tls_out; /* ciphertext scratch (and --ws frames) */
+    struct tern_ws_opts ws;    /* --ws */
     struct stats st;
 };
 
@@ -470,12 +479,33 @@ static void tls_send(struct conn *c)
         write_raw(c, c->b->tls_out, n);
 }
 
+/* Sends the frames the WebSocket engine has ready (the upgrade request too). */
+static void ws_send(struct conn *c)
+{
+    size_t n;
+    while (c->state != CS_CLOSED && !uv_is_closing((uv_handle_t *)&c->tcp) &&
+           (n = tern_ws_engine_take(c->ws, c->b->tls_out, TLS_CHUNK)) > 0)
+        write_raw(c, c->b->tls_out, n);
+}
+
 static void flush_one(struct conn *c)
 {
     struct wreq *w = c->w;
     if (!w || w->len == 0 || c->state == CS_CLOSED || c->state == CS_TCP ||
         c->state == CS_NEW)
         return;
+    if (c->ws) {
+        if (!tern_ws_engine_open(c->ws))
+            return; /* CONNECT waits for the upgrade */
+        if (tern_ws_engine_write(c->ws, w->data, w->len) != TERN_OK) {
+            c->failed = true;
+            conn_close(c);
+            return;
+        }
+        w->len = 0;
+        ws_send(c);
+        return;
+    }
     if (c->tls) {
         if (!tern_tls_engine_established(c->tls))
             return; /* CONNECT waits for the handshake */
@@ -528,6 +558,8 @@ static void on_close(uv_handle_t *h)
     c->w = NULL;
     tern_tls_engine_free(c->tls);
     c->tls = NULL;
+    tern_ws_engine_free(c->ws);
+    c->ws = NULL;
     sched_finished(c);
 }
 
@@ -572,7 +604,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     struct conn *c = (struct conn *)h->data;
-    if (c->tls) {
+    if (c->tls || c->ws) {
         *buf = uv_buf_init((char *)c->b->tls_in, TLS_CHUNK);
         return;
     }
@@ -591,6 +623,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void handle_packet(struct conn *c, const struct tern_packet *p);
 static void process_input(struct conn *c, bool filled);
 static void tls_input(struct conn *c, const uint8_t *data, size_t len);
+static void ws_input(struct conn *c, const uint8_t *data, size_t len);
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
@@ -606,6 +639,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     if (c->tls) {
         tls_input(c, (const uint8_t *)buf->base, (size_t)n);
+        return;
+    }
+    if (c->ws) {
+        ws_input(c, (const uint8_t *)buf->base, (size_t)n);
         return;
     }
     bool filled = (size_t)n == c->rcap - c->rlen;
@@ -726,6 +763,48 @@ static void tls_input(struct conn *c, const uint8_t *data, size_t len)
     tls_send(c);
 }
 
+/* Bytes from the broker over WebSockets: the 101 (then CONNECT), then the
+ * payload of its frames into rbuf as a plain connection's bytes. */
+static void ws_input(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (tern_ws_engine_recv(c->ws, data, len) != TERN_OK)
+        die("out of memory");
+    bool was_open = tern_ws_engine_open(c->ws);
+    for (;;) {
+        if (c->rcap - c->rlen < 1024 || !c->rbuf) {
+            size_t cap = c->rcap ? c->rcap * 2 : RBUF_MIN;
+            uint8_t *nb = realloc(c->rbuf, cap);
+            if (!nb)
+                die("out of memory");
+            c->rbuf = nb;
+            c->rcap = cap;
+        }
+        size_t got = 0;
+        int rc = tern_ws_engine_read(c->ws, c->rbuf + c->rlen, c->rcap - c->rlen, &got);
+        if (!was_open && tern_ws_engine_open(c->ws)) {
+            was_open = true;
+            send_connect(c);
+            flush_one(c);
+        }
+        if (rc == TERN_EAGAIN)
+            break;
+        if (rc != TERN_OK) {
+            if (!tern_ws_engine_open(c->ws))
+                fprintf(stderr, "tern-bench: WebSocket upgrade: %s\n",
+                        tern_ws_engine_error(c->ws));
+            if (c->state != CS_CLOSING && c->b->phase != PH_CLOSING)
+                c->failed = true;
+            conn_close(c);
+            return;
+        }
+        c->rlen += got;
+        process_input(c, false);
+        if (c->state == CS_CLOSED || c->state == CS_CLOSING)
+            return;
+    }
+    ws_send(c); /* pongs */
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
@@ -749,6 +828,14 @@ static void on_connect(uv_connect_t *req, int status)
             die("out of memory");
         tern_tls_engine_handshake(c->tls); /* the ClientHello */
         tls_send(c);
+        return;
+    }
+    if (c->b->o.ws_path) {
+        c->ws =
+            tern_ws_engine_new_client(&c->b->ws, c->b->o.host, c->b->o.ws_path, "mqtt");
+        if (!c->ws)
+            die("out of memory");
+        ws_send(c); /* the upgrade request; CONNECT after the 101 */
         return;
     }
     send_connect(c);
@@ -1536,6 +1623,7 @@ static void usage(FILE *f)
         "  --tls CAFILE         over TLS, the broker's certificate checked against "
         "CAFILE\n"
         "  --tls-1.2            with --tls: at most TLS 1.2\n"
+        "  --ws PATH            over WebSockets (ws://HOST:PORT/PATH, subprotocol mqtt)\n"
         "  --label TEXT         copied into the JSON output\n"
         "  --json               print results as one JSON object\n"
         "  --help\n");
@@ -1639,6 +1727,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
         O_JSON,
         O_TLS,
         O_TLS12,
+        O_WS,
         O_HELP,
     };
     static const struct option lo[] = {
@@ -1678,6 +1767,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"json", no_argument, 0, O_JSON},
         {"tls", required_argument, 0, O_TLS},
         {"tls-1.2", no_argument, 0, O_TLS12},
+        {"ws", required_argument, 0, O_WS},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -1828,6 +1918,9 @@ static void parse_args(struct opts *o, int argc, char **argv)
         case O_TLS12:
             o->tls12 = 1;
             break;
+        case O_WS:
+            o->ws_path = optarg;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -1944,6 +2037,14 @@ int main(int argc, char **argv)
         struct tern_tls_opts to = {.ca_file = b->o.tls_ca, .max_tls_1_2 = b->o.tls12};
         if (tern_tls_ctx_new(&b->tls, &to, errmsg) != TERN_OK)
             die("--tls: %s", errmsg);
+        b->tls_in = xcalloc(TLS_CHUNK, 1);
+        b->tls_out = xcalloc(TLS_CHUNK, 1);
+    }
+    if (b->o.ws_path) {
+        if (b->o.tls_ca)
+            bad_usage("--ws with --tls (wss) is not supported", b->o.ws_path);
+        b->ws = (struct tern_ws_opts){.handshake_bytes_max = 8192,
+                                      .frame_bytes_max = (uint64_t)MAX_PACKET};
         b->tls_in = xcalloc(TLS_CHUNK, 1);
         b->tls_out = xcalloc(TLS_CHUNK, 1);
     }

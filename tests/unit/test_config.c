@@ -61,6 +61,8 @@ static const char *const all_keys[] = {
     "listeners",
     "tls_handshake_timeout_ms",
     "proxy_header_timeout_ms",
+    "ws_handshake_timeout_ms",
+    "ws_handshake_bytes_max",
     "cluster_name",
     "log_file",
     "password_file",
@@ -141,6 +143,8 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_int_equal(c->listener_count, d->listener_count);
     assert_int_equal(c->tls_handshake_timeout_ms, d->tls_handshake_timeout_ms);
     assert_int_equal(c->proxy_header_timeout_ms, d->proxy_header_timeout_ms);
+    assert_int_equal(c->ws_handshake_timeout_ms, d->ws_handshake_timeout_ms);
+    assert_int_equal(c->ws_handshake_bytes_max, d->ws_handshake_bytes_max);
     assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
     assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
     assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
@@ -257,6 +261,8 @@ static const char all_keys_json[] =
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
     "  \"tls_handshake_timeout_ms\": 2500,\n"
     "  \"proxy_header_timeout_ms\": 700,\n"
+    "  \"ws_handshake_timeout_ms\": 3500,\n"
+    "  \"ws_handshake_bytes_max\": 4096,\n"
     "  \"cluster_name\": \"blue\",\n"
     "  \"log_file\": \"/var/log/tern.log\",\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
@@ -321,6 +327,8 @@ static const char *const all_keys_set[][2] = {
      "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
     {"tls_handshake_timeout_ms", "2500"},
     {"proxy_header_timeout_ms", "700"},
+    {"ws_handshake_timeout_ms", "3500"},
+    {"ws_handshake_bytes_max", "4096"},
     {"cluster_name", "blue"},
     {"log_file", "/var/log/tern.log"},
     {"password_file", "/etc/tern/passwd"},
@@ -398,6 +406,8 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(l->tls_min_version, 1);
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
     assert_int_equal(c->proxy_header_timeout_ms, 700);
+    assert_int_equal(c->ws_handshake_timeout_ms, 3500);
+    assert_int_equal(c->ws_handshake_bytes_max, 4096);
     assert_string_equal(c->cluster_name, "blue");
     assert_string_equal(c->log_file, "/var/log/tern.log");
     assert_string_equal(c->password_file, "/etc/tern/passwd");
@@ -785,8 +795,9 @@ static void test_listeners_errors(void **state)
     expect_json_error("{\"listeners\": [5]}", "listeners[0]: must be an object");
     expect_json_error("{\"listeners\": [{\"bind\": \"127.0.0.1:1\"}]}",
                       "listeners[0].type: must be one of \"mqtt\", \"mqtts\"");
-    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\"}]}",
-                      "listeners[0].type: must be one of");
+    expect_json_error(
+        "{\"listeners\": [{\"type\": \"http\", \"bind\": \"127.0.0.1:1\"}]}",
+        "listeners[0].type: must be one of \"mqtt\", \"mqtts\", \"ws\", \"wss\"");
     expect_json_error("{\"listeners\": [{\"type\": \"mqtt\"}]}",
                       "listeners[0].bind: must be HOST:PORT");
     expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"x:99999\"}]}",
@@ -799,10 +810,10 @@ static void test_listeners_errors(void **state)
                       "listeners[0].proxy_protocol: must be true or false");
     expect_json_error("{\"listeners\": [{\"type\": \"mqtt\", \"bind\": \"127.0.0.1:1\", "
                       "\"cert_file\": \"a\"}]}",
-                      "listeners[0].cert_file: only for an mqtts listener");
+                      "listeners[0].cert_file: only for an mqtts or wss listener");
     expect_json_error("{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
                       "\"key_file\": \"k\"}]}",
-                      "listeners[0].cert_file: required for an mqtts listener");
+                      "listeners[0].cert_file: required for a TLS listener");
     expect_json_error(
         "{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
         "\"cert_file\": \"c\", \"key_file\": \"k\", \"require_certificate\": 1}]}",
@@ -851,6 +862,71 @@ static void test_listeners_errors(void **state)
     assert_non_null(strstr(errmsg, "listen: \"none\" and no listeners"));
     tern_config_defaults(&c);
     assert_int_equal(tern_config_check(&c, errmsg), TERN_OK);
+}
+
+/* Issue 18: ws and wss listeners, path and allowed_origins. */
+static void test_listeners_ws(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    assert_int_equal(c.ws_handshake_timeout_ms, 10000);
+    assert_int_equal(c.ws_handshake_bytes_max, 8192);
+    assert_int_equal(
+        load(
+            &c,
+            "{\"ws_handshake_timeout_ms\": 3000, \"ws_handshake_bytes_max\": 2048, "
+            "\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:8080\"}, "
+            "{\"type\": \"wss\", \"bind\": \"127.0.0.1:8443\", \"cert_file\": \"s.pem\", "
+            "\"key_file\": \"s.key\", \"path\": \"/ws/mqtt\", \"allowed_origins\": "
+            "[\"https://a.example\", \"http://localhost:3000\"]}]}",
+            errmsg),
+        TERN_OK);
+    assert_int_equal(c.ws_handshake_timeout_ms, 3000);
+    assert_int_equal(c.ws_handshake_bytes_max, 2048);
+    assert_int_equal(c.listeners[0].type, TERN_LISTENER_WS);
+    assert_string_equal(c.listeners[0].path, "/mqtt"); /* the default */
+    assert_int_equal(c.listeners[0].origin_count, 0);
+    assert_int_equal(c.listeners[1].type, TERN_LISTENER_WSS);
+    assert_string_equal(c.listeners[1].path, "/ws/mqtt");
+    assert_string_equal(c.listeners[1].cert_file, "s.pem");
+    assert_int_equal(c.listeners[1].origin_count, 2);
+    assert_string_equal(c.listeners[1].origins[1], "http://localhost:3000");
+    /* What --print-config shows loads back the same. */
+    char *dump = tern_config_to_json(&c);
+    assert_non_null(dump);
+    struct tern_config d;
+    tern_config_defaults(&d);
+    assert_int_equal(load(&d, dump, errmsg), TERN_OK);
+    free(dump);
+    assert_string_equal(d.listeners[1].path, "/ws/mqtt");
+    assert_int_equal(d.listeners[1].origin_count, 2);
+    assert_string_equal(d.listeners[1].origins[0], "https://a.example");
+    assert_string_equal(d.listeners[0].path, "/mqtt");
+
+    expect_json_error("{\"listeners\": [{\"type\": \"wss\", \"bind\": \"127.0.0.1:1\"}]}",
+                      "listeners[0].cert_file: required for a TLS listener");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\", "
+                      "\"cert_file\": \"c\"}]}",
+                      "listeners[0].cert_file: only for an mqtts or wss listener");
+    expect_json_error("{\"listeners\": [{\"type\": \"mqtts\", \"bind\": \"127.0.0.1:1\", "
+                      "\"cert_file\": \"c\", \"key_file\": \"k\", \"path\": \"/m\"}]}",
+                      "listeners[0].path: only for a ws or wss listener");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\", "
+                      "\"path\": \"mqtt\"}]}",
+                      "listeners[0].path: must start with \"/\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\", "
+                      "\"path\": \"/a b\"}]}",
+                      "listeners[0].path: must start with \"/\"");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\", "
+                      "\"allowed_origins\": \"https://a\"}]}",
+                      "listeners[0].allowed_origins: must be an array of");
+    expect_json_error("{\"listeners\": [{\"type\": \"ws\", \"bind\": \"127.0.0.1:1\", "
+                      "\"allowed_origins\": [\"\"]}]}",
+                      "listeners[0].allowed_origins: must be an array of");
+    expect_json_error("{\"ws_handshake_bytes_max\": 100}",
+                      "ws_handshake_bytes_max: must be an integer from 1024 to 65536");
 }
 
 /* Issue 17: checks across keys, the cluster id, members' strictness. */
@@ -919,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_members_errors),
         cmocka_unit_test(test_listeners_errors),
+        cmocka_unit_test(test_listeners_ws),
         cmocka_unit_test(test_limits_match_fsm),
         cmocka_unit_test(test_every_key_from_json),
         cmocka_unit_test(test_every_key_from_set),

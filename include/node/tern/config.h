@@ -19,7 +19,15 @@
 enum tern_listener_type {
     TERN_LISTENER_MQTT = 0,  /* MQTT over TCP */
     TERN_LISTENER_MQTTS = 1, /* MQTT over TLS */
+    TERN_LISTENER_WS = 2,    /* MQTT over WebSockets (node/ws.h) */
+    TERN_LISTENER_WSS = 3,   /* MQTT over WebSockets over TLS */
 };
+#define TERN_LISTENER_IS_TLS(t) ((t) == TERN_LISTENER_MQTTS || (t) == TERN_LISTENER_WSS)
+#define TERN_LISTENER_IS_WS(t) ((t) == TERN_LISTENER_WS || (t) == TERN_LISTENER_WSS)
+
+/* A WebSocket listener's allowed_origins: at most this many, each shorter. */
+#define TERN_WS_ORIGINS_MAX 16
+#define TERN_WS_ORIGIN_MAX 128
 
 struct tern_listener_config {
     uint8_t type;            /* enum tern_listener_type */
@@ -37,6 +45,11 @@ struct tern_listener_config {
     char crl_file[TERN_CONFIG_STR_MAX];
     char ciphers[TERN_CONFIG_STR_MAX];      /* TLS 1.2 cipher list */
     char ciphersuites[TERN_CONFIG_STR_MAX]; /* TLS 1.3 cipher suites */
+    /* ws and wss only: the request path (default "/mqtt") and the Origin values
+     * accepted (none: any). */
+    char path[TERN_WS_ORIGIN_MAX];
+    char origins[TERN_WS_ORIGINS_MAX][TERN_WS_ORIGIN_MAX];
+    uint32_t origin_count;
 };
 
 struct tern_config {
@@ -98,6 +111,8 @@ struct tern_config {
     uint32_t listener_count;
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
     uint32_t proxy_header_timeout_ms;  /* accept to PROXY header read, default 5000 */
+    uint32_t ws_handshake_timeout_ms;  /* accept to WebSocket upgrade, default 10000 */
+    uint32_t ws_handshake_bytes_max;   /* upgrade request size, default 8192 */
 
     /* Who may connect (node/mqtt/access.c). */
     char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
