@@ -27,6 +27,7 @@ struct tern_access {
     size_t nbuckets, naddrs;
     uint64_t addr_seed[2];
     struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
+    uint16_t acl_gen;     /* changes with every ACL loaded; never 0 */
     char acl_digest[65];
     bool anonymous;     /* allow_anonymous as decided */
     char pw_digest[65]; /* SHA-256 of the password file as loaded */
@@ -85,6 +86,7 @@ int tern_access_init(struct tern_node *n, char *errmsg)
     a->addr_seed[0] = seed2[1] ^ seed[0];
     a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
+    a->acl_gen = 1;
     /* Here, before any listener: a bad token file stops the start. */
     if (n->cfg.admin_token_file[0]) {
         int rc = tern_token_load(n->cfg.admin_token_file, a->admin_token, errmsg);
@@ -155,6 +157,14 @@ static int reload_acl(struct tern_node *n)
     }
     tern_acl_free(a->acl);
     a->acl = acl;
+    /* Connections cached "every subscription readable" under the old rules. A
+     * connection's copy is 16 bits: at the wrap (every 65,535 reloads) they are
+     * all reset, so an old value never matches again. */
+    if (++a->acl_gen == 0) {
+        a->acl_gen = 1;
+        for (struct tern_conn *c = n->conns; c; c = c->next)
+            c->acl_gen = 0;
+    }
     tern_file_digest(path, a->acl_digest);
     a->stats.reloads++;
     TERN_LOGI("reload: ACL file %s: %zu rules", path, tern_acl_rule_count(acl));
@@ -316,12 +326,71 @@ bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int 
         return true;
     const struct tern_conn_opt *o = c->opt;
     const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
-    bool ok = tern_acl_allows(a->acl, user, user ? o->username_len : 0,
-                              (const uint8_t *)c->client_id, c->client_id_len, topic, len,
-                              access);
-    if (!ok)
+    int level = tern_acl_check(a->acl, user, user ? o->username_len : 0,
+                               (const uint8_t *)c->client_id, c->client_id_len, topic,
+                               len, access);
+    if (level == TERN_ACL_NO)
         a->stats.acl_denied[access == TERN_ACL_WRITE ? 1 : 0]++;
-    return ok;
+    else if (level == TERN_ACL_SOME && access == TERN_ACL_READ)
+        c->acl_partial = true; /* deliveries through this filter get checked */
+    return level != TERN_ACL_NO;
+}
+
+struct partial_walk {
+    struct tern_conn *c;
+    bool partial;
+};
+
+static int partial_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                         uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct partial_walk *w = ctx;
+    struct tern_access *a = w->c->node->access;
+    const struct tern_conn_opt *o = w->c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    const char *g, *inner;
+    size_t glen, ilen;
+    bool shared = tern_topic_shared_split((const char *)filter.ptr, filter.len, &g, &glen,
+                                          &inner, &ilen);
+    if (tern_acl_check(a->acl, user, user ? o->username_len : 0,
+                       (const uint8_t *)w->c->client_id, w->c->client_id_len,
+                       shared ? (const uint8_t *)inner : filter.ptr,
+                       shared ? ilen : filter.len, TERN_ACL_READ) != TERN_ACL_ALL) {
+        w->partial = true;
+        return 1;
+    }
+    return 0;
+}
+
+bool tern_access_may_receive(struct tern_conn *c, const uint8_t *topic, size_t len)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return true;
+    if (c->acl_gen != a->acl_gen) {
+        /* First delivery under these rules: if every subscription of the session
+         * is readable whole, no delivery through them needs a check until the
+         * next reload. A SUBSCRIBE still on its way was checked against the old
+         * rules: then check each delivery (until the next reload). */
+        struct partial_walk w = {c, c->opt && c->opt->subs};
+        const struct tern_fsm_session *s = w.partial ? NULL : tern_session_get(c);
+        if (s)
+            tern_fsm_session_subs_walk(s, partial_visit, &w);
+        c->acl_gen = a->acl_gen;
+        c->acl_partial = w.partial;
+    }
+    if (!c->acl_partial)
+        return true;
+    const struct tern_conn_opt *o = c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    if (tern_acl_allows(a->acl, user, user ? o->username_len : 0,
+                        (const uint8_t *)c->client_id, c->client_id_len, topic, len,
+                        TERN_ACL_READ))
+        return true;
+    a->stats.acl_delivery_denied++;
+    return false;
 }
 
 bool tern_access_anonymous(const struct tern_node *n)

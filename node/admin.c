@@ -869,6 +869,9 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_acl_resume_unsubscribed_total", "counter",
            "Stored subscriptions removed at a resume: this node's ACL forbids them.",
            as->acl_resume_removed);
+    metric(b, "tern_acl_delivery_denied_total", "counter",
+           "Messages not sent to a subscriber: the ACL denies it their topic.",
+           as->acl_delivery_denied);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");

@@ -246,6 +246,8 @@ struct tern_conn {
     bool draining : 1;     /* closing: write side shut, reading and discarding */
     bool read_ended : 1;   /* the client closed (EOF) or the read failed */
     bool addr_counted : 1; /* in access.c's per-address count */
+    bool acl_partial : 1;  /* a subscription is only partly readable (access.c) */
+    uint16_t acl_gen;      /* the ACL acl_partial was worked out under; 0 = none */
 };
 
 struct tern_ack_slot {
@@ -272,6 +274,7 @@ struct tern_access_stats {
     uint64_t reloads, reload_failures;
     uint64_t acl_denied[2];       /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
     uint64_t acl_resume_removed;  /* stored subscriptions removed at a resume */
+    uint64_t acl_delivery_denied; /* messages not sent: the ACL denies their topic */
     uint64_t rate_refused;        /* connect_rate_per_address */
     uint64_t per_address_refused; /* connections_per_address_max */
 };
@@ -289,6 +292,12 @@ const char *tern_access_admin_token(const struct tern_node *n); /* "" if none */
 /* Whether the ACL lets c read (TERN_ACL_READ: a SUBSCRIBE filter) or write
  * (TERN_ACL_WRITE: a PUBLISH or will topic); counts refusals. */
 bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access);
+/* Whether c may receive a message on topic (a name), checked for every delivery:
+ * a subscription may reach topics a deny rule covers, and a reload may have
+ * taken rights away. Cheap while every subscription of c is readable whole under
+ * the rules in force (worked out once per connection and ACL load); counts
+ * refusals. */
+bool tern_access_may_receive(struct tern_conn *c, const uint8_t *topic, size_t len);
 /* A resumed session's stored subscriptions that this node's ACL does not allow
  * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
 void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);

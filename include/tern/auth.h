@@ -131,9 +131,12 @@ bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms
  * (%u) does not apply to a client whose id (user name) holds '+', '#' or '/', nor
  * %u to an anonymous client, so a chosen id never widens a rule (CVE-2017-7650).
  *
- * A check: a deny rule that can match the topic refuses; else an allow rule with
- * the access asked for that covers the topic (for a SUBSCRIBE: every topic the
- * filter matches) allows; else refused. Nothing here recurses per topic level. */
+ * A check: a deny rule that matches the topic (for a SUBSCRIBE filter: every
+ * topic the filter matches) refuses; else an allow rule with the access asked
+ * for that covers the topic (for a filter: every topic it matches) allows; else
+ * refused. A filter that a deny rule only partly overlaps is allowed, and its
+ * deliveries are checked one by one (the topic of each message is a name).
+ * Nothing here recurses per topic level. */
 #define TERN_ACL_FILE_MAX (16u * 1024 * 1024)
 #define TERN_ACL_READ 1  /* subscribe, receive */
 #define TERN_ACL_WRITE 2 /* publish, wills */
@@ -145,8 +148,18 @@ int tern_acl_load(const char *path, struct tern_acl **out, char *errmsg);
 void tern_acl_free(struct tern_acl *a);
 size_t tern_acl_rule_count(const struct tern_acl *a);
 
-/* user NULL: anonymous. topic: a topic name (write) or filter (read); for a shared
- * subscription the caller passes the filter inside "$share/GROUP/". */
+/* user NULL: anonymous. topic: a topic name (write, or a message to deliver) or
+ * filter (read); for a shared subscription the caller passes the filter inside
+ * "$share/GROUP/". TERN_ACL_NO: refused. TERN_ACL_SOME: allowed, but a deny rule
+ * overlaps part of the filter (each message through it must be checked).
+ * TERN_ACL_ALL: allowed for every topic it matches (for a name: allowed). */
+#define TERN_ACL_NO 0
+#define TERN_ACL_SOME 1
+#define TERN_ACL_ALL 2
+int tern_acl_check(const struct tern_acl *a, const uint8_t *user, size_t user_len,
+                   const uint8_t *client_id, size_t id_len, const uint8_t *topic,
+                   size_t topic_len, int access);
+/* tern_acl_check() != TERN_ACL_NO */
 bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_len,
                      const uint8_t *client_id, size_t id_len, const uint8_t *topic,
                      size_t topic_len, int access);
