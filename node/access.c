@@ -8,34 +8,12 @@
 
 #include <sys/random.h>
 
+#include "access_int.h"
 #include "node.h"
 #include "tern/auth.h"
 #include "tern/cmd.h"
 #include "tern/log.h"
 #include "tern/topic.h"
-
-/* Open connections of one source address (family + address). */
-struct addr_count {
-    struct addr_count *next;
-    uint8_t key[17];
-    uint32_t conns;
-};
-
-struct tern_access {
-    struct tern_pwfile *pw;      /* NULL: no password file */
-    struct addr_count **by_addr; /* chained, seeded SipHash; entries while conns > 0 */
-    size_t nbuckets, naddrs;
-    uint64_t addr_seed[2];
-    struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
-    uint16_t acl_gen;     /* changes with every ACL loaded; never 0 */
-    char acl_digest[65];
-    bool anonymous;     /* allow_anonymous as decided */
-    char pw_digest[65]; /* SHA-256 of the password file as loaded */
-    struct tern_access_stats stats;
-    char admin_token[TERN_TOKEN_MAX + 1]; /* "" = none */
-    struct tern_guard guard;              /* large: last */
-    struct tern_rate rate;
-};
 
 /* Loopback: 127.0.0.0/8, ::1, localhost. Anything else reaches the network. */
 static bool loopback_host(const char *hostport)
@@ -83,6 +61,12 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         /* as above: only the spread suffers */
     }
     tern_rate_init(&a->rate, seed2[0], seed2[1]);
+    if (getrandom(a->scram_secret, sizeof a->scram_secret, 0) !=
+        (ssize_t)sizeof a->scram_secret) {
+        /* Unknown users' made-up salts then repeat across restarts, no worse. */
+        memcpy(a->scram_secret, seed, sizeof seed);
+        memcpy(a->scram_secret + sizeof seed, seed2, sizeof seed2);
+    }
     a->addr_seed[0] = seed2[1] ^ seed[0];
     a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
@@ -249,6 +233,14 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     struct tern_access *a = c->node->access;
     if (!a)
         return TERN_OK;
+    /* SCRAM-SHA-256 (access_scram.c) checked the user before this CONNECT came
+     * here; its CONNECT password, if any, is not used. */
+    size_t scram_len;
+    const char *scram_user = tern_access_scram_user(c, &scram_len);
+    if (scram_user) {
+        a->stats.successes++;
+        return keep_name(c, scram_user, scram_len);
+    }
     /* use_identity_as_username (an mqtts listener): the client certificate the
      * handshake verified names the user; CONNECT's user name and password are not
      * used, as in Mosquitto. */

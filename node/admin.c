@@ -869,6 +869,12 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_acl_resume_unsubscribed_total", "counter",
            "Stored subscriptions removed at a resume: this node's ACL forbids them.",
            as->acl_resume_removed);
+    metric_head(b, "tern_auth_scram_total", "counter",
+                "MQTT 5 enhanced authentication: SCRAM-SHA-256 exchanges by outcome, "
+                "and CONNECTs with another method.");
+    sample(b, "tern_auth_scram_total", "result=\"ok\"", as->scram_ok);
+    sample(b, "tern_auth_scram_total", "result=\"failed\"", as->scram_failed);
+    sample(b, "tern_auth_scram_total", "result=\"bad_method\"", as->scram_bad_method);
     metric(b, "tern_acl_delivery_denied_total", "counter",
            "Messages not sent to a subscriber: the ACL denies it their topic.",
            as->acl_delivery_denied);

@@ -188,6 +188,7 @@ struct tern_conn_opt {
     uint16_t username_len;
     char
         *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
+    struct tern_conn_scram *scram; /* an MQTT 5 SCRAM exchange (access_scram.c) */
 };
 
 /* A TLS connection's state: behind the optional part, so a plain connection
@@ -272,11 +273,13 @@ struct tern_access_stats {
     uint64_t throttled;         /* refused unchecked: too soon after a failure */
     uint64_t anonymous_refused; /* no user name, allow_anonymous off */
     uint64_t reloads, reload_failures;
-    uint64_t acl_denied[2];       /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
-    uint64_t acl_resume_removed;  /* stored subscriptions removed at a resume */
-    uint64_t acl_delivery_denied; /* messages not sent: the ACL denies their topic */
-    uint64_t rate_refused;        /* connect_rate_per_address */
-    uint64_t per_address_refused; /* connections_per_address_max */
+    uint64_t acl_denied[2];          /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
+    uint64_t acl_resume_removed;     /* stored subscriptions removed at a resume */
+    uint64_t acl_delivery_denied;    /* messages not sent: the ACL denies their topic */
+    uint64_t rate_refused;           /* connect_rate_per_address */
+    uint64_t per_address_refused;    /* connections_per_address_max */
+    uint64_t scram_ok, scram_failed; /* MQTT 5 SCRAM-SHA-256 exchanges */
+    uint64_t scram_bad_method;       /* CONNECT with another Authentication Method */
 };
 int tern_access_init(struct tern_node *n, char *errmsg);
 void tern_access_free(struct tern_node *n);
@@ -301,6 +304,22 @@ bool tern_access_may_receive(struct tern_conn *c, const uint8_t *topic, size_t l
 /* A resumed session's stored subscriptions that this node's ACL does not allow
  * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
 void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);
+/* access_scram.c: MQTT 5 enhanced authentication (SCRAM-SHA-256). A v5 CONNECT
+ * with an Authentication Method goes to tern_access_scram_connect (frame: its
+ * bytes, kept until the proof is checked; an unknown method is refused, 0x8C),
+ * AUTH packets before CONNACK to tern_access_scram_auth, which handles the
+ * CONNECT once the proof is right. Both return as the packet handlers do. */
+int tern_access_scram_connect(struct tern_conn *c, const struct tern_connect *p,
+                              const uint8_t *frame, size_t frame_len, uint8_t *reason);
+int tern_access_scram_auth(struct tern_conn *c, const struct tern_disconnect *p,
+                           uint8_t *reason);
+/* An exchange is under way (no CONNACK yet). */
+bool tern_access_scram_pending(const struct tern_conn *c);
+/* The user the exchange authenticated, or NULL. */
+const char *tern_access_scram_user(const struct tern_conn *c, size_t *len);
+/* Adds the server-final-message to the CONNACK's properties (if any). */
+void tern_access_scram_connack(struct tern_conn *c, struct tern_props *pr);
+void tern_access_scram_free(struct tern_conn_opt *o);
 /* At accept, before anything is read: false if the source address is past
  * connect_rate_per_address or connections_per_address_max (then close it).
  * tern_access_release when a counted connection is freed. */

@@ -9,6 +9,7 @@
  * line, '#' comments and blank lines ignored, CR LF accepted:
  *   user:$7$ITERATIONS$BASE64_SALT$BASE64_HASH   PBKDF2-HMAC-SHA512, 64-byte hash
  *   user:$6$BASE64_SALT$BASE64_HASH              SHA-512(password || salt)
+ *   user:SCRAM-SHA-256$ITER:SALT$STOREDKEY:SERVERKEY   (tern/scram.h; not Mosquitto's)
  * The user name is everything before the first ':' (it may hold spaces). */
 #ifndef TERN_AUTH_H
 #define TERN_AUTH_H
@@ -28,7 +29,10 @@
 #define TERN_PW_SALT_LEN 12u       /* what we write, as mosquitto_passwd does */
 #define TERN_PW_ITER_DEFAULT 1000u /* what ternctl passwd writes by default */
 
-enum tern_pw_kind { TERN_PW_SHA512 = 6, TERN_PW_PBKDF2 = 7 };
+/* TERN_PW_SCRAM: a SCRAM-SHA-256 verifier (tern/scram.h), for MQTT 5 enhanced
+ * authentication and for passwords in CONNECT alike. */
+enum tern_pw_kind { TERN_PW_SHA512 = 6, TERN_PW_PBKDF2 = 7, TERN_PW_SCRAM = 8 };
+struct tern_scram_verifier;
 
 struct tern_pwfile; /* users and their hashes; immutable once parsed */
 
@@ -50,6 +54,17 @@ bool tern_pwfile_entry(const struct tern_pwfile *f, size_t i, const char **user,
  * user costs the same hashing as a known one). Comparison in constant time. */
 int tern_pwfile_check(const struct tern_pwfile *f, const uint8_t *user, size_t user_len,
                       const uint8_t *pw, size_t pw_len);
+
+/* The SCRAM verifier of user, if the file has one for it (a SCRAM-SHA-256$ entry):
+ * true and *v filled; false for an unknown user or a $6$ / $7$ entry. */
+bool tern_pwfile_scram(const struct tern_pwfile *f, const uint8_t *user, size_t user_len,
+                       struct tern_scram_verifier *v);
+/* The iteration count of the file's first SCRAM entry (TERN_SCRAM_ITER_DEFAULT if
+ * none): what an unknown user's made-up verifier says. */
+uint32_t tern_pwfile_scram_iterations(const struct tern_pwfile *f);
+/* Writes the SCRAM-SHA-256$ text of pw with a fresh random salt into out
+ * (TERN_SCRAM_VERIFIER_MAX bytes). TERN_EINVAL for iterations out of bounds. */
+int tern_pw_scram(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *out);
 
 /* Writes "$7$ITER$SALT$HASH" (NUL-terminated) for pw with a fresh random salt
  * into out (cap >= 160). TERN_EINVAL for iterations out of bounds. */

@@ -30,8 +30,9 @@ static void run(const char *name, const char *text, const char *user, const char
     long allowed = 0;
     double t0 = now_ns();
     for (long i = 0; i < iters; i++)
-        allowed += tern_acl_check(a, (const uint8_t *)user, ul, (const uint8_t *)id, il,
-                                  (const uint8_t *)topic, tl, TERN_ACL_READ) != TERN_ACL_NO;
+        allowed +=
+            tern_acl_check(a, (const uint8_t *)user, ul, (const uint8_t *)id, il,
+                           (const uint8_t *)topic, tl, TERN_ACL_READ) != TERN_ACL_NO;
     double ns = (now_ns() - t0) / (double)iters;
     printf("%-44s %7.1f ns/check (%s)\n", name, ns, allowed ? "allowed" : "refused");
     tern_acl_free(a);
