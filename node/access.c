@@ -120,6 +120,7 @@ void tern_access_free(struct tern_node *n)
     free(a->by_addr);
     tern_pwfile_free(a->pw);
     tern_acl_free(a->acl);
+    tern_access_publish_free(a);
     free(a);
     n->access = NULL;
 }

@@ -26,8 +26,11 @@ struct tern_access {
     struct tern_access_stats stats;
     char admin_token[TERN_TOKEN_MAX + 1]; /* "" = none */
     uint8_t scram_secret[32];             /* made-up salts of unknown users */
+    struct tern_publim *publim;           /* publish limits (access_publish.c) */
     struct tern_guard guard;              /* large: last */
     struct tern_rate rate;
 };
+
+void tern_access_publish_free(struct tern_access *a);
 
 #endif

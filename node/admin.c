@@ -855,6 +855,14 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     sample(b, "tern_connections_limited_total", "limit=\"rate\"", as->rate_refused);
     sample(b, "tern_connections_limited_total", "limit=\"per_address\"",
            as->per_address_refused);
+    metric_head(b, "tern_publish_limited_total", "counter",
+                "PUBLISH packets refused: publish_rate_max (rate), publish_quota_max "
+                "(quota).");
+    sample(b, "tern_publish_limited_total", "limit=\"rate\"", as->publish_rate_refused);
+    sample(b, "tern_publish_limited_total", "limit=\"quota\"", as->publish_quota_refused);
+    metric(b, "tern_publish_limits_evicted_total", "counter",
+           "Client ids whose publish limit state was dropped for another (table full).",
+           as->publish_limits_evicted);
     metric(b, "tern_subscriptions_refused_total", "counter",
            "SUBSCRIBE entries refused: the session holds subscriptions_max already.",
            s->subscriptions_refused);

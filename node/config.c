@@ -172,6 +172,15 @@ static const struct key keys[] = {
          "1000", "client connections from one source address at once, 0 = no limit"),
     UINT("connect_rate_per_address", connect_rate_per_address, 0, UINT32_MAX, "500",
          "connections accepted per second from one source address, 0 = no limit"),
+    /* Per client id (node/publish_limits.c). */
+    UINT("publish_rate_max", publish_rate_max, 0, 1000000, "0",
+         "PUBLISH packets per second per client id (token bucket), 0 = no limit"),
+    UINT("publish_rate_burst", publish_rate_burst, 0, 1000000, "0",
+         "PUBLISH packets a client id may send at once, 0 = publish_rate_max"),
+    UINT("publish_quota_max", publish_quota_max, 0, UINT32_MAX, "0",
+         "PUBLISH packets per client id per publish_quota_period_s, 0 = no quota"),
+    UINT("publish_quota_period_s", publish_quota_period_s, 1, 31536000, "86400",
+         "the window of publish_quota_max"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -280,6 +280,9 @@ struct tern_access_stats {
     uint64_t per_address_refused;    /* connections_per_address_max */
     uint64_t scram_ok, scram_failed; /* MQTT 5 SCRAM-SHA-256 exchanges */
     uint64_t scram_bad_method;       /* CONNECT with another Authentication Method */
+    uint64_t publish_rate_refused;   /* PUBLISH past publish_rate_max */
+    uint64_t publish_quota_refused;  /* PUBLISH past publish_quota_max */
+    uint64_t publish_limits_evicted; /* client ids whose limit state was reused */
 };
 int tern_access_init(struct tern_node *n, char *errmsg);
 void tern_access_free(struct tern_node *n);
@@ -320,6 +323,10 @@ const char *tern_access_scram_user(const struct tern_conn *c, size_t *len);
 /* Adds the server-final-message to the CONNACK's properties (if any). */
 void tern_access_scram_connack(struct tern_conn *c, struct tern_props *pr);
 void tern_access_scram_free(struct tern_conn_opt *o);
+/* access_publish.c: publish_rate_max and publish_quota_max. Takes one PUBLISH of
+ * c's client id: 0 if it may go, else TERN_RC_MESSAGE_RATE_TOO_HIGH or
+ * TERN_RC_QUOTA_EXCEEDED (counted; the PUBLISH is refused). */
+uint8_t tern_access_publish_take(struct tern_conn *c);
 /* At accept, before anything is read: false if the source address is past
  * connect_rate_per_address or connections_per_address_max (then close it).
  * tern_access_release when a counted connection is freed. */
