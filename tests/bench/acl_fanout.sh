@@ -5,7 +5,8 @@
 # FILTER: the subscribers' filter ("bench/t/0", the default, is covered by a
 # read rule and overlaps no deny rule; "bench/#" overlaps `deny bench/secret/#`,
 # so each delivery through it is checked).
-# Prints one line per case: case, QoS, deliveries/s, loss.
+# Prints one line per case: ACL or not, QoS, deliveries/s, the broker's CPU time
+# per delivery, loss.
 set -eu
 BUILD=${1:-build}
 SUBS=${2:-100}
@@ -44,9 +45,13 @@ for acl in none file; do
     done 2>/dev/null || true
     sleep 0.3
     for q in 0 1; do
+        # The broker's CPU time (user + system) per delivery: on a shared machine
+        # a steadier figure than deliveries per second.
+        cpu0=$(awk '{print $14 + $15}' /proc/$PID/stat)
         "$BUILD/tern-bench" --port $port --pubs 1 --subs "$SUBS" --qos $q --size 16 \
-            --duration "$DUR" --warmup 1 --sub-filter "$FILTER" --json |
-            python3 -c "import json,sys; d=json.load(sys.stdin); print('acl=%-4s qos=%d deliveries/s=%9.0f loss=%s' % ('$acl', $q, d['received_per_s'], d.get('loss')))"
+            --duration "$DUR" --warmup 1 --sub-filter "$FILTER" --json >"$W/out.json"
+        cpu1=$(awk '{print $14 + $15}' /proc/$PID/stat)
+        python3 -c "import json,os; d=json.load(open('$W/out.json')); t=os.sysconf('SC_CLK_TCK'); print('acl=%-4s qos=%d deliveries/s=%9.0f broker_cpu_us/delivery=%.3f loss=%s' % ('$acl', $q, d['received_per_s'], ($cpu1-$cpu0)/t*1e6/max(d['received'],1), d.get('loss')))"
     done
     kill "$PID"; wait "$PID" 2>/dev/null || true
     PID=
