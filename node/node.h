@@ -515,6 +515,11 @@ bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
 /* admin.c: the admin HTTP API (docs/operations.md), $SYS topics and drain. */
 int tern_admin_start(struct tern_node *n, char *errmsg);
 void tern_admin_stop(struct tern_node *n);
+/* admin_tls_cert_file / key_file / ca_file as a TLS context (*out NULL: plain
+ * HTTP); the message names the key. tern_node_start checks them before any
+ * listener. */
+int tern_admin_tls_load(const struct tern_config *cfg, struct tern_tls_ctx **out,
+                        char *errmsg);
 void tern_admin_free(struct tern_node *n); /* after the loop has ended */
 /* While the node is drained, takes a new MQTT connection off the listener and
  * refuses it (CONNACK 0x9C / 3.1.1 return code 3); returns false otherwise. */
@@ -534,10 +539,12 @@ struct tern_http_req {
 };
 typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
                                   const struct tern_http_req *req);
-/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound. */
+/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound.
+ * tls: NULL for HTTP, else HTTPS with this context (the server takes it, also on
+ * error). */
 int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *hostport,
-                    tern_http_handler handler, void *ctx, char *bound, size_t bound_cap,
-                    char *errmsg);
+                    struct tern_tls_ctx *tls, tern_http_handler handler, void *ctx,
+                    char *bound, size_t bound_cap, char *errmsg);
 /* Sends the response and closes the connection; does nothing if the client has
  * gone. extra_headers: NULL or "Name: value\r\n" lines. */
 void tern_http_respond(struct tern_http_conn *hc, int status, const char *content_type,

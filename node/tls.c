@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -182,7 +183,13 @@ int tern_tls_ctx_new(struct tern_tls_ctx **out, const struct tern_tls_opts *o,
      * more machinery than it is worth; store it as the verify parameter. */
     if (!o->server && given(o->server_name)) {
         X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx->ssl_ctx);
-        if (!X509_VERIFY_PARAM_set1_host(vp, o->server_name, 0)) {
+        /* An address is checked against the certificate's IP SANs, a name
+         * against its DNS names (set1_host does not match addresses). */
+        unsigned char ip[16];
+        bool is_ip = inet_pton(AF_INET, o->server_name, ip) == 1 ||
+                     inet_pton(AF_INET6, o->server_name, ip) == 1;
+        if (!(is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, o->server_name)
+                    : X509_VERIFY_PARAM_set1_host(vp, o->server_name, 0))) {
             tern_tls_ctx_free(ctx);
             return ctx_error(errmsg, TERN_EINVAL, "server_name", o->server_name);
         }

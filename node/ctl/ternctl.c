@@ -51,6 +51,7 @@ struct ctl {
     char token[600];        /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
     const char *admins[16]; /* every --admin given: status compares their files */
     int nadmins;
+    struct ctl_tls tls; /* --ca-file: HTTPS */
 };
 
 /* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
@@ -132,6 +133,9 @@ static void usage(FILE *f)
         "  --admin HOST:PORT[,...]  the node's admin_listen address(es); given more\n"
         "                           than once, status compares the nodes' password\n"
         "                           and ACL files (digests)\n"
+        "  --ca-file FILE           HTTPS (admin_tls_cert_file): the CA the node's\n"
+        "                           certificate must chain to, for the address given\n"
+        "  --cert FILE --key FILE   a client certificate (admin_tls_ca_file)\n"
         "  --token-file FILE        the admin API bearer token (admin_token_file);\n"
         "                           else $TERN_ADMIN_TOKEN if set\n"
         "  --json                   print the API's JSON instead of tables\n"
@@ -330,10 +334,20 @@ static int http(struct ctl *ctl, const char *method, const char *path, struct re
         return EXIT_FAIL;
     size_t n = 0;
     char *raw = NULL;
-    if (send_all(fd, req, (size_t)len))
+    if (ctl->tls.ca_file) {
+        char why[320];
+        raw = ctl_https(fd, &ctl->tls, ctl->host, req, (size_t)len, &n, why, sizeof why);
+        close(fd);
+        if (!raw) {
+            fail(ctl, 0, 0, "%s: %s", ctl->admin, why);
+            return EXIT_FAIL;
+        }
+    } else if (send_all(fd, req, (size_t)len)) {
         raw = recv_all(fd, &n);
+    }
     int err = errno;
-    close(fd);
+    if (!ctl->tls.ca_file)
+        close(fd);
     if (!raw) {
         fail(ctl, 0, 0, "%s: no answer: %s", ctl->admin,
              strerror(err == EAGAIN ? ETIMEDOUT : err));
@@ -1191,6 +1205,14 @@ int main(int argc, char **argv)
             if (ctl.nadmins == 16)
                 return usage_error("at most 16 --admin");
             ctl.admins[ctl.nadmins++] = admin;
+        } else if (opts && (strcmp(a, "--ca-file") == 0 || strcmp(a, "--cert") == 0 ||
+                            strcmp(a, "--key") == 0)) {
+            if (i + 1 >= argc)
+                return usage_error("--ca-file, --cert and --key need a FILE");
+            const char **f = a[2] == 'c' && a[3] == 'a' ? &ctl.tls.ca_file
+                             : a[2] == 'c'              ? &ctl.tls.cert_file
+                                                        : &ctl.tls.key_file;
+            *f = argv[++i];
         } else if (opts && strcmp(a, "--token-file") == 0) {
             if (i + 1 >= argc)
                 return usage_error("--token-file needs a FILE");

@@ -69,6 +69,9 @@ static const char *const all_keys[] = {
     "subscriptions_max",
     "connections_per_address_max",
     "connect_rate_per_address",
+    "admin_tls_cert_file",
+    "admin_tls_key_file",
+    "admin_tls_ca_file",
     "publish_rate_max",
     "publish_rate_burst",
     "publish_quota_max",
@@ -266,6 +269,9 @@ static const char all_keys_json[] =
     "  \"subscriptions_max\": 7,\n"
     "  \"connections_per_address_max\": 0,\n"
     "  \"connect_rate_per_address\": 4294967295,\n"
+    "  \"admin_tls_cert_file\": \"/etc/tern/admin.pem\",\n"
+    "  \"admin_tls_key_file\": \"/etc/tern/admin.key\",\n"
+    "  \"admin_tls_ca_file\": \"/etc/tern/admin-ca.pem\",\n"
     "  \"publish_rate_max\": 50,\n"
     "  \"publish_rate_burst\": 200,\n"
     "  \"publish_quota_max\": 100000,\n"
@@ -332,6 +338,9 @@ static const char *const all_keys_set[][2] = {
     {"subscriptions_max", "7"},
     {"connections_per_address_max", "0"},
     {"connect_rate_per_address", "4294967295"},
+    {"admin_tls_cert_file", "/etc/tern/admin.pem"},
+    {"admin_tls_key_file", "/etc/tern/admin.key"},
+    {"admin_tls_ca_file", "/etc/tern/admin-ca.pem"},
     {"publish_rate_max", "50"},
     {"publish_rate_burst", "200"},
     {"publish_quota_max", "100000"},
@@ -410,6 +419,9 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->subscriptions_max, 7);
     assert_int_equal(c->connections_per_address_max, 0);
     assert_int_equal(c->connect_rate_per_address, UINT32_MAX);
+    assert_string_equal(c->admin_tls_cert_file, "/etc/tern/admin.pem");
+    assert_string_equal(c->admin_tls_key_file, "/etc/tern/admin.key");
+    assert_string_equal(c->admin_tls_ca_file, "/etc/tern/admin-ca.pem");
     assert_int_equal(c->publish_rate_max, 50);
     assert_int_equal(c->publish_rate_burst, 200);
     assert_int_equal(c->publish_quota_max, 100000);
