@@ -3,12 +3,17 @@ client, not only when it subscribes, so a subscription that overlaps a `deny` ru
 never carries the denied topics, and an ACL reloaded by SIGHUP that takes a right
 away applies at once to existing subscriptions, to messages queued for an offline
 session, and to retained messages. Clients are paho (MQTT 5 and 3.1.1)."""
+import atexit
+import os
+import shutil
 import signal
+import tempfile
 
 import pytest
 
 from helpers import PahoClient, V311, V5, connect_props, uid, wait_until
 from test_auth import ACL, CRED, metric, pwfile  # noqa: F401 (pwfile: a fixture)
+from cluster import tern_cluster_fixture  # noqa: F401 (the tern_cluster fixture)
 from conftest import is_mosquitto
 
 pytestmark = pytest.mark.skipif(is_mosquitto(), reason="tern's configuration keys")
@@ -143,3 +148,35 @@ def test_pattern_rules_apply_per_delivery(acl_broker):
     finally:
         dev.close()
         carol.close()
+
+
+# --- across nodes ----------------------------------------------------------------------
+
+# The cluster fixture takes its settings at collection: the ACL file is made here,
+# removed when pytest exits (also when no test of the module ran).
+_ACL_DIR = tempfile.mkdtemp(prefix="tern-acl-delivery-")
+atexit.register(shutil.rmtree, _ACL_DIR, True)
+_CLUSTER_ACL = os.path.join(_ACL_DIR, "acl")
+with open(_CLUSTER_ACL, "w") as _f:
+    _f.write("topic readwrite acl-cl/#\ntopic deny acl-cl/+/secret\n")
+
+
+@pytest.mark.parametrize("tern_cluster", [{"acl_file": _CLUSTER_ACL}], indirect=True)
+def test_checked_on_the_subscriber_node(tern_cluster):
+    """A publisher on node 1; a clean subscriber on node 2 (the message forwarded over
+    the peer link) and a persistent one on node 3 (through the log): their filter
+    overlaps the deny rule, and neither gets the denied topic."""
+    c = tern_cluster
+    base = "acl-cl/" + uid()
+    clean = c.client(2, version=V311)
+    durable = c.client(3, client_id=uid("acl-p"), version=V5, clean=False,
+                       connect_properties=connect_props(SessionExpiryInterval=300))
+    for s in (clean, durable):
+        assert s.subscribe(base + "/#", 1) == [1]
+    pub = c.client(1, version=V5)
+    for t in ("secret", "open", "secret", "open2"):
+        pub.publish("%s/%s" % (base, t), b"m", 1)
+    for s in (clean, durable):
+        got = s.collect(2, 10.0) + s.drain(0.5)
+        assert sorted(m.topic for m in got) == [base + "/open", base + "/open2"], (
+            s.client_id, [m.topic for m in got])
