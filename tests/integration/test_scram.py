@@ -7,8 +7,10 @@ server-final (checked by the client) or 0x87; another method 0x8C. Users come fr
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -258,3 +260,24 @@ def test_exchange_is_bounded_by_connect_timeout(scram_broker):
     assert all(p.type != CONNACK for p in got), got
     assert time.monotonic() - t0 >= 0.7
     assert "connect_timeout_ms" in b.log(current_run=True)
+
+
+def js_scram(b, user, password):
+    js = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+    if not shutil.which("node") or not os.path.isdir(os.path.join(js, "node_modules",
+                                                                  "mqtt")):
+        pytest.skip("node or MQTT.js is not installed")
+    env = dict(os.environ, TERN_HOST=b.host, TERN_PORT=str(b.port), TERN_USER=user,
+               TERN_PASS=password)
+    r = subprocess.run(["node", "scram.mjs"], cwd=js, env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_mqttjs_enhanced_authentication(scram_broker):
+    """MQTT.js's AUTH support (handleAuth) with SCRAM written over node:crypto."""
+    assert js_scram(scram_broker, "alice", "s3cret") == {"ok": True, "verified": True}
+    assert js_scram(scram_broker, "b,o=b", "pw2") == {"ok": True, "verified": True}
+    got = js_scram(scram_broker, "alice", "wrong")
+    assert got.get("code") == NOT_AUTHORIZED, got
