@@ -183,6 +183,22 @@ static const struct key keys[] = {
          "1000", "client connections from one source address at once, 0 = no limit"),
     UINT("connect_rate_per_address", connect_rate_per_address, 0, UINT32_MAX, "500",
          "connections accepted per second from one source address, 0 = no limit"),
+    /* TLS on admin_listen (node/admin_http.c). */
+    {"admin_tls_cert_file", KEY_OPTSTR, FIELD(admin_tls_cert_file), 0, 0, NULL, "",
+     "PEM certificate chain: admin_listen speaks HTTPS, \"\" = plain HTTP"},
+    {"admin_tls_key_file", KEY_OPTSTR, FIELD(admin_tls_key_file), 0, 0, NULL, "",
+     "PEM private key of admin_tls_cert_file"},
+    {"admin_tls_ca_file", KEY_OPTSTR, FIELD(admin_tls_ca_file), 0, 0, NULL, "",
+     "PEM CA: admin clients must present a certificate it signed, \"\" = none asked"},
+    /* Per client id (node/mqtt/access_publish.c). */
+    UINT("publish_rate_max", publish_rate_max, 0, 1000000, "0",
+         "PUBLISH packets per second per client id (token bucket), 0 = no limit"),
+    UINT("publish_rate_burst", publish_rate_burst, 0, 1000000, "0",
+         "PUBLISH packets a client id may send at once, 0 = publish_rate_max"),
+    UINT("publish_quota_max", publish_quota_max, 0, UINT32_MAX, "0",
+         "PUBLISH packets per client id per publish_quota_period_s, 0 = no quota"),
+    UINT("publish_quota_period_s", publish_quota_period_s, 1, 31536000, "86400",
+         "the window of publish_quota_max"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -8,6 +8,7 @@
 #include "node.h"
 #include "tern/siphash.h"
 #include "tern/log.h"
+#include "tern/tls.h"
 
 #define TICK_MS 1000
 #define CONN_SWEEP_MS 250
@@ -316,6 +317,11 @@ int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS
     int rv = tern_access_init(n, errmsg);
     if (rv != TERN_OK)
         return rv;
+    struct tern_tls_ctx *admin_tls = NULL; /* checked here, loaded again by admin.c */
+    rv = tern_admin_tls_load(&n->cfg, &admin_tls, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    tern_tls_ctx_free(admin_tls);
     rv = tern_listeners_start(n, tls, errmsg);
     if (rv != TERN_OK) {
         tern_listeners_stop(n);

@@ -64,10 +64,10 @@ struct tern_node_stats {
     uint64_t tls_reload_failures;    /* ... that kept their old files (a bad new one) */
     uint64_t subscriptions_refused;  /* SUBSCRIBE entries past subscriptions_max */
     uint64_t proxy_headers;          /* PROXY protocol headers read (conn_proxy.c) */
-    uint64_t proxy_refused; /* connections without a valid one in time (closed) */
-    uint64_t ws_handshakes;          /* WebSocket upgrades accepted (ws, wss) */
-    uint64_t ws_handshake_failures;  /* refused (HTTP 4xx) or timed out */
-    uint64_t ws_protocol_errors;     /* closed for a bad frame (close 1002, 1003, 1009) */
+    uint64_t proxy_refused;         /* connections without a valid one in time (closed) */
+    uint64_t ws_handshakes;         /* WebSocket upgrades accepted (ws, wss) */
+    uint64_t ws_handshake_failures; /* refused (HTTP 4xx) or timed out */
+    uint64_t ws_protocol_errors;    /* closed for a bad frame (close 1002, 1003, 1009) */
     /* Loop iterations by busy time (work, not waiting in poll): the buckets'
      * upper bounds are TERN_LOOP_BUCKETS_US; the last counts the rest. */
     uint64_t loop_busy[8];
@@ -203,6 +203,7 @@ struct tern_conn_opt {
     uint16_t username_len;
     char
         *username; /* the authenticated user, kept only when an ACL needs it (access.c) */
+    struct tern_conn_scram *scram; /* an MQTT 5 SCRAM exchange (access_scram.c) */
 };
 
 /* A TLS connection's state: behind the optional part, so a plain connection
@@ -263,6 +264,8 @@ struct tern_conn {
     bool addr_counted : 1; /* in access.c's per-address count */
     bool proxied : 1;      /* from a proxy_protocol listener (conn_proxy.c) */
     bool proxy_addr : 1;   /* peer is the client's address from the PROXY header */
+    bool acl_partial : 1;  /* a subscription is only partly readable (access.c) */
+    uint16_t acl_gen;      /* the ACL acl_partial was worked out under; 0 = none */
 };
 
 struct tern_ack_slot {
@@ -287,10 +290,16 @@ struct tern_access_stats {
     uint64_t throttled;         /* refused unchecked: too soon after a failure */
     uint64_t anonymous_refused; /* no user name, allow_anonymous off */
     uint64_t reloads, reload_failures;
-    uint64_t acl_denied[2];       /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
-    uint64_t acl_resume_removed;  /* stored subscriptions removed at a resume */
-    uint64_t rate_refused;        /* connect_rate_per_address */
-    uint64_t per_address_refused; /* connections_per_address_max */
+    uint64_t acl_denied[2];          /* [0] read (SUBSCRIBE), [1] write (PUBLISH, will) */
+    uint64_t acl_resume_removed;     /* stored subscriptions removed at a resume */
+    uint64_t acl_delivery_denied;    /* messages not sent: the ACL denies their topic */
+    uint64_t rate_refused;           /* connect_rate_per_address */
+    uint64_t per_address_refused;    /* connections_per_address_max */
+    uint64_t scram_ok, scram_failed; /* MQTT 5 SCRAM-SHA-256 exchanges */
+    uint64_t scram_bad_method;       /* CONNECT with another Authentication Method */
+    uint64_t publish_rate_refused;   /* PUBLISH past publish_rate_max */
+    uint64_t publish_quota_refused;  /* PUBLISH past publish_quota_max */
+    uint64_t publish_limits_evicted; /* client ids whose limit state was reused */
 };
 int tern_access_init(struct tern_node *n, char *errmsg);
 void tern_access_free(struct tern_node *n);
@@ -306,9 +315,35 @@ const char *tern_access_admin_token(const struct tern_node *n); /* "" if none */
 /* Whether the ACL lets c read (TERN_ACL_READ: a SUBSCRIBE filter) or write
  * (TERN_ACL_WRITE: a PUBLISH or will topic); counts refusals. */
 bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int access);
+/* Whether c may receive a message on topic (a name), checked for every delivery:
+ * a subscription may reach topics a deny rule covers, and a reload may have
+ * taken rights away. Cheap while every subscription of c is readable whole under
+ * the rules in force (worked out once per connection and ACL load); counts
+ * refusals. */
+bool tern_access_may_receive(struct tern_conn *c, const uint8_t *topic, size_t len);
 /* A resumed session's stored subscriptions that this node's ACL does not allow
  * (made on another node, or before a reload) are removed (UNSUBSCRIBE). */
 void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_session *s);
+/* access_scram.c: MQTT 5 enhanced authentication (SCRAM-SHA-256). A v5 CONNECT
+ * with an Authentication Method goes to tern_access_scram_connect (frame: its
+ * bytes, kept until the proof is checked; an unknown method is refused, 0x8C),
+ * AUTH packets before CONNACK to tern_access_scram_auth, which handles the
+ * CONNECT once the proof is right. Both return as the packet handlers do. */
+int tern_access_scram_connect(struct tern_conn *c, const struct tern_connect *p,
+                              const uint8_t *frame, size_t frame_len, uint8_t *reason);
+int tern_access_scram_auth(struct tern_conn *c, const struct tern_disconnect *p,
+                           uint8_t *reason);
+/* An exchange is under way (no CONNACK yet). */
+bool tern_access_scram_pending(const struct tern_conn *c);
+/* The user the exchange authenticated, or NULL. */
+const char *tern_access_scram_user(const struct tern_conn *c, size_t *len);
+/* Adds the server-final-message to the CONNACK's properties (if any). */
+void tern_access_scram_connack(struct tern_conn *c, struct tern_props *pr);
+void tern_access_scram_free(struct tern_conn_opt *o);
+/* access_publish.c: publish_rate_max and publish_quota_max. Takes one PUBLISH of
+ * c's client id: 0 if it may go, else TERN_RC_MESSAGE_RATE_TOO_HIGH or
+ * TERN_RC_QUOTA_EXCEEDED (counted; the PUBLISH is refused). */
+uint8_t tern_access_publish_take(struct tern_conn *c);
 /* At accept, before anything is read: false if the source address is past
  * connect_rate_per_address or connections_per_address_max (then close it).
  * tern_access_release when a counted connection is freed. */
@@ -508,6 +543,11 @@ bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
 /* node/admin: the admin HTTP API (docs/operations.md) and the $SYS topics. */
 int tern_admin_start(struct tern_node *n, char *errmsg);
 void tern_admin_stop(struct tern_node *n);
+/* admin_tls_cert_file / key_file / ca_file as a TLS context (*out NULL: plain
+ * HTTP); the message names the key. tern_node_start checks them before any
+ * listener. */
+int tern_admin_tls_load(const struct tern_config *cfg, struct tern_tls_ctx **out,
+                        char *errmsg);
 void tern_admin_free(struct tern_node *n); /* after the loop has ended */
 
 /* drain.c: while n->draining, CONNECT is refused (CONNACK 0x9C / 3.1.1 return
@@ -530,10 +570,12 @@ struct tern_http_req {
 };
 typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
                                   const struct tern_http_req *req);
-/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound. */
+/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound.
+ * tls: NULL for HTTP, else HTTPS with this context (the server takes it, also on
+ * error). */
 int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *hostport,
-                    tern_http_handler handler, void *ctx, char *bound, size_t bound_cap,
-                    char *errmsg);
+                    struct tern_tls_ctx *tls, tern_http_handler handler, void *ctx,
+                    char *bound, size_t bound_cap, char *errmsg);
 /* Sends the response and closes the connection; does nothing if the client has
  * gone. extra_headers: NULL or "Name: value\r\n" lines. */
 void tern_http_respond(struct tern_http_conn *hc, int status, const char *content_type,

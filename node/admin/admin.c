@@ -379,6 +379,36 @@ static void on_request(void *ctx, struct tern_http_conn *hc,
 
 /* --- lifetime ---------------------------------------------------------------------- */
 
+/* admin_tls_cert_file / key_file / ca_file: the HTTPS context, or NULL for HTTP.
+ * The messages name the key ("admin_tls_cert_file: ..."). */
+int tern_admin_tls_load(const struct tern_config *cfg, struct tern_tls_ctx **out,
+                        char *errmsg)
+{
+    *out = NULL;
+    if (!cfg->admin_tls_cert_file[0] && !cfg->admin_tls_key_file[0]) {
+        if (cfg->admin_tls_ca_file[0]) {
+            snprintf(
+                errmsg, TERN_ERRMSG_SIZE,
+                "admin_tls_ca_file: needs admin_tls_cert_file and admin_tls_key_file");
+            return TERN_EINVAL;
+        }
+        return TERN_OK;
+    }
+    struct tern_tls_opts o = {
+        .server = true,
+        .cert_file = cfg->admin_tls_cert_file,
+        .key_file = cfg->admin_tls_key_file,
+        .ca_file = cfg->admin_tls_ca_file,
+        .require_certificate = cfg->admin_tls_ca_file[0] != '\0',
+        .min_version = TERN_TLS_1_2,
+    };
+    char why[TERN_ERRMSG_SIZE];
+    int rc = tern_tls_ctx_new(out, &o, why);
+    if (rc != TERN_OK)
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "admin_tls_%.200s", why);
+    return rc;
+}
+
 int tern_admin_start(struct tern_node *n, char *errmsg)
 {
     struct tern_admin *a = calloc(1, sizeof(*a));
@@ -392,11 +422,15 @@ int tern_admin_start(struct tern_node *n, char *errmsg)
     clock_gettime(CLOCK_REALTIME, &now);
     a->started_unix_s = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     n->admin = a;
-    int rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, on_request, a,
-                             a->bound, sizeof(a->bound), errmsg);
+    struct tern_tls_ctx *tls = NULL;
+    int rv = tern_admin_tls_load(&n->cfg, &tls, errmsg);
     if (rv != TERN_OK)
         return rv;
-    TERN_LOGI("admin API listening on %s", a->bound);
+    rv = tern_http_start(&a->http, n->loop, n->cfg.admin_listen, tls, on_request, a,
+                         a->bound, sizeof(a->bound), errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    TERN_LOGI("admin API listening on %s%s", a->bound, tls ? " (HTTPS)" : "");
     if (n->cfg.sys_interval_s) {
         uint64_t ms = (uint64_t)n->cfg.sys_interval_s * 1000;
         uv_timer_init(n->loop, &a->sys_timer);

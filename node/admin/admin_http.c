@@ -8,8 +8,14 @@
  * ignored: every parameter is in the path or the query.
  *
  * Lifetime: a connection is referenced by its two handles (one reference for the
- * pair) and by a handler that answers later (tern_http_hold). It is freed when
- * the last reference goes.
+ * pair), by a handler that answers later (tern_http_hold) and by each write in
+ * flight. It is freed when the last reference goes.
+ *
+ * HTTPS (admin_tls_*): each connection gets a TLS engine (node/tls.h); the
+ * ciphertext read goes through a server-wide buffer into the engine, the
+ * plaintext into the request buffer as without TLS; handshake flights are written
+ * as they come, and the response is encrypted, followed by close_notify, in one
+ * write. The 10 s request timeout covers the handshake.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +25,7 @@
 #include "node.h"
 #include "tern/addr.h"
 #include "tern/log.h"
+#include "tern/tls.h"
 
 #define HTTP_REQUEST_MAX 8192
 #define HTTP_CONNS_MAX 64
@@ -27,17 +34,20 @@
 struct tern_http_server {
     uv_tcp_t tcp;
     uv_loop_t *loop;
+    struct tern_tls_ctx *tls; /* NULL: plain HTTP */
     tern_http_handler handler;
     void *ctx;
     struct tern_http_conn *conns;
     unsigned nconns;
     bool stopping;
-    int refs; /* the listener + every connection */
+    int refs;           /* the listener + every connection */
+    char cipher[16384]; /* TLS: one read's ciphertext, handed to the engine at once */
 };
 
 struct tern_http_conn {
     struct tern_http_conn *next, *prev;
     struct tern_http_server *srv;
+    struct tern_tls_engine *tls; /* HTTPS; NULL for plain HTTP */
     uv_tcp_t tcp;
     uv_timer_t timer;
     int refs;
@@ -56,8 +66,10 @@ struct http_write {
 
 static void server_unref(struct tern_http_server *s)
 {
-    if (--s->refs == 0)
+    if (--s->refs == 0) {
+        tern_tls_ctx_free(s->tls);
         free(s);
+    }
 }
 
 static void conn_unref(struct tern_http_conn *hc)
@@ -72,6 +84,7 @@ static void conn_unref(struct tern_http_conn *hc)
     if (hc->next)
         hc->next->prev = hc->prev;
     s->nconns--;
+    tern_tls_engine_free(hc->tls);
     free(hc);
     server_unref(s);
 }
@@ -183,7 +196,29 @@ void tern_http_respond(struct tern_http_conn *hc, int status, const char *conten
     if (len)
         memcpy(w->data + hl, body, len);
     w->hc = hc;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)((size_t)hl + len));
+    size_t out_len = (size_t)hl + len;
+    if (hc->tls) {
+        /* The response encrypted, then close_notify: one write, as without TLS. */
+        struct http_write *cw = NULL;
+        if (tern_tls_engine_established(hc->tls) &&
+            tern_tls_engine_write(hc->tls, (const uint8_t *)w->data, out_len) ==
+                TERN_OK) {
+            tern_tls_engine_shutdown(hc->tls);
+            size_t n = tern_tls_engine_pending(hc->tls);
+            cw = malloc(sizeof(*cw) + n);
+            if (cw) {
+                out_len = tern_tls_engine_take(hc->tls, (uint8_t *)cw->data, n);
+                cw->hc = hc;
+            }
+        }
+        free(w);
+        if (!cw) { /* before the handshake (503, 408) or out of memory: no answer */
+            conn_close(hc);
+            return;
+        }
+        w = cw;
+    }
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)out_len);
     uv_read_stop((uv_stream_t *)&hc->tcp);
     uv_timer_stop(&hc->timer);
     hc->refs++;
@@ -310,18 +345,90 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     struct tern_http_conn *hc = h->data;
-    *buf = uv_buf_init(hc->buf + hc->len, (unsigned)(HTTP_REQUEST_MAX - hc->len));
+    if (hc->tls)
+        *buf = uv_buf_init(hc->srv->cipher, sizeof hc->srv->cipher);
+    else
+        *buf = uv_buf_init(hc->buf + hc->len, (unsigned)(HTTP_REQUEST_MAX - hc->len));
+}
+
+static void on_flight_written(uv_write_t *req, int status)
+{
+    struct http_write *w = (struct http_write *)req;
+    struct tern_http_conn *hc = w->hc;
+    free(w);
+    if (status != 0)
+        conn_close(hc);
+    conn_unref(hc);
+}
+
+/* TLS: writes what the engine has to send (handshake flights, alerts). */
+static void tls_flush(struct tern_http_conn *hc)
+{
+    size_t n = tern_tls_engine_pending(hc->tls);
+    if (n == 0 || hc->closing)
+        return;
+    struct http_write *w = malloc(sizeof(*w) + n);
+    if (!w) {
+        conn_close(hc);
+        return;
+    }
+    w->hc = hc;
+    uv_buf_t b = uv_buf_init(
+        w->data, (unsigned)tern_tls_engine_take(hc->tls, (uint8_t *)w->data, n));
+    hc->refs++;
+    if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_flight_written) != 0) {
+        free(w);
+        hc->refs--;
+        conn_close(hc);
+    }
+}
+
+/* TLS: ciphertext in, plaintext into the request buffer. False when there is
+ * nothing to dispatch yet (or the connection is closing). */
+static bool tls_input(struct tern_http_conn *hc, const uint8_t *data, size_t n)
+{
+    struct tern_tls_engine *e = hc->tls;
+    tern_tls_engine_recv(e, data, n);
+    if (!tern_tls_engine_established(e)) {
+        int rc = tern_tls_engine_handshake(e);
+        tls_flush(hc);
+        if (rc == TERN_EAGAIN)
+            return false;
+        if (rc != TERN_OK) {
+            TERN_LOGI("admin API: TLS handshake failed: %s", tern_tls_engine_error(e));
+            conn_close(hc);
+            return false;
+        }
+    }
+    while (hc->len < HTTP_REQUEST_MAX) {
+        size_t got = 0;
+        int rc = tern_tls_engine_read(e, (uint8_t *)hc->buf + hc->len,
+                                      HTTP_REQUEST_MAX - hc->len, &got);
+        if (rc == TERN_EAGAIN)
+            break;
+        if (rc != TERN_OK) {
+            conn_close(hc);
+            return false;
+        }
+        hc->len += got;
+    }
+    tls_flush(hc);
+    return !hc->closing;
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    (void)buf;
     struct tern_http_conn *hc = st->data;
     if (nread < 0) {
         conn_close(hc);
         return;
     }
-    hc->len += (size_t)nread;
+    if (hc->tls) {
+        if (!tls_input(hc, (const uint8_t *)buf->base, (size_t)nread))
+            return;
+    } else {
+        hc->len += (size_t)nread;
+    }
     /* A 0-byte buffer means it is full: try_dispatch answers 413. */
     try_dispatch(hc);
 }
@@ -352,6 +459,10 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(s->loop, &hc->timer);
     hc->tcp.data = hc->timer.data = hc;
     if (uv_accept(server, (uv_stream_t *)&hc->tcp) != 0) {
+        conn_close(hc);
+        return;
+    }
+    if (s->tls && !(hc->tls = tern_tls_engine_new(s->tls))) {
         conn_close(hc);
         return;
     }
@@ -391,8 +502,8 @@ static void on_listener_closed(uv_handle_t *h)
 }
 
 int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *hostport,
-                    tern_http_handler handler, void *ctx, char *bound, size_t bound_cap,
-                    char *errmsg)
+                    struct tern_tls_ctx *tls, tern_http_handler handler, void *ctx,
+                    char *bound, size_t bound_cap, char *errmsg)
 {
     char host[TERN_CONFIG_STR_MAX];
     uint16_t port;
@@ -407,9 +518,11 @@ int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *
     }
     struct tern_http_server *s = calloc(1, sizeof(*s));
     if (!s) {
+        tern_tls_ctx_free(tls);
         snprintf(errmsg, TERN_ERRMSG_SIZE, "admin_listen: out of memory");
         return TERN_ENOMEM;
     }
+    s->tls = tls;
     s->loop = loop;
     s->handler = handler;
     s->ctx = ctx;

@@ -26,6 +26,7 @@
 #include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/log.h"
+#include "tern/tls.h"
 
 #ifndef TERN_VERSION
 #define TERN_VERSION "dev"

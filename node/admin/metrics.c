@@ -121,6 +121,14 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     sample(b, "tern_connections_limited_total", "limit=\"rate\"", as->rate_refused);
     sample(b, "tern_connections_limited_total", "limit=\"per_address\"",
            as->per_address_refused);
+    metric_head(b, "tern_publish_limited_total", "counter",
+                "PUBLISH packets refused: publish_rate_max (rate), publish_quota_max "
+                "(quota).");
+    sample(b, "tern_publish_limited_total", "limit=\"rate\"", as->publish_rate_refused);
+    sample(b, "tern_publish_limited_total", "limit=\"quota\"", as->publish_quota_refused);
+    metric(b, "tern_publish_limits_evicted_total", "counter",
+           "Client ids whose publish limit state was dropped for another (table full).",
+           as->publish_limits_evicted);
     metric(b, "tern_subscriptions_refused_total", "counter",
            "SUBSCRIBE entries refused: the session holds subscriptions_max already.",
            s->subscriptions_refused);
@@ -135,6 +143,15 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_acl_resume_unsubscribed_total", "counter",
            "Stored subscriptions removed at a resume: this node's ACL forbids them.",
            as->acl_resume_removed);
+    metric_head(b, "tern_auth_scram_total", "counter",
+                "MQTT 5 enhanced authentication: SCRAM-SHA-256 exchanges by outcome, "
+                "and CONNECTs with another method.");
+    sample(b, "tern_auth_scram_total", "result=\"ok\"", as->scram_ok);
+    sample(b, "tern_auth_scram_total", "result=\"failed\"", as->scram_failed);
+    sample(b, "tern_auth_scram_total", "result=\"bad_method\"", as->scram_bad_method);
+    metric(b, "tern_acl_delivery_denied_total", "counter",
+           "Messages not sent to a subscriber: the ACL denies it their topic.",
+           as->acl_delivery_denied);
     const char *qos[] = {"qos=\"0\"", "qos=\"1\"", "qos=\"2\""};
     metric_head(b, "tern_messages_received_total", "counter",
                 "PUBLISH packets received.");

@@ -454,25 +454,19 @@ static int expand(const struct acl_rule *r, const struct who *w, char **buf,
     return 1;
 }
 
-/* 1 if a rule of the run refuses (deny pass) / allows (allow pass), else 0. */
-static int scan(const struct acl_rule *r, size_t n, const struct who *w, const char *t,
-                size_t tlen, int access, bool deny_pass)
+/* Allow pass: 1 if an allow rule of the run with `access` covers t, else 0. */
+static int scan_allow(const struct acl_rule *r, size_t n, const struct who *w,
+                      const char *t, size_t tlen, int access)
 {
     for (size_t i = 0; i < n; i++) {
-        if (deny_pass != (r[i].access == 0))
-            continue;
-        if (!deny_pass && !(r[i].access & access))
+        if (!(r[i].access & access))
             continue;
         char *buf;
         const char *f;
         size_t flen;
-        int e = expand(&r[i], w, &buf, &f, &flen);
-        if (e < 0 && deny_pass)
-            return 1;
-        if (e <= 0)
+        if (expand(&r[i], w, &buf, &f, &flen) <= 0)
             continue;
-        bool hit = deny_pass ? tern_acl_filter_overlaps(f, flen, t, tlen)
-                             : tern_acl_filter_covers(f, flen, t, tlen);
+        bool hit = tern_acl_filter_covers(f, flen, t, tlen);
         free(buf);
         if (hit)
             return 1;
@@ -480,12 +474,41 @@ static int scan(const struct acl_rule *r, size_t n, const struct who *w, const c
     return 0;
 }
 
-bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_len,
-                     const uint8_t *client_id, size_t id_len, const uint8_t *topic,
-                     size_t topic_len, int access)
+/* Deny pass: TERN_ACL_NO if a deny rule of the run covers t (for a topic name:
+ * matches it) or fails closed; TERN_ACL_SOME if one only overlaps part of the
+ * filter; else TERN_ACL_ALL. */
+static int scan_deny(const struct acl_rule *r, size_t n, const struct who *w,
+                     const char *t, size_t tlen)
+{
+    int level = TERN_ACL_ALL;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].access != 0)
+            continue;
+        char *buf;
+        const char *f;
+        size_t flen;
+        int e = expand(&r[i], w, &buf, &f, &flen);
+        if (e < 0)
+            return TERN_ACL_NO;
+        if (e == 0)
+            continue;
+        bool covers = tern_acl_filter_covers(f, flen, t, tlen);
+        bool overlaps = covers || tern_acl_filter_overlaps(f, flen, t, tlen);
+        free(buf);
+        if (covers)
+            return TERN_ACL_NO;
+        if (overlaps)
+            level = TERN_ACL_SOME;
+    }
+    return level;
+}
+
+int tern_acl_check(const struct tern_acl *a, const uint8_t *user, size_t user_len,
+                   const uint8_t *client_id, size_t id_len, const uint8_t *topic,
+                   size_t topic_len, int access)
 {
     if (!a)
-        return true; /* no ACL file: no restriction */
+        return TERN_ACL_ALL; /* no ACL file: no restriction */
     struct who w = {user, client_id, user_len, id_len};
     const struct acl_rule *own = NULL;
     size_t own_n = 0;
@@ -510,9 +533,22 @@ bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_
     }
     const char *t = (const char *)topic;
     const struct acl_rule *pat = a->r + a->pat_first;
-    if (scan(own, own_n, &w, t, topic_len, access, true) ||
-        scan(pat, a->pat_count, &w, t, topic_len, access, true))
-        return false;
-    return scan(own, own_n, &w, t, topic_len, access, false) ||
-           scan(pat, a->pat_count, &w, t, topic_len, access, false);
+    int d1 = scan_deny(own, own_n, &w, t, topic_len);
+    if (d1 == TERN_ACL_NO)
+        return TERN_ACL_NO;
+    int d2 = scan_deny(pat, a->pat_count, &w, t, topic_len);
+    if (d2 == TERN_ACL_NO)
+        return TERN_ACL_NO;
+    if (!scan_allow(own, own_n, &w, t, topic_len, access) &&
+        !scan_allow(pat, a->pat_count, &w, t, topic_len, access))
+        return TERN_ACL_NO;
+    return d1 == TERN_ACL_SOME || d2 == TERN_ACL_SOME ? TERN_ACL_SOME : TERN_ACL_ALL;
+}
+
+bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_len,
+                     const uint8_t *client_id, size_t id_len, const uint8_t *topic,
+                     size_t topic_len, int access)
+{
+    return tern_acl_check(a, user, user_len, client_id, id_len, topic, topic_len,
+                          access) != TERN_ACL_NO;
 }

@@ -11,8 +11,10 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "auth_int.h"
 #include "tern/auth.h"
 #include "tern/error.h"
+#include "tern/scram.h"
 
 struct pw_entry {
     char *user; /* not NUL-terminated in general: user_len bytes */
@@ -47,8 +49,7 @@ static int b64_val(unsigned char ch)
     return -1;
 }
 
-/* Decodes s[0..len) into out (at most cap bytes); returns the length or -1. */
-static long b64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
+long tern_auth_b64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
 {
     while (len && s[len - 1] == '=')
         len--;
@@ -73,7 +74,7 @@ static long b64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
     return (long)n;
 }
 
-static size_t b64_encode(const uint8_t *in, size_t len, char *out)
+size_t tern_auth_b64_encode(const uint8_t *in, size_t len, char *out)
 {
     static const char tab[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -125,9 +126,35 @@ static int bad_line(char *errmsg, size_t line, const char *why)
     return TERN_EINVAL;
 }
 
-/* Parses "$6$SALT$HASH" or "$7$ITER$SALT$HASH" (s[0..len)) into e. */
+/* A SCRAM entry keeps StoredKey then ServerKey in hash[]. */
+static void verifier_of(const struct pw_entry *e, struct tern_scram_verifier *v)
+{
+    memset(v, 0, sizeof *v);
+    v->iterations = e->iterations;
+    memcpy(v->salt, e->salt, e->salt_len);
+    v->salt_len = e->salt_len;
+    memcpy(v->stored_key, e->hash, TERN_SCRAM_KEY_LEN);
+    memcpy(v->server_key, e->hash + TERN_SCRAM_KEY_LEN, TERN_SCRAM_KEY_LEN);
+}
+
+/* Parses "$6$SALT$HASH", "$7$ITER$SALT$HASH" or a SCRAM-SHA-256 verifier
+ * (s[0..len)) into e. */
 static const char *parse_hash(const char *s, size_t len, struct pw_entry *e)
 {
+    if (len > 0 && s[0] == 'S') {
+        struct tern_scram_verifier v;
+        const char *why = tern_scram_verifier_parse(s, len, &v);
+        if (why)
+            return why;
+        e->kind = TERN_PW_SCRAM;
+        e->iterations = v.iterations;
+        memcpy(e->salt, v.salt, v.salt_len);
+        e->salt_len = v.salt_len;
+        memcpy(e->hash, v.stored_key, TERN_SCRAM_KEY_LEN);
+        memcpy(e->hash + TERN_SCRAM_KEY_LEN, v.server_key, TERN_SCRAM_KEY_LEN);
+        OPENSSL_cleanse(&v, sizeof v);
+        return NULL;
+    }
     if (len < 3 || s[0] != '$' || (s[1] != '6' && s[1] != '7') || s[2] != '$')
         return "not a $6$ or $7$ hash (plain-text passwords are not accepted: "
                "hash the file with mosquitto_passwd -U or ternctl passwd)";
@@ -149,12 +176,13 @@ static const char *parse_hash(const char *s, size_t len, struct pw_entry *e)
     const char *dollar = memchr(p, '$', (size_t)(end - p));
     if (!dollar)
         return "missing '$' between salt and hash";
-    long sl = b64_decode(p, (size_t)(dollar - p), e->salt, sizeof e->salt);
+    long sl = tern_auth_b64_decode(p, (size_t)(dollar - p), e->salt, sizeof e->salt);
     if (sl <= 0)
         return "salt is not base64 of 1 to 64 bytes";
     e->salt_len = (size_t)sl;
     uint8_t hash[TERN_PW_HASH_LEN + 1];
-    long hl = b64_decode(dollar + 1, (size_t)(end - dollar - 1), hash, sizeof hash);
+    long hl =
+        tern_auth_b64_decode(dollar + 1, (size_t)(end - dollar - 1), hash, sizeof hash);
     if (hl != TERN_PW_HASH_LEN)
         return "hash is not base64 of 64 bytes (SHA-512)";
     memcpy(e->hash, hash, TERN_PW_HASH_LEN);
@@ -335,6 +363,13 @@ int tern_pwfile_check(const struct tern_pwfile *f, const uint8_t *user, size_t u
     static const struct pw_entry dummy = {
         .kind = TERN_PW_PBKDF2, .iterations = 101, .salt_len = TERN_PW_SALT_LEN};
     const struct pw_entry *model = e ? e : (f && f->n ? &f->e[0] : &dummy);
+    if (model->kind == TERN_PW_SCRAM) {
+        struct tern_scram_verifier v;
+        verifier_of(model, &v);
+        bool same = tern_scram_verifier_check(&v, pw, pw_len);
+        OPENSSL_cleanse(&v, sizeof v);
+        return e && same ? TERN_OK : TERN_ENOTFOUND;
+    }
     uint8_t got[TERN_PW_HASH_LEN];
     if (digest(model->kind, model->iterations, model->salt, model->salt_len, pw, pw_len,
                got) != TERN_OK)
@@ -342,6 +377,37 @@ int tern_pwfile_check(const struct tern_pwfile *f, const uint8_t *user, size_t u
     int same = CRYPTO_memcmp(got, model->hash, TERN_PW_HASH_LEN) == 0;
     OPENSSL_cleanse(got, sizeof got);
     return e && same ? TERN_OK : TERN_ENOTFOUND;
+}
+
+bool tern_pwfile_scram(const struct tern_pwfile *f, const uint8_t *user, size_t user_len,
+                       struct tern_scram_verifier *v)
+{
+    const struct pw_entry *e = find(f, user, user_len);
+    if (!e || e->kind != TERN_PW_SCRAM)
+        return false;
+    verifier_of(e, v);
+    return true;
+}
+
+uint32_t tern_pwfile_scram_iterations(const struct tern_pwfile *f)
+{
+    for (size_t i = 0; f && i < f->n; i++)
+        if (f->e[i].kind == TERN_PW_SCRAM)
+            return f->e[i].iterations;
+    return TERN_SCRAM_ITER_DEFAULT;
+}
+
+int tern_pw_scram(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *out)
+{
+    uint8_t salt[TERN_SCRAM_SALT_LEN];
+    if (RAND_bytes(salt, sizeof salt) != 1)
+        return TERN_EIO;
+    struct tern_scram_verifier v;
+    int rc = tern_scram_verifier_make(pw, pw_len, iterations, salt, sizeof salt, &v);
+    if (rc == TERN_OK)
+        tern_scram_verifier_format(&v, out);
+    OPENSSL_cleanse(&v, sizeof v);
+    return rc;
 }
 
 int tern_pw_hash7(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *out,
@@ -356,9 +422,9 @@ int tern_pw_hash7(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *o
         TERN_OK)
         return TERN_ENOMEM;
     int n = snprintf(out, cap, "$7$%u$", (unsigned)iterations);
-    n += (int)b64_encode(salt, sizeof salt, out + n);
+    n += (int)tern_auth_b64_encode(salt, sizeof salt, out + n);
     out[n++] = '$';
-    b64_encode(hash, sizeof hash, out + n);
+    tern_auth_b64_encode(hash, sizeof hash, out + n);
     OPENSSL_cleanse(hash, sizeof hash);
     return TERN_OK;
 }

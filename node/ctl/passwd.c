@@ -1,5 +1,7 @@
-/* ternctl passwd [--iterations N] FILE USER: adds or replaces USER's entry in a
- * Mosquitto-format password file ($7$, PBKDF2-SHA512, random salt). The password
+/* ternctl passwd [--scram] [--iterations N] FILE USER: adds or replaces USER's
+ * entry in a Mosquitto-format password file ($7$, PBKDF2-SHA512, random salt; with
+ * --scram a SCRAM-SHA-256 verifier, tern/scram.h, which Mosquitto cannot read but
+ * which serves both MQTT 5 SCRAM and passwords in CONNECT). The password
  * is read from the terminal (twice, not echoed) or, if stdin is not a terminal,
  * as its first line. The file is rewritten as a whole: temp file (mode 0600),
  * fsync, rename, fsync of the directory, so a crash leaves the old or the new one. */
@@ -15,6 +17,7 @@
 #include "ctl.h"
 #include "tern/auth.h"
 #include "tern/error.h"
+#include "tern/scram.h"
 
 #define PW_MAX 1024
 
@@ -134,9 +137,18 @@ static int write_file(const char *path, const char *old, size_t old_len, const c
 
 int ctl_passwd(int argc, char **argv)
 {
-    uint32_t iterations = TERN_PW_ITER_DEFAULT;
+    uint32_t iterations = 0; /* 0: the format's default */
+    bool scram = false;
     int i = 0;
-    if (i < argc && strcmp(argv[i], "--iterations") == 0) {
+    for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
+        if (strcmp(argv[i], "--scram") == 0) {
+            scram = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--iterations") != 0) {
+            fprintf(stderr, "ternctl passwd: unknown option %s\n", argv[i]);
+            return 2;
+        }
         char *endp = NULL;
         unsigned long v = i + 1 < argc ? strtoul(argv[i + 1], &endp, 10) : 0;
         if (!endp || *endp || v < TERN_PW_ITER_DEFAULT || v > TERN_PW_ITER_MAX) {
@@ -145,10 +157,17 @@ int ctl_passwd(int argc, char **argv)
             return 2;
         }
         iterations = (uint32_t)v;
-        i += 2;
+        i++;
     }
+    if (scram && iterations && iterations < TERN_SCRAM_ITER_DEFAULT) {
+        fprintf(stderr, "ternctl passwd: --scram --iterations must be %u to %u\n",
+                TERN_SCRAM_ITER_DEFAULT, TERN_SCRAM_ITER_MAX);
+        return 2;
+    }
+    if (!iterations)
+        iterations = scram ? TERN_SCRAM_ITER_DEFAULT : TERN_PW_ITER_DEFAULT;
     if (argc - i != 2) {
-        fprintf(stderr, "usage: ternctl passwd [--iterations N] FILE USER\n");
+        fprintf(stderr, "usage: ternctl passwd [--scram] [--iterations N] FILE USER\n");
         return 2;
     }
     const char *path = argv[i], *user = argv[i + 1];
@@ -159,8 +178,9 @@ int ctl_passwd(int argc, char **argv)
     if (read_password(pw) != 0)
         return 1;
     char entry[256];
-    int rc =
-        tern_pw_hash7((const uint8_t *)pw, strlen(pw), iterations, entry, sizeof entry);
+    int rc = scram ? tern_pw_scram((const uint8_t *)pw, strlen(pw), iterations, entry)
+                   : tern_pw_hash7((const uint8_t *)pw, strlen(pw), iterations, entry,
+                                   sizeof entry);
     memset(pw, 0, sizeof pw);
     if (rc != TERN_OK)
         return fail("cannot hash the password (OpenSSL)%s%s", "", "");

@@ -53,6 +53,7 @@ struct ctl {
     char token[600];        /* bearer token, "" = none (--token-file, TERN_ADMIN_TOKEN) */
     const char *admins[16]; /* every --admin given: status compares their files */
     int nadmins;
+    struct ctl_tls tls; /* --ca-file: HTTPS */
 };
 
 /* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
@@ -127,14 +128,19 @@ static void usage(FILE *f)
         "  add-node ID RAFT PEER MQTT  add node ID (addresses IPV4:PORT); run on\n"
         "                           the leader, answers once it has caught up\n"
         "  remove-node ID           remove node ID from the cluster (on the leader)\n"
-        "  passwd [--iterations N] FILE USER\n"
+        "  passwd [--scram] [--iterations N] FILE USER\n"
         "                           add or replace USER in a Mosquitto password\n"
         "                           file ($7$, N >= 1000 iterations, default 1000;\n"
-        "                           the password from the terminal or stdin)\n"
+        "                           --scram: a SCRAM-SHA-256 verifier for MQTT 5\n"
+        "                           enhanced authentication, N >= 4096, default\n"
+        "                           4096; the password from the terminal or stdin)\n"
         "\n"
         "  --admin HOST:PORT[,...]  the node's admin_listen address(es); given more\n"
         "                           than once, status compares the nodes' password\n"
         "                           and ACL files (digests)\n"
+        "  --ca-file FILE           HTTPS (admin_tls_cert_file): the CA the node's\n"
+        "                           certificate must chain to, for the address given\n"
+        "  --cert FILE --key FILE   a client certificate (admin_tls_ca_file)\n"
         "  --token-file FILE        the admin API bearer token (admin_token_file);\n"
         "                           else $TERN_ADMIN_TOKEN if set\n"
         "  --json                   print the API's JSON instead of tables\n"
@@ -333,10 +339,20 @@ static int http(struct ctl *ctl, const char *method, const char *path, struct re
         return EXIT_FAIL;
     size_t n = 0;
     char *raw = NULL;
-    if (send_all(fd, req, (size_t)len))
+    if (ctl->tls.ca_file) {
+        char why[320];
+        raw = ctl_https(fd, &ctl->tls, ctl->host, req, (size_t)len, &n, why, sizeof why);
+        close(fd);
+        if (!raw) {
+            fail(ctl, 0, 0, "%s: %s", ctl->admin, why);
+            return EXIT_FAIL;
+        }
+    } else if (send_all(fd, req, (size_t)len)) {
         raw = recv_all(fd, &n);
+    }
     int err = errno;
-    close(fd);
+    if (!ctl->tls.ca_file)
+        close(fd);
     if (!raw) {
         fail(ctl, 0, 0, "%s: no answer: %s", ctl->admin,
              strerror(err == EAGAIN ? ETIMEDOUT : err));
@@ -1289,6 +1305,14 @@ int main(int argc, char **argv)
             if (ctl.nadmins == 16)
                 return usage_error("at most 16 --admin");
             ctl.admins[ctl.nadmins++] = admin;
+        } else if (opts && (strcmp(a, "--ca-file") == 0 || strcmp(a, "--cert") == 0 ||
+                            strcmp(a, "--key") == 0)) {
+            if (i + 1 >= argc)
+                return usage_error("--ca-file, --cert and --key need a FILE");
+            const char **f = a[2] == 'c' && a[3] == 'a' ? &ctl.tls.ca_file
+                             : a[2] == 'c'              ? &ctl.tls.cert_file
+                                                        : &ctl.tls.key_file;
+            *f = argv[++i];
         } else if (opts && strcmp(a, "--token-file") == 0) {
             if (i + 1 >= argc)
                 return usage_error("--token-file needs a FILE");

@@ -8,34 +8,13 @@
 
 #include <sys/random.h>
 
+#include "access_int.h"
 #include "node.h"
 #include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/cmd.h"
 #include "tern/log.h"
 #include "tern/topic.h"
-
-/* Open connections of one source address (family + address). */
-struct addr_count {
-    struct addr_count *next;
-    uint8_t key[17];
-    uint32_t conns;
-};
-
-struct tern_access {
-    struct tern_pwfile *pw;      /* NULL: no password file */
-    struct addr_count **by_addr; /* chained, seeded SipHash; entries while conns > 0 */
-    size_t nbuckets, naddrs;
-    uint64_t addr_seed[2];
-    struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
-    char acl_digest[65];
-    bool anonymous;     /* allow_anonymous as decided */
-    char pw_digest[65]; /* SHA-256 of the password file as loaded */
-    struct tern_access_stats stats;
-    char admin_token[TERN_TOKEN_MAX + 1]; /* "" = none */
-    struct tern_guard guard;              /* large: last */
-    struct tern_rate rate;
-};
 
 /* Loopback: 127.0.0.0/8, ::1, localhost. Anything else reaches the network. */
 static bool loopback_host(const char *hostport)
@@ -102,9 +81,16 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         /* as above: only the spread suffers */
     }
     tern_rate_init(&a->rate, seed2[0], seed2[1]);
+    if (getrandom(a->scram_secret, sizeof a->scram_secret, 0) !=
+        (ssize_t)sizeof a->scram_secret) {
+        /* Unknown users' made-up salts then repeat across restarts, no worse. */
+        memcpy(a->scram_secret, seed, sizeof seed);
+        memcpy(a->scram_secret + sizeof seed, seed2, sizeof seed2);
+    }
     a->addr_seed[0] = seed2[1] ^ seed[0];
     a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
+    a->acl_gen = 1;
     /* Here, before any listener: a bad token file stops the start. */
     if (n->cfg.admin_token_file[0]) {
         int rc = tern_token_load(n->cfg.admin_token_file, a->admin_token, errmsg);
@@ -154,6 +140,7 @@ void tern_access_free(struct tern_node *n)
     free(a->by_addr);
     tern_pwfile_free(a->pw);
     tern_acl_free(a->acl);
+    tern_access_publish_free(a);
     free(a);
     n->access = NULL;
 }
@@ -175,6 +162,14 @@ static int reload_acl(struct tern_node *n)
     }
     tern_acl_free(a->acl);
     a->acl = acl;
+    /* Connections cached "every subscription readable" under the old rules. A
+     * connection's copy is 16 bits: at the wrap (every 65,535 reloads) they are
+     * all reset, so an old value never matches again. */
+    if (++a->acl_gen == 0) {
+        a->acl_gen = 1;
+        for (struct tern_conn *c = n->conns; c; c = c->next)
+            c->acl_gen = 0;
+    }
     tern_file_digest(path, a->acl_digest);
     a->stats.reloads++;
     TERN_LOGI("reload: ACL file %s: %zu rules", path, tern_acl_rule_count(acl));
@@ -259,6 +254,14 @@ int tern_access_connect(struct tern_conn *c, const struct tern_connect *p, uint8
     struct tern_access *a = c->node->access;
     if (!a)
         return TERN_OK;
+    /* SCRAM-SHA-256 (access_scram.c) checked the user before this CONNECT came
+     * here; its CONNECT password, if any, is not used. */
+    size_t scram_len;
+    const char *scram_user = tern_access_scram_user(c, &scram_len);
+    if (scram_user) {
+        a->stats.successes++;
+        return keep_name(c, scram_user, scram_len);
+    }
     /* use_identity_as_username (an mqtts listener): the client certificate the
      * handshake verified names the user; CONNECT's user name and password are not
      * used, as in Mosquitto. */
@@ -337,12 +340,71 @@ bool tern_access_may(struct tern_conn *c, const uint8_t *topic, size_t len, int 
         return true;
     const struct tern_conn_opt *o = c->opt;
     const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
-    bool ok = tern_acl_allows(a->acl, user, user ? o->username_len : 0,
-                              (const uint8_t *)c->client_id, c->client_id_len, topic, len,
-                              access);
-    if (!ok)
+    int level = tern_acl_check(a->acl, user, user ? o->username_len : 0,
+                               (const uint8_t *)c->client_id, c->client_id_len, topic,
+                               len, access);
+    if (level == TERN_ACL_NO)
         a->stats.acl_denied[access == TERN_ACL_WRITE ? 1 : 0]++;
-    return ok;
+    else if (level == TERN_ACL_SOME && access == TERN_ACL_READ)
+        c->acl_partial = true; /* deliveries through this filter get checked */
+    return level != TERN_ACL_NO;
+}
+
+struct partial_walk {
+    struct tern_conn *c;
+    bool partial;
+};
+
+static int partial_visit(void *ctx, struct tern_bytes filter, uint8_t options,
+                         uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct partial_walk *w = ctx;
+    struct tern_access *a = w->c->node->access;
+    const struct tern_conn_opt *o = w->c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    const char *g, *inner;
+    size_t glen, ilen;
+    bool shared = tern_topic_shared_split((const char *)filter.ptr, filter.len, &g, &glen,
+                                          &inner, &ilen);
+    if (tern_acl_check(a->acl, user, user ? o->username_len : 0,
+                       (const uint8_t *)w->c->client_id, w->c->client_id_len,
+                       shared ? (const uint8_t *)inner : filter.ptr,
+                       shared ? ilen : filter.len, TERN_ACL_READ) != TERN_ACL_ALL) {
+        w->partial = true;
+        return 1;
+    }
+    return 0;
+}
+
+bool tern_access_may_receive(struct tern_conn *c, const uint8_t *topic, size_t len)
+{
+    struct tern_access *a = c->node->access;
+    if (!a || !a->acl)
+        return true;
+    if (c->acl_gen != a->acl_gen) {
+        /* First delivery under these rules: if every subscription of the session
+         * is readable whole, no delivery through them needs a check until the
+         * next reload. A SUBSCRIBE still on its way was checked against the old
+         * rules: then check each delivery (until the next reload). */
+        struct partial_walk w = {c, c->opt && c->opt->subs};
+        const struct tern_fsm_session *s = w.partial ? NULL : tern_session_get(c);
+        if (s)
+            tern_fsm_session_subs_walk(s, partial_visit, &w);
+        c->acl_gen = a->acl_gen;
+        c->acl_partial = w.partial;
+    }
+    if (!c->acl_partial)
+        return true;
+    const struct tern_conn_opt *o = c->opt;
+    const uint8_t *user = o && o->username ? (const uint8_t *)o->username : NULL;
+    if (tern_acl_allows(a->acl, user, user ? o->username_len : 0,
+                        (const uint8_t *)c->client_id, c->client_id_len, topic, len,
+                        TERN_ACL_READ))
+        return true;
+    a->stats.acl_delivery_denied++;
+    return false;
 }
 
 bool tern_access_anonymous(const struct tern_node *n)

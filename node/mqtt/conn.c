@@ -13,11 +13,11 @@
  * wbuf is encrypted on flush (raw_write sends the ciphertext). The codec and
  * the handlers never know.
  *
- * WebSockets (ws and wss listeners) are one more such layer (include/stream/tern/ws.h): the
- * bytes read (or, for wss, the TLS engine's plaintext) go into the WebSocket
- * engine, the payload of its binary frames takes the MQTT path, and wbuf goes
- * out as one binary frame on flush (through TLS for wss). The upgrade request
- * is answered by the engine before the first MQTT byte.
+ * WebSockets (ws and wss listeners) are one more such layer (include/stream/tern/ws.h):
+ * the bytes read (or, for wss, the TLS engine's plaintext) go into the WebSocket engine,
+ * the payload of its binary frames takes the MQTT path, and wbuf goes out as one binary
+ * frame on flush (through TLS for wss). The upgrade request is answered by the engine
+ * before the first MQTT byte.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +116,7 @@ static void conn_free(struct tern_conn *c)
             free(o->tls);
         }
         free(o->username);
+        tern_access_scram_free(o);
         free(o);
     }
     if (c->client_id)
@@ -138,7 +139,7 @@ void tern_conn_opt_trim(struct tern_conn *c)
     if (o && !o->in_alias && !o->out_alias_topic && !o->acks && !o->subs &&
         !o->deferred && !o->tls && !o->proxy && !o->ws && o->log_pending == 0 &&
         o->ack_seq_next == 0 && o->client_max_packet == 0 && o->client_alias_max == 0 &&
-        !o->username) {
+        !o->username && !o->scram) {
         free(c->opt);
         c->opt = NULL;
     }
@@ -822,9 +823,11 @@ static void reject_connect(struct tern_conn *c, const uint8_t *frame, size_t len
         tern_conn_send(c, &p);
 }
 
-static int dispatch(struct tern_conn *c, struct tern_packet *p, uint8_t *reason)
+static int dispatch(struct tern_conn *c, struct tern_packet *p, const uint8_t *frame,
+                    size_t frame_len, uint8_t *reason)
 {
-    if (c->state == TERN_CONN_NEW && p->type != TERN_CONNECT) {
+    if (c->state == TERN_CONN_NEW && p->type != TERN_CONNECT &&
+        !(p->type == TERN_AUTH && tern_access_scram_pending(c))) {
         *reason = TERN_RC_PROTOCOL_ERROR;
         return TERN_EPROTO;
     }
@@ -834,6 +837,9 @@ static int dispatch(struct tern_conn *c, struct tern_packet *p, uint8_t *reason)
             *reason = TERN_RC_PROTOCOL_ERROR;
             return TERN_EPROTO;
         }
+        if (p->u.connect.version == TERN_MQTT_5 &&
+            (p->u.connect.props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD)))
+            return tern_access_scram_connect(c, &p->u.connect, frame, frame_len, reason);
         return tern_handle_connect(c, &p->u.connect, reason);
     case TERN_PUBLISH:
         return tern_handle_publish(c, &p->u.publish, reason);
@@ -854,10 +860,8 @@ static int dispatch(struct tern_conn *c, struct tern_packet *p, uint8_t *reason)
     case TERN_DISCONNECT:
         return tern_handle_disconnect(c, &p->u.disconnect, reason);
     case TERN_AUTH:
-        /* No enhanced authentication method is supported, so AUTH is never
-         * expected (CONNECT with a method is refused with 0x8C). */
-        *reason = TERN_RC_PROTOCOL_ERROR;
-        return TERN_EPROTO;
+        /* SCRAM-SHA-256 before CONNACK; re-authentication is not offered. */
+        return tern_access_scram_auth(c, &p->u.disconnect, reason);
     default:
         /* CONNACK, SUBACK ... are server-to-client only. */
         *reason = TERN_RC_PROTOCOL_ERROR;
@@ -898,7 +902,7 @@ static void conn_process(struct tern_conn *c)
             break;
         }
         uint8_t reason = TERN_RC_SUCCESS;
-        rv = dispatch(c, &p, &reason);
+        rv = dispatch(c, &p, c->rbuf->data + off, frame_len, &reason);
         off += frame_len;
         if (rv != TERN_OK) {
             c->node->stats.protocol_errors++;

@@ -38,8 +38,21 @@ static uint16_t out_alias(struct tern_conn *c, struct tern_bytes topic, bool *fr
     return o->out_alias_count;
 }
 
+/* A message not sent is acknowledged as if the client had: the session's
+ * window moves on (a QoS 2 one ends with a failing PUBREC reason). */
+static void ack_unsent(struct tern_conn *c, const struct tern_delivery *d, uint8_t rc2)
+{
+    if (d->qos == 0)
+        return;
+    struct tern_cmd cmd = {.type = TERN_CMD_ACK};
+    cmd.u.ack.packet_id = d->packet_id;
+    cmd.u.ack.kind = d->qos == 1 ? TERN_PUBACK : TERN_PUBREC;
+    cmd.u.ack.reason = d->qos == 1 ? TERN_RC_SUCCESS : rc2;
+    tern_session_command(c, &cmd, NULL, NULL);
+}
+
 /* A message the client cannot take (too large) is dropped as MQTT 5 says:
- * as if sent and acknowledged, so the session's window moves on. */
+ * as if sent and acknowledged. */
 static void drop_undeliverable(struct tern_conn *c, const struct tern_delivery *d)
 {
     c->node->stats.dropped_too_large++;
@@ -47,13 +60,7 @@ static void drop_undeliverable(struct tern_conn *c, const struct tern_delivery *
     TERN_LOGD("%s: message on %.*s over the client's maximum packet size: dropped",
               tern_conn_peer(c, pb), (int)d->msg->topic.len,
               (const char *)d->msg->topic.ptr);
-    if (d->qos == 0)
-        return;
-    struct tern_cmd cmd = {.type = TERN_CMD_ACK};
-    cmd.u.ack.packet_id = d->packet_id;
-    cmd.u.ack.kind = d->qos == 1 ? TERN_PUBACK : TERN_PUBREC;
-    cmd.u.ack.reason = d->qos == 1 ? TERN_RC_SUCCESS : TERN_RC_PACKET_TOO_LARGE;
-    tern_session_command(c, &cmd, NULL, NULL);
+    ack_unsent(c, d, TERN_RC_PACKET_TOO_LARGE);
 }
 
 void tern_deliver(struct tern_conn *c, const struct tern_delivery *d)
@@ -65,6 +72,12 @@ void tern_deliver(struct tern_conn *c, const struct tern_delivery *d)
         return;
     }
     const struct tern_msg *m = d->msg;
+    if (!tern_access_may_receive(c, m->topic.ptr, m->topic.len)) {
+        /* Not readable (a deny rule inside the subscription's filter, or rules
+         * reloaded since): never sent, as Mosquitto does. */
+        ack_unsent(c, d, TERN_RC_NOT_AUTHORIZED);
+        return;
+    }
     struct tern_packet p = {.type = TERN_PUBLISH};
     struct tern_publish *pub = &p.u.publish;
     pub->qos = d->qos;

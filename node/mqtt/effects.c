@@ -266,8 +266,13 @@ static void send_connack(struct tern_conn *c, bool present)
             pr->mask |= TERN_PROP_BIT(TERN_PROP_SESSION_EXPIRY);
             pr->session_expiry = c->session_expiry_s;
         }
+        tern_access_scram_connack(c, pr); /* server-final-message */
     }
     tern_conn_send(c, &p);
+    if (c->opt && c->opt->scram) {
+        tern_access_scram_free(c->opt);
+        tern_conn_opt_trim(c);
+    }
 }
 
 /* The connection whose own proposal is being applied, if any. */

@@ -153,8 +153,11 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
         tern_conn_send(c, &p2);
         return TERN_EPROTO;
     }
+    size_t scram_len;
     if (c->version == TERN_MQTT_5 &&
-        (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD))) {
+        (p->props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD)) &&
+        !tern_access_scram_user(c, &scram_len)) {
+        /* Only access_scram.c's exchange comes here with a method. */
         refuse(c, TERN_RC_BAD_AUTH_METHOD, TERN_V3_NOT_AUTHORIZED);
         return TERN_EPROTO;
     }

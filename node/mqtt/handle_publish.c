@@ -320,6 +320,16 @@ int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *re
      * delivered, as Mosquitto does. */
     if (!tern_access_may(c, p->topic.ptr, p->topic.len, TERN_ACL_WRITE))
         return refuse_publish(c, p, TERN_RC_NOT_AUTHORIZED, false, reason);
+    /* publish_rate_max / publish_quota_max (access_publish.c): 5.0 PUBACK / PUBREC
+     * 0x96 / 0x97, QoS 0 dropped; 3.1.1 cannot be told: closed, so nothing is
+     * acknowledged and lost (the client re-sends it after reconnecting). */
+    uint8_t limited = tern_access_publish_take(c);
+    if (limited && c->version != TERN_MQTT_5) {
+        *reason = limited;
+        return TERN_EPROTO;
+    }
+    if (limited)
+        return refuse_publish(c, p, limited, false, reason);
 
     struct tern_cmd cmd = {.type = TERN_CMD_PUBLISH, .now_ms = tern_now_ms()};
     uint8_t *userbuf = NULL;

@@ -34,9 +34,9 @@ static uint8_t check_entry(struct tern_conn *c, struct tern_bytes filter,
         return TERN_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     if (!tern_topic_filter_valid((const char *)filter.ptr, filter.len))
         return TERN_RC_TOPIC_FILTER_INVALID;
-    /* The ACL reads the filter a shared subscription wraps. Allowed only if
-     * every topic it matches may be read, so its retained messages and every
-     * later delivery are readable too (3.1.1: SUBACK 0x80). */
+    /* The ACL reads the filter a shared subscription wraps: a read rule must
+     * cover it and no deny rule cover it (3.1.1: SUBACK 0x80). Where a deny rule
+     * covers part of it, each delivery is checked (deliver.c). */
     if (!tern_access_may(c, shared ? (const uint8_t *)inner : filter.ptr,
                          shared ? ilen : filter.len, TERN_ACL_READ))
         return TERN_RC_NOT_AUTHORIZED;

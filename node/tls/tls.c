@@ -182,7 +182,15 @@ int tern_tls_ctx_new(struct tern_tls_ctx **out, const struct tern_tls_opts *o,
      * more machinery than it is worth; store it as the verify parameter. */
     if (!o->server && given(o->server_name)) {
         X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx->ssl_ctx);
-        if (!X509_VERIFY_PARAM_set1_host(vp, o->server_name, 0)) {
+        /* An address is checked against the certificate's IP SANs, a name
+         * against its DNS names (set1_host does not match addresses);
+         * set1_ip_asc refuses what is not an IPv4 or IPv6 literal. */
+        int named = X509_VERIFY_PARAM_set1_ip_asc(vp, o->server_name);
+        if (!named) {
+            ERR_clear_error();
+            named = X509_VERIFY_PARAM_set1_host(vp, o->server_name, 0);
+        }
+        if (!named) {
             tern_tls_ctx_free(ctx);
             return ctx_error(errmsg, TERN_EINVAL, "server_name", o->server_name);
         }

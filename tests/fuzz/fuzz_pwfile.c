@@ -33,7 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < tern_pwfile_count(f); i++) {
         if (!tern_pwfile_entry(f, i, &user, &len, &kind, &it))
             abort();
-        if ((kind != TERN_PW_SHA512 && kind != TERN_PW_PBKDF2) || len == 0 || it == 0)
+        if ((kind != TERN_PW_SHA512 && kind != TERN_PW_PBKDF2 && kind != TERN_PW_SCRAM) ||
+            len == 0 || it == 0)
             abort();
         if (memchr(user, ':', len) || memchr(user, '\n', len))
             abort();

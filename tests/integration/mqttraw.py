@@ -33,6 +33,8 @@ TOPIC_ALIAS_MAXIMUM = 0x22
 TOPIC_ALIAS = 0x23
 MAXIMUM_PACKET_SIZE = 0x27
 USER_PROPERTY = 0x26
+AUTH_METHOD = 0x15
+AUTH_DATA = 0x16
 
 _BYTE = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
 _U16 = {0x13, 0x21, 0x22, 0x23}
@@ -198,7 +200,7 @@ class Packet:
                 self.reason = body[2] if len(body) > 2 else 0
                 if v5 and len(body) > 3:
                     self.props, _ = decode_props(body, 3)
-        elif t == DISCONNECT:
+        elif t in (DISCONNECT, AUTH):
             self.reason = body[0] if body else 0
             if len(body) > 1:
                 self.props, _ = decode_props(body, 1)
@@ -324,6 +326,10 @@ class RawClient:
         if wait:
             return self.expect(SUBACK)
         return None
+
+    def auth(self, reason, props=None):
+        """AUTH (MQTT 5): reason 0x18 continue / 0x19 re-authenticate."""
+        self.send(packet(AUTH, 0, bytes([reason]) + encode_props(props)))
 
     def pingreq(self):
         self.send(b"\xc0\x00")

@@ -72,6 +72,13 @@ static const char *const all_keys[] = {
     "subscriptions_max",
     "connections_per_address_max",
     "connect_rate_per_address",
+    "admin_tls_cert_file",
+    "admin_tls_key_file",
+    "admin_tls_ca_file",
+    "publish_rate_max",
+    "publish_rate_burst",
+    "publish_quota_max",
+    "publish_quota_period_s",
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -271,7 +278,14 @@ static const char all_keys_json[] =
     "  \"admin_token_file\": \"/etc/tern/admin-token\",\n"
     "  \"subscriptions_max\": 7,\n"
     "  \"connections_per_address_max\": 0,\n"
-    "  \"connect_rate_per_address\": 4294967295\n"
+    "  \"connect_rate_per_address\": 4294967295,\n"
+    "  \"admin_tls_cert_file\": \"/etc/tern/admin.pem\",\n"
+    "  \"admin_tls_key_file\": \"/etc/tern/admin.key\",\n"
+    "  \"admin_tls_ca_file\": \"/etc/tern/admin-ca.pem\",\n"
+    "  \"publish_rate_max\": 50,\n"
+    "  \"publish_rate_burst\": 200,\n"
+    "  \"publish_quota_max\": 100000,\n"
+    "  \"publish_quota_period_s\": 3600\n"
     "}\n";
 
 /* ...and the same from the command line. */
@@ -338,6 +352,13 @@ static const char *const all_keys_set[][2] = {
     {"subscriptions_max", "7"},
     {"connections_per_address_max", "0"},
     {"connect_rate_per_address", "4294967295"},
+    {"admin_tls_cert_file", "/etc/tern/admin.pem"},
+    {"admin_tls_key_file", "/etc/tern/admin.key"},
+    {"admin_tls_ca_file", "/etc/tern/admin-ca.pem"},
+    {"publish_rate_max", "50"},
+    {"publish_rate_burst", "200"},
+    {"publish_quota_max", "100000"},
+    {"publish_quota_period_s", "3600"},
 };
 
 static void check_all_keys(const struct tern_config *c)
@@ -417,6 +438,13 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->subscriptions_max, 7);
     assert_int_equal(c->connections_per_address_max, 0);
     assert_int_equal(c->connect_rate_per_address, UINT32_MAX);
+    assert_string_equal(c->admin_tls_cert_file, "/etc/tern/admin.pem");
+    assert_string_equal(c->admin_tls_key_file, "/etc/tern/admin.key");
+    assert_string_equal(c->admin_tls_ca_file, "/etc/tern/admin-ca.pem");
+    assert_int_equal(c->publish_rate_max, 50);
+    assert_int_equal(c->publish_rate_burst, 200);
+    assert_int_equal(c->publish_quota_max, 100000);
+    assert_int_equal(c->publish_quota_period_s, 3600);
 }
 
 static void test_every_key_from_json(void **state)
@@ -627,6 +655,12 @@ static void test_set_errors(void **state)
     expect_set_error("inflight_max", "0",
                      "inflight_max: must be an integer from 1 to 65535, got 0");
     expect_set_error("inflight_max", "-1", "got -1");
+    expect_set_error("publish_rate_max", "1000001",
+                     "publish_rate_max: must be an integer from 0 to 1000000");
+    expect_set_error("publish_rate_burst", "1000001",
+                     "publish_rate_burst: must be an integer from 0 to 1000000");
+    expect_set_error("publish_quota_period_s", "0",
+                     "publish_quota_period_s: must be an integer from 1 to 31536000");
     expect_set_error("inflight_max", "1.5",
                      "inflight_max: must be an integer from 1 to "
                      "65535, got \"1.5\"");

@@ -9,6 +9,7 @@
  * line, '#' comments and blank lines ignored, CR LF accepted:
  *   user:$7$ITERATIONS$BASE64_SALT$BASE64_HASH   PBKDF2-HMAC-SHA512, 64-byte hash
  *   user:$6$BASE64_SALT$BASE64_HASH              SHA-512(password || salt)
+ *   user:SCRAM-SHA-256$ITER:SALT$STOREDKEY:SERVERKEY   (tern/scram.h; not Mosquitto's)
  * The user name is everything before the first ':' (it may hold spaces). */
 #ifndef TERN_AUTH_H
 #define TERN_AUTH_H
@@ -28,7 +29,10 @@
 #define TERN_PW_SALT_LEN 12u       /* what we write, as mosquitto_passwd does */
 #define TERN_PW_ITER_DEFAULT 1000u /* what ternctl passwd writes by default */
 
-enum tern_pw_kind { TERN_PW_SHA512 = 6, TERN_PW_PBKDF2 = 7 };
+/* TERN_PW_SCRAM: a SCRAM-SHA-256 verifier (tern/scram.h), for MQTT 5 enhanced
+ * authentication and for passwords in CONNECT alike. */
+enum tern_pw_kind { TERN_PW_SHA512 = 6, TERN_PW_PBKDF2 = 7, TERN_PW_SCRAM = 8 };
+struct tern_scram_verifier;
 
 struct tern_pwfile; /* users and their hashes; immutable once parsed */
 
@@ -50,6 +54,17 @@ bool tern_pwfile_entry(const struct tern_pwfile *f, size_t i, const char **user,
  * user costs the same hashing as a known one). Comparison in constant time. */
 int tern_pwfile_check(const struct tern_pwfile *f, const uint8_t *user, size_t user_len,
                       const uint8_t *pw, size_t pw_len);
+
+/* The SCRAM verifier of user, if the file has one for it (a SCRAM-SHA-256$ entry):
+ * true and *v filled; false for an unknown user or a $6$ / $7$ entry. */
+bool tern_pwfile_scram(const struct tern_pwfile *f, const uint8_t *user, size_t user_len,
+                       struct tern_scram_verifier *v);
+/* The iteration count of the file's first SCRAM entry (TERN_SCRAM_ITER_DEFAULT if
+ * none): what an unknown user's made-up verifier says. */
+uint32_t tern_pwfile_scram_iterations(const struct tern_pwfile *f);
+/* Writes the SCRAM-SHA-256$ text of pw with a fresh random salt into out
+ * (TERN_SCRAM_VERIFIER_MAX bytes). TERN_EINVAL for iterations out of bounds. */
+int tern_pw_scram(const uint8_t *pw, size_t pw_len, uint32_t iterations, char *out);
 
 /* Writes "$7$ITER$SALT$HASH" (NUL-terminated) for pw with a fresh random salt
  * into out (cap >= 160). TERN_EINVAL for iterations out of bounds. */
@@ -131,9 +146,12 @@ bool tern_rate_take(struct tern_rate *r, const uint8_t addr[16], uint64_t now_ms
  * (%u) does not apply to a client whose id (user name) holds '+', '#' or '/', nor
  * %u to an anonymous client, so a chosen id never widens a rule (CVE-2017-7650).
  *
- * A check: a deny rule that can match the topic refuses; else an allow rule with
- * the access asked for that covers the topic (for a SUBSCRIBE: every topic the
- * filter matches) allows; else refused. Nothing here recurses per topic level. */
+ * A check: a deny rule that matches the topic (for a SUBSCRIBE filter: every
+ * topic the filter matches) refuses; else an allow rule with the access asked
+ * for that covers the topic (for a filter: every topic it matches) allows; else
+ * refused. A filter that a deny rule only partly overlaps is allowed, and its
+ * deliveries are checked one by one (the topic of each message is a name).
+ * Nothing here recurses per topic level. */
 #define TERN_ACL_FILE_MAX (16u * 1024 * 1024)
 #define TERN_ACL_READ 1  /* subscribe, receive */
 #define TERN_ACL_WRITE 2 /* publish, wills */
@@ -145,8 +163,18 @@ int tern_acl_load(const char *path, struct tern_acl **out, char *errmsg);
 void tern_acl_free(struct tern_acl *a);
 size_t tern_acl_rule_count(const struct tern_acl *a);
 
-/* user NULL: anonymous. topic: a topic name (write) or filter (read); for a shared
- * subscription the caller passes the filter inside "$share/GROUP/". */
+/* user NULL: anonymous. topic: a topic name (write, or a message to deliver) or
+ * filter (read); for a shared subscription the caller passes the filter inside
+ * "$share/GROUP/". TERN_ACL_NO: refused. TERN_ACL_SOME: allowed, but a deny rule
+ * overlaps part of the filter (each message through it must be checked).
+ * TERN_ACL_ALL: allowed for every topic it matches (for a name: allowed). */
+#define TERN_ACL_NO 0
+#define TERN_ACL_SOME 1
+#define TERN_ACL_ALL 2
+int tern_acl_check(const struct tern_acl *a, const uint8_t *user, size_t user_len,
+                   const uint8_t *client_id, size_t id_len, const uint8_t *topic,
+                   size_t topic_len, int access);
+/* tern_acl_check() != TERN_ACL_NO */
 bool tern_acl_allows(const struct tern_acl *a, const uint8_t *user, size_t user_len,
                      const uint8_t *client_id, size_t id_len, const uint8_t *topic,
                      size_t topic_len, int access);

@@ -122,6 +122,13 @@ struct tern_config {
     uint32_t subscriptions_max;                 /* per session, default 1000 */
     uint32_t connections_per_address_max; /* open at once, 0 = no limit, default 1000 */
     uint32_t connect_rate_per_address;    /* accepts per second, 0 = off, default 500 */
+    char admin_tls_cert_file[TERN_CONFIG_STR_MAX]; /* "" = plain HTTP */
+    char admin_tls_key_file[TERN_CONFIG_STR_MAX];
+    char admin_tls_ca_file[TERN_CONFIG_STR_MAX]; /* "" = no client certificate */
+    uint32_t publish_rate_max;       /* PUBLISH/s per client id, 0 = off (default) */
+    uint32_t publish_rate_burst;     /* bucket size, 0 = publish_rate_max (default) */
+    uint32_t publish_quota_max;      /* PUBLISH per period per client id, 0 = off */
+    uint32_t publish_quota_period_s; /* default 86400 */
 };
 
 enum tern_anonymous {
