@@ -36,6 +36,7 @@
 
 #include "peer.h"
 #include "raft_fsm.h"
+#include "raft_recv.h"
 #include "raft_transport.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
@@ -880,6 +881,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
      * queue is trimmed sooner. A 20 s cut at 40 msg/s: 30 -> 12 MB. */
     if (rv == 0)
         raft_uv_set_connect_retry_delay(&c->io, 100);
+    /* AppendEntries below this node's snapshot: raft_recv.h. */
+    if (rv == 0 && tern_raft_recv_wrap(&c->io) != TERN_OK)
+        TERN_LOGW("raft: too many instances to check incoming AppendEntries");
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: cannot open %.200s: %s", dir,
                  raft_strerror(rv));
@@ -1550,6 +1554,7 @@ void tern_cluster_free(struct tern_cluster *c)
 {
     if (!c)
         return;
+    tern_raft_recv_unwrap(&c->io);
     tern_fsm_free(c->fsm);
     free(c->hash);
     free(c->fwd.p);
