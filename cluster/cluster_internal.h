@@ -21,6 +21,7 @@
 
 #include "peer.h"
 #include "raft_fsm.h"
+#include "raft_recv.h"
 #include "raft_transport.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
@@ -84,6 +85,10 @@ struct tern_cluster {
     uint64_t sent_ups;
     unsigned retry_backoff;    /* timer re-sends since our last proposal applied */
     uint64_t restores_settled; /* snapshots installed whose proposals were settled */
+    uint64_t commit_seen;      /* leader: commit index at commit_moved_ms */
+    uint64_t commit_moved_ms;
+    uint64_t appended_term;    /* leader: term of the last entry this node appended */
+    int holding;               /* leader: appends held (see append_held) */
     struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us, commit_sum_us;

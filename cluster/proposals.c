@@ -168,6 +168,8 @@ void cluster_on_cmd_applied(void *ctx, const struct tern_cmd *cmd,
 {
     struct tern_cluster *c = ctx;
     c->applying = NULL;
+    if (c->holding)
+        cluster_kick(c); /* the commit index moved: flush sees whether it caught up */
     if (cmd->type == TERN_CMD_MEMBER_SET || cmd->type == TERN_CMD_MEMBER_DEL)
         cluster_member_applied(c, cmd, res);
     if (cmd->proposal_id >> 40 != c->node_id) {
@@ -224,6 +226,7 @@ static int append_entry(struct tern_cluster *c, const uint8_t *data, size_t len)
         return TERN_ENOTLEADER;
     }
     c->entries++;
+    c->appended_term = c->raft.current_term;
     return TERN_OK;
 }
 
@@ -326,6 +329,46 @@ int cluster_check_seq_ready(struct tern_cluster *c)
     return 1;
 }
 
+/* libraft 0.15 advances the commit index only to the leader's last stored
+ * index, once a majority has all of it (replicationQuorum(r, r->last_stored) on
+ * every AppendEntries result and local write): a follower that holds all but the
+ * newest entries counts for nothing. While the followers lag behind a leader that
+ * keeps appending - a lossy or slow link under steady load - nothing commits at
+ * all: under 30% loss and 50 ms delay the followers' match index moved on all
+ * through an 8 s fault and the commit index stood still for 3.5 s at a time.
+ * So when the commit index has not moved for HOLD_MS with entries uncommitted,
+ * the leader appends nothing more until a majority has caught up with its whole
+ * log (that commits it); what was proposed meanwhile goes in the next entries.
+ * Only once the leader has appended in its own term: entries of earlier terms
+ * commit only under one of the current term, so holding before one would wait
+ * forever. On a healthy cluster the commit index moves every few ms and this
+ * never holds. */
+#define HOLD_MS 100
+
+static bool append_held(struct tern_cluster *c)
+{
+    uint64_t commit = c->raft.commit_index, now = cluster_now_ms(c);
+    if (commit != c->commit_seen || commit >= raft_last_index(&c->raft) ||
+        c->appended_term != c->raft.current_term) {
+        c->commit_seen = commit;
+        c->commit_moved_ms = now;
+        if (c->holding)
+            TERN_LOGD("raft: commit index %llu caught up: appending again",
+                      (unsigned long long)commit);
+        c->holding = 0;
+        return false;
+    }
+    if (now - c->commit_moved_ms < HOLD_MS)
+        return false;
+    if (!c->holding)
+        TERN_LOGD("raft: commit index %llu stalled %llu ms behind %llu: holding appends",
+                  (unsigned long long)commit,
+                  (unsigned long long)(now - c->commit_moved_ms),
+                  (unsigned long long)raft_last_index(&c->raft));
+    c->holding = 1;
+    return true;
+}
+
 /* Sends every proposal waiting to be sent, in order, batched up to
  * max_batch_bytes per entry or frame. With nowhere to send them the idle handle
  * stops (the timer starts it again while any wait): no spinning. */
@@ -336,7 +379,7 @@ void cluster_flush(struct tern_cluster *c)
     if (!self)
         c->fwd.len = 0; /* followers' proposals for a past term: they re-send */
     if (leader == 0 || !cluster_check_seq_ready(c) ||
-        (!self && !tern_peers_connected(c->peers, leader))) {
+        (!self && !tern_peers_connected(c->peers, leader)) || (self && append_held(c))) {
         uv_idle_stop(&c->idle);
         return;
     }

@@ -37,7 +37,7 @@ static void on_timer(uv_timer_t *t)
             c->retry_backoff++;
         resend = true;
     }
-    if (c->tail && !c->tail->sent_ms)
+    if ((c->tail && !c->tail->sent_ms) || c->fwd.len)
         resend = true;
     /* A new leader (or term) must get the outstanding tail now, not when the
      * oldest is overdue: cluster_flush re-sends it once it sees the change. */
@@ -173,6 +173,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
      * queue is trimmed sooner. A 20 s cut at 40 msg/s: 30 -> 12 MB. */
     if (rv == 0)
         raft_uv_set_connect_retry_delay(&c->io, 100);
+    /* AppendEntries below this node's snapshot: raft_recv.h. */
+    if (rv == 0 && tern_raft_recv_wrap(&c->io) != TERN_OK)
+        TERN_LOGW("raft: too many instances to check incoming AppendEntries");
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: cannot open %.200s: %s", dir,
                  raft_strerror(rv));
@@ -396,6 +399,7 @@ void tern_cluster_free(struct tern_cluster *c)
 {
     if (!c)
         return;
+    tern_raft_recv_unwrap(&c->io);
     tern_fsm_free(c->fsm);
     free(c->hash);
     free(c->fwd.p);

@@ -3,12 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <uv.h>
 
+#include <linux/sockios.h>
+
 #include "link.h"
+#include "raft_frames.h"
 #include "raft_transport.h"
 #include "tern/addr.h"
 #include "tern/error.h"
@@ -48,6 +52,7 @@ struct tern_raft_pump {
     int open;       /* handles not closed yet */
     int down;
     raft_id peer;
+    struct tern_raft_frames frames; /* drops re-sent probes (raft_frames.h) */
     struct tern_raft_pump *next;
 };
 
@@ -152,6 +157,11 @@ static void pump_closed(uv_handle_t *h)
     struct tern_raft_pump *p = h->data;
     if (--p->open > 0)
         return;
+    if (p->frames.dropped)
+        TERN_LOGD("raft: link to node %llu: %llu re-sent probes dropped (%llu bytes)",
+                  (unsigned long long)p->peer, (unsigned long long)p->frames.dropped,
+                  (unsigned long long)p->frames.dropped_bytes);
+    tern_raft_frames_free(&p->frames);
     raft_free(p->tcp);
     free(p);
 }
@@ -191,7 +201,21 @@ static void pump_written(uv_write_t *w, int status)
         pump_down(p, uv_strerror(status));
 }
 
-/* What libraft wrote: out on the TCP connection, unless the peer stopped taking it. */
+/* Bytes written to the peer that it has not acknowledged: libuv's queue and
+ * the kernel's send queue. */
+static uint64_t pump_unacked(struct tern_raft_pump *p)
+{
+    uint64_t n = uv_stream_get_write_queue_size((uv_stream_t *)p->tcp);
+    uv_os_fd_t fd;
+    int q = 0;
+    if (uv_fileno((uv_handle_t *)p->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 &&
+        q > 0)
+        n += (uint64_t)q;
+    return n;
+}
+
+/* What libraft wrote: out on the TCP connection, less re-sent probes, unless
+ * the peer stopped taking it. */
 static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct tern_raft_pump *p = s->data;
@@ -201,15 +225,36 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             pump_down(p, NULL); /* libraft closed its end */
         return;
     }
-    struct pump_write *pw = malloc(sizeof(*pw));
-    uv_buf_t out = uv_buf_init(buf->base, (unsigned)n);
-    if (!pw || uv_write(&pw->req, (uv_stream_t *)p->tcp, &out, 1, pump_written) != 0) {
-        free(pw);
+    uint64_t unacked = pump_unacked(p);
+    uint64_t acked = p->frames.out_total > unacked ? p->frames.out_total - unacked : 0;
+    char *out = malloc(tern_raft_frames_out_max(&p->frames, (size_t)n));
+    if (!out) {
         free(buf->base);
+        pump_down(p, "out of memory");
+        return;
+    }
+    int was_raw = p->frames.raw;
+    size_t len = tern_raft_frames_feed(&p->frames, (const uint8_t *)buf->base, (size_t)n,
+                                       (uint8_t *)out, acked, uv_now(p->t->loop));
+    free(buf->base);
+    if (p->frames.raw && !was_raw)
+        TERN_LOGW(
+            "raft: link to node %llu: message framing not understood: re-sent probes "
+            "are not dropped on this connection",
+            (unsigned long long)p->peer);
+    if (len == 0) {
+        free(out);
+        return;
+    }
+    struct pump_write *pw = malloc(sizeof(*pw));
+    uv_buf_t ob = uv_buf_init(out, (unsigned)len);
+    if (!pw || uv_write(&pw->req, (uv_stream_t *)p->tcp, &ob, 1, pump_written) != 0) {
+        free(pw);
+        free(out);
         pump_down(p, "cannot write");
         return;
     }
-    pw->base = buf->base;
+    pw->base = out;
     pw->req.data = p;
     if (uv_stream_get_write_queue_size((uv_stream_t *)p->tcp) > PUMP_UNSENT_MAX)
         pump_down(p, "peer not reading (8 MiB unsent)");
@@ -246,6 +291,7 @@ static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_tcp_t *tcp, raf
         return NULL;
     }
     *p = (struct tern_raft_pump){.t = t, .tcp = tcp, .open = 2, .peer = peer};
+    tern_raft_frames_init(&p->frames);
     uv_pipe_init(t->loop, &p->pipe, 0);
     p->pipe.data = p;
     tcp->data = p;

@@ -53,7 +53,10 @@ RSS_MAX_MB = 512.0  # any node, any time
 # ceiling - gates CI. One that holds in a run is reported as such, to be taken
 # off. Keys: (phase, start of the violation's text).
 KNOWN_OPEN = {
-    ("loss+delay", "majority side"): "no progress under 30% loss + 50 ms delay",
+    # the leader holds appends when its commit index stalls (raft_glue.c): progress
+    # in 0.3-2 s in most runs, but under this loss leaders change every few seconds
+    # (400 ms election timeout) and a phase still misses the bound now and then
+    ("loss+delay", "majority side"): "progress under 30% loss + 50 ms delay, not every run",
     ("kill-9-under-loss", "majority side"): "no progress under 30% loss + 50 ms delay",
     ("loss+delay", "recovery after the heal"): "clients back after the loss phase",
     ("kill-9-under-loss", "recovery after the heal"): "clients back after the loss phase",
@@ -65,11 +68,6 @@ def known_open(phase, violation):
     for (name, start), why in KNOWN_OPEN.items():
         if name == phase and violation.startswith(start):
             return why
-    # Growth within a phase past RSS_GROWTH_MAX_MB (libraft keeps every entry a
-    # lagging peer lacks, and glibc keeps freed arenas): reported; the ceiling
-    # RSS_MAX_MB still fails the run.
-    if " RSS grew " in violation and violation.startswith("node "):
-        return "RSS growth within a phase"
     return None
 
 # --- the faults -----------------------------------------------------------------------
@@ -264,7 +262,7 @@ class Node:
         self.stopped = False  # SIGSTOPped
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
 
-    def write_config(self, members):
+    def write_config(self, members, extra=None):
         import json
         cfg = {"node_id": self.id, "listen": "%s:%d" % (self.ip, MQTT_PORT),
                "data_dir": os.path.join(self.dir, "data"), "log_level": "info",
@@ -277,6 +275,7 @@ class Node:
                # (docs/security.md); every client comes from the bridge's address
                "allow_anonymous": "true",
                "connections_per_address_max": 0, "connect_rate_per_address": 0}
+        cfg.update(extra or {})  # --set KEY=VALUE
         with open(self.conf, "w") as f:
             json.dump(cfg, f, indent=1)
 
@@ -346,14 +345,14 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, net, workdir, binary):
+    def __init__(self, net, workdir, binary, extra=None):
         self.net = net
         self.nodes = [Node(i + 1, net, workdir, binary) for i in range(net.n)]
         members = [{"id": nd.id, "raft": "%s:%d" % (nd.ip, RAFT_PORT),
                     "peer": "%s:%d" % (nd.ip, PEER_PORT), "mqtt": "%s:%d" % (nd.ip, MQTT_PORT)}
                    for nd in self.nodes]
         for nd in self.nodes:
-            nd.write_config(members)
+            nd.write_config(members, extra)
 
     def node(self, i):
         return self.nodes[i - 1]
@@ -734,7 +733,7 @@ class Suite:
         self.net.setup()
         mode = self.net.detect_loss(self.args.netem_helper)
         log("network %s0/24 (bridge .254); loss/delay emulation: %s" % (self.net.subnet, mode))
-        self.cluster = Cluster(self.net, self.workdir, self.args.bin)
+        self.cluster = Cluster(self.net, self.workdir, self.args.bin, self.args.node_config)
         self.cluster.start_all()
         self.cluster.wait_ready(30)
         log("cluster ready, leader node %s" % self.leader())
@@ -1185,7 +1184,18 @@ def main():
                     ", ".join(PHASES))
     ap.add_argument("--workdir", default=None, help="parent of the run's folder (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the node logs and data")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a node configuration key for every node (JSON value, else a "
+                    "string), e.g. --set raft_election_timeout_ms=1000; for experiments")
     args = ap.parse_args()
+    import json
+    args.node_config = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        try:
+            args.node_config[k] = json.loads(v)
+        except ValueError:
+            args.node_config[k] = v
     phases = [p for p in args.phases.split(",") if p]
     for p in phases:
         if p not in PHASES:

@@ -13,9 +13,12 @@ Every wait is bounded; each test gets a fresh cluster (cluster.py).
 import os
 import re
 import signal
+import time
+import urllib.request
 
 import pytest
 
+import mqttraw
 from cluster import tern_cluster_fixture  # noqa: F401  (the tern_cluster fixture)
 from helpers import IS_MOSQUITTO, V311, V5, connect_props, uid, wait_until
 
@@ -210,3 +213,58 @@ def test_restart_with_compacted_log_keeps_everything(tern_cluster, victim):
     w.check_retained(2)
     w.check_retained(3)
     w.resume_all(victim)
+
+
+def _retain(node, topics, payload):
+    """QoS 1 retained PUBLISHes on node (each one a log entry), all acknowledged."""
+    with mqttraw.RawClient(node.host, node.port, version=4, timeout=5.0) as m:
+        assert m.connect(uid("ret"), clean=True).reason == 0
+        for i, t in enumerate(topics):
+            m.publish(t, payload, qos=1, packet_id=i % 60000 + 1, retain=True)
+            assert m.expect(mqttraw.PUBACK, 5.0).packet_id == i % 60000 + 1
+
+
+def _snapshot_now(node):
+    req = urllib.request.Request("http://127.0.0.1:%d/snapshot" % node.admin_port,
+                                 data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+
+
+@pytest.mark.parametrize("tern_cluster", [{"raft_snapshot_trailing": 16,
+                                           "raft_segment_bytes": 1 << 20}], indirect=True)
+def test_leader_restarted_after_its_snapshot_catches_up(tern_cluster):
+    """The fault suite's rare crash (kill-9-at-load, issue 11): a leader takes a
+    snapshot that compacts entry 1 out of its log (here forced, the others have
+    none), is killed -9, and a new leader is elected while it is down. The new
+    leader's sends to it fail before it ever answered, so libraft 0.15 probes it
+    from index 1 (next = match + 1) with the whole log. Started again, it must catch
+    up and serve what was written meanwhile (libraft alone: "No log entries found at
+    index 1", the node unavailable for good, or a SIGSEGV)."""
+    c = tern_cluster
+    c.wait_ready()
+    lead = c.wait_leader()
+    assert lead, "no leader"
+    x = c.node(lead)
+    other = c.node(lead % 3 + 1)
+    # > 1 MiB of entries, so that the first segment is deleted by the snapshot
+    _retain(other, ["snap/%d" % i for i in range(200)], b"x" * 8000)
+    _snapshot_now(x)
+    wait_until(lambda: snapshot_indexes(x) and (first_segment_index(x) or 0) > 1, 10.0,
+               msg="node %d compacted entry 1 away (raft/: %r)" % (lead, raft_files(x)))
+    c.kill(lead, signal.SIGKILL)
+    new = c.wait_leader(exclude=(lead,))
+    assert new, "no new leader without node %d" % lead
+    _retain(c.node(new), ["after/%d" % i for i in range(20)], b"y" * 100)
+    time.sleep(1.5)  # the new leader's sends to the dead node fail meanwhile
+    c.start(lead)
+    wait_until(lambda: "proposals continue at" in x.log(current_run=True) or not x.alive(),
+               15.0, msg="node %d caught up after its restart:\n%s" % (lead, x.log_tail()))
+    assert x.alive(), "node %d died after its restart:\n%s" % (lead, x.log_tail())
+    assert "proposals continue at" in x.log(current_run=True), x.log_tail()
+    # what was written while it was down reads back through it
+    with mqttraw.RawClient(x.host, x.port, version=4, timeout=5.0) as m:
+        assert m.connect(uid("rd"), clean=True).reason == 0
+        m.subscribe(1, [("after/19", 1)])
+        got = m.expect(mqttraw.PUBLISH, 5.0)
+        assert got.payload == b"y" * 100

@@ -1,0 +1,187 @@
+/* See raft_frames.h. */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "raft_frames.h"
+
+#define PREAMBLE 16u
+#define MSG_APPEND_ENTRIES 1u   /* RAFT_IO_APPEND_ENTRIES */
+#define MSG_INSTALL_SNAPSHOT 5u /* RAFT_IO_INSTALL_SNAPSHOT */
+#define MSG_TYPE_MAX 6u         /* RAFT_IO_TIMEOUT_NOW */
+#define AE_FIXED 40u            /* term, prev index, prev term, commit, count */
+#define ENTRY_TYPE_MAX 3u       /* RAFT_COMMAND, RAFT_BARRIER, RAFT_CHANGE */
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+void tern_raft_frames_init(struct tern_raft_frames *f)
+{
+    memset(f, 0, sizeof(*f));
+}
+
+void tern_raft_frames_free(struct tern_raft_frames *f)
+{
+    free(f->hold);
+    f->hold = NULL;
+}
+
+size_t tern_raft_frames_out_max(const struct tern_raft_frames *f, size_t n)
+{
+    return n + f->hold_len;
+}
+
+static int hold_more(struct tern_raft_frames *f, size_t cap)
+{
+    if (cap <= f->hold_cap)
+        return 0;
+    uint8_t *p = realloc(f->hold, cap);
+    if (!p)
+        return -1;
+    f->hold = p;
+    f->hold_cap = cap;
+    return 0;
+}
+
+/* The payload that follows the held header, or -1: not a layout this parser
+ * knows (then nothing is dropped on this stream any more). */
+static int64_t payload_of(const struct tern_raft_frames *f, uint64_t type,
+                          uint64_t *n_entries)
+{
+    const uint8_t *h = f->hold + PREAMBLE;
+    uint64_t hlen = f->hold_len - PREAMBLE;
+    *n_entries = 0;
+    if (type == MSG_APPEND_ENTRIES) {
+        if (hlen < AE_FIXED)
+            return -1;
+        uint64_t n = get64(h + 32);
+        /* Some libraft versions add an unused u64 after the entry headers. */
+        if (n > (hlen - AE_FIXED) / 16 ||
+            (hlen != AE_FIXED + 16 * n && hlen != AE_FIXED + 16 * n + 8))
+            return -1;
+        uint64_t sum = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            const uint8_t *e = h + AE_FIXED + 16 * i;
+            if (e[8] < 1 || e[8] > ENTRY_TYPE_MAX)
+                return -1;
+            sum += get32(e + 12);
+        }
+        *n_entries = n;
+        return (int64_t)sum;
+    }
+    if (type == MSG_INSTALL_SNAPSHOT) {
+        /* term, last index, last term, conf index, conf length, conf, data length */
+        if (hlen < 48 || get64(h + 32) != hlen - 48)
+            return -1;
+        return (int64_t)get64(h + hlen - 8);
+    }
+    return 0;
+}
+
+static size_t emit(struct tern_raft_frames *f, uint8_t *out, const uint8_t *p, size_t n)
+{
+    memcpy(out, p, n);
+    f->out_total += n;
+    return n;
+}
+
+/* A message's preamble and header are held: forward or drop it. Returns -1 if
+ * its layout is unknown. */
+static int decide(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t acked,
+                  uint64_t now_ms)
+{
+    uint64_t type = get64(f->hold);
+    uint64_t n_entries;
+    int64_t payload = payload_of(f, type, &n_entries);
+    if (payload < 0)
+        return -1;
+    const uint8_t *h = f->hold + PREAMBLE;
+    uint64_t term = 0, prev = 0, prev_term = 0;
+    if (type == MSG_APPEND_ENTRIES) {
+        term = get64(h);
+        prev = get64(h + 8);
+        prev_term = get64(h + 16);
+    }
+    bool same = type == MSG_APPEND_ENTRIES && n_entries > 0 && f->have_last &&
+                term == f->last_term && prev == f->last_prev &&
+                prev_term == f->last_prev_term;
+    if (same &&
+        (acked < f->last_end || now_ms - f->last_ms < TERN_RAFT_FRAMES_REPROBE_MS)) {
+        f->dropped++;
+        f->dropped_bytes += f->hold_len + (uint64_t)payload;
+        f->dropping = 1;
+    } else {
+        *o += emit(f, out + *o, f->hold, f->hold_len);
+        f->dropping = 0;
+        if (type == MSG_APPEND_ENTRIES && n_entries > 0) {
+            f->have_last = 1;
+            f->last_term = term;
+            f->last_prev = prev;
+            f->last_prev_term = prev_term;
+            f->last_end = f->out_total + (uint64_t)payload;
+            f->last_ms = now_ms;
+        }
+    }
+    f->payload_left = (uint64_t)payload;
+    f->hold_len = 0;
+    f->need = 0;
+    return 0;
+}
+
+size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size_t n,
+                             uint8_t *out, uint64_t acked, uint64_t now_ms)
+{
+    size_t o = 0, i = 0;
+    while (i < n && !f->raw) {
+        if (f->payload_left) {
+            size_t k = f->payload_left < n - i ? (size_t)f->payload_left : n - i;
+            if (!f->dropping) /* a dropped copy's bytes were counted at its header */
+                o += emit(f, out + o, in + i, k);
+            i += k;
+            f->payload_left -= k;
+            continue;
+        }
+        if (!f->need)
+            f->need = PREAMBLE;
+        if (hold_more(f, f->need) != 0) {
+            f->raw = 1;
+            break;
+        }
+        size_t k = f->need - f->hold_len < n - i ? f->need - f->hold_len : n - i;
+        memcpy(f->hold + f->hold_len, in + i, k);
+        f->hold_len += k;
+        i += k;
+        if (f->hold_len < f->need)
+            break; /* the rest comes with the next bytes */
+        if (f->need == PREAMBLE) {
+            uint64_t type = get64(f->hold), hlen = get64(f->hold + 8);
+            if (type < 1 || type > MSG_TYPE_MAX || hlen == 0 ||
+                hlen > TERN_RAFT_FRAMES_HEADER_MAX) {
+                f->raw = 1;
+                break;
+            }
+            f->need = PREAMBLE + (size_t)hlen;
+            continue;
+        }
+        if (decide(f, out, &o, acked, now_ms) != 0)
+            f->raw = 1;
+    }
+    if (f->raw) {
+        /* Whatever was held (nothing of it was forwarded yet), then the rest. */
+        o += emit(f, out + o, f->hold, f->hold_len);
+        f->hold_len = 0;
+        o += emit(f, out + o, in + i, n - i);
+    }
+    return o;
+}

@@ -1,0 +1,240 @@
+/* The pump's reading of libraft's message stream (cluster/raft_frames.h): what
+ * passes, what is dropped, and that any chunking gives the same stream. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../cluster/raft_frames.h"
+
+struct msg {
+    uint8_t b[4096];
+    size_t len;
+};
+
+static void put64(struct msg *m, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        m->b[m->len++] = (uint8_t)(v >> (8 * i));
+}
+
+static void put32(struct msg *m, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        m->b[m->len++] = (uint8_t)(v >> (8 * i));
+}
+
+/* An AppendEntries as raft_uv encodes it: n entries of len bytes each. */
+static struct msg ae(uint64_t term, uint64_t prev, uint64_t prev_term, uint64_t commit,
+                     unsigned n, uint32_t len)
+{
+    struct msg m = {.len = 0};
+    put64(&m, 1);
+    put64(&m, 40 + 16 * (uint64_t)n);
+    put64(&m, term);
+    put64(&m, prev);
+    put64(&m, prev_term);
+    put64(&m, commit);
+    put64(&m, n);
+    for (unsigned i = 0; i < n; i++) {
+        put64(&m, term);
+        m.b[m.len++] = 1; /* RAFT_COMMAND */
+        m.b[m.len++] = 0;
+        m.b[m.len++] = 0;
+        m.b[m.len++] = 0;
+        put32(&m, len);
+    }
+    for (unsigned i = 0; i < n * len; i++)
+        m.b[m.len++] = (uint8_t)(i * 7 + prev);
+    return m;
+}
+
+/* A message without payload (e.g. an AppendEntries result: 4 u64). */
+static struct msg plain(uint64_t type, uint64_t words)
+{
+    struct msg m = {.len = 0};
+    put64(&m, type);
+    put64(&m, 8 * words);
+    for (uint64_t i = 0; i < words; i++)
+        put64(&m, i + 1);
+    return m;
+}
+
+/* An InstallSnapshot with a configuration of conf bytes and data bytes. */
+static struct msg snap(uint64_t conf, uint64_t data)
+{
+    struct msg m = {.len = 0};
+    put64(&m, 5);
+    put64(&m, 48 + conf);
+    put64(&m, 3);   /* term */
+    put64(&m, 100); /* last index */
+    put64(&m, 2);   /* last term */
+    put64(&m, 90);  /* conf index */
+    put64(&m, conf);
+    for (uint64_t i = 0; i < conf; i++)
+        m.b[m.len++] = 0xAA;
+    put64(&m, data);
+    for (uint64_t i = 0; i < data; i++)
+        m.b[m.len++] = (uint8_t)i;
+    return m;
+}
+
+struct stream {
+    uint8_t b[65536];
+    size_t len;
+};
+
+static void cat(struct stream *s, const struct msg *m)
+{
+    memcpy(s->b + s->len, m->b, m->len);
+    s->len += m->len;
+}
+
+/* Feeds `in` in chunks of `chunk` bytes; returns what was forwarded. */
+static struct stream run(const struct stream *in, size_t chunk, uint64_t acked,
+                         uint64_t now_ms, struct tern_raft_frames *f)
+{
+    struct stream out = {.len = 0};
+    for (size_t off = 0; off < in->len; off += chunk) {
+        size_t n = in->len - off < chunk ? in->len - off : chunk;
+        uint8_t *o = malloc(tern_raft_frames_out_max(f, n));
+        assert_non_null(o);
+        size_t k = tern_raft_frames_feed(f, in->b + off, n, o, acked, now_ms);
+        memcpy(out.b + out.len, o, k);
+        out.len += k;
+        free(o);
+    }
+    return out;
+}
+
+static void assert_stream(const struct stream *got, const struct stream *want)
+{
+    assert_int_equal(got->len, want->len);
+    assert_memory_equal(got->b, want->b, want->len);
+}
+
+/* Distinct messages of every kind pass unchanged, however the bytes are cut. */
+static void test_everything_else_passes(void **state)
+{
+    (void)state;
+    struct msg ms[] = {ae(2, 10, 2, 9, 3, 24), plain(2, 4),
+                       ae(2, 13, 2, 12, 0, 0), plain(3, 5),
+                       snap(24, 40),           ae(2, 13, 2, 13, 2, 16),
+                       ae(3, 15, 2, 15, 1, 8), plain(6, 3)};
+    struct stream in = {.len = 0};
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+        cat(&in, &ms[i]);
+    for (size_t chunk = 1; chunk <= in.len; chunk++) {
+        struct tern_raft_frames f;
+        tern_raft_frames_init(&f);
+        struct stream out = run(&in, chunk, 0, 1000, &f);
+        assert_stream(&out, &in);
+        assert_int_equal(f.dropped, 0);
+        assert_int_equal(f.raw, 0);
+        assert_int_equal(f.out_total, in.len);
+        tern_raft_frames_free(&f);
+    }
+}
+
+/* A probe sent again (same term, previous index and term, with entries) while
+ * the first is unacknowledged, or within the re-probe interval, is dropped
+ * whole; heartbeats (no entries) never are. */
+static void test_resent_probe_dropped(void **state)
+{
+    (void)state;
+    struct msg p1 = ae(4, 50, 3, 49, 2, 16), p2 = ae(4, 50, 3, 49, 4, 16);
+    struct msg hb = ae(4, 50, 3, 49, 0, 0), res = plain(2, 4);
+    struct stream in = {.len = 0}, want = {.len = 0};
+    cat(&in, &p1);
+    cat(&in, &hb);
+    cat(&in, &p2); /* dropped */
+    cat(&in, &res);
+    cat(&in, &hb);
+    cat(&in, &p2); /* dropped */
+    cat(&want, &p1);
+    cat(&want, &hb);
+    cat(&want, &res);
+    cat(&want, &hb);
+    for (size_t chunk = 1; chunk <= in.len; chunk += 7) {
+        struct tern_raft_frames f;
+        tern_raft_frames_init(&f);
+        struct stream out = run(&in, chunk, 0, 1000, &f);
+        assert_stream(&out, &want);
+        assert_int_equal(f.dropped, 2);
+        tern_raft_frames_free(&f);
+    }
+}
+
+/* Once the peer acknowledged the first copy and the re-probe interval passed,
+ * the next copy goes (the follower may have ignored the first). */
+static void test_resent_probe_passes_once_acknowledged(void **state)
+{
+    (void)state;
+    struct msg p1 = ae(4, 50, 3, 49, 2, 16), p2 = ae(4, 50, 3, 49, 3, 16);
+    struct stream a = {.len = 0}, b = {.len = 0};
+    cat(&a, &p1);
+    cat(&b, &p2);
+    struct tern_raft_frames f;
+    tern_raft_frames_init(&f);
+    struct stream out = run(&a, 64, 0, 1000, &f);
+    assert_stream(&out, &a);
+    /* acknowledged, but too soon: dropped */
+    out = run(&b, 64, f.out_total, 1000 + TERN_RAFT_FRAMES_REPROBE_MS - 1, &f);
+    assert_int_equal(out.len, 0);
+    /* in time, but not all acknowledged: dropped */
+    out = run(&b, 64, f.out_total - 1, 1000 + TERN_RAFT_FRAMES_REPROBE_MS, &f);
+    assert_int_equal(out.len, 0);
+    /* both: forwarded */
+    out = run(&b, 64, f.out_total, 1000 + TERN_RAFT_FRAMES_REPROBE_MS, &f);
+    assert_stream(&out, &b);
+    assert_int_equal(f.dropped, 2);
+    /* a probe from another index or term is never a copy */
+    struct msg p3 = ae(4, 51, 3, 49, 1, 8), p4 = ae(5, 51, 3, 49, 1, 8);
+    struct stream c = {.len = 0};
+    cat(&c, &p3);
+    cat(&c, &p4);
+    out = run(&c, 5, 0, 1000, &f);
+    assert_stream(&out, &c);
+    tern_raft_frames_free(&f);
+}
+
+/* A stream that is not libraft's framing as known here passes untouched from the
+ * first thing not understood, and nothing is dropped after it. */
+static void test_unknown_framing_passes_through(void **state)
+{
+    (void)state;
+    struct msg p1 = ae(4, 50, 3, 49, 2, 16);
+    struct msg bad_type = plain(9, 2);
+    struct msg bad_len = ae(4, 50, 3, 49, 2, 16);
+    bad_len.b[8] = 41; /* header length that fits no entry count */
+    struct msg *bads[] = {&bad_type, &bad_len};
+    for (size_t k = 0; k < 2; k++) {
+        struct stream in = {.len = 0};
+        cat(&in, &p1);
+        cat(&in, bads[k]);
+        cat(&in, &p1); /* a copy, but after the stream stopped being understood */
+        for (size_t chunk = 1; chunk <= in.len; chunk += 5) {
+            struct tern_raft_frames f;
+            tern_raft_frames_init(&f);
+            struct stream out = run(&in, chunk, 0, 1000, &f);
+            assert_stream(&out, &in);
+            assert_int_equal(f.raw, 1);
+            assert_int_equal(f.dropped, 0);
+            tern_raft_frames_free(&f);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_everything_else_passes),
+        cmocka_unit_test(test_resent_probe_dropped),
+        cmocka_unit_test(test_resent_probe_passes_once_acknowledged),
+        cmocka_unit_test(test_unknown_framing_passes_through),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
