@@ -42,6 +42,14 @@ struct tern_listener_config {
     char ciphersuites[TERN_CONFIG_STR_MAX]; /* TLS 1.3 cipher suites */
 };
 
+/* Mutual TLS between nodes (cluster_tls); all "" = plain TCP. */
+struct tern_cluster_tls_config {
+    char cert_file[TERN_CONFIG_STR_MAX]; /* this node's certificate, CN "node-ID" */
+    char key_file[TERN_CONFIG_STR_MAX];
+    char ca_file[TERN_CONFIG_STR_MAX];  /* the cluster CA */
+    char crl_file[TERN_CONFIG_STR_MAX]; /* optional */
+};
+
 struct tern_config {
     char listen[TERN_CONFIG_STR_MAX];   /* "HOST:PORT", default "127.0.0.1:1883";
                                            "none": no plain listener from this key */
@@ -100,6 +108,7 @@ struct tern_config {
     struct tern_listener_config listeners[TERN_LISTENERS_MAX];
     uint32_t listener_count;
     uint32_t tls_handshake_timeout_ms; /* accept to TLS established, default 10000 */
+    struct tern_cluster_tls_config cluster_tls;
 
     /* Who may connect (node/access.c). */
     char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */
