@@ -215,22 +215,6 @@ static void on_tcp_written(uv_write_t *w, int status)
     }
 }
 
-static int write_copy(struct tern_link_tls *l, uv_stream_t *s, const uint8_t *p, size_t n,
-                      uv_write_cb cb)
-{
-    struct wreq *r = malloc(sizeof(*r) + n);
-    if (!r)
-        return TERN_ENOMEM;
-    r->l = l;
-    memcpy(r->bytes, p, n);
-    uv_buf_t b = uv_buf_init((char *)r->bytes, (unsigned)n);
-    if (uv_write(&r->req, s, &b, 1, cb) != 0) {
-        free(r);
-        return TERN_EIO;
-    }
-    return TERN_OK;
-}
-
 /* The engine's ciphertext out on the TCP connection. */
 static int flush_tcp(struct tern_link_tls *l)
 {
@@ -270,30 +254,50 @@ static void on_pipe_written(uv_write_t *w, int status)
     }
 }
 
-/* Plaintext the engine has decrypted, to the owner. */
+/* Plaintext the engine has decrypted, to the owner: as many records as fill
+ * READ_BYTES per write (one system call for a burst of AppendEntries, not one
+ * per 16 KiB record). */
 static void drain_plain(struct tern_link_tls *l)
 {
-    uint8_t buf[16384];
     for (;;) {
-        size_t got = 0;
-        int rc = tern_tls_engine_read(l->e, buf, sizeof(buf), &got);
-        if (rc == TERN_EAGAIN)
-            break;
+        struct wreq *r = malloc(sizeof(*r) + READ_BYTES);
+        if (!r) {
+            close_link(l);
+            return;
+        }
+        r->l = l;
+        size_t len = 0;
+        int rc = TERN_OK;
+        while (len < READ_BYTES) {
+            size_t got = 0;
+            rc = tern_tls_engine_read(l->e, r->bytes + len, READ_BYTES - len, &got);
+            if (rc != TERN_OK)
+                break;
+            len += got;
+        }
+        if (len > 0) {
+            uv_buf_t b = uv_buf_init((char *)r->bytes, (unsigned)len);
+            if (uv_write(&r->req, (uv_stream_t *)&l->pipe, &b, 1, on_pipe_written) != 0) {
+                free(r);
+                close_link(l);
+                return;
+            }
+        } else {
+            free(r);
+        }
+        if (rc == TERN_OK)
+            continue; /* the buffer filled: there may be more */
         if (rc == TERN_ESHUTDOWN) {
             close_link(l);
             return;
         }
-        if (rc != TERN_OK) {
+        if (rc != TERN_EAGAIN) {
             TERN_LOGW("%s: TLS link with %s: %s: closed", l->set->what, l->peer,
                       tern_tls_engine_error(l->e));
             close_link(l);
             return;
         }
-        if (write_copy(l, (uv_stream_t *)&l->pipe, buf, got, on_pipe_written) !=
-            TERN_OK) {
-            close_link(l);
-            return;
-        }
+        break;
     }
     /* Ciphertext the reads made (TLS 1.3 key updates, alerts). */
     if (flush_tcp(l) != TERN_OK) {

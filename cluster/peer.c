@@ -578,6 +578,11 @@ void tern_peers_set_tls(struct tern_peers *p, const struct tern_link_creds *cred
     p->creds = creds;
 }
 
+uint64_t tern_peers_tls_refused(const struct tern_peers *p)
+{
+    return p->tls.failures;
+}
+
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
                    const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
                    void *ctx, char *errmsg)

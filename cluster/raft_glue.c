@@ -929,6 +929,11 @@ bool tern_cluster_tls(const struct tern_cluster *c)
     return c->creds.server != NULL;
 }
 
+uint64_t tern_cluster_tls_refused(const struct tern_cluster *c)
+{
+    return c->transport.tls.failures + (c->peers ? tern_peers_tls_refused(c->peers) : 0);
+}
+
 int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
                      const struct tern_cluster_config *cfg,
                      const struct tern_fsm_observer *obs, char *errmsg)

@@ -143,6 +143,9 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
 int tern_cluster_tls_reload(struct tern_cluster *c, char *errmsg);
 /* Is node-to-node traffic mutual TLS? */
 bool tern_cluster_tls(const struct tern_cluster *c);
+/* Node-to-node TLS connections refused since start (Raft and peer links, both
+ * directions: handshake failed or timed out, certificate of another node). */
+uint64_t tern_cluster_tls_refused(const struct tern_cluster *c);
 
 /* One member as this node sees it. */
 struct tern_member_status {

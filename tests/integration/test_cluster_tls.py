@@ -156,6 +156,8 @@ def test_certificate_of_another_ca_cannot_join(tls_cluster, tmp_path):
     refused = [n for n in (1, 2) if "TLS connection from" in logs[n] and "refused" in logs[n]]
     assert refused, "no refusal logged by nodes 1, 2:\n%s" % (logs,)
     assert any("certificate" in logs[n].lower() or "unknown ca" in logs[n] for n in refused)
+    assert all((c.node(n).metric("tern_cluster_tls_refused_total") or 0) > 0
+               for n in refused)
     own = c.node(3).log(current_run=True)
     assert "TLS connection to node" in own and "refused" in own, own[-3000:]
     # node 3 back with its own certificate (and empty data): it catches up
@@ -223,6 +225,9 @@ def test_plain_tcp_to_tls_ports_is_refused(tls_cluster):
                    msg="node %d logged both refusals" % nd.id)
     publish_acked(c, lead, "tls/plain/" + uid(), b"ok")
     assert c.leader() == lead and raft_term(c.node(lead)) == term
+    for nd in c.nodes:
+        refused = nd.metric("tern_cluster_tls_refused_total")
+        assert refused is not None and refused >= 2, "node %d counted %s" % (nd.id, refused)
 
 
 def s_client(port, *args, hold=1.0, timeout=10):

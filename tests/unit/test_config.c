@@ -60,6 +60,7 @@ static const char *const all_keys[] = {
     "join",
     "listeners",
     "tls_handshake_timeout_ms",
+    "cluster_tls",
     "cluster_name",
     "log_file",
     "password_file",
@@ -139,6 +140,7 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_string_equal(c->raft_address, d->raft_address);
     assert_int_equal(c->listener_count, d->listener_count);
     assert_int_equal(c->tls_handshake_timeout_ms, d->tls_handshake_timeout_ms);
+    assert_memory_equal(&c->cluster_tls, &d->cluster_tls, sizeof(c->cluster_tls));
     assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
     assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
     assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
@@ -253,6 +255,8 @@ static const char all_keys_json[] =
     "     \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\",\n"
     "     \"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}],\n"
     "  \"tls_handshake_timeout_ms\": 2500,\n"
+    "  \"cluster_tls\": {\"cert_file\": \"n.pem\", \"key_file\": \"n.key\", \"ca_file\": "
+    "\"ca.pem\"},\n"
     "  \"cluster_name\": \"blue\",\n"
     "  \"log_file\": \"/var/log/tern.log\",\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
@@ -315,6 +319,8 @@ static const char *const all_keys_set[][2] = {
      "\"use_identity_as_username\": true, \"ciphers\": \"ECDHE-RSA-AES128-GCM-SHA256\", "
      "\"ciphersuites\": \"TLS_AES_128_GCM_SHA256\", \"tls_min_version\": \"1.3\"}]"},
     {"tls_handshake_timeout_ms", "2500"},
+    {"cluster_tls", "{\"cert_file\": \"n.pem\", \"key_file\": \"n.key\", \"ca_file\": "
+                    "\"ca.pem\"}"},
     {"cluster_name", "blue"},
     {"log_file", "/var/log/tern.log"},
     {"password_file", "/etc/tern/passwd"},
@@ -389,6 +395,9 @@ static void check_all_keys(const struct tern_config *c)
     assert_string_equal(l->ciphersuites, "TLS_AES_128_GCM_SHA256");
     assert_int_equal(l->tls_min_version, 1);
     assert_int_equal(c->tls_handshake_timeout_ms, 2500);
+    assert_string_equal(c->cluster_tls.cert_file, "n.pem");
+    assert_string_equal(c->cluster_tls.key_file, "n.key");
+    assert_string_equal(c->cluster_tls.ca_file, "ca.pem");
     assert_string_equal(c->cluster_name, "blue");
     assert_string_equal(c->log_file, "/var/log/tern.log");
     assert_string_equal(c->password_file, "/etc/tern/passwd");
@@ -812,6 +821,49 @@ static void test_members_errors(void **state)
     assert_non_null(strstr(errmsg, "members: expected ID=RAFT/PEER/MQTT"));
 }
 
+/* cluster_tls: an object of file names, all three required, {} = unset. */
+static void test_cluster_tls(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    assert_string_equal(c.cluster_tls.cert_file, "");
+    assert_int_equal(
+        load(&c,
+             "{\"cluster_tls\": {\"cert_file\": \"n.pem\", \"key_file\": "
+             "\"n.key\", \"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\"}}",
+             errmsg),
+        TERN_OK);
+    assert_string_equal(c.cluster_tls.cert_file, "n.pem");
+    assert_string_equal(c.cluster_tls.key_file, "n.key");
+    assert_string_equal(c.cluster_tls.ca_file, "ca.pem");
+    assert_string_equal(c.cluster_tls.crl_file, "crl.pem");
+    char *out = tern_config_to_json(&c);
+    assert_non_null(strstr(out, "\"cert_file\":\t\"n.pem\""));
+    free(out);
+    assert_int_equal(load(&c, "{\"cluster_tls\": {}}", errmsg), TERN_OK);
+    assert_string_equal(c.cluster_tls.cert_file, "");
+    assert_int_equal(tern_config_set(&c, "cluster_tls",
+                                     "{\"cert_file\": \"a\", \"key_file\": \"b\", "
+                                     "\"ca_file\": \"c\"}",
+                                     errmsg),
+                     TERN_OK);
+    assert_string_equal(c.cluster_tls.ca_file, "c");
+    expect_json_error("{\"cluster_tls\": []}", "cluster_tls: must be an object");
+    expect_json_error("{\"cluster_tls\": {\"cert\": \"a\"}}",
+                      "cluster_tls: unknown key \"cert\"");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"a\", \"key_file\": \"b\"}}",
+                      "cluster_tls.ca_file: required");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"\", \"key_file\": \"b\", "
+                      "\"ca_file\": \"c\"}}",
+                      "cluster_tls.cert_file: must be a non-empty string");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"a\", \"cert_file\": \"a\", "
+                      "\"key_file\": \"b\", \"ca_file\": \"c\"}}",
+                      "cluster_tls.cert_file: duplicate key");
+    expect_set_error("cluster_tls", "nope", "cluster_tls: must be a JSON object");
+}
+
 /* Listeners: each mistake names the listener and its field; addresses are
  * distinct across listen and listeners. */
 static void test_listeners_errors(void **state)
@@ -952,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_members_errors),
         cmocka_unit_test(test_listeners_errors),
+        cmocka_unit_test(test_cluster_tls),
         cmocka_unit_test(test_limits_match_fsm),
         cmocka_unit_test(test_every_key_from_json),
         cmocka_unit_test(test_every_key_from_set),
