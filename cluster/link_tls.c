@@ -386,23 +386,10 @@ static void on_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         fail(l, "cannot write");
 }
 
-/* What the owner wrote: encrypted onto the TCP connection. */
-static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* What the owner wrote to its end: encrypted onto the TCP connection. */
+static void pipe_data(struct tern_link_tls *l, const uint8_t *data, size_t n)
 {
-    struct tern_link_tls *l = s->data;
-    if (n <= 0 || l->state != UP) {
-        free(buf->base);
-        if (n < 0 && l->state == UP) {
-            /* The owner closed: close_notify, then close. */
-            tern_tls_engine_shutdown(l->e);
-            flush_tcp(l);
-            close_link(l);
-        }
-        return;
-    }
-    int rc = tern_tls_engine_write(l->e, (const uint8_t *)buf->base, (size_t)n);
-    free(buf->base);
-    if (rc != TERN_OK || flush_tcp(l) != TERN_OK) {
+    if (tern_tls_engine_write(l->e, data, n) != TERN_OK || flush_tcp(l) != TERN_OK) {
         close_link(l);
         return;
     }
@@ -416,6 +403,53 @@ static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             uv_read_stop((uv_stream_t *)&l->pipe);
         }
     }
+}
+
+static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct tern_link_tls *l = s->data;
+    if (n <= 0 || l->state != UP) {
+        free(buf->base);
+        if (n < 0 && l->state == UP) {
+            /* The owner closed: close_notify, then close. */
+            tern_tls_engine_shutdown(l->e);
+            flush_tcp(l);
+            close_link(l);
+        }
+        return;
+    }
+    pipe_data(l, (const uint8_t *)buf->base, (size_t)n);
+    free(buf->base);
+}
+
+/* Reads the owner's end now rather than in the loop's next poll phase: what is
+ * read here is on the TCP connection (in the kernel) when this returns. At most
+ * 64 reads, and not while the link is paused. */
+static void pump_now(struct tern_link_tls *l, uint8_t *buf)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&l->pipe, &fd) != 0)
+        return;
+    for (int i = 0; i < 64 && l->state == UP && !l->pipe_paused; i++) {
+        ssize_t n = read(fd, buf, READ_BYTES);
+        if (n <= 0)
+            return; /* nothing more, or the end: libuv's own read sees it */
+        pipe_data(l, buf, (size_t)n);
+    }
+}
+
+void tern_link_tls_flush_all(struct tern_link_tls_set *set)
+{
+    uint8_t *buf = NULL;
+    for (struct tern_link_tls *l = set->head, *next; l; l = next) {
+        next = l->next; /* pump_now may close l (it leaves the list then) */
+        if (l->state != UP)
+            continue;
+        if (!buf && !(buf = malloc(READ_BYTES)))
+            return;
+        pump_now(l, buf);
+    }
+    free(buf);
 }
 
 static void on_timeout(uv_timer_t *t)

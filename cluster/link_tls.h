@@ -89,6 +89,13 @@ struct tern_link_tls *tern_link_tls_start(struct tern_link_tls_set *set, uv_loop
                                           uv_tcp_t *tcp,
                                           const struct tern_link_tls_opts *o,
                                           tern_link_tls_cb cb, void *data);
+/* Encrypts and writes onto TCP, now, whatever the owners have written to their
+ * ends of the set's established connections (otherwise that waits for the
+ * loop's next poll phase): the peer links call it after each flush, so a
+ * forwarded message is in the kernel's TCP buffer before the publisher's ack
+ * that follows it, as over plain TCP (node.c on_flush) - bytes still in a
+ * socketpair die with the process. */
+void tern_link_tls_flush_all(struct tern_link_tls_set *set);
 /* Closes one connection whose callback has not run yet; it never will. */
 void tern_link_tls_cancel(struct tern_link_tls *l);
 /* Closes every connection of the set (at shutdown). No callbacks after. */

@@ -306,6 +306,8 @@ void tern_peers_flush(struct tern_peers *p)
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].connected)
             write_batch(&p->out[i]);
+    if (p->creds) /* through the socketpairs onto TCP, before the acks (link_tls.h) */
+        tern_link_tls_flush_all(&p->tls);
 }
 
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,

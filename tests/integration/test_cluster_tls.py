@@ -15,18 +15,12 @@ import time
 import pytest
 
 import helpers
-from cluster import REPO, TERN_BIN, Cluster, run_cluster
+from cluster import TERN_BIN, Cluster, make_node_certs, run_cluster
 from helpers import IS_MOSQUITTO, V5, connect_props, uid, wait_until
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern cluster only")
 
-NODE_CERTS = os.path.join(REPO, "deploy", "node-certs.sh")
-
-
-def make_certs(d, ids):
-    subprocess.run(["sh", NODE_CERTS, d] + [str(i) for i in ids], check=True,
-                   capture_output=True, timeout=60)
-    return d
+make_certs = make_node_certs
 
 
 def tls_settings(pki, node_id, cert_id=None):
