@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tern/error.h"
+#include "tls.h"
 
 static const char *const members[] = {"cert_file", "key_file", "ca_file", "crl_file",
                                       NULL};
@@ -86,4 +87,27 @@ cJSON *tern_config_cluster_tls_to_json(const struct tern_cluster_tls_config *t)
         if (f[j][0])
             cJSON_AddStringToObject(o, members[j], f[j]);
     return o;
+}
+
+int tern_config_cluster_tls_check(const struct tern_cluster_tls_config *t, char *errmsg)
+{
+    if (!t->cert_file[0])
+        return TERN_OK;
+    struct tern_tls_opts o = {
+        .server = true,
+        .cert_file = t->cert_file,
+        .key_file = t->key_file,
+        .ca_file = t->ca_file,
+        .crl_file = t->crl_file,
+        .require_certificate = true,
+    };
+    struct tern_tls_ctx *ctx = NULL;
+    char why[TERN_ERRMSG_SIZE];
+    int rc = tern_tls_ctx_new(&ctx, &o, why);
+    if (rc != TERN_OK) {
+        snprintf(errmsg, TERN_ERRMSG_SIZE, "cluster_tls.%.200s", why);
+        return rc;
+    }
+    tern_tls_ctx_free(ctx);
+    return TERN_OK;
 }

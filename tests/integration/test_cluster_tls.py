@@ -5,6 +5,7 @@ certificate of another CA, or of the cluster CA but naming another node, is refu
 the others (and logs why); plain TCP to the TLS ports changes nothing; openssl s_client
 sees that a client certificate is required; SIGHUP reads the certificate again.
 """
+import json
 import os
 import signal
 import socket
@@ -287,3 +288,23 @@ def test_sighup_reloads_the_node_certificate(tls_cluster):
     after = fingerprint()
     assert after != before and after.strip() in new
     publish_acked(c, 2, "tls/reload/" + uid(), b"ok")
+
+
+def test_bad_cluster_tls_file_stops_ternd(tmp_path):
+    """A key that is not the certificate's: --check-config and a start both exit 2
+    before opening anything, naming the member and OpenSSL's reason."""
+    if not os.access(TERN_BIN, os.X_OK):
+        pytest.skip("ternd not built at %s (set TERN_BIN)" % TERN_BIN)
+    pki = make_certs(str(tmp_path / "pki"), [1, 2])
+    cfg = dict(tls_settings(pki, 1), node_id=1, listen="127.0.0.1:0",
+               admin_listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
+    cfg["cluster_tls"]["key_file"] = os.path.join(pki, "node-2.key")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cfg))
+    for flag in ("--check-config", "--config"):
+        r = subprocess.run([TERN_BIN, flag, str(path)], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 2, (flag, r.returncode, r.stderr)
+        assert "cluster_tls.key_file: cannot use" in r.stderr, r.stderr
+        assert "key values mismatch" in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists(), "a data directory was made"
