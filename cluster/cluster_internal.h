@@ -19,6 +19,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "link_tls.h"
 #include "peer.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
@@ -68,6 +69,8 @@ struct tern_cluster {
     struct tern_raft_fsm rfsm;
     struct tern_fsm *fsm;
     struct tern_peers *peers;
+    struct tern_link_creds creds; /* cluster_tls: both NULL for plain TCP */
+    struct tern_link_tls_files tls_files;
     uv_idle_t idle;
     uv_timer_t timer;
     struct proposal *head, *tail;

@@ -2,8 +2,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "link.h"
+#include "link_tls.h"
 #include "peer.h"
 #include "tern/error.h"
 #include "tern/log.h"
@@ -23,7 +25,10 @@
 struct out_link {
     struct tern_peers *peers;
     struct tern_peer_addr addr;
-    uv_tcp_t *tcp; /* NULL while down */
+    /* The TCP connection, or with TLS the plaintext end link_tls gives once
+     * the handshake is done; NULL while down. */
+    uv_stream_t *conn;
+    struct tern_link_tls *tls; /* the TLS handshake in progress */
     uv_connect_t connect;
     uv_timer_t retry;
     int connected;
@@ -38,7 +43,13 @@ struct out_link {
 
 struct in_link {
     struct tern_peers *peers;
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;   /* plain */
+        uv_pipe_t pipe; /* TLS: the plaintext end, from link_tls */
+    } h;
+    struct tern_link_tls *tls; /* TLS handshake in progress: h not initialised */
+    uint32_t node;             /* TLS: the node the certificate names, 0 plain */
+    char host[64];
     uint8_t *buf;
     size_t len, cap;
     struct in_link *next;
@@ -59,7 +70,12 @@ struct tern_peers {
     uint64_t refused_logged_ms;
     int closing;
     int handles; /* initialised handles whose close callback has not run */
+    const struct tern_link_creds *creds; /* mutual TLS when set */
+    struct tern_link_tls_set tls;
 };
+
+#define IN_HANDLE(in) ((uv_handle_t *)&(in)->h)
+#define IN_STREAM(in) ((uv_stream_t *)&(in)->h)
 
 /* Everything here may be referenced by a callback until the last handle's close
  * callback has run, so the struct goes only then. */
@@ -116,9 +132,13 @@ static void drop_batch(struct out_link *l)
 static void link_down(struct out_link *l)
 {
     drop_batch(l);
-    if (l->tcp) {
-        uv_close((uv_handle_t *)l->tcp, free_handle);
-        l->tcp = NULL;
+    if (l->tls) {
+        tern_link_tls_cancel(l->tls);
+        l->tls = NULL;
+    }
+    if (l->conn) {
+        uv_close((uv_handle_t *)l->conn, free_handle);
+        l->conn = NULL;
     }
     if (l->connected || l->connecting)
         l->down_since = uv_now(l->peers->loop);
@@ -145,44 +165,98 @@ static void alloc_small(uv_handle_t *h, size_t sz, uv_buf_t *buf)
     buf->len = buf->base ? 256 : 0;
 }
 
+static void link_up(struct out_link *l)
+{
+    l->connecting = 0;
+    l->connected = 1;
+    l->ups++;
+    l->down_since = 0;
+    uv_read_start(l->conn, alloc_small, on_out_read);
+}
+
+/* TLS with the node dialled is up (its certificate checked): frames go to the
+ * plaintext end. */
+static void on_out_tls(void *data, int status, int fd, uint32_t node)
+{
+    struct out_link *l = data;
+    (void)node;
+    l->tls = NULL;
+    if (status != TERN_OK) {
+        link_down(l);
+        return;
+    }
+    uv_pipe_t *pipe = malloc(sizeof(*pipe));
+    if (!pipe) {
+        close(fd);
+        link_down(l);
+        return;
+    }
+    uv_pipe_init(l->peers->loop, pipe, 0);
+    l->peers->handles++;
+    pipe->data = l;
+    l->conn = (uv_stream_t *)pipe;
+    if (uv_pipe_open(pipe, fd) != 0) {
+        close(fd);
+        link_down(l);
+        return;
+    }
+    link_up(l);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct out_link *l = req->data;
-    l->connecting = 0;
     if (status < 0 || l->peers->closing) {
+        l->connecting = 0;
         if (!l->peers->closing)
             link_down(l);
         return;
     }
-    l->connected = 1;
-    l->ups++;
-    l->down_since = 0;
-    uv_read_start((uv_stream_t *)l->tcp, alloc_small, on_out_read);
+    if (!l->peers->creds) {
+        link_up(l);
+        return;
+    }
+    struct tern_link_tls_opts o = {
+        .ctx = l->peers->creds->client,
+        .expect_id = l->addr.id,
+        .timeout_ms = TERN_LINK_TLS_HANDSHAKE_MS,
+        /* Past this much ciphertext unsent, the plaintext end is not read: the
+         * socketpair fills, and this link's own queue (OUT_BYTES_MAX,
+         * tern_peers_backlog) grows as it does over plain TCP. */
+        .unsent_max = 1u << 20,
+        .free_tcp = free,
+    };
+    uv_tcp_t *tcp = (uv_tcp_t *)l->conn;
+    l->conn = NULL;
+    l->peers->handles--; /* link_tls closes and frees it */
+    l->tls = tern_link_tls_start(&l->peers->tls, l->peers->loop, tcp, &o, on_out_tls, l);
+    if (!l->tls)
+        link_down(l);
 }
 
 static void connect_link(struct out_link *l)
 {
-    if (l->peers->closing || l->tcp || l->removed)
+    if (l->peers->closing || l->conn || l->tls || l->removed)
         return;
     struct sockaddr_in sa;
     if (uv_ip4_addr(l->addr.host, l->addr.port, &sa) != 0)
         return;
-    l->tcp = malloc(sizeof(*l->tcp));
-    if (!l->tcp)
+    uv_tcp_t *tcp = malloc(sizeof(*tcp));
+    if (!tcp)
         return;
     /* With the socket made now, its options (link.h) cover the SYN too. */
-    if (uv_tcp_init_ex(l->peers->loop, l->tcp, AF_INET) != 0) {
-        free(l->tcp);
-        l->tcp = NULL;
+    if (uv_tcp_init_ex(l->peers->loop, tcp, AF_INET) != 0) {
+        free(tcp);
         uv_timer_start(&l->retry, on_retry, RECONNECT_MS, 0);
         return;
     }
+    l->conn = (uv_stream_t *)tcp;
     l->peers->handles++;
-    l->tcp->data = l;
-    tern_link_tune(l->tcp);
+    tcp->data = l;
+    tern_link_tune(tcp);
     l->connect.data = l;
     l->connecting = 1;
-    if (uv_tcp_connect(&l->connect, l->tcp, (struct sockaddr *)&sa, on_connect) != 0)
+    if (uv_tcp_connect(&l->connect, tcp, (struct sockaddr *)&sa, on_connect) != 0)
         link_down(l);
 }
 
@@ -213,7 +287,7 @@ static void write_batch(struct out_link *l)
     l->batch = NULL;
     l->batch_len = l->batch_cap = 0;
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    if (uv_write(&w->req, (uv_stream_t *)l->tcp, &b, 1, on_written) != 0) {
+    if (uv_write(&w->req, l->conn, &b, 1, on_written) != 0) {
         l->queued -= w->len;
         free(w->data);
         free(w);
@@ -232,6 +306,8 @@ void tern_peers_flush(struct tern_peers *p)
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].connected)
             write_batch(&p->out[i]);
+    if (p->creds) /* through the socketpairs onto TCP, before the acks (link_tls.h) */
+        tern_link_tls_flush_all(&p->tls);
 }
 
 int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8_t *data,
@@ -302,9 +378,9 @@ uint64_t tern_peers_down_ms(const struct tern_peers *p, uint32_t to)
     return 0;
 }
 
-static void in_closed(uv_handle_t *h)
+/* An inbound link without a handle of its own (its TLS handshake is not done). */
+static void in_free(struct in_link *in)
 {
-    struct in_link *in = h->data;
     struct tern_peers *p = in->peers;
     for (struct in_link **pp = &p->ins; *pp; pp = &(*pp)->next)
         if (*pp == in) {
@@ -314,6 +390,13 @@ static void in_closed(uv_handle_t *h)
     free(in->buf);
     free(in);
     p->nins--;
+}
+
+static void in_closed(uv_handle_t *h)
+{
+    struct in_link *in = h->data;
+    struct tern_peers *p = in->peers;
+    in_free(in);
     release(p);
 }
 
@@ -325,18 +408,12 @@ static void in_refuse(struct in_link *in, const char *why)
     p->refused++;
     uint64_t now = uv_now(p->loop);
     if (p->refused == 1 || now - p->refused_logged_ms >= 1000) {
-        struct sockaddr_storage sa;
-        int len = sizeof(sa);
-        char host[64] = "?";
-        if (uv_tcp_getpeername(&in->tcp, (struct sockaddr *)&sa, &len) == 0 &&
-            sa.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof(host));
         TERN_LOGW("peer: closed an inbound connection from %s: %s (%llu closed so far)",
-                  host, why, (unsigned long long)p->refused);
+                  in->host, why, (unsigned long long)p->refused);
         p->refused_logged_ms = now;
     }
-    if (!uv_is_closing((uv_handle_t *)&in->tcp))
-        uv_close((uv_handle_t *)&in->tcp, in_closed);
+    if (!uv_is_closing(IN_HANDLE(in)))
+        uv_close(IN_HANDLE(in), in_closed);
 }
 
 /* Frames come only from the other members, and only of the known types. */
@@ -373,7 +450,7 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     (void)buf;
     struct in_link *in = s->data;
     if (n < 0) {
-        uv_close((uv_handle_t *)&in->tcp, in_closed);
+        uv_close(IN_HANDLE(in), in_closed);
         return;
     }
     in->len += (size_t)n;
@@ -391,6 +468,10 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             in_refuse(in, "not a frame from a member");
             return;
         }
+        if (in->node && get32(f + 1) != in->node) {
+            in_refuse(in, "a frame from another node than its certificate names");
+            return;
+        }
         if (in->len - off < 4 + (size_t)flen)
             break;
         in->peers->fn(in->peers->ctx, get32(f + 1), f[0], f + 5, flen - 5);
@@ -398,6 +479,68 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     memmove(in->buf, in->buf + off, in->len - off);
     in->len -= off;
+}
+
+static void peer_name(uv_tcp_t *tcp, char *host, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    snprintf(host, cap, "?");
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&sa, &len) == 0 &&
+        sa.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&sa, host, cap);
+}
+
+/* TLS from a node is up: its frames are read from the plaintext end. */
+static void on_in_tls(void *data, int status, int fd, uint32_t node)
+{
+    struct in_link *in = data;
+    struct tern_peers *p = in->peers;
+    in->tls = NULL;
+    if (status != TERN_OK) {
+        in_free(in);
+        return;
+    }
+    uv_pipe_init(p->loop, &in->h.pipe, 0);
+    p->handles++;
+    in->h.pipe.data = in;
+    in->node = node;
+    if (uv_pipe_open(&in->h.pipe, fd) != 0) {
+        close(fd);
+        uv_close(IN_HANDLE(in), in_closed);
+        return;
+    }
+    uv_read_start(IN_STREAM(in), in_alloc, on_in_read);
+}
+
+/* With TLS the accepted TCP connection is link_tls's; the in_link waits for
+ * its handshake without a handle. */
+static void accept_tls(struct tern_peers *p, uv_stream_t *server, struct in_link *in)
+{
+    uv_tcp_t *tcp = malloc(sizeof(*tcp));
+    if (!tcp) {
+        in_free(in);
+        return;
+    }
+    uv_tcp_init(p->loop, tcp);
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0 || p->nins > TERN_PEER_INBOUND_MAX) {
+        if (p->nins > TERN_PEER_INBOUND_MAX)
+            p->refused++;
+        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+        in_free(in);
+        return;
+    }
+    peer_name(tcp, in->host, sizeof(in->host));
+    tern_link_tune(tcp);
+    struct tern_link_tls_opts o = {
+        .ctx = p->creds->server,
+        .timeout_ms = TERN_LINK_TLS_HANDSHAKE_MS,
+        .unsent_max = 1u << 20, /* nothing is sent back on an inbound link */
+        .free_tcp = free,
+    };
+    in->tls = tern_link_tls_start(&p->tls, p->loop, tcp, &o, on_in_tls, in);
+    if (!in->tls)
+        in_free(in);
 }
 
 static void on_peer_connection(uv_stream_t *server, int status)
@@ -409,22 +552,37 @@ static void on_peer_connection(uv_stream_t *server, int status)
     if (!in)
         return;
     in->peers = p;
-    uv_tcp_init(p->loop, &in->tcp);
-    p->handles++;
     p->nins++;
-    in->tcp.data = in;
     in->next = p->ins;
     p->ins = in;
-    if (uv_accept(server, (uv_stream_t *)&in->tcp) != 0) {
-        uv_close((uv_handle_t *)&in->tcp, in_closed);
+    if (p->creds) {
+        accept_tls(p, server, in);
         return;
     }
+    uv_tcp_init(p->loop, &in->h.tcp);
+    p->handles++;
+    in->h.tcp.data = in;
+    if (uv_accept(server, IN_STREAM(in)) != 0) {
+        uv_close(IN_HANDLE(in), in_closed);
+        return;
+    }
+    peer_name(&in->h.tcp, in->host, sizeof(in->host));
     if (p->nins > TERN_PEER_INBOUND_MAX) {
         in_refuse(in, "too many inbound connections");
         return;
     }
-    tern_link_tune(&in->tcp);
-    uv_read_start((uv_stream_t *)&in->tcp, in_alloc, on_in_read);
+    tern_link_tune(&in->h.tcp);
+    uv_read_start(IN_STREAM(in), in_alloc, on_in_read);
+}
+
+void tern_peers_set_tls(struct tern_peers *p, const struct tern_link_creds *creds)
+{
+    p->creds = creds;
+}
+
+uint64_t tern_peers_tls_refused(const struct tern_peers *p)
+{
+    return p->tls.failures;
 }
 
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
@@ -439,6 +597,7 @@ int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
     p->fn = fn;
     p->ctx = ctx;
     p->frame_max = TERN_PEER_FRAME_MAX - HDR;
+    p->tls.what = "peer";
     const struct tern_peer_addr *me = NULL;
     for (size_t i = 0; i < n && i < TERN_PEER_MAX; i++) {
         if (members[i].id == self) {
@@ -503,7 +662,7 @@ static struct out_link *link_slot(struct tern_peers *p, int *reused)
         return l;
     }
     for (size_t i = 0; i < p->nout; i++)
-        if (p->out[i].removed && p->out[i].tcp == NULL) {
+        if (p->out[i].removed && p->out[i].conn == NULL && p->out[i].tls == NULL) {
             *reused = 1;
             return &p->out[i];
         }
@@ -574,14 +733,20 @@ void tern_peers_close(struct tern_peers *p)
         struct out_link *l = &p->out[i];
         uv_close((uv_handle_t *)&l->retry, on_retry_closed);
         drop_batch(l);
-        if (l->tcp) {
-            uv_close((uv_handle_t *)l->tcp, free_handle);
-            l->tcp = NULL;
+        l->tls = NULL; /* closed below, with every TLS connection */
+        if (l->conn) {
+            uv_close((uv_handle_t *)l->conn, free_handle);
+            l->conn = NULL;
         }
     }
-    for (struct in_link *in = p->ins; in; in = in->next)
-        if (!uv_is_closing((uv_handle_t *)&in->tcp))
-            uv_close((uv_handle_t *)&in->tcp, in_closed);
+    tern_link_tls_close_all(&p->tls);
+    for (struct in_link *in = p->ins, *next; in; in = next) {
+        next = in->next;
+        if (in->tls)
+            in_free(in); /* its handshake was closed above */
+        else if (!uv_is_closing(IN_HANDLE(in)))
+            uv_close(IN_HANDLE(in), in_closed);
+    }
     p->listener.data = p;
     uv_close((uv_handle_t *)&p->listener, on_counted_closed);
     release(p);

@@ -39,6 +39,12 @@ struct tern_peer_addr {
 int tern_peers_new(struct tern_peers **out, uv_loop_t *loop, uint32_t self,
                    const struct tern_peer_addr *members, size_t n, tern_peer_recv_fn fn,
                    void *ctx, char *errmsg);
+/* Mutual TLS on every link, both directions (link_tls.h): called right after
+ * tern_peers_new, before the loop runs; creds outlives p. */
+struct tern_link_creds;
+void tern_peers_set_tls(struct tern_peers *p, const struct tern_link_creds *creds);
+/* TLS connections refused (handshake failed or timed out, identity wrong). */
+uint64_t tern_peers_tls_refused(const struct tern_peers *p);
 /* The largest frame payload sent or accepted (default and ceiling
  * TERN_PEER_FRAME_MAX less the header): the node's largest proposal batch or
  * forwarded command (tern_cluster_config.peer_frame_bytes_max). A connection

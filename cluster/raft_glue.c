@@ -165,7 +165,8 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
         snprintf(errmsg, TERN_ERRMSG_SIZE, "data_dir: cannot create %.200s", dir);
         return TERN_EIO;
     }
-    int rv = tern_raft_transport_init(&c->transport, c->loop);
+    int rv = tern_raft_transport_init(&c->transport, c->loop,
+                                      c->creds.server ? &c->creds : NULL);
     if (rv == 0)
         rv = raft_uv_init(&c->io, c->loop, dir, &c->transport.outer);
     /* libraft queues messages for a peer while it waits to reconnect (every
@@ -224,6 +225,56 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     return TERN_OK;
 }
 
+static bool loopback(const char *hostport)
+{
+    return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "localhost:", 10) == 0;
+}
+
+/* cluster_tls's files, or a warning when plain TCP leaves this machine. */
+static int tls_start(struct tern_cluster *c, char *errmsg)
+{
+    const struct tern_cluster_config *cfg = &c->cfg;
+    if (!cfg->tls_cert_file || !cfg->tls_cert_file[0]) {
+        for (uint32_t i = 0; i < cfg->member_count; i++)
+            if (!loopback(cfg->members[i].raft) || !loopback(cfg->members[i].peer)) {
+                TERN_LOGW("cluster: node-to-node traffic is plain TCP without "
+                          "authentication and member %u is not on loopback: set "
+                          "cluster_tls (docs/security.md)",
+                          cfg->members[i].id);
+                break;
+            }
+        return TERN_OK;
+    }
+    c->tls_files = (struct tern_link_tls_files){
+        .cert_file = cfg->tls_cert_file,
+        .key_file = cfg->tls_key_file,
+        .ca_file = cfg->tls_ca_file,
+        .crl_file = cfg->tls_crl_file,
+    };
+    int rv = tern_link_creds_load(&c->creds, &c->tls_files, errmsg);
+    if (rv == TERN_OK)
+        TERN_LOGI("cluster: mutual TLS between nodes (certificate %s, CA %s)",
+                  cfg->tls_cert_file, cfg->tls_ca_file);
+    return rv;
+}
+
+int tern_cluster_tls_reload(struct tern_cluster *c, char *errmsg)
+{
+    if (!c->creds.server)
+        return TERN_OK;
+    return tern_link_creds_load(&c->creds, &c->tls_files, errmsg);
+}
+
+bool tern_cluster_tls(const struct tern_cluster *c)
+{
+    return c->creds.server != NULL;
+}
+
+uint64_t tern_cluster_tls_refused(const struct tern_cluster *c)
+{
+    return c->transport.tls.failures + (c->peers ? tern_peers_tls_refused(c->peers) : 0);
+}
+
 int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
                      const struct tern_cluster_config *cfg,
                      const struct tern_fsm_observer *obs, char *errmsg)
@@ -258,8 +309,13 @@ int tern_cluster_new(struct tern_cluster **out, uv_loop_t *loop,
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     *out = c;
-    int rv = tern_peers_new(&c->peers, loop, c->node_id, addrs, cfg->member_count,
-                            cluster_on_peer_frame, c, errmsg);
+    int rv = tls_start(c, errmsg);
+    if (rv != TERN_OK)
+        return rv;
+    rv = tern_peers_new(&c->peers, loop, c->node_id, addrs, cfg->member_count,
+                        cluster_on_peer_frame, c, errmsg);
+    if (c->peers && c->creds.server)
+        tern_peers_set_tls(c->peers, &c->creds);
     if (rv != TERN_OK)
         return rv;
     if (cfg->peer_frame_bytes_max)
@@ -401,6 +457,7 @@ void tern_cluster_free(struct tern_cluster *c)
         return;
     tern_raft_recv_unwrap(&c->io);
     tern_fsm_free(c->fsm);
+    tern_link_creds_free(&c->creds);
     free(c->hash);
     free(c->fwd.p);
     free(c);

@@ -29,6 +29,9 @@
  * SYN would otherwise wait out the user timeout (link.h). Half a second covers a
  * SYN's round trip on any network a cluster should span. */
 #define CONNECT_TIMEOUT_MS 500
+/* With TLS, the handshake (one or two more round trips, a signature each side)
+ * gets this long after the TCP connection is up. */
+#define TLS_CONNECT_TIMEOUT_MS 1000
 
 /* Unsent bytes an outgoing stream may hold before the peer counts as not
  * reading (see struct tern_raft_pump). Far above what a healthy link queues:
@@ -72,6 +75,7 @@ struct tern_raft_connect {
     uv_buf_t handshake;
     raft_id peer;
     int status; /* != 0: failed or cancelled, reported from the close callback */
+    struct tern_link_tls *tls; /* the TLS handshake (the TCP handle is its) */
     struct tern_raft_connect *next;
 };
 
@@ -92,7 +96,8 @@ static void unlink_conn(struct tern_raft_connect *r)
 static int t_init(struct raft_uv_transport *outer, raft_id id, const char *address)
 {
     struct tern_raft_transport *t = outer->impl;
-    if (strlen(address) >= sizeof(t->address)) {
+    /* Room for the handshake's padding (raft_transport_tls.c reads at most 256). */
+    if (strlen(address) >= sizeof(t->address) - 8) {
         snprintf(outer->errmsg, sizeof(outer->errmsg), "address too long");
         return RAFT_INVALID;
     }
@@ -117,6 +122,8 @@ static int t_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
 {
     struct tern_raft_transport *t = outer->impl;
     t->accept_cb = cb;
+    if (t->creds)
+        return tern_raft_tls_listen(t);
     int rv = t->inner.listen(&t->inner, on_accept);
     if (rv != 0)
         memcpy(outer->errmsg, t->inner.errmsg, sizeof(outer->errmsg));
@@ -141,7 +148,12 @@ static void conn_fail(struct tern_raft_connect *r, int status)
 {
     unlink_conn(r);
     r->status = status;
-    uv_close((uv_handle_t *)r->tcp, on_conn_closed);
+    if (r->tls) {
+        tern_link_tls_cancel(r->tls);
+        r->tls = NULL;
+    }
+    if (r->tcp)
+        uv_close((uv_handle_t *)r->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&r->timer, on_conn_closed);
 }
 
@@ -334,6 +346,78 @@ static void put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* raft_uv_tcp's handshake for this node, in a calloc'd buffer. */
+static uint8_t *handshake_new(const struct tern_raft_transport *t, size_t *len)
+{
+    size_t alen = (strlen(t->address) + 1 + 7) / 8 * 8;
+    *len = 24 + alen;
+    uint8_t *b = calloc(1, *len);
+    if (!b)
+        return NULL;
+    put64(b, HANDSHAKE_PROTOCOL);
+    put64(b + 8, t->id);
+    put64(b + 16, alen);
+    memcpy(b + 24, t->address, strlen(t->address));
+    return b;
+}
+
+/* TLS is up with the node dialled: libraft gets the plaintext end, the Raft
+ * handshake already in it (a fresh socketpair takes a few hundred bytes). */
+static void on_tls_up(void *data, int status, int fd, uint32_t peer_id)
+{
+    struct tern_raft_connect *r = data;
+    (void)peer_id; /* link_tls checked it is r->peer */
+    r->tls = NULL;
+    if (status != 0) {
+        conn_fail(r, RAFT_NOCONNECTION);
+        return;
+    }
+    size_t len;
+    uint8_t *b = handshake_new(r->t, &len);
+    uv_pipe_t *pipe = raft_malloc(sizeof(*pipe)); /* libraft frees it */
+    if (!b || !pipe || write(fd, b, len) != (ssize_t)len ||
+        uv_pipe_init(r->t->loop, pipe, 0) != 0) {
+        free(b);
+        raft_free(pipe);
+        close(fd);
+        conn_fail(r, RAFT_NOCONNECTION);
+        return;
+    }
+    free(b);
+    if (uv_pipe_open(pipe, fd) != 0) {
+        close(fd);
+        uv_close((uv_handle_t *)pipe, (uv_close_cb)raft_free);
+        conn_fail(r, RAFT_NOCONNECTION);
+        return;
+    }
+    unlink_conn(r);
+    struct raft_uv_connect *req = r->req;
+    uv_close((uv_handle_t *)&r->timer, on_conn_closed);
+    req->cb(req, (uv_stream_t *)pipe, 0);
+}
+
+static void start_tls(struct tern_raft_connect *r)
+{
+    struct tern_link_tls_opts o = {
+        .ctx = r->t->creds->client,
+        .expect_id = (uint32_t)r->peer,
+        .timeout_ms = TLS_CONNECT_TIMEOUT_MS,
+        .unsent_max = PUMP_UNSENT_MAX,
+        .close_when_full = true, /* as the pump: libraft reconnects */
+        .free_tcp = raft_free,
+    };
+    uv_tcp_t *tcp = r->tcp;
+    r->tcp = NULL; /* link_tls's now, whatever happens */
+    r->open--;
+    r->tls = tern_link_tls_start(&r->t->tls, r->t->loop, tcp, &o, on_tls_up, r);
+    if (!r->tls) {
+        conn_fail(r, RAFT_NOMEM);
+        return;
+    }
+    /* The timer bounds the handshake now (link_tls's own is the same). */
+    uv_timer_start(&r->timer, on_connect_timeout, TLS_CONNECT_TIMEOUT_MS + 100, 0);
+}
+
 static void on_connected(uv_connect_t *c, int status)
 {
     struct tern_raft_connect *r = c->data;
@@ -343,17 +427,16 @@ static void on_connected(uv_connect_t *c, int status)
         conn_fail(r, RAFT_NOCONNECTION);
         return;
     }
-    size_t alen = (strlen(r->t->address) + 1 + 7) / 8 * 8;
-    size_t len = 24 + alen;
-    uint8_t *b = calloc(1, len);
+    if (r->t->creds) {
+        start_tls(r);
+        return;
+    }
+    size_t len;
+    uint8_t *b = handshake_new(r->t, &len);
     if (!b) {
         conn_fail(r, RAFT_NOMEM);
         return;
     }
-    put64(b, HANDSHAKE_PROTOCOL);
-    put64(b + 8, r->t->id);
-    put64(b + 16, alen);
-    memcpy(b + 24, r->t->address, strlen(r->t->address));
     r->handshake = uv_buf_init((char *)b, (unsigned)len);
     r->write.data = r;
     if (uv_write(&r->write, (uv_stream_t *)r->tcp, &r->handshake, 1,
@@ -424,12 +507,16 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
         conn_fail(t->conns, RAFT_CANCELED);
     while (t->pumps)
         pump_down(t->pumps, NULL);
+    tern_raft_tls_close(t);
     t->inner.close(&t->inner, on_closed);
 }
 
-int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *loop)
+int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *loop,
+                             const struct tern_link_creds *creds)
 {
     memset(t, 0, sizeof(*t));
+    t->creds = creds;
+    t->tls.what = "raft";
     int rv = raft_uv_tcp_init(&t->inner, loop);
     if (rv != 0)
         return rv;

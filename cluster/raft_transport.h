@@ -19,8 +19,11 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "link_tls.h"
+
 struct tern_raft_connect;
 struct tern_raft_pump;
+struct tern_raft_incoming;
 
 struct tern_raft_transport {
     struct raft_uv_transport outer; /* give &outer to raft_uv_init() */
@@ -32,10 +35,27 @@ struct tern_raft_transport {
     struct tern_raft_pump *pumps;    /* outgoing connections (raft_transport.c) */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
+    /* Mutual TLS (link_tls.h), when creds is set: connections both ways go
+     * through link_tls, and this transport listens itself (raft_uv_tcp's
+     * listener would read the handshake in the clear). */
+    const struct tern_link_creds *creds;
+    struct tern_link_tls_set tls;
+    uv_tcp_t listener;
+    int listening;
+    struct tern_raft_incoming *incoming; /* TLS up, Raft handshake not read yet */
 };
 
-/* 0 or a raft error code (from raft_uv_tcp_init). */
-int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *loop);
+/* 0 or a raft error code (from raft_uv_tcp_init). creds NULL: plain TCP;
+ * otherwise it outlives the transport (its contexts may be replaced: each new
+ * connection uses the ones in force). */
+int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *loop,
+                             const struct tern_link_creds *creds);
+/* raft_transport_tls.c, for raft_transport.c: listening with TLS (returns a
+ * raft error code, t->outer.errmsg says why), and closing every TLS
+ * connection. */
+int tern_raft_tls_listen(struct tern_raft_transport *t);
+void tern_raft_tls_close(struct tern_raft_transport *t);
+
 /* After raft_uv_close(): releases raft_uv_tcp's memory. */
 void tern_raft_transport_close(struct tern_raft_transport *t);
 

@@ -17,6 +17,9 @@
 #                          ternctl --token-file .cluster/admin-token ...
 #   TERN_BIN (build/ternd) the broker binary; only the default one is built here
 #   TERN_ELECTION_MS       raft_election_timeout_ms, if set
+#   TERN_NODE_TLS (1)      mutual TLS between the nodes (cluster_tls): `up` makes a cluster
+#                          CA and one certificate per node in $TERN_DATA/pki
+#                          (deploy/node-certs.sh); 0 = plain TCP between the nodes
 #   TERN_WAIT_S (30)       how long up/start/restart wait for readiness
 set -eu
 
@@ -72,6 +75,7 @@ PEER_BASE=$(setting TERN_PEER_BASE 7101)
 ADMIN_BASE=$(setting TERN_ADMIN_BASE 8081)
 ELECTION_MS=$(setting TERN_ELECTION_MS "")
 WAIT_S=$(setting TERN_WAIT_S 30)
+NODE_TLS=$(setting TERN_NODE_TLS 1)
 DEFAULT_BIN=$ROOT/build/ternd
 BIN=$(setting TERN_BIN "$DEFAULT_BIN")
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
@@ -88,6 +92,7 @@ TERN_PEER_BASE=$PEER_BASE
 TERN_ADMIN_BASE=$ADMIN_BASE
 TERN_ELECTION_MS=$ELECTION_MS
 TERN_WAIT_S=$WAIT_S
+TERN_NODE_TLS=$NODE_TLS
 TERN_BIN=$BIN
 EOF
     if [ "$DATA" != "$DEFAULT_DATA" ] && [ ! -e "$DEFAULT_DATA/.tern-cluster" ]; then
@@ -145,6 +150,17 @@ make_token() {
         echo >>"$TOKEN_FILE.tmp" && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE")
 }
 
+# Mutual TLS between the nodes, if asked for and the binary knows the key.
+PKI=$DATA/pki
+node_tls() {
+    [ "$NODE_TLS" != 0 ] && grep -qaF cluster_tls "$BIN"
+}
+make_node_certs() {
+    node_tls || return 0
+    # shellcheck disable=SC2086
+    sh "$ROOT/deploy/node-certs.sh" "$PKI" $NODES || die "cannot make the node certificates"
+}
+
 members_json() {
     local i sep=""
     printf '['
@@ -168,6 +184,8 @@ write_config() {
         ! has_admin || printf '  "admin_listen": "%s:%d",\n' "$HOST" "$(admin_port "$i")"
         ! has_token || printf '  "admin_token_file": "%s",\n' "$TOKEN_FILE"
         [ -z "$ELECTION_MS" ] || printf '  "raft_election_timeout_ms": %d,\n' "$ELECTION_MS"
+        ! node_tls || printf '  "cluster_tls": {"cert_file": "%s", "key_file": "%s", "ca_file": "%s"},\n' \
+            "$PKI/node-$i.pem" "$PKI/node-$i.key" "$PKI/ca.pem"
         printf '  "members": %s\n}\n' "$(members_json)"
     } >"$(conf_file "$i").tmp"
     mv "$(conf_file "$i").tmp" "$(conf_file "$i")"
@@ -178,6 +196,7 @@ prepare() {
     touch "$MARKER"
     save_settings
     make_token
+    make_node_certs
     local i
     for i in $NODES; do write_config "$i"; done
 }
@@ -410,6 +429,8 @@ summary() {
             "$HOST:$(mqtt_port "$i")" "$HOST:$(raft_port "$i")" "$HOST:$(peer_port "$i")" \
             "$HOST:$(admin_port "$i")" "$(log_file "$i")"
     done
+    if node_tls; then echo "between nodes: mutual TLS (cluster CA and node certificates in $PKI)"
+    else echo "between nodes: plain TCP (TERN_NODE_TLS=0 or a binary without cluster_tls)"; fi
     say_leader
     echo "try:    mosquitto_sub -h $HOST -p $(mqtt_port 1) -t 'demo/#' -v &"
     echo "        mosquitto_pub -h $HOST -p $(mqtt_port 2) -t demo/hello -m world -q 1"

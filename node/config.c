@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "tern/addr.h"
+#include "config_tls.h"
 #include "tern/error.h"
 
 /* A config file larger than this is surely not a config file. */
@@ -45,6 +46,7 @@ enum key_type {
     KEY_OPTSTR,    /* KEY_STR that may be empty ("": not set) */
     KEY_MEMBERS,   /* cluster members: JSON array of objects, or text (see below) */
     KEY_LISTENERS, /* listeners: JSON array of objects (as text too, for --set) */
+    KEY_NODE_TLS,  /* cluster_tls: object (config_tls.c) */
 };
 
 struct key {
@@ -164,6 +166,8 @@ static const struct key keys[] = {
          "accept to WebSocket upgrade done (ws and wss listeners)"),
     UINT("ws_handshake_bytes_max", ws_handshake_bytes_max, 1024, 65536, "8192",
          "largest WebSocket upgrade request (request line and headers)"),
+    {"cluster_tls", KEY_NODE_TLS, FIELD(cluster_tls), 0, 0, NULL, NULL,
+     "mutual TLS between nodes: {cert_file, key_file, ca_file[, crl_file]}"},
     {"cluster_name", KEY_STR, FIELD(cluster_name), 0, 0, NULL, "tern",
      "the cluster's name; a data directory of another name is refused"},
     {"log_file", KEY_OPTSTR, FIELD(log_file), 0, 0, NULL, "",
@@ -295,6 +299,10 @@ static void describe_key(const struct key *k, char *buf, size_t cap)
         break;
     case KEY_LISTENERS:
         snprintf(buf, cap, "must be an array of {\"type\", \"bind\", ...}");
+        break;
+    case KEY_NODE_TLS:
+        snprintf(buf, cap,
+                 "must be an object {\"cert_file\", \"key_file\", \"ca_file\"}");
         break;
     }
 }
@@ -911,6 +919,10 @@ static int apply_key(struct tern_config *c, const struct key *k, const struct va
         if (v->kind != VAL_STR)
             return bad_value(k, v, errmsg);
         return listeners_from_text(c, v->str, errmsg);
+    case KEY_NODE_TLS:
+        if (v->kind != VAL_STR)
+            return bad_value(k, v, errmsg);
+        return tern_config_cluster_tls_from_text(&c->cluster_tls, v->str, errmsg);
     }
     return TERN_EINVAL;
 }
@@ -1010,6 +1022,12 @@ static int apply_object(struct tern_config *c, const cJSON *root, char *errmsg)
         }
         if (k->type == KEY_LISTENERS) {
             int rc = listeners_from_json(c, item, errmsg);
+            if (rc != TERN_OK)
+                return rc;
+            continue;
+        }
+        if (k->type == KEY_NODE_TLS) {
+            int rc = tern_config_cluster_tls_from_json(&c->cluster_tls, item, errmsg);
             if (rc != TERN_OK)
                 return rc;
             continue;
@@ -1296,6 +1314,10 @@ char *tern_config_to_json(const struct tern_config *c)
             }
             break;
         }
+        case KEY_NODE_TLS:
+            cJSON_AddItemToObject(o, k->name,
+                                  tern_config_cluster_tls_to_json(&c->cluster_tls));
+            break;
         case KEY_MEMBERS: {
             cJSON *arr = cJSON_AddArrayToObject(o, k->name);
             for (uint32_t j = 0; arr && j < c->member_count; j++) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config_tls.h"
 #include "node.h"
 #include "tern/tls.h"
 #include "tern/config.h"
@@ -182,6 +183,7 @@ int main(int argc, char **argv)
     /* Configuration errors, TLS files included, exit 2 before any socket or file. */
     struct tern_tls_ctx *tls[TERN_LISTENERS_MAX];
     if (tern_config_check(&cfg, errmsg) != TERN_OK ||
+        tern_config_cluster_tls_check(&cfg.cluster_tls, errmsg) != TERN_OK ||
         tern_listeners_tls_load(&cfg, tls, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 2;

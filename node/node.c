@@ -297,6 +297,10 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .snapshot_bytes = cfg->raft_snapshot_bytes,
         .segment_bytes = cfg->raft_segment_bytes,
         .join = cfg->join,
+        .tls_cert_file = n->cfg.cluster_tls.cert_file,
+        .tls_key_file = n->cfg.cluster_tls.key_file,
+        .tls_ca_file = n->cfg.cluster_tls.ca_file,
+        .tls_crl_file = n->cfg.cluster_tls.crl_file,
         .on_forward = on_forward,
         .forward_ctx = n,
     };

@@ -52,5 +52,19 @@ int tern_node_reload(struct tern_node *n, uint32_t *tls_reloaded, char *errmsg)
         snprintf(errmsg, TERN_ERRMSG_SIZE, "%.200s: kept the files loaded before", why);
         rc = TERN_EINVAL;
     }
+    /* And the node-to-node certificate (cluster_tls): new connections use it. */
+    if (n->cluster && tern_cluster_tls(n->cluster)) {
+        if (tern_cluster_tls_reload(n->cluster, why) != TERN_OK) {
+            TERN_LOGE("reload: %s; keeping the cluster certificate loaded before", why);
+            if (rc == TERN_OK) {
+                snprintf(errmsg, TERN_ERRMSG_SIZE, "%.200s: kept the files loaded before",
+                         why);
+                rc = TERN_EINVAL;
+            }
+        } else {
+            TERN_LOGI("reload: cluster_tls files read again (new node-to-node "
+                      "connections use them)");
+        }
+    }
     return rc;
 }

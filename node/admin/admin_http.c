@@ -11,7 +11,7 @@
  * pair), by a handler that answers later (tern_http_hold) and by each write in
  * flight. It is freed when the last reference goes.
  *
- * HTTPS (admin_tls_*): each connection gets a TLS engine (node/tls.h); the
+ * HTTPS (admin_tls_*): each connection gets a TLS engine (include/tls/tern/tls.h); the
  * ciphertext read goes through a server-wide buffer into the engine, the
  * plaintext into the request buffer as without TLS; handshake flights are written
  * as they come, and the response is encrypted, followed by close_notify, in one

@@ -84,6 +84,10 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
     metric(b, "tern_tls_handshake_failures_total", "counter",
            "TLS handshakes that failed or timed out (that connection closed).",
            s->tls_handshake_failures);
+    if (n->cluster)
+        metric(b, "tern_cluster_tls_refused_total", "counter",
+               "Node-to-node TLS connections refused (handshake, certificate, identity).",
+               tern_cluster_tls_refused(n->cluster));
     metric(b, "tern_proxy_headers_total", "counter",
            "PROXY protocol headers read on proxy_protocol listeners.", s->proxy_headers);
     metric(b, "tern_proxy_refused_total", "counter",

@@ -1,5 +1,5 @@
 /* ternctl over HTTPS (admin_tls_*): one request and its response through tern's
- * TLS engine (node/tls.h) on a blocking socket whose reads and writes already
+ * TLS engine (include/tls/tern/tls.h) on a blocking socket whose reads and writes already
  * time out (ternctl.c sets SO_RCVTIMEO / SO_SNDTIMEO), so every step is bounded. */
 #include <errno.h>
 #include <stdio.h>

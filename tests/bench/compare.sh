@@ -22,6 +22,8 @@ usage: tests/bench/compare.sh [options]
   --duration S    measured seconds per run (default 5, quick 0.5)
   --repeat R      runs per broker and case; the median is reported (default 3, quick 1)
   --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain tls ws cluster
+                  nodetls (the cluster's persistent QoS 1 rate with and without mutual
+                  TLS between nodes; not in the default set)
   --defaults      both brokers at their own default limits (tern: inflight_max 20,
                   queue_max 1000; Mosquitto: 20 in flight, 1000 queued) instead of
                   the raised bounds below, publishers with 200 QoS 1 unacknowledged
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$ONLY" in
-"" | 1to1 | fanin | fanout | latency | idle | storm | drain | tls | ws | cluster) ;;
+"" | 1to1 | fanin | fanout | latency | idle | storm | drain | tls | ws | cluster | nodetls) ;;
 *) echo "compare.sh: unknown scenario $ONLY" >&2; usage >&2; exit 2 ;;
 esac
 
@@ -231,11 +233,14 @@ cluster_leader() {
         -e 's/.*raft: leader is node \([0-9]*\) (term \([0-9]*\)).*/\2 \1/p' |
         sort -n | tail -1 | awk '{print $2+0} END{if (!NR) print 0}'
 }
-start_cluster() {
+start_cluster() { # [tls]: mutual TLS between the nodes (deploy/node-certs.sh)
     NSTART=$((NSTART + 1))
     CDIR="$WORK/cluster-$NSTART"
     mkdir -p "$CDIR"
-    local i members="" sep="" pid
+    local i members="" sep="" pid ctls=""
+    if [ "${1:-}" = tls ]; then
+        sh "$ROOT/deploy/node-certs.sh" "$WORK/pki" 1 2 3 >/dev/null
+    fi
     for i in 1 2 3; do
         CPORT[$i]=$(pick_port)
         members="$members$sep{\"id\":$i,\"raft\":\"127.0.0.1:$(pick_port)\",\"peer\":\"127.0.0.1:$(pick_port)\",\"mqtt\":\"127.0.0.1:${CPORT[$i]}\"}"
@@ -243,8 +248,11 @@ start_cluster() {
     done
     for i in 1 2 3; do
         mkdir -p "$CDIR/n$i"
-        printf '{"node_id":%d,"listen":"127.0.0.1:%d","data_dir":"%s","log_level":"info","members":[%s]}\n' \
-            "$i" "${CPORT[$i]}" "$CDIR/n$i" "$members" >"$CDIR/n$i.json"
+        [ "${1:-}" != tls ] ||
+            ctls=$(printf ',"cluster_tls":{"cert_file":"%s","key_file":"%s","ca_file":"%s"}' \
+                "$WORK/pki/node-$i.pem" "$WORK/pki/node-$i.key" "$WORK/pki/ca.pem")
+        printf '{"node_id":%d,"listen":"127.0.0.1:%d","data_dir":"%s","log_level":"info","members":[%s]%s}\n' \
+            "$i" "${CPORT[$i]}" "$CDIR/n$i" "$members" "$ctls" >"$CDIR/n$i.json"
         (ulimit -n "$(ulimit -Hn)"; exec "$TERND" --config "$CDIR/n$i.json" "${TERN_SETS[@]}" "${TERN_ADMIN[@]}") \
             >>"$CDIR/n$i.log" 2>&1 &
         pid=$!
@@ -267,6 +275,14 @@ start_cluster() {
     [ "$CLEADER" != 0 ] || { echo "compare.sh: cluster elected no leader" >&2; exit 1; }
     BPORT[cluster]=${CPORT[1]}
     log "cluster up: MQTT ports ${CPORT[1]} ${CPORT[2]} ${CPORT[3]}, leader node $CLEADER"
+}
+cluster_cpu_ticks() { # utime + stime of the three nodes, in clock ticks
+    local i t=0 f
+    for i in 1 2 3; do
+        f=$(cut -d')' -f2- "/proc/${CPID[$i]}/stat" 2>/dev/null) || continue
+        t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
+    done
+    echo "$t"
 }
 stop_cluster() {
     local i pid
@@ -701,6 +717,76 @@ if want cluster && [ -x "$TERND" ]; then
         for kill in $FO_KILLS; do
             f="$RES/failover-$kill.json"
             echo "| $kill | $(fmt "$(jget detect_median_ms "$f")") | $(fmt "$(jget connack_median_ms "$f")") | $(fmt "$(jget first_median_ms "$f")") | $(fmt "$(jget first_max_ms "$f")") | $(fmt "$(jget all_median_ms "$f")") | $(fmt "$(jget lost "$f")") | $(fmt "$(jget ok_trials "$f")")/$FO_TRIALS |"
+        done
+    } >>"$MD"
+fi
+
+# ---- mutual TLS between nodes: its cost on the persistent path (tern only, --only nodetls) --
+if [ "$ONLY" = nodetls ] && [ -x "$TERND" ]; then
+    PERS=(--pubs "$CL_PAIRS" --subs "$CL_PAIRS" --topics "$CL_PAIRS" --qos 1 --clean 0
+        --size 16 "${COMMON[@]}")
+    # A fresh cluster per run, plain and TLS interleaved, so that neither gets the
+    # warmer machine or the longer log.
+    for _ in $(seq "$REPEAT"); do
+        for mode in plain tls; do
+            for where in lead fol; do
+                start_cluster "$([ "$mode" = tls ] && echo tls)"
+                FOL=$((CLEADER % 3 + 1))
+                if [ "$where" = lead ]; then PUB=$CLEADER; else PUB=$FOL; fi
+                SUBS="${CPORT[$((PUB % 3 + 1))]},${CPORT[$(((PUB + 1) % 3 + 1))]}"
+                run_bench "nt-$mode-$where" cluster "${PERS[@]}" --pub-ports "${CPORT[$PUB]}" \
+                    --sub-ports "$SUBS"
+                if [ "$mode" = tls ] && ! grep -q "mutual TLS between nodes" "$CDIR"/n1.log; then
+                    echo "compare.sh: the TLS cluster did not log mutual TLS" >&2
+                    exit 1
+                fi
+                if [ "$where" = lead ]; then
+                    # The same load at a fixed rate, and what it cost the three nodes in
+                    # CPU: on shared cores the maximum rate says more about the
+                    # neighbours than about TLS; CPU seconds per message do not.
+                    c0=$(cluster_cpu_ticks)
+                    t0=$(date +%s.%N)
+                    run_bench "nt-$mode-rate" cluster "${PERS[@]}" --pub-ports "${CPORT[$PUB]}" \
+                        --sub-ports "$SUBS" --rate "$CL_RATE"
+                    c1=$(cluster_cpu_ticks)
+                    t1=$(date +%s.%N)
+                    # Publishers send at the rate through the warm-up and the measured
+                    # seconds: CPU per message is over both.
+                    awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
+                        -v n="$(awk -v r="$CL_RATE" -v d="$DURATION" -v w="$WARMUP" 'BEGIN{print r * (d + w)}')" \
+                        'BEGIN{printf "{\"cpu_pct\":%.1f,\"cpu_us_per_msg\":%.2f}\n", 100 * c / hz / (t1 - t0), 1e6 * c / hz / n}' \
+                        >"$RES/nt-$mode-cpu.cluster.$RUN"
+                    log "nt-$mode-rate: the three nodes used $(jget cpu_pct "$RES/nt-$mode-cpu.cluster.$RUN")% of one core"
+                fi
+                stop_cluster
+            done
+        done
+    done
+    {
+        echo
+        echo "### Mutual TLS between nodes: $CL_PAIRS publishers -> $CL_PAIRS persistent subscribers, QoS 1, 16 B, max rate"
+        echo
+        echo "| case | metric | plain TCP | mutual TLS | TLS / plain |"
+        echo "| --- | --- | ---: | ---: | ---: |"
+        for f in "acked_per_s:committed msg/s (PUBACKed)" "ack_p50_us:PUBLISH->PUBACK p50 us" \
+            "ack_p99_us:PUBLISH->PUBACK p99 us" "loss:lost"; do
+            a=$(median "nt-plain-rate" cluster "${f%%:*}")
+            b=$(median "nt-tls-rate" cluster "${f%%:*}")
+            echo "| pubs on the leader, $CL_RATE msg/s | ${f#*:} | $(fmt "$a") | $(fmt "$b") | $(ratio "$b" "$a") |"
+        done
+        a=$(median "nt-plain-cpu" cluster cpu_pct)
+        b=$(median "nt-tls-cpu" cluster cpu_pct)
+        echo "| pubs on the leader, $CL_RATE msg/s | CPU of the 3 nodes, % of one core | $(fmt "$a") | $(fmt "$b") | $(ratio "$b" "$a") |"
+        a=$(median "nt-plain-cpu" cluster cpu_us_per_msg)
+        b=$(median "nt-tls-cpu" cluster cpu_us_per_msg)
+        echo "| pubs on the leader, $CL_RATE msg/s | CPU of the 3 nodes per message, us | $(fmt "$a") | $(fmt "$b") | $(ratio "$b" "$a") |"
+        for where in "lead:pubs on the leader" "fol:pubs on a follower"; do
+            for f in "acked_per_s:committed msg/s (PUBACKed)" "ack_p50_us:PUBLISH->PUBACK p50 us" \
+                "ack_p99_us:PUBLISH->PUBACK p99 us" "loss:lost" "duplicates:duplicates"; do
+                a=$(median "nt-plain-${where%%:*}" cluster "${f%%:*}")
+                b=$(median "nt-tls-${where%%:*}" cluster "${f%%:*}")
+                echo "| ${where#*:} | ${f#*:} | $(fmt "$a") | $(fmt "$b") | $(ratio "$b" "$a") |"
+            done
         done
     } >>"$MD"
 fi

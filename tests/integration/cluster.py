@@ -17,7 +17,9 @@ node has a `proxy_protocol` listener too, on nd.proxy_port.
 Extra config keys for every node: parametrize the fixture indirectly,
     @pytest.mark.parametrize("tern_cluster", [{"queue_max": 100000}], indirect=True)
 
-Environment: TERN_BIN (default <repo>/build-asan/ternd).
+Environment: TERN_BIN (default <repo>/build-asan/ternd); TERN_TEST_NODE_TLS=1 runs every
+cluster with mutual TLS between its nodes (cluster_tls, a CA and node certificates made
+by deploy/node-certs.sh in the test's directory).
 
 Teardown stops every node (SIGTERM, SIGKILL after 5 s) and fails the test if a node
 exited by itself, did not stop on SIGTERM, or any log holds a sanitizer report.
@@ -43,6 +45,8 @@ STOP_GRACE_S = 5.0
 READY_TIMEOUT_S = 20.0
 NODES = 3
 
+NODE_TLS = os.environ.get("TERN_TEST_NODE_TLS") == "1"
+
 _LEADER_RE = re.compile(r"raft: (?:node (\d+) is leader|leader is node (\d+)|(no leader)) "
                         r"\(term (\d+)\)")
 
@@ -55,6 +59,13 @@ def _supports_admin():
     except (OSError, subprocess.TimeoutExpired):
         return False
     return b"admin_listen" in out.stdout + out.stderr
+
+
+def make_node_certs(d, ids):
+    """A cluster CA (made once) and certificates "node-ID" under d (deploy/node-certs.sh)."""
+    subprocess.run(["sh", os.path.join(REPO, "deploy", "node-certs.sh"), d] +
+                   [str(i) for i in ids], check=True, capture_output=True, timeout=60)
+    return d
 
 
 def free_ports(n):
@@ -103,6 +114,11 @@ class Node(helpers.LogFile):
         cfg = dict(settings or {})
         cfg.update({"node_id": self.id, "listen": "127.0.0.1:%d" % self.port,
                "data_dir": self.data_dir, "log_level": "debug", "members": members})
+        pki = getattr(self, "pki", None)
+        if pki and "cluster_tls" not in cfg:
+            cfg["cluster_tls"] = {"cert_file": os.path.join(pki, "node-%d.pem" % self.id),
+                                  "key_file": os.path.join(pki, "node-%d.key" % self.id),
+                                  "ca_file": os.path.join(pki, "ca.pem")}
         if self.admin_port:
             cfg["admin_listen"] = "127.0.0.1:%d" % self.admin_port
         with open(self.config_path, "w") as f:
@@ -218,6 +234,11 @@ class Cluster:
             os.makedirs(wd, exist_ok=True)
             p = ports[per * i:per * (i + 1)]
             self.nodes.append(Node(i + 1, wd, p[0], p[1], p[2], p[3] if admin else None))
+        self.pki = None
+        if NODE_TLS:
+            self.pki = make_node_certs(os.path.join(workdir, "pki"), range(1, n + 1))
+            for nd in self.nodes:
+                nd.pki = self.pki
         members = [nd.member() for nd in self.nodes]
         for nd in self.nodes:
             nd.write_config(members, settings)
@@ -422,6 +443,8 @@ def _cluster_add_node(self, settings=None, join=True):
     wd = os.path.join(os.path.dirname(self.nodes[0].workdir), "node%d" % i)
     os.makedirs(wd, exist_ok=True)
     nd = Node(i, wd, ports[0], ports[1], ports[2], ports[3] if admin else None)
+    if getattr(self, "pki", None):
+        nd.pki = make_node_certs(self.pki, [i])
     cfg = dict(settings or {})
     if join:
         cfg["join"] = True

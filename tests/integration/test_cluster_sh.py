@@ -5,6 +5,7 @@ The tests share one cluster (module scope) and run in file order. It uses TERN_B
 environment (default build-asan/ternd), its own free port bases and a TERN_DATA in a tmp
 dir, so it never touches a developer's cluster on the default ports.
 """
+import json
 import os
 import random
 import re
@@ -159,6 +160,23 @@ def test_up_starts_three_ready_nodes(cluster):
     assert sorted(lines) == [1, 2, 3]
     for n, line in lines.items():
         assert "running" in line and "accepting" in line and "not accepting" not in line, line
+
+
+def test_up_turns_on_mutual_tls_between_nodes(cluster):
+    """`up` made a cluster CA and one certificate per node (keys mode 0600), every node's
+    config names its own in cluster_tls, and every node logged mutual TLS."""
+    pki = os.path.join(cluster.data, "pki")
+    assert os.path.isfile(os.path.join(pki, "ca.pem"))
+    for n in NODES:
+        key = os.path.join(pki, "node-%d.key" % n)
+        assert os.stat(key).st_mode & 0o077 == 0, "%s readable by others" % key
+        r = subprocess.run(["openssl", "x509", "-in", os.path.join(pki, "node-%d.pem" % n),
+                            "-noout", "-subject"], capture_output=True, text=True)
+        assert "CN = node-%d" % n in r.stdout, r.stdout
+        with open(os.path.join(cluster.data, "node%d" % n, "ternd.json")) as f:
+            cfg = json.load(f)
+        assert cfg["cluster_tls"]["cert_file"] == os.path.join(pki, "node-%d.pem" % n)
+        assert "mutual TLS between nodes" in cluster.log(n), cluster.log(n)[-2000:]
 
 
 def test_up_again_starts_nothing(cluster):

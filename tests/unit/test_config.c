@@ -63,6 +63,7 @@ static const char *const all_keys[] = {
     "proxy_header_timeout_ms",
     "ws_handshake_timeout_ms",
     "ws_handshake_bytes_max",
+    "cluster_tls",
     "cluster_name",
     "log_file",
     "password_file",
@@ -152,6 +153,7 @@ static void assert_config_equal(const struct tern_config *c, const struct tern_c
     assert_int_equal(c->proxy_header_timeout_ms, d->proxy_header_timeout_ms);
     assert_int_equal(c->ws_handshake_timeout_ms, d->ws_handshake_timeout_ms);
     assert_int_equal(c->ws_handshake_bytes_max, d->ws_handshake_bytes_max);
+    assert_memory_equal(&c->cluster_tls, &d->cluster_tls, sizeof(c->cluster_tls));
     assert_int_equal(c->raft_election_timeout_ms, d->raft_election_timeout_ms);
     assert_int_equal(c->raft_heartbeat_timeout_ms, d->raft_heartbeat_timeout_ms);
     assert_int_equal(c->raft_snapshot_threshold, d->raft_snapshot_threshold);
@@ -270,6 +272,8 @@ static const char all_keys_json[] =
     "  \"proxy_header_timeout_ms\": 700,\n"
     "  \"ws_handshake_timeout_ms\": 3500,\n"
     "  \"ws_handshake_bytes_max\": 4096,\n"
+    "  \"cluster_tls\": {\"cert_file\": \"n.pem\", \"key_file\": \"n.key\", \"ca_file\": "
+    "\"ca.pem\"},\n"
     "  \"cluster_name\": \"blue\",\n"
     "  \"log_file\": \"/var/log/tern.log\",\n"
     "  \"password_file\": \"/etc/tern/passwd\",\n"
@@ -343,6 +347,8 @@ static const char *const all_keys_set[][2] = {
     {"proxy_header_timeout_ms", "700"},
     {"ws_handshake_timeout_ms", "3500"},
     {"ws_handshake_bytes_max", "4096"},
+    {"cluster_tls", "{\"cert_file\": \"n.pem\", \"key_file\": \"n.key\", \"ca_file\": "
+                    "\"ca.pem\"}"},
     {"cluster_name", "blue"},
     {"log_file", "/var/log/tern.log"},
     {"password_file", "/etc/tern/passwd"},
@@ -429,6 +435,9 @@ static void check_all_keys(const struct tern_config *c)
     assert_int_equal(c->proxy_header_timeout_ms, 700);
     assert_int_equal(c->ws_handshake_timeout_ms, 3500);
     assert_int_equal(c->ws_handshake_bytes_max, 4096);
+    assert_string_equal(c->cluster_tls.cert_file, "n.pem");
+    assert_string_equal(c->cluster_tls.key_file, "n.key");
+    assert_string_equal(c->cluster_tls.ca_file, "ca.pem");
     assert_string_equal(c->cluster_name, "blue");
     assert_string_equal(c->log_file, "/var/log/tern.log");
     assert_string_equal(c->password_file, "/etc/tern/passwd");
@@ -820,6 +829,49 @@ static void test_members_errors(void **state)
     assert_non_null(strstr(errmsg, "members: expected ID=RAFT/PEER/MQTT"));
 }
 
+/* cluster_tls: an object of file names, all three required, {} = unset. */
+static void test_cluster_tls(void **state)
+{
+    (void)state;
+    struct tern_config c;
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_config_defaults(&c);
+    assert_string_equal(c.cluster_tls.cert_file, "");
+    assert_int_equal(
+        load(&c,
+             "{\"cluster_tls\": {\"cert_file\": \"n.pem\", \"key_file\": "
+             "\"n.key\", \"ca_file\": \"ca.pem\", \"crl_file\": \"crl.pem\"}}",
+             errmsg),
+        TERN_OK);
+    assert_string_equal(c.cluster_tls.cert_file, "n.pem");
+    assert_string_equal(c.cluster_tls.key_file, "n.key");
+    assert_string_equal(c.cluster_tls.ca_file, "ca.pem");
+    assert_string_equal(c.cluster_tls.crl_file, "crl.pem");
+    char *out = tern_config_to_json(&c);
+    assert_non_null(strstr(out, "\"cert_file\":\t\"n.pem\""));
+    free(out);
+    assert_int_equal(load(&c, "{\"cluster_tls\": {}}", errmsg), TERN_OK);
+    assert_string_equal(c.cluster_tls.cert_file, "");
+    assert_int_equal(tern_config_set(&c, "cluster_tls",
+                                     "{\"cert_file\": \"a\", \"key_file\": \"b\", "
+                                     "\"ca_file\": \"c\"}",
+                                     errmsg),
+                     TERN_OK);
+    assert_string_equal(c.cluster_tls.ca_file, "c");
+    expect_json_error("{\"cluster_tls\": []}", "cluster_tls: must be an object");
+    expect_json_error("{\"cluster_tls\": {\"cert\": \"a\"}}",
+                      "cluster_tls: unknown key \"cert\"");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"a\", \"key_file\": \"b\"}}",
+                      "cluster_tls.ca_file: required");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"\", \"key_file\": \"b\", "
+                      "\"ca_file\": \"c\"}}",
+                      "cluster_tls.cert_file: must be a non-empty string");
+    expect_json_error("{\"cluster_tls\": {\"cert_file\": \"a\", \"cert_file\": \"a\", "
+                      "\"key_file\": \"b\", \"ca_file\": \"c\"}}",
+                      "cluster_tls.cert_file: duplicate key");
+    expect_set_error("cluster_tls", "nope", "cluster_tls: must be a JSON object");
+}
+
 /* Listeners: each mistake names the listener and its field; addresses are
  * distinct across listen and listeners. */
 static void test_listeners_errors(void **state)
@@ -1030,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_members_errors),
         cmocka_unit_test(test_listeners_errors),
         cmocka_unit_test(test_listeners_ws),
+        cmocka_unit_test(test_cluster_tls),
         cmocka_unit_test(test_limits_match_fsm),
         cmocka_unit_test(test_every_key_from_json),
         cmocka_unit_test(test_every_key_from_set),

@@ -60,6 +60,10 @@ struct tern_cluster_config {
     /* Joining a running cluster: bootstrap no configuration; wait for the
      * leader to add this node (tern_cluster_add_member() on the leader). */
     bool join;
+    /* Mutual TLS between nodes (cluster_tls; cluster/link_tls.h): the files of
+     * this node's certificate ("node-N"), key, the cluster CA and an optional
+     * CRL. cert_file NULL or "": plain TCP. */
+    const char *tls_cert_file, *tls_key_file, *tls_ca_file, *tls_crl_file;
     tern_forward_fn on_forward;
     void *forward_ctx;
 };
@@ -132,6 +136,16 @@ void tern_cluster_flush_links(struct tern_cluster *c);
 uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node);
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
+
+/* Reads cluster_tls's files again (SIGHUP): new node-to-node connections use
+ * them, open ones keep theirs. TERN_OK (also when cluster_tls is not set), or
+ * an error with errmsg, the files loaded before kept. */
+int tern_cluster_tls_reload(struct tern_cluster *c, char *errmsg);
+/* Is node-to-node traffic mutual TLS? */
+bool tern_cluster_tls(const struct tern_cluster *c);
+/* Node-to-node TLS connections refused since start (Raft and peer links, both
+ * directions: handshake failed or timed out, certificate of another node). */
+uint64_t tern_cluster_tls_refused(const struct tern_cluster *c);
 
 /* One member as this node sees it. */
 struct tern_member_status {

@@ -52,6 +52,14 @@ struct tern_listener_config {
     uint32_t origin_count;
 };
 
+/* Mutual TLS between nodes (cluster_tls); all "" = plain TCP. */
+struct tern_cluster_tls_config {
+    char cert_file[TERN_CONFIG_STR_MAX]; /* this node's certificate, CN "node-ID" */
+    char key_file[TERN_CONFIG_STR_MAX];
+    char ca_file[TERN_CONFIG_STR_MAX];  /* the cluster CA */
+    char crl_file[TERN_CONFIG_STR_MAX]; /* optional */
+};
+
 struct tern_config {
     char listen[TERN_CONFIG_STR_MAX];   /* "HOST:PORT", default "127.0.0.1:1883";
                                            "none": no plain listener from this key */
@@ -113,6 +121,7 @@ struct tern_config {
     uint32_t proxy_header_timeout_ms;  /* accept to PROXY header read, default 5000 */
     uint32_t ws_handshake_timeout_ms;  /* accept to WebSocket upgrade, default 10000 */
     uint32_t ws_handshake_bytes_max;   /* upgrade request size, default 8192 */
+    struct tern_cluster_tls_config cluster_tls;
 
     /* Who may connect (node/mqtt/access.c). */
     char password_file[TERN_CONFIG_STR_MAX];    /* Mosquitto format, "" = none */

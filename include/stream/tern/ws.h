@@ -1,7 +1,7 @@
 /* WebSocket engine (node/ws.c): RFC 6455 for MQTT over WebSockets (MQTT 5.0
  * chapter 6), no sockets, no libuv.
  *
- * Shaped like the TLS engine (node/tls.h): it is fed the bytes that arrived,
+ * Shaped like the TLS engine (include/tls/tern/tls.h): it is fed the bytes that arrived,
  * gives back the MQTT bytes carried in binary frames, and holds the bytes to
  * send (the handshake's HTTP response, frames, pongs, close frames); whoever
  * owns the socket moves them. conn.c stacks it on a plain connection (`ws`
