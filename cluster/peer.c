@@ -419,8 +419,9 @@ static void in_refuse(struct in_link *in, const char *why)
 /* Frames come only from the other members, and only of the known types. */
 static int frame_ok(const struct tern_peers *p, uint8_t type, uint32_t from)
 {
-    if ((type != TERN_PEER_PROPOSE && type != TERN_PEER_FORWARD) || from == 0 ||
-        from == p->self)
+    if ((type != TERN_PEER_PROPOSE && type != TERN_PEER_FORWARD &&
+         type != TERN_PEER_FLOW) ||
+        from == 0 || from == p->self)
         return 0;
     for (size_t i = 0; i < p->nout; i++)
         if (p->out[i].addr.id == from)

@@ -23,6 +23,7 @@
 enum tern_peer_frame {
     TERN_PEER_PROPOSE = 1, /* concatenated encoded commands, for the leader */
     TERN_PEER_FORWARD = 2, /* one encoded PUBLISH command for local delivery */
+    TERN_PEER_FLOW = 3,    /* [u8 hold][client id]: hold / release a publisher there */
 };
 
 struct tern_peers;

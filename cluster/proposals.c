@@ -497,7 +497,12 @@ void cluster_on_peer_frame(void *ctx, uint32_t from, uint8_t type, const uint8_t
         size_t used;
         if (tern_cmd_decode(data, len, &cmd, &used, errmsg) == TERN_OK &&
             cmd.type == TERN_CMD_PUBLISH && c->cfg.on_forward)
-            c->cfg.on_forward(c->cfg.forward_ctx, &cmd);
+            c->cfg.on_forward(c->cfg.forward_ctx, from, &cmd);
+        return;
+    }
+    if (type == TERN_PEER_FLOW) {
+        if (len >= 1 && len - 1 <= UINT16_MAX && c->cfg.on_flow)
+            c->cfg.on_flow(c->cfg.forward_ctx, from, data[0] != 0, data + 1, len - 1);
         return;
     }
     if (type != TERN_PEER_PROPOSE || raft_state(&c->raft) != RAFT_LEADER)
@@ -595,6 +600,23 @@ int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
         return TERN_ENOMEM;
     tern_cmd_encode(cmd, b, need);
     int rv = tern_peers_send(c->peers, node, TERN_PEER_FORWARD, b, need);
+    if (b != stack)
+        free(b);
+    return rv;
+}
+
+int tern_cluster_flow(struct tern_cluster *c, uint32_t node, bool hold,
+                      const uint8_t *client_id, size_t len)
+{
+    uint8_t stack[256];
+    if (!c->peers || len > UINT16_MAX)
+        return TERN_EINVAL;
+    uint8_t *b = 1 + len <= sizeof(stack) ? stack : malloc(1 + len);
+    if (!b)
+        return TERN_ENOMEM;
+    b[0] = hold ? 1 : 0;
+    memcpy(b + 1, client_id, len);
+    int rv = tern_peers_send(c->peers, node, TERN_PEER_FLOW, b, 1 + len);
     if (b != stack)
         free(b);
     return rv;

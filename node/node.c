@@ -167,12 +167,20 @@ static void on_hup(uv_signal_t *h, int signum)
     tern_access_reload(h->data);                  /* password, ACL, token: likewise */
 }
 
-/* Another node forwarded a message for this node's clean sessions. */
-static void on_forward(void *ctx, const struct tern_cmd *cmd)
+/* Another node forwarded a message for this node's clean sessions; a queue it
+ * leaves backlogged holds its publisher there (flow.c). */
+static void on_forward(void *ctx, uint32_t from, const struct tern_cmd *cmd)
 {
     struct tern_node *n = ctx;
     struct tern_fsm_result res;
     tern_fsm_apply(n->local, cmd, &res);
+    tern_flow_hold_remote(n, from, cmd->u.publish.client_id, &res);
+}
+
+static void on_flow(void *ctx, uint32_t from, bool hold, const uint8_t *client_id,
+                    size_t len)
+{
+    tern_flow_peer_recv(ctx, from, hold, client_id, len);
 }
 
 /* A node that cannot commit (no leader, or no link to it) must not hold clients
@@ -302,6 +310,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .tls_ca_file = n->cfg.cluster_tls.ca_file,
         .tls_crl_file = n->cfg.cluster_tls.crl_file,
         .on_forward = on_forward,
+        .on_flow = on_flow,
         .forward_ctx = n,
     };
     memcpy(cc.members, cfg->members, sizeof(cc.members));

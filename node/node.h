@@ -136,8 +136,9 @@ struct tern_node {
     /* Flow control (flow.c): backlogged sessions and the publishers they hold. */
     struct tern_flow *flow;
     uint32_t flow_count;
-    uint32_t held_count;        /* connections held (tern_conn_hold) */
-    struct tern_access *access; /* password file, anonymous rule (access.c) */
+    struct tern_flow_peer *flow_peer; /* held for other nodes (flow_peer.c) */
+    uint32_t held_count;              /* connections held (tern_conn_hold) */
+    struct tern_access *access;       /* password file, anonymous rule (access.c) */
 };
 
 enum tern_conn_state {
@@ -435,8 +436,21 @@ void tern_conn_unhold(struct tern_conn *c);
 struct tern_flow;
 void tern_flow_hold(struct tern_conn *c, struct tern_fsm *fsm,
                     const struct tern_fsm_result *res);
+/* A forward from `node` of its publisher's PUBLISH left this node's clean
+ * sessions backlogged (res of the local apply): ask that node to hold it. */
+void tern_flow_hold_remote(struct tern_node *n, uint32_t node,
+                           struct tern_bytes publisher,
+                           const struct tern_fsm_result *res);
 void tern_flow_check(struct tern_node *n); /* each loop turn and from the timer */
 void tern_flow_free(struct tern_node *n);
+/* flow_peer.c: another node asks to hold (or read again) this node's publisher
+ * client_id. A hold ends by itself after TERN_FLOW_LEASE_MS without a renewal. */
+#define TERN_FLOW_LEASE_MS 1000
+struct tern_flow_peer;
+void tern_flow_peer_recv(struct tern_node *n, uint32_t from, bool hold,
+                         const uint8_t *client_id, size_t len);
+void tern_flow_peer_check(struct tern_node *n); /* from tern_flow_check */
+void tern_flow_peer_free(struct tern_node *n);
 /* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
 const char *tern_conn_peer(const struct tern_conn *c, char *buf);
 void tern_conn_flush_now(struct tern_conn *c);

@@ -17,6 +17,13 @@
  * pointer: a session can end while its publishers wait), each with the
  * connections waiting on it. The entries are looked at once per loop turn and
  * from the connection timer: a lookup each, no pass over sessions.
+ *
+ * A clean session's queue can also fill from forwards of publishers on other
+ * nodes (the peer links). Those publishers are remote waiters of the entry:
+ * their node is asked to hold them (TERN_PEER_FLOW, flow_peer.c) and to read
+ * them again when the entry ends or turns slow. A hold there is a lease, renewed
+ * from here while it lasts, so a lost frame or a lost node costs at most the
+ * lease, never a publisher held for ever.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +31,30 @@
 #include "node.h"
 #include "tern/log.h"
 
+/* A waiting publisher on another node: asked again if its forwards keep coming
+ * this long after the last ask (its node could not hold it then: paused for
+ * another reason, or the frame was lost), and renewed this often while held
+ * (flow_peer.c lets a hold go after TERN_FLOW_LEASE_MS without one). */
+#define REMOTE_ASK_AGAIN_MS 10
+#define REMOTE_RENEW_MS 250
+/* Remote waiters per entry; past it a publisher is not held (drop policy). */
+#define REMOTE_MAX 1024
+
+struct flow_remote {
+    struct flow_remote *next;
+    uint64_t asked_ms; /* last HOLD sent */
+    uint32_t node;
+    uint16_t id_len;
+    char id[];
+};
+
 struct tern_flow {
     struct tern_flow *next;
     struct tern_fsm *fsm;
     struct tern_conn **waiting; /* held, each with a reference */
     uint32_t waiting_count, waiting_cap;
+    struct flow_remote *remote; /* publishers held on other nodes */
+    uint32_t remote_count;
     uint32_t queued_last; /* queue length when last seen */
     uint64_t progress_ms; /* when it last shrank (or the entry was made) */
     bool slow;            /* timed out: the drop policy applies */
@@ -79,10 +105,53 @@ static void flow_wait(struct tern_flow *e, struct tern_conn *c)
     e->waiting[e->waiting_count++] = c;
 }
 
-/* Reads the waiting publishers again. They may publish (and be held) at once:
- * the list is taken off the entry first. */
-static void flow_release(struct tern_flow *e)
+static void remote_ask(struct tern_node *n, struct flow_remote *r, bool hold,
+                       uint64_t now)
 {
+    r->asked_ms = now;
+    if (n->stopping)
+        return; /* the links are closing (or gone): the lease ends there */
+    /* Best effort: a frame lost with its link is asked again or the lease ends. */
+    (void)tern_cluster_flow(n->cluster, r->node, hold, (const uint8_t *)r->id, r->id_len);
+}
+
+static void flow_wait_remote(struct tern_node *n, struct tern_flow *e, uint32_t node,
+                             struct tern_bytes id, uint64_t now)
+{
+    for (struct flow_remote *r = e->remote; r; r = r->next)
+        if (r->node == node && r->id_len == id.len &&
+            memcmp(r->id, id.ptr, id.len) == 0) {
+            if (now - r->asked_ms >= REMOTE_ASK_AGAIN_MS)
+                remote_ask(n, r, true, now); /* still sending: not held there yet */
+            return;
+        }
+    if (e->remote_count >= REMOTE_MAX)
+        return;
+    struct flow_remote *r = malloc(sizeof(*r) + id.len);
+    if (!r)
+        return; /* not held: the drop policy is the fallback */
+    r->node = node;
+    r->id_len = (uint16_t)id.len;
+    memcpy(r->id, id.ptr, id.len);
+    r->next = e->remote;
+    e->remote = r;
+    e->remote_count++;
+    remote_ask(n, r, true, now);
+}
+
+/* Reads the waiting publishers again. They may publish (and be held) at once:
+ * the lists are taken off the entry first. */
+static void flow_release(struct tern_node *n, struct tern_flow *e)
+{
+    struct flow_remote *r = e->remote;
+    e->remote = NULL;
+    e->remote_count = 0;
+    while (r) {
+        struct flow_remote *next = r->next;
+        remote_ask(n, r, false, 0);
+        free(r);
+        r = next;
+    }
     struct tern_conn **w = e->waiting;
     uint32_t count = e->waiting_count;
     e->waiting = NULL;
@@ -118,17 +187,38 @@ void tern_flow_hold(struct tern_conn *c, struct tern_fsm *fsm,
     }
 }
 
+void tern_flow_hold_remote(struct tern_node *n, uint32_t node,
+                           struct tern_bytes publisher, const struct tern_fsm_result *res)
+{
+    if (!res->backlogged_count || n->cfg.slow_subscriber_timeout_ms == 0 ||
+        publisher.len == 0 || publisher.len > UINT16_MAX)
+        return;
+    uint64_t now = tern_mono_ms();
+    for (uint8_t i = 0; i < res->backlogged_count; i++) {
+        const struct tern_fsm_session *s = res->backlogged[i];
+        struct tern_bytes id = tern_fsm_session_client_id(s);
+        struct tern_flow *e = flow_find(n, n->local, id);
+        if (!e)
+            e = flow_add(n, n->local, s, now);
+        if (!e || e->slow)
+            continue;
+        flow_wait_remote(n, e, node, publisher, now);
+        return; /* one is enough, as for a local publisher */
+    }
+}
+
 static void flow_free(struct tern_node *n, struct tern_flow **pp)
 {
     struct tern_flow *e = *pp;
     *pp = e->next;
     n->flow_count--;
-    flow_release(e);
+    flow_release(n, e);
     free(e);
 }
 
 void tern_flow_check(struct tern_node *n)
 {
+    tern_flow_peer_check(n);
     if (!n->flow)
         return;
     uint64_t now = tern_mono_ms();
@@ -154,8 +244,12 @@ void tern_flow_check(struct tern_node *n)
             TERN_LOGW("%.*s: no acknowledgement for %u ms with %u messages queued: its "
                       "publishers are read again and its queue meets drop_policy",
                       (int)e->id_len, e->id, timeout, queued);
-            flow_release(e);
+            flow_release(n, e);
         }
+        if (!e->slow)
+            for (struct flow_remote *r = e->remote; r; r = r->next)
+                if (now - r->asked_ms >= REMOTE_RENEW_MS)
+                    remote_ask(n, r, true, now); /* the lease there */
         pp = &e->next;
     }
 }
@@ -164,4 +258,5 @@ void tern_flow_free(struct tern_node *n)
 {
     while (n->flow)
         flow_free(n, &n->flow);
+    tern_flow_peer_free(n);
 }

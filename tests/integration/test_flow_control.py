@@ -81,7 +81,7 @@ class Subscriber(threading.Thread):
                 r, _, _ = select.select([sk], [], [], 0.1)
                 if not r:
                     continue
-                data = sk.recv(1 << 16)
+                data = self.recv(sk)
                 if not data:
                     raise mqttraw.Closed("closed by the broker")
                 buf += data
@@ -116,6 +116,9 @@ class Subscriber(threading.Thread):
                     sk.sendall(acks)
         except Exception as e:  # reported by the test
             self.error = e
+
+    def recv(self, sk):
+        return sk.recv(1 << 16)
 
     def payloads(self):
         return [p for p, _ in list(self.got)]
@@ -356,3 +359,85 @@ def test_qos1_burst_to_a_persistent_subscriber_on_another_node(tern_cluster):
           "node %r times" % (len(sub.got), n, took, drops, paused))
     expect_all(sub, n)
     assert all(d == 0 for d in drops.values()), drops
+
+
+class SlowSubscriber(Subscriber):
+    """A healthy but slow reader: after each read (and its acks) it sleeps `pause_s`,
+    so the broker can send it only what fits in its in-flight window per pause."""
+
+    def __init__(self, *args, pause_s=0.005, **kw):
+        super().__init__(*args, **kw)
+        self.pause_s = pause_s
+        self.c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def recv(self, sk):
+        time.sleep(self.pause_s)
+        return sk.recv(4096)
+
+
+def rss_kb(nd):
+    """Resident memory of a node's process (kB), or None."""
+    try:
+        with open("/proc/%d/status" % nd.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, AttributeError):
+        return None
+    return None
+
+
+def test_qos1_burst_to_a_slow_clean_subscriber_on_another_node(tern_cluster):
+    """Three nodes, defaults: a fast clean QoS 1 publisher on node 1, a clean QoS 1
+    subscriber on node 2 that reads slowly but acknowledges all it reads. Its queue is
+    in node 2's local FSM and fills from forwards on the peer link: node 2 must hold
+    the publisher back through the link (as on one node) instead of meeting the drop
+    policy. Every message arrives, no node counts a drop, and node 2's queue stays
+    bounded (its peak and node 2's memory are printed)."""
+    c = tern_cluster
+    n = 20000
+    topic = "fc/" + uid()
+    s_node, p_node = c.node(2), c.node(1)
+    sub = SlowSubscriber(s_node.host, s_node.port, topic)
+    sub.start()
+    # the route (ROUTE_ADD) must reach node 1 before the first PUBLISH there
+    probe = _connect(p_node.host, p_node.port, uid("probe"))
+    try:
+        def routed():
+            probe.publish(topic, b"probe", qos=0)
+            time.sleep(0.1)
+            return len(sub.got) > 0
+        wait_until(routed, 10.0, msg="the subscriber's route on node 1")
+    finally:
+        probe.close()
+    time.sleep(0.3)
+    del sub.got[:]
+    rss0 = rss_kb(s_node)
+    pub = Publisher(p_node.host, p_node.port, topic, n)
+    peak_queue, peak_rss = 0.0, rss0 or 0
+    t0 = time.monotonic()
+    try:
+        pub.start()
+        deadline = time.monotonic() + 180.0
+        while pub.is_alive() and time.monotonic() < deadline:
+            q = s_node.metric("tern_queued_messages", 'store="local"') or 0.0
+            peak_queue = max(peak_queue, q)
+            peak_rss = max(peak_rss, rss_kb(s_node) or 0)
+            time.sleep(0.05)
+        pub.finish(1.0)
+        wait_received(sub, n, 120.0)
+    finally:
+        sub.finish()
+    took = time.monotonic() - t0
+    drops = {nd.id: (nd.metric("tern_dropped_messages_total", 'reason="queue_full"'),
+                     nd.metric("tern_dropped_messages_total", 'reason="peer_link_full"'))
+             for nd in c.nodes}
+    held = p_node.metric("tern_publishers_held_total")
+    slow = s_node.metric("tern_slow_subscribers_total")
+    print("slow clean subscriber on another node: %d of %d delivered in %.2fs; drops by "
+          "node (queue_full, peer_link_full) %r; publisher held %r times; subscriber "
+          "slow %r; node 2 queue peak %.0f, RSS %r -> peak %r kB" % (
+              len(sub.got), n, took, drops, held, slow, peak_queue, rss0, peak_rss))
+    expect_all(sub, n)
+    assert all(d == (0, 0) for d in drops.values()), drops
+    assert slow == 0

@@ -35,8 +35,12 @@ struct tern_member {
                        the leader there); not replicated */
 };
 
-/* A PUBLISH command forwarded by another node for this node's clean sessions. */
-typedef void (*tern_forward_fn)(void *ctx, const struct tern_cmd *cmd);
+/* A PUBLISH command forwarded by node `from` for this node's clean sessions. */
+typedef void (*tern_forward_fn)(void *ctx, uint32_t from, const struct tern_cmd *cmd);
+/* Node `from` asks this node to hold (or release) the publisher with this
+ * client id: a clean subscriber there is backlogged (tern_cluster_flow). */
+typedef void (*tern_flow_fn)(void *ctx, uint32_t from, bool hold,
+                             const uint8_t *client_id, size_t len);
 
 struct tern_cluster_config {
     uint32_t node_id;
@@ -65,6 +69,7 @@ struct tern_cluster_config {
      * CRL. cert_file NULL or "": plain TCP. */
     const char *tls_cert_file, *tls_key_file, *tls_ca_file, *tls_crl_file;
     tern_forward_fn on_forward;
+    tern_flow_fn on_flow; /* called with forward_ctx too */
     void *forward_ctx;
 };
 
@@ -128,11 +133,17 @@ int tern_cluster_ready(const struct tern_cluster *c);
 int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
                          const struct tern_cmd *cmd);
 
-/* Bytes not yet written on the link to `node` (0: the fullest link), forwards
- * and forwarded proposals: the node pauses publishers while it is high. */
+/* Asks `node` to hold (hold true) or read again (false) its publisher
+ * `client_id`, whose forwards fill a clean subscriber's queue here. Best effort,
+ * like forwards: batched on the peer link, lost with it (the caller renews). */
+int tern_cluster_flow(struct tern_cluster *c, uint32_t node, bool hold,
+                      const uint8_t *client_id, size_t len);
+
 /* Writes what this loop turn queued for other nodes (forwards, proposals for
  * the leader): one write per link. Called from the node's prepare phase. */
 void tern_cluster_flush_links(struct tern_cluster *c);
+/* Bytes not yet written on the link to `node` (0: the fullest link), forwards
+ * and forwarded proposals: the node pauses publishers while it is high. */
 uint64_t tern_cluster_forward_backlog(const struct tern_cluster *c, uint32_t node);
 
 void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_status *st);
