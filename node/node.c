@@ -168,13 +168,10 @@ static void on_hup(uv_signal_t *h, int signum)
 }
 
 /* Another node forwarded a message for this node's clean sessions; a queue it
- * leaves backlogged holds its publisher there (flow.c). */
+ * leaves backlogged holds its publisher there (flow.c, flow_park.c). */
 static void on_forward(void *ctx, uint32_t from, const struct tern_cmd *cmd)
 {
-    struct tern_node *n = ctx;
-    struct tern_fsm_result res;
-    tern_fsm_apply(n->local, cmd, &res);
-    tern_flow_hold_remote(n, from, cmd->u.publish.client_id, &res);
+    tern_flow_forward(ctx, from, cmd);
 }
 
 static void on_flow(void *ctx, uint32_t from, bool hold, const uint8_t *client_id,

@@ -58,6 +58,8 @@ struct tern_node_stats {
     uint64_t snapshots_installed; /* replicated state replaced by a snapshot */
     uint64_t publishers_held;     /* times a publisher was held (a subscriber's queue) */
     uint64_t slow_subscribers;    /* times a subscriber timed out (flow.c) */
+    uint64_t forwards_parked;     /* forwards that waited for room (flow_park.c) */
+    uint64_t dropped_parked;      /* ... dropped: over the bound of what waits */
     uint64_t tls_handshakes;      /* TLS handshakes completed */
     uint64_t tls_handshake_failures; /* failed or timed out (the connection closed) */
     uint64_t tls_reloads;            /* SIGHUP: listeners whose TLS files were reloaded */
@@ -137,6 +139,7 @@ struct tern_node {
     struct tern_flow *flow;
     uint32_t flow_count;
     struct tern_flow_peer *flow_peer; /* held for other nodes (flow_peer.c) */
+    struct tern_flow_park *flow_park; /* forwards waiting for room (flow_park.c) */
     uint32_t held_count;              /* connections held (tern_conn_hold) */
     struct tern_access *access;       /* password file, anonymous rule (access.c) */
 };
@@ -451,6 +454,19 @@ void tern_flow_peer_recv(struct tern_node *n, uint32_t from, bool hold,
                          const uint8_t *client_id, size_t len);
 void tern_flow_peer_check(struct tern_node *n); /* from tern_flow_check */
 void tern_flow_peer_free(struct tern_node *n);
+/* Would this PUBLISH overflow the queue of an online session that is not slow
+ * (a backlogged one whose queue is full)? */
+bool tern_flow_would_drop(struct tern_node *n, const struct tern_cmd *cmd);
+/* A forward from `node` parked (flow_park.c): its publisher is held too when it
+ * feeds a backlogged session (not when it only waits behind others). */
+void tern_flow_hold_parked(struct tern_node *n, uint32_t node,
+                           const struct tern_cmd *cmd);
+/* flow_park.c: a forward from `node` for this node's clean sessions: applied,
+ * or parked while it would overflow a healthy subscriber's queue. */
+struct tern_flow_park;
+void tern_flow_forward(struct tern_node *n, uint32_t node, const struct tern_cmd *cmd);
+void tern_flow_park_drain(struct tern_node *n); /* from tern_flow_check */
+void tern_flow_park_free(struct tern_node *n);
 /* "1.2.3.4:5678" or "[::1]:5678" into buf (TERN_PEER_STRLEN bytes); returns buf. */
 const char *tern_conn_peer(const struct tern_conn *c, char *buf);
 void tern_conn_flush_now(struct tern_conn *c);

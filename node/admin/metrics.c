@@ -190,6 +190,8 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            s->dropped_slow_client);
     sample(b, "tern_dropped_messages_total", "reason=\"peer_link_full\"",
            s->dropped_forward);
+    sample(b, "tern_dropped_messages_total", "reason=\"peer_backlog_full\"",
+           s->dropped_parked);
     metric(b, "tern_publishers_paused_total", "counter",
            "Times a publisher stopped being read because a link to another node "
            "was backed up.",
@@ -207,6 +209,10 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
            "Times a backlogged subscriber made no progress for "
            "slow_subscriber_timeout_ms: its queue met drop_policy.",
            s->slow_subscribers);
+    metric(b, "tern_forwards_parked_total", "counter",
+           "Messages from other nodes that waited for room in a subscriber's queue "
+           "(the hold had not reached their publisher yet).",
+           s->forwards_parked);
     metric(b, "tern_retained_rejected_total", "counter",
            "Retained messages refused (limits).", r->retained_rejected);
     metric(b, "tern_sessions", "gauge", "Sessions in the cluster (replicated).",
@@ -319,7 +325,8 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
            "Log entries this node appended as leader.", st.entries);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
            admin_node_ready(a) && !a->node->draining);
-    metric(b, "tern_draining", "gauge", "1 while the node is drained.", a->node->draining);
+    metric(b, "tern_draining", "gauge", "1 while the node is drained.",
+           a->node->draining);
     metric(b, "tern_uptime_seconds", "gauge", "Seconds since the node started.",
            (tern_mono_ms() - a->started_ms) / 1000);
     metric_head(b, "tern_build_info", "gauge", "Version of this ternd.");

@@ -30,6 +30,7 @@
 
 #include "node.h"
 #include "tern/log.h"
+#include "tern/topic.h"
 
 /* A waiting publisher on another node: asked again if its forwards keep coming
  * this long after the last ask (its node could not hold it then: paused for
@@ -121,7 +122,7 @@ static void flow_wait_remote(struct tern_node *n, struct tern_flow *e, uint32_t 
     for (struct flow_remote *r = e->remote; r; r = r->next)
         if (r->node == node && r->id_len == id.len &&
             memcmp(r->id, id.ptr, id.len) == 0) {
-            if (now - r->asked_ms >= REMOTE_ASK_AGAIN_MS)
+            if (now >= r->asked_ms + REMOTE_ASK_AGAIN_MS)
                 remote_ask(n, r, true, now); /* still sending: not held there yet */
             return;
         }
@@ -207,6 +208,63 @@ void tern_flow_hold_remote(struct tern_node *n, uint32_t node,
     }
 }
 
+struct match_ctx {
+    struct tern_bytes topic;
+    bool hit;
+};
+
+static int sub_matches(void *ctx, struct tern_bytes filter, uint8_t options,
+                       uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct match_ctx *m = ctx;
+    const char *f = (const char *)filter.ptr, *group;
+    size_t len = filter.len, group_len;
+    /* A group member may not be the one chosen: counted as matching. */
+    tern_topic_shared_split(f, filter.len, &group, &group_len, &f, &len);
+    m->hit = tern_topic_matches(f, len, (const char *)m->topic.ptr, m->topic.len);
+    return m->hit;
+}
+
+/* The first entry of an online, not slow session that this PUBLISH matches:
+ * with `full`, only one whose queue has no room for it. */
+static struct tern_flow *flow_matching(struct tern_node *n, const struct tern_cmd *cmd,
+                                       bool full)
+{
+    const struct tern_cmd_msg *m = &cmd->u.publish.msg;
+    const struct tern_fsm_limits *l = tern_fsm_limits(n->local);
+    for (struct tern_flow *e = n->flow; e; e = e->next) {
+        if (e->fsm != n->local || e->slow)
+            continue;
+        const struct tern_fsm_session *s = tern_fsm_session_get(e->fsm, e->id, e->id_len);
+        if (!s || !tern_fsm_session_online(s) ||
+            (full && tern_fsm_session_queued(s) < l->queue_max &&
+             tern_fsm_session_queued_bytes(s) + m->payload.len <= l->queue_bytes_max))
+            continue;
+        struct match_ctx mc = {m->topic, false};
+        tern_fsm_session_subs_walk(s, sub_matches, &mc);
+        if (mc.hit)
+            return e;
+    }
+    return NULL;
+}
+
+bool tern_flow_would_drop(struct tern_node *n, const struct tern_cmd *cmd)
+{
+    return n->flow && flow_matching(n, cmd, true);
+}
+
+void tern_flow_hold_parked(struct tern_node *n, uint32_t node, const struct tern_cmd *cmd)
+{
+    struct tern_bytes publisher = cmd->u.publish.client_id;
+    if (!n->flow || publisher.len == 0 || publisher.len > UINT16_MAX)
+        return;
+    struct tern_flow *e = flow_matching(n, cmd, false);
+    if (e)
+        flow_wait_remote(n, e, node, publisher, tern_mono_ms());
+}
+
 static void flow_free(struct tern_node *n, struct tern_flow **pp)
 {
     struct tern_flow *e = *pp;
@@ -216,11 +274,8 @@ static void flow_free(struct tern_node *n, struct tern_flow **pp)
     free(e);
 }
 
-void tern_flow_check(struct tern_node *n)
+static void flow_check_entries(struct tern_node *n)
 {
-    tern_flow_peer_check(n);
-    if (!n->flow)
-        return;
     uint64_t now = tern_mono_ms();
     uint32_t timeout = n->cfg.slow_subscriber_timeout_ms;
     for (struct tern_flow **pp = &n->flow; *pp;) {
@@ -248,10 +303,18 @@ void tern_flow_check(struct tern_node *n)
         }
         if (!e->slow)
             for (struct flow_remote *r = e->remote; r; r = r->next)
-                if (now - r->asked_ms >= REMOTE_RENEW_MS)
+                if (now >= r->asked_ms + REMOTE_RENEW_MS)
                     remote_ask(n, r, true, now); /* the lease there */
         pp = &e->next;
     }
+}
+
+void tern_flow_check(struct tern_node *n)
+{
+    tern_flow_peer_check(n);
+    if (n->flow)
+        flow_check_entries(n);
+    tern_flow_park_drain(n); /* after the entries: a drained or slow one lets them in */
 }
 
 void tern_flow_free(struct tern_node *n)
@@ -259,4 +322,5 @@ void tern_flow_free(struct tern_node *n)
     while (n->flow)
         flow_free(n, &n->flow);
     tern_flow_peer_free(n);
+    tern_flow_park_free(n);
 }

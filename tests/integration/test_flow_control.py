@@ -434,10 +434,64 @@ def test_qos1_burst_to_a_slow_clean_subscriber_on_another_node(tern_cluster):
              for nd in c.nodes}
     held = p_node.metric("tern_publishers_held_total")
     slow = s_node.metric("tern_slow_subscribers_total")
+    parked = s_node.metric("tern_forwards_parked_total")
     print("slow clean subscriber on another node: %d of %d delivered in %.2fs; drops by "
           "node (queue_full, peer_link_full) %r; publisher held %r times; subscriber "
-          "slow %r; node 2 queue peak %.0f, RSS %r -> peak %r kB" % (
-              len(sub.got), n, took, drops, held, slow, peak_queue, rss0, peak_rss))
+          "slow %r; forwards parked on node 2 %r; node 2 queue peak %.0f, RSS %r -> "
+          "peak %r kB" % (len(sub.got), n, took, drops, held, slow, parked, peak_queue,
+                          rss0, peak_rss))
     expect_all(sub, n)
     assert all(d == (0, 0) for d in drops.values()), drops
     assert slow == 0
+
+
+def test_qos1_fan_in_to_a_slow_clean_subscriber_on_another_node(tern_cluster):
+    """Three nodes, defaults: four clean QoS 1 publishers, two on node 1 and two on
+    node 3, into one slow clean subscriber on node 2: their forwards arrive on two
+    links at once, and what they sent before the hold reached them must fit in the
+    queue. Nothing is dropped; each publisher's messages arrive once each."""
+    c = tern_cluster
+    n, topic = 5000, "fc/" + uid()
+    s_node = c.node(2)
+    sub = SlowSubscriber(s_node.host, s_node.port, topic)
+    sub.start()
+    for nd in (c.node(1), c.node(3)):
+        probe = _connect(nd.host, nd.port, uid("probe"))
+        try:
+            def routed():
+                before = len(sub.got)
+                probe.publish(topic, b"probe", qos=0)
+                time.sleep(0.1)
+                return len(sub.got) > before
+            wait_until(routed, 10.0, msg="the subscriber's route on node %d" % nd.id)
+        finally:
+            probe.close()
+    time.sleep(0.3)
+    del sub.got[:]
+    pubs = [Publisher(nd.host, nd.port, topic, n)
+            for nd in (c.node(1), c.node(1), c.node(3), c.node(3))]
+    t0 = time.monotonic()
+    try:
+        for p in pubs:
+            p.start()
+        for p in pubs:
+            p.finish(240.0)
+        wait_received(sub, n * len(pubs), 120.0)
+    finally:
+        sub.finish()
+    took = time.monotonic() - t0
+    drops = {nd.id: (nd.metric("tern_dropped_messages_total", 'reason="queue_full"'),
+                     nd.metric("tern_dropped_messages_total", 'reason="peer_link_full"'))
+             for nd in c.nodes}
+    held = {nd.id: nd.metric("tern_publishers_held_total") for nd in c.nodes}
+    parked = s_node.metric("tern_forwards_parked_total")
+    print("fan-in to a slow clean subscriber on another node: %d of %d delivered in "
+          "%.2fs; drops by node (queue_full, peer_link_full) %r; held by node %r; "
+          "forwards parked on node 2 %r" % (len(sub.got), n * len(pubs), took, drops,
+                                            held, parked))
+    assert sub.error is None, sub.error
+    got = sub.payloads()
+    assert all(d == (0, 0) for d in drops.values()), drops
+    assert len(got) == n * len(pubs)
+    for i in range(0, n, 97):  # each publisher's messages arrive once each
+        assert got.count(b"%0*d" % (PAYLOAD, i)) == len(pubs)
