@@ -495,3 +495,74 @@ def test_qos1_fan_in_to_a_slow_clean_subscriber_on_another_node(tern_cluster):
     assert len(got) == n * len(pubs)
     for i in range(0, n, 97):  # each publisher's messages arrive once each
         assert got.count(b"%0*d" % (PAYLOAD, i)) == len(pubs)
+
+
+def _routed(nd, sub, topic):
+    """Until a QoS 0 probe published on node nd reaches sub (its route is there)."""
+    probe = _connect(nd.host, nd.port, uid("probe"))
+    try:
+        def arrived():
+            before = len(sub.got)
+            probe.publish(topic, b"probe", qos=0)
+            time.sleep(0.1)
+            return len(sub.got) > before
+        wait_until(arrived, 10.0, msg="a route of node %d's subscriber" % nd.id)
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("tern_cluster", [{"slow_subscriber_timeout_ms": 1000}],
+                         indirect=True)
+def test_stuck_clean_subscriber_on_another_node(tern_cluster):
+    """A clean subscriber on node 2 that reads but never acknowledges: the publisher
+    on node 1 is held through the link for about slow_subscriber_timeout_ms, then
+    node 2 lets it go (its queue meets drop_policy, counted there, the subscriber is
+    named in its log) and the publisher finishes. Meanwhile a second subscriber of
+    the same topic on node 2, and one fed by another publisher on node 1, get
+    everything; their longest waits are printed."""
+    c = tern_cluster
+    n, timeout_ms = 5000, 1000
+    base = "fc/" + uid()
+    s_node, p_node = c.node(2), c.node(1)
+    stuck = Subscriber(s_node.host, s_node.port, base + "/shared", ack=False)
+    same = Subscriber(s_node.host, s_node.port, base + "/shared")
+    other = Subscriber(s_node.host, s_node.port, base + "/other")
+    subs = [stuck, same, other]
+    for s in subs:
+        s.start()
+    _routed(p_node, same, base + "/shared")
+    _routed(p_node, other, base + "/other")
+    time.sleep(0.3)
+    for s in subs:
+        del s.got[:]
+    p1 = Publisher(p_node.host, p_node.port, base + "/shared", n)
+    p2 = Publisher(p_node.host, p_node.port, base + "/other", n)
+    t0 = time.monotonic()
+    try:
+        p1.start()
+        p2.start()
+        p1.finish(60.0)
+        p2.finish(60.0)
+        wait_received(same, n, 30.0)
+        wait_received(other, n, 30.0)
+    finally:
+        for s in subs:
+            s.finish()
+    took = time.monotonic() - t0
+    drops = s_node.metric("tern_dropped_messages_total", 'reason="queue_full"')
+    slow = s_node.metric("tern_slow_subscribers_total")
+    gap_same, gap_other = same.max_gap(t0), other.max_gap(t0)
+    print("stuck clean subscriber on another node: publishers done in %.2fs, stuck got %d "
+          "(in flight), queue_full drops on node 2 %r, slow %r; longest wait: same topic "
+          "%.0f ms, other publisher %.0f ms (slow_subscriber_timeout_ms %d)" % (
+              took, len(stuck.got), drops, slow, gap_same * 1000, gap_other * 1000,
+              timeout_ms))
+    expect_all(same, n)
+    expect_all(other, n)
+    assert len(stuck.got) == 32  # inflight_max
+    assert drops and drops > 0
+    assert slow == 1
+    assert stuck.cid in s_node.log(current_run=True)
+    assert took < 30.0  # liveness: held back about timeout_ms, not for ever
+    assert gap_same < timeout_ms / 1000.0 + 5.0  # generous liveness bounds
+    assert gap_other < 5.0
