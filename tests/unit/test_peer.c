@@ -144,6 +144,11 @@ static void test_valid_frame_is_delivered(void **state)
     assert_int_equal(f->rx.frames, 1);
     assert_int_equal(f->rx.from, 2);
     assert_int_equal(f->rx.len, 100);
+    /* a flow control frame (hold / release a publisher) is a known type too */
+    send_frame(s, 2, TERN_PEER_FLOW, 12, 0);
+    spin(f, 50);
+    assert_int_equal(f->rx.frames, 2);
+    assert_int_equal(f->rx.len, 12);
     assert_false(closed(s));
     close(s);
 }
