@@ -280,6 +280,11 @@ uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s)
     return s->st->flight_count;
 }
 
+uint16_t tern_fsm_session_next_packet_id(const struct tern_fsm_session *s)
+{
+    return s->next_packet_id;
+}
+
 uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s)
 {
     return s->sub_count;

@@ -57,7 +57,8 @@ struct tern_flow {
     struct flow_remote *remote; /* publishers held on other nodes */
     uint32_t remote_count;
     uint32_t queued_last; /* queue length when last seen */
-    uint64_t progress_ms; /* when it last shrank (or the entry was made) */
+    uint16_t sent_last;   /* the session's next packet id then */
+    uint64_t progress_ms; /* when it last made progress (or the entry was made) */
     bool slow;            /* timed out: the drop policy applies */
     uint16_t id_len;
     char id[];
@@ -83,6 +84,7 @@ static struct tern_flow *flow_add(struct tern_node *n, struct tern_fsm *fsm,
     e->id_len = (uint16_t)id.len;
     memcpy(e->id, id.ptr, id.len);
     e->queued_last = tern_fsm_session_queued(s);
+    e->sent_last = tern_fsm_session_next_packet_id(s);
     e->progress_ms = now;
     e->next = n->flow;
     n->flow = e;
@@ -288,10 +290,14 @@ static void flow_check_entries(struct tern_node *n)
             flow_free(n, pp); /* releasing may add entries, at the head only */
             continue;
         }
+        /* Progress: the queue shrank, or messages were sent (acknowledgements
+         * made room) even if new ones filled it again since (parked forwards). */
         uint32_t queued = tern_fsm_session_queued(s);
-        if (queued < e->queued_last)
+        uint16_t sent = tern_fsm_session_next_packet_id(s);
+        if (queued < e->queued_last || sent != e->sent_last)
             e->progress_ms = now;
         e->queued_last = queued;
+        e->sent_last = sent;
         /* An entry made by a publisher released above is newer than `now`. */
         if (!e->slow && timeout && now >= e->progress_ms + timeout) {
             e->slow = true;

@@ -315,6 +315,9 @@ uint8_t tern_fsm_session_proto(const struct tern_fsm_session *s);
 uint32_t tern_fsm_session_queued(const struct tern_fsm_session *s);
 uint64_t tern_fsm_session_queued_bytes(const struct tern_fsm_session *s);
 uint32_t tern_fsm_session_inflight(const struct tern_fsm_session *s);
+/* The packet id the next QoS>0 message sent to the session gets: it moves on with
+ * every one sent, so a change says the session made progress. */
+uint16_t tern_fsm_session_next_packet_id(const struct tern_fsm_session *s);
 /* Flow control marks: a session is backlogged when its queue holds at least half
  * of queue_max or of queue_bytes_max, and drained again when it holds at most a
  * quarter of both. */
