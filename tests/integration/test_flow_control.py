@@ -566,3 +566,48 @@ def test_stuck_clean_subscriber_on_another_node(tern_cluster):
     assert took < 30.0  # liveness: held back about timeout_ms, not for ever
     assert gap_same < timeout_ms / 1000.0 + 5.0  # generous liveness bounds
     assert gap_other < 5.0
+
+
+@pytest.mark.parametrize("tern_cluster", [{"slow_subscriber_timeout_ms": 60000}],
+                         indirect=True)
+def test_hold_for_a_lost_node_ends_with_its_lease(tern_cluster):
+    """A publisher on node 1 held for a stuck clean subscriber on node 2 (with a
+    slow_subscriber_timeout_ms of a minute, so only node 2 could let it go): when
+    node 2 is killed, node 1 reads the publisher again once the hold's lease ends
+    (1 s without a renewal), not after the minute. The wait is printed."""
+    c = tern_cluster
+    topic = "fc/" + uid()
+    s_node, p_node = c.node(2), c.node(1)
+    stuck = Subscriber(s_node.host, s_node.port, topic, ack=False)
+    stuck.start()
+    _routed(p_node, stuck, topic)
+    pub = Publisher(p_node.host, p_node.port, topic, 10 ** 6)
+    try:
+        pub.start()
+        # held: no PUBACK progress for a while
+        deadline, last, since = time.monotonic() + 30.0, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            if pub.acked != last:
+                last, since = pub.acked, time.monotonic()
+            elif time.monotonic() - since > 1.5:
+                break
+            time.sleep(0.05)
+        assert time.monotonic() - since > 1.5, "the publisher was not held"
+        assert p_node.metric("tern_connections_held") == 1
+        held_at = pub.acked
+        t_kill = time.monotonic()
+        c.kill(2)
+        deadline = time.monotonic() + 30.0
+        while pub.acked == held_at and time.monotonic() < deadline and pub.is_alive():
+            time.sleep(0.01)
+        waited = time.monotonic() - t_kill
+        print("publisher held for a stuck subscriber on a killed node: read again %.0f ms "
+              "after the kill (lease 1,000 ms; slow_subscriber_timeout_ms 60,000)" %
+              (waited * 1000))
+        assert pub.acked > held_at, "still held %.1f s after the node was killed" % waited
+        assert waited < 10.0  # liveness: the lease, far below the minute
+    finally:
+        pub.n = 0  # let its loop end
+        pub.join(5.0)
+        pub.c.close()
+        stuck.finish()
