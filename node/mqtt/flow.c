@@ -7,7 +7,7 @@
  * is replicated state, so the publisher's node sees it fill and drain whichever
  * node owns the subscriber; a clean session's queue is on this node.
  *
- * A subscriber that makes no progress (its queue does not shrink) for
+ * A subscriber that makes no progress (its queue neither shrinks nor sends) for
  * slow_subscriber_timeout_ms is slow: its publishers are read again and its
  * queue meets the drop policy, counted and logged, until it drains again. So a
  * stuck device holds its publishers - and through them their other
