@@ -1003,9 +1003,18 @@ static void metrics_loop(struct sbuf *b, const struct tern_node *n)
            "this node was behind, or its own at start).",
            n->stats.snapshots_installed);
     metric_f(b, "tern_snapshot_max_seconds", "gauge",
-             "Longest time serialising the state machine for a snapshot (the loop "
-             "waits for it).",
+             "Longest time a snapshot took, from its start to its file written (off the "
+             "loop when forked: the stall is below).",
              (double)st.snapshot_max_us / 1e6);
+    static const uint64_t stall_us[] = TERN_SNAPSHOT_STALL_BUCKETS_US;
+    histogram(b, "tern_snapshot_stall_seconds",
+              "Snapshots by how long they stopped the event loop (fork(), or the "
+              "whole serialisation when not forked).",
+              stall_us, TERN_SNAPSHOT_STALL_BUCKETS, st.snapshot_stall_us,
+              st.snapshot_stall_sum_us);
+    metric_f(b, "tern_snapshot_stall_max_seconds", "gauge",
+             "Longest event-loop stall of one snapshot since start.",
+             (double)st.snapshot_stall_max_us / 1e6);
 }
 
 static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
@@ -1232,6 +1241,38 @@ static void on_snapshot_barrier(void *ctx, int status, const struct tern_fsm_res
     }
     tern_http_release(t->hc);
     free(t);
+}
+
+static void on_digest(void *ctx, int status, uint64_t index, uint32_t crc, uint64_t bytes,
+                      const char *errmsg)
+{
+    struct tern_http_conn *hc = ctx;
+    if (status != TERN_OK) {
+        reply_error(hc, 500, NULL, 0, "cannot serialise the state: %s", errmsg);
+    } else {
+        char hex[9];
+        snprintf(hex, sizeof(hex), "%08x", (unsigned)crc);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "applied_index", (double)index);
+        cJSON_AddStringToObject(o, "crc32c", hex);
+        cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+        reply_json(hc, 200, o);
+    }
+    tern_http_release(hc);
+}
+
+/* The replicated state's digest at this node's applied index: replicas at the
+ * same index must give the same one (serialised off the loop). */
+static void get_state_digest(struct tern_admin *a, struct tern_http_conn *hc,
+                             const char *tail, const char *query)
+{
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_http_hold(hc);
+    if (tern_cluster_state_digest(a->node->cluster, a->node->loop, on_digest, hc,
+                                  errmsg) != TERN_OK) {
+        reply_error(hc, 503, NULL, 0, "cannot serialise the state: %s", errmsg);
+        tern_http_release(hc);
+    }
 }
 
 /* Answers once the entry that triggers the snapshot has applied. */
@@ -1642,6 +1683,7 @@ static const struct admin_route routes[] = {
     {"GET", "/metrics", get_metrics},
     {"POST", "/transfer-leader", post_transfer},
     {"POST", "/snapshot", post_snapshot},
+    {"GET", "/state/digest", get_state_digest},
     {"POST", "/reload", post_reload},
     {"POST", "/drain", post_drain},
     {"POST", "/undrain", post_undrain},

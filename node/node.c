@@ -294,6 +294,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .snapshot_trailing = cfg->raft_snapshot_trailing,
         .snapshot_bytes = cfg->raft_snapshot_bytes,
         .segment_bytes = cfg->raft_segment_bytes,
+        .snapshot_fork = cfg->raft_snapshot_fork,
         .join = cfg->join,
         .on_forward = on_forward,
         .forward_ctx = n,
