@@ -183,7 +183,10 @@ static int fsm_snapshot_async(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
     if (rc != TERN_OK)
         return rc == TERN_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     rf->snapshot_len = len;
-    return snapshot_bufs(data, len, bufs, n);
+    int rv = snapshot_bufs(data, len, bufs, n);
+    if (rv != 0)
+        snprintf(rf->snapshot_err, sizeof(rf->snapshot_err), "out of memory");
+    return rv;
 }
 
 /* libraft calls this once it has finished writing the snapshot (or failed to,
