@@ -31,6 +31,30 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* CPU time of this thread (user + system): what the stall costs, without the
+ * waits of a machine shared with other work. */
+static uint64_t cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Heap on transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1). */
+static double anon_huge_mb(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *fp = fopen("/proc/self/smaps_rollup", "r");
+    if (!fp)
+        return 0;
+    while (fgets(line, sizeof(line), fp))
+        if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+            break;
+    fclose(fp);
+    return (double)kb / 1024.0;
+}
+
 static double rss_mb(void)
 {
     long pages = 0, rss = 0;
@@ -138,9 +162,9 @@ int main(int argc, char **argv)
     }
     char *payload = malloc(plen + 1);
     memset(payload, 'x', plen);
-    printf("%9s %8s %9s %10s %10s %10s %10s %10s %10s %s\n", "sessions", "rss_MB",
-           "snap_MB", "inline_ms", "fork_ms", "child_ms", "burst_ms", "burst0_ms",
-           "build_s", "same");
+    printf("%9s %8s %8s %8s %10s %9s %8s %9s %9s %9s %9s %7s %s\n", "sessions", "rss_MB",
+           "huge_MB", "snap_MB", "inline_ms", "inl_cpu", "fork_ms", "fork_cpu",
+           "child_ms", "burst_ms", "burst0_ms", "build_s", "same");
     for (int a = optind; a < argc; a++) {
         size_t n = (size_t)strtoull(argv[a], NULL, 10);
         uint64_t t = now_us();
@@ -150,18 +174,20 @@ int main(int argc, char **argv)
         uint8_t *inl = NULL, *forked = NULL;
         size_t inl_len = 0, forked_len = 0;
         t = now_us();
+        uint64_t c0 = cpu_us();
         if (tern_fsm_snapshot(f, &inl, &inl_len) != TERN_OK)
             return 1;
-        uint64_t inline_us = now_us() - t;
+        uint64_t inline_us = now_us() - t, inline_cpu_us = cpu_us() - c0;
 
         char errmsg[TERN_ERRMSG_SIZE] = "";
         struct tern_snapfork sf;
         t = now_us();
+        c0 = cpu_us();
         if (tern_snapfork_start(&sf, f, errmsg) != TERN_OK) {
             fprintf(stderr, "snap-bench: %s\n", errmsg);
             return 1;
         }
-        uint64_t fork_us = now_us() - t;
+        uint64_t fork_us = now_us() - t, fork_cpu_us = cpu_us() - c0;
         /* Applies while the child runs: each first write to a page copies it. */
         uint64_t b0 = now_us();
         for (unsigned k = 0; k < burst; k++)
@@ -178,11 +204,13 @@ int main(int argc, char **argv)
             publish(f, (size_t)k * 7919 % n, payload, plen, 1800000000002u);
         uint64_t burst0_us = now_us() - b0;
         int same = inl_len == forked_len && memcmp(inl, forked, inl_len) == 0;
-        printf("%9zu %8.0f %9.1f %10.2f %10.2f %10.1f %10.2f %10.2f %10.1f %s\n", n,
-               rss_mb(), (double)inl_len / 1048576.0, (double)inline_us / 1000.0,
-               (double)fork_us / 1000.0, (double)child_us / 1000.0,
-               (double)burst_us / 1000.0, (double)burst0_us / 1000.0, build_s,
-               same ? "yes" : "NO");
+        printf("%9zu %8.0f %8.0f %8.1f %10.1f %9.1f %8.2f %9.2f %9.0f %9.1f %9.1f %7.1f "
+               "%s\n",
+               n, rss_mb(), anon_huge_mb(), (double)inl_len / 1048576.0,
+               (double)inline_us / 1000.0, (double)inline_cpu_us / 1000.0,
+               (double)fork_us / 1000.0, (double)fork_cpu_us / 1000.0,
+               (double)child_us / 1000.0, (double)burst_us / 1000.0,
+               (double)burst0_us / 1000.0, build_s, same ? "yes" : "NO");
         fflush(stdout);
         free(inl);
         free(forked);
