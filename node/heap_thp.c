@@ -2,8 +2,8 @@
  *
  * Snapshots are serialised by a forked child (cluster/snap_fork.h); the loop
  * waits only for fork(), which copies the page tables of the heap: with 4 KiB
- * pages ~20 ms per 500 MiB of small allocations here, with 2 MiB pages under
- * two milliseconds (docs/benchmarks.md, "Snapshot stalls"). glibc's malloc puts
+ * pages 16 ms at 330 MB of heap here, with 2 MiB pages 3 ms
+ * (docs/benchmarks.md, "Snapshot stalls"). glibc's malloc puts
  * its heap on huge pages (madvise) only if told at start, through the
  * GLIBC_TUNABLES environment variable, which glibc reads before main(). So
  * ternd sets it and executes itself again, once, before it has opened
