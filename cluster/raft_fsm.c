@@ -143,9 +143,10 @@ static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsig
     rf->snapshot_forked = false;
     if (fork_worth_it(rf)) {
         char errmsg[TERN_ERRMSG_SIZE];
-        if (tern_snapfork_start(&rf->child, rf->fsm, errmsg) == TERN_OK)
+        if (tern_snapfork_start(&rf->child, rf->fsm, errmsg) == TERN_OK) {
             rf->snapshot_forked = true;
-        else
+            tern_snapfork_handle_open(&rf->handle, &rf->child);
+        } else
             TERN_LOGW("raft: snapshot %" PRIu64 ": %s: serialising on the loop instead",
                       rf->snapshots + 1, errmsg);
     }
@@ -196,6 +197,7 @@ static int fsm_snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs
 {
     struct tern_raft_fsm *rf = rfsm->data;
     tern_snapfork_abort(&rf->child); /* a child not collected: killed, reaped */
+    tern_snapfork_handle_close(&rf->handle);
     uint64_t us = uv_hrtime() / 1000 - rf->snapshot_started_us;
     if (us > rf->snapshot_max_us)
         rf->snapshot_max_us = us;
@@ -247,7 +249,13 @@ int tern_raft_fsm_init(struct tern_raft_fsm *rf, struct tern_fsm *fsm,
     rf->raft.snapshot_finalize = fsm_snapshot_finalize;
     rf->raft.restore = fsm_restore;
     tern_snapfork_init(&rf->child);
+    rf->handle.pidfd = -1;
     return TERN_OK;
+}
+
+void tern_raft_fsm_cancel(struct tern_raft_fsm *rf)
+{
+    tern_snapfork_handle_kill(&rf->handle);
 }
 
 void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork)

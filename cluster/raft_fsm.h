@@ -63,6 +63,7 @@ struct tern_raft_fsm {
     int fork;                            /* enum tern_snapshot_fork */
     bool snapshot_forked;                /* the one in progress is */
     struct tern_snapfork child;          /* its child */
+    struct tern_snapfork_handle handle;  /* the loop's handle on it */
     char snapshot_err[TERN_ERRMSG_SIZE]; /* why it failed ("": it did not) */
 };
 
@@ -85,6 +86,11 @@ int tern_raft_fsm_init(struct tern_raft_fsm *rf, struct tern_fsm *fsm,
  * snapshot_async; the raft_io must offer async_work, as raft_uv does). Before
  * raft_init(). */
 void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork);
+
+/* Ends a forked snapshot in progress (before raft_close): its child is killed,
+ * so the collect fails at once rather than the close waiting for the child to
+ * finish serialising (tens of seconds at a million sessions). */
+void tern_raft_fsm_cancel(struct tern_raft_fsm *rf);
 
 /* Builds one entry from `len` bytes of concatenated encoded commands into a new
  * raft_calloc'ed buffer (raft_apply() takes it; otherwise raft_free() it).

@@ -1547,6 +1547,7 @@ static void close_now(struct tern_cluster *c)
         tern_peers_close(c->peers);
     if (c->raft_started) {
         c->raft.data = c;
+        tern_raft_fsm_cancel(&c->rfsm); /* raft_close waits for the snapshot's work */
         raft_close(&c->raft, on_raft_closed);
     } else {
         finish_close(c);

@@ -223,6 +223,35 @@ fail:
     return rc;
 }
 
+void tern_snapfork_handle_open(struct tern_snapfork_handle *h,
+                               const struct tern_snapfork *sf)
+{
+    h->pidfd = -1;
+#ifdef SYS_pidfd_open
+    if (sf->pid)
+        h->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)sf->pid, 0u);
+#else
+    (void)sf;
+#endif
+}
+
+void tern_snapfork_handle_kill(const struct tern_snapfork_handle *h)
+{
+#ifdef SYS_pidfd_send_signal
+    if (h->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0u);
+#else
+    (void)h;
+#endif
+}
+
+void tern_snapfork_handle_close(struct tern_snapfork_handle *h)
+{
+    if (h->pidfd >= 0)
+        close(h->pidfd);
+    h->pidfd = -1;
+}
+
 void tern_snapfork_abort(struct tern_snapfork *sf)
 {
     if (sf->fd >= 0)

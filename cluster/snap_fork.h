@@ -32,6 +32,13 @@ struct tern_snapfork {
     int fd;  /* read end of its pipe; -1: none */
 };
 
+/* A handle on the child for the thread that started it, while another thread
+ * collects: pidfds name one process, even once it is reaped and its pid
+ * reused, so ending it cannot hit another process. */
+struct tern_snapfork_handle {
+    int pidfd; /* -1: none (or pidfd_open unsupported) */
+};
+
 /* Sets sf to "no child". */
 void tern_snapfork_init(struct tern_snapfork *sf);
 
@@ -49,5 +56,14 @@ int tern_snapfork_collect(struct tern_snapfork *sf, uint8_t **out, size_t *out_l
 
 /* Kills and reaps a child not collected; nothing when there is none. */
 void tern_snapfork_abort(struct tern_snapfork *sf);
+
+/* Right after tern_snapfork_start, on the same thread: a handle on the child. */
+void tern_snapfork_handle_open(struct tern_snapfork_handle *h,
+                               const struct tern_snapfork *sf);
+/* Kills the child (a collect in progress then fails at once); harmless when
+ * it is gone. Any thread; does not reap. */
+void tern_snapfork_handle_kill(const struct tern_snapfork_handle *h);
+/* Closes the handle (after the collect is over). */
+void tern_snapfork_handle_close(struct tern_snapfork_handle *h);
 
 #endif

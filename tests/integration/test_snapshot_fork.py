@@ -13,6 +13,7 @@ session must get exactly what it is owed, in order, and every retained message.
 Every wait is bounded; each test gets a fresh cluster (cluster.py).
 """
 import json
+import os
 import re
 import signal
 import threading
@@ -203,3 +204,76 @@ def test_snapshot_stall_logged_and_exported(start_broker, mode, how):
     d = json.loads(http(port, "GET", "/state/digest")[1])
     assert re.fullmatch(r"[0-9a-f]{8}", d["crc32c"]) and d["bytes"] > 0
     assert d["applied_index"] >= 1
+
+
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def catch_child(pid, seen, tries=4000):
+    """SIGSTOPs a live child of process pid (a snapshot's) not in `seen`, polling
+    /proc; its pid once it is stopped, or None (a small state's child may be done
+    within a millisecond; a zombie does not count)."""
+    path = "/proc/%d/task/%d/children" % (pid, pid)
+    for _ in range(tries):
+        try:
+            with open(path) as f:
+                kids = [int(k) for k in f.read().split() if int(k) not in seen]
+        except OSError:
+            kids = []
+        for kid in kids:
+            seen.add(kid)
+            try:
+                os.kill(kid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            for _ in range(100):  # SIGSTOP takes effect asynchronously
+                st = proc_state(kid)
+                if st in ("T", "t"):
+                    return kid
+                if st in (None, "Z", "X"):
+                    break
+                time.sleep(0.001)
+        time.sleep(0.0002)
+    return None
+
+
+@pytest.mark.tern_only
+def test_sigterm_during_a_forked_snapshot_does_not_wait_for_the_child(start_broker):
+    """A node told to stop while a snapshot's child is still serialising (here:
+    stopped with SIGSTOP, as a child busy for tens of seconds at a million sessions)
+    kills the child and exits at once; the snapshot is logged as failed. Before,
+    the close waited for the child until the 30 s silence limit."""
+    b = start_broker(raft_snapshot_fork="always")
+    port = single_admin_port(b)
+    wait_until(lambda: http(port, "GET", "/health")[0] == 200, 10.0, msg="ready")
+    pid = b.proc.pid
+    child, seen = None, set()
+    for _ in range(30):  # the child of a small state may be gone before we look
+        http(port, "POST", "/snapshot")
+        child = catch_child(pid, seen)
+        if child:
+            break
+        time.sleep(0.1)
+    if child is None:
+        pytest.skip("no snapshot child caught alive in 30 snapshots")
+    log = b.log_path
+    t0 = time.monotonic()
+    try:
+        rc = b.stop()  # SIGTERM, then SIGKILL after 5 s (and a problem reported)
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)  # if it outlived the node: not ours to leave
+        except ProcessLookupError:
+            pass
+    took = time.monotonic() - t0
+    assert rc == 0 and took < 5.0, "ternd exited with %s after %.1f s" % (rc, took)
+    with open(log, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    assert re.search(r"raft: snapshot \d+ failed after \d+ ms .*killed by signal 9|"
+                     r"raft: snapshot \d+ failed after \d+ ms .*end of data", text), (
+        text[-2000:])
