@@ -90,22 +90,10 @@ static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void *
     return 0;
 }
 
-static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsigned *n)
+/* The serialised state in one buffer, as libraft wants it. */
+static int snapshot_bufs(uint8_t *data, size_t len, struct raft_buffer *bufs[],
+                         unsigned *n)
 {
-    struct tern_raft_fsm *rf = rfsm->data;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    uint64_t t0 = uv_hrtime() / 1000;
-    if (tern_fsm_snapshot(rf->fsm, &data, &len) != TERN_OK)
-        return RAFT_NOMEM;
-    /* The loop stops for this: worth knowing when it grows. */
-    uint64_t us = uv_hrtime() / 1000 - t0;
-    rf->snapshot_started_us = t0;
-    rf->snapshot_len = len;
-    rf->snapshots++;
-    rf->snapshot_bytes_at = rf->applied_bytes;
-    if (us > rf->snapshot_max_us)
-        rf->snapshot_max_us = us;
     *bufs = malloc(sizeof(**bufs));
     if (!*bufs) {
         free(data);
@@ -117,14 +105,111 @@ static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsig
     return 0;
 }
 
-/* libraft calls this once it has finished writing the snapshot (or failed to). */
+static void stall_count(struct tern_raft_fsm *rf, uint64_t us)
+{
+    static const uint64_t bounds[] = TERN_SNAPSHOT_STALL_BUCKETS_US;
+    size_t b = 0;
+    while (b < TERN_SNAPSHOT_STALL_BUCKETS && us > bounds[b])
+        b++;
+    rf->stall_us[b]++;
+    rf->stall_sum_us += us;
+    if (us > rf->stall_max_us)
+        rf->stall_max_us = us;
+    rf->stall_last_us = us;
+}
+
+static bool fork_worth_it(const struct tern_raft_fsm *rf)
+{
+    if (rf->fork != TERN_SNAPSHOT_FORK_AUTO)
+        return rf->fork == TERN_SNAPSHOT_FORK_ALWAYS;
+    const struct tern_fsm_stats *st = tern_fsm_stats(rf->fsm);
+    return st->sessions + st->subscriptions + st->messages + st->queued + st->inflight >=
+           TERN_SNAPSHOT_FORK_AUTO_OBJECTS;
+}
+
+/* On the loop, at the snapshot's index. Forked: only fork() here, the child
+ * serialises this very state while apply goes on (snap_fork.h), and
+ * fsm_snapshot_async collects it on a thread-pool thread. Otherwise (fork off,
+ * or it failed) the whole serialisation, as libraft's version 2 did. */
+static int fsm_snapshot(struct raft_fsm *rfsm, struct raft_buffer *bufs[], unsigned *n)
+{
+    struct tern_raft_fsm *rf = rfsm->data;
+    uint64_t t0 = uv_hrtime() / 1000;
+    *bufs = NULL;
+    *n = 0;
+    rf->snapshot_started_us = t0;
+    rf->snapshot_len = 0;
+    rf->snapshot_err[0] = '\0';
+    rf->snapshot_forked = false;
+    if (fork_worth_it(rf)) {
+        char errmsg[TERN_ERRMSG_SIZE];
+        if (tern_snapfork_start(&rf->child, rf->fsm, errmsg) == TERN_OK) {
+            rf->snapshot_forked = true;
+            tern_snapfork_handle_open(&rf->handle, &rf->child);
+        } else
+            TERN_LOGW("raft: snapshot %" PRIu64 ": %s: serialising on the loop instead",
+                      rf->snapshots + 1, errmsg);
+    }
+    if (!rf->snapshot_forked) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (tern_fsm_snapshot(rf->fsm, &data, &len) != TERN_OK)
+            return RAFT_NOMEM;
+        int rv = snapshot_bufs(data, len, bufs, n);
+        if (rv != 0)
+            return rv;
+        rf->snapshot_len = len;
+    }
+    /* What the loop waited for: the stall the snapshot costs every client. */
+    uint64_t us = uv_hrtime() / 1000 - t0;
+    stall_count(rf, us);
+    rf->snapshots++;
+    rf->snapshot_bytes_at = rf->applied_bytes;
+    return 0;
+}
+
+/* On a thread-pool thread (libraft's io->async_work), between fsm_snapshot and
+ * fsm_snapshot_finalize: touches only rf->child and the snapshot fields the
+ * loop leaves alone until finalize. Nothing to do for an inline snapshot. */
+static int fsm_snapshot_async(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
+                              unsigned *n)
+{
+    struct tern_raft_fsm *rf = rfsm->data;
+    if (!rf->snapshot_forked)
+        return 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = tern_snapfork_collect(&rf->child, &data, &len, TERN_SNAPSHOT_SILENCE_MS,
+                                   rf->snapshot_err);
+    if (rc != TERN_OK)
+        return rc == TERN_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    rf->snapshot_len = len;
+    int rv = snapshot_bufs(data, len, bufs, n);
+    if (rv != 0)
+        snprintf(rf->snapshot_err, sizeof(rf->snapshot_err), "out of memory");
+    return rv;
+}
+
+/* libraft calls this once it has finished writing the snapshot (or failed to,
+ * or could not start the thread-pool work). */
 static int fsm_snapshot_finalize(struct raft_fsm *rfsm, struct raft_buffer *bufs[],
                                  unsigned *n)
 {
     struct tern_raft_fsm *rf = rfsm->data;
+    tern_snapfork_abort(&rf->child); /* a child not collected: killed, reaped */
+    tern_snapfork_handle_close(&rf->handle);
     uint64_t us = uv_hrtime() / 1000 - rf->snapshot_started_us;
-    TERN_LOGI("raft: snapshot %" PRIu64 " finished (%zu bytes, %" PRIu64 " ms)",
-              rf->snapshots, rf->snapshot_len, us / 1000);
+    if (us > rf->snapshot_max_us)
+        rf->snapshot_max_us = us;
+    if (rf->snapshot_err[0])
+        TERN_LOGW("raft: snapshot %" PRIu64 " failed after %" PRIu64
+                  " ms (loop stall %" PRIu64 " us): %s",
+                  rf->snapshots, us / 1000, rf->stall_last_us, rf->snapshot_err);
+    else
+        TERN_LOGI("raft: snapshot %" PRIu64 " finished (%zu bytes, %" PRIu64
+                  " ms, loop stall %" PRIu64 " us, %s)",
+                  rf->snapshots, rf->snapshot_len, us / 1000, rf->stall_last_us,
+                  rf->snapshot_forked ? "forked" : "inline");
     if (*bufs) {
         for (unsigned i = 0; i < *n; i++)
             free((*bufs)[i].base);
@@ -163,7 +248,22 @@ int tern_raft_fsm_init(struct tern_raft_fsm *rf, struct tern_fsm *fsm,
     rf->raft.snapshot = fsm_snapshot;
     rf->raft.snapshot_finalize = fsm_snapshot_finalize;
     rf->raft.restore = fsm_restore;
+    tern_snapfork_init(&rf->child);
+    rf->handle.pidfd = -1;
     return TERN_OK;
+}
+
+void tern_raft_fsm_cancel(struct tern_raft_fsm *rf)
+{
+    tern_snapfork_handle_kill(&rf->handle);
+}
+
+void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork)
+{
+    bool on = fork != TERN_SNAPSHOT_FORK_NEVER;
+    rf->fork = fork;
+    rf->raft.version = on ? 3 : 2;
+    rf->raft.snapshot_async = on ? fsm_snapshot_async : NULL;
 }
 
 int tern_raft_entry_build(const uint8_t *cmds, size_t len, struct raft_buffer *out)

@@ -10,12 +10,16 @@
 #ifndef TERN_RAFT_FSM_H
 #define TERN_RAFT_FSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <raft.h>
 
+#include "snap_fork.h"
+#include "tern/cluster.h"
 #include "tern/cmd.h"
+#include "tern/error.h"
 #include "tern/fsm.h"
 
 /* 2: a node's proposals apply in sequence order (ORIGIN_START begins one).
@@ -50,14 +54,44 @@ struct tern_raft_fsm {
     uint64_t snapshots;           /* snapshots taken */
     uint64_t applied_bytes;       /* bytes of entries applied since start */
     uint64_t snapshot_bytes_at;   /* applied_bytes at the last snapshot or restore */
-    uint64_t snapshot_max_us;     /* longest time serialising the FSM for one */
+    uint64_t snapshot_max_us;     /* longest from start to finalize (off the loop) */
     uint64_t snapshot_started_us; /* uv_hrtime() / 1000 of the one in progress */
     size_t snapshot_len;          /* its serialised size */
+    /* The loop's stall of each snapshot (fork(), or the whole serialisation
+     * inline), by TERN_SNAPSHOT_STALL_BUCKETS_US; the rest above the last. */
+    uint64_t stall_us[TERN_SNAPSHOT_STALL_BUCKETS + 1];
+    uint64_t stall_sum_us, stall_max_us, stall_last_us;
+    int fork;                            /* enum tern_snapshot_fork */
+    bool snapshot_forked;                /* the one in progress is */
+    struct tern_snapfork child;          /* its child */
+    struct tern_snapfork_handle handle;  /* the loop's handle on it */
+    char snapshot_err[TERN_ERRMSG_SIZE]; /* why it failed ("": it did not) */
 };
 
-/* Fills rf's raft_fsm (version 2) over fsm. Cannot fail: returns TERN_OK. */
+/* A forked child that writes nothing for this long is killed: the snapshot
+ * fails and the next one is tried (snap_fork.h). */
+#define TERN_SNAPSHOT_SILENCE_MS 30000
+
+/* Fills rf's raft_fsm (version 2: snapshots serialised inline, on the loop)
+ * over fsm. Cannot fail: returns TERN_OK. */
 int tern_raft_fsm_init(struct tern_raft_fsm *rf, struct tern_fsm *fsm,
                        tern_raft_applied_fn on_applied, void *ctx);
+
+/* Below this many objects (sessions, subscriptions, messages, queue and
+ * in-flight entries) an inline snapshot costs less than fork() (~1 ms at
+ * 0.75 us an object; docs/benchmarks.md): "auto" serialises it on the loop. */
+#define TERN_SNAPSHOT_FORK_AUTO_OBJECTS 2000
+
+/* fork (enum tern_snapshot_fork): AUTO or ALWAYS, snapshots serialised by a
+ * forked child, collected on a thread-pool thread (raft_fsm version 3,
+ * snapshot_async; the raft_io must offer async_work, as raft_uv does). Before
+ * raft_init(). */
+void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork);
+
+/* Ends a forked snapshot in progress (before raft_close): its child is killed,
+ * so the collect fails at once rather than the close waiting for the child to
+ * finish serialising (tens of seconds at a million sessions). */
+void tern_raft_fsm_cancel(struct tern_raft_fsm *rf);
 
 /* Builds one entry from `len` bytes of concatenated encoded commands into a new
  * raft_calloc'ed buffer (raft_apply() takes it; otherwise raft_free() it).

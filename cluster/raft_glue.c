@@ -186,6 +186,14 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     if (c->cfg.segment_bytes)
         raft_uv_set_segment_size(&c->io, (size_t)c->cfg.segment_bytes);
     tern_raft_fsm_init(&c->rfsm, c->fsm, cluster_on_cmd_applied, c);
+    /* libraft 0.15's raft_uv_init fills async_work but leaves io version 1
+     * (later releases say 2), and raft_init wants 2 for an FSM with
+     * snapshot_async. */
+    bool fork = c->cfg.snapshot_fork != TERN_SNAPSHOT_FORK_NEVER && c->io.async_work;
+    if (fork && c->io.version < 2)
+        c->io.version = 2;
+    tern_raft_fsm_set_fork(&c->rfsm,
+                           fork ? c->cfg.snapshot_fork : TERN_SNAPSHOT_FORK_NEVER);
     c->rfsm.on_applying = cluster_on_cmd_applying;
     rv = raft_init(&c->raft, &c->io, &c->rfsm.raft, c->node_id, self_addr);
     c->rfsm.r = &c->raft; /* for the entry index in a fatal apply error */
@@ -357,6 +365,9 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->commit_sum_us = c->commit_sum_us;
     st->snapshots = c->rfsm.snapshots;
     st->snapshot_max_us = c->rfsm.snapshot_max_us;
+    memcpy(st->snapshot_stall_us, c->rfsm.stall_us, sizeof(st->snapshot_stall_us));
+    st->snapshot_stall_sum_us = c->rfsm.stall_sum_us;
+    st->snapshot_stall_max_us = c->rfsm.stall_max_us;
 }
 
 size_t tern_cluster_members(const struct tern_cluster *c, struct tern_member_status *out,
@@ -490,6 +501,7 @@ static void close_now(struct tern_cluster *c)
         tern_peers_close(c->peers);
     if (c->raft_started) {
         c->raft.data = c;
+        tern_raft_fsm_cancel(&c->rfsm); /* raft_close waits for the snapshot's work */
         raft_close(&c->raft, on_raft_closed);
     } else {
         finish_close(c);

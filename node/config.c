@@ -63,6 +63,7 @@ struct key {
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const drop_policy_names[] = {"drop_oldest", "drop_new", NULL};
 static const char *const anonymous_names[] = {"auto", "false", "true", NULL};
+static const char *const snapshot_fork_names[] = {"auto", "never", "always", NULL};
 
 #define FIELD(f) offsetof(struct tern_config, f), sizeof(((struct tern_config *)0)->f)
 #define UINT(n, f, lo, hi, d, doc)                                                       \
@@ -150,6 +151,9 @@ static const struct key keys[] = {
          "log entries kept after a snapshot"),
     UINT("raft_snapshot_bytes", raft_snapshot_bytes, 1048576, TIB, "67108864",
          "log bytes between snapshots (whichever comes first)"),
+    ENUM("raft_snapshot_fork", raft_snapshot_fork, snapshot_fork_names, "auto",
+         "serialise snapshots in a forked child (the loop stops only for fork()); "
+         "auto = when the state is not tiny"),
     UINT("raft_segment_bytes", raft_segment_bytes, 1048576, UINT64_C(1) << 30, "33554432",
          "size of each Raft log segment file, allocated up front"),
     UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",

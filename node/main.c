@@ -207,6 +207,8 @@ int main(int argc, char **argv)
             tern_tls_ctx_free(tls[i]);
         return 0;
     }
+    if (cfg.raft_snapshot_fork != TERN_SNAPSHOT_FORK_NEVER)
+        tern_heap_thp_reexec(argv); /* before any file or socket is open */
     tern_log_set_level(cfg.log_level);
     if (cfg.log_file[0] && tern_log_open_file(cfg.log_file, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);

@@ -619,4 +619,9 @@ void tern_http_stop(struct tern_http_server *s);
  * holds %00, or if it does not fit. */
 int tern_http_unescape(const char *in, size_t len, char *out, size_t cap);
 
+/* Executes this program again with glibc's heap on transparent huge pages
+ * (cheap fork() for snapshots), unless the environment names that tunable
+ * already (node/heap_thp.c). Returns only when it did not exec. */
+void tern_heap_thp_reexec(char **argv);
+
 #endif

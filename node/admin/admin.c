@@ -294,6 +294,7 @@ static const struct admin_route routes[] = {
     {"GET", "/metrics", admin_get_metrics},
     {"POST", "/transfer-leader", admin_post_transfer},
     {"POST", "/snapshot", admin_post_snapshot},
+    {"GET", "/state/digest", admin_get_state_digest},
     {"POST", "/reload", post_reload},
     {"POST", "/drain", admin_post_drain},
     {"POST", "/undrain", admin_post_undrain},

@@ -80,6 +80,8 @@ void admin_get_metrics(struct tern_admin *a, struct tern_http_conn *hc, const ch
 /* ops.c */
 void admin_delete_member(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query);
+void admin_get_state_digest(struct tern_admin *a, struct tern_http_conn *hc,
+                            const char *tail, const char *query);
 void admin_post_drain(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                       const char *query);
 void admin_post_members(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,

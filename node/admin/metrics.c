@@ -296,9 +296,18 @@ static void metrics_loop(struct sbuf *b, const struct tern_node *n)
            "this node was behind, or its own at start).",
            n->stats.snapshots_installed);
     metric_f(b, "tern_snapshot_max_seconds", "gauge",
-             "Longest time serialising the state machine for a snapshot (the loop "
-             "waits for it).",
+             "Longest time a snapshot took, from its start to its file written (off the "
+             "loop when forked: the stall is below).",
              (double)st.snapshot_max_us / 1e6);
+    static const uint64_t stall_us[] = TERN_SNAPSHOT_STALL_BUCKETS_US;
+    histogram(b, "tern_snapshot_stall_seconds",
+              "Snapshots by how long they stopped the event loop (fork(), or the "
+              "whole serialisation when not forked).",
+              stall_us, TERN_SNAPSHOT_STALL_BUCKETS, st.snapshot_stall_us,
+              st.snapshot_stall_sum_us);
+    metric_f(b, "tern_snapshot_stall_max_seconds", "gauge",
+             "Longest event-loop stall of one snapshot since start.",
+             (double)st.snapshot_stall_max_us / 1e6);
 }
 
 static void metrics_raft(struct sbuf *b, const struct tern_admin *a)

@@ -101,6 +101,38 @@ static void on_snapshot_barrier(void *ctx, int status, const struct tern_fsm_res
     free(t);
 }
 
+static void on_digest(void *ctx, int status, uint64_t index, uint32_t crc, uint64_t bytes,
+                      const char *errmsg)
+{
+    struct tern_http_conn *hc = ctx;
+    if (status != TERN_OK) {
+        admin_reply_error(hc, 500, NULL, 0, "cannot serialise the state: %s", errmsg);
+    } else {
+        char hex[9];
+        snprintf(hex, sizeof(hex), "%08x", (unsigned)crc);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "applied_index", (double)index);
+        cJSON_AddStringToObject(o, "crc32c", hex);
+        cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+        admin_reply_json(hc, 200, o);
+    }
+    tern_http_release(hc);
+}
+
+/* The replicated state's digest at this node's applied index: replicas at the
+ * same index must give the same one (serialised off the loop). */
+void admin_get_state_digest(struct tern_admin *a, struct tern_http_conn *hc,
+                            const char *tail, const char *query)
+{
+    char errmsg[TERN_ERRMSG_SIZE] = "";
+    tern_http_hold(hc);
+    if (tern_cluster_state_digest(a->node->cluster, a->node->loop, on_digest, hc,
+                                  errmsg) != TERN_OK) {
+        admin_reply_error(hc, 503, NULL, 0, "cannot serialise the state: %s", errmsg);
+        tern_http_release(hc);
+    }
+}
+
 /* Answers once the entry that triggers the snapshot has applied. */
 void admin_post_snapshot(struct tern_admin *a, struct tern_http_conn *hc,
                          const char *tail, const char *query)

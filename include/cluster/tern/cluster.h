@@ -61,6 +61,7 @@ struct tern_cluster_config {
     uint32_t snapshot_trailing;  /* entries kept after a snapshot */
     uint64_t snapshot_bytes;     /* ... or this many bytes of entries applied */
     uint64_t segment_bytes;      /* Raft log segment file size (0 = libraft's) */
+    int snapshot_fork;           /* enum tern_snapshot_fork */
     /* Joining a running cluster: bootstrap no configuration; wait for the
      * leader to add this node (tern_cluster_add_member() on the leader). */
     bool join;
@@ -72,6 +73,20 @@ struct tern_cluster_config {
     tern_flow_fn on_flow; /* called with forward_ctx too */
     void *forward_ctx;
 };
+
+/* Where a snapshot is serialised (docs/configuration.md, raft_snapshot_fork). */
+enum tern_snapshot_fork {
+    TERN_SNAPSHOT_FORK_AUTO = 0,   /* forked unless the state is tiny */
+    TERN_SNAPSHOT_FORK_NEVER = 1,  /* on the loop */
+    TERN_SNAPSHOT_FORK_ALWAYS = 2, /* forked */
+};
+
+/* Upper bounds of the snapshot stall buckets (tern_cluster_status). */
+#define TERN_SNAPSHOT_STALL_BUCKETS_US                                                   \
+    {                                                                                    \
+        1000, 2000, 5000, 10000, 20000, 50000, 100000, 1000000                           \
+    }
+#define TERN_SNAPSHOT_STALL_BUCKETS 8
 
 /* Upper bounds of the commit latency buckets (tern_cluster_status.commit_us). */
 #define TERN_COMMIT_BUCKETS_US                                                           \
@@ -95,7 +110,12 @@ struct tern_cluster_status {
     uint64_t commit_max_us;
     uint64_t commit_sum_us;   /* of every proposal counted in commit_us */
     uint64_t snapshots;       /* snapshots this node took of its FSM */
-    uint64_t snapshot_max_us; /* longest of them (serialising the FSM, in the loop) */
+    uint64_t snapshot_max_us; /* longest of them, start to finish (off the loop) */
+    /* The loop's stall of each (fork(), or all of the serialisation when
+     * inline), by TERN_SNAPSHOT_STALL_BUCKETS_US, and the longest. */
+    uint64_t snapshot_stall_us[TERN_SNAPSHOT_STALL_BUCKETS + 1];
+    uint64_t snapshot_stall_sum_us;
+    uint64_t snapshot_stall_max_us;
 };
 
 /* Called once the proposal has been applied on this node: status TERN_OK, the
@@ -207,6 +227,19 @@ int tern_cluster_removal_check(const struct tern_cluster *c, uint32_t id, char *
  * (tern_cluster_ready() is 0); its data directory must go before it can join
  * again as a new member. */
 int tern_cluster_removed(const struct tern_cluster *c);
+
+/* Called on the loop with the replicated state's digest: status TERN_OK, the
+ * applied index it is of, the CRC32C of its snapshot bytes and their count;
+ * otherwise an error and errmsg. */
+typedef void (*tern_digest_cb)(void *ctx, int status, uint64_t applied_index,
+                               uint32_t crc, uint64_t bytes, const char *errmsg);
+
+/* Computes the digest of the replicated state as it is now (the same on every
+ * replica at the same applied index), off the loop: a forked child serialises
+ * it (cluster/state_digest.c). Returns TERN_OK (cb will run), or an error with
+ * errmsg without calling cb. */
+int tern_cluster_state_digest(struct tern_cluster *c, uv_loop_t *loop, tern_digest_cb cb,
+                              void *ctx, char *errmsg);
 
 /* Takes a snapshot (compacting the log) at the next applied entry, and proposes an
  * empty one (BARRIER) so that there is one even on an idle node. cb, which may be
