@@ -10,6 +10,9 @@
  * appear anywhere on the line.
  * Exit status: 0 done, 1 node unreachable or the API refused (its error is
  * printed), 2 usage error.
+ *
+ * Over 800 lines on purpose: one table of commands, each a few lines of request
+ * and table layout; passwd.c and https.c are apart because they do something else.
  */
 #include <errno.h>
 #include <netdb.h>

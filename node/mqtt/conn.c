@@ -18,6 +18,13 @@
  * the payload of its binary frames takes the MQTT path, and wbuf goes out as one binary
  * frame on flush (through TLS for wss). The upgrade request is answered by the engine
  * before the first MQTT byte.
+ *
+ * Over 800 lines on purpose: the read path, the write path, the stream layers
+ * under them and closing all work on the connection's private state (wbuf, the
+ * input buffer, the engines, the drain) and on each other's ordering; split, that
+ * state would need a header of its own and the hot path would lose inlining.
+ * The PROXY header (conn_proxy.c) and SCRAM (access_scram.c) are separate
+ * because they touch none of it.
  */
 #include <stdio.h>
 #include <stdlib.h>
