@@ -73,6 +73,14 @@ static size_t buf_avail(const struct ws_buf *b)
     return b->len - b->off;
 }
 
+/* The unread bytes; never NULL, so that an empty buffer (freed when idle) is no
+ * null pointer arithmetic (UBSan, found by fuzz_ws). */
+static const uint8_t *buf_at(const struct ws_buf *b)
+{
+    static const uint8_t none[1];
+    return b->p ? b->p + b->off : none;
+}
+
 /* Room for len more bytes (the unread part moved to the front first). */
 static int buf_reserve(struct ws_buf *b, size_t len)
 {
@@ -390,7 +398,7 @@ static bool origin_allowed(const struct tern_ws_opts *o, const struct request *r
 
 static int server_handshake(struct tern_ws_engine *e)
 {
-    const char *h = (const char *)e->in.p + e->in.off;
+    const char *h = (const char *)buf_at(&e->in);
     size_t avail = buf_avail(&e->in);
     size_t end = head_end((const uint8_t *)h, avail, &e->scanned);
     if (end == 0)
@@ -455,7 +463,7 @@ static int server_handshake(struct tern_ws_engine *e)
 
 static int client_handshake(struct tern_ws_engine *e)
 {
-    const char *h = (const char *)e->in.p + e->in.off;
+    const char *h = (const char *)buf_at(&e->in);
     size_t avail = buf_avail(&e->in);
     size_t end = head_end((const uint8_t *)h, avail, &e->scanned);
     if (end == 0 && avail <= e->o->handshake_bytes_max)
@@ -519,7 +527,7 @@ static int client_handshake(struct tern_ws_engine *e)
  * failure. */
 static int frame_header(struct tern_ws_engine *e)
 {
-    const uint8_t *p = e->in.p + e->in.off;
+    const uint8_t *p = buf_at(&e->in);
     size_t avail = buf_avail(&e->in);
     if (avail < 2)
         return TERN_EAGAIN;
@@ -585,7 +593,7 @@ static int control_frame(struct tern_ws_engine *e)
 {
     uint8_t p[CONTROL_MAX];
     size_t len = (size_t)e->left;
-    memcpy(p, e->in.p + e->in.off, len);
+    memcpy(p, buf_at(&e->in), len);
     if (e->masked)
         tern_ws_mask(p, len, e->mask, 0);
     e->in.off += len;
@@ -643,7 +651,7 @@ int tern_ws_engine_read(struct tern_ws_engine *e, uint8_t *buf, size_t cap, size
             take = cap - n;
         if (take == 0 && e->left > 0)
             break;
-        memcpy(buf + n, e->in.p + e->in.off, take);
+        memcpy(buf + n, buf_at(&e->in), take);
         if (e->masked)
             tern_ws_mask(buf + n, take, e->mask, (size_t)(e->done & 3));
         e->in.off += take;
