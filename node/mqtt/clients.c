@@ -2,8 +2,8 @@
  * client id (active), and which one is waiting for its SESSION_OPEN to apply
  * (connecting). Both exist during a takeover on the same node.
  *
- * Chained hash table keyed by client id (SipHash under a per-table random key,
- * so chosen ids cannot fill one bucket), grown at load factor 1. */
+ * A tern_hmap keyed by client id (seeded, so chosen ids cannot pile up); the
+ * slots hold their ids, so the table holds only pointers to them. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,77 +11,47 @@
 
 #include "clients.h"
 #include "tern/error.h"
-#include "tern/siphash.h"
 
-static uint64_t hash_id(const struct tern_clients *t, const char *id, size_t len)
+static bool slot_eq(const void *item, const void *key, size_t len)
 {
-    return tern_siphash(t->seed, id, len);
+    const struct tern_client_slot *s = item;
+    return s->id_len == len && memcmp(s->id, key, len) == 0;
 }
 
 void tern_clients_init(struct tern_clients *t)
 {
-    memset(t, 0, sizeof(*t));
-    tern_siphash_seed(t->seed);
+    tern_hmap_init(&t->map);
+}
+
+static int free_visit(void *ctx, void *item)
+{
+    (void)ctx;
+    struct tern_client_slot *s = item;
+    s->linked = false;
+    if (s->refs == 0)
+        free(s); /* else the last connection pointing at it frees it */
+    return 0;
 }
 
 void tern_clients_free(struct tern_clients *t)
 {
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        struct tern_client_slot *s = t->buckets[i];
-        while (s) {
-            struct tern_client_slot *next = s->next;
-            s->linked = false;
-            if (s->refs == 0)
-                free(s); /* else the last connection pointing at it frees it */
-            s = next;
-        }
-    }
-    free(t->buckets);
-    memset(t, 0, sizeof(*t));
+    tern_hmap_walk(&t->map, free_visit, NULL);
+    tern_hmap_free(&t->map);
 }
 
 struct tern_client_slot *tern_clients_get(const struct tern_clients *t, const char *id,
                                           size_t len)
 {
-    if (t->nbuckets == 0)
-        return NULL;
-    struct tern_client_slot *s = t->buckets[hash_id(t, id, len) & (t->nbuckets - 1)];
-    for (; s; s = s->next)
-        if (s->id_len == len && memcmp(s->id, id, len) == 0)
-            return s;
-    return NULL;
-}
-
-static int grow(struct tern_clients *t)
-{
-    size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
-    struct tern_client_slot **b = calloc(n, sizeof(*b));
-    if (!b)
-        return TERN_ENOMEM;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        struct tern_client_slot *s = t->buckets[i];
-        while (s) {
-            struct tern_client_slot *next = s->next;
-            size_t j = hash_id(t, s->id, s->id_len) & (n - 1);
-            s->next = b[j];
-            b[j] = s;
-            s = next;
-        }
-    }
-    free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = n;
-    return TERN_OK;
+    return tern_hmap_get(&t->map, tern_hmap_hash(id, len), id, len, slot_eq);
 }
 
 struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id,
                                           size_t len)
 {
-    struct tern_client_slot *s = tern_clients_get(t, id, len);
+    uint64_t h = tern_hmap_hash(id, len);
+    struct tern_client_slot *s = tern_hmap_get(&t->map, h, id, len, slot_eq);
     if (s)
         return s;
-    if (t->count >= t->nbuckets && grow(t) != TERN_OK)
-        return NULL;
     if (len > UINT16_MAX)
         return NULL;
     s = calloc(1, sizeof(*s) + len + 1);
@@ -89,11 +59,11 @@ struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id
         return NULL;
     memcpy(s->id, id, len);
     s->id_len = (uint16_t)len;
+    if (tern_hmap_put(&t->map, h, s) != TERN_OK) {
+        free(s);
+        return NULL;
+    }
     s->linked = true;
-    size_t j = hash_id(t, id, len) & (t->nbuckets - 1);
-    s->next = t->buckets[j];
-    t->buckets[j] = s;
-    t->count++;
     return s;
 }
 
@@ -102,14 +72,7 @@ void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot)
     if (slot->active || slot->connecting)
         return;
     if (slot->linked) {
-        size_t j = hash_id(t, slot->id, slot->id_len) & (t->nbuckets - 1);
-        struct tern_client_slot **pp = &t->buckets[j];
-        while (*pp && *pp != slot)
-            pp = &(*pp)->next;
-        if (*pp) {
-            *pp = slot->next;
-            t->count--;
-        }
+        tern_hmap_del_item(&t->map, tern_hmap_hash(slot->id, slot->id_len), slot);
         slot->linked = false;
     }
     if (slot->refs == 0)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tern/hmap.h"
+
 struct tern_conn;
 
 /* A slot is also where its connections keep their client id (conn->client_id
@@ -13,7 +15,6 @@ struct tern_conn;
  * connection is active or connecting, and in memory while a connection still
  * points at it. */
 struct tern_client_slot {
-    struct tern_client_slot *next;
     struct tern_conn *active;     /* owns the current epoch */
     struct tern_conn *connecting; /* SESSION_OPEN proposed, not applied yet */
     uint32_t refs;                /* connections whose client_id is id */
@@ -23,10 +24,7 @@ struct tern_client_slot {
 };
 
 struct tern_clients {
-    struct tern_client_slot **buckets;
-    size_t nbuckets; /* power of two */
-    size_t count;
-    uint64_t seed[2]; /* SipHash key */
+    struct tern_hmap map; /* id -> slot; never walked but to free */
 };
 
 void tern_clients_init(struct tern_clients *t);
