@@ -6,7 +6,6 @@
 #include <time.h>
 
 #include "node.h"
-#include "tern/siphash.h"
 #include "tern/log.h"
 #include "tern/tls.h"
 
@@ -252,7 +251,6 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
     n->loop = loop;
     n->cfg = *cfg;
     tern_clients_init(&n->clients);
-    tern_siphash_seed(n->routes_seed);
     n->rshared = malloc(sizeof(*n->rshared) + TERN_READ_CHUNK);
     if (!n->rshared) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "cannot allocate the read buffer");

@@ -37,7 +37,6 @@ struct tern_tls_engine;
 struct tern_access;
 struct tern_proxy_parser;
 
-#define TERN_ROUTE_BUCKETS 4096
 #define TERN_LOOP_BUCKETS_US                                                             \
     {                                                                                    \
         100, 1000, 5000, 10000, 20000, 50000, 100000                                     \
@@ -118,9 +117,8 @@ struct tern_node {
     uint64_t next_client_seq;    /* assigned client ids */
     uint64_t epoch_local;
     struct tern_node_stats stats;
-    struct route *routes[TERN_ROUTE_BUCKETS]; /* clean-session filters (routes.c) */
-    uint64_t routes_seed[2];                  /* their SipHash key */
-    uint64_t shared_rr; /* publishes routed to shared groups (routes.c) */
+    struct tern_hmap routes; /* clean-session filters -> struct route (routes.c) */
+    uint64_t shared_rr;      /* publishes routed to shared groups (routes.c) */
     uv_timer_t quorum_timer;
     uv_timer_t retry_timer;    /* in-session retry, when retry_interval_s > 0 */
     uv_timer_t conn_timer;     /* connect timeouts and keepalives (tern_conn_sweep) */

@@ -16,23 +16,14 @@
 
 #include "node.h"
 #include "tern/log.h"
-#include "tern/siphash.h"
+#include "tern/hmap.h"
 #include "tern/topic.h"
 
 struct route {
-    struct route *next;
     uint32_t refs;
     uint16_t len;
     char filter[];
 };
-
-static uint32_t hash(const char *s, size_t len)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
 
 static void announce(struct tern_node *n, uint8_t type, const char *f, size_t len)
 {
@@ -43,14 +34,10 @@ static void announce(struct tern_node *n, uint8_t type, const char *f, size_t le
         TERN_LOGW("routes: cannot announce %.*s", (int)len, f);
 }
 
-static struct route **find(struct tern_node *n, const char *f, size_t len)
+static bool route_eq(const void *item, const void *key, size_t len)
 {
-    /* Seeded: clients choose filters, and must not be able to fill one bucket. */
-    struct route **pp =
-        &n->routes[tern_siphash(n->routes_seed, f, len) % TERN_ROUTE_BUCKETS];
-    while (*pp && ((*pp)->len != len || memcmp((*pp)->filter, f, len) != 0))
-        pp = &(*pp)->next;
-    return pp;
+    const struct route *r = item;
+    return r->len == len && memcmp(r->filter, key, len) == 0;
 }
 
 static bool announced(const struct tern_node *n, const char *f, size_t len)
@@ -63,19 +50,23 @@ void tern_routes_ref(struct tern_node *n, const char *f, size_t len)
 {
     if (!announced(n, f, len))
         return;
-    struct route **pp = find(n, f, len);
-    if (*pp) {
-        (*pp)->refs++;
+    /* Seeded (tern_hmap): clients choose filters. */
+    uint64_t h = tern_hmap_hash(f, len);
+    struct route *r = tern_hmap_get(&n->routes, h, f, len, route_eq);
+    if (r) {
+        r->refs++;
         return;
     }
-    struct route *r = malloc(sizeof(*r) + len);
+    r = malloc(sizeof(*r) + len);
     if (!r)
         return;
-    r->next = NULL;
     r->refs = 1;
     r->len = (uint16_t)len;
     memcpy(r->filter, f, len);
-    *pp = r;
+    if (tern_hmap_put(&n->routes, h, r) != TERN_OK) {
+        free(r);
+        return;
+    }
     announce(n, TERN_CMD_ROUTE_ADD, f, len);
 }
 
@@ -83,23 +74,27 @@ void tern_routes_unref(struct tern_node *n, const char *f, size_t len)
 {
     if (!announced(n, f, len))
         return;
-    struct route **pp = find(n, f, len);
-    struct route *r = *pp;
+    uint64_t h = tern_hmap_hash(f, len);
+    struct route *r = tern_hmap_get(&n->routes, h, f, len, route_eq);
     if (!r || --r->refs > 0)
         return;
-    *pp = r->next;
+    tern_hmap_del_item(&n->routes, h, r);
     announce(n, TERN_CMD_ROUTE_DEL, f, len);
     free(r);
 }
 
+static int route_free_visit(void *ctx, void *item)
+{
+    (void)ctx;
+    free(item);
+    return 0;
+}
+
+/* Frees in slot order: nothing is announced, so the order is not seen. */
 void tern_routes_free(struct tern_node *n)
 {
-    for (size_t i = 0; i < TERN_ROUTE_BUCKETS; i++)
-        while (n->routes[i]) {
-            struct route *r = n->routes[i];
-            n->routes[i] = r->next;
-            free(r);
-        }
+    tern_hmap_walk(&n->routes, route_free_visit, NULL);
+    tern_hmap_free(&n->routes);
 }
 
 /* One matching route (pointers into the replicated FSM: valid until it applies). */
@@ -170,7 +165,7 @@ static void choose_nodes(struct tern_node *n, struct hits *h)
         if (h->v[i].shared) {
             struct tern_bytes f = h->v[i].filter;
             uint64_t key =
-                seq * UINT64_C(0x9e3779b97f4a7c15) ^ hash((const char *)f.ptr, f.len);
+                seq * UINT64_C(0x9e3779b97f4a7c15) ^ tern_hmap_hash(f.ptr, f.len);
             h->v[i + mix64(key) % (j - i)].chosen = true;
         }
         i = j;
