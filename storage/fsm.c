@@ -10,13 +10,13 @@
 static int fsm_state_init(struct tern_fsm *f)
 {
     fsm_timer_init(f);
-    bool ok = fsm_stab_init(&f->sessions) == TERN_OK;
-    ok = fsm_map_init(&f->groups) == TERN_OK && ok;
-    ok = fsm_map_init(&f->routes) == TERN_OK && ok;
+    tern_hmap_init(&f->sessions.h);
+    fsm_map_init(&f->groups, fsm_group_eq);
+    fsm_map_init(&f->routes, fsm_route_eq);
     f->subs = tern_topic_tree_new();
     f->retained = tern_topic_tree_new();
     f->route_tree = tern_topic_tree_new();
-    return ok && f->subs && f->retained && f->route_tree ? TERN_OK : TERN_ENOMEM;
+    return f->subs && f->retained && f->route_tree ? TERN_OK : TERN_ENOMEM;
 }
 
 struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *limits,
@@ -42,10 +42,9 @@ struct tern_fsm *tern_fsm_new(uint32_t self_node, const struct tern_fsm_limits *
 
 void fsm_state_free(struct tern_fsm *f)
 {
-    fsm_timer_clear(f); /* first: it indexes what is freed below */
-    if (f->sessions.buckets)
-        fsm_session_free_all(f); /* before the retained tree: both hold messages */
-    fsm_stab_free(&f->sessions);
+    fsm_timer_clear(f);      /* first: it indexes what is freed below */
+    fsm_session_free_all(f); /* before the retained tree: both hold messages */
+    tern_hmap_free(&f->sessions.h);
     fsm_map_free(&f->groups);
     if (f->subs)
         tern_topic_tree_free(f->subs);

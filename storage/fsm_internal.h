@@ -30,6 +30,7 @@
 #include "tern/error.h"
 #include "tern/fsm.h"
 #include "tern/heap.h"
+#include "tern/hmap.h"
 #include "tern/topic.h"
 
 #define FSM_EXPIRY_NEVER 0xFFFFFFFFu
@@ -45,27 +46,25 @@
 /* (filter, node) routes; a bound on the table, far above real use. */
 #define FSM_ROUTES_MAX 1000000u
 
-/* --- string-keyed hash map (keys are owned by the values) --- */
-struct fsm_map_ent {
-    uint64_t hash;
-    const char *key;
-    size_t len;
-    void *val;
-    struct fsm_map_ent *next;
-};
-
+/* --- string-keyed hash map on tern_hmap (keys are owned by the values) --- */
 struct fsm_map {
-    struct fsm_map_ent **buckets;
-    size_t nbuckets; /* power of two */
-    size_t count;
-    uint64_t seed[2]; /* SipHash key, random per table */
+    struct tern_hmap h;
+    tern_hmap_eq_fn eq; /* fsm_group_eq or fsm_route_eq */
 };
 
-int fsm_map_init(struct fsm_map *m);
+bool fsm_group_eq(const void *item, const void *key, size_t len);
+bool fsm_route_eq(const void *item, const void *key, size_t len);
+void fsm_map_init(struct fsm_map *m, tern_hmap_eq_fn eq);
 void fsm_map_free(struct fsm_map *m);
+static inline size_t fsm_map_count(const struct fsm_map *m)
+{
+    return tern_hmap_count(&m->h);
+}
 void *fsm_map_get(const struct fsm_map *m, const char *key, size_t len);
+/* TERN_ENOMEM when the table cannot grow. */
 int fsm_map_put(struct fsm_map *m, const char *key, size_t len, void *val);
 void fsm_map_del(struct fsm_map *m, const char *key, size_t len);
+/* fn must not change the map (visit order: tern/hmap.h). */
 int fsm_map_walk(const struct fsm_map *m, int (*fn)(void *ctx, void *val), void *ctx);
 
 /* --- queue / in-flight entries --- */
@@ -165,14 +164,13 @@ struct fsm_session_state {
 /* Client ids are str16 in commands and snapshots. */
 #define FSM_CLIENT_ID_MAX 65535u
 
-/* One allocation per session, client id included; the sessions table links
- * sessions through hnext, so there is no map entry either. */
+/* One allocation per session, client id included; the sessions table points
+ * at it, so there is no map entry either. */
 struct tern_fsm_session {
     uint64_t epoch;
     uint64_t offline_since_ms;
     const struct fsm_session_state *st; /* never NULL; see above */
     void *local;
-    struct tern_fsm_session *hnext; /* sessions table chain */
     /* Here rather than in st: a persistent device that subscribed and went
      * quiet has nothing else, and then needs no state at all. */
     struct fsm_sub *subs; /* in subscription order */
@@ -193,8 +191,8 @@ struct tern_fsm_session {
 };
 
 #if UINTPTR_MAX == UINT64_MAX
-static_assert(offsetof(struct tern_fsm_session, client_id) == 72,
-              "session header: 72 bytes, so a 15-byte id fits a 96-byte chunk");
+static_assert(offsetof(struct tern_fsm_session, client_id) == 64,
+              "session header: 64 bytes, so a 15-byte id fits an 80-byte chunk");
 /* 104 bytes: a 112-byte malloc chunk. */
 static_assert(sizeof(struct fsm_session_state) == 104, "session state: 104 bytes");
 #endif
@@ -212,25 +210,27 @@ struct fsm_session_state *fsm_session_state_own(struct tern_fsm_session *s);
  * hold no st pointer (in practice: at the end of a command handler). */
 void fsm_session_state_trim(struct tern_fsm_session *s);
 
-/* --- the sessions table: string-keyed like fsm_map, intrusive --- */
+/* --- the sessions table: client id -> session, on tern_hmap --- */
 struct fsm_stab {
-    struct tern_fsm_session **buckets;
-    size_t nbuckets; /* power of two */
-    size_t count;
-    uint64_t seed[2]; /* SipHash key, random per table */
+    struct tern_hmap h;
 };
 
-int fsm_stab_init(struct fsm_stab *t);
-/* Frees the buckets, not the sessions. */
-void fsm_stab_free(struct fsm_stab *t);
+static inline size_t fsm_stab_count(const struct fsm_stab *t)
+{
+    return tern_hmap_count(&t->h);
+}
 struct tern_fsm_session *fsm_stab_get(const struct fsm_stab *t, const char *key,
                                       size_t len);
-/* s must not be in the table (no session with its id). Cannot fail. */
-void fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s);
+/* s must not be in the table (no session with its id). TERN_ENOMEM when the
+ * table cannot grow. */
+int fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s);
 void fsm_stab_del(struct fsm_stab *t, struct tern_fsm_session *s);
-/* fn may destroy the session it is given (and no other). */
+/* fn must not change the table. */
 int fsm_stab_walk(const struct fsm_stab *t,
                   int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx);
+/* fn may destroy the session it is given (and no other). */
+int fsm_stab_walk_del(struct fsm_stab *t,
+                      int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx);
 
 /* Proposal order of one origin node: every sequence up to `high` applied. */
 struct fsm_origin {

@@ -1,236 +1,112 @@
-/* String-keyed hash maps for the FSM: shared group key -> group, route key ->
- * route (fsm_map), and client id -> session (fsm_stab, below). Chained buckets,
- * seeded SipHash, doubling at load factor 1. Keys are not copied:
- * each value owns its key and outlives its entry. Visit order depends on the
- * table layout, so replicated logic never lets it decide an outcome. */
+/* The FSM's hash tables, on tern_hmap: shared group key -> group and route key
+ * -> route (fsm_map), and client id -> session (fsm_stab, below). The values
+ * hold their keys, so the tables hold only pointers to them.
+ *
+ * Keys are client ids and topic filters, which clients choose: tern_hmap
+ * hashes them under a per-process random seed, so they cannot be chosen to
+ * share a probe run. Replicas therefore lay their tables out differently, and
+ * visit order differs between them: every walk whose order could decide an
+ * outcome sorts what it collects (epoch, key), see fsm.c, fsm_snap.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fsm_internal.h"
-#include "tern/siphash.h"
 
-#define MAP_BUCKETS_MIN 64u
-
-/* Keys are client ids and topic filters, which clients choose: SipHash under a
- * per-table random key, so they cannot be chosen to share a bucket. Replicas
- * then lay their tables out differently: every walk whose order could decide
- * an outcome sorts what it collects (epoch, key), see fsm.c, fsm_snap.c. */
-static uint64_t map_hash(const uint64_t seed[2], const char *key, size_t len)
+bool fsm_group_eq(const void *item, const void *key, size_t len)
 {
-    return tern_siphash(seed, key, len);
+    const struct fsm_group *g = item;
+    return g->key_len == len && memcmp(g->key, key, len) == 0;
 }
 
-int fsm_map_init(struct fsm_map *m)
+bool fsm_route_eq(const void *item, const void *key, size_t len)
 {
-    tern_siphash_seed(m->seed);
-    m->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*m->buckets));
-    m->nbuckets = MAP_BUCKETS_MIN;
-    m->count = 0;
-    return m->buckets ? TERN_OK : TERN_ENOMEM;
+    const struct fsm_route *rt = item;
+    return rt->key_len == len && memcmp(rt->key, key, len) == 0;
+}
+
+void fsm_map_init(struct fsm_map *m, tern_hmap_eq_fn eq)
+{
+    tern_hmap_init(&m->h);
+    m->eq = eq;
 }
 
 void fsm_map_free(struct fsm_map *m)
 {
-    for (size_t i = 0; m->buckets && i < m->nbuckets; i++) {
-        struct fsm_map_ent *e = m->buckets[i];
-        while (e) {
-            struct fsm_map_ent *next = e->next;
-            free(e);
-            e = next;
-        }
-    }
-    free(m->buckets);
-    m->buckets = NULL;
-    m->nbuckets = 0;
-    m->count = 0;
-}
-
-static struct fsm_map_ent **map_slot(const struct fsm_map *m, const char *key, size_t len,
-                                     uint64_t h)
-{
-    struct fsm_map_ent **p = &m->buckets[h & (m->nbuckets - 1)];
-    while (*p) {
-        struct fsm_map_ent *e = *p;
-        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0)
-            break;
-        p = &e->next;
-    }
-    return p;
+    tern_hmap_free(&m->h);
 }
 
 void *fsm_map_get(const struct fsm_map *m, const char *key, size_t len)
 {
-    struct fsm_map_ent *e = *map_slot(m, key, len, map_hash(m->seed, key, len));
-    return e ? e->val : NULL;
-}
-
-/* Growing is best effort: a failed resize only makes chains longer. */
-static void map_grow(struct fsm_map *m)
-{
-    size_t n = m->nbuckets * 2;
-    struct fsm_map_ent **b = calloc(n, sizeof(*b));
-    if (!b)
-        return;
-    for (size_t i = 0; i < m->nbuckets; i++) {
-        struct fsm_map_ent *e = m->buckets[i];
-        while (e) {
-            struct fsm_map_ent *next = e->next;
-            e->next = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-            e = next;
-        }
-    }
-    free(m->buckets);
-    m->buckets = b;
-    m->nbuckets = n;
+    return tern_hmap_get(&m->h, tern_hmap_hash(key, len), key, len, m->eq);
 }
 
 int fsm_map_put(struct fsm_map *m, const char *key, size_t len, void *val)
 {
-    uint64_t h = map_hash(m->seed, key, len);
-    struct fsm_map_ent **p = map_slot(m, key, len, h);
-    if (*p) {
-        (*p)->key = key;
-        (*p)->val = val;
-        return TERN_OK;
-    }
-    struct fsm_map_ent *e = malloc(sizeof(*e));
-    if (!e)
-        return TERN_ENOMEM;
-    *e = (struct fsm_map_ent){.hash = h, .key = key, .len = len, .val = val};
-    *p = e;
-    m->count++;
-    if (m->count > m->nbuckets)
-        map_grow(m);
-    return TERN_OK;
+    uint64_t h = tern_hmap_hash(key, len);
+    tern_hmap_del(&m->h, h, key, len, m->eq); /* a value replaces its key's */
+    return tern_hmap_put(&m->h, h, val);
 }
 
 void fsm_map_del(struct fsm_map *m, const char *key, size_t len)
 {
-    struct fsm_map_ent **p = map_slot(m, key, len, map_hash(m->seed, key, len));
-    struct fsm_map_ent *e = *p;
-    if (!e)
-        return;
-    *p = e->next;
-    free(e);
-    m->count--;
+    tern_hmap_del(&m->h, tern_hmap_hash(key, len), key, len, m->eq);
 }
 
 int fsm_map_walk(const struct fsm_map *m, int (*fn)(void *ctx, void *val), void *ctx)
 {
-    for (size_t i = 0; i < m->nbuckets; i++) {
-        struct fsm_map_ent *e = m->buckets[i];
-        while (e) {
-            /* Read next first: fn may delete the entry it is given. */
-            struct fsm_map_ent *next = e->next;
-            int rc = fn(ctx, e->val);
-            if (rc)
-                return rc;
-            e = next;
-        }
-    }
-    return 0;
+    return tern_hmap_walk(&m->h, fn, ctx);
 }
 
-/* --- sessions table ---
- * The same scheme as fsm_map (and the same visit order), but intrusive: a
- * session links to the next in its bucket itself and its key is its inline
- * client id, so there is no entry to allocate. The hash is not stored either;
- * growing rehashes the ids. */
+/* --- sessions table --- */
 
-int fsm_stab_init(struct fsm_stab *t)
+static bool session_eq(const void *item, const void *key, size_t len)
 {
-    tern_siphash_seed(t->seed);
-    t->buckets = calloc(MAP_BUCKETS_MIN, sizeof(*t->buckets));
-    t->nbuckets = MAP_BUCKETS_MIN;
-    t->count = 0;
-    return t->buckets ? TERN_OK : TERN_ENOMEM;
+    const struct tern_fsm_session *s = item;
+    return s->client_id_len == len && memcmp(s->client_id, key, len) == 0;
 }
 
-void fsm_stab_free(struct fsm_stab *t)
+static uint64_t session_hash(const struct tern_fsm_session *s)
 {
-    free(t->buckets);
-    t->buckets = NULL;
-    t->nbuckets = 0;
-    t->count = 0;
-}
-
-static size_t stab_index(const struct fsm_stab *t, const char *key, size_t len)
-{
-    return (size_t)(map_hash(t->seed, key, len) & (t->nbuckets - 1));
+    return tern_hmap_hash(s->client_id, s->client_id_len);
 }
 
 struct tern_fsm_session *fsm_stab_get(const struct fsm_stab *t, const char *key,
                                       size_t len)
 {
-    struct tern_fsm_session *s = t->buckets[stab_index(t, key, len)];
-    while (s && !(s->client_id_len == len && memcmp(s->client_id, key, len) == 0))
-        s = s->hnext;
-    return s;
+    return tern_hmap_get(&t->h, tern_hmap_hash(key, len), key, len, session_eq);
 }
 
-/* Best effort, like map_grow: a failed resize only makes chains longer. */
-static void stab_grow(struct fsm_stab *t)
+int fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s)
 {
-    size_t n = t->nbuckets * 2;
-    struct tern_fsm_session **b = calloc(n, sizeof(*b));
-    if (!b)
-        return;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        struct tern_fsm_session *s = t->buckets[i];
-        while (s) {
-            struct tern_fsm_session *next = s->hnext;
-            size_t k =
-                (size_t)(map_hash(t->seed, s->client_id, s->client_id_len) & (n - 1));
-            s->hnext = b[k];
-            b[k] = s;
-            s = next;
-        }
-    }
-    free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = n;
-}
-
-void fsm_stab_put(struct fsm_stab *t, struct tern_fsm_session *s)
-{
-    struct tern_fsm_session **p =
-        &t->buckets[stab_index(t, s->client_id, s->client_id_len)];
-    while (*p)
-        p = &(*p)->hnext;
-    s->hnext = NULL;
-    *p = s;
-    t->count++;
-    if (t->count > t->nbuckets)
-        stab_grow(t);
+    return tern_hmap_put(&t->h, session_hash(s), s);
 }
 
 void fsm_stab_del(struct fsm_stab *t, struct tern_fsm_session *s)
 {
-    struct tern_fsm_session **p =
-        &t->buckets[stab_index(t, s->client_id, s->client_id_len)];
-    while (*p && *p != s)
-        p = &(*p)->hnext;
-    if (!*p)
-        return;
-    *p = s->hnext;
-    s->hnext = NULL;
-    t->count--;
+    tern_hmap_del_item(&t->h, session_hash(s), s);
+}
+
+struct stab_walk {
+    int (*fn)(void *ctx, struct tern_fsm_session *s);
+    void *ctx;
+};
+
+static int stab_visit(void *ctx, void *item)
+{
+    struct stab_walk *w = ctx;
+    return w->fn(w->ctx, item);
 }
 
 int fsm_stab_walk(const struct fsm_stab *t,
                   int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx)
 {
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        struct tern_fsm_session *s = t->buckets[i];
-        while (s) {
-            /* Read next first: fn may destroy the session it is given. */
-            struct tern_fsm_session *next = s->hnext;
-            int rc = fn(ctx, s);
-            if (rc)
-                return rc;
-            s = next;
-        }
-    }
-    return 0;
+    struct stab_walk w = {fn, ctx};
+    return tern_hmap_walk(&t->h, stab_visit, &w);
+}
+
+int fsm_stab_walk_del(struct fsm_stab *t,
+                      int (*fn)(void *ctx, struct tern_fsm_session *s), void *ctx)
+{
+    struct stab_walk w = {fn, ctx};
+    return tern_hmap_walk_del(&t->h, stab_visit, &w);
 }

@@ -245,7 +245,7 @@ uint32_t fsm_publish_msg(struct tern_fsm *f, struct tern_msg *m, struct tern_byt
     tern_topic_tree_match(f->subs, topic, m->topic.len, match_collect, f);
     if (f->match_count > 1)
         qsort(f->match, f->match_count, sizeof(*f->match), seq_cmp);
-    if (!sel && f->routes.count) {
+    if (!sel && fsm_map_count(&f->routes)) {
         tern_topic_tree_match(f->route_tree, topic, m->topic.len, rmatch_collect, f);
         if (f->rmatch_count > 1)
             qsort(f->rmatch, f->rmatch_count, sizeof(*f->rmatch), fsm_route_cmp);

@@ -489,7 +489,7 @@ static int bytes_cmp(struct tern_bytes a, struct tern_bytes b)
 static void get_groups(struct rs *x)
 {
     uint32_t n = tern_rbuf_get_u32(&x->r);
-    if (bad(x, !x->r.err && n != x->nf->groups.count, "group count") ||
+    if (bad(x, !x->r.err && n != fsm_map_count(&x->nf->groups), "group count") ||
         !count_ok(x, n, MIN_GROUP, "group count"))
         return;
     struct tern_bytes prev = {0};

@@ -66,7 +66,7 @@ int fsm_route_add(struct tern_fsm *f, const char *filter, size_t len, uint32_t n
         route_free(rt); /* already present: idempotent */
         return TERN_OK;
     }
-    if (f->routes.count >= FSM_ROUTES_MAX) {
+    if (fsm_map_count(&f->routes) >= FSM_ROUTES_MAX) {
         route_free(rt);
         return TERN_ELIMIT;
     }
@@ -163,8 +163,7 @@ static int route_free_visit(void *ctx, void *val)
 
 void fsm_routes_free_all(struct tern_fsm *f)
 {
-    if (f->routes.buckets)
-        fsm_map_walk(&f->routes, route_free_visit, NULL);
+    fsm_map_walk(&f->routes, route_free_visit, NULL);
     fsm_map_free(&f->routes);
     if (f->route_tree)
         tern_topic_tree_free(f->route_tree);
@@ -264,7 +263,7 @@ int tern_fsm_route_match(const struct tern_fsm *f, const char *topic, size_t len
 
 uint32_t tern_fsm_route_count(const struct tern_fsm *f)
 {
-    return (uint32_t)f->routes.count;
+    return (uint32_t)fsm_map_count(&f->routes);
 }
 
 struct route_set {

@@ -304,7 +304,7 @@ static int destroy_visit(void *ctx, struct tern_fsm_session *s)
 
 void fsm_session_free_all(struct tern_fsm *f)
 {
-    fsm_stab_walk(&f->sessions, destroy_visit, f);
+    fsm_stab_walk_del(&f->sessions, destroy_visit, f);
 }
 
 struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes id)
@@ -319,7 +319,11 @@ struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes
     s->client_id[id.len] = 0;
     s->client_id_len = (uint16_t)id.len;
     s->st = &fsm_session_state_empty;
-    fsm_stab_put(&f->sessions, s);
+    if (fsm_stab_put(&f->sessions, s) != TERN_OK) {
+        fsm_nomem(f);
+        free(s);
+        return NULL;
+    }
     f->stats.sessions++;
     return s;
 }

@@ -20,6 +20,7 @@
 #include "tern/cmd.h"
 #include "tern/error.h"
 #include "tern/fsm.h"
+#include "tern/hmap.h"
 #include "tern/storage.h"
 
 #define NEVER 0xFFFFFFFFu
@@ -715,6 +716,67 @@ static void test_equivalence(void **state)
     }
 }
 
+/* --- independence from the hash seed --- */
+
+/* One run under hash seed `seed`: a rich state, 300 more sessions with
+ * subscriptions, retained messages and routes (so the tables grow and their
+ * layouts differ), then random commands. Returns the snapshot; *fx gets the
+ * effects (their order included) hashed. */
+static uint8_t *seeded_run(const uint64_t seed[2], size_t *len, struct hx *fx)
+{
+    tern_hmap_seed_set(seed);
+    struct tern_fsm_limits lim = small_limits();
+    *fx = (struct hx){0};
+    struct tern_fsm *f = new_fsm(fx, &lim);
+    uint64_t now = build_rich(f);
+    char id[32], topic[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "dev-%d", i);
+        snprintf(topic, sizeof topic, "dev/%d/state", i);
+        do_open(f, now++, id, 1 + (uint32_t)(i % 3), NEVER, 5, NULL, 0);
+        do_sub(f, now++, id, i % 2 ? "dev/+/state" : "$share/all/dev/#", 1, 0);
+        do_sub(f, now++, id, topic, 2, (uint32_t)i);
+        do_pub(f, now++, NULL, topic, "on", 1, true, 0);
+        do_route(f, now++, TERN_CMD_ROUTE_ADD, topic, 2 + (uint32_t)(i % 2));
+    }
+    do_pub(f, now++, NULL, "dev/7/state", "all", 1, false, 0);
+    do_sub(f, now++, "c6", "dev/#", 1, 0); /* every retained message, in order */
+    struct rng r = {UINT64_C(0x5EED)};
+    struct gen g;
+    for (int i = 0; i < 2000; i++) {
+        gen_cmd(&g, &r, f);
+        now += rnd(&r, 4) == 0 ? rnd(&r, 20000) : rnd(&r, 50);
+        run(f, &g.c, now);
+    }
+    uint8_t *b = snap(f, len);
+    tern_fsm_free(f);
+    return b;
+}
+
+/* Each process hashes under its own random seed, so replicas lay their tables
+ * out differently: the snapshot bytes and the effects (deliveries, wills,
+ * fencing, in order) must come out the same under any seed. */
+static void test_seed_independent(void **state)
+{
+    (void)state;
+    static const uint64_t seeds[3][2] = {{1, 2}, {0xdeadbeef, 0x12345678}, {~0ull, 7}};
+    size_t len0;
+    struct hx fx0;
+    uint8_t *s0 = seeded_run(seeds[0], &len0, &fx0);
+    for (int i = 1; i < 3; i++) {
+        size_t len;
+        struct hx fx;
+        uint8_t *s = seeded_run(seeds[i], &len, &fx);
+        assert_int_equal(fx.n, fx0.n);
+        if (fx.h != fx0.h)
+            fail_msg("seed %d: effects differ", i);
+        assert_int_equal(len, len0);
+        assert_memory_equal(s, s0, len0);
+        free(s);
+    }
+    free(s0);
+}
+
 /* --- corruption --- */
 
 static void small_state(struct tern_fsm *f)
@@ -1241,6 +1303,7 @@ int main(void)
         cmocka_unit_test(test_field_validation), cmocka_unit_test(test_hand_written),
         cmocka_unit_test(test_restore_replaces), cmocka_unit_test(test_members),
         cmocka_unit_test(test_restored_effect),  cmocka_unit_test(test_format1_snapshot),
+        cmocka_unit_test(test_seed_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
