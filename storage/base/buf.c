@@ -4,6 +4,8 @@
  * gets with one check at the end, and neither can run past its bound: the
  * writer grows with realloc (reporting ENOMEM once), the reader returns zeros
  * once anything is missing. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,27 +23,65 @@ void tern_wbuf_free(struct tern_wbuf *w)
     tern_wbuf_init(w);
 }
 
-static bool wbuf_reserve(struct tern_wbuf *w, size_t n)
+int tern_wbuf_try_reserve(struct tern_wbuf *w, size_t n)
 {
-    if (w->err)
-        return false;
-    if (n > SIZE_MAX / 2 - w->len) {
-        w->err = TERN_ETOOBIG;
-        return false;
-    }
+    if (n > SIZE_MAX / 2 - w->len)
+        return TERN_ETOOBIG;
     if (w->len + n <= w->cap)
-        return true;
+        return TERN_OK;
     size_t cap = w->cap ? w->cap : 256;
     while (cap < w->len + n)
         cap *= 2;
     uint8_t *p = realloc(w->buf, cap);
-    if (!p) {
-        w->err = TERN_ENOMEM;
-        return false;
-    }
+    if (!p)
+        return TERN_ENOMEM;
     w->buf = p;
     w->cap = cap;
-    return true;
+    return TERN_OK;
+}
+
+static bool wbuf_reserve(struct tern_wbuf *w, size_t n)
+{
+    if (w->err)
+        return false;
+    w->err = tern_wbuf_try_reserve(w, n);
+    return w->err == TERN_OK;
+}
+
+void tern_wbuf_reset(struct tern_wbuf *w)
+{
+    w->len = 0;
+    w->err = 0;
+}
+
+uint8_t *tern_wbuf_append(struct tern_wbuf *w, size_t n)
+{
+    if (!wbuf_reserve(w, n))
+        return NULL;
+    uint8_t *p = w->buf + w->len;
+    w->len += n;
+    return p;
+}
+
+void tern_wbuf_printf(struct tern_wbuf *w, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !w->err; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = w->cap - w->len;
+        int n = vsnprintf(room ? (char *)w->buf + w->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            w->err = TERN_ENOMEM;
+            return;
+        }
+        if ((size_t)n < room) {
+            w->len += (size_t)n;
+            return;
+        }
+        if (!wbuf_reserve(w, (size_t)n + 1)) /* and the NUL */
+            return;
+    }
 }
 
 static void put_le(struct tern_wbuf *w, uint64_t v, size_t n)

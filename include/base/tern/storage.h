@@ -1,5 +1,7 @@
 /* tern storage primitives: CRC32C, bounded byte writer / reader, and the
- * snapshot container (docs/disk-format.md).
+ * snapshot container (docs/disk-format.md). The writer is also tern's one
+ * growable byte buffer (peer batches, Raft entries, metrics text, command
+ * lists): see tern_wbuf_try_reserve() for buffers that live long.
  *
  * The container is a fixed header { magic "TERNSNAP", u16 version, u16 flags,
  * u32 reserved, u64 body length, u32 CRC32C(body) } followed by the body. What
@@ -19,6 +21,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tern/log.h" /* TERN_PRINTF */
 
 /* CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI and
  * ext4. Start with crc = 0; feed pieces by passing the previous result.
@@ -48,6 +52,20 @@ void tern_wbuf_patch_u64(struct tern_wbuf *w, size_t pos, uint64_t v);
 /* Hands the buffer to the caller (who frees it) and resets w. Returns w->err;
  * on error nothing is handed over and w is freed. */
 int tern_wbuf_take(struct tern_wbuf *w, uint8_t **out, size_t *out_len);
+/* n more bytes at the end, uninitialised, for the caller to fill (formats the
+ * puts do not cover: big-endian fields, a codec writing in place); NULL once
+ * an error is latched. */
+uint8_t *tern_wbuf_append(struct tern_wbuf *w, size_t n);
+/* Appends printf output; a NUL follows the text in the buffer (not counted in
+ * len), so a text buffer is a C string. TERN_ENOMEM if vsnprintf fails. */
+void tern_wbuf_printf(struct tern_wbuf *w, const char *fmt, ...) TERN_PRINTF(2, 3);
+/* Makes room for n more bytes (capacity doubling from 256) without latching
+ * an error: TERN_OK, or TERN_ENOMEM / TERN_ETOOBIG with w unchanged. For a
+ * buffer that outlives one failure: reserve first, then the puts cannot fail.
+ * Also to size a new buffer up front. */
+int tern_wbuf_try_reserve(struct tern_wbuf *w, size_t n);
+/* Empties w (len 0, error cleared) and keeps its memory. */
+void tern_wbuf_reset(struct tern_wbuf *w);
 
 /* --- bounded reader --- */
 struct tern_rbuf {
