@@ -9,6 +9,7 @@
 #include "peer.h"
 #include "tern/error.h"
 #include "tern/log.h"
+#include "tern/storage.h"
 
 #define HDR 9 /* u32 length + u8 type + u32 from */
 #define RECONNECT_MS 200
@@ -37,8 +38,7 @@ struct out_link {
     uint64_t ups;    /* connections made: a new one may have lost what the last held */
     uint64_t queued; /* batched + written but not yet sent */
     uint64_t down_since;
-    uint8_t *batch; /* frames not handed to libuv yet */
-    size_t batch_len, batch_cap;
+    struct tern_wbuf batch; /* frames not handed to libuv yet */
 };
 
 struct in_link {
@@ -123,10 +123,8 @@ static void free_handle(uv_handle_t *h)
 
 static void drop_batch(struct out_link *l)
 {
-    l->queued -= l->batch_len;
-    free(l->batch);
-    l->batch = NULL;
-    l->batch_len = l->batch_cap = 0;
+    l->queued -= l->batch.len;
+    tern_wbuf_free(&l->batch);
 }
 
 static void link_down(struct out_link *l)
@@ -274,7 +272,7 @@ static void on_written(uv_write_t *req, int status)
 /* Hands the link's batch to libuv. */
 static void write_batch(struct out_link *l)
 {
-    if (l->batch_len == 0)
+    if (l->batch.len == 0)
         return;
     struct send_req *w = malloc(sizeof(*w));
     if (!w) {
@@ -282,10 +280,7 @@ static void write_batch(struct out_link *l)
         return;
     }
     w->link = l;
-    w->len = l->batch_len;
-    w->data = l->batch;
-    l->batch = NULL;
-    l->batch_len = l->batch_cap = 0;
+    tern_wbuf_take(&l->batch, &w->data, &w->len); /* no error: puts are reserved */
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
     if (uv_write(&w->req, l->conn, &b, 1, on_written) != 0) {
         l->queued -= w->len;
@@ -319,25 +314,17 @@ int tern_peers_send(struct tern_peers *p, uint32_t to, uint8_t type, const uint8
             l = &p->out[i];
     if (!l || !l->connected || len > p->frame_max || l->queued + len > OUT_BYTES_MAX)
         return TERN_EAGAIN;
-    size_t need = l->batch_len + HDR + len;
-    if (need > l->batch_cap) {
-        size_t cap = l->batch_cap ? l->batch_cap : 65536;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *b = realloc(l->batch, cap);
-        if (!b)
-            return TERN_ENOMEM;
-        l->batch = b;
-        l->batch_cap = cap;
-    }
-    uint8_t *f = l->batch + l->batch_len;
+    /* A batch starts at 64 KiB; a failure leaves the frames batched so far. */
+    if ((l->batch.cap == 0 && tern_wbuf_try_reserve(&l->batch, 65536) != TERN_OK) ||
+        tern_wbuf_try_reserve(&l->batch, HDR + len) != TERN_OK)
+        return TERN_ENOMEM;
+    uint8_t *f = tern_wbuf_append(&l->batch, HDR + len);
     put32(f, (uint32_t)(len + 5));
     f[4] = type;
     put32(f + 5, p->self);
     memcpy(f + HDR, data, len);
-    l->batch_len += HDR + len;
     l->queued += HDR + len;
-    if (l->batch_len >= BATCH_BYTES)
+    if (l->batch.len >= BATCH_BYTES)
         write_batch(l);
     return TERN_OK;
 }

@@ -1,73 +1,41 @@
 /* GET /metrics: the node, its FSM, its loop, Raft, the peer links and the process in
  * the Prometheus text format (docs/operations.md lists every metric). */
 #include "admin_internal.h"
+#include "tern/storage.h"
 
 /* --- metrics ------------------------------------------------------------------ */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) TERN_PRINTF(2, 3);
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    for (int attempt = 0; attempt < 2 && !b->oom; attempt++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
+/* The text is built in a tern_wbuf (tern_wbuf_printf). */
 
 /* HELP and TYPE lines, then one sample per call of sample(). */
-static void metric_head(struct sbuf *b, const char *name, const char *type,
+static void metric_head(struct tern_wbuf *b, const char *name, const char *type,
                         const char *help)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tern_wbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void sample(struct sbuf *b, const char *name, const char *labels, uint64_t v)
+static void sample(struct tern_wbuf *b, const char *name, const char *labels, uint64_t v)
 {
-    sb_printf(b, "%s%s%s%s %" PRIu64 "\n", name, labels ? "{" : "", labels ? labels : "",
-              labels ? "}" : "", v);
+    tern_wbuf_printf(b, "%s%s%s%s %" PRIu64 "\n", name, labels ? "{" : "",
+                     labels ? labels : "", labels ? "}" : "", v);
 }
 
-static void metric(struct sbuf *b, const char *name, const char *type, const char *help,
-                   uint64_t v)
+static void metric(struct tern_wbuf *b, const char *name, const char *type,
+                   const char *help, uint64_t v)
 {
     metric_head(b, name, type, help);
     sample(b, name, NULL, v);
 }
 
 /* A gauge in base units (seconds, from microseconds or clocks): a float. */
-static void metric_f(struct sbuf *b, const char *name, const char *type, const char *help,
-                     double v)
+static void metric_f(struct tern_wbuf *b, const char *name, const char *type,
+                     const char *help, double v)
 {
     metric_head(b, name, type, help);
-    sb_printf(b, "%s %.9g\n", name, v);
+    tern_wbuf_printf(b, "%s %.9g\n", name, v);
 }
 
-static void metrics_node(struct sbuf *b, const struct tern_node *n)
+static void metrics_node(struct tern_wbuf *b, const struct tern_node *n)
 {
     const struct tern_node_stats *s = &n->stats;
     metric(b, "tern_connections", "gauge", "Client connections open on this node.",
@@ -170,7 +138,7 @@ static void metrics_node(struct sbuf *b, const struct tern_node *n)
            s->bytes_out);
 }
 
-static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
+static void metrics_fsm(struct tern_wbuf *b, const struct tern_node *n)
 {
     const struct tern_fsm_stats *r = tern_fsm_stats(tern_cluster_fsm(n->cluster));
     const struct tern_fsm_stats *l = tern_fsm_stats(n->local);
@@ -247,7 +215,7 @@ static void metrics_fsm(struct sbuf *b, const struct tern_node *n)
 
 /* A Prometheus histogram (seconds) from per-bucket counts: counts[nb] is the
  * rest above the last bound. */
-static void histogram(struct sbuf *b, const char *name, const char *help,
+static void histogram(struct tern_wbuf *b, const char *name, const char *help,
                       const uint64_t *bounds_us, size_t nb, const uint64_t *counts,
                       uint64_t sum_us)
 {
@@ -262,13 +230,13 @@ static void histogram(struct sbuf *b, const char *name, const char *help,
     }
     cum += counts[nb];
     sample(b, series, "le=\"+Inf\"", cum);
-    sb_printf(b, "%s_sum %.9g\n", name, (double)sum_us / 1e6);
+    tern_wbuf_printf(b, "%s_sum %.9g\n", name, (double)sum_us / 1e6);
     snprintf(series, sizeof(series), "%s_count", name);
     sample(b, series, NULL, cum);
 }
 
 /* Loop iterations by busy time; this node's commits by latency. */
-static void metrics_loop(struct sbuf *b, const struct tern_node *n)
+static void metrics_loop(struct tern_wbuf *b, const struct tern_node *n)
 {
     static const uint64_t loop_us[] = TERN_LOOP_BUCKETS_US;
     histogram(b, "tern_loop_busy_seconds",
@@ -310,7 +278,7 @@ static void metrics_loop(struct sbuf *b, const struct tern_node *n)
              (double)st.snapshot_stall_max_us / 1e6);
 }
 
-static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
+static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
 {
     const struct tern_node *n = a->node;
     struct tern_cluster_status st;
@@ -343,7 +311,7 @@ static void metrics_raft(struct sbuf *b, const struct tern_admin *a)
 }
 
 /* Per member: is its link up, and (on the leader) how many entries it lacks. */
-static void metrics_peers(struct sbuf *b, const struct tern_node *n)
+static void metrics_peers(struct tern_wbuf *b, const struct tern_node *n)
 {
     struct tern_member_status ms[TERN_CLUSTER_MEMBERS_MAX];
     struct tern_cluster_status st;
@@ -375,7 +343,7 @@ static void metrics_peers(struct sbuf *b, const struct tern_node *n)
 }
 
 /* The process_* metrics of the Prometheus client libraries, from /proc. */
-static void metrics_process(struct sbuf *b, const struct tern_admin *a)
+static void metrics_process(struct tern_wbuf *b, const struct tern_admin *a)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -423,17 +391,18 @@ static void metrics_process(struct sbuf *b, const struct tern_admin *a)
 void admin_get_metrics(struct tern_admin *a, struct tern_http_conn *hc, const char *tail,
                        const char *query)
 {
-    struct sbuf b = {0};
+    struct tern_wbuf b;
+    tern_wbuf_init(&b);
     metrics_process(&b, a);
     metrics_peers(&b, a->node);
     metrics_node(&b, a->node);
     metrics_fsm(&b, a->node);
     metrics_raft(&b, a);
     metrics_loop(&b, a->node);
-    if (b.oom)
+    if (b.err)
         admin_reply_error(hc, 500, NULL, 0, "out of memory");
     else
-        tern_http_respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p,
-                          b.len);
-    free(b.p);
+        tern_http_respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                          (const char *)b.buf, b.len);
+    tern_wbuf_free(&b);
 }

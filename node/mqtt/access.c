@@ -14,6 +14,7 @@
 #include "tern/auth.h"
 #include "tern/cmd.h"
 #include "tern/log.h"
+#include "tern/storage.h"
 #include "tern/topic.h"
 
 /* Loopback: 127.0.0.0/8, ::1, localhost. Anything else reaches the network. */
@@ -414,10 +415,8 @@ bool tern_access_anonymous(const struct tern_node *n)
 
 struct resume_walk {
     struct tern_conn *c;
-    uint8_t *list;
-    size_t len, cap;
+    struct tern_wbuf list; /* UNSUBSCRIBE entries; err latches out of memory */
     uint32_t count;
-    bool nomem;
 };
 
 static int resume_visit(void *ctx, struct tern_bytes filter, uint8_t options,
@@ -435,17 +434,10 @@ static int resume_visit(void *ctx, struct tern_bytes filter, uint8_t options,
         return 0;
     struct tern_cmd_sub e = {filter, 0, 0};
     size_t need = tern_cmd_put_sub(NULL, 0, &e);
-    if (w->len + need > w->cap) {
-        size_t cap = (w->cap ? w->cap * 2 : 256) + need;
-        uint8_t *nl = realloc(w->list, cap);
-        if (!nl) {
-            w->nomem = true;
-            return 1;
-        }
-        w->list = nl;
-        w->cap = cap;
-    }
-    w->len += tern_cmd_put_sub(w->list + w->len, w->cap - w->len, &e);
+    uint8_t *p = tern_wbuf_append(&w->list, need);
+    if (!p)
+        return 1;
+    tern_cmd_put_sub(p, need, &e);
     w->count++;
     return 0;
 }
@@ -456,10 +448,11 @@ void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_sessio
     if (!a || !a->acl)
         return;
     struct resume_walk w = {.c = c};
+    tern_wbuf_init(&w.list);
     tern_fsm_session_subs_walk(s, resume_visit, &w);
-    if (w.count && !w.nomem) {
+    if (w.count && !w.list.err) {
         struct tern_cmd cmd = {.type = TERN_CMD_UNSUBSCRIBE};
-        cmd.u.sub.list = (struct tern_bytes){w.list, (uint32_t)w.len};
+        cmd.u.sub.list = (struct tern_bytes){w.list.buf, (uint32_t)w.list.len};
         cmd.u.sub.count = w.count;
         char pb[TERN_PEER_STRLEN];
         TERN_LOGI("%s %.*s: %u stored subscriptions this node's ACL does not allow: "
@@ -470,10 +463,10 @@ void tern_access_check_resumed(struct tern_conn *c, const struct tern_fsm_sessio
         if (tern_session_command(c, &cmd, NULL, NULL) != TERN_OK)
             tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
                             "subscriptions the ACL forbids could not be removed");
-    } else if (w.nomem) {
+    } else if (w.list.err) {
         tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE, "out of memory checking the ACL");
     }
-    free(w.list);
+    tern_wbuf_free(&w.list);
 }
 
 /* --- limits per source address ------------------------------------------------ */
