@@ -26,6 +26,7 @@
 #include "raft_transport.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
+#include "tern/storage.h"
 
 struct member_req;
 
@@ -47,11 +48,6 @@ struct proposal {
     struct proposal *hnext;
     size_t len;
     uint8_t bytes[];
-};
-
-struct buf {
-    uint8_t *p;
-    size_t len, cap;
 };
 
 struct apply_req {
@@ -76,7 +72,8 @@ struct tern_cluster {
     struct proposal *head, *tail;
     struct proposal **hash;
     size_t hcap, npending;
-    struct buf fwd; /* leader: commands forwarded by followers, for the next entry */
+    struct tern_wbuf
+        fwd; /* leader: commands forwarded by followers, for the next entry */
     uint64_t seq;
     uint64_t retry_ms;
     /* Re-sending the outstanding tail: gen counts re-sends, so a refusal of a
@@ -130,20 +127,15 @@ static inline uint64_t cluster_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static inline int cluster_buf_append(struct buf *b, const uint8_t *p, size_t len)
+/* Appends to a batch that outlives a failure: on TERN_ENOMEM nothing is
+ * appended and what the batch holds stays valid. Batches start at 4 KiB. */
+static inline int cluster_buf_append(struct tern_wbuf *b, const uint8_t *p, size_t len)
 {
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + len)
-            cap *= 2;
-        uint8_t *q = realloc(b->p, cap);
-        if (!q)
-            return TERN_ENOMEM;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, len);
-    b->len += len;
+    if (b->cap == 0 && tern_wbuf_try_reserve(b, 4096) != TERN_OK)
+        return TERN_ENOMEM;
+    if (tern_wbuf_try_reserve(b, len) != TERN_OK)
+        return TERN_ENOMEM;
+    tern_wbuf_put_bytes(b, p, len);
     return TERN_OK;
 }
 

@@ -399,10 +399,11 @@ void cluster_flush(struct tern_cluster *c)
     } else if (c->resend) {
         cluster_resend_all(c);
     }
-    struct buf out = {0};
+    struct tern_wbuf out;
+    tern_wbuf_init(&out);
     if (self && c->fwd.len) {
         out = c->fwd;
-        memset(&c->fwd, 0, sizeof(c->fwd));
+        tern_wbuf_init(&c->fwd);
     }
     uint64_t now = cluster_now_ms(c);
     struct proposal *first = NULL;
@@ -422,14 +423,14 @@ void cluster_flush(struct tern_cluster *c)
     }
     if (out.len) {
         int rv =
-            self ? append_entry(c, out.p, out.len)
-                 : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.p, out.len);
+            self ? append_entry(c, out.buf, out.len)
+                 : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.buf, out.len);
         if (rv != TERN_OK) {
             /* Not sent: again from the timer (the link is full or going). */
             for (struct proposal *p = first; p; p = p->next)
                 if (p->sent_ms == now)
                     p->sent_ms = 0;
-            free(out.p);
+            tern_wbuf_free(&out);
             uv_idle_stop(&c->idle);
             return;
         } else if (!self) {
@@ -438,7 +439,7 @@ void cluster_flush(struct tern_cluster *c)
             tern_peers_flush(c->peers);
         }
     }
-    free(out.p);
+    tern_wbuf_free(&out);
     /* Sent proposals are a prefix of the list: anything left over (batch
      * limit) is at the tail and goes on the next turn. */
     if (!c->tail || c->tail->sent_ms)

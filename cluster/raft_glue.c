@@ -470,7 +470,7 @@ void tern_cluster_free(struct tern_cluster *c)
     tern_fsm_free(c->fsm);
     tern_link_creds_free(&c->creds);
     free(c->hash);
-    free(c->fwd.p);
+    tern_wbuf_free(&c->fwd);
     free(c);
 }
 
