@@ -13,6 +13,7 @@
 #include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/cmd.h"
+#include "tern/hmap.h"
 #include "tern/log.h"
 #include "tern/storage.h"
 #include "tern/topic.h"
@@ -88,8 +89,6 @@ int tern_access_init(struct tern_node *n, char *errmsg)
         memcpy(a->scram_secret, seed, sizeof seed);
         memcpy(a->scram_secret + sizeof seed, seed2, sizeof seed2);
     }
-    a->addr_seed[0] = seed2[1] ^ seed[0];
-    a->addr_seed[1] = seed2[0] ^ seed[1];
     a->anonymous = decide_anonymous(&n->cfg);
     a->acl_gen = 1;
     /* Here, before any listener: a bad token file stops the start. */
@@ -126,19 +125,20 @@ int tern_access_init(struct tern_node *n, char *errmsg)
     return TERN_OK;
 }
 
+static int addr_free_visit(void *ctx, void *item)
+{
+    (void)ctx;
+    free(item);
+    return 0;
+}
+
 void tern_access_free(struct tern_node *n)
 {
     if (!n->access)
         return;
     struct tern_access *a = n->access;
-    for (size_t i = 0; i < a->nbuckets; i++) {
-        while (a->by_addr[i]) {
-            struct addr_count *e = a->by_addr[i];
-            a->by_addr[i] = e->next;
-            free(e);
-        }
-    }
-    free(a->by_addr);
+    tern_hmap_walk(&a->by_addr, addr_free_visit, NULL);
+    tern_hmap_free(&a->by_addr);
     tern_pwfile_free(a->pw);
     tern_acl_free(a->acl);
     tern_access_publish_free(a);
@@ -477,37 +477,9 @@ static void addr_key(const struct tern_conn *c, uint8_t key[17])
     key[16] = c->peer.family;
 }
 
-static struct addr_count **addr_slot(struct tern_access *a, const uint8_t key[17])
+static bool addr_eq(const void *item, const void *key, size_t len)
 {
-    size_t b = (size_t)(tern_siphash(a->addr_seed, key, 17) & (a->nbuckets - 1));
-    struct addr_count **p = &a->by_addr[b];
-    while (*p && memcmp((*p)->key, key, 17) != 0)
-        p = &(*p)->next;
-    return p;
-}
-
-/* Doubles the buckets at load factor 1 (from 64); false if out of memory. */
-static bool addr_grow(struct tern_access *a)
-{
-    if (a->nbuckets && a->naddrs < a->nbuckets)
-        return true;
-    size_t n = a->nbuckets ? a->nbuckets * 2 : 64;
-    struct addr_count **b = calloc(n, sizeof *b);
-    if (!b)
-        return a->nbuckets > 0; /* keep going, longer chains */
-    for (size_t i = 0; i < a->nbuckets; i++) {
-        while (a->by_addr[i]) {
-            struct addr_count *e = a->by_addr[i];
-            a->by_addr[i] = e->next;
-            size_t j = (size_t)(tern_siphash(a->addr_seed, e->key, 17) & (n - 1));
-            e->next = b[j];
-            b[j] = e;
-        }
-    }
-    free(a->by_addr);
-    a->by_addr = b;
-    a->nbuckets = n;
-    return true;
+    return memcmp(((const struct addr_count *)item)->key, key, len) == 0;
 }
 
 bool tern_access_accept(struct tern_conn *c)
@@ -530,24 +502,25 @@ bool tern_access_accept(struct tern_conn *c)
         return true;
     uint8_t key[17];
     addr_key(c, key);
-    if (!addr_grow(a))
-        return false;
-    struct addr_count **p = addr_slot(a, key);
-    if (*p && (*p)->conns >= cfg->connections_per_address_max) {
+    uint64_t h = tern_hmap_hash(key, sizeof key);
+    struct addr_count *e = tern_hmap_get(&a->by_addr, h, key, sizeof key, addr_eq);
+    if (e && e->conns >= cfg->connections_per_address_max) {
         a->stats.per_address_refused++;
         TERN_LOGW("%s: refused: connections_per_address_max (%u) reached",
                   tern_conn_peer(c, pb), cfg->connections_per_address_max);
         return false;
     }
-    if (!*p) {
-        struct addr_count *e = calloc(1, sizeof *e);
+    if (!e) {
+        e = calloc(1, sizeof *e);
         if (!e)
             return false;
-        memcpy(e->key, key, 17);
-        *p = e;
-        a->naddrs++;
+        memcpy(e->key, key, sizeof key);
+        if (tern_hmap_put(&a->by_addr, h, e) != TERN_OK) {
+            free(e);
+            return false;
+        }
     }
-    (*p)->conns++;
+    e->conns++;
     c->addr_counted = true;
     return true;
 }
@@ -555,18 +528,15 @@ bool tern_access_accept(struct tern_conn *c)
 void tern_access_release(struct tern_conn *c)
 {
     struct tern_access *a = c->node->access;
-    if (!a || !c->addr_counted || !a->nbuckets)
+    if (!a || !c->addr_counted)
         return;
     c->addr_counted = false;
     uint8_t key[17];
     addr_key(c, key);
-    struct addr_count **p = addr_slot(a, key);
-    if (!*p)
-        return;
-    if (--(*p)->conns == 0) {
-        struct addr_count *e = *p;
-        *p = e->next;
+    uint64_t h = tern_hmap_hash(key, sizeof key);
+    struct addr_count *e = tern_hmap_get(&a->by_addr, h, key, sizeof key, addr_eq);
+    if (e && --e->conns == 0) {
+        tern_hmap_del_item(&a->by_addr, h, e);
         free(e);
-        a->naddrs--;
     }
 }

@@ -5,21 +5,19 @@
 
 #include "node.h"
 #include "tern/auth.h"
+#include "tern/hmap.h"
 
 /* Open connections of one source address (family + address). */
 struct addr_count {
-    struct addr_count *next;
     uint8_t key[17];
     uint32_t conns;
 };
 
 struct tern_access {
-    struct tern_pwfile *pw;      /* NULL: no password file */
-    struct addr_count **by_addr; /* chained, seeded SipHash; entries while conns > 0 */
-    size_t nbuckets, naddrs;
-    uint64_t addr_seed[2];
-    struct tern_acl *acl; /* NULL: no acl_file (everything allowed) */
-    uint16_t acl_gen;     /* changes with every ACL loaded; never 0 */
+    struct tern_pwfile *pw;   /* NULL: no password file */
+    struct tern_hmap by_addr; /* key -> addr_count, while conns > 0 */
+    struct tern_acl *acl;     /* NULL: no acl_file (everything allowed) */
+    uint16_t acl_gen;         /* changes with every ACL loaded; never 0 */
     char acl_digest[65];
     bool anonymous;     /* allow_anonymous as decided */
     char pw_digest[65]; /* SHA-256 of the password file as loaded */
