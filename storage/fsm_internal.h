@@ -2,8 +2,8 @@
  *
  * Layout in one place so each file can stay about one concern:
  *  fsm.c          lifecycle, apply dispatch, proposal-id dedup, TICK, accessors
- *  fsm_map.c      string -> pointer hash map (shared groups, routes) and the
- *                 intrusive sessions table
+ *  fsm_map.c      the hash tables on tern_hmap: shared groups, routes and
+ *                 the sessions table
  *  fsm_msg.c      stored messages (refcounted) and retained messages
  *  fsm_queue.c    per-session queue, in-flight window, packet ids, promotion
  *  fsm_session.c  SESSION_OPEN / CLOSE / DELETE, SUBSCRIBE / UNSUBSCRIBE, wills
