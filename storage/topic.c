@@ -3,8 +3,8 @@
  * Why this shape: a broker's subscription table is dominated by two patterns,
  * wide nodes (100k device ids under "devices/") and popular filters with many
  * subscribers ("broadcast/#"). So each node keeps its plain children in a
- * chained hash table (O(1) lookup at any width), '+' and '#' children as
- * dedicated pointers (matching never searches for them), and its values in a
+ * tern_hmap (seeded: clients choose the levels; O(1) lookup at any width), '+' and '#'
+ * children as dedicated pointers (matching never searches for them), and its values in a
  * dense array with a pointer index once it grows (O(1) add/remove, set
  * semantics, and an iteration order that depends only on the history of adds
  * and removes, never on addresses).
@@ -20,8 +20,8 @@
 #include <string.h>
 
 #include "tern/error.h"
+#include "tern/hmap.h"
 
-#define KIDS_CAP_MIN 2u /* a node with one child (dev/ID/cmd) is common */
 /* Value sets up to this size are scanned linearly; bigger ones get an index. */
 #define VSET_LINEAR_MAX 16u
 #define SHARE_PREFIX "$share/"
@@ -321,14 +321,11 @@ static void vset_free(struct vset *s)
 
 struct node {
     struct node *parent;
-    struct node *next;  /* chain in the parent's bucket */
-    struct node *plus;  /* '+' child */
-    struct node *hash;  /* '#' child */
-    struct node **kids; /* buckets of plain children */
-    uint32_t kids_cap;  /* power of two, or 0 */
-    uint32_t kids_n;
-    uint32_t level_hash;
-    uint32_t level_len; /* <= TERN_TOPIC_KEY_MAX */
+    struct node *plus;     /* '+' child */
+    struct node *hash;     /* '#' child */
+    struct tern_hmap kids; /* plain children by level */
+    uint32_t level_hash;   /* the low 32 bits of its tern_hmap_hash */
+    uint32_t level_len;    /* <= TERN_TOPIC_KEY_MAX */
     struct vset vals;
     /* The node's full key is not stored: it is its levels joined by '/', and
      * visits rebuild it (visit_node). That is a string allocation per key less. */
@@ -336,8 +333,8 @@ struct node {
 };
 
 #if UINTPTR_MAX == UINT64_MAX
-static_assert(offsetof(struct node, level) == 80,
-              "node: 80 bytes, so a 7-byte level fits a 96-byte chunk");
+static_assert(offsetof(struct node, level) == 72,
+              "node: 72 bytes, so a 15-byte level fits a 96-byte chunk");
 #endif
 
 struct tern_topic_tree {
@@ -349,15 +346,15 @@ struct tern_topic_tree {
     size_t keybuf_cap;
 };
 
-static uint32_t level_hash(const char *s, size_t len)
+static uint64_t level_hash(const char *s, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, then a finaliser for low bits */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)s[i]) * 0x100000001b3ULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return (uint32_t)h;
+    return tern_hmap_hash(s, len);
+}
+
+static bool level_eq(const void *item, const void *key, size_t len)
+{
+    const struct node *c = item;
+    return c->level_len == len && memcmp(c->level, key, len) == 0;
 }
 
 static bool is_plus(const char *s, size_t len)
@@ -370,14 +367,18 @@ static bool is_hash(const char *s, size_t len)
     return len == 1 && s[0] == '#';
 }
 
-static struct node *kid_find(const struct node *n, const char *s, size_t len, uint32_t h)
+/* Nodes with up to this many plain children (most: a device's own levels)
+ * compare their few slots instead of hashing the level. */
+#define KIDS_SCAN_MAX 4u
+
+static struct node *kid_find(const struct node *n, const char *s, size_t len)
 {
-    if (n->kids_cap == 0)
-        return NULL;
-    for (struct node *c = n->kids[h & (n->kids_cap - 1)]; c; c = c->next) {
-        if (c->level_hash == h && c->level_len == len && memcmp(c->level, s, len) == 0)
+    if (tern_hmap_count(&n->kids) > KIDS_SCAN_MAX)
+        return tern_hmap_get(&n->kids, level_hash(s, len), s, len, level_eq);
+    uint32_t pos = 0;
+    for (struct node *c; (c = tern_hmap_at(&n->kids, &pos)) != NULL; pos++)
+        if (level_eq(c, s, len))
             return c;
-    }
     return NULL;
 }
 
@@ -388,39 +389,11 @@ static struct node *child_get(const struct node *n, const char *s, size_t len)
         return n->plus;
     if (is_hash(s, len))
         return n->hash;
-    return kid_find(n, s, len, level_hash(s, len));
-}
-
-static int kids_resize(struct node *n, uint32_t cap)
-{
-    struct node **b = calloc(cap, sizeof(*b));
-    if (b == NULL)
-        return TERN_ENOMEM;
-    for (uint32_t i = 0; i < n->kids_cap; i++) {
-        struct node *c = n->kids[i];
-        while (c) {
-            struct node *next = c->next;
-            uint32_t j = c->level_hash & (cap - 1);
-            c->next = b[j];
-            b[j] = c;
-            c = next;
-        }
-    }
-    free(n->kids);
-    n->kids = b;
-    n->kids_cap = cap;
-    return 0;
+    return kid_find(n, s, len);
 }
 
 static struct node *child_create(struct node *n, const char *s, size_t len)
 {
-    bool plain = !is_plus(s, len) && !is_hash(s, len);
-    if (plain && n->kids_n >= n->kids_cap) {
-        if (n->kids_cap >= (UINT32_MAX >> 2))
-            return NULL;
-        if (kids_resize(n, n->kids_cap ? n->kids_cap * 2 : KIDS_CAP_MIN) != 0)
-            return NULL;
-    }
     struct node *c = calloc(1, offsetof(struct node, level) + len + 1);
     if (c == NULL)
         return NULL;
@@ -432,11 +405,12 @@ static struct node *child_create(struct node *n, const char *s, size_t len)
     } else if (is_hash(s, len)) {
         n->hash = c;
     } else {
-        c->level_hash = level_hash(s, len);
-        uint32_t j = c->level_hash & (n->kids_cap - 1);
-        c->next = n->kids[j];
-        n->kids[j] = c;
-        n->kids_n++;
+        uint64_t h = level_hash(s, len);
+        c->level_hash = (uint32_t)h;
+        if (tern_hmap_put(&n->kids, h, c) != TERN_OK) {
+            free(c);
+            return NULL;
+        }
     }
     return c;
 }
@@ -451,23 +425,13 @@ static void child_unlink(struct node *n, struct node *c)
         n->hash = NULL;
         return;
     }
-    struct node **pp = &n->kids[c->level_hash & (n->kids_cap - 1)];
-    while (*pp != c)
-        pp = &(*pp)->next;
-    *pp = c->next;
-    n->kids_n--;
-    if (n->kids_n == 0) {
-        free(n->kids);
-        n->kids = NULL;
-        n->kids_cap = 0;
-    } else if (n->kids_cap > KIDS_CAP_MIN && n->kids_n * 4 < n->kids_cap) {
-        (void)kids_resize(n, n->kids_cap / 2); /* best effort: shrink */
-    }
+    tern_hmap_del_item(&n->kids, c->level_hash, c); /* shrinks, frees when empty */
 }
 
 static bool node_empty(const struct node *n)
 {
-    return n->vals.n == 0 && n->kids_n == 0 && n->plus == NULL && n->hash == NULL;
+    return n->vals.n == 0 && tern_hmap_count(&n->kids) == 0 && n->plus == NULL &&
+           n->hash == NULL;
 }
 
 /* Frees empty nodes from n upwards (never the root). */
@@ -481,13 +445,13 @@ static void prune(struct node *n)
     }
 }
 
-/* Child iteration: plain children (bucket order), then '+', then '#'. */
-static struct node *plain_from(const struct node *n, uint32_t bucket)
+/* Child iteration: plain children (slot order, so it depends on the hash
+ * seed), then '+', then '#'. */
+static struct node *plain_from(const struct node *n, uint32_t pos)
 {
-    for (uint32_t i = bucket; i < n->kids_cap; i++) {
-        if (n->kids[i])
-            return n->kids[i];
-    }
+    struct node *c = tern_hmap_at(&n->kids, &pos);
+    if (c)
+        return c;
     return n->plus ? n->plus : n->hash;
 }
 
@@ -502,9 +466,11 @@ static struct node *child_next(const struct node *n, const struct node *c)
         return NULL;
     if (c == n->plus)
         return n->hash;
-    if (c->next)
-        return c->next;
-    return plain_from(n, (c->level_hash & (n->kids_cap - 1)) + 1);
+    uint32_t pos = 0;
+    bool found = tern_hmap_pos(&n->kids, c->level_hash, c, &pos);
+    assert(found);
+    (void)found;
+    return plain_from(n, pos + 1);
 }
 
 /* --- tree -------------------------------------------------------------------- */
@@ -525,43 +491,26 @@ struct tern_topic_tree *tern_topic_tree_new(void)
 static void node_release(struct node *n)
 {
     vset_free(&n->vals);
-    free(n->kids);
-}
-
-/* Moves n's children onto the list threaded through `next` (the tree is being
- * destroyed, so the bucket chains may be reused). */
-static struct node *push_children(struct node *n, struct node *list)
-{
-    for (uint32_t i = 0; i < n->kids_cap; i++) {
-        struct node *c = n->kids[i];
-        while (c) {
-            struct node *next = c->next;
-            c->next = list;
-            list = c;
-            c = next;
-        }
-    }
-    struct node *wild[2] = {n->plus, n->hash};
-    for (int i = 0; i < 2; i++) {
-        if (wild[i]) {
-            wild[i]->next = list;
-            list = wild[i];
-        }
-    }
-    return list;
+    tern_hmap_free(&n->kids);
 }
 
 void tern_topic_tree_free(struct tern_topic_tree *t)
 {
     if (t == NULL)
         return;
-    /* A work list instead of recursion: each node is visited once. */
-    struct node *list = push_children(t->root, NULL);
-    while (list) {
-        struct node *n = list;
-        list = push_children(n, n->next);
+    /* Post-order by parent pointers instead of recursion. A freed node stays
+     * in its parent's map until the parent goes: child_next() only compares
+     * the pointer, never follows it. */
+    struct node *n = t->root, *c;
+    while ((c = child_first(n)) != NULL)
+        n = c;
+    while (n != t->root) {
+        struct node *p = n->parent, *next = child_next(p, n);
         node_release(n);
         free(n);
+        n = next ? next : p;
+        while (next && (c = child_first(n)) != NULL)
+            n = c;
     }
     node_release(t->root);
     free(t->root);
@@ -786,8 +735,7 @@ int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, siz
         assert(top + 2 <= STACK_MAX);
         if (f.n->plus && !(root && dollar))
             st[top++] = (struct frame){.n = f.n->plus, .pos = e + 1};
-        const struct node *c =
-            kid_find(f.n, name + f.pos, e - f.pos, level_hash(name + f.pos, e - f.pos));
+        const struct node *c = kid_find(f.n, name + f.pos, e - f.pos);
         if (c)
             st[top++] = (struct frame){.n = c, .pos = e + 1};
     }
@@ -857,7 +805,7 @@ int tern_topic_tree_match_filter(const struct tern_topic_tree *t, const char *fi
             st[top++] = (struct frame){.n = f->iter, .pos = e + 1};
             continue;
         }
-        const struct node *c = kid_find(f->n, lv, e - f->pos, level_hash(lv, e - f->pos));
+        const struct node *c = kid_find(f->n, lv, e - f->pos);
         if (c == NULL)
             top--;
         else

@@ -261,6 +261,29 @@ bool tern_hmap_del_item(struct tern_hmap *m, uint64_t h, const void *item)
     return true;
 }
 
+void *tern_hmap_at(const struct tern_hmap *m, uint32_t *pos)
+{
+    if (!m->items)
+        return NULL;
+    struct slots s = slots_of(m);
+    for (uint32_t i = *pos; i <= s.mask; i++) {
+        if (s.hashes[i]) {
+            *pos = i;
+            return s.items[i];
+        }
+    }
+    return NULL;
+}
+
+bool tern_hmap_pos(const struct tern_hmap *m, uint64_t h, const void *item, uint32_t *pos)
+{
+    int64_t i = find(m, stored_hash(h), NULL, 0, NULL, item);
+    if (i < 0)
+        return false;
+    *pos = (uint32_t)i;
+    return true;
+}
+
 /* Down the slots, starting below an empty one (see the top of this file). */
 static int walk(const struct tern_hmap *m, int (*fn)(void *ctx, void *item), void *ctx)
 {

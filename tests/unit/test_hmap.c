@@ -160,6 +160,21 @@ static void test_walks(void **state)
     assert_int_equal(tern_hmap_walk(&m, stop_visit, &calls), 42);
     assert_int_equal(calls, 3);
 
+    /* Position iteration visits each once too. */
+    size_t stepped = 0;
+    uint32_t pos = 0;
+    for (struct item *it = tern_hmap_at(&m, &pos); it; it = tern_hmap_at(&m, &pos)) {
+        uint32_t at;
+        assert_true(tern_hmap_pos(&m, item_hash(it), it, &at));
+        assert_int_equal(at, pos);
+        it->seen++;
+        stepped++;
+        pos++;
+    }
+    assert_int_equal(stepped, N);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(v[i].seen, 2), v[i].seen = 1;
+
     /* Removing every other visited item: each item still seen exactly once. */
     struct del_ctx x = {.m = &m};
     assert_int_equal(tern_hmap_walk_del(&m, del_visit, &x), 0);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "tern/error.h"
+#include "tern/hmap.h"
 #include "tern/topic.h"
 
 #define V(i) ((void *)(uintptr_t)(i))
@@ -582,6 +583,52 @@ static void test_keys_rebuilt(void **state)
     tern_topic_tree_free(t);
 }
 
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* The same adds and removes under two hash seeds: the children's order follows
+ * the seed, what a walk or a match finds does not. */
+static void seeded_sets(const uint64_t seed[2], struct collect *c)
+{
+    tern_hmap_seed_set(seed);
+    struct tern_topic_tree *t = tern_topic_tree_new();
+    assert_non_null(t);
+    char k[32];
+    for (int i = 0; i < 1500; i++) {
+        snprintf(k, sizeof k, "d/%d/s", i);
+        assert_int_equal(tern_topic_tree_add(t, k, strlen(k), V(i + 1)), 0);
+    }
+    for (int i = 0; i < 1500; i += 3) {
+        snprintf(k, sizeof k, "d/%d/s", i);
+        assert_int_equal(tern_topic_tree_remove(t, k, strlen(k), V(i + 1)), 0);
+    }
+    tern_topic_tree_walk(t, collect_fn, &c[0]);
+    tern_topic_tree_match_filter(t, "d/+/s", 5, collect_fn, &c[1]);
+    tern_topic_tree_match_filter(t, "d/#", 3, collect_fn, &c[2]);
+    assert_int_equal(c[0].n, 1000);
+    for (int i = 0; i < 3; i++)
+        qsort(c[i].vals, c[i].n, sizeof(void *), ptr_cmp);
+    tern_topic_tree_free(t);
+}
+
+static void test_seed_same_sets(void **state)
+{
+    (void)state;
+    static const uint64_t a[2] = {1, 2}, b[2] = {0xfeedface, 99};
+    struct collect *c = calloc(6, sizeof(*c));
+    assert_non_null(c);
+    seeded_sets(a, &c[0]);
+    seeded_sets(b, &c[3]);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c[i].n, c[i + 3].n);
+        assert_memory_equal(c[i].vals, c[i + 3].vals, c[i].n * sizeof(void *));
+    }
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_wide_node),
         cmocka_unit_test(test_deep_keys),
         cmocka_unit_test(test_random_crosscheck),
+        cmocka_unit_test(test_seed_same_sets),
         cmocka_unit_test(test_keys_rebuilt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,6 +74,16 @@ int tern_hmap_walk(const struct tern_hmap *m, int (*fn)(void *ctx, void *item),
  * does not shrink before the walk ends. */
 int tern_hmap_walk_del(struct tern_hmap *m, int (*fn)(void *ctx, void *item), void *ctx);
 
+/* Iteration by slot position, for a caller that cannot hold a walk's callback
+ * open (the topic tree steps through children with parent pointers): the item
+ * at the first occupied slot at or after *pos, with *pos set to that slot, or
+ * NULL past the end. The table must not change in between. */
+void *tern_hmap_at(const struct tern_hmap *m, uint32_t *pos);
+/* The slot of this very item (hash h), for tern_hmap_at(*pos + 1); false if
+ * absent. */
+bool tern_hmap_pos(const struct tern_hmap *m, uint64_t h, const void *item,
+                   uint32_t *pos);
+
 /* Bytes of slots the table holds, and the longest probe any entry needs from
  * its home slot (for tests and measurements; the second walks every slot). */
 size_t tern_hmap_bytes(const struct tern_hmap *m);

@@ -53,10 +53,10 @@ struct tern_topic_tree;
  * walk function then returns that value (else 0). The callback must not modify
  * the tree.
  *
- * Visit order is unspecified. It depends only on the sequence of adds and
- * removes (never on addresses), but a tree rebuilt in another order (e.g. from a
- * snapshot) may visit in another order: replicated logic must not let the order
- * decide an outcome. */
+ * Visit order is unspecified. It depends on the sequence of adds and removes
+ * and on the process's hash seed (tern/hmap.h), never on addresses: replicas
+ * and a tree rebuilt from a snapshot visit in other orders, so replicated logic
+ * must not let the order decide an outcome (the FSM sorts what it collects). */
 typedef int (*tern_topic_visit_fn)(void *ctx, const char *key, size_t key_len,
                                    void *value);
 
