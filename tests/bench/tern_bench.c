@@ -7,7 +7,8 @@
  * beyond this process.
  *
  * Modes: pub/sub load (default), --idle N (memory per connection), --connect-rate
- * N (connection storm), --drain (persistent-session queue drain).
+ * N (connection storm), --drain (persistent-session queue drain), --sessions
+ * create|resume (many persistent sessions, a phase per run: see sess_* below).
  *
  * --tls CAFILE runs any mode over TLS with tern's own TLS engine
  * (include/tls/tern/tls.h): ciphertext in and out of memory BIOs, the MQTT bytes as
@@ -15,8 +16,8 @@
  * --connect-rate, the rate then counts TLS handshake + CONNECT/CONNACK.
  *
  * --ws PATH runs any mode over WebSockets (ws://HOST:PORT/PATH, subprotocol
- * mqtt) with tern's own engine (include/stream/tern/ws.h, the client side): every coalesced
- * write is one masked binary frame, the broker's frames are unwrapped into the
+ * mqtt) with tern's own engine (include/stream/tern/ws.h, the client side): every
+ * coalesced write is one masked binary frame, the broker's frames are unwrapped into the
  * same input path.
  *
  * Writes are coalesced: packets are appended to a per-connection buffer and
@@ -125,7 +126,14 @@ static double hist_pct(const struct hist *h, double pct)
 
 /* ---- options ---------------------------------------------------------------- */
 
-enum mode { MODE_PUBSUB, MODE_IDLE, MODE_STORM, MODE_DRAIN };
+enum mode {
+    MODE_PUBSUB,
+    MODE_IDLE,
+    MODE_STORM,
+    MODE_DRAIN,
+    MODE_SESS_CREATE,
+    MODE_SESS_RESUME
+};
 
 struct opts {
     const char *host;
@@ -162,6 +170,12 @@ struct opts {
     const char *tls_ca;  /* --tls: verify the broker against this CA */
     int tls12;           /* --tls-1.2: at most TLS 1.2 */
     const char *ws_path; /* --ws: over WebSockets at this path */
+    /* --sessions resume */
+    int expect;  /* messages each session must receive (seqs 0..expect-1) */
+    int hold;    /* stay connected after the queue; fail over when dropped */
+    int no_ack;  /* do not acknowledge before a fail-over (the queue stays in flight) */
+    int retries; /* reconnects of one session after a failure */
+    int failover_ports[MAX_PORTS], nfailover_ports;
 };
 
 /* ---- connections -------------------------------------------------------------- */
@@ -220,6 +234,10 @@ struct conn {
     uint8_t *pid_measured;
 
     /* subscriber */
+    uint32_t seen_mask;   /* --sessions: sequences 0..31 received this round */
+    uint16_t attempts;    /* --sessions: reconnects after a failure */
+    bool failover, goal;  /* --sessions: moved to a failover port; queue complete */
+    uint64_t retry_at_ns; /* --sessions: not before */
     char filter[TOPIC_MAX];
     struct seqwin *seen; /* one per publisher, lazily allocated */
 };
@@ -233,6 +251,9 @@ enum phase {
     PH_DRAIN_OFFLINE, /* drain: subscribers disconnecting */
     PH_DRAIN_PUBLISH,
     PH_DRAIN_RECONNECT,
+    PH_SESS_RESUME, /* --sessions resume: reconnect, receive the queue */
+    PH_SESS_HOLD,   /* with --hold: connected, waiting for a drop */
+    PH_SESS_STORM,  /* with --hold: dropped sessions reconnecting elsewhere */
     PH_CLOSING,
     PH_DONE,
 };
@@ -243,6 +264,8 @@ struct stats {
     uint64_t expected;
     uint64_t connect_failures, connected, session_present, foreign;
     uint64_t protocol_errors;
+    /* --sessions resume */
+    uint64_t goals, not_present, retries, storm_drops, storm_goals, storm_present;
     struct hist lat, ack_lat;
 };
 
@@ -282,6 +305,10 @@ struct bench {
     uint8_t *tls_in, *tls_out; /* ciphertext scratch (and --ws frames) */
     struct tern_ws_opts ws;    /* --ws */
     struct stats st;
+    /* --sessions: connections waiting to reconnect, FIFO (each at most once) */
+    struct conn **retry_q;
+    int retry_head, retry_len, retry_cap;
+    uint64_t t_goal_last_ns, t_drop_ns, t_storm_last_ns, t_hold_ns;
 };
 
 static uint64_t now_ns(void)
@@ -847,6 +874,8 @@ static struct sockaddr_in conn_dst(const struct conn *c)
     struct sockaddr_in dst = c->b->dst;
     if (c->role == ROLE_PUB && o->npub_ports > 0)
         dst.sin_port = htons((uint16_t)o->pub_ports[c->index % o->npub_ports]);
+    else if (c->role == ROLE_SUB && c->failover && o->nfailover_ports > 0)
+        dst.sin_port = htons((uint16_t)o->failover_ports[c->index % o->nfailover_ports]);
     else if (c->role == ROLE_SUB && o->nsub_ports > 0)
         dst.sin_port = htons((uint16_t)o->sub_ports[c->index % o->nsub_ports]);
     return dst;
@@ -900,11 +929,32 @@ static void conn_start(struct conn *c)
 
 static void sched_pump(struct bench *b)
 {
-    while (b->sched_next < b->sched_end && b->sched_active < b->o.concurrency) {
-        struct conn *c = &b->sched[b->sched_next++];
+    uint64_t t = b->retry_len ? now_ns() : 0;
+    while (b->sched_active < b->o.concurrency) {
+        struct conn *c;
+        if (b->retry_len && b->retry_q[b->retry_head]->retry_at_ns <= t) {
+            c = b->retry_q[b->retry_head];
+            b->retry_head = (b->retry_head + 1) % b->retry_cap;
+            b->retry_len--;
+        } else if (b->sched_next < b->sched_end) {
+            c = &b->sched[b->sched_next++];
+        } else {
+            break;
+        }
         b->sched_active++;
         conn_start(c);
     }
+}
+
+/* --sessions: a session to connect again after delay_ms (a failure, or a drop
+ * while held). It keeps its handshake slot until then only if it had one. */
+static void sess_requeue(struct conn *c, uint64_t delay_ms)
+{
+    struct bench *b = c->b;
+    c->state = CS_NEW;
+    c->retry_at_ns = now_ns() + delay_ms * 1000000ull;
+    b->retry_q[(b->retry_head + b->retry_len) % b->retry_cap] = c;
+    b->retry_len++;
 }
 
 static void sched_begin(struct bench *b, struct conn *first, int n)
@@ -943,8 +993,14 @@ static void sched_complete(struct conn *c, bool ok)
         sched_pump(c->b);
 }
 
+static void sess_finished(struct conn *c);
+
 static void sched_finished(struct conn *c)
 {
+    if (c->b->o.mode == MODE_SESS_RESUME) {
+        sess_finished(c);
+        return;
+    }
     /* Closed before reaching its goal: a failure for the scheduler. */
     if (!c->counted_done && c->b->sched && c >= c->b->sched &&
         c < c->b->sched + c->b->sched_end)
@@ -1035,7 +1091,9 @@ static void pump_max(struct bench *b)
 {
     for (int i = 0; i < b->npubs; i++) {
         struct conn *c = &b->pubs[i];
-        while (pub_can_send(c) && (b->o.mode != MODE_DRAIN || c->seq < c->sent_target))
+        while (pub_can_send(c) &&
+               ((b->o.mode != MODE_DRAIN && b->o.mode != MODE_SESS_CREATE) ||
+                c->seq < c->sent_target))
             publish_one(c);
     }
 }
@@ -1055,7 +1113,8 @@ static void pump_paced(struct bench *b, uint64_t t)
 
 static void on_loop_edge(struct bench *b)
 {
-    if (publishing(b) && (b->o.rate <= 0 || b->o.mode == MODE_DRAIN))
+    if (publishing(b) &&
+        (b->o.rate <= 0 || b->o.mode == MODE_DRAIN || b->o.mode == MODE_SESS_CREATE))
         pump_max(b);
     flush_all(b);
 }
@@ -1109,10 +1168,38 @@ static bool seen_before(struct conn *c, uint32_t pub, uint32_t seq)
     return false;
 }
 
+static void sess_goal(struct conn *c);
+
+/* --sessions resume: the queue of one session is sequences 0..expect-1 of the
+ * one publisher of its topic (the create run); duplicates do not count. */
+static void sess_message(struct conn *c, const struct tern_publish *pub)
+{
+    struct bench *b = c->b;
+    b->st.recv_total++;
+    b->t_last_recv_ns = now_ns();
+    if (pub->qos > 0 && !(b->o.no_ack && !c->failover))
+        send_ack(c, pub->qos == 1 ? TERN_PUBACK : TERN_PUBREC, pub->packet_id);
+    if (pub->payload.len < HDR_LEN)
+        return;
+    uint32_t seq = get_u32(pub->payload.ptr + 12);
+    if (seq >= 32 || (c->seen_mask & (1u << seq))) {
+        b->st.dups++;
+        return;
+    }
+    c->seen_mask |= 1u << seq;
+    b->st.recv_measured_unique++;
+    if (!c->goal && __builtin_popcount(c->seen_mask) >= b->o.expect)
+        sess_goal(c);
+}
+
 static void sub_message(struct conn *c, const struct tern_publish *pub)
 {
     struct bench *b = c->b;
     uint64_t t = now_ns();
+    if (b->o.mode == MODE_SESS_RESUME) {
+        sess_message(c, pub);
+        return;
+    }
     b->st.recv_total++;
     b->t_last_recv_ns = t;
     if (t >= b->t_win_start_ns && t < b->t_win_end_ns)
@@ -1175,6 +1262,18 @@ static void handle_connack(struct conn *c, const struct tern_connack *ca)
         c->nfree = ca->props.receive_max; /* the broker's receive maximum wins */
     if (ca->session_present)
         b->st.session_present++;
+    if (b->o.mode == MODE_SESS_RESUME) {
+        c->state = CS_READY;
+        if (c->failover && ca->session_present)
+            b->st.storm_present++;
+        if (!ca->session_present && b->o.expect > 0) {
+            b->st.not_present++; /* nothing will come: the session is gone */
+            sess_goal(c);
+        } else if (__builtin_popcount(c->seen_mask) >= b->o.expect) {
+            sess_goal(c);
+        }
+        return;
+    }
     if ((c->role == ROLE_SUB && !(b->phase == PH_DRAIN_RECONNECT)) ||
         (c->role == ROLE_IDLE && b->o.idle_sub)) {
         send_subscribe(c);
@@ -1373,7 +1472,11 @@ static void step_drain(struct bench *b, uint64_t t)
     case PH_DRAIN_OFFLINE:
         /* Subscribers subscribe then disconnect themselves (see SUBACK). */
         if ((sched_idle(b) && count_open(b) == 0) || since > b->o.connect_timeout_s) {
-            compute_matches(b);
+            /* --sessions create counts no deliveries: no O(subs x topics) pass */
+            if (b->o.mode == MODE_DRAIN)
+                compute_matches(b);
+            if (b->o.mode == MODE_SESS_CREATE)
+                b->t_connect_done_ns = t;
             set_phase(b, PH_DRAIN_PUBLISH);
             b->t_win_start_ns = 0;
             b->t_win_end_ns = UINT64_MAX;
@@ -1392,6 +1495,11 @@ static void step_drain(struct bench *b, uint64_t t)
         if (done || since > b->o.connect_timeout_s + b->o.duration_s) {
             for (int i = 0; i < b->npubs; i++)
                 conn_disconnect(&b->pubs[i]);
+            if (b->o.mode == MODE_SESS_CREATE) {
+                b->t_last_recv_ns = t; /* end of the publishing, for the report */
+                begin_closing(b);
+                break;
+            }
             set_phase(b, PH_DRAIN_RECONNECT);
             b->st.connected = 0;
             b->st.session_present = 0;
@@ -1407,6 +1515,102 @@ static void step_drain(struct bench *b, uint64_t t)
     case PH_DRAIN_RECONNECT:
         if (b->st.recv_measured_unique >= b->st.expected ||
             since > b->o.duration_s + b->o.grace_s)
+            begin_closing(b);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- --sessions resume ---------------------------------------------------------
+ * Each session reconnects (clean session 0 unless --clean 1), expects session
+ * present and the sequences 0..expect-1 of its queue, then disconnects, so that
+ * --concurrency bounds both the handshakes and the open connections: a million
+ * sessions pass through under the open-file limit. With --hold they stay
+ * connected; when the broker drops them (its node was killed) each reconnects to
+ * --failover-ports at once and must receive its queue again (with --no-ack it was
+ * never acknowledged, so it is still in flight there). A failure before the goal
+ * (refused, reset) is retried after 100-200 ms, up to --retries times. */
+
+static void sess_goal(struct conn *c)
+{
+    struct bench *b = c->b;
+    c->goal = true;
+    if (c->failover) {
+        b->st.storm_goals++;
+        b->t_storm_last_ns = now_ns();
+    } else {
+        b->st.goals++;
+        b->t_goal_last_ns = now_ns();
+    }
+    sched_complete(c, true);
+    if (!b->o.hold)
+        conn_disconnect(c);
+}
+
+static void sess_finished(struct conn *c)
+{
+    struct bench *b = c->b;
+    if (b->phase == PH_CLOSING || b->phase == PH_DONE)
+        return;
+    if (c->goal) {
+        /* Our own DISCONNECT, or a drop of a held session: fail over. */
+        if (!b->o.hold || !c->failed || b->o.nfailover_ports == 0)
+            return;
+        if (b->t_drop_ns == 0) {
+            b->t_drop_ns = now_ns();
+            set_phase(b, PH_SESS_STORM);
+        }
+        b->st.storm_drops++;
+        c->goal = false;
+        c->failover = true;
+        c->seen_mask = 0; /* the queue again, from the new node */
+        c->attempts = 0;
+        sess_requeue(c, 0);
+        sched_pump(b);
+        return;
+    }
+    if (c->counted_done)
+        return;
+    b->sched_active--; /* the slot frees while the session waits */
+    if (c->attempts < b->o.retries) {
+        c->attempts++;
+        b->st.retries++;
+        sess_requeue(c, 100 + (uint64_t)(c->index % 100));
+    } else {
+        c->counted_done = true;
+        b->st.connect_failures++;
+        b->sched_done++;
+    }
+    sched_pump(b);
+}
+
+static void step_sess(struct bench *b, uint64_t t)
+{
+    double since = (double)(t - b->t_phase_ns) / 1e9;
+    sched_pump(b); /* retries that are due */
+    bool settled = b->sched_active == 0 && b->retry_len == 0;
+    switch (b->phase) {
+    case PH_SESS_RESUME:
+        if (settled && sched_idle(b)) {
+            if (b->o.hold) {
+                set_phase(b, PH_SESS_HOLD);
+                b->t_hold_ns = t;
+                fprintf(stderr, "tern-bench: holding %" PRIu64 " sessions\n",
+                        b->st.goals);
+            } else {
+                begin_closing(b);
+            }
+        } else if (since > b->o.connect_timeout_s) {
+            begin_closing(b);
+        }
+        break;
+    case PH_SESS_HOLD:
+        if (since >= b->o.duration_s)
+            begin_closing(b);
+        break;
+    case PH_SESS_STORM:
+        if (settled || since > b->o.connect_timeout_s)
             begin_closing(b);
         break;
     default:
@@ -1449,7 +1653,11 @@ static void on_tick(uv_timer_t *h)
         step_idle(b, t);
         break;
     case MODE_DRAIN:
+    case MODE_SESS_CREATE:
         step_drain(b, t);
+        break;
+    case MODE_SESS_RESUME:
+        step_sess(b, t);
         break;
     }
 }
@@ -1476,6 +1684,61 @@ static void on_sigint(uv_signal_t *h, int sig)
  * ----------------------------------------------------------------------------------------
  */
 
+static double span_s(uint64_t from, uint64_t to)
+{
+    return from && to > from ? (double)(to - from) / 1e9 : 0;
+}
+
+/* create: conn_s = sessions created (CONNECT, SUBSCRIBE, DISCONNECT), drain_s =
+ * the publishing. resume: the time to the last session's goal; the storm: from
+ * the first drop to the last failed-over session's goal. */
+static void report_sess(struct bench *b, double conn_s, double drain_s)
+{
+    const struct opts *o = &b->o;
+    const struct stats *s = &b->st;
+    uint64_t t0 = b->t_connect_start_ns;
+    double resume_s = span_s(t0, b->t_goal_last_ns);
+    double storm_s = span_s(b->t_drop_ns, b->t_storm_last_ns);
+    if (o->mode == MODE_SESS_CREATE) {
+        double pub_s = span_s(b->t_connect_done_ns, b->t_last_recv_ns);
+        (void)drain_s;
+        printf(o->json ? "{\"label\":\"%s\",\"mode\":\"create\",\"sessions\":%d,"
+                         "\"topics\":%d,\"messages\":%d,\"create_s\":%.3f,"
+                         "\"create_per_s\":%.1f,\"publish_s\":%.3f,\"published\":%" PRIu64
+                         ",\"acked\":%" PRIu64 ",\"connect_failures\":%" PRIu64
+                         ",\"interrupted\":%s}\n"
+                       : "%screate: %d sessions over %d topics, %d messages per topic: "
+                         "sessions %.3f s (%.0f/s), publish %.3f s, published %" PRIu64
+                         ", acked %" PRIu64 ", connect failures %" PRIu64 "%s\n",
+               o->json ? (o->label ? o->label : "") : "", b->nsubs, o->topics,
+               o->messages, conn_s, conn_s > 0 ? (double)b->nsubs / conn_s : 0.0, pub_s,
+               s->sent, s->acked, s->connect_failures,
+               o->json ? (b->interrupted ? "true" : "false")
+                       : (b->interrupted ? " (interrupted)" : ""));
+        return;
+    }
+    printf(o->json
+               ? "{\"label\":\"%s\",\"mode\":\"resume\",\"sessions\":%d,"
+                 "\"expect\":%d,\"resume_s\":%.3f,\"resume_per_s\":%.1f,"
+                 "\"goals\":%" PRIu64 ",\"session_present\":%" PRIu64
+                 ",\"not_present\":%" PRIu64 ",\"received\":%" PRIu64
+                 ",\"unique\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"retries\":%" PRIu64
+                 ",\"connect_failures\":%" PRIu64 ",\"storm_drops\":%" PRIu64
+                 ",\"storm_goals\":%" PRIu64 ",\"storm_present\":%" PRIu64
+                 ",\"storm_s\":%.3f,\"interrupted\":%s}\n"
+               : "%sresume: %d sessions, %d messages each: %.3f s (%.0f/s) to the last; "
+                 "complete %" PRIu64 ", session present %" PRIu64 ", not present %" PRIu64
+                 ", received %" PRIu64 " (unique %" PRIu64 ", duplicates %" PRIu64
+                 "), retries %" PRIu64 ", failures %" PRIu64 "; storm: dropped %" PRIu64
+                 ", resumed %" PRIu64 " (present %" PRIu64 ") in %.3f s%s\n",
+           o->json ? (o->label ? o->label : "") : "", b->nsubs, o->expect, resume_s,
+           resume_s > 0 ? (double)s->goals / resume_s : 0.0, s->goals, s->session_present,
+           s->not_present, s->recv_total, s->recv_measured_unique, s->dups, s->retries,
+           s->connect_failures, s->storm_drops, s->storm_goals, s->storm_present, storm_s,
+           o->json ? (b->interrupted ? "true" : "false")
+                   : (b->interrupted ? " (interrupted)" : ""));
+}
+
 static void report(struct bench *b)
 {
     const struct opts *o = &b->o;
@@ -1493,6 +1756,10 @@ static void report(struct bench *b)
     double drain_s = b->t_drain_start_ns && b->t_last_recv_ns > b->t_drain_start_ns
                          ? (double)(b->t_last_recv_ns - b->t_drain_start_ns) / 1e9
                          : 0;
+    if (o->mode == MODE_SESS_CREATE || o->mode == MODE_SESS_RESUME) {
+        report_sess(b, conn_s, drain_s);
+        return;
+    }
     if (o->json) {
         printf("{\"label\":\"%s\",\"mode\":\"%s\",\"mqtt_version\":%d,\"qos\":%d,"
                "\"size\":%d,\"pubs\":%d,\"subs\":%d,\"topics\":%d,\"rate\":%.0f,"
@@ -1620,6 +1887,21 @@ static void usage(FILE *f)
         "  --drain              persistent sessions: --subs offline, --pubs publish\n"
         "                       --messages each (QoS>=1), reconnect, time the drain\n"
         "  --messages K         drain: messages per publisher (100)\n"
+        "  --sessions create    --subs persistent sessions subscribe to PREFIX/<j %% "
+        "topics>\n"
+        "                       and disconnect; one publisher per topic then publishes\n"
+        "                       --messages (10) QoS 1 messages (sequences 0..K-1)\n"
+        "  --sessions resume    the same --subs sessions (same --client-prefix) "
+        "reconnect,\n"
+        "                       expect session present and --expect messages, "
+        "disconnect\n"
+        "  --expect K           resume: messages per session (--messages)\n"
+        "  --hold               resume: stay connected; when dropped, reconnect to\n"
+        "                       --failover-ports and time the storm (--duration bounds "
+        "the hold)\n"
+        "  --no-ack             resume --hold: no PUBACK until a fail-over\n"
+        "  --failover-ports P,Q resume --hold: where dropped sessions reconnect\n"
+        "  --retries N          resume: reconnects of a failed session (20)\n"
         "  --tls CAFILE         over TLS, the broker's certificate checked against "
         "CAFILE\n"
         "  --tls-1.2            with --tls: at most TLS 1.2\n"
@@ -1728,6 +2010,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
         O_TLS,
         O_TLS12,
         O_WS,
+        O_SESS,
+        O_EXPECT,
+        O_HOLD,
+        O_NOACK,
+        O_FAILOVER,
+        O_RETRIES,
         O_HELP,
     };
     static const struct option lo[] = {
@@ -1768,6 +2056,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
         {"tls", required_argument, 0, O_TLS},
         {"tls-1.2", no_argument, 0, O_TLS12},
         {"ws", required_argument, 0, O_WS},
+        {"sessions", required_argument, 0, O_SESS},
+        {"expect", required_argument, 0, O_EXPECT},
+        {"hold", no_argument, 0, O_HOLD},
+        {"no-ack", no_argument, 0, O_NOACK},
+        {"failover-ports", required_argument, 0, O_FAILOVER},
+        {"retries", required_argument, 0, O_RETRIES},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -1791,9 +2085,11 @@ static void parse_args(struct opts *o, int argc, char **argv)
         .keepalive_s = 60,
         .concurrency = 100,
         .messages = 100,
+        .retries = 20,
     };
     snprintf(o->prefix, sizeof o->prefix, "tb%ld-", (long)getpid());
-    bool pubs_set = false, subs_set = false;
+    bool pubs_set = false, subs_set = false, msgs_set = false, clean_set = false,
+         expect_set = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -1817,7 +2113,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
             pubs_set = true;
             break;
         case O_SUBS:
-            o->subs = (int)parse_long(optarg, 0, 100000, "--subs");
+            o->subs = (int)parse_long(optarg, 0, 2000000, "--subs");
             subs_set = true;
             break;
         case O_TOPICS:
@@ -1866,6 +2162,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case O_CLEAN:
             o->clean = (int)parse_long(optarg, 0, 1, "--clean");
+            clean_set = true;
             break;
         case O_PREFIX:
             if (strlen(optarg) >= 48)
@@ -1905,6 +2202,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case O_MSGS:
             o->messages = (int)parse_long(optarg, 1, 100000000, "--messages");
+            msgs_set = true;
             break;
         case O_LABEL:
             o->label = optarg;
@@ -1920,6 +2218,31 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case O_WS:
             o->ws_path = optarg;
+            break;
+        case O_SESS:
+            if (strcmp(optarg, "create") == 0)
+                o->mode = MODE_SESS_CREATE;
+            else if (strcmp(optarg, "resume") == 0)
+                o->mode = MODE_SESS_RESUME;
+            else
+                bad_usage("--sessions: create or resume", optarg);
+            break;
+        case O_EXPECT:
+            o->expect = (int)parse_long(optarg, 0, 32, "--expect");
+            expect_set = true;
+            break;
+        case O_HOLD:
+            o->hold = 1;
+            break;
+        case O_NOACK:
+            o->no_ack = 1;
+            break;
+        case O_FAILOVER:
+            o->nfailover_ports =
+                parse_ports(o->failover_ports, optarg, "--failover-ports");
+            break;
+        case O_RETRIES:
+            o->retries = (int)parse_long(optarg, 0, 10000, "--retries");
             break;
         case O_HELP:
             usage(stdout);
@@ -1945,6 +2268,25 @@ static void parse_args(struct opts *o, int argc, char **argv)
     }
     if (o->mode == MODE_DRAIN && o->clean)
         o->clean = 0; /* persistent sessions are the point */
+    if (o->mode == MODE_SESS_CREATE || o->mode == MODE_SESS_RESUME) {
+        if (!subs_set || o->subs < 1)
+            bad_usage("--sessions needs --subs N", NULL);
+        if (!msgs_set)
+            o->messages = 10;
+        if (o->messages > 32)
+            bad_usage("--sessions: at most 32 --messages", NULL);
+        if (!clean_set || o->mode == MODE_SESS_CREATE)
+            o->clean = 0;
+        if (o->qos == 0)
+            o->qos = 1;
+        if (o->mode == MODE_SESS_CREATE) {
+            o->pubs = o->topics; /* one publisher per topic: sequences 0..K-1 */
+        } else {
+            o->pubs = 0;
+            if (!expect_set)
+                o->expect = o->messages;
+        }
+    }
 }
 
 static void raise_nofile(void)
@@ -2019,6 +2361,7 @@ static void free_conns(struct bench *b)
     free(b->match_count);
     free(b->dirty);
     free(b->payload);
+    free(b->retry_q);
 }
 
 int main(int argc, char **argv)
@@ -2049,6 +2392,10 @@ int main(int argc, char **argv)
         b->tls_out = xcalloc(TLS_CHUNK, 1);
     }
     init_conns(b);
+    if (b->o.mode == MODE_SESS_RESUME) {
+        b->retry_cap = b->nconns;
+        b->retry_q = xcalloc((size_t)b->retry_cap, sizeof *b->retry_q);
+    }
     b->dirty = xcalloc((size_t)b->nconns, sizeof *b->dirty);
     b->payload = xcalloc((size_t)b->o.size, 1);
     b->rss_before_kb = b->rss_after_kb = -1;
@@ -2086,7 +2433,12 @@ int main(int argc, char **argv)
         sched_begin(b, b->conns, b->nconns);
         break;
     case MODE_DRAIN:
+    case MODE_SESS_CREATE:
         set_phase(b, PH_DRAIN_OFFLINE);
+        sched_begin(b, b->subs, b->nsubs);
+        break;
+    case MODE_SESS_RESUME:
+        set_phase(b, PH_SESS_RESUME);
         sched_begin(b, b->subs, b->nsubs);
         break;
     }
