@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Scale benchmark (issue 19): many persistent sessions on a 3-node tern cluster, and
+Mosquitto with `persistence true` holding the same sessions; then reconnect storms.
+
+Per step N (persistent sessions, each with one subscription and --messages queued
+QoS 1 messages, created through one node, the "victim", so that it owns them):
+  RSS per node and bytes per session, snapshot size and time (the node's log line
+  "raft: snapshot N finished (B bytes, T ms)") and the longest loop iteration
+  (tern_loop_busy_max_seconds, tern_snapshot_max_seconds), PUBLISH->PUBACK p99 at a
+  fixed rate while the sessions exist, the restart of one node (kill -9, start) until
+  /health says ready, the catch-up of a node added empty (POST /members) until its
+  applied index reaches the leader's, and the storm: the victim is killed (kill -9)
+  and all N sessions reconnect to the two survivors (--concurrency handshakes in
+  flight) until each has session present and its whole queue. The commands per
+  Raft entry during the storm come from the admin metrics
+  (tern_raft_proposals_applied_total summed over the survivors against the leader's
+  tern_raft_entries_appended_total).
+Mosquitto: the same sessions, its RSS, the save at SIGTERM (it saves on exit), the
+restart until it accepts connections and the resume of every session with its queue.
+
+--held N: the storm with N devices connected to the victim when it is killed (their
+queue delivered and not acknowledged, so it must come again from the survivors),
+and the same storm for clean sessions, beside Mosquitto killed and restarted.
+
+Everything runs under a temporary directory removed on exit; every process started
+here is stopped on exit (also on error or Ctrl-C). Prints figures; asserts nothing
+about speed. Standard-library Python only.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+PROCS = []
+SRC_ADDRS = ",".join("127.0.0.%d" % i for i in range(2, 18))  # 16 sources
+_SNAP_RE = re.compile(r"raft: snapshot (\d+) finished \((\d+) bytes, (\d+) ms\)")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            sk = socket.socket()
+            sk.bind(("127.0.0.1", 0))
+            socks.append(sk)
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wait_port(port, timeout):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return time.monotonic() - t0
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError("port %d not listening after %.0f s" % (port, timeout))
+
+
+class Node:
+    def __init__(self, ternd, nid, wd, settings):
+        self.ternd, self.id, self.wd, self.settings = ternd, nid, wd, settings
+        self.port, self.raft, self.peer, self.admin = free_ports(4)
+        self.data = os.path.join(wd, "data")
+        self.logp = os.path.join(wd, "ternd.log")
+        self.proc = None
+        os.makedirs(self.data, exist_ok=True)
+
+    def member(self):
+        return {"id": self.id, "raft": "127.0.0.1:%d" % self.raft,
+                "peer": "127.0.0.1:%d" % self.peer, "mqtt": "127.0.0.1:%d" % self.port}
+
+    def write_config(self, members, join=False):
+        cfg = dict(self.settings)
+        cfg.update({"node_id": self.id, "listen": "127.0.0.1:%d" % self.port,
+                    "data_dir": self.data, "log_level": "info", "members": members,
+                    "admin_listen": "127.0.0.1:%d" % self.admin})
+        if join:
+            cfg["join"] = True
+        with open(os.path.join(self.wd, "ternd.json"), "w") as f:
+            json.dump(cfg, f)
+
+    def start(self):
+        logf = open(self.logp, "ab")
+        self.proc = subprocess.Popen(
+            [self.ternd, "--config", os.path.join(self.wd, "ternd.json")],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, preexec_fn=raise_nofile)
+        logf.close()
+        PROCS.append(self.proc)
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def http(self, method, path, timeout=10):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.admin, path),
+                                     method=method, data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    def ready(self):
+        st, _ = self.http("GET", "/health", timeout=2)
+        return st == 200
+
+    def wait_ready(self, timeout=300):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError("node %d exited:\n%s" % (self.id, self.tail()))
+            if self.ready():
+                return time.monotonic() - t0
+            time.sleep(0.01)
+        raise RuntimeError("node %d not ready after %.0f s" % (self.id, timeout))
+
+    def metrics(self):
+        st, body = self.http("GET", "/metrics", timeout=30)
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    pass
+        return out
+
+    def rss(self):
+        return rss_kb(self.proc.pid) if self.proc else 0
+
+    def snapshots(self):
+        with open(self.logp, errors="replace") as f:
+            return [(int(a), int(b), int(c)) for a, b, c in _SNAP_RE.findall(f.read())]
+
+    def tail(self, n=15):
+        try:
+            with open(self.logp, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, ternd, wd, settings, n=3):
+        self.nodes = [Node(ternd, i, os.path.join(wd, "node%d" % i), settings)
+                      for i in range(1, n + 1)]
+        members = [nd.member() for nd in self.nodes]
+        for nd in self.nodes:
+            nd.write_config(members)
+            nd.start()
+        for nd in self.nodes:
+            nd.wait_ready(60)
+
+    def node(self, nid):
+        return next(nd for nd in self.nodes if nd.id == nid)
+
+    def leader(self):
+        for nd in self.nodes:
+            if nd.proc is not None:
+                st, body = nd.http("GET", "/health")
+                if body:
+                    lid = json.loads(body).get("leader", 0)
+                    if lid:
+                        return lid
+        return 0
+
+    def stop(self):
+        for nd in self.nodes:
+            nd.kill(signal.SIGTERM)
+
+
+def bench(args, extra, timeout):
+    cmd = [args.bench, "--json", "--source-addrs", SRC_ADDRS, "--concurrency",
+           str(args.concurrency), "--connect-timeout", str(timeout)] + extra
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=raise_nofile)
+    PROCS.append(p)
+    out, err = p.communicate(timeout=4 * timeout + 120)
+    if err.strip():
+        log(err.strip()[-2000:])
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError("tern-bench printed nothing: %s" % err[-500:])
+    return json.loads(lines[-1])
+
+
+def tern_settings(args):
+    return {"connect_rate_per_address": 0, "connections_per_address_max": 0,
+            "max_connections": 1000000, "queue_max": 1000}
+
+
+def fixed_rate_p99(args, ports, prefix):
+    r = bench(args, ["--pubs", "10", "--subs", "10", "--qos", "1", "--rate", str(args.rate),
+                     "--duration", "5", "--topics", "10", "--topic-prefix", prefix,
+                     "--pub-ports", ",".join(map(str, ports)),
+                     "--sub-ports", ",".join(map(str, ports))], 60)
+    return r.get("ack_p99_us", 0) / 1000.0, r.get("acked", 0)
+
+
+def tern_step(args, wd, n):
+    """One growth step on a fresh 3-node cluster. Returns a dict of figures."""
+    res = {"sessions": n}
+    c = Cluster(args.ternd, os.path.join(wd, "tern%d" % n), tern_settings(args))
+    try:
+        lid = c.leader()
+        victim = next(nd for nd in c.nodes if nd.id != lid)
+        other = next(nd for nd in c.nodes if nd.id not in (lid, victim.id))
+        base = {nd.id: nd.rss() for nd in c.nodes}
+        topics = max(1, n // 1000)
+        t_to = max(120, n // 200)
+        cr = bench(args, ["--sessions", "create", "--subs", str(n), "--topics", str(topics),
+                          "--messages", str(args.messages), "--client-prefix", "sc%d-" % n,
+                          "--topic-prefix", "scale%d" % n, "--port", str(victim.port)], t_to)
+        res["create_s"] = cr["create_s"]
+        res["create_failures"] = cr["connect_failures"]
+        res["published"] = cr["acked"]
+        time.sleep(2)  # apply on every node
+        rss = {nd.id: nd.rss() for nd in c.nodes}
+        res["rss_mb"] = {nd.id: round(rss[nd.id] / 1024, 1) for nd in c.nodes}
+        res["bytes_per_session"] = round(max((rss[i] - base[i]) * 1024 / n for i in rss))
+        m = c.node(lid).metrics()
+        res["queued"] = m.get('tern_queued_messages{store="replicated"}', 0)
+        # snapshot on every node (the leader last)
+        for nd in [victim, other, c.node(lid)]:
+            before = len(nd.snapshots())
+            t0 = time.monotonic()
+            nd.http("POST", "/snapshot", timeout=120)
+            while len(nd.snapshots()) == before and time.monotonic() - t0 < 120:
+                time.sleep(0.05)
+        snaps = [nd.snapshots()[-1] for nd in c.nodes if nd.snapshots()]
+        res["snapshot_bytes"] = max(s[1] for s in snaps) if snaps else 0
+        res["snapshot_ms"] = max(s[2] for s in snaps) if snaps else 0
+        ms = [nd.metrics() for nd in c.nodes]
+        res["snapshot_stall_ms"] = round(max(x.get("tern_snapshot_max_seconds", 0)
+                                             for x in ms) * 1000, 1)
+        res["loop_max_ms"] = round(max(x.get("tern_loop_busy_max_seconds", 0)
+                                       for x in ms) * 1000, 1)
+        ports = [nd.port for nd in c.nodes]
+        res["puback_p99_ms"], _ = fixed_rate_p99(args, ports, "rate%d" % n)
+        # restart of one follower that does not own the sessions
+        other.kill()
+        t0 = time.monotonic()
+        other.start()
+        other.wait_ready(600)
+        res["restart_s"] = round(time.monotonic() - t0, 3)
+        # a node added empty
+        new = Node(args.ternd, 4, os.path.join(wd, "tern%d" % n, "node4"), tern_settings(args))
+        c.nodes.append(new)
+        new.write_config([nd.member() for nd in c.nodes], join=True)
+        new.start()
+        wait_port(new.port, 30)
+        lead = c.node(c.leader())
+        target = lead.metrics().get("tern_raft_last_index", 0)
+        t0 = time.monotonic()
+        q = "/members?id=4&raft=127.0.0.1:%d&peer=127.0.0.1:%d&mqtt=127.0.0.1:%d" % (
+            new.raft, new.peer, new.port)
+        st, body = lead.http("POST", q, timeout=600)
+        caught = None
+        while time.monotonic() - t0 < 600:
+            if new.metrics().get("tern_raft_applied_index", 0) >= target:
+                caught = time.monotonic() - t0
+                break
+            time.sleep(0.02)
+        res["catchup_s"] = round(caught, 3) if caught is not None else None
+        res["add_status"] = st
+        # back to three voters before the storm
+        st, _ = c.node(c.leader()).http("DELETE", "/members/4", timeout=60)
+        new.kill(signal.SIGTERM)
+        c.nodes.remove(new)
+        time.sleep(1)
+        # the storm: kill the owner, resume everything on the survivors
+        lid = c.leader()
+        if lid == victim.id:
+            lid = 0
+        surv = [nd for nd in c.nodes if nd is not victim]
+        before = [nd.metrics() for nd in surv]
+        victim.kill()
+        t_kill = time.monotonic()
+        rr = bench(args, ["--sessions", "resume", "--subs", str(n), "--topics", str(topics),
+                          "--messages", str(args.messages), "--client-prefix", "sc%d-" % n,
+                          "--sub-ports", ",".join(str(nd.port) for nd in surv)], t_to)
+        res["storm_wall_s"] = round(time.monotonic() - t_kill, 3)
+        res["storm_s"] = rr["resume_s"]
+        res["storm_present"] = rr["session_present"]
+        res["storm_complete"] = rr["goals"] - rr["not_present"]
+        res["storm_retries"] = rr["retries"]
+        res["storm_failures"] = rr["connect_failures"]
+        after = [nd.metrics() for nd in surv]
+        props = sum(a.get("tern_raft_proposals_applied_total", 0) -
+                    b.get("tern_raft_proposals_applied_total", 0) for a, b in zip(after, before))
+        ents = sum(a.get("tern_raft_entries_appended_total", 0) -
+                   b.get("tern_raft_entries_appended_total", 0) for a, b in zip(after, before))
+        res["storm_proposals"] = int(props)
+        res["storm_entries"] = int(ents)
+        res["storm_per_entry"] = round(props / ents, 1) if ents else None
+    finally:
+        c.stop()
+        shutil.rmtree(os.path.join(wd, "tern%d" % n), ignore_errors=True)
+    return res
+
+
+class Mosquitto:
+    def __init__(self, wd):
+        self.wd = wd
+        os.makedirs(wd, exist_ok=True)
+        self.port = free_ports(1)[0]
+        self.conf = os.path.join(wd, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                    "persistence_location %s/\nautosave_interval 3600\n"
+                    "max_queued_messages 1000\nmax_connections -1\nlog_type error\n"
+                    "set_tcp_nodelay true\nuser root\n" % (self.port, wd))
+            # user root: as root it would switch to user mosquitto, which cannot write
+            # the temporary directory (no database, nothing restored)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.wd, "log"), "ab"),
+                                     preexec_fn=raise_nofile)
+        PROCS.append(self.proc)
+        return wait_port(self.port, 60)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(120)
+        self.proc = None
+
+    def db_bytes(self):
+        p = os.path.join(self.wd, "mosquitto.db")
+        return os.path.getsize(p) if os.path.exists(p) else 0
+
+
+def mosquitto_step(args, wd, n):
+    res = {"sessions": n}
+    mq = Mosquitto(os.path.join(wd, "mosq%d" % n))
+    try:
+        mq.start()
+        base = rss_kb(mq.proc.pid)
+        topics = max(1, n // 1000)
+        t_to = max(120, n // 200)
+        cr = bench(args, ["--sessions", "create", "--subs", str(n), "--topics", str(topics),
+                          "--messages", str(args.messages), "--client-prefix", "mc%d-" % n,
+                          "--topic-prefix", "mscale%d" % n, "--port", str(mq.port)], t_to)
+        res["create_s"] = cr["create_s"]
+        time.sleep(1)
+        r = rss_kb(mq.proc.pid)
+        res["rss_mb"] = round(r / 1024, 1)
+        res["bytes_per_session"] = round((r - base) * 1024 / n)
+        t0 = time.monotonic()
+        mq.stop(signal.SIGTERM)  # saves on exit
+        res["save_s"] = round(time.monotonic() - t0, 3)
+        res["db_bytes"] = mq.db_bytes()
+        t0 = time.monotonic()
+        mq.start()
+        res["restart_s"] = round(time.monotonic() - t0, 3)
+        rr = bench(args, ["--sessions", "resume", "--subs", str(n), "--topics", str(topics),
+                          "--messages", str(args.messages), "--client-prefix", "mc%d-" % n,
+                          "--port", str(mq.port)], t_to)
+        res["resume_s"] = rr["resume_s"]
+        res["resume_present"] = rr["session_present"]
+        res["resume_complete"] = rr["goals"] - rr["not_present"]
+    finally:
+        mq.stop(signal.SIGKILL)
+        shutil.rmtree(mq.wd, ignore_errors=True)
+    return res
+
+
+def held_storms(args, wd, n):
+    """n devices connected to one node when it is killed: persistent (queue in flight,
+    unacknowledged) and clean; Mosquitto killed and restarted with the clean ones."""
+    out = {"sessions": n}
+    for kind in ("persistent", "clean"):
+        c = Cluster(args.ternd, os.path.join(wd, "held%s" % kind), tern_settings(args))
+        try:
+            lid = c.leader()
+            victim = next(nd for nd in c.nodes if nd.id != lid)
+            surv = [nd for nd in c.nodes if nd is not victim]
+            pre = "h%s-" % kind[0]
+            extra = ["--subs", str(n), "--client-prefix", pre, "--port", str(victim.port)]
+            if kind == "persistent":
+                bench(args, ["--sessions", "create", "--topics", str(max(1, n // 1000)),
+                             "--messages", str(args.messages), "--topic-prefix", "held"] +
+                      extra, 300)
+                extra += ["--no-ack", "--messages", str(args.messages)]
+            else:
+                extra += ["--clean", "1", "--expect", "0"]
+            before = [nd.metrics() for nd in surv]
+            out[kind] = held_run(args, extra, [nd.port for nd in surv], victim.kill)
+            after = [nd.metrics() for nd in surv]
+            props = sum(a.get("tern_raft_proposals_applied_total", 0) -
+                        b.get("tern_raft_proposals_applied_total", 0)
+                        for a, b in zip(after, before))
+            ents = sum(a.get("tern_raft_entries_appended_total", 0) -
+                       b.get("tern_raft_entries_appended_total", 0)
+                       for a, b in zip(after, before))
+            out[kind]["proposals"] = int(props)
+            out[kind]["entries"] = int(ents)
+        finally:
+            c.stop()
+            shutil.rmtree(os.path.join(wd, "held%s" % kind), ignore_errors=True)
+    mq = Mosquitto(os.path.join(wd, "mosqheld"))
+    try:
+        mq.start()
+
+        def kill_restart():
+            mq.stop(signal.SIGKILL)
+            mq.start()
+        out["mosquitto_clean"] = held_run(
+            args, ["--subs", str(n), "--client-prefix", "hm-", "--port", str(mq.port),
+                   "--clean", "1", "--expect", "0"], [mq.port], kill_restart)
+    finally:
+        mq.stop(signal.SIGKILL)
+        shutil.rmtree(mq.wd, ignore_errors=True)
+    return out
+
+
+def held_run(args, extra, failover_ports, kill):
+    cmd = [args.bench, "--json", "--source-addrs", SRC_ADDRS, "--concurrency",
+           str(args.concurrency), "--connect-timeout", "120", "--sessions", "resume",
+           "--hold", "--duration", "300", "--failover-ports",
+           ",".join(map(str, failover_ports))] + extra
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=raise_nofile)
+    PROCS.append(p)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180:
+        line = p.stderr.readline()
+        if not line or "holding" in line:
+            break
+    time.sleep(1)
+    kill()
+    out, err = p.communicate(timeout=600)
+    r = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    return {"held": r["goals"], "dropped": r["storm_drops"], "resumed": r["storm_goals"],
+            "present": r["storm_present"], "storm_s": r["storm_s"],
+            "retries": r["retries"], "failures": r["connect_failures"]}
+
+
+def svg_plot(path, steps, mosq):
+    """Bytes per session and storm/restart seconds against sessions (log x)."""
+    import math
+    W, H, L, R, T, B = 760, 340, 70, 70, 30, 50
+    xs = [s["sessions"] for s in steps]
+    if not xs:
+        return
+    lx0, lx1 = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
+
+    def X(v):
+        return L + (math.log10(v) - lx0) / (lx1 - lx0) * (W - L - R)
+    series_l = [("tern bytes/session (max node)", "#1f77b4",
+                 [(s["sessions"], s["bytes_per_session"]) for s in steps]),
+                ("Mosquitto bytes/session", "#ff7f0e",
+                 [(m["sessions"], m["bytes_per_session"]) for m in mosq])]
+    series_r = [("tern storm s", "#2ca02c", [(s["sessions"], s["storm_s"]) for s in steps]),
+                ("tern restart s", "#9467bd", [(s["sessions"], s["restart_s"]) for s in steps]),
+                ("Mosquitto restart s", "#d62728",
+                 [(m["sessions"], m["restart_s"]) for m in mosq])]
+    ymax_l = max([v for _, _, pts in series_l for _, v in pts] + [1]) * 1.15
+    ymax_r = max([v for _, _, pts in series_r for _, v in pts] + [1]) * 1.15
+
+    def YL(v):
+        return H - B - v / ymax_l * (H - T - B)
+
+    def YR(v):
+        return H - B - v / ymax_r * (H - T - B)
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+         'font-family="sans-serif" font-size="11">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, H - B, W - R, H - B),
+         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, T, L, H - B),
+         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (W - R, T, W - R, H - B)]
+    for x in xs:
+        o.append('<text x="%.0f" y="%d" text-anchor="middle">%s</text>' % (
+            X(x), H - B + 15, "{:,}".format(x)))
+    for i in range(6):
+        vl, vr = ymax_l * i / 5, ymax_r * i / 5
+        o.append('<text x="%d" y="%.0f" text-anchor="end">%.0f</text>' % (L - 4, YL(vl) + 4, vl))
+        o.append('<text x="%d" y="%.0f">%.1f</text>' % (W - R + 4, YR(vr) + 4, vr))
+    o.append('<text x="%d" y="%d" text-anchor="middle">persistent sessions (log scale)</text>'
+             % ((L + W - R) // 2, H - 12))
+    o.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">'
+             'bytes of RSS per session</text>' % (H // 2, H // 2))
+    o.append('<text x="%d" y="%d" transform="rotate(90 %d %d)" text-anchor="middle">'
+             'seconds</text>' % (W - 14, H // 2, W - 14, H // 2))
+    ly = T
+    for series, Y, dash in ((series_l, YL, ""), (series_r, YR, ' stroke-dasharray="5,3"')):
+        for name, col, pts in series:
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                o.append('<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>' % (
+                    col, dash, " ".join("%.1f,%.1f" % (X(x), Y(y)) for x, y in pts)))
+                for x, y in pts:
+                    o.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (X(x), Y(y), col))
+            o.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>'
+                     % (L + 10, ly, L + 30, ly, col, dash))
+            o.append('<text x="%d" y="%d">%s</text>' % (L + 35, ly + 4, name))
+            ly += 14
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ternd", default=os.path.join(REPO, "build", "ternd"))
+    ap.add_argument("--bench", default=os.path.join(REPO, "build", "tern-bench"))
+    ap.add_argument("--steps", default="10000,100000")
+    ap.add_argument("--messages", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=300)
+    ap.add_argument("--rate", type=int, default=2000, help="fixed QoS 1 msg/s for the p99")
+    ap.add_argument("--held", type=int, default=10000, help="held-storm devices (0: skip)")
+    ap.add_argument("--no-mosquitto", action="store_true")
+    ap.add_argument("--out", help="write the JSON results here")
+    ap.add_argument("--svg", help="write the plot here")
+    args = ap.parse_args()
+    raise_nofile()
+    wd = tempfile.mkdtemp(prefix="tern-scale-")
+    results = {"tern": [], "mosquitto": [], "held": None}
+
+    def cleanup(*_):
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+        shutil.rmtree(wd, ignore_errors=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        for n in [int(x) for x in args.steps.split(",") if x]:
+            log("== tern %d" % n)
+            results["tern"].append(tern_step(args, wd, n))
+            log(json.dumps(results["tern"][-1]))
+            if not args.no_mosquitto and shutil.which("mosquitto"):
+                log("== mosquitto %d" % n)
+                results["mosquitto"].append(mosquitto_step(args, wd, n))
+                log(json.dumps(results["mosquitto"][-1]))
+        if args.held:
+            log("== held storms %d" % args.held)
+            results["held"] = held_storms(args, wd, args.held)
+            log(json.dumps(results["held"]))
+    finally:
+        cleanup()
+        print(json.dumps(results, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=1)
+        if args.svg:
+            svg_plot(args.svg, results["tern"], results["mosquitto"])
+
+
+if __name__ == "__main__":
+    main()
