@@ -251,12 +251,13 @@ def tern_step(args, wd, n):
         other = next(nd for nd in c.nodes if nd.id not in (lid, victim.id))
         base = {nd.id: nd.rss() for nd in c.nodes}
         topics = max(1, n // 1000)
-        t_to = max(120, n // 200)
+        t_to = min(3000, max(120, n // 200))
         cr = bench(args, ["--sessions", "create", "--subs", str(n), "--topics", str(topics),
                           "--messages", str(args.messages), "--client-prefix", "sc%d-" % n,
                           "--topic-prefix", "scale%d" % n, "--port", str(victim.port)], t_to)
         res["create_s"] = cr["create_s"]
         res["create_failures"] = cr["connect_failures"]
+        res["create_retries"] = cr.get("retries", 0)
         res["published"] = cr["acked"]
         time.sleep(2)  # apply on every node
         rss = {nd.id: nd.rss() for nd in c.nodes}
@@ -280,7 +281,11 @@ def tern_step(args, wd, n):
         res["loop_max_ms"] = round(max(x.get("tern_loop_busy_max_seconds", 0)
                                        for x in ms) * 1000, 1)
         ports = [nd.port for nd in c.nodes]
-        res["puback_p99_ms"], _ = fixed_rate_p99(args, ports, "rate%d" % n)
+        try:
+            res["puback_p99_ms"], _ = fixed_rate_p99(args, ports, "rate%d" % n)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            res["puback_p99_ms"] = None
+            log("fixed-rate run failed: %s" % e)
         # restart of one follower that does not own the sessions
         other.kill()
         t0 = time.monotonic()
@@ -300,7 +305,7 @@ def tern_step(args, wd, n):
             new.raft, new.peer, new.port)
         st, body = lead.http("POST", q, timeout=600)
         caught = None
-        while time.monotonic() - t0 < 600:
+        while st == 200 and time.monotonic() - t0 < args.catchup_timeout:
             if new.metrics().get("tern_raft_applied_index", 0) >= target:
                 caught = time.monotonic() - t0
                 break
@@ -384,7 +389,7 @@ def mosquitto_step(args, wd, n):
         mq.start()
         base = rss_kb(mq.proc.pid)
         topics = max(1, n // 1000)
-        t_to = max(120, n // 200)
+        t_to = min(3000, max(120, n // 200))
         cr = bench(args, ["--sessions", "create", "--subs", str(n), "--topics", str(topics),
                           "--messages", str(args.messages), "--client-prefix", "mc%d-" % n,
                           "--topic-prefix", "mscale%d" % n, "--port", str(mq.port)], t_to)
@@ -445,6 +450,8 @@ def held_storms(args, wd, n):
         finally:
             c.stop()
             shutil.rmtree(os.path.join(wd, "held%s" % kind), ignore_errors=True)
+    if args.no_mosquitto or not shutil.which("mosquitto"):
+        return out
     mq = Mosquitto(os.path.join(wd, "mosqheld"))
     try:
         mq.start()
@@ -483,68 +490,50 @@ def held_run(args, extra, failover_ports, kill):
             "retries": r["retries"], "failures": r["connect_failures"]}
 
 
-def svg_plot(path, steps, mosq):
-    """Bytes per session and storm/restart seconds against sessions (log x)."""
-    import math
-    W, H, L, R, T, B = 760, 340, 70, 70, 30, 50
-    xs = [s["sessions"] for s in steps]
-    if not xs:
+def png_plot(path, steps, mosq):
+    """Two panels against sessions (log x): RSS bytes per session; seconds of the
+    storm, the restarts and Mosquitto's resume. gnuplot (optional): skipped if
+    it is not installed."""
+    if not shutil.which("gnuplot") or not steps:
+        log("plot skipped: gnuplot is not installed" if steps else "plot skipped: no data")
         return
-    lx0, lx1 = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
-
-    def X(v):
-        return L + (math.log10(v) - lx0) / (lx1 - lx0) * (W - L - R)
-    series_l = [("tern bytes/session (max node)", "#1f77b4",
-                 [(s["sessions"], s["bytes_per_session"]) for s in steps]),
-                ("Mosquitto bytes/session", "#ff7f0e",
-                 [(m["sessions"], m["bytes_per_session"]) for m in mosq])]
-    series_r = [("tern storm s", "#2ca02c", [(s["sessions"], s["storm_s"]) for s in steps]),
-                ("tern restart s", "#9467bd", [(s["sessions"], s["restart_s"]) for s in steps]),
-                ("Mosquitto restart s", "#d62728",
-                 [(m["sessions"], m["restart_s"]) for m in mosq])]
-    ymax_l = max([v for _, _, pts in series_l for _, v in pts] + [1]) * 1.15
-    ymax_r = max([v for _, _, pts in series_r for _, v in pts] + [1]) * 1.15
-
-    def YL(v):
-        return H - B - v / ymax_l * (H - T - B)
-
-    def YR(v):
-        return H - B - v / ymax_r * (H - T - B)
-    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-         'font-family="sans-serif" font-size="11">' % (W, H),
-         '<rect width="100%" height="100%" fill="white"/>',
-         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, H - B, W - R, H - B),
-         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, T, L, H - B),
-         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (W - R, T, W - R, H - B)]
-    for x in xs:
-        o.append('<text x="%.0f" y="%d" text-anchor="middle">%s</text>' % (
-            X(x), H - B + 15, "{:,}".format(x)))
-    for i in range(6):
-        vl, vr = ymax_l * i / 5, ymax_r * i / 5
-        o.append('<text x="%d" y="%.0f" text-anchor="end">%.0f</text>' % (L - 4, YL(vl) + 4, vl))
-        o.append('<text x="%d" y="%.0f">%.1f</text>' % (W - R + 4, YR(vr) + 4, vr))
-    o.append('<text x="%d" y="%d" text-anchor="middle">persistent sessions (log scale)</text>'
-             % ((L + W - R) // 2, H - 12))
-    o.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">'
-             'bytes of RSS per session</text>' % (H // 2, H // 2))
-    o.append('<text x="%d" y="%d" transform="rotate(90 %d %d)" text-anchor="middle">'
-             'seconds</text>' % (W - 14, H // 2, W - 14, H // 2))
-    ly = T
-    for series, Y, dash in ((series_l, YL, ""), (series_r, YR, ' stroke-dasharray="5,3"')):
-        for name, col, pts in series:
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                o.append('<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>' % (
-                    col, dash, " ".join("%.1f,%.1f" % (X(x), Y(y)) for x, y in pts)))
-                for x, y in pts:
-                    o.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (X(x), Y(y), col))
-            o.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>'
-                     % (L + 10, ly, L + 30, ly, col, dash))
-            o.append('<text x="%d" y="%d">%s</text>' % (L + 35, ly + 4, name))
-            ly += 14
-    o.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(o) + "\n")
+    d = tempfile.mkdtemp(prefix="tern-scale-plot-")
+    try:
+        with open(os.path.join(d, "t.dat"), "w") as f:
+            for s in steps:
+                f.write("%d %s %s %s\n" % (s["sessions"], s["bytes_per_session"],
+                                           s["storm_s"], s["restart_s"]))
+        with open(os.path.join(d, "m.dat"), "w") as f:
+            for m in mosq:
+                f.write("%d %s %s %s\n" % (m["sessions"], m["bytes_per_session"],
+                                           m["resume_s"], m["restart_s"]))
+        has_m = bool(mosq)
+        mplot1 = ', "m.dat" u 1:2 w lp lw 2 pt 5 t "Mosquitto (persistence true)"' if has_m else ""
+        mplot2 = (', "m.dat" u 1:3 w lp lw 2 pt 5 t "Mosquitto: resume all (after restart)"'
+                  ', "m.dat" u 1:4 w lp lw 2 pt 4 t "Mosquitto: restart"') if has_m else ""
+        script = """set terminal pngcairo size 960,520 font ",10"
+set output "%s"
+set multiplot layout 1,2
+set logscale x
+set grid
+set key outside below vertical
+set xlabel "persistent sessions (1 subscription, 10 queued QoS 1 each)"
+set ylabel "bytes of RSS per session"
+set yrange [0:*]
+plot "t.dat" u 1:2 w lp lw 2 pt 7 t "tern (largest of 3 nodes)"%s
+set ylabel "seconds"
+set logscale y
+set yrange [*:*]
+plot "t.dat" u 1:3 w lp lw 2 pt 7 t "tern: kill -9 storm, all resumed with queue", \\
+     "t.dat" u 1:4 w lp lw 2 pt 6 t "tern: restart of one node to ready"%s
+unset multiplot
+""" % (os.path.abspath(path), mplot1, mplot2)
+        r = subprocess.run(["gnuplot"], input=script, text=True, cwd=d,
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            log("gnuplot failed: " + r.stderr[-500:])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def main():
@@ -557,9 +546,17 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="fixed QoS 1 msg/s for the p99")
     ap.add_argument("--held", type=int, default=10000, help="held-storm devices (0: skip)")
     ap.add_argument("--no-mosquitto", action="store_true")
+    ap.add_argument("--catchup-timeout", type=float, default=180,
+                    help="bound on the catch-up of the added node (s)")
     ap.add_argument("--out", help="write the JSON results here")
-    ap.add_argument("--svg", help="write the plot here")
+    ap.add_argument("--png", help="write the plot here (gnuplot; skipped without it)")
+    ap.add_argument("--replot", help="only plot the JSON results of an earlier --out")
     args = ap.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            r = json.load(f)
+        png_plot(args.png, r["tern"], r["mosquitto"])
+        return
     raise_nofile()
     wd = tempfile.mkdtemp(prefix="tern-scale-")
     results = {"tern": [], "mosquitto": [], "held": None}
@@ -593,8 +590,8 @@ def main():
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=1)
-        if args.svg:
-            svg_plot(args.svg, results["tern"], results["mosquitto"])
+        if args.png:
+            png_plot(args.png, results["tern"], results["mosquitto"])
 
 
 if __name__ == "__main__":

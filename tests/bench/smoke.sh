@@ -56,6 +56,42 @@ if [ -x "${TERND:-$ROOT/build/ternd}" ]; then
         echo "smoke: cluster: all cases produced counts"
     fi
 fi
+# The scale benchmark (tests/bench/scale.py), tiny: 1000 sessions, 500 held. Every
+# session must resume with session present and its whole queue (counts, not speed).
+if [ -x "${TERND:-$ROOT/build/ternd}" ] && [ -x "$ROOT/build/tern-bench" ]; then
+    if timeout 120 python3 "$ROOT/tests/bench/scale.py" --ternd "${TERND:-$ROOT/build/ternd}" \
+        --steps 1000 --held 500 --rate 200 --out "$TMP/scale.json" >/dev/null 2>"$TMP/scale.err"; then
+        bad=$(python3 - "$TMP/scale.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = []
+for s in r["tern"]:
+    n = s["sessions"]
+    if s["storm_present"] != n or s["storm_complete"] != n or s["queued"] != 10 * n:
+        bad.append("tern %d: %s" % (n, s))
+for m in r["mosquitto"]:
+    if m["resume_present"] != m["sessions"]:
+        bad.append("mosquitto: %s" % m)
+h = r["held"] or {}
+for k in ("persistent", "clean"):
+    if k not in h or h[k]["resumed"] != h["sessions"]:
+        bad.append("held %s: %s" % (k, h.get(k)))
+if not r["tern"]:
+    bad.append("no tern step")
+print("\n".join(bad))
+PY
+)
+    else
+        bad="scale.py failed: $(tail -5 "$TMP/scale.err")"
+    fi
+    if [ -n "$bad" ]; then
+        echo "smoke: scale benchmark:" >&2
+        echo "$bad" >&2
+        fail=1
+    else
+        echo "smoke: scale: every session resumed with its queue"
+    fi
+fi
 if [ "$fail" != 0 ]; then
     cat "$OUT" >&2
     exit 1

@@ -997,8 +997,9 @@ static void sess_finished(struct conn *c);
 
 static void sched_finished(struct conn *c)
 {
-    if (c->b->o.mode == MODE_SESS_RESUME) {
-        sess_finished(c);
+    if (c->b->o.mode == MODE_SESS_RESUME ||
+        (c->b->o.mode == MODE_SESS_CREATE && !c->counted_done)) {
+        sess_finished(c); /* retried after a failure */
         return;
     }
     /* Closed before reaching its goal: a failure for the scheduler. */
@@ -1468,6 +1469,8 @@ static void step_idle(struct bench *b, uint64_t t)
 static void step_drain(struct bench *b, uint64_t t)
 {
     double since = (double)(t - b->t_phase_ns) / 1e9;
+    if (b->retry_len)
+        sched_pump(b); /* --sessions create: retries that are due */
     switch (b->phase) {
     case PH_DRAIN_OFFLINE:
         /* Subscribers subscribe then disconnect themselves (see SUBACK). */
@@ -1553,7 +1556,7 @@ static void sess_finished(struct conn *c)
     struct bench *b = c->b;
     if (b->phase == PH_CLOSING || b->phase == PH_DONE)
         return;
-    if (c->goal) {
+    if (c->goal && b->o.mode == MODE_SESS_RESUME) {
         /* Our own DISCONNECT, or a drop of a held session: fail over. */
         if (!b->o.hold || !c->failed || b->o.nfailover_ports == 0)
             return;
@@ -1706,13 +1709,14 @@ static void report_sess(struct bench *b, double conn_s, double drain_s)
                          "\"topics\":%d,\"messages\":%d,\"create_s\":%.3f,"
                          "\"create_per_s\":%.1f,\"publish_s\":%.3f,\"published\":%" PRIu64
                          ",\"acked\":%" PRIu64 ",\"connect_failures\":%" PRIu64
-                         ",\"interrupted\":%s}\n"
+                         ",\"retries\":%" PRIu64 ",\"interrupted\":%s}\n"
                        : "%screate: %d sessions over %d topics, %d messages per topic: "
                          "sessions %.3f s (%.0f/s), publish %.3f s, published %" PRIu64
-                         ", acked %" PRIu64 ", connect failures %" PRIu64 "%s\n",
+                         ", acked %" PRIu64 ", connect failures %" PRIu64
+                         ", retries %" PRIu64 "%s\n",
                o->json ? (o->label ? o->label : "") : "", b->nsubs, o->topics,
                o->messages, conn_s, conn_s > 0 ? (double)b->nsubs / conn_s : 0.0, pub_s,
-               s->sent, s->acked, s->connect_failures,
+               s->sent, s->acked, s->connect_failures, s->retries,
                o->json ? (b->interrupted ? "true" : "false")
                        : (b->interrupted ? " (interrupted)" : ""));
         return;
@@ -2392,7 +2396,7 @@ int main(int argc, char **argv)
         b->tls_out = xcalloc(TLS_CHUNK, 1);
     }
     init_conns(b);
-    if (b->o.mode == MODE_SESS_RESUME) {
+    if (b->o.mode == MODE_SESS_RESUME || b->o.mode == MODE_SESS_CREATE) {
         b->retry_cap = b->nconns;
         b->retry_q = xcalloc((size_t)b->retry_cap, sizeof *b->retry_q);
     }
