@@ -60,7 +60,7 @@ fi
 # session must resume with session present and its whole queue (counts, not speed).
 if [ -x "${TERND:-$ROOT/build/ternd}" ] && [ -x "$ROOT/build/tern-bench" ]; then
     if timeout 120 python3 "$ROOT/tests/bench/scale.py" --ternd "${TERND:-$ROOT/build/ternd}" \
-        --steps 1000 --held 500 --rate 200 --out "$TMP/scale.json" >/dev/null 2>"$TMP/scale.err"; then
+        --quick --steps 1000 --held 500 --rate 200 --out "$TMP/scale.json" >/dev/null 2>"$TMP/scale.err"; then
         bad=$(python3 - "$TMP/scale.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
