@@ -48,10 +48,11 @@ die() {
 DEFAULT_DATA=$(realpath -m -- ./.cluster)
 DATA=$(realpath -m -- "${TERN_DATA:-./.cluster}")
 # `up` with TERN_DATA elsewhere leaves a pointer in the default place (when no
-# cluster lives there): later commands without TERN_DATA follow it.
+# cluster lives there): later commands without TERN_DATA follow it, unless that
+# directory is gone (then the pointer is stale and ./.cluster is used).
 if [ -z "${TERN_DATA:-}" ] && [ ! -e "$DEFAULT_DATA/.tern-cluster" ] && [ -f "$DEFAULT_DATA/cluster.env" ]; then
     moved=$(sed -n 's/^TERN_DATA=//p' "$DEFAULT_DATA/cluster.env" | tail -n 1)
-    [ -z "$moved" ] || DATA=$moved
+    if [ -n "$moved" ] && [ -d "$moved" ]; then DATA=$moved; fi
 fi
 ENV_FILE=$DATA/cluster.env
 MARKER=$DATA/.tern-cluster

@@ -59,6 +59,7 @@ def free_bases():
 class Cluster:
     def __init__(self, tmp):
         self.data = os.path.join(tmp, "cluster")
+        self.cwd = tmp  # so `up`'s pointer (./.cluster/cluster.env) stays in tmp
         self.mqtt, raft, peer, admin = free_bases()
         self.env = dict(os.environ, TERN_BIN=BIN, TERN_DATA=self.data,
                         TERN_MQTT_BASE=str(self.mqtt), TERN_RAFT_BASE=str(raft),
@@ -70,7 +71,7 @@ class Cluster:
     def run(self, *args, timeout=150, script=CLUSTER_SH):
         return subprocess.run([script] + [str(a) for a in args], env=self.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, cwd=REPO, universal_newlines=True)
+                              timeout=timeout, cwd=self.cwd, universal_newlines=True)
 
     def ok(self, *args, **kw):
         r = self.run(*args, **kw)

@@ -40,3 +40,18 @@ def test_moved_data_found_later(tmp_path):
             "still running after a down without TERN_DATA:\n" + r.stdout)
     finally:
         sh(c.env, cwd, "down")
+
+
+def test_stale_pointer_is_not_followed(tmp_path):
+    """A pointer left in ./.cluster to a data directory that no longer exists (a
+    test's tmp dir, a deleted TERN_DATA) is ignored: the commands act on ./.cluster
+    (the quick start's `up` once started its cluster inside a dead test's directory)."""
+    cwd = tmp_path / "work"
+    (cwd / ".cluster").mkdir(parents=True)
+    gone = tmp_path / "gone" / "cluster"
+    (cwd / ".cluster" / "cluster.env").write_text("TERN_DATA=%s\n" % gone)
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
+    r = sh(bare, str(cwd), "down")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(gone) not in r.stdout and str(cwd / ".cluster") in r.stdout, r.stdout
+    assert not gone.exists()
