@@ -76,8 +76,8 @@ typedef int (*lookup_fn)(void *ctx, const char *key);
  * BATCH, each batch timed 5 times and its fastest run counted, so that a
  * batch during which the (shared) machine ran something else does not count. */
 #define BATCH 500
-static double time_lookups(void *ctx, lookup_fn fn, char **keys, const size_t *p, size_t n,
-                           long *found)
+static double time_lookups(void *ctx, lookup_fn fn, char **keys, const size_t *p,
+                           size_t n, long *found)
 {
     double total = 0;
     long hits = 0;

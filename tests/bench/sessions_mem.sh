@@ -25,10 +25,11 @@ online) HOW=--idle-subscribe ;;
 *) echo "mode: offline or online" >&2; exit 2 ;;
 esac
 WORK=$(mktemp -d /tmp/tern-sessions-mem.XXXXXX)
+PID=
+trap '[ -z "$PID" ] || { kill $PID 2>/dev/null; wait $PID 2>/dev/null; }; rm -rf "$WORK"' EXIT
 "$TERND" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$((PORT + 1))" \
     --data-dir "$WORK/data" --log-level warn "$@" >"$WORK/ternd.log" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do # up to 5 s for the listener
     grep -q VmRSS /proc/$PID/status 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$PORT) \
         2>/dev/null && break

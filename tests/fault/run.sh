@@ -56,6 +56,7 @@ fi
 WORK=$(mktemp -d /tmp/tern-fault-run.XXXXXX)
 child=
 cleanup() {
+    status=$?
     if [ -n "$child" ]; then
         kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null || true
         for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^tf${child}n" || true); do
@@ -68,9 +69,14 @@ cleanup() {
         done
         child=
     fi
-    # The nodes' data only: logs (and copies of crashed nodes' data) stay for a look.
-    for d in "$WORK"/*/node*/data; do [ -d "$d" ] && rm -rf "$d"; done
-    rmdir "$WORK"/* "$WORK" 2>/dev/null || true
+    # A passing run leaves nothing; a failing one keeps its logs (and copies of
+    # crashed nodes' data) for a look, without the nodes' live data.
+    if [ "$status" = 0 ]; then
+        rm -rf "$WORK"
+    else
+        for d in "$WORK"/*/node*/data; do [ -d "$d" ] && rm -rf "$d"; done
+        echo "fault suite: logs kept in $WORK" >&2
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -80,5 +86,4 @@ trap 'exit 130' INT TERM
 child=$!
 rc=0
 wait "$child" || rc=$?
-cleanup
-exit "$rc"
+exit "$rc" # cleanup runs on EXIT, and sees rc
