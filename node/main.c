@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "config_tls.h"
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/tls.h"
 #include "tern/config.h"
 #include "tern/error.h"

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 #include "tern/tls.h"
 

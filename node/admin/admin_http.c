@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/addr.h"
 #include "tern/log.h"
 #include "tern/tls.h"

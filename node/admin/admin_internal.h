@@ -22,7 +22,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/log.h"

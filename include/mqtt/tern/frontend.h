@@ -24,7 +24,7 @@
 #include "tern/config.h"
 #include "tern/fsm.h"
 
-#include "clients.h"
+#include "tern/clients.h"
 #include "tern/ws.h"
 
 struct tern_conn;
