@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tern/frontend.h"
+#include "node.h"
 
 #define TUNABLE "glibc.malloc.hugetlb"
 /* The heap grows 32 MiB at a time: a 2 MiB page is used only where the heap

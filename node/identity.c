@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tern/frontend.h"
+#include "node.h"
 #include "tern/config.h"
 #include "tern/error.h"
 #include "tern/log.h"

@@ -7,8 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config_tls.h"
-#include "tern/frontend.h"
+#include "node.h"
 #include "tern/tls.h"
 #include "tern/config.h"
 #include "tern/error.h"

@@ -1,4 +1,7 @@
-/* Internal header of the node layer: the MQTT front end of one ternd process.
+/* The MQTT front end of one ternd process (node/mqtt): the node's state, its
+ * connections, the packet handlers, delivery and flow control. The admin API
+ * (tern/admin.h) and the process around it (node/node.h) sit above it; nothing
+ * here calls them.
  *
  * One libuv loop. A tern_node owns the listener, every client connection, the
  * node-local FSM (clean sessions) and the cluster (replicated FSM + log).
@@ -11,8 +14,8 @@
  *  - a clean session keeps them in the node-local FSM, applied directly.
  * The packet handlers talk to either through the same commands (effects.c).
  */
-#ifndef TERN_NODE_H
-#define TERN_NODE_H
+#ifndef TERN_FRONTEND_H
+#define TERN_FRONTEND_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -352,26 +355,7 @@ uint8_t tern_access_publish_take(struct tern_conn *c);
 bool tern_access_accept(struct tern_conn *c);
 void tern_access_release(struct tern_conn *c);
 
-/* node.c */
-/* Checks DATA_DIR/identity against cfg (node id, cluster name), or writes it on
- * the first start; sets cfg->cluster_id. TERN_EINVAL: the directory is another
- * node's or another cluster's (message names both); TERN_EIO/ECORRUPT otherwise
- * (node/identity.c). */
-int tern_identity_open(struct tern_config *cfg, char *errmsg);
-
-int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
-                   char *errmsg);
-/* Opens the listeners (the node takes the TLS contexts of tern_listeners_tls_load),
- * timers and signal handlers. */
-int tern_node_start(struct tern_node *n, struct tern_tls_ctx *tls[TERN_LISTENERS_MAX],
-                    char *errmsg);
-void tern_node_stop(struct tern_node *n);
-/* SIGHUP and admin POST /reload (node/reload.c): log level and log file from
- * the configuration read again, then the TLS files of every mqtts listener
- * (*tls_reloaded: how many loaded). TERN_OK, or an error (in errmsg) for what
- * was refused, which kept its old state; the node keeps running either way. */
-int tern_node_reload(struct tern_node *n, uint32_t *tls_reloaded, char *errmsg);
-void tern_node_free(struct tern_node *n);
+/* state.c: the front end's view of the node */
 /* False while the cluster cannot commit (past a grace period). */
 bool tern_node_available(const struct tern_node *n);
 /* Wall clock, ms since the Unix epoch: only for what goes into commands (now_ms:
@@ -386,7 +370,6 @@ const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n);
 /* Monotonic clock in ms (uv_hrtime): every local timeout and duration
  * (keepalive, connect timeout, retry, pauses, grace periods, uptime). */
 uint64_t tern_mono_ms(void);
-void tern_node_schedule_tick(struct tern_node *n);
 
 /* listener.c */
 /* Makes the TLS contexts of cfg's mqtts listeners into ctx[i] (NULL for plain
@@ -568,15 +551,11 @@ void tern_deliver_to_local_plain(struct tern_node *n, const struct tern_cmd_msg 
 bool tern_deliver_msg_of(const struct tern_msg *m, uint64_t now_ms,
                          struct tern_cmd_msg *out);
 
-/* node/admin: the admin HTTP API (docs/operations.md) and the $SYS topics. */
-int tern_admin_start(struct tern_node *n, char *errmsg);
-void tern_admin_stop(struct tern_node *n);
-/* admin_tls_cert_file / key_file / ca_file as a TLS context (*out NULL: plain
- * HTTP); the message names the key. tern_node_start checks them before any
- * listener. */
-int tern_admin_tls_load(const struct tern_config *cfg, struct tern_tls_ctx **out,
-                        char *errmsg);
-void tern_admin_free(struct tern_node *n); /* after the loop has ended */
+/* SIGHUP and admin POST /reload (node/mqtt/reload.c): log level and log file from
+ * the configuration read again, then the TLS files of every mqtts listener
+ * (*tls_reloaded: how many loaded). TERN_OK, or an error (in errmsg) for what
+ * was refused, which kept its old state; the node keeps running either way. */
+int tern_node_reload(struct tern_node *n, uint32_t *tls_reloaded, char *errmsg);
 
 /* drain.c: while n->draining, CONNECT is refused (CONNACK 0x9C / 3.1.1 return
  * code 3). tern_node_drain sets it and closes every client (MQTT 5 ones are told
@@ -585,41 +564,5 @@ unsigned tern_node_drain(struct tern_node *n);
 /* MQTT address of another member for a client to move to ("" if none): one whose
  * link is up if possible. */
 const char *tern_node_other_member(const struct tern_node *n);
-
-/* admin_http.c: a minimal HTTP/1.1 server (one request per connection, bounded
- * request size, Connection: close). */
-struct tern_http_server;
-struct tern_http_conn;
-struct tern_http_req {
-    const char *method;  /* "GET", "POST", "DELETE" ... */
-    const char *path;    /* as sent (still percent-encoded), without the query */
-    const char *query;   /* after '?', "" if none */
-    const char *headers; /* "Name: value\r\n" lines after the request line */
-};
-typedef void (*tern_http_handler)(void *ctx, struct tern_http_conn *hc,
-                                  const struct tern_http_req *req);
-/* Listens on hostport; writes the bound address ("127.0.0.1:8081") to bound.
- * tls: NULL for HTTP, else HTTPS with this context (the server takes it, also on
- * error). */
-int tern_http_start(struct tern_http_server **out, uv_loop_t *loop, const char *hostport,
-                    struct tern_tls_ctx *tls, tern_http_handler handler, void *ctx,
-                    char *bound, size_t bound_cap, char *errmsg);
-/* Sends the response and closes the connection; does nothing if the client has
- * gone. extra_headers: NULL or "Name: value\r\n" lines. */
-void tern_http_respond(struct tern_http_conn *hc, int status, const char *content_type,
-                       const char *extra_headers, const char *body, size_t len);
-/* A handler that answers later holds the connection until it has responded. */
-void tern_http_hold(struct tern_http_conn *hc);
-void tern_http_release(struct tern_http_conn *hc);
-/* Closes the listener and every connection; memory goes as handles close. */
-void tern_http_stop(struct tern_http_server *s);
-/* Percent-decodes in[0..len) into out (NUL-terminated); -1 if malformed, if it
- * holds %00, or if it does not fit. */
-int tern_http_unescape(const char *in, size_t len, char *out, size_t cap);
-
-/* Executes this program again with glibc's heap on transparent huge pages
- * (cheap fork() for snapshots), unless the environment names that tunable
- * already (node/heap_thp.c). Returns only when it did not exec. */
-void tern_heap_thp_reexec(char **argv);
 
 #endif
