@@ -10,7 +10,9 @@
 # by file descriptors (only --concurrency connections are open at a time; the
 # sources 127.0.0.2-65 keep ephemeral ports and TIME_WAIT apart). online: the N
 # connections stay open (N < the fd limit). Environment: TERND (build/ternd),
-# TERN_BENCH (build/tern-bench), PORT (18990).
+# TERN_BENCH (build/tern-bench), PORT (18990), INSPECT=1: before stopping the
+# broker, also print its Raft log and snapshot metrics, its memory map summary
+# and glibc's malloc_stats() (through gdb), to see where the bytes are.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TERND=${TERND:-$ROOT/build/ternd}
@@ -42,3 +44,14 @@ SRC=$(seq -s, -f "127.0.0.%g" 2 65)
 grep -E "^connected|RSS" "$WORK/bench.txt"
 awk -v n="$N" '/broker RSS/ { printf "%.0f bytes per session\n", ($6 - $3) * 1024 / n }' \
     "$WORK/bench.txt"
+if [ "${INSPECT:-0}" = 1 ]; then
+    curl -s "http://127.0.0.1:$((PORT + 1))/metrics" |
+        grep -E "^tern_(raft_(last|applied)_index|raft_entries_appended_total|snapshots_taken_total|sessions) "
+    grep -E "^(Rss|Anon|AnonHugePages|Private_Dirty)" /proc/$PID/smaps_rollup
+    # Every mapping with more than 1 MiB resident: the brk heap, thread arenas, mmaps.
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $1 " " $6 } /^Rss:/ && $2 > 1024 { print m, $2 " kB" }' \
+        /proc/$PID/smaps
+    gdb -q -batch -p $PID -ex 'call (void)malloc_stats()' >/dev/null 2>&1
+    sleep 0.5
+    grep -E "^(Arena|system bytes|in use bytes|Total|max mmap)" "$WORK/ternd.log"
+fi
