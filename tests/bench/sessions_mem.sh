@@ -51,6 +51,9 @@ if [ "${INSPECT:-0}" = 1 ]; then
     # Every mapping with more than 1 MiB resident: the brk heap, thread arenas, mmaps.
     awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $1 " " $6 } /^Rss:/ && $2 > 1024 { print m, $2 " kB" }' \
         /proc/$PID/smaps
+    # The Raft log kept in memory: the entries after the last snapshot's index
+    # less raft_snapshot_trailing, whose bytes are in the segments listed here.
+    ls -l "$WORK/data/raft" | awk 'NR > 1 && $NF !~ /^open-/ { print $5, $NF }'
     gdb -q -batch -p $PID -ex 'call (void)malloc_stats()' >/dev/null 2>&1
     sleep 0.5
     grep -E "^(Arena|system bytes|in use bytes|Total|max mmap)" "$WORK/ternd.log"
