@@ -24,11 +24,12 @@
  * MiB at 100,000 sessions; 514 of 585 with this, fork() 1.9 -> 1.5 ms CPU). */
 /* One arena for every thread: each thread arena keeps that 32 MiB pad too,
  * and the thread-pool threads that collect snapshots (cluster/snap_fork.c)
- * filled theirs with snapshot-sized buffers that stayed resident after
- * free: 4 arenas held 108 MB of RSS at 1M sessions with 27 KB in use
- * (docs/benchmarks.md, "Memory per persistent session"). The threads
- * allocate little and rarely (tcache serves their small requests), so
- * sharing the main arena's lock costs nothing measurable. */
+ * filled theirs with snapshot buffers that stayed resident after free: 4
+ * arenas held 108 MB of RSS at 1M sessions with 27 KB in use
+ * (docs/benchmarks.md, "Under 300 bytes per idle persistent session at a
+ * million"). Those threads allocate rarely and tcache serves their small
+ * requests without the arena's lock, so sharing it should not show in the
+ * loop's latency (not measured separately). */
 #define SETTINGS TUNABLE "=1:glibc.malloc.top_pad=33554432:glibc.malloc.arena_max=1"
 
 void tern_heap_thp_reexec(char **argv)
