@@ -8,11 +8,16 @@ catch up by installing the leader's snapshot, which goes out as one InstallSnaps
 message. Then every node's GET /state/digest agrees and node 4 serves every
 retained message, byte for byte.
 
-Two links to node 4: direct (loopback), and "slow": the leader reaches node 4's Raft
+Three links to node 4: direct (loopback); "slow": the leader reaches node 4's Raft
 port through a proxy in this test that forwards at most SLOW_RATE bytes/s towards
-node 4 (a WAN link, or a receiver that reads slowly while it is busy). On the slow
+node 4 (a WAN link, or a receiver that reads slowly while it is busy); "stalled": the
+same proxy stops reading for STALL_S once PAUSE_AFTER bytes of its first connection
+went through (a peer that stops reading in the middle of a snapshot). On the slow
 link the snapshot sits unsent in the leader for about a second and a half: a link
-that is closed when more than 8 MiB are unsent never delivers it.
+that is closed when more than 8 MiB are unsent never delivers it. On the stalled one
+the leader must give the stream up (nothing acknowledged for a few election
+timeouts: "no progress") rather than hold it, and node 4 still catches up on the
+next one.
 
 Every wait is bounded; each test gets a fresh cluster (cluster.py).
 """
@@ -40,6 +45,8 @@ PAYLOAD = 1000000  # under max_packet_size (1 MiB)
 # Threshold high enough that only POST /snapshot compacts; 4 entries kept behind it.
 SETTINGS = {"raft_snapshot_threshold": 100000, "raft_snapshot_trailing": 4}
 SLOW_RATE = 16 << 20  # bytes/s towards node 4 on the slow link
+PAUSE_AFTER = 4 << 20  # the stalled link: bytes through before it stops reading
+STALL_S = 4.0  # and for how long (the leader gives up after 2 s here)
 CATCHUP_TIMEOUT = 45.0
 
 
@@ -48,9 +55,12 @@ class RateProxy:
     connecting side to the target (unlimited back). Threads are daemons; close()
     ends them."""
 
-    def __init__(self, target, rate):
+    def __init__(self, target, rate, pause_after=None, pause_s=0.0):
         self.target = target
         self.rate = rate
+        self.pause_after = pause_after  # first connection: stop reading after this
+        self.pause_s = pause_s
+        self.conns = 0
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -76,10 +86,13 @@ class RateProxy:
             b.settimeout(None)
             with self.lock:
                 self.socks |= {a, b}
-            threading.Thread(target=self._pump, args=(a, b, True), daemon=True).start()
+                self.conns += 1
+                pause = self.pause_after if self.conns == 1 else None
+            threading.Thread(target=self._pump, args=(a, b, True, pause),
+                             daemon=True).start()
             threading.Thread(target=self._pump, args=(b, a, False), daemon=True).start()
 
-    def _pump(self, src, dst, limited):
+    def _pump(self, src, dst, limited, pause_after=None):
         t0, sent = time.monotonic(), 0
         try:
             while not self.closed:
@@ -90,6 +103,10 @@ class RateProxy:
                 if not limited:
                     continue
                 sent += len(data)
+                if pause_after is not None and sent >= pause_after:
+                    pause_after = None
+                    time.sleep(self.pause_s)
+                    t0, sent = time.monotonic(), 0
                 with self.lock:
                     self.forwarded += len(data)
                 ahead = sent / self.rate - (time.monotonic() - t0)
@@ -177,7 +194,12 @@ def retained_on(node, base):
     return got
 
 
-@pytest.mark.parametrize("link", ["direct", "slow"])
+def add_member(c, lead, raft, m):
+    return http(c.node(lead), "POST", "/members?id=4&raft=%s&peer=%s&mqtt=%s" % (
+        raft, m["peer"], m["mqtt"]), timeout=CATCHUP_TIMEOUT)
+
+
+@pytest.mark.parametrize("link", ["direct", "slow", "stalled"])
 def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
     c = big_cluster
     lead = c.wait_leader()
@@ -210,14 +232,21 @@ def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
     lead = c.wait_leader()  # node 4 has no leader line until it is a member
     assert lead is not None, "no leader"
     nd4 = c.add_node(SETTINGS)
-    proxy = RateProxy(("127.0.0.1", nd4.raft_port), SLOW_RATE) if link == "slow" else None
+    proxy = None
+    if link != "direct":
+        proxy = RateProxy(("127.0.0.1", nd4.raft_port), SLOW_RATE,
+                          PAUSE_AFTER if link == "stalled" else None, STALL_S)
     try:
         c.start(nd4.id)
         m = nd4.member()
         raft = "127.0.0.1:%d" % proxy.port if proxy else m["raft"]
         t0 = time.monotonic()
-        st, body = http(c.node(lead), "POST", "/members?id=4&raft=%s&peer=%s&mqtt=%s" % (
-            raft, m["peer"], m["mqtt"]), timeout=CATCHUP_TIMEOUT)
+        st, body = add_member(c, lead, raft, m)
+        if st == 503 and link == "stalled":
+            # libraft gives a catch-up round 5 s: the stall may use it up. The node
+            # stays a spare and is promoted when added again (test_membership.py).
+            print("POST /members: %s %r, again" % (st, body))
+            st, body = add_member(c, lead, raft, m)
         print("POST /members: %s %r after %.2fs (%s link, snapshot %d bytes)" % (
             st, body, time.monotonic() - t0, link, max(sizes.values())))
         closed = [ln for nd in c.nodes[:3] for ln in nd.log().splitlines()
@@ -225,6 +254,10 @@ def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
         print("leader-side closes of the link to node 4: %d%s" % (
             len(closed), (", first: " + closed[0]) if closed else ""))
         assert st == 200, (st, body)
+        if link == "stalled":
+            gave_up = [ln for ln in closed if "no progress for" in ln]
+            assert gave_up, "the leader held the stalled stream: %r" % closed
+            assert proxy.conns >= 2
         ok = False
         try:
             ok = wait_until(lambda: digests_agree(c.nodes), timeout=CATCHUP_TIMEOUT,
