@@ -8,9 +8,13 @@ catch up by installing the leader's snapshot, which goes out as one InstallSnaps
 message. Then every node's GET /state/digest agrees and node 4 serves every
 retained message, byte for byte.
 
-Three links to node 4: direct (loopback); "slow": the leader reaches node 4's Raft
+Four links to node 4: direct (loopback); "slow": the leader reaches node 4's Raft
 port through a proxy in this test that forwards at most SLOW_RATE bytes/s towards
-node 4 (a WAN link, or a receiver that reads slowly while it is busy); "stalled": the
+node 4 (a WAN link, or a receiver that reads slowly while it is busy); "slower": the
+same at SLOWER_RATE, so that the snapshot alone takes longer than the 5 s libraft
+gives one catch-up round before it gives the promotion up (as at a million
+sessions, docs/benchmarks.md): the leader asks again while node 4 is running, and
+POST /members answers 200 once it is a voter; "stalled": the
 same proxy stops reading for STALL_S once PAUSE_AFTER bytes of its first connection
 went through (a peer that stops reading in the middle of a snapshot). On the slow
 link the snapshot sits unsent in the leader for about a second and a half: a link
@@ -45,6 +49,7 @@ PAYLOAD = 1000000  # under max_packet_size (1 MiB)
 # Threshold high enough that only POST /snapshot compacts; 4 entries kept behind it.
 SETTINGS = {"raft_snapshot_threshold": 100000, "raft_snapshot_trailing": 4}
 SLOW_RATE = 16 << 20  # bytes/s towards node 4 on the slow link
+SLOWER_RATE = 4 << 20  # the slower one: ~6 s for the snapshot
 PAUSE_AFTER = 4 << 20  # the stalled link: bytes through before it stops reading
 STALL_S = 4.0  # and for how long (the leader gives up after 2 s here)
 CATCHUP_TIMEOUT = 45.0
@@ -199,7 +204,7 @@ def add_member(c, lead, raft, m):
         raft, m["peer"], m["mqtt"]), timeout=CATCHUP_TIMEOUT)
 
 
-@pytest.mark.parametrize("link", ["direct", "slow", "stalled"])
+@pytest.mark.parametrize("link", ["direct", "slow", "slower", "stalled"])
 def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
     c = big_cluster
     lead = c.wait_leader()
@@ -234,7 +239,8 @@ def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
     nd4 = c.add_node(SETTINGS)
     proxy = None
     if link != "direct":
-        proxy = RateProxy(("127.0.0.1", nd4.raft_port), SLOW_RATE,
+        proxy = RateProxy(("127.0.0.1", nd4.raft_port),
+                          SLOWER_RATE if link == "slower" else SLOW_RATE,
                           PAUSE_AFTER if link == "stalled" else None, STALL_S)
     try:
         c.start(nd4.id)
@@ -242,11 +248,6 @@ def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
         raft = "127.0.0.1:%d" % proxy.port if proxy else m["raft"]
         t0 = time.monotonic()
         st, body = add_member(c, lead, raft, m)
-        if st == 503 and link == "stalled":
-            # libraft gives a catch-up round 5 s: the stall may use it up. The node
-            # stays a spare and is promoted when added again (test_membership.py).
-            print("POST /members: %s %r, again" % (st, body))
-            st, body = add_member(c, lead, raft, m)
         print("POST /members: %s %r after %.2fs (%s link, snapshot %d bytes)" % (
             st, body, time.monotonic() - t0, link, max(sizes.values())))
         closed = [ln for nd in c.nodes[:3] for ln in nd.log().splitlines()
