@@ -262,7 +262,7 @@ def catchup(args, lead, new):
     rss0 = lead.rss()
     q = "/members?id=%d&raft=127.0.0.1:%d&peer=127.0.0.1:%d&mqtt=127.0.0.1:%d" % (
         new.id, new.raft, new.peer, new.port)
-    statuses = []
+    statuses, ended = [], []
     done = threading.Event()
 
     def add():
@@ -271,15 +271,14 @@ def catchup(args, lead, new):
             statuses.append(st)
             if st != 503:
                 break
+        ended.append(time.monotonic())
         done.set()
     threading.Thread(target=add, daemon=True).start()
     t0 = time.monotonic()
-    caught = promoted = None
+    caught = None
     peak = rss0
     while time.monotonic() - t0 < args.catchup_timeout:
         peak = max(peak, lead.rss())
-        if promoted is None and done.is_set():
-            promoted = time.monotonic() - t0
         if caught is None:
             st, body = new.http("GET", "/metrics", timeout=5)
             m = re.search(r"^tern_raft_applied_index (\d+)", body or "", re.M)
@@ -289,6 +288,7 @@ def catchup(args, lead, new):
             break
         time.sleep(0.05)
     done.wait(max(0.0, args.catchup_timeout - (time.monotonic() - t0)))
+    promoted = ended[0] - t0 if ended else None
     with open(lead.logp, "rb") as f:
         f.seek(log_from)
         text = f.read().decode("utf-8", "replace")
