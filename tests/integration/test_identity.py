@@ -10,6 +10,8 @@
 2. A node whose data directory says one cluster id while the replicated state in it
    says another (here: the Raft files of another cluster's node copied in) stops
    with exit 2 and a message naming both ids.
+3. A node whose identity file was lost while its Raft files stayed takes the id
+   back from the log (it used to make a new random one).
 
 Every wait is bounded; each test gets a fresh cluster or its own data directories.
 """
@@ -181,3 +183,18 @@ def test_data_dir_of_another_cluster_id(tmp_path):
     assert identity_id(db) == id_b
     with socket.socket() as sk:  # and nothing is left listening
         assert sk.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_lost_identity_file_learnt_back(tmp_path):
+    """An identity file lost while the Raft files stay: the id comes back from the
+    log (a new random one would name another cluster than the state's)."""
+    port, raft = free_port(), "127.0.0.1:%d" % free_port()
+    d = str(tmp_path / "d")
+    cfg = start_single(tmp_path, "n.json", d, "127.0.0.1:%d" % port, raft)
+    run_until_serving(cfg, port)
+    before = identity_id(d)
+    os.unlink(os.path.join(d, "identity"))
+    run_until_serving(cfg, port)
+    after = identity_id(d)
+    print("cluster id before %s, after the identity file was lost %s" % (before, after))
+    assert after == before
