@@ -121,16 +121,18 @@ def test_joined_node_reports_cluster_id(tern_cluster, via):
     assert "cluster id %s" % want in nd4.log(current_run=True)
 
 
-def start_single(tmp_path, name, data_dir, listen, raft):
+def start_single(tmp_path, name, data_dir, listen, raft, **keys):
     cfg = {"data_dir": data_dir, "listen": listen, "raft_address": raft,
            "admin_listen": "127.0.0.1:0", "log_level": "debug"}
+    cfg.update(keys)
     path = tmp_path / name
     path.write_text(json.dumps(cfg))
     return str(path)
 
 
-def run_until_serving(cfg_path, port, timeout=15.0):
-    """Starts ternd, waits until a QoS 1 PUBLISH is acknowledged, stops it."""
+def run_until_serving(cfg_path, port, timeout=15.0, n=1):
+    """Starts ternd, waits until n retained QoS 1 PUBLISHes are acknowledged,
+    stops it."""
     p = subprocess.Popen([TERN_BIN, "--config", cfg_path], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -138,7 +140,7 @@ def run_until_serving(cfg_path, port, timeout=15.0):
         while True:
             assert p.poll() is None, p.communicate()[0]
             try:
-                publish_acked("127.0.0.1", port, retain=True)
+                publish_acked("127.0.0.1", port, n=n, retain=True)
                 break
             except (OSError, AssertionError, mqttraw.Closed, ValueError):
                 assert time.monotonic() < deadline, "not serving"
@@ -152,18 +154,23 @@ def run_until_serving(cfg_path, port, timeout=15.0):
             p.communicate()
 
 
-def test_data_dir_of_another_cluster_id(tmp_path):
+@pytest.mark.parametrize("via", ["log", "snapshot"])
+def test_data_dir_of_another_cluster_id(tmp_path, via):
     """Two single-node clusters of the same name and node id, A and B; A's Raft
-    files copied into B's data directory: B's identity says B, the log says A."""
+    files copied into B's data directory: B's identity says B, the log (or the
+    snapshot) says A. From a snapshot, B stops before its MQTT listener opens."""
     port, raft = free_port(), "127.0.0.1:%d" % free_port()
     listen = "127.0.0.1:%d" % port
     da, db = str(tmp_path / "a"), str(tmp_path / "b")
-    cfg_a = start_single(tmp_path, "a.json", da, listen, raft)
+    keys = COMPACT if via == "snapshot" else {}
+    cfg_a = start_single(tmp_path, "a.json", da, listen, raft, **keys)
     cfg_b = start_single(tmp_path, "b.json", db, listen, raft)
-    run_until_serving(cfg_a, port)
+    run_until_serving(cfg_a, port, n=40 if via == "snapshot" else 1)
     run_until_serving(cfg_b, port)
     id_a, id_b = identity_id(da), identity_id(db)
     assert id_a and id_b and id_a != id_b, (id_a, id_b)
+    if via == "snapshot":
+        assert any(f.startswith("snapshot-") for f in os.listdir(os.path.join(da, "raft")))
     shutil.rmtree(os.path.join(db, "raft"))
     shutil.copytree(os.path.join(da, "raft"), os.path.join(db, "raft"))
 
@@ -179,6 +186,8 @@ def test_data_dir_of_another_cluster_id(tmp_path):
     assert rc == 2, (rc, out[-2000:])
     line = next((ln for ln in out.splitlines() if id_a in ln and id_b in ln), None)
     assert line is not None, out[-2000:]
+    if via == "snapshot":
+        assert "listening on" not in out, out[-2000:]
     # B's identity file is left as it was: the refusal changed nothing.
     assert identity_id(db) == id_b
     with socket.socket() as sk:  # and nothing is left listening
