@@ -231,6 +231,10 @@ int main(int argc, char **argv)
     static struct tern_node node;
     rv = tern_node_init(&node, loop, &cfg, errmsg);
     node.load_config = reload_config;
+    /* The snapshot raft_start loaded holds the replicated cluster id: a data
+     * directory of another cluster stops here, before any client listener. */
+    if (rv == TERN_OK)
+        tern_identity_check(&node);
     if (rv != TERN_OK || tern_node_start(&node, tls, errmsg) != TERN_OK) {
         fprintf(stderr, "ternd: %s\n", errmsg);
         return 1;

@@ -109,8 +109,10 @@ static void on_flush(uv_prepare_t *h)
     n->dirty_count = 0;
     tern_cluster_flush_links(n->cluster); /* whatever closing connections queued */
     tern_conn_resume_paused(n);
-    if (!n->stopping)
-        limits_check(n); /* each turn: a new leader proposes its limits at once */
+    if (!n->stopping) {
+        limits_check(n);        /* each turn: a new leader proposes its limits at once */
+        tern_identity_check(n); /* likewise the cluster id; learns it when joined */
+    }
 }
 
 static void on_tick_done(void *ctx, int status, const struct tern_fsm_result *res)

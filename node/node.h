@@ -13,6 +13,14 @@
  * (node/identity.c). */
 int tern_identity_open(struct tern_config *cfg, char *errmsg);
 
+/* Each loop turn: keeps the cluster id of DATA_DIR/identity and of the replicated
+ * state (CLUSTER_ID) the same. A leader whose state has none proposes its own; a
+ * node whose identity file has none (joined), or only the one its bootstrap made,
+ * takes the replicated one and writes it there, marked replicated; a node whose
+ * identity holds another replicated id stops (exit status 2) naming both
+ * (node/identity.c). */
+void tern_identity_check(struct tern_node *n);
+
 /* node.c */
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,
                    char *errmsg);

@@ -465,6 +465,10 @@ static bool cmd_fields(struct cur *c, struct tern_cmd *cmd)
     case TERN_CMD_LIMITS:
         limits_fields(c, cmd);
         return true;
+    case TERN_CMD_CLUSTER_ID:
+        f_u64(c, &cmd->u.cluster_id.id, "cluster_id.id");
+        check(c, cmd->u.cluster_id.id != 0, "cluster_id.id");
+        return true;
     default:
         return false;
     }

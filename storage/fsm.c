@@ -55,6 +55,7 @@ void fsm_state_free(struct tern_fsm *f)
     f->origins = NULL;
     f->origin_count = f->origin_cap = 0;
     f->member_count = 0;
+    f->cluster_id = f->cluster_id_refused = 0;
     tern_slab_destroy(&f->slab); /* empty by now: every session went */
 }
 
@@ -165,6 +166,9 @@ static void dispatch(struct tern_fsm *f, const struct tern_cmd *c,
         break;
     case TERN_CMD_LIMITS:
         fsm_limits_set_cmd(f, c, r);
+        break;
+    case TERN_CMD_CLUSTER_ID:
+        fsm_cluster_id_cmd(f, c, r);
         break;
     case TERN_CMD_BARRIER:
     case TERN_CMD_ORIGIN_START:

@@ -11,6 +11,7 @@
  *  fsm_dedup.c    proposal order: each node's proposals apply once, in sequence
  *  fsm_route.c    routes: which nodes have clean-session subscribers per filter
  *  fsm_limits.c   the bounds: defaults, LIMITS command
+ *  fsm_member.c   members (MEMBER_SET / MEMBER_DEL) and the cluster id (CLUSTER_ID)
  *  fsm_snap.c     snapshot writer; fsm_restore.c snapshot reader
  *
  * Determinism: nothing here may depend on addresses or on the visit order of the
@@ -340,6 +341,10 @@ struct tern_fsm {
 
     struct tern_fsm_member members[TERN_FSM_MEMBERS_MAX]; /* ascending id */
     uint32_t member_count;
+    uint64_t cluster_id; /* CLUSTER_ID; 0 = none yet */
+    /* The last different id a CLUSTER_ID carried (refused), 0 = none: not
+     * replicated, only for the owner to log; a restore clears it. */
+    uint64_t cluster_id_refused;
 
     /* Scratch space reused by publish, so a publish allocates nothing in the
      * steady state. Apply is not re-entrant, so one set is enough. */
@@ -363,6 +368,8 @@ void fsm_limits_set_cmd(struct tern_fsm *f, const struct tern_cmd *c,
 void fsm_member_set_cmd(struct tern_fsm *f, const struct tern_cmd *c,
                         struct tern_fsm_result *r);
 void fsm_member_del_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                        struct tern_fsm_result *r);
+void fsm_cluster_id_cmd(struct tern_fsm *f, const struct tern_cmd *c,
                         struct tern_fsm_result *r);
 /* Inserts m in id order (replacing the same id); TERN_ELIMIT when full. */
 int fsm_member_put(struct tern_fsm *f, const struct tern_fsm_member *m);

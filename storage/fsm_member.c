@@ -1,6 +1,8 @@
 /* Cluster members with their addresses (MEMBER_SET / MEMBER_DEL): a small
  * array kept in id order, so walks and snapshots are the same on every
- * replica. */
+ * replica. And the cluster's id (CLUSTER_ID), set once: what decides whether a
+ * second id applies is the replicated state alone, so every replica keeps the
+ * first and refuses the others alike. */
 #include <string.h>
 
 #include "fsm_internal.h"
@@ -80,4 +82,27 @@ const struct tern_fsm_member *tern_fsm_member_get(const struct tern_fsm *f, uint
 {
     size_t i = member_pos(f, id);
     return i < f->member_count && f->members[i].id == id ? &f->members[i] : NULL;
+}
+
+void fsm_cluster_id_cmd(struct tern_fsm *f, const struct tern_cmd *c,
+                        struct tern_fsm_result *r)
+{
+    uint64_t id = c->u.cluster_id.id;
+    if (id == 0) {
+        r->status = TERN_EINVAL;
+        return;
+    }
+    if (f->cluster_id == 0)
+        f->cluster_id = id;
+    if (f->cluster_id == id)
+        return; /* set, or set already: idempotent */
+    f->cluster_id_refused = id;
+    r->status = TERN_EPROTO; /* another cluster's id: this one keeps its own */
+}
+
+uint64_t tern_fsm_cluster_id(const struct tern_fsm *f, uint64_t *refused)
+{
+    if (refused)
+        *refused = f->cluster_id_refused;
+    return f->cluster_id;
 }

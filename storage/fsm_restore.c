@@ -593,6 +593,17 @@ static void get_limits(struct rs *x)
         "limits");
 }
 
+/* Format 3 only; older snapshots were written before the id was replicated:
+ * none (0), on every replica alike, until a leader proposes one. */
+static void get_cluster_id(struct rs *x)
+{
+    if (x->r.err || x->version < 3)
+        return;
+    x->nf->cluster_id = tern_rbuf_get_u64(&x->r);
+    if (x->r.err)
+        x->what = x->what ? x->what : "cluster id";
+}
+
 /* --- whole body --- */
 
 static int u64_cmp(const void *a, const void *b)
@@ -624,6 +635,7 @@ static void get_body(struct rs *x)
     get_routes(x);
     get_members(x);
     get_limits(x);
+    get_cluster_id(x);
     bad(x, !x->r.err && tern_rbuf_left(&x->r) != 0, "trailing bytes");
     if (!x->r.err)
         check_refs(x);
@@ -654,6 +666,7 @@ static void state_move(struct tern_fsm *dst, struct tern_fsm *src)
     dst->mark_counter = src->mark_counter;
     dst->stats = src->stats;
     dst->limits = src->limits;
+    dst->cluster_id = src->cluster_id;
     free(src->match);
     free(src->pend);
     free(src);

@@ -319,6 +319,12 @@ static void put_limits(struct tern_wbuf *w, const struct tern_fsm *f)
     tern_wbuf_put_u32(w, l->sessions_max);
 }
 
+/* Format 3: the cluster's id, 0 = none yet (CLUSTER_ID). */
+static void put_cluster_id(struct tern_wbuf *w, const struct tern_fsm *f)
+{
+    tern_wbuf_put_u64(w, f->cluster_id);
+}
+
 static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
 {
     tern_snap_begin(&x->w);
@@ -335,6 +341,7 @@ static int snap_write(const struct tern_fsm *f, struct snap_ctx *x)
         return TERN_ENOMEM;
     put_members(&x->w, f);
     put_limits(&x->w, f);
+    put_cluster_id(&x->w, f);
     return tern_snap_finish(&x->w);
 }
 

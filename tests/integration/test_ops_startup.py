@@ -171,6 +171,27 @@ def test_raft_port_in_use_names_reason(tmp_path):
     assert busy in out and ("address already in use" in out.lower()), out
 
 
+@pytest.mark.parametrize("key", ["listen", "admin_listen", "peer"])
+def test_port_in_use_names_key_and_reason(tmp_path, key):
+    """The MQTT, admin and peer ports, like the Raft one: the key, the address and
+    the OS reason; exit 1 (not a configuration error), nothing left running."""
+    sk = socket.socket()
+    try:
+        sk.bind(("127.0.0.1", 0))
+        sk.listen(1)
+        busy = "127.0.0.1:%d" % sk.getsockname()[1]
+        ms = members()
+        if key == "peer":
+            ms[0]["peer"] = busy
+        cfg = write_cfg(tmp_path, node_id=1, members=ms,
+                        **({key: busy} if key != "peer" else {}))
+        rc, out = run(["--config", cfg])
+    finally:
+        sk.close()
+    assert rc == 1, (rc, out)
+    assert "%s: cannot listen on %s: address already in use" % (key, busy) in out, out
+
+
 def test_no_startup_spin(tern_cluster):
     """Event-loop iterations in a three-node cluster's first seconds: a loop that
     spins (an idle handle left running, a zero-delay timer) makes millions; an idle

@@ -168,6 +168,9 @@ static struct tern_cmd make_cmd(uint8_t type, bool all)
         c.u.limits.message_expiry_max_s = all ? 7 : 0;
         c.u.limits.sessions_max = all ? UINT32_MAX : 1;
         break;
+    case TERN_CMD_CLUSTER_ID:
+        c.u.cluster_id.id = all ? UINT64_MAX : 1;
+        break;
     }
     return c;
 }
@@ -281,6 +284,9 @@ static void cmd_eq(const struct tern_cmd *a, const struct tern_cmd *b)
         assert_int_equal(a->u.limits.message_expiry_max_s,
                          b->u.limits.message_expiry_max_s);
         assert_int_equal(a->u.limits.sessions_max, b->u.limits.sessions_max);
+        break;
+    case TERN_CMD_CLUSTER_ID:
+        assert_int_equal(a->u.cluster_id.id, b->u.cluster_id.id);
         break;
     }
 }
@@ -453,6 +459,22 @@ static void test_golden(void **state)
     route.type = TERN_CMD_ROUTE_DEL;
     assert_int_equal(tern_cmd_encode(&route, buf, sizeof(buf)), sizeof(route_bytes));
     assert_int_equal(buf[1], 13);
+
+    /* CLUSTER_ID: version 1 (docs/commands.md), the id a u64 after the header. */
+    struct tern_cmd cid = {.type = TERN_CMD_CLUSTER_ID, .now_ms = 1, .proposal_id = 2};
+    cid.u.cluster_id.id = 0x5f0e8c1a9b3d7e21ULL;
+    static const uint8_t cid_bytes[] = {1,    19,   1,    0,    0,    0,    0,    0,   0,
+                                        0,    2,    0,    0,    0,    0,    0,    0,   0,
+                                        0x21, 0x7e, 0x3d, 0x9b, 0x1a, 0x8c, 0x0e, 0x5f};
+    assert_int_equal(tern_cmd_encode(&cid, buf, sizeof(buf)), sizeof(cid_bytes));
+    assert_memory_equal(buf, cid_bytes, sizeof(cid_bytes));
+    struct tern_cmd back;
+    size_t used = 0;
+    assert_int_equal(tern_cmd_decode(cid_bytes, sizeof(cid_bytes), &back, &used, NULL),
+                     TERN_OK);
+    assert_int_equal(used, sizeof(cid_bytes));
+    assert_int_equal(back.type, TERN_CMD_CLUSTER_ID);
+    assert_int_equal(back.u.cluster_id.id, 0x5f0e8c1a9b3d7e21ULL);
 }
 
 static int decode_mutated(const struct tern_cmd *in, size_t at, uint8_t value)
@@ -627,6 +649,15 @@ static void test_rejects(void **state)
     badlim = lim;
     badlim.u.limits.inflight_max = 0;
     assert_int_equal(tern_cmd_encode(&badlim, NULL, 0), 0);
+
+    /* cluster_id: header 18 -> id 18..25, never 0; a version 2 record of it is
+     * not canonical. */
+    struct tern_cmd cid = make_cmd(TERN_CMD_CLUSTER_ID, false); /* id 1 */
+    assert_int_equal(decode_mutated(&cid, 18, 0), TERN_EMALFORMED);
+    assert_int_equal(decode_mutated(&cid, 25, 1), TERN_OK);
+    assert_int_equal(decode_mutated(&cid, 0, 2), TERN_EMALFORMED);
+    cid.u.cluster_id.id = 0;
+    assert_int_equal(tern_cmd_encode(&cid, NULL, 0), 0);
     /* A large payload uses the u32 length. */
     bad = pub;
     bad.u.publish.msg.payload = (struct tern_bytes){big, sizeof(big)};

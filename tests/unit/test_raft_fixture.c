@@ -918,6 +918,60 @@ static void test_limits_replicated(void **state)
     cl_free(c);
 }
 
+/* Proposes CLUSTER_ID id through the leader (after an ORIGIN_START). */
+static void propose_cluster_id(struct cl *c, uint64_t id)
+{
+    uint8_t buf[128];
+    size_t n = start_cmd(c, buf, sizeof(buf));
+    struct tern_cmd cmd = {.type = TERN_CMD_CLUSTER_ID, .now_ms = c->now_ms};
+    cmd.u.cluster_id.id = id;
+    cmd.proposal_id = ((uint64_t)ORIGIN << 40) | ++c->seq;
+    size_t m = tern_cmd_encode(&cmd, buf + n, sizeof(buf) - n);
+    assert_true(m > 0 && n + m <= sizeof(buf));
+    assert_int_equal(append_on(c, leader(c), buf, n + m), 0);
+}
+
+/* The cluster id is set once through the log: a second, different one (a new
+ * leader of another mind) is refused on every replica alike, and a follower
+ * that catches up from a snapshot has the first one too. */
+static void test_cluster_id_replicated(void **state)
+{
+    (void)state;
+    struct cl *c = cl_new(3, 0xC1D5ull);
+    for (unsigned i = 0; i < c->n; i++) {
+        raft_set_snapshot_threshold(R(c, i), 8);
+        raft_set_snapshot_trailing(R(c, i), 4);
+    }
+    propose_cluster_id(c, 0xA1);
+    propose(c, 10);
+    wait_caught_up(c);
+    for (unsigned i = 0; i < c->n; i++)
+        assert_int_equal(tern_fsm_cluster_id(c->s[i].fsm, NULL), 0xA1);
+    unsigned old = leader(c);
+    raft_fixture_kill(&c->f, old);
+    wait_new_leader(c, old);
+    propose_cluster_id(c, 0xB2); /* refused wherever it applies */
+    propose_cluster_id(c, 0xA1); /* the same again: nothing changes */
+    for (int round = 0; round < 6; round++) {
+        propose(c, 8);
+        wait_caught_up(c);
+    }
+    raft_fixture_revive(&c->f, old); /* behind the leader's snapshot */
+    propose(c, 2);
+    wait_caught_up(c);
+    assert_true(c->s[old].rf.restores >= 1);
+    assert_equal_fsms(c);
+    unsigned restored = 0;
+    for (unsigned i = 0; i < c->n; i++) {
+        uint64_t refused;
+        assert_int_equal(tern_fsm_cluster_id(c->s[i].fsm, &refused), 0xA1);
+        assert_true(refused == 0xB2 || (refused == 0 && c->s[i].rf.restores > 0));
+        restored += c->s[i].rf.restores > 0;
+    }
+    assert_true(restored >= 1); /* one of them caught up from a snapshot */
+    cl_free(c);
+}
+
 int main(void)
 {
     tern_log_set_level(TERN_LOG_ERROR); /* the adapter logs undecodable entries */
@@ -933,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_partition_follower),
         cmocka_unit_test(test_partition_leader),
         cmocka_unit_test(test_snapshot_catch_up),
+        cmocka_unit_test(test_cluster_id_replicated),
         cmocka_unit_test(test_limits_replicated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -94,8 +94,8 @@ bool tern_rbuf_count_ok(struct tern_rbuf *r, uint64_t count, size_t min_item);
 
 /* --- snapshot container --- */
 #define TERN_SNAP_MAGIC "TERNSNAP"
-/* Written: 2 (limits section). Read: 1 and 2 (docs/disk-format.md). */
-#define TERN_SNAP_VERSION 2
+/* Written: 3 (cluster id section). Read: 1 to 3 (docs/disk-format.md). */
+#define TERN_SNAP_VERSION 3
 #define TERN_SNAP_VERSION_MIN 1
 #define TERN_SNAP_HEADER_SIZE 28u
 

@@ -136,6 +136,12 @@ struct tern_node {
     bool limits_proposed;
     bool limits_warned;
     struct tern_fsm_limits limits_warned_of;
+    /* Cluster id (node/identity.c): cfg.cluster_id as a number (0: not known
+     * yet, a joined node), whether it was seen in the replicated state, a
+     * CLUSTER_ID of ours in flight, the refused id last logged. */
+    uint64_t cluster_id;
+    bool cluster_id_parsed, cluster_id_replicated, cluster_id_proposed;
+    uint64_t cluster_id_refused_logged;
     /* Flow control (flow.c): backlogged sessions and the publishers they hold. */
     struct tern_flow *flow;
     uint32_t flow_count;

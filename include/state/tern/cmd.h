@@ -49,8 +49,9 @@ enum tern_cmd_type {
                                     node's proposals continue from this one's sequence */
     TERN_CMD_LIMITS = 18,        /* the bounds of the replicated state (the leader's
                                     configuration): every replica applies the same */
+    TERN_CMD_CLUSTER_ID = 19,    /* the cluster's id, made at bootstrap: set once */
 };
-#define TERN_CMD_TYPE_MAX TERN_CMD_LIMITS /* the highest type this build knows */
+#define TERN_CMD_TYPE_MAX TERN_CMD_CLUSTER_ID /* the highest type this build knows */
 
 /* Highest node id: a proposal id keeps 24 bits of it (tern_cmd.proposal_id). */
 #define TERN_NODE_ID_MAX 16777215u
@@ -177,6 +178,9 @@ struct tern_cmd {
             uint32_t message_expiry_max_s; /* 0 = no cap */
             uint32_t sessions_max;         /* >= 1 */
         } limits;                          /* LIMITS */
+        struct {
+            uint64_t id; /* not 0 */
+        } cluster_id;    /* CLUSTER_ID */
     } u;
 };
 

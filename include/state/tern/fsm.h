@@ -220,6 +220,11 @@ struct tern_fsm_result {
  * TERN_EINVAL for an address with a NUL byte); MEMBER_DEL removes one
  * (idempotent: an absent id is TERN_OK).
  *
+ * CLUSTER_ID sets the cluster's id (tern_fsm_cluster_id()) when none is set;
+ * the same id again is TERN_OK and changes nothing; another one is refused
+ * (TERN_EPROTO, the id stays) and remembered for the owner to log. TERN_EINVAL
+ * for 0.
+ *
  * LIMITS replaces the bounds (tern_fsm_limits()) for every later command; what
  * is stored already stays until a command meets the new bound (a queue longer
  * than a new queue_max is trimmed by its next enqueue under drop_oldest, takes
@@ -298,6 +303,12 @@ const struct tern_fsm_stats *tern_fsm_stats(const struct tern_fsm *f);
 
 /* The bounds in force (replicated state in the replicated FSM). */
 const struct tern_fsm_limits *tern_fsm_limits(const struct tern_fsm *f);
+
+/* The cluster's id (CLUSTER_ID), 0 while none has applied: replicated, in
+ * snapshots. *refused (when not NULL): the last other id a CLUSTER_ID carried,
+ * refused, 0 if none since this FSM was made or restored (not replicated; for
+ * the owner's log). */
+uint64_t tern_fsm_cluster_id(const struct tern_fsm *f, uint64_t *refused);
 
 /* Highest proposal sequence applied from `node` (0 if none): a restarted node
  * continues above it so its new proposals are never taken for old ones. */
