@@ -203,14 +203,24 @@ static void pump_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = buf->base ? PUMP_READ_BYTES : 0;
 }
 
+/* The peer's end closed (FIN) or reset: its process is gone. */
+static void pump_gone(struct tern_raft_pump *p, int status)
+{
+    if (!p->down && (status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE) &&
+        p->t->gone_cb)
+        p->t->gone_cb(p->t->gone_data, p->peer);
+}
+
 static void pump_written(uv_write_t *w, int status)
 {
     struct pump_write *pw = (struct pump_write *)w;
     struct tern_raft_pump *p = w->data;
     free(pw->base);
     free(pw);
-    if (status != 0 && status != UV_ECANCELED)
+    if (status != 0 && status != UV_ECANCELED) {
+        pump_gone(p, status);
         pump_down(p, uv_strerror(status));
+    }
 }
 
 /* Bytes written to the peer that it has not acknowledged: libuv's queue and
@@ -276,8 +286,10 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void pump_from_peer(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     free(buf->base);
-    if (n < 0)
+    if (n < 0) {
+        pump_gone(s->data, (int)n);
         pump_down(s->data, n == UV_EOF ? NULL : uv_strerror((int)n));
+    }
 }
 
 /* libraft's end of a new socketpair, with the pump on the other; NULL on error. */

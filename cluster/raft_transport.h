@@ -43,6 +43,10 @@ struct tern_raft_transport {
     uv_tcp_t listener;
     int listening;
     struct tern_raft_incoming *incoming; /* TLS up, Raft handshake not read yet */
+    /* A peer closed or reset our outgoing connection to it (its process ended
+     * or restarted): not called for timeouts, which a partition also makes. */
+    void (*gone_cb)(void *data, raft_id peer);
+    void *gone_data;
 };
 
 /* 0 or a raft error code (from raft_uv_tcp_init). creds NULL: plain TCP;
