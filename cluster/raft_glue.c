@@ -244,6 +244,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     }
     c->raft_started = 1;
     c->start_index = raft_last_index(&c->raft);
+    /* Connections to every member made ahead of need (raft_transport.h). */
+    for (uint32_t i = 0; i < c->cfg.member_count; i++)
+        if (c->cfg.members[i].id != c->node_id)
+            tern_raft_transport_warm(&c->transport, c->cfg.members[i].id,
+                                     c->cfg.members[i].raft);
     return TERN_OK;
 }
 

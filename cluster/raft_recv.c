@@ -110,14 +110,15 @@ static bool election_msg(struct wrapped *w, struct raft *r,
         const struct raft_request_vote *rv = &msg->request_vote;
         electing_seen(w, msg->server_id, now);
         /* Another pre-candidate, of a lower id and a log at least as new:
-         * it goes first, this node stays in pre-vote for an election timeout
-         * (and grants it, as libraft decides). */
+         * it goes first, this node stays in pre-vote for this term for 4
+         * election timeouts (and grants it, as libraft decides): under loss
+         * the other's vote round takes a second or more. */
         if (rv->pre_vote && r->state == RAFT_CANDIDATE &&
             r->candidate_state.in_pre_vote && rv->candidate_id < r->id &&
             (rv->last_log_term > last_term(&r->log) ||
              (rv->last_log_term == last_term(&r->log) &&
               rv->last_log_index >= raft_last_index(r)))) {
-            w->yield_until = now + w->election_ms;
+            w->yield_until = now + 4 * (raft_time)w->election_ms;
             w->yield_term = r->current_term;
         }
         return false;

@@ -22,8 +22,8 @@
  *    a lossy network (messages delayed by TCP retransmissions as long as the
  *    round itself) that happened round after round. A pre-candidate that gets
  *    the pre-vote request of a lower-id pre-candidate whose log is at least as
- *    new leaves the pre-vote grants of its current term unread for one
- *    election timeout: the lower id goes on to the vote, which this node then
+ *    new leaves the pre-vote grants of its current term unread for up to 4
+ *    election timeouts: the lower id goes on to the vote, which this node then
  *    grants. Leaving a message unread is always safe in Raft; if the other
  *    does not win, this node's next round goes on as before.
  *  - Who is electing: the last time each node asked this one for a vote or
