@@ -122,8 +122,9 @@ struct member_req {
     struct raft_change change; /* first: the raft callback gets this pointer */
     struct tern_cluster *c;
     uint32_t id;
-    uint64_t del_index; /* remove: index of the MEMBER_DEL entry */
-    uint64_t deadline;  /* remove: when to stop waiting for the node */
+    uint64_t del_index;  /* remove: index of the MEMBER_DEL entry */
+    uint64_t deadline;   /* remove: when to stop waiting for the node */
+    unsigned promotions; /* add: raft_assign calls libraft gave up (on_assigned) */
     char raft[sizeof(((struct tern_member *)0)->raft)];
     void (*cb)(void *ctx, int status);
     void *ctx;
@@ -170,9 +171,27 @@ static int member_status(int status, const struct tern_fsm_result *res)
     return status != TERN_OK ? status : res->status;
 }
 
+/* libraft gives a promotion up (RAFT_NOCONNECTION) when one catch-up round takes
+ * over 5 s (raft_set_max_catch_up_round_duration), and the first round of a node
+ * added empty is its whole snapshot, sent and installed: 7.7 s at a million
+ * sessions (docs/benchmarks.md). A node whose peer link is up is running, so it
+ * is asked again a few times before the add fails; one that is down fails at the
+ * first, as before. */
+#define PROMOTIONS_MAX 4
+
 static void on_assigned(struct raft_change *req, int status)
 {
     struct member_req *r = (struct member_req *)req;
+    struct tern_cluster *c = r->c;
+    if (status == RAFT_NOCONNECTION && ++r->promotions < PROMOTIONS_MAX && !c->closing &&
+        raft_state(&c->raft) == RAFT_LEADER && tern_peers_connected(c->peers, r->id)) {
+        TERN_LOGI("node %u: a catch-up round took over 5 s, its link is up: promoting "
+                  "again",
+                  r->id);
+        status = raft_assign(&c->raft, &r->change, r->id, RAFT_VOTER, on_assigned);
+        if (status == 0)
+            return;
+    }
     if (status == 0)
         TERN_LOGI("node %u is a voter", r->id);
     cluster_member_done(r, from_raft(status));

@@ -81,10 +81,13 @@ static int64_t payload_of(const struct tern_raft_frames *f, uint64_t type,
         return (int64_t)sum;
     }
     if (type == MSG_INSTALL_SNAPSHOT) {
-        /* term, last index, last term, conf index, conf length, conf, data length */
-        if (hlen < 48 || get64(h + 32) != hlen - 48)
+        /* term, last index, last term, conf index, conf length, conf, data
+         * length. libraft 0.15 sizes the header for 8 bytes more than it
+         * writes (unset bytes after the data length). */
+        uint64_t conf = hlen >= 48 ? get64(h + 32) : 0;
+        if (hlen < 48 || (conf != hlen - 48 && conf + 8 != hlen - 48))
             return -1;
-        return (int64_t)get64(h + hlen - 8);
+        return (int64_t)get64(h + 40 + conf);
     }
     return 0;
 }
@@ -116,12 +119,25 @@ static int decide(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t 
     bool same = type == MSG_APPEND_ENTRIES && n_entries > 0 && f->have_last &&
                 term == f->last_term && prev == f->last_prev &&
                 prev_term == f->last_prev_term;
-    if (same &&
-        (acked < f->last_end || now_ms - f->last_ms < TERN_RAFT_FRAMES_REPROBE_MS)) {
+    /* One snapshot on its way at a time: libraft sends another when the first
+     * has not been answered within its install timeout, and on a slow link the
+     * first may still be going out. */
+    bool snap_again = type == MSG_INSTALL_SNAPSHOT && f->have_snap && acked < f->snap_end;
+    if (snap_again) {
+        f->snaps_dropped++;
+        f->dropped_bytes += f->hold_len + (uint64_t)payload;
+        f->dropping = 1;
+    } else if (same && (acked < f->last_end ||
+                        now_ms - f->last_ms < TERN_RAFT_FRAMES_REPROBE_MS)) {
         f->dropped++;
         f->dropped_bytes += f->hold_len + (uint64_t)payload;
         f->dropping = 1;
     } else {
+        if (type == MSG_INSTALL_SNAPSHOT) {
+            f->have_snap = 1;
+            f->snap_start = f->out_total;
+            f->snap_end = f->out_total + f->hold_len + (uint64_t)payload;
+        }
         *o += emit(f, out + *o, f->hold, f->hold_len);
         f->dropping = 0;
         if (type == MSG_APPEND_ENTRIES && n_entries > 0) {
@@ -137,6 +153,17 @@ static int decide(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t 
     f->hold_len = 0;
     f->need = 0;
     return 0;
+}
+
+uint64_t tern_raft_frames_snapshot_unsent(const struct tern_raft_frames *f,
+                                          uint64_t unsent)
+{
+    if (!f->have_snap || unsent > f->out_total)
+        return 0;
+    uint64_t from = f->out_total - unsent;
+    uint64_t lo = from > f->snap_start ? from : f->snap_start;
+    uint64_t hi = f->out_total < f->snap_end ? f->out_total : f->snap_end;
+    return hi > lo ? hi - lo : 0;
 }
 
 size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size_t n,

@@ -18,6 +18,13 @@
  * same entries and more). Everything else passes unchanged, and a stream this
  * parser does not understand passes through untouched from then on.
  *
+ * An InstallSnapshot is dropped too while the last one forwarded is not all
+ * acknowledged: libraft sends the snapshot again when the first was not answered
+ * within its install timeout (raft_set_install_snapshot_timeout), and at a
+ * million sessions each copy is hundreds of MB. Where the last snapshot lies in
+ * the forwarded stream is kept, so that the pump can tell its bytes from the
+ * rest of what is unsent (raft_transport.c).
+ *
  * Wire format (libraft src/uv_encoding.c, protocol 1; integers little-endian):
  * a preamble of u64 message type and u64 header length, the header, then for
  * AppendEntries the entries' data (lengths in its header) and for
@@ -44,8 +51,10 @@ struct tern_raft_frames {
     uint64_t last_term, last_prev, last_prev_term;
     uint64_t last_end; /* its end, as an offset in the forwarded stream */
     uint64_t last_ms;
-    uint64_t out_total; /* bytes forwarded */
-    uint64_t dropped, dropped_bytes;
+    int have_snap;                 /* the last InstallSnapshot forwarded: */
+    uint64_t snap_start, snap_end; /* offsets in the forwarded stream */
+    uint64_t out_total;            /* bytes forwarded */
+    uint64_t dropped, snaps_dropped, dropped_bytes;
 };
 
 void tern_raft_frames_init(struct tern_raft_frames *f);
@@ -53,6 +62,11 @@ void tern_raft_frames_free(struct tern_raft_frames *f);
 
 /* Room `out` needs for tern_raft_frames_feed() of n bytes. */
 size_t tern_raft_frames_out_max(const struct tern_raft_frames *f, size_t n);
+
+/* Of the last `unsent` bytes forwarded, how many belong to the last
+ * InstallSnapshot forwarded. */
+uint64_t tern_raft_frames_snapshot_unsent(const struct tern_raft_frames *f,
+                                          uint64_t unsent);
 
 /* Reads n bytes of libraft's stream; writes what is to be forwarded to out and
  * returns its length. `acked`: how many of the forwarded bytes the peer has

@@ -178,6 +178,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
                                       c->creds.server ? &c->creds : NULL);
     c->transport.gone_cb = on_peer_gone;
     c->transport.gone_data = c;
+    /* A stream that acknowledges nothing for a few election timeouts is given
+     * up (raft_transport.c): by then the peer counts as gone anyway. */
+    uint64_t stall_ms = (uint64_t)c->cfg.election_timeout_ms * 5;
+    c->transport.stall_ms =
+        stall_ms > TERN_RAFT_PUMP_STALL_MS_MIN ? stall_ms : TERN_RAFT_PUMP_STALL_MS_MIN;
     if (rv == 0)
         rv = raft_uv_init(&c->io, c->loop, dir, &c->transport.outer);
     /* libraft queues messages for a peer while it waits to reconnect (every

@@ -33,14 +33,20 @@
  * gets this long after the TCP connection is up. */
 #define TLS_CONNECT_TIMEOUT_MS 1000
 
-/* Unsent bytes an outgoing stream may hold before the peer counts as not
- * reading (see struct tern_raft_pump). Far above what a healthy link queues:
- * the kernel's own buffers come first. */
+/* Unsent bytes an outgoing stream may hold, besides the snapshot it is
+ * sending, before the peer counts as not reading (see struct tern_raft_pump).
+ * Far above what a healthy link queues: the kernel's own buffers come first. */
 #define PUMP_UNSENT_MAX (8u << 20)
 #define PUMP_READ_BYTES (64u << 10)
 /* A spare connection that failed (raft_transport.h) is made again this much
  * later: a peer that is down costs a SYN a second. */
 #define SPARE_RETRY_MS 1000
+/* How often every pump's progress is looked at. */
+#define PUMP_CHECK_MS 250u
+/* Ciphertext a TLS link to a Raft peer may hold before it stops reading the
+ * pump's output (link_tls.h): what is unsent then waits in the pump, where it
+ * is bounded as over plain TCP. */
+#define PUMP_TLS_UNSENT_MAX (1u << 20)
 
 /* An outgoing connection, between libraft and the network. libraft writes to a
  * stream without any bound: to a peer that is alive but not reading (stopped,
@@ -48,17 +54,30 @@
  * entry the peer lacks - queued in libuv, and the leader's memory grew by
  * hundreds of MB in seconds (a SIGSTOPped old leader: 19 -> 241 MB in 5 s).
  * So libraft gets one end of a socketpair, and this pump moves what it writes
- * to the TCP connection; past PUMP_UNSENT_MAX unsent it closes both, libraft's
- * next write fails, and libraft reconnects (its queue while reconnecting holds
- * three messages). */
+ * to the TCP connection (or, with TLS, to link_tls's plaintext end); it closes
+ * both, libraft's next write fails, and libraft reconnects (its queue while
+ * reconnecting holds three messages), when:
+ *   - more than PUMP_UNSENT_MAX is unsent besides the snapshot being sent. An
+ *     InstallSnapshot is one message of the whole state (231 MB at a million
+ *     sessions), written in one burst: counted in this bound, it closed every
+ *     link it went on, and a node added empty never caught up. It is bounded
+ *     instead by the state the node already holds, one at a time per link
+ *     (raft_frames.h drops a re-sent one while the first is unacknowledged);
+ *   - nothing that was sent has been acknowledged for stall_ms (a few election
+ *     timeouts) while something is: a peer that stopped reading gives its
+ *     stream up even when what it holds is under the bounds, which frees a
+ *     snapshot stuck behind it. */
 struct tern_raft_pump {
     struct tern_raft_transport *t;
-    uv_tcp_t *tcp;  /* raft_malloc'd by t_connect */
-    uv_pipe_t pipe; /* our end of the socketpair */
-    int open;       /* handles not closed yet */
+    uv_stream_t *out;         /* TCP (raft_malloc'd by t_connect) or link_tls's end */
+    void (*free_out)(void *); /* frees out once closed */
+    uv_pipe_t pipe;           /* our end of the socketpair */
+    int open;                 /* handles not closed yet */
     int down;
     raft_id peer;
     struct tern_raft_frames frames; /* drops re-sent probes (raft_frames.h) */
+    uint64_t acked;                 /* of frames.out_total, at the last progress: */
+    uint64_t progress_ms;
     struct tern_raft_pump *next;
 };
 
@@ -96,6 +115,8 @@ static void unlink_conn(struct tern_raft_connect *r)
         }
 }
 
+static void pumps_check(uv_timer_t *timer);
+
 static int t_init(struct raft_uv_transport *outer, raft_id id, const char *address)
 {
     struct tern_raft_transport *t = outer->impl;
@@ -107,9 +128,16 @@ static int t_init(struct raft_uv_transport *outer, raft_id id, const char *addre
     t->id = id;
     strcpy(t->address, address);
     int rv = t->inner.init(&t->inner, id, address);
-    if (rv != 0)
+    if (rv != 0) {
         memcpy(outer->errmsg, t->inner.errmsg, sizeof(outer->errmsg));
-    return rv;
+        return rv;
+    }
+    uv_timer_init(t->loop, &t->pump_timer);
+    t->pump_timer.data = t;
+    uv_timer_start(&t->pump_timer, pumps_check, PUMP_CHECK_MS, PUMP_CHECK_MS);
+    uv_unref((uv_handle_t *)&t->pump_timer); /* keeps no loop running */
+    t->pump_timer_on = 1;
+    return 0;
 }
 
 static void on_accept(struct raft_uv_transport *inner, raft_id id, const char *address,
@@ -176,8 +204,12 @@ static void pump_closed(uv_handle_t *h)
         TERN_LOGD("raft: link to node %llu: %llu re-sent probes dropped (%llu bytes)",
                   (unsigned long long)p->peer, (unsigned long long)p->frames.dropped,
                   (unsigned long long)p->frames.dropped_bytes);
+    if (p->frames.snaps_dropped)
+        TERN_LOGD("raft: link to node %llu: %llu re-sent snapshots dropped",
+                  (unsigned long long)p->peer,
+                  (unsigned long long)p->frames.snaps_dropped);
     tern_raft_frames_free(&p->frames);
-    raft_free(p->tcp);
+    p->free_out(p->out);
     free(p);
 }
 
@@ -195,7 +227,7 @@ static void pump_down(struct tern_raft_pump *p, const char *why)
         TERN_LOGW("raft: link to node %llu: %s: closed (libraft reconnects)",
                   (unsigned long long)p->peer, why);
     uv_close((uv_handle_t *)&p->pipe, pump_closed);
-    uv_close((uv_handle_t *)p->tcp, pump_closed);
+    uv_close((uv_handle_t *)p->out, pump_closed);
 }
 
 static void pump_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -230,13 +262,47 @@ static void pump_written(uv_write_t *w, int status)
  * the kernel's send queue. */
 static uint64_t pump_unacked(struct tern_raft_pump *p)
 {
-    uint64_t n = uv_stream_get_write_queue_size((uv_stream_t *)p->tcp);
+    uint64_t n = uv_stream_get_write_queue_size(p->out);
     uv_os_fd_t fd;
     int q = 0;
-    if (uv_fileno((uv_handle_t *)p->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 &&
+    if (uv_fileno((uv_handle_t *)p->out, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 &&
         q > 0)
         n += (uint64_t)q;
     return n;
+}
+
+/* Past the bound on what is unsent besides the snapshot (struct tern_raft_pump). */
+static void pump_check_unsent(struct tern_raft_pump *p)
+{
+    uint64_t unsent = uv_stream_get_write_queue_size(p->out);
+    uint64_t snap = tern_raft_frames_snapshot_unsent(&p->frames, unsent);
+    if (unsent - snap > PUMP_UNSENT_MAX)
+        pump_down(p, "peer not reading (8 MiB unsent besides a snapshot)");
+}
+
+/* Every PUMP_CHECK_MS: a pump whose peer acknowledged nothing for stall_ms while
+ * it holds unacknowledged bytes is down. */
+static void pumps_check(uv_timer_t *timer)
+{
+    struct tern_raft_transport *t = timer->data;
+    uint64_t now = uv_now(t->loop);
+    struct tern_raft_pump *next;
+    for (struct tern_raft_pump *p = t->pumps; p; p = next) {
+        next = p->next; /* pump_down unlinks p */
+        uint64_t unacked = pump_unacked(p);
+        uint64_t acked =
+            p->frames.out_total > unacked ? p->frames.out_total - unacked : 0;
+        if (unacked == 0 || acked != p->acked) {
+            p->acked = acked;
+            p->progress_ms = now;
+        } else if (now - p->progress_ms >= t->stall_ms) {
+            char why[96];
+            snprintf(
+                why, sizeof(why), "no progress for %llu ms (%llu bytes unacknowledged)",
+                (unsigned long long)(now - p->progress_ms), (unsigned long long)unacked);
+            pump_down(p, why);
+        }
+    }
 }
 
 /* What libraft wrote: out on the TCP connection, less re-sent probes, unless
@@ -265,7 +331,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (p->frames.raw && !was_raw)
         TERN_LOGW(
             "raft: link to node %llu: message framing not understood: re-sent probes "
-            "are not dropped on this connection",
+            "are not dropped and snapshots not told apart on this connection",
             (unsigned long long)p->peer);
     if (len == 0) {
         free(out);
@@ -273,7 +339,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     struct pump_write *pw = malloc(sizeof(*pw));
     uv_buf_t ob = uv_buf_init(out, (unsigned)len);
-    if (!pw || uv_write(&pw->req, (uv_stream_t *)p->tcp, &ob, 1, pump_written) != 0) {
+    if (!pw || uv_write(&pw->req, p->out, &ob, 1, pump_written) != 0) {
         free(pw);
         free(out);
         pump_down(p, "cannot write");
@@ -281,8 +347,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     pw->base = out;
     pw->req.data = p;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)p->tcp) > PUMP_UNSENT_MAX)
-        pump_down(p, "peer not reading (8 MiB unsent)");
+    pump_check_unsent(p);
 }
 
 /* The peer never sends on our outgoing connection: only its end shows here. */
@@ -295,8 +360,11 @@ static void pump_from_peer(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
 }
 
-/* libraft's end of a new socketpair, with the pump on the other; NULL on error. */
-static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_tcp_t *tcp, raft_id peer)
+/* libraft's end of a new socketpair, with the pump on the other moving its bytes
+ * to `out`, which is the pump's then (closed, and freed with free_out). NULL on
+ * error: out is still the caller's. */
+static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_stream_t *out,
+                               void (*free_out)(void *), raft_id peer)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
@@ -317,18 +385,23 @@ static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_tcp_t *tcp, raf
         free(p);
         return NULL;
     }
-    *p = (struct tern_raft_pump){.t = t, .tcp = tcp, .open = 2, .peer = peer};
+    *p = (struct tern_raft_pump){.t = t,
+                                 .out = out,
+                                 .free_out = free_out,
+                                 .open = 2,
+                                 .peer = peer,
+                                 .progress_ms = uv_now(t->loop)};
     tern_raft_frames_init(&p->frames);
     uv_pipe_init(t->loop, &p->pipe, 0);
     p->pipe.data = p;
-    tcp->data = p;
+    out->data = p;
     p->next = t->pumps;
     t->pumps = p;
     if (uv_pipe_open(&p->pipe, sv[1]) != 0) {
         close(sv[1]);
         pump_down(p, "cannot open the pipe");
     } else if (uv_read_start((uv_stream_t *)&p->pipe, pump_alloc, pump_from_raft) != 0 ||
-               uv_read_start((uv_stream_t *)tcp, pump_alloc, pump_from_peer) != 0) {
+               uv_read_start(out, pump_alloc, pump_from_peer) != 0) {
         pump_down(p, "cannot read");
     }
     return (uv_stream_t *)theirs; /* after pump_down, libraft's first write fails */
@@ -351,7 +424,7 @@ static void on_handshake_written(uv_write_t *w, int status)
 /* The connection is up, handshake sent: the pump takes it, libraft gets its end. */
 static void conn_up(struct tern_raft_connect *r)
 {
-    uv_stream_t *stream = pump_start(r->t, r->tcp, r->peer);
+    uv_stream_t *stream = pump_start(r->t, (uv_stream_t *)r->tcp, raft_free, r->peer);
     if (!stream) {
         conn_fail(r, RAFT_NOMEM);
         return;
@@ -384,8 +457,14 @@ static uint8_t *handshake_new(const struct tern_raft_transport *t, size_t *len)
     return b;
 }
 
-/* TLS is up with the node dialled: libraft gets the plaintext end, the Raft
- * handshake already in it (a fresh socketpair takes a few hundred bytes). */
+static void free_pipe(void *p)
+{
+    free(p);
+}
+
+/* TLS is up with the node dialled: the Raft handshake goes into the plaintext
+ * end (a fresh socketpair takes a few hundred bytes), and libraft gets a pump to
+ * it, bounded as over plain TCP. */
 static void on_tls_up(void *data, int status, int fd, uint32_t peer_id)
 {
     struct tern_raft_connect *r = data;
@@ -397,26 +476,30 @@ static void on_tls_up(void *data, int status, int fd, uint32_t peer_id)
     }
     size_t len;
     uint8_t *b = handshake_new(r->t, &len);
-    uv_pipe_t *pipe = raft_malloc(sizeof(*pipe)); /* libraft frees it */
+    uv_pipe_t *pipe = malloc(sizeof(*pipe)); /* the pump's, once it starts */
     if (!b || !pipe || write(fd, b, len) != (ssize_t)len ||
         uv_pipe_init(r->t->loop, pipe, 0) != 0) {
         free(b);
-        raft_free(pipe);
+        free(pipe);
         close(fd);
         conn_fail(r, RAFT_NOCONNECTION);
         return;
     }
     free(b);
-    if (uv_pipe_open(pipe, fd) != 0) {
+    uv_stream_t *stream = NULL;
+    if (uv_pipe_open(pipe, fd) != 0)
         close(fd);
-        uv_close((uv_handle_t *)pipe, (uv_close_cb)raft_free);
+    else
+        stream = pump_start(r->t, (uv_stream_t *)pipe, free_pipe, r->peer);
+    if (!stream) {
+        uv_close((uv_handle_t *)pipe, (uv_close_cb)free);
         conn_fail(r, RAFT_NOCONNECTION);
         return;
     }
     unlink_conn(r);
     struct raft_uv_connect *req = r->req;
     uv_close((uv_handle_t *)&r->timer, on_conn_closed);
-    req->cb(req, (uv_stream_t *)pipe, 0);
+    req->cb(req, stream, 0);
 }
 
 static void start_tls(struct tern_raft_connect *r)
@@ -425,8 +508,8 @@ static void start_tls(struct tern_raft_connect *r)
         .ctx = r->t->creds->client,
         .expect_id = (uint32_t)r->peer,
         .timeout_ms = TLS_CONNECT_TIMEOUT_MS,
-        .unsent_max = PUMP_UNSENT_MAX,
-        .close_when_full = true, /* as the pump: libraft reconnects */
+        .unsent_max = PUMP_TLS_UNSENT_MAX,
+        .close_when_full = false, /* the pump in front bounds what waits */
         .free_tcp = raft_free,
     };
     uv_tcp_t *tcp = r->tcp;
@@ -723,6 +806,10 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
         conn_fail(t->conns, RAFT_CANCELED);
     while (t->pumps)
         pump_down(t->pumps, NULL);
+    if (t->pump_timer_on) {
+        t->pump_timer_on = 0;
+        uv_close((uv_handle_t *)&t->pump_timer, NULL);
+    }
     tern_raft_tls_close(t);
     t->inner.close(&t->inner, on_closed);
 }
@@ -733,6 +820,7 @@ int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *lo
     memset(t, 0, sizeof(*t));
     t->creds = creds;
     t->tls.what = "raft";
+    t->stall_ms = TERN_RAFT_PUMP_STALL_MS_MIN;
     int rv = raft_uv_tcp_init(&t->inner, loop);
     if (rv != 0)
         return rv;

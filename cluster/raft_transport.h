@@ -26,6 +26,11 @@ struct tern_raft_pump;
 struct tern_raft_incoming;
 struct tern_raft_spare;
 
+/* An outgoing stream that had unacknowledged bytes and none acknowledged for
+ * stall_ms is closed (raft_transport.c, struct tern_raft_pump); the owner sets
+ * stall_ms, at least this. */
+#define TERN_RAFT_PUMP_STALL_MS_MIN 2000u
+
 struct tern_raft_transport {
     struct raft_uv_transport outer; /* give &outer to raft_uv_init() */
     struct raft_uv_transport inner; /* raft_uv_tcp: listens, accepts */
@@ -34,6 +39,9 @@ struct tern_raft_transport {
     char address[256];               /* ours, sent in the handshake */
     struct tern_raft_connect *conns; /* connection attempts in flight */
     struct tern_raft_pump *pumps;    /* outgoing connections (raft_transport.c) */
+    uv_timer_t pump_timer;           /* their progress, checked (pumps_check) */
+    int pump_timer_on;
+    uint64_t stall_ms;
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
     /* Mutual TLS (link_tls.h), when creds is set: connections both ways go

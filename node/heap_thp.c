@@ -22,7 +22,15 @@
  * covers the whole aligned 2 MiB when it is first touched, and with glibc's
  * default 128 KiB steps two thirds of it stayed on small pages (190 of 587
  * MiB at 100,000 sessions; 514 of 585 with this, fork() 1.9 -> 1.5 ms CPU). */
-#define SETTINGS TUNABLE "=1:glibc.malloc.top_pad=33554432"
+/* One arena for every thread: each thread arena keeps that 32 MiB pad too,
+ * and the thread-pool threads that collect snapshots (cluster/snap_fork.c)
+ * filled theirs with snapshot buffers that stayed resident after free: 4
+ * arenas held 108 MB of RSS at 1M sessions with 27 KB in use
+ * (docs/benchmarks.md, "Under 300 bytes per idle persistent session at a
+ * million"). Those threads allocate rarely and tcache serves their small
+ * requests without the arena's lock, so sharing it should not show in the
+ * loop's latency (and did not: PUBACK p50 and p99 the same as before). */
+#define SETTINGS TUNABLE "=1:glibc.malloc.top_pad=33554432:glibc.malloc.arena_max=1"
 
 void tern_heap_thp_reexec(char **argv)
 {

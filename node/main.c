@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config_tls.h"
 #include "node.h"
 #include "tern/tls.h"
 #include "tern/config.h"

@@ -15,18 +15,6 @@
  * max_packet_size) plus fixed fields of its own: this covers those. */
 #define PEER_FRAME_SLACK_BYTES 65536
 
-uint64_t tern_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t tern_mono_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
 /* Prepare phase: write out everything this loop turn produced, once per
  * connection. */
 /* How long the last loop iteration worked (wall time minus time waiting in
@@ -236,19 +224,6 @@ static void on_conn_timer(uv_timer_t *t)
 {
     tern_conn_sweep(t->data, tern_mono_ms());
     tern_flow_check(t->data); /* slow subscribers time out on an idle loop too */
-}
-
-const struct tern_fsm_limits *tern_node_limits(const struct tern_node *n)
-{
-    return tern_fsm_limits(tern_cluster_fsm(n->cluster));
-}
-
-bool tern_node_available(const struct tern_node *n)
-{
-    if (n->cluster && tern_cluster_removed(n->cluster))
-        return false; /* for good: no grace period */
-    return n->unready_since_ms == 0 || tern_mono_ms() - n->unready_since_ms <
-                                           (uint64_t)n->cfg.raft_election_timeout_ms * 4;
 }
 
 int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_config *cfg,

@@ -55,6 +55,7 @@ void fsm_state_free(struct tern_fsm *f)
     f->origins = NULL;
     f->origin_count = f->origin_cap = 0;
     f->member_count = 0;
+    tern_slab_destroy(&f->slab); /* empty by now: every session went */
 }
 
 void tern_fsm_free(struct tern_fsm *f)
@@ -286,7 +287,7 @@ uint16_t tern_fsm_session_next_packet_id(const struct tern_fsm_session *s)
 
 uint32_t tern_fsm_session_sub_count(const struct tern_fsm_session *s)
 {
-    return s->sub_count;
+    return fsm_session_sub_count(s);
 }
 
 bool tern_fsm_session_inbound_held(const struct tern_fsm_session *s, uint16_t packet_id)

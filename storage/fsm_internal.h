@@ -31,6 +31,7 @@
 #include "tern/fsm.h"
 #include "tern/heap.h"
 #include "tern/hmap.h"
+#include "tern/slab.h"
 #include "tern/topic.h"
 
 #define FSM_EXPIRY_NEVER 0xFFFFFFFFu
@@ -103,19 +104,43 @@ struct fsm_group {
 };
 
 /* One allocation with its filter inline (fsm_sub_new): every persistent
- * device holds at least one, so no separate string. */
+ * device holds at least one, so no separate string, and lengths are 16-bit
+ * (filters are str16), so that the header is 41 bytes: a filter of up to 15
+ * bytes fits a 64-byte malloc chunk. */
 struct fsm_sub {
     struct tern_fsm_session *s;
     struct fsm_sub *next;    /* session's list, in subscription order */
-    const char *inner;       /* into filter: the tree key */
     struct fsm_group *group; /* NULL when not shared */
     uint64_t seq;            /* creation order: sorts matches deterministically */
     uint32_t sub_id;
-    uint32_t filter_len; /* <= 65535 (str16) */
-    uint32_t inner_len;
+    uint16_t filter_len;
+    uint16_t inner_off; /* the tree key: filter + inner_off (past a $share prefix) */
     uint8_t options;
     char filter[]; /* full filter, NUL-terminated */
 };
+
+#if UINTPTR_MAX == UINT64_MAX
+static_assert(offsetof(struct fsm_sub, filter) == 41, "subscription header: 41 bytes");
+#endif
+
+/* Bytes of u's allocation (fsm_obj_alloc). */
+static inline size_t fsm_sub_size(size_t filter_len)
+{
+    size_t n = offsetof(struct fsm_sub, filter) + filter_len + 1;
+    return n > sizeof(struct fsm_sub) ? n : sizeof(struct fsm_sub);
+}
+void fsm_sub_free(struct tern_fsm *f, struct fsm_sub *u);
+
+/* The topic tree's key of u: its filter without a $share/GROUP/ prefix. */
+static inline const char *fsm_sub_inner(const struct fsm_sub *u)
+{
+    return u->filter + u->inner_off;
+}
+
+static inline size_t fsm_sub_inner_len(const struct fsm_sub *u)
+{
+    return (size_t)u->filter_len - u->inner_off;
+}
 
 /* A subscription of s to filter (not indexed yet: fsm_sub_index), or NULL when
  * out of memory (f->nomem). */
@@ -183,16 +208,31 @@ struct tern_fsm_session {
     uint16_t next_packet_id;
     uint8_t proto;
     bool online;
-    uint32_t sub_count;
     /* Position in f->session_timers (tern/heap.h; 0 = not in it): a session
      * has one while it has a deadline (fsm_session_deadline). */
     uint32_t timer_pos;
     char client_id[]; /* NUL-terminated; the table key */
 };
 
+/* Bytes of a session's allocation (fsm_obj_alloc). */
+static inline size_t fsm_session_size(size_t client_id_len)
+{
+    size_t n = offsetof(struct tern_fsm_session, client_id) + client_id_len + 1;
+    return n > sizeof(struct tern_fsm_session) ? n : sizeof(struct tern_fsm_session);
+}
+
+/* Counted, not stored (a list of one, in most sessions): 4 bytes a session. */
+static inline uint32_t fsm_session_sub_count(const struct tern_fsm_session *s)
+{
+    uint32_t n = 0;
+    for (const struct fsm_sub *u = s->subs; u; u = u->next)
+        n++;
+    return n;
+}
+
 #if UINTPTR_MAX == UINT64_MAX
-static_assert(offsetof(struct tern_fsm_session, client_id) == 64,
-              "session header: 64 bytes, so a 15-byte id fits an 80-byte chunk");
+static_assert(offsetof(struct tern_fsm_session, client_id) == 60,
+              "session header: 60 bytes, so a 15-byte id takes 76 (fsm_slab)");
 /* 104 bytes: a 112-byte malloc chunk. */
 static_assert(sizeof(struct fsm_session_state) == 104, "session state: 104 bytes");
 #endif
@@ -270,6 +310,9 @@ struct tern_fsm {
     struct tern_fsm_stats stats;
     const struct tern_fsm *retained_src;
 
+    /* Sessions and subscriptions (fsm_obj_alloc): the objects every
+     * persistent device holds, without malloc's header and rounding. */
+    struct tern_slab slab;
     struct fsm_stab sessions;
     struct fsm_map groups;
     struct tern_topic_tree *subs;     /* inner filter -> struct fsm_sub */
@@ -338,6 +381,9 @@ int fsm_grow(void **arr, size_t *cap, size_t need, size_t elem);
 void *fsm_malloc(struct tern_fsm *f, size_t n);
 void *fsm_calloc(struct tern_fsm *f, size_t n);
 int fsm_grow_in(struct tern_fsm *f, void **arr, size_t *cap, size_t need, size_t elem);
+/* From f->slab (not zeroed); freed with the same n. */
+void *fsm_obj_alloc(struct tern_fsm *f, size_t n);
+void fsm_obj_free(struct tern_fsm *f, void *p, size_t n);
 static inline void fsm_nomem(struct tern_fsm *f)
 {
     f->nomem = true;

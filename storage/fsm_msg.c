@@ -34,6 +34,19 @@ void *fsm_calloc(struct tern_fsm *f, size_t n)
     return p;
 }
 
+void *fsm_obj_alloc(struct tern_fsm *f, size_t n)
+{
+    void *p = alloc_injected(f) ? NULL : tern_slab_alloc(&f->slab, n);
+    if (!p)
+        fsm_nomem(f);
+    return p;
+}
+
+void fsm_obj_free(struct tern_fsm *f, void *p, size_t n)
+{
+    tern_slab_free(&f->slab, p, n);
+}
+
 int fsm_grow_in(struct tern_fsm *f, void **arr, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)

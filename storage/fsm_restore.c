@@ -268,11 +268,10 @@ static void get_sub(struct rs *x, struct tern_fsm_session *s, struct fsm_sub ***
         goto err;
     **tail = u;
     *tail = &u->next;
-    s->sub_count++;
     x->nf->stats.subscriptions++;
     return;
 err:
-    free(u);
+    fsm_sub_free(x->nf, u);
 }
 
 static void get_subs(struct rs *x, struct tern_fsm_session *s)
@@ -635,6 +634,7 @@ static void get_body(struct rs *x)
 static void state_move(struct tern_fsm *dst, struct tern_fsm *src)
 {
     fsm_state_free(dst);
+    dst->slab = src->slab; /* the sessions' and subscriptions' pages */
     dst->sessions = src->sessions;
     dst->groups = src->groups;
     dst->subs = src->subs;

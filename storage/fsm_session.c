@@ -147,19 +147,18 @@ static void sub_append(struct tern_fsm_session *s, struct fsm_sub *u)
     while (*p)
         p = &(*p)->next;
     *p = u;
-    s->sub_count++;
 }
 
 struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
                             struct tern_bytes filter, uint8_t options, uint32_t sub_id,
                             uint64_t seq)
 {
-    size_t size = offsetof(struct fsm_sub, filter) + (size_t)filter.len + 1;
-    struct fsm_sub *u = fsm_malloc(f, size > sizeof(*u) ? size : sizeof(*u));
+    struct fsm_sub *u = fsm_obj_alloc(f, fsm_sub_size(filter.len));
     if (!u)
         return NULL;
+    assert(filter.len <= UINT16_MAX); /* str16 */
     *u = (struct fsm_sub){.s = s,
-                          .filter_len = filter.len,
+                          .filter_len = (uint16_t)filter.len,
                           .options = options,
                           .sub_id = sub_id,
                           .seq = seq};
@@ -171,23 +170,27 @@ struct fsm_sub *fsm_sub_new(struct tern_fsm *f, struct tern_fsm_session *s,
 
 int fsm_sub_index(struct tern_fsm *f, struct fsm_sub *u)
 {
-    const char *g;
+    const char *g, *inner = u->filter;
     size_t glen, ilen = u->filter_len;
-    u->inner = u->filter;
     bool shared =
-        tern_topic_shared_split(u->filter, u->filter_len, &g, &glen, &u->inner, &ilen);
-    u->inner_len = (uint32_t)ilen;
+        tern_topic_shared_split(u->filter, u->filter_len, &g, &glen, &inner, &ilen);
+    u->inner_off = (uint16_t)(inner - u->filter);
     if (shared) {
-        u->group = group_get(f, g, glen, u->inner, u->inner_len);
+        u->group = group_get(f, g, glen, inner, ilen);
         if (!u->group)
             return TERN_ENOMEM;
     }
-    int rc = tern_topic_tree_add(f->subs, u->inner, u->inner_len, u);
+    int rc = tern_topic_tree_add(f->subs, inner, ilen, u);
     if (rc != TERN_OK) {
         fsm_nomem(f); /* the filter is valid: only memory can fail */
         group_put(f, u->group);
     }
     return rc;
+}
+
+void fsm_sub_free(struct tern_fsm *f, struct fsm_sub *u)
+{
+    fsm_obj_free(f, u, fsm_sub_size(u->filter_len));
 }
 
 static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s,
@@ -196,7 +199,8 @@ static struct fsm_sub *sub_create(struct tern_fsm *f, struct tern_fsm_session *s
     struct fsm_sub *u =
         fsm_sub_new(f, s, e->filter, e->options, e->sub_id, ++f->sub_counter);
     if (!u || fsm_sub_index(f, u) != TERN_OK) {
-        free(u);
+        if (u)
+            fsm_sub_free(f, u);
         return NULL;
     }
     sub_append(s, u);
@@ -211,10 +215,9 @@ static void sub_destroy(struct tern_fsm *f, struct tern_fsm_session *s, struct f
         p = &(*p)->next;
     if (*p)
         *p = u->next;
-    s->sub_count--;
-    tern_topic_tree_remove(f->subs, u->inner, u->inner_len, u);
+    tern_topic_tree_remove(f->subs, fsm_sub_inner(u), fsm_sub_inner_len(u), u);
     group_put(f, u->group);
-    free(u);
+    fsm_sub_free(f, u);
     f->stats.subscriptions--;
 }
 
@@ -293,7 +296,7 @@ void fsm_session_destroy(struct tern_fsm *f, struct tern_fsm_session *s)
     session_state_free(s);
     fsm_stab_del(&f->sessions, s);
     f->stats.sessions--;
-    free(s);
+    fsm_obj_free(f, s, fsm_session_size(s->client_id_len));
 }
 
 static int destroy_visit(void *ctx, struct tern_fsm_session *s)
@@ -311,17 +314,18 @@ struct tern_fsm_session *fsm_session_alloc(struct tern_fsm *f, struct tern_bytes
 {
     if (id.len == 0 || id.len > FSM_CLIENT_ID_MAX)
         return NULL;
-    size_t size = offsetof(struct tern_fsm_session, client_id) + (size_t)id.len + 1;
-    struct tern_fsm_session *s = fsm_calloc(f, size > sizeof(*s) ? size : sizeof(*s));
+    size_t size = fsm_session_size(id.len);
+    struct tern_fsm_session *s = fsm_obj_alloc(f, size);
     if (!s)
         return NULL;
+    memset(s, 0, size);
     memcpy(s->client_id, id.ptr, id.len);
     s->client_id[id.len] = 0;
     s->client_id_len = (uint16_t)id.len;
     s->st = &fsm_session_state_empty;
     if (fsm_stab_put(&f->sessions, s) != TERN_OK) {
         fsm_nomem(f);
-        free(s);
+        fsm_obj_free(f, s, size);
         return NULL;
     }
     f->stats.sessions++;
@@ -608,8 +612,8 @@ static void sub_retained(struct tern_fsm *f, struct tern_fsm_session *s,
         return;
     const struct tern_fsm *src = f->retained_src ? f->retained_src : f;
     struct retained_ctx x = {.f = f};
-    tern_topic_tree_match_filter(src->retained, d->u->inner, d->u->inner_len,
-                                 retained_collect, &x);
+    tern_topic_tree_match_filter(src->retained, fsm_sub_inner(d->u),
+                                 fsm_sub_inner_len(d->u), retained_collect, &x);
     if (x.n > 1)
         qsort(x.v, x.n, sizeof(*x.v), topic_cmp);
     for (size_t i = 0; i < x.n; i++) {

@@ -161,7 +161,7 @@ static void put_entry(struct tern_wbuf *w, const struct fsm_entry *e)
 
 static void put_subs(struct tern_wbuf *w, const struct tern_fsm_session *s)
 {
-    tern_wbuf_put_u32(w, s->sub_count);
+    tern_wbuf_put_u32(w, fsm_session_sub_count(s));
     for (const struct fsm_sub *u = s->subs; u; u = u->next) { /* seq order */
         tern_wbuf_put_lbytes(w, u->filter, u->filter_len);
         tern_wbuf_put_u8(w, u->options);

@@ -12,6 +12,9 @@
  * No recursion: matching uses a fixed stack bounded by the tree depth, which
  * add() caps at TERN_TOPIC_LEVELS_MAX; whole-subtree walks use parent pointers
  * and need no stack at all.
+ *
+ * About 800 lines on purpose: the value sets, the node, add/remove and the two
+ * matchers share the node's layout, which no other file needs to see.
  */
 #include "tern/topic.h"
 
@@ -21,6 +24,7 @@
 
 #include "tern/error.h"
 #include "tern/hmap.h"
+#include "tern/slab.h"
 
 /* Value sets up to this size are scanned linearly; bigger ones get an index. */
 #define VSET_LINEAR_MAX 16u
@@ -154,25 +158,36 @@ struct vidx {
     uint32_t slot[];
 };
 
-/* 24 bytes: the index's size lives with the index. */
+/* Two values or more: the array, with its index (rare: popular filters) in
+ * front, so that the set in every node is 16 bytes. */
+struct varr {
+    struct vidx *idx; /* NULL when not indexed */
+    void *v[];        /* cap values */
+};
+
 struct vset {
     union {
-        void **v;  /* cap > 1 */
-        void *one; /* cap == 1 */
+        struct varr *arr; /* cap > 1 */
+        void *one;        /* cap == 1 */
     } u;
-    struct vidx *idx; /* NULL when not indexed */
     uint32_t n, cap;
 };
 
+static struct vidx *vset_idx(const struct vset *s)
+{
+    return s->cap > 1 ? s->u.arr->idx : NULL;
+}
+
 static uint32_t idx_cap(const struct vset *s)
 {
-    return s->idx ? s->idx->cap : 0;
+    const struct vidx *idx = vset_idx(s);
+    return idx ? idx->cap : 0;
 }
 
 /* The i-th value (i < n). */
 static void *vset_at(const struct vset *s, uint32_t i)
 {
-    return s->cap == 1 ? s->u.one : s->u.v[i];
+    return s->cap == 1 ? s->u.one : s->u.arr->v[i];
 }
 
 static uint32_t ptr_hash(const void *p)
@@ -184,12 +199,13 @@ static uint32_t ptr_hash(const void *p)
     return (uint32_t)x;
 }
 
-/* Slot in idx holding p, or the empty slot where it would go. */
+/* Slot in the index holding p, or the empty slot where it would go. */
 static uint32_t vset_slot(const struct vset *s, const void *p)
 {
-    uint32_t mask = idx_cap(s) - 1;
+    const struct varr *a = s->u.arr;
+    uint32_t mask = a->idx->cap - 1;
     uint32_t i = ptr_hash(p) & mask;
-    while (s->idx->slot[i] != 0 && s->u.v[s->idx->slot[i] - 1] != p)
+    while (a->idx->slot[i] != 0 && a->v[a->idx->slot[i] - 1] != p)
         i = (i + 1) & mask;
     return i;
 }
@@ -197,8 +213,9 @@ static uint32_t vset_slot(const struct vset *s, const void *p)
 static uint32_t vset_find(const struct vset *s, const void *p)
 {
     if (idx_cap(s)) {
+        const struct vidx *idx = s->u.arr->idx;
         uint32_t slot = vset_slot(s, p);
-        return s->idx->slot[slot] ? s->idx->slot[slot] - 1 : UINT32_MAX;
+        return idx->slot[slot] ? idx->slot[slot] - 1 : UINT32_MAX;
     }
     for (uint32_t i = 0; i < s->n; i++) {
         if (vset_at(s, i) == p)
@@ -207,17 +224,18 @@ static uint32_t vset_find(const struct vset *s, const void *p)
     return UINT32_MAX;
 }
 
-/* (Re)builds the index with cap slots (load <= 1/2). */
+/* (Re)builds the index with cap slots (load <= 1/2); only for an array. */
 static int vset_reindex(struct vset *s, uint32_t cap)
 {
+    struct varr *a = s->u.arr;
     struct vidx *idx = calloc(1, sizeof(*idx) + (size_t)cap * sizeof(idx->slot[0]));
     if (idx == NULL)
         return TERN_ENOMEM;
-    free(s->idx);
-    s->idx = idx;
+    free(a->idx);
+    a->idx = idx;
     idx->cap = cap;
     for (uint32_t i = 0; i < s->n; i++)
-        s->idx->slot[vset_slot(s, s->u.v[i])] = i + 1;
+        idx->slot[vset_slot(s, a->v[i])] = i + 1;
     return 0;
 }
 
@@ -232,13 +250,15 @@ static int vset_add(struct vset *s, void *p)
         if (s->cap >= UINT32_MAX / 4)
             return TERN_ENOMEM; /* over 1G values: treat as exhausted */
         uint32_t cap = s->cap * 2;
-        void **v =
-            s->cap == 1 ? malloc(cap * sizeof(*v)) : realloc(s->u.v, cap * sizeof(*v));
-        if (v == NULL)
+        size_t size = sizeof(struct varr) + cap * sizeof(void *);
+        struct varr *a = s->cap == 1 ? malloc(size) : realloc(s->u.arr, size);
+        if (a == NULL)
             return TERN_ENOMEM;
-        if (s->cap == 1)
-            v[0] = s->u.one;
-        s->u.v = v;
+        if (s->cap == 1) {
+            a->v[0] = s->u.one;
+            a->idx = NULL;
+        }
+        s->u.arr = a;
         s->cap = cap;
     }
     if (idx_cap(s) == 0 && s->n + 1 > VSET_LINEAR_MAX) {
@@ -248,30 +268,31 @@ static int vset_add(struct vset *s, void *p)
         if (vset_reindex(s, idx_cap(s) * 2) != 0)
             return TERN_ENOMEM;
     }
-    s->u.v[s->n++] = p;
+    s->u.arr->v[s->n++] = p;
     if (idx_cap(s))
-        s->idx->slot[vset_slot(s, p)] = s->n;
+        s->u.arr->idx->slot[vset_slot(s, p)] = s->n;
     return 0;
 }
 
 /* Linear-probing delete by backward shift (keeps probe chains intact). */
 static void vset_unindex(struct vset *s, uint32_t slot)
 {
-    uint32_t mask = idx_cap(s) - 1;
+    struct varr *a = s->u.arr;
+    uint32_t mask = a->idx->cap - 1;
     uint32_t i = slot, j = slot;
     for (;;) {
         j = (j + 1) & mask;
-        if (s->idx->slot[j] == 0)
+        if (a->idx->slot[j] == 0)
             break;
-        uint32_t home = ptr_hash(s->u.v[s->idx->slot[j] - 1]) & mask;
+        uint32_t home = ptr_hash(a->v[a->idx->slot[j] - 1]) & mask;
         /* Move j back to i unless its home lies cyclically in (i, j]. */
         bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
-            s->idx->slot[i] = s->idx->slot[j];
+            a->idx->slot[i] = a->idx->slot[j];
             i = j;
         }
     }
-    s->idx->slot[i] = 0;
+    a->idx->slot[i] = 0;
 }
 
 static void vset_remove_at(struct vset *s, uint32_t pos)
@@ -281,29 +302,30 @@ static void vset_remove_at(struct vset *s, uint32_t pos)
         s->n = s->cap = 0;
         return;
     }
+    struct varr *a = s->u.arr;
     uint32_t last = s->n - 1;
     if (idx_cap(s)) {
-        vset_unindex(s, vset_slot(s, s->u.v[pos]));
+        vset_unindex(s, vset_slot(s, a->v[pos]));
         if (pos != last)
-            s->idx->slot[vset_slot(s, s->u.v[last])] = pos + 1;
+            a->idx->slot[vset_slot(s, a->v[last])] = pos + 1;
     }
-    s->u.v[pos] = s->u.v[last];
+    a->v[pos] = a->v[last];
     s->n--;
     if (idx_cap(s) && s->n <= VSET_LINEAR_MAX / 2) {
-        free(s->idx);
-        s->idx = NULL;
+        free(a->idx);
+        a->idx = NULL;
     } else if (idx_cap(s) > 4 * VSET_LINEAR_MAX && s->n * 8 < idx_cap(s)) {
         (void)vset_reindex(s, idx_cap(s) / 2); /* best effort */
     }
     if (s->n <= 1 && !idx_cap(s)) {
-        void *one = s->n ? s->u.v[0] : NULL; /* back in place (or empty) */
-        free(s->u.v);
+        void *one = s->n ? a->v[0] : NULL; /* back in place (or empty) */
+        free(a);
         s->u.one = one;
         s->cap = s->n;
     } else if (s->cap > 8 && s->n * 4 < s->cap) {
-        void **v = realloc(s->u.v, (s->cap / 2) * sizeof(*v));
-        if (v != NULL) { /* best effort */
-            s->u.v = v;
+        struct varr *b = realloc(a, sizeof(struct varr) + (s->cap / 2) * sizeof(void *));
+        if (b != NULL) { /* best effort */
+            s->u.arr = b;
             s->cap /= 2;
         }
     }
@@ -311,30 +333,37 @@ static void vset_remove_at(struct vset *s, uint32_t pos)
 
 static void vset_free(struct vset *s)
 {
-    if (s->cap > 1)
-        free(s->u.v);
-    free(s->idx);
+    if (s->cap > 1) {
+        free(s->u.arr->idx);
+        free(s->u.arr);
+    }
     memset(s, 0, sizeof(*s));
 }
 
 /* --- nodes ------------------------------------------------------------------- */
 
+/* A node's children, allocated with its first one: most nodes are leaves (a
+ * device's own level), and a leaf then needs no room for them. */
+struct kids {
+    struct node *plus;    /* '+' child */
+    struct node *hash;    /* '#' child */
+    struct tern_hmap map; /* plain children by level */
+};
+
 struct node {
     struct node *parent;
-    struct node *plus;     /* '+' child */
-    struct node *hash;     /* '#' child */
-    struct tern_hmap kids; /* plain children by level */
-    uint32_t level_hash;   /* the low 32 bits of its tern_hmap_hash */
-    uint32_t level_len;    /* <= TERN_TOPIC_KEY_MAX */
+    struct kids *kids; /* NULL when it has no children */
     struct vset vals;
+    uint32_t level_hash; /* the low 32 bits of its tern_hmap_hash */
+    uint32_t level_len;  /* <= TERN_TOPIC_KEY_MAX */
     /* The node's full key is not stored: it is its levels joined by '/', and
      * visits rebuild it (visit_node). That is a string allocation per key less. */
     char level[]; /* NUL-terminated */
 };
 
 #if UINTPTR_MAX == UINT64_MAX
-static_assert(offsetof(struct node, level) == 72,
-              "node: 72 bytes, so a 15-byte level fits a 96-byte chunk");
+static_assert(offsetof(struct node, level) == 40,
+              "node: 40 bytes, so a 7-byte level takes 48 (tern/slab.h)");
 #endif
 
 struct tern_topic_tree {
@@ -344,7 +373,32 @@ struct tern_topic_tree {
      * so a visit never allocates. */
     char *keybuf;
     size_t keybuf_cap;
+    /* Nodes and children records: a tree of a million devices' filters is a
+     * million nodes, so no malloc header and rounding for each. */
+    struct tern_slab slab;
 };
+
+static size_t node_size(size_t level_len)
+{
+    return offsetof(struct node, level) + level_len + 1;
+}
+
+static struct node *node_alloc(struct tern_topic_tree *t, const char *s, size_t len)
+{
+    struct node *n = tern_slab_alloc(&t->slab, node_size(len));
+    if (n == NULL)
+        return NULL;
+    memset(n, 0, offsetof(struct node, level));
+    memcpy(n->level, s, len);
+    n->level[len] = '\0';
+    n->level_len = (uint32_t)len;
+    return n;
+}
+
+static void node_free(struct tern_topic_tree *t, struct node *n)
+{
+    tern_slab_free(&t->slab, n, node_size(n->level_len));
+}
 
 static uint64_t level_hash(const char *s, size_t len)
 {
@@ -371,12 +425,25 @@ static bool is_hash(const char *s, size_t len)
  * compare their few slots instead of hashing the level. */
 #define KIDS_SCAN_MAX 4u
 
+static struct node *kid_plus(const struct node *n)
+{
+    return n->kids ? n->kids->plus : NULL;
+}
+
+static struct node *kid_hash(const struct node *n)
+{
+    return n->kids ? n->kids->hash : NULL;
+}
+
 static struct node *kid_find(const struct node *n, const char *s, size_t len)
 {
-    if (tern_hmap_count(&n->kids) > KIDS_SCAN_MAX)
-        return tern_hmap_get(&n->kids, level_hash(s, len), s, len, level_eq);
+    if (n->kids == NULL)
+        return NULL;
+    const struct tern_hmap *m = &n->kids->map;
+    if (tern_hmap_count(m) > KIDS_SCAN_MAX)
+        return tern_hmap_get(m, level_hash(s, len), s, len, level_eq);
     uint32_t pos = 0;
-    for (struct node *c; (c = tern_hmap_at(&n->kids, &pos)) != NULL; pos++)
+    for (struct node *c; (c = tern_hmap_at(m, &pos)) != NULL; pos++)
         if (level_eq(c, s, len))
             return c;
     return NULL;
@@ -386,61 +453,86 @@ static struct node *kid_find(const struct node *n, const char *s, size_t len)
 static struct node *child_get(const struct node *n, const char *s, size_t len)
 {
     if (is_plus(s, len))
-        return n->plus;
+        return kid_plus(n);
     if (is_hash(s, len))
-        return n->hash;
+        return kid_hash(n);
     return kid_find(n, s, len);
 }
 
-static struct node *child_create(struct node *n, const char *s, size_t len)
+static bool kids_empty(const struct kids *k)
 {
-    struct node *c = calloc(1, offsetof(struct node, level) + len + 1);
-    if (c == NULL)
+    return k->plus == NULL && k->hash == NULL && tern_hmap_count(&k->map) == 0;
+}
+
+/* Frees n's children record once it holds none. */
+static void kids_free(struct tern_topic_tree *t, struct node *n)
+{
+    tern_hmap_free(&n->kids->map);
+    tern_slab_free(&t->slab, n->kids, sizeof(*n->kids));
+    n->kids = NULL;
+}
+
+static void kids_trim(struct tern_topic_tree *t, struct node *n)
+{
+    if (n->kids && kids_empty(n->kids))
+        kids_free(t, n);
+}
+
+static struct node *child_create(struct tern_topic_tree *t, struct node *n, const char *s,
+                                 size_t len)
+{
+    if (n->kids == NULL) {
+        n->kids = tern_slab_alloc(&t->slab, sizeof(*n->kids));
+        if (n->kids == NULL)
+            return NULL;
+        memset(n->kids, 0, sizeof(*n->kids));
+    }
+    struct node *c = node_alloc(t, s, len);
+    if (c == NULL) {
+        kids_trim(t, n);
         return NULL;
-    memcpy(c->level, s, len);
-    c->level_len = (uint32_t)len;
+    }
     c->parent = n;
     if (is_plus(s, len)) {
-        n->plus = c;
+        n->kids->plus = c;
     } else if (is_hash(s, len)) {
-        n->hash = c;
+        n->kids->hash = c;
     } else {
         uint64_t h = level_hash(s, len);
         c->level_hash = (uint32_t)h;
-        if (tern_hmap_put(&n->kids, h, c) != TERN_OK) {
-            free(c);
+        if (tern_hmap_put(&n->kids->map, h, c) != TERN_OK) {
+            node_free(t, c);
+            kids_trim(t, n);
             return NULL;
         }
     }
     return c;
 }
 
-static void child_unlink(struct node *n, struct node *c)
+static void child_unlink(struct tern_topic_tree *t, struct node *n, struct node *c)
 {
-    if (n->plus == c) {
-        n->plus = NULL;
-        return;
-    }
-    if (n->hash == c) {
-        n->hash = NULL;
-        return;
-    }
-    tern_hmap_del_item(&n->kids, c->level_hash, c); /* shrinks, frees when empty */
+    struct kids *k = n->kids;
+    if (k->plus == c)
+        k->plus = NULL;
+    else if (k->hash == c)
+        k->hash = NULL;
+    else
+        tern_hmap_del_item(&k->map, c->level_hash, c); /* shrinks, frees when empty */
+    kids_trim(t, n);
 }
 
 static bool node_empty(const struct node *n)
 {
-    return n->vals.n == 0 && tern_hmap_count(&n->kids) == 0 && n->plus == NULL &&
-           n->hash == NULL;
+    return n->vals.n == 0 && n->kids == NULL;
 }
 
 /* Frees empty nodes from n upwards (never the root). */
-static void prune(struct node *n)
+static void prune(struct tern_topic_tree *t, struct node *n)
 {
     while (n->parent != NULL && node_empty(n)) {
         struct node *p = n->parent;
-        child_unlink(p, n);
-        free(n);
+        child_unlink(t, p, n);
+        node_free(t, n);
         n = p;
     }
 }
@@ -449,10 +541,12 @@ static void prune(struct node *n)
  * seed), then '+', then '#'. */
 static struct node *plain_from(const struct node *n, uint32_t pos)
 {
-    struct node *c = tern_hmap_at(&n->kids, &pos);
+    if (n->kids == NULL)
+        return NULL;
+    struct node *c = tern_hmap_at(&n->kids->map, &pos);
     if (c)
         return c;
-    return n->plus ? n->plus : n->hash;
+    return n->kids->plus ? n->kids->plus : n->kids->hash;
 }
 
 static struct node *child_first(const struct node *n)
@@ -462,12 +556,12 @@ static struct node *child_first(const struct node *n)
 
 static struct node *child_next(const struct node *n, const struct node *c)
 {
-    if (c == n->hash)
+    if (c == n->kids->hash)
         return NULL;
-    if (c == n->plus)
-        return n->hash;
+    if (c == n->kids->plus)
+        return n->kids->hash;
     uint32_t pos = 0;
-    bool found = tern_hmap_pos(&n->kids, c->level_hash, c, &pos);
+    bool found = tern_hmap_pos(&n->kids->map, c->level_hash, c, &pos);
     assert(found);
     (void)found;
     return plain_from(n, pos + 1);
@@ -480,7 +574,7 @@ struct tern_topic_tree *tern_topic_tree_new(void)
     struct tern_topic_tree *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    t->root = calloc(1, offsetof(struct node, level) + 1);
+    t->root = node_alloc(t, "", 0);
     if (t->root == NULL) {
         free(t);
         return NULL;
@@ -488,10 +582,12 @@ struct tern_topic_tree *tern_topic_tree_new(void)
     return t;
 }
 
-static void node_release(struct node *n)
+static void node_release(struct tern_topic_tree *t, struct node *n)
 {
     vset_free(&n->vals);
-    tern_hmap_free(&n->kids);
+    if (n->kids)
+        kids_free(t, n);
+    node_free(t, n);
 }
 
 void tern_topic_tree_free(struct tern_topic_tree *t)
@@ -506,14 +602,13 @@ void tern_topic_tree_free(struct tern_topic_tree *t)
         n = c;
     while (n != t->root) {
         struct node *p = n->parent, *next = child_next(p, n);
-        node_release(n);
-        free(n);
+        node_release(t, n);
         n = next ? next : p;
         while (next && (c = child_first(n)) != NULL)
             n = c;
     }
-    node_release(t->root);
-    free(t->root);
+    node_release(t, t->root);
+    tern_slab_destroy(&t->slab);
     free(t->keybuf);
     free(t);
 }
@@ -571,9 +666,9 @@ int tern_topic_tree_add(struct tern_topic_tree *t, const char *key, size_t len,
         size_t e = level_end(key, len, pos);
         struct node *c = child_get(n, key + pos, e - pos);
         if (c == NULL)
-            c = child_create(n, key + pos, e - pos);
+            c = child_create(t, n, key + pos, e - pos);
         if (c == NULL) {
-            prune(n);
+            prune(t, n);
             return TERN_ENOMEM;
         }
         n = c;
@@ -585,7 +680,7 @@ int tern_topic_tree_add(struct tern_topic_tree *t, const char *key, size_t len,
     if (rc == 0)
         rc = vset_add(&n->vals, value);
     if (rc != 0) {
-        prune(n);
+        prune(t, n);
         return rc;
     }
     t->count++;
@@ -606,7 +701,7 @@ int tern_topic_tree_remove(struct tern_topic_tree *t, const char *key, size_t le
     vset_remove_at(&n->vals, pos);
     t->count--;
     if (n->vals.n == 0)
-        prune(n);
+        prune(t, n);
     return 0;
 }
 
@@ -722,7 +817,8 @@ int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, siz
         bool root = f.n->parent == NULL;
         int rc;
         /* "x/#" matches "x" and everything below, so check it before the end. */
-        if (f.n->hash && !(root && dollar) && (rc = visit_node(t, f.n->hash, fn, ctx)))
+        const struct node *hash = kid_hash(f.n), *plus = kid_plus(f.n);
+        if (hash && !(root && dollar) && (rc = visit_node(t, hash, fn, ctx)))
             return rc;
         if (f.pos > len) {
             if ((rc = visit_node(t, f.n, fn, ctx)) != 0)
@@ -733,8 +829,8 @@ int tern_topic_tree_match(const struct tern_topic_tree *t, const char *name, siz
         /* Pushes go one level deeper than the popped entry, so the stack holds at
          * most one pending entry per depth plus two at the deepest: <= depth + 1. */
         assert(top + 2 <= STACK_MAX);
-        if (f.n->plus && !(root && dollar))
-            st[top++] = (struct frame){.n = f.n->plus, .pos = e + 1};
+        if (plus && !(root && dollar))
+            st[top++] = (struct frame){.n = plus, .pos = e + 1};
         const struct node *c = kid_find(f.n, name + f.pos, e - f.pos);
         if (c)
             st[top++] = (struct frame){.n = c, .pos = e + 1};

@@ -22,8 +22,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "node.h"
+#include "admin_http.h"
 #include "tern/addr.h"
+#include "tern/config.h" /* TERN_CONFIG_STR_MAX */
 #include "tern/log.h"
 #include "tern/tls.h"
 

@@ -22,8 +22,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "node.h"
+#include "admin_http.h"
 #include "tern/addr.h"
+#include "tern/admin.h"
 #include "tern/auth.h"
 #include "tern/log.h"
 #include "tern/tls.h"

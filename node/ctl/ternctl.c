@@ -2,7 +2,8 @@
  *
  *   ternctl [--admin HOST:PORT[,HOST:PORT...]] [--json] COMMAND [ARGS]
  *
- * One HTTP/1.1 request per command over a plain blocking socket (10 s timeouts),
+ * One HTTP/1.1 request per command over a plain blocking socket (10 s timeouts,
+ * add-node 60 s),
  * the JSON answer printed as an aligned table, or as is with --json (errors
  * too). The address comes from --admin, else $TERN_ADMIN, else 127.0.0.1:8081;
  * a list is tried in turn, and a write refused by a follower is sent again to
@@ -36,6 +37,9 @@
 
 #define DEFAULT_ADMIN "127.0.0.1:8081"
 #define IO_TIMEOUT_S 10
+/* POST /members answers once the node has caught up: up to five of libraft's 5 s
+ * catch-up rounds for a large state (docs/operations.md, "Adding a node"). */
+#define ADD_NODE_TIMEOUT_S 60
 #define RESPONSE_MAX (64u * 1024 * 1024)
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -57,6 +61,7 @@ struct ctl {
     const char *admins[16]; /* every --admin given: status compares their files */
     int nadmins;
     struct ctl_tls tls; /* --ca-file: HTTPS */
+    int io_timeout_s;   /* each socket step; IO_TIMEOUT_S unless a command needs longer */
 };
 
 /* An error: to stderr, or with --json as {"error", "status"[, "leader"]} on stdout,
@@ -224,7 +229,8 @@ static int dial_one(const struct ctl *ctl, bool quiet)
         return -1;
     }
     int fd = -1, err = 0;
-    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
+    struct timeval tv = {.tv_sec =
+                             ctl->io_timeout_s > 0 ? ctl->io_timeout_s : IO_TIMEOUT_S};
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) {
@@ -1197,6 +1203,7 @@ static int cmd_add_node(struct ctl *ctl, char **args)
     char path[320];
     snprintf(path, sizeof(path), "/members?id=%s&raft=%s&peer=%s&mqtt=%s", args[0],
              args[1], args[2], args[3]);
+    ctl->io_timeout_s = ADD_NODE_TIMEOUT_S;
     return act(ctl, "POST", path, say_member, args[0]);
 }
 

@@ -9,7 +9,7 @@
 #include <sys/random.h>
 
 #include "access_int.h"
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/addr.h"
 #include "tern/auth.h"
 #include "tern/cmd.h"

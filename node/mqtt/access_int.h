@@ -3,7 +3,7 @@
 #ifndef TERN_ACCESS_INT_H
 #define TERN_ACCESS_INT_H
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/auth.h"
 #include "tern/hmap.h"
 

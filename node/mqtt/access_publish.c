@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "access_int.h"
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/siphash.h"
 
 #define TERN_PUBLIM_PROBE 8u

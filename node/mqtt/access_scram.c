@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "access_int.h"
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 #include "tern/scram.h"
 

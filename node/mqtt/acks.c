@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 
 #define ACKS_MIN 8
 #define SEQ_MASK 0x7fffffffu

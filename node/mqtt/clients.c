@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clients.h"
+#include "tern/clients.h"
 #include "tern/error.h"
 
 static bool slot_eq(const void *item, const void *key, size_t len)

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #include "tern/log.h"
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/tls.h"
 
 /* Backlog on a link to another node at which publishers are paused, and below

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 
 /* Outbound alias for topic: existing, newly assigned (send topic too) or none. */

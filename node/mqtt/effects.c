@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 
 struct closure {

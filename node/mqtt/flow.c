@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 #include "tern/topic.h"
 

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 
 #define PARK_BYTES_MAX (16u << 20)
 

@@ -10,7 +10,7 @@
  */
 #include <stdlib.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 
 struct tern_flow_peer {
     struct tern_flow_peer *next;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/auth.h"
 #include "tern/log.h"
 

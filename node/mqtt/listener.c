@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/addr.h"
 #include "tern/log.h"
 #include "tern/tls.h"

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/log.h"
 #include "tern/hmap.h"
 #include "tern/topic.h"

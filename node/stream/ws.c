@@ -14,6 +14,9 @@
  *  - text frames (MQTT uses binary frames only, [MQTT-6.0.0-1]): close 1003;
  *  - a frame whose payload is over frame_bytes_max: close 1009, decided on the
  *    header, before the payload is read.
+ *
+ * About 800 lines on purpose: the handshake and the framing share the input
+ * buffer and the close path, and each half alone would export that state.
  */
 #include "tern/ws.h"
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "clients.h"
+#include "tern/clients.h"
 #include "tern/cmd.h"
 #include "tern/fsm.h"
 #include "tern/topic.h"

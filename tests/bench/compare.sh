@@ -24,7 +24,7 @@ usage: tests/bench/compare.sh [options]
   --only NAME     one scenario: 1to1 fanin fanout latency idle storm drain tls ws cluster
                   nodetls (the cluster's persistent QoS 1 rate with and without mutual
                   TLS between nodes; not in the default set)
-  --defaults      both brokers at their own default limits (tern: inflight_max 20,
+  --defaults      both brokers at their own default limits (tern: inflight_max 32,
                   queue_max 1000; Mosquitto: 20 in flight, 1000 queued) instead of
                   the raised bounds below, publishers with 200 QoS 1 unacknowledged
   --out FILE      Markdown output (default docs/benchmarks.md, results spliced

@@ -11,7 +11,9 @@
  * per session. Pure: links only the FSM, so the same source measures any
  * version of it.
  *
- * usage: fsm-bench [N ...]   (default: 10000 100000) */
+ * usage: fsm-bench [N ...]   (default: 10000 100000)
+ *        fsm-bench --idle N ... (memory only: the sessions of
+ *        tests/bench/sessions_mem.sh, each step's heap growth per session) */
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -164,8 +166,68 @@ static void run(uint32_t n)
     (void)sink;
 }
 
+/* The FSM side of tests/bench/sessions_mem.sh: N MQTT 3.1.1 persistent
+ * sessions (tern-bench's client ids, "tb<pid>-i<i>"), each subscribed to
+ * dev/<i> at QoS 1 and then closed (offline, no expiry). Prints the heap that
+ * each step adds per session (mallinfo2: chunks with their headers), so the
+ * FSM's part of the broker's RSS per session can be told from the rest. */
+static void run_idle(uint32_t n)
+{
+    struct tern_fsm_limits lim;
+    tern_fsm_limits_default(&lim);
+    lim.sessions_max = n + 1000;
+    size_t heap0 = heap_bytes();
+    struct tern_fsm *f = tern_fsm_new(1, &lim, NULL);
+    size_t step[3] = {0, 0, 0};
+    char id[32], topic[32];
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "tb12345-i%u", i);
+        snprintf(topic, sizeof(topic), "dev/%u", i);
+        size_t h = heap_bytes();
+        struct tern_cmd c = {.type = TERN_CMD_SESSION_OPEN};
+        c.u.open.client_id = B(id);
+        c.u.open.node = 1;
+        c.u.open.proto = TERN_MQTT_311;
+        c.u.open.expiry_s = NEVER;
+        struct tern_fsm_result r;
+        c.now_ms = now_ms;
+        tern_fsm_apply(f, &c, &r);
+        if (r.status != TERN_OK) {
+            fprintf(stderr, "open: %s\n", tern_strerror(r.status));
+            exit(1);
+        }
+        size_t h1 = heap_bytes();
+        subscribe(f, id, r.epoch, topic);
+        size_t h2 = heap_bytes();
+        close_session(f, id, r.epoch, NEVER);
+        size_t h3 = heap_bytes();
+        step[0] += h1 - h;
+        step[1] += h2 - h1;
+        step[2] += h3 - h2;
+    }
+    size_t total = heap_bytes() - heap0;
+    /* A snapshot's bytes are held whole while it is taken (the node's buffer
+     * for libraft), so they are part of the peak, not of the idle state. */
+    uint8_t *snap = NULL;
+    size_t snap_len = 0;
+    if (tern_fsm_snapshot(f, &snap, &snap_len) != TERN_OK)
+        snap_len = 0;
+    free(snap);
+    printf("%8u idle sessions: SESSION_OPEN %6.1f B, SUBSCRIBE %6.1f B, "
+           "SESSION_CLOSE %5.1f B, FSM heap %6.1f B/session, snapshot %5.1f B/session\n",
+           n, (double)step[0] / n, (double)step[1] / n, (double)step[2] / n,
+           (double)total / n, (double)snap_len / n);
+    fflush(stdout);
+    tern_fsm_free(f);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--idle") == 0) {
+        for (int i = 2; i < argc; i++)
+            run_idle((uint32_t)strtoul(argv[i], NULL, 10));
+        return 0;
+    }
     if (argc < 2) {
         run(10000);
         run(100000);

@@ -26,6 +26,7 @@ exited by itself, did not stop on SIGTERM, or any log holds a sanitizer report.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,22 @@ def free_ports(n):
         for sk in socks:
             sk.close()
 
+
+
+def backtraces(pid, log_path):
+    """Where a node that does not stop is stuck: every thread's stack (gdb, when
+    installed) appended to its log; returns a note saying so, or ""."""
+    if not shutil.which("gdb"):
+        return ""
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                              "thread apply all bt 30"], capture_output=True, timeout=60,
+                             text=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    with open(log_path, "a") as log:
+        log.write("=== backtraces of the node that did not stop\n" + out)
+    return " (backtraces in %s)" % log_path
 
 class Node(helpers.LogFile):
     """One ternd of the cluster. Duck-types conftest.Broker for the report hook."""
@@ -163,6 +180,7 @@ class Node(helpers.LogFile):
         if p is None:
             return None
         signalled = sent or p.poll() is None
+        t0 = time.monotonic()
         if signalled:
             if not sent:
                 p.send_signal(sig)
@@ -170,7 +188,8 @@ class Node(helpers.LogFile):
                 p.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.problems.append("node %d did not exit within %.0fs of signal %d; sent "
-                                     "SIGKILL" % (self.id, STOP_GRACE_S, sig))
+                                     "SIGKILL%s" % (self.id, STOP_GRACE_S, sig,
+                                                    backtraces(p.pid, self.log_path)))
                 p.kill()
                 p.wait(5)
         else:
@@ -181,7 +200,8 @@ class Node(helpers.LogFile):
         if signalled and sig == signal.SIGTERM and rc != 0 and rc != -signal.SIGKILL:
             self.problems.append("node %d exited with %s on SIGTERM" % (self.id, rc))
         with open(self.log_path, "ab") as log:
-            log.write(("=== stopped node %d: exit %s\n" % (self.id, rc)).encode())
+            log.write(("=== stopped node %d: exit %s after %.2f s\n" %
+                       (self.id, rc, time.monotonic() - t0)).encode())
         return rc
 
 

@@ -91,3 +91,37 @@ def test_write_follows_the_leader(tern_cluster):
     # Asked of a follower first: it follows to the leader in the list.
     rc, out, err = ctl("remove-node", str(f2), env={"TERN_ADMIN": addrs})
     assert rc == 0 and out == "node %d removed\n" % f2, (rc, out, err)
+
+
+def test_add_node_waits_for_a_long_catch_up():
+    """POST /members answers once the new node has caught up, which for a large
+    state takes several of libraft's 5 s catch-up rounds (docs/operations.md,
+    "Adding a node"): ternctl must wait for that answer rather than give up at its
+    10 s I/O timeout while the leader carries on. A server that answers after 12 s
+    stands in for such a leader."""
+    import http.server
+    import threading
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            time.sleep(12.0)
+            body = json.dumps({"id": 4, "voter": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Slow)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        rc, out, err = ctl("--admin", "127.0.0.1:%d" % srv.server_address[1], "add-node", "4",
+                           "127.0.0.1:7004", "127.0.0.1:7104", "127.0.0.1:1887")
+        assert rc == 0, (rc, out, err)
+    finally:
+        srv.shutdown()
+        srv.server_close()

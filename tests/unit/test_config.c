@@ -1,4 +1,4 @@
-/* Tests of node/config.c: defaults, every key, every kind of error message,
+/* Tests of node/config/config.c: defaults, every key, every kind of error message,
  * command-line overrides, HOST:PORT splitting, and that the shipped example file
  * and the docs agree with the code. */
 #include <setjmp.h>

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 #include "tern/config.h"
 #include "tern/error.h"
 #include "tern/log.h"

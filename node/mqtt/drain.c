@@ -3,7 +3,7 @@
  * node's: the CONNECT handler reads it, the admin API sets it. */
 #include <string.h>
 
-#include "node.h"
+#include "tern/frontend.h"
 
 /* MQTT address of another member for clients to move to ("" if none): one whose
  * link is up if possible. */

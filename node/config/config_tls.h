@@ -13,10 +13,6 @@ int tern_config_cluster_tls_from_json(struct tern_cluster_tls_config *t, const c
 /* The same from JSON text (--set cluster_tls='{...}'). */
 int tern_config_cluster_tls_from_text(struct tern_cluster_tls_config *t, const char *s,
                                       char *errmsg);
-/* When set, that the files load (the certificate, its key, the CA, the CRL), as
- * ternd checks the listeners' before it opens anything: TERN_OK, or an error
- * with "cluster_tls.key_file: cannot use ...". The cluster loads them again. */
-int tern_config_cluster_tls_check(const struct tern_cluster_tls_config *t, char *errmsg);
 /* As the file spells it ({} when unset); NULL when out of memory. */
 cJSON *tern_config_cluster_tls_to_json(const struct tern_cluster_tls_config *t);
 

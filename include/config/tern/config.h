@@ -184,4 +184,10 @@ char *tern_config_to_json(const struct tern_config *c);
 
 const char *tern_log_level_name(int level);
 
+/* cluster_tls (node/config/config_tls.c), when set: that the files load (the
+ * certificate, its key, the CA, the CRL), as ternd checks the listeners' before it
+ * opens anything: TERN_OK, or an error
+ * with "cluster_tls.key_file: cannot use ...". The cluster loads them again. */
+int tern_config_cluster_tls_check(const struct tern_cluster_tls_config *t, char *errmsg);
+
 #endif
