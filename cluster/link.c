@@ -5,6 +5,17 @@
 
 #include "link.h"
 
+/* Not in every libc's headers yet (Linux 6.15, include/uapi/linux/tcp.h). */
+#ifndef TCP_RTO_MAX_MS
+#define TCP_RTO_MAX_MS 44
+#endif
+#ifndef TCP_RTO_MIN_US
+#define TCP_RTO_MIN_US 45
+#endif
+#ifndef TCP_DELACK_MAX_US
+#define TCP_DELACK_MAX_US 46
+#endif
+
 void tern_link_tune(uv_tcp_t *tcp)
 {
     uv_os_fd_t fd;
@@ -21,4 +32,9 @@ void tern_link_tune(uv_tcp_t *tcp)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
     setsockopt(fd, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, &one, sizeof(one));
+    int rto_min = TERN_LINK_RTO_MIN_US, rto_max = TERN_LINK_RTO_MAX_MS;
+    int delack = TERN_LINK_DELACK_MAX_US;
+    setsockopt(fd, IPPROTO_TCP, TCP_RTO_MIN_US, &rto_min, sizeof(rto_min));
+    setsockopt(fd, IPPROTO_TCP, TCP_RTO_MAX_MS, &rto_max, sizeof(rto_max));
+    setsockopt(fd, IPPROTO_TCP, TCP_DELACK_MAX_US, &delack, sizeof(delack));
 }

@@ -589,6 +589,31 @@ int tern_cluster_ready(const struct tern_cluster *c)
     return leader == c->node_id || tern_peers_connected(c->peers, leader);
 }
 
+int tern_cluster_electing(const struct tern_cluster *c)
+{
+    struct tern_cluster *m = (struct tern_cluster *)c;
+    if (c->closing || !c->raft_started || c->removed || cluster_leader_id(m) != 0)
+        return 0;
+    unsigned voters = 0;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        voters += conf->servers[i].role == RAFT_VOTER;
+    /* The window: a vote request or grant per round, rounds of up to about
+     * 2 election timeouts (raft_timing.h), and one lost or late now and then. */
+    uint64_t window = (uint64_t)c->cfg.election_timeout_ms * 4;
+    return voters > 1 && 1 + tern_raft_recv_electing(&m->io, window) > voters / 2;
+}
+
+int tern_cluster_reachable(const struct tern_cluster *c)
+{
+    struct tern_cluster *m = (struct tern_cluster *)c;
+    if (c->closing || !c->raft_started || c->removed)
+        return 0;
+    /* libraft forgets the leader once it has not heard from it for an election
+     * timeout (or on becoming a candidate). */
+    return cluster_leader_id(m) != 0 || tern_cluster_electing(c);
+}
+
 int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
                          const struct tern_cmd *cmd)
 {

@@ -20,6 +20,14 @@
 static uint64_t staggered(const struct tern_cluster *c, uint64_t v);
 static unsigned snapshot_threshold(const struct tern_cluster *c);
 
+static void on_peer_gone(void *data, raft_id peer)
+{
+    struct tern_cluster *c = data;
+    if (c->raft_started && !c->closing)
+        tern_raft_timing_peer_gone(&c->raft, peer, c->cfg.election_timeout_ms,
+                                   c->cfg.heartbeat_timeout_ms);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct tern_cluster *c = t->data;
@@ -45,6 +53,7 @@ static void on_timer(uv_timer_t *t)
         (cluster_leader_id(c) != c->sent_leader || c->raft.current_term != c->sent_term))
         resend = true;
     cluster_check_seq_ready(c);
+    tern_raft_timing_tick(&c->raft, c->cfg.election_timeout_ms);
     uint32_t leader = cluster_leader_id(c);
     if (leader != c->last_leader) {
         if (leader == c->node_id)
@@ -167,6 +176,8 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     }
     int rv = tern_raft_transport_init(&c->transport, c->loop,
                                       c->creds.server ? &c->creds : NULL);
+    c->transport.gone_cb = on_peer_gone;
+    c->transport.gone_data = c;
     /* A stream that acknowledges nothing for a few election timeouts is given
      * up (raft_transport.c): by then the peer counts as gone anyway. */
     uint64_t stall_ms = (uint64_t)c->cfg.election_timeout_ms * 5;
@@ -180,8 +191,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     if (rv == 0)
         raft_uv_set_connect_retry_delay(&c->io, 100);
     /* AppendEntries below this node's snapshot: raft_recv.h. */
-    if (rv == 0 && tern_raft_recv_wrap(&c->io) != TERN_OK)
+    if (rv == 0 && tern_raft_recv_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
         TERN_LOGW("raft: too many instances to check incoming AppendEntries");
+    /* Election rounds and check-quorum under loss: raft_timing.h. */
+    if (rv == 0 && tern_raft_timing_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
+        TERN_LOGW("raft: too many instances to adapt election timing");
     if (rv != 0) {
         snprintf(errmsg, TERN_ERRMSG_SIZE, "raft: cannot open %.200s: %s", dir,
                  raft_strerror(rv));
@@ -235,6 +249,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     }
     c->raft_started = 1;
     c->start_index = raft_last_index(&c->raft);
+    /* Connections to every member made ahead of need (raft_transport.h). */
+    for (uint32_t i = 0; i < c->cfg.member_count; i++)
+        if (c->cfg.members[i].id != c->node_id)
+            tern_raft_transport_warm(&c->transport, c->cfg.members[i].id,
+                                     c->cfg.members[i].raft);
     return TERN_OK;
 }
 
@@ -472,6 +491,7 @@ void tern_cluster_free(struct tern_cluster *c)
     if (!c)
         return;
     tern_raft_recv_unwrap(&c->io);
+    tern_raft_timing_unwrap(&c->io);
     tern_fsm_free(c->fsm);
     tern_link_creds_free(&c->creds);
     free(c->hash);

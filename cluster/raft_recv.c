@@ -6,16 +6,28 @@
 #include "tern/log.h"
 
 #define INSTANCES 8
+#define CONTACTS 16
 
 struct wrapped {
     struct raft_io *io;
     int (*start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                  raft_io_recv_cb recv);
     raft_io_recv_cb recv;
+    unsigned election_ms;
+    /* Pre-vote yield (raft_recv.h): until then, grants of this term go unread. */
+    raft_time yield_until;
+    raft_term yield_term;
+    struct {
+        raft_id id;
+        raft_time at;
+    } electing[CONTACTS]; /* who last asked for or granted a vote, when */
+    raft_id gone;         /* AppendEntries from it, up to gone_term, unread */
+    raft_term gone_term;
+    raft_time gone_until;
 };
 
 static struct wrapped wrapped[INSTANCES];
-static uint64_t rebased;
+static uint64_t rebased, yielded, ignored;
 
 static struct wrapped *find(struct raft_io *io)
 {
@@ -61,10 +73,93 @@ unsigned tern_raft_recv_rebase(struct raft_append_entries *ae, raft_index snap_i
     return k;
 }
 
+static raft_term last_term(const struct raft_log *l)
+{
+    if (l->front == l->back)
+        return l->snapshot.last_term;
+    return l->entries[(l->back == 0 ? l->size : l->back) - 1].term;
+}
+
+static void electing_seen(struct wrapped *w, raft_id id, raft_time now)
+{
+    size_t free_slot = CONTACTS, oldest = 0;
+    for (size_t i = 0; i < CONTACTS; i++) {
+        if (w->electing[i].id == id) {
+            w->electing[i].at = now;
+            return;
+        }
+        if (w->electing[i].id == 0 && free_slot == CONTACTS)
+            free_slot = i;
+        if (w->electing[i].at < w->electing[oldest].at)
+            oldest = i;
+    }
+    size_t i = free_slot < CONTACTS ? free_slot : oldest;
+    w->electing[i].id = id;
+    w->electing[i].at = now;
+}
+
+/* true: the message is not for libraft (a pre-vote grant this node yields). */
+static bool election_msg(struct wrapped *w, struct raft *r,
+                         const struct raft_message *msg)
+{
+    raft_time now = w->io->time(w->io);
+    if (msg->type == RAFT_IO_APPEND_ENTRIES)
+        return msg->server_id == w->gone && now < w->gone_until &&
+               msg->append_entries.term <= w->gone_term;
+    if (msg->type == RAFT_IO_REQUEST_VOTE) {
+        const struct raft_request_vote *rv = &msg->request_vote;
+        electing_seen(w, msg->server_id, now);
+        /* Another pre-candidate, of a lower id and a log at least as new:
+         * it goes first, this node stays in pre-vote for this term for 4
+         * election timeouts (and grants it, as libraft decides): under loss
+         * the other's vote round takes a second or more. */
+        if (rv->pre_vote && r->state == RAFT_CANDIDATE &&
+            r->candidate_state.in_pre_vote && rv->candidate_id < r->id &&
+            (rv->last_log_term > last_term(&r->log) ||
+             (rv->last_log_term == last_term(&r->log) &&
+              rv->last_log_index >= raft_last_index(r)))) {
+            w->yield_until = now + 4 * (raft_time)w->election_ms;
+            w->yield_term = r->current_term;
+        }
+        return false;
+    }
+    if (msg->type != RAFT_IO_REQUEST_VOTE_RESULT ||
+        !msg->request_vote_result.vote_granted)
+        return false;
+    electing_seen(w, msg->server_id, now);
+    if (msg->request_vote_result.pre_vote == raft_tribool_true && now < w->yield_until &&
+        r->state == RAFT_CANDIDATE && r->candidate_state.in_pre_vote &&
+        r->current_term == w->yield_term) {
+        yielded++;
+        return true;
+    }
+    return false;
+}
+
+/* The memory of an AppendEntries not handed to libraft (which would free it):
+ * each distinct batch once, then the array. */
+static void drop_entries(struct raft_append_entries *ae)
+{
+    struct raft_entry *e = ae->entries;
+    for (unsigned i = 0; i < ae->n_entries; i++)
+        if (e[i].batch && !batch_used(e, 0, i, e[i].batch))
+            raft_free(e[i].batch);
+    raft_free(ae->entries);
+    ae->entries = NULL;
+    ae->n_entries = 0;
+}
+
 static void on_recv(struct raft_io *io, struct raft_message *msg)
 {
     struct wrapped *w = find(io);
     struct raft *r = io->data; /* raft_init sets it */
+    if (r && w->election_ms && election_msg(w, r, msg)) {
+        if (msg->type == RAFT_IO_APPEND_ENTRIES) {
+            ignored++;
+            drop_entries(&msg->append_entries);
+        }
+        return; /* a vote result holds no memory */
+    }
     if (r && msg->type == RAFT_IO_APPEND_ENTRIES &&
         msg->append_entries.prev_log_index < r->log.snapshot.last_index) {
         raft_index prev = msg->append_entries.prev_log_index;
@@ -88,14 +183,16 @@ static int start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     return w->start(io, msecs, tick, on_recv);
 }
 
-int tern_raft_recv_wrap(struct raft_io *io)
+int tern_raft_recv_wrap(struct raft_io *io, unsigned election_ms)
 {
     struct wrapped *w = find(io);
     if (!w)
         w = find(NULL);
     if (!w)
         return TERN_ELIMIT;
+    memset(w, 0, sizeof(*w));
     w->io = io;
+    w->election_ms = election_ms;
     w->start = io->start;
     io->start = start;
     return TERN_OK;
@@ -114,4 +211,38 @@ void tern_raft_recv_unwrap(struct raft_io *io)
 uint64_t tern_raft_recv_rebased(void)
 {
     return rebased;
+}
+
+uint64_t tern_raft_recv_yielded(void)
+{
+    return yielded;
+}
+
+void tern_raft_recv_ignore(struct raft_io *io, raft_id peer, raft_term term,
+                           uint64_t window_ms)
+{
+    struct wrapped *w = find(io);
+    if (!w)
+        return;
+    w->gone = peer;
+    w->gone_term = term;
+    w->gone_until = io->time(io) + window_ms;
+}
+
+uint64_t tern_raft_recv_ignored(void)
+{
+    return ignored;
+}
+
+unsigned tern_raft_recv_electing(struct raft_io *io, uint64_t window_ms)
+{
+    struct wrapped *w = find(io);
+    if (!w)
+        return 0;
+    raft_time now = io->time(io);
+    unsigned n = 0;
+    for (size_t i = 0; i < CONTACTS; i++)
+        if (w->electing[i].id && now - w->electing[i].at < window_ms)
+            n++;
+    return n;
 }

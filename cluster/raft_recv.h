@@ -14,7 +14,21 @@
  *
  * Entries up to the follower's snapshot are committed, so they are the ones in
  * its snapshot: such a message is rebased onto the snapshot (those entries left
- * out, previous index and term = the snapshot's), which libraft handles. */
+ * out, previous index and term = the snapshot's), which libraft handles.
+ *
+ * Elections go through here too:
+ *  - Pre-vote yield. Two pre-candidates each grant the other's pre-vote, so
+ *    both pre-votes succeed, both vote for themselves and the vote splits; on
+ *    a lossy network (messages delayed by TCP retransmissions as long as the
+ *    round itself) that happened round after round. A pre-candidate that gets
+ *    the pre-vote request of a lower-id pre-candidate whose log is at least as
+ *    new leaves the pre-vote grants of its current term unread for up to 4
+ *    election timeouts: the lower id goes on to the vote, which this node then
+ *    grants. Leaving a message unread is always safe in Raft; if the other
+ *    does not win, this node's next round goes on as before.
+ *  - Who is electing: the last time each node asked this one for a vote or
+ *    granted it one. A node whose majority is electing a leader with it is not
+ *    cut off (tern_cluster_electing). */
 #ifndef TERN_RAFT_RECV_H
 #define TERN_RAFT_RECV_H
 
@@ -22,16 +36,31 @@
 
 #include <raft.h>
 
-/* Wraps io->start, so that every message received goes through the check above.
- * Call after raft_uv_init() and before raft_start(). 0 or TERN_ELIMIT (too many
- * instances in this process). */
-int tern_raft_recv_wrap(struct raft_io *io);
+/* Wraps io->start, so that every message received goes through the checks above.
+ * Call after raft_uv_init() and before raft_start(); election_ms is the
+ * configured election timeout. 0 or TERN_ELIMIT (too many instances in this
+ * process). */
+int tern_raft_recv_wrap(struct raft_io *io, unsigned election_ms);
 
 /* Gives io->start back (before io's memory goes). */
 void tern_raft_recv_unwrap(struct raft_io *io);
 
 /* AppendEntries rebased onto this node's snapshot so far (all instances). */
 uint64_t tern_raft_recv_rebased(void);
+
+/* Pre-vote grants left unread by the yield above (all instances). */
+uint64_t tern_raft_recv_yielded(void);
+
+/* Leaves AppendEntries from peer of terms up to term unread for window_ms
+ * (raft_timing.h: its process is gone, these were on their way). */
+void tern_raft_recv_ignore(struct raft_io *io, raft_id peer, raft_term term,
+                           uint64_t window_ms);
+
+/* AppendEntries left unread by the above (all instances). */
+uint64_t tern_raft_recv_ignored(void);
+
+/* Nodes that asked this one for a vote, or granted it one, within window_ms. */
+unsigned tern_raft_recv_electing(struct raft_io *io, uint64_t window_ms);
 
 /* The rebase itself, on a message as libraft's recv callback gets it (exposed for
  * tests): snapshot at snap_index (term snap_term). Returns the entries left out. */

@@ -38,6 +38,9 @@
  * Far above what a healthy link queues: the kernel's own buffers come first. */
 #define PUMP_UNSENT_MAX (8u << 20)
 #define PUMP_READ_BYTES (64u << 10)
+/* A spare connection that failed (raft_transport.h) is made again this much
+ * later: a peer that is down costs a SYN a second. */
+#define SPARE_RETRY_MS 1000
 /* How often every pump's progress is looked at. */
 #define PUMP_CHECK_MS 250u
 /* Ciphertext a TLS link to a Raft peer may hold before it stops reading the
@@ -235,14 +238,24 @@ static void pump_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = buf->base ? PUMP_READ_BYTES : 0;
 }
 
+/* The peer's end closed (FIN) or reset: its process is gone. */
+static void pump_gone(struct tern_raft_pump *p, int status)
+{
+    if (!p->down && (status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE) &&
+        p->t->gone_cb)
+        p->t->gone_cb(p->t->gone_data, p->peer);
+}
+
 static void pump_written(uv_write_t *w, int status)
 {
     struct pump_write *pw = (struct pump_write *)w;
     struct tern_raft_pump *p = w->data;
     free(pw->base);
     free(pw);
-    if (status != 0 && status != UV_ECANCELED)
+    if (status != 0 && status != UV_ECANCELED) {
+        pump_gone(p, status);
         pump_down(p, uv_strerror(status));
+    }
 }
 
 /* Bytes written to the peer that it has not acknowledged: libuv's queue and
@@ -341,8 +354,10 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void pump_from_peer(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     free(buf->base);
-    if (n < 0)
+    if (n < 0) {
+        pump_gone(s->data, (int)n);
         pump_down(s->data, n == UV_EOF ? NULL : uv_strerror((int)n));
+    }
 }
 
 /* libraft's end of a new socketpair, with the pump on the other moving its bytes
@@ -392,6 +407,8 @@ static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_stream_t *out,
     return (uv_stream_t *)theirs; /* after pump_down, libraft's first write fails */
 }
 
+static void conn_up(struct tern_raft_connect *r);
+
 static void on_handshake_written(uv_write_t *w, int status)
 {
     struct tern_raft_connect *r = w->data;
@@ -401,6 +418,12 @@ static void on_handshake_written(uv_write_t *w, int status)
         conn_fail(r, RAFT_NOCONNECTION);
         return;
     }
+    conn_up(r);
+}
+
+/* The connection is up, handshake sent: the pump takes it, libraft gets its end. */
+static void conn_up(struct tern_raft_connect *r)
+{
     uv_stream_t *stream = pump_start(r->t, (uv_stream_t *)r->tcp, raft_free, r->peer);
     if (!stream) {
         conn_fail(r, RAFT_NOMEM);
@@ -527,6 +550,179 @@ static void on_connected(uv_connect_t *c, int status)
         conn_fail(r, RAFT_NOCONNECTION);
 }
 
+/* --- spare connections (raft_transport.h, tern_raft_transport_warm) --- */
+
+struct tern_raft_spare {
+    struct tern_raft_transport *t;
+    raft_id peer;
+    char address[256];
+    struct sockaddr_in sa;
+    uv_tcp_t *tcp; /* raft_malloc'd (libraft frees what it is given); NULL: none */
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_buf_t handshake;
+    uv_timer_t timer; /* the attempt's timeout, then the next attempt */
+    int ready;        /* connected, handshake sent */
+    struct tern_raft_spare *next;
+};
+
+static void spare_connect(struct tern_raft_spare *s);
+
+static void spare_retry(uv_timer_t *tm)
+{
+    spare_connect(tm->data);
+}
+
+static void spare_drop(struct tern_raft_spare *s, uint64_t retry_ms)
+{
+    if (s->tcp) {
+        uv_close((uv_handle_t *)s->tcp, (uv_close_cb)raft_free);
+        s->tcp = NULL;
+    }
+    s->ready = 0;
+    free(s->handshake.base);
+    s->handshake.base = NULL;
+    if (!s->t->closing)
+        uv_timer_start(&s->timer, spare_retry, retry_ms, 0);
+}
+
+static void spare_timeout(uv_timer_t *tm)
+{
+    spare_drop(tm->data, SPARE_RETRY_MS);
+}
+
+/* The peer never sends on it: only its end (closed, reset, timed out) shows. */
+static void spare_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    free(buf->base);
+    if (n < 0)
+        spare_drop(st->data, SPARE_RETRY_MS);
+}
+
+static void spare_on_written(uv_write_t *w, int status)
+{
+    if (status == UV_ECANCELED)
+        return; /* dropped or closing: w's spare may be gone */
+    struct tern_raft_spare *s = w->data;
+    free(s->handshake.base);
+    s->handshake.base = NULL;
+    if (status != 0 ||
+        uv_read_start((uv_stream_t *)s->tcp, pump_alloc, spare_on_read) != 0) {
+        spare_drop(s, SPARE_RETRY_MS);
+        return;
+    }
+    uv_timer_stop(&s->timer);
+    s->ready = 1;
+}
+
+static void spare_on_connected(uv_connect_t *c, int status)
+{
+    if (status == UV_ECANCELED)
+        return;
+    struct tern_raft_spare *s = c->data;
+    size_t len;
+    uint8_t *b = status == 0 ? handshake_new(s->t, &len) : NULL;
+    if (!b) {
+        spare_drop(s, SPARE_RETRY_MS);
+        return;
+    }
+    s->handshake = uv_buf_init((char *)b, (unsigned)len);
+    s->write.data = s;
+    if (uv_write(&s->write, (uv_stream_t *)s->tcp, &s->handshake, 1, spare_on_written) !=
+        0)
+        spare_drop(s, SPARE_RETRY_MS);
+}
+
+static void spare_connect(struct tern_raft_spare *s)
+{
+    if (s->t->closing || s->tcp)
+        return;
+    s->tcp = raft_malloc(sizeof(*s->tcp));
+    if (!s->tcp || uv_tcp_init_ex(s->t->loop, s->tcp, AF_INET) != 0) {
+        raft_free(s->tcp);
+        s->tcp = NULL;
+        uv_timer_start(&s->timer, spare_retry, SPARE_RETRY_MS, 0);
+        return;
+    }
+    s->tcp->data = s;
+    tern_link_tune(s->tcp);
+    s->connect.data = s;
+    if (uv_tcp_connect(&s->connect, s->tcp, (struct sockaddr *)&s->sa,
+                       spare_on_connected) != 0) {
+        spare_drop(s, SPARE_RETRY_MS);
+        return;
+    }
+    uv_timer_start(&s->timer, spare_timeout, CONNECT_TIMEOUT_MS, 0);
+}
+
+int tern_raft_transport_warm(struct tern_raft_transport *t, raft_id peer,
+                             const char *address)
+{
+    if (t->creds || peer == t->id)
+        return TERN_OK; /* TLS: every connection is made on demand */
+    for (struct tern_raft_spare *s = t->spares; s; s = s->next)
+        if (s->peer == peer)
+            return TERN_OK;
+    char host[64];
+    uint16_t port;
+    struct tern_raft_spare *s = calloc(1, sizeof(*s));
+    if (!s)
+        return TERN_ENOMEM;
+    if (strlen(address) >= sizeof(s->address) ||
+        tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
+        uv_ip4_addr(host, port, &s->sa) != 0) {
+        free(s);
+        return TERN_EINVAL;
+    }
+    s->t = t;
+    s->peer = peer;
+    strcpy(s->address, address);
+    uv_timer_init(t->loop, &s->timer);
+    s->timer.data = s;
+    s->next = t->spares;
+    t->spares = s;
+    spare_connect(s);
+    return TERN_OK;
+}
+
+static void spare_handed(uv_timer_t *tm)
+{
+    struct tern_raft_connect *r = tm->data;
+    if (r->status == 0)
+        conn_up(r);
+}
+
+/* libraft asks for a connection to a peer with a spare ready: it gets that one
+ * (on the next loop turn, as from a real attempt) and a new spare is made. */
+static struct tern_raft_connect *spare_take(struct tern_raft_transport *t, raft_id id,
+                                            const char *address)
+{
+    struct tern_raft_spare *s = t->spares;
+    while (s && s->peer != id)
+        s = s->next;
+    if (!s || !s->ready || strcmp(s->address, address) != 0)
+        return NULL;
+    struct tern_raft_connect *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    uv_read_stop((uv_stream_t *)s->tcp);
+    r->t = t;
+    r->peer = id;
+    r->tcp = s->tcp;
+    r->tcp->data = r;
+    s->tcp = NULL;
+    s->ready = 0;
+    uv_timer_init(t->loop, &r->timer);
+    r->timer.data = r;
+    r->open = 2;
+    uv_timer_start(&r->timer, spare_handed, 0, 0);
+    r->next = t->conns;
+    t->conns = r;
+    t->spares_taken++;
+    spare_connect(s);
+    return r;
+}
+
 static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *req,
                      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
@@ -537,7 +733,13 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
     if (tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
         uv_ip4_addr(host, port, &sa) != 0)
         return RAFT_NOCONNECTION;
-    struct tern_raft_connect *r = calloc(1, sizeof(*r));
+    struct tern_raft_connect *r = spare_take(t, id, address);
+    if (r) {
+        r->req = req;
+        req->cb = cb;
+        return 0;
+    }
+    r = calloc(1, sizeof(*r));
     if (!r)
         return RAFT_NOMEM;
     r->tcp = raft_malloc(sizeof(*r->tcp));
@@ -575,6 +777,11 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
     return 0;
 }
 
+static void free_spare(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 static void on_closed(struct raft_uv_transport *inner)
 {
     struct tern_raft_transport *t = of_inner(inner);
@@ -586,6 +793,15 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
 {
     struct tern_raft_transport *t = outer->impl;
     t->close_cb = cb;
+    t->closing = 1;
+    while (t->spares) {
+        struct tern_raft_spare *sp = t->spares;
+        t->spares = sp->next;
+        if (sp->tcp)
+            uv_close((uv_handle_t *)sp->tcp, (uv_close_cb)raft_free);
+        free(sp->handshake.base);
+        uv_close((uv_handle_t *)&sp->timer, (uv_close_cb)free_spare);
+    }
     while (t->conns)
         conn_fail(t->conns, RAFT_CANCELED);
     while (t->pumps)

@@ -177,6 +177,13 @@ static void on_quorum_timer(uv_timer_t *t)
 {
     struct tern_node *n = t->data;
     uint64_t now = tern_mono_ms();
+    /* Not cut off, only slow (a leader being elected, or a peer link to it
+     * reconnecting, on a lossy network): the clients would only reconnect
+     * here, across the same loss. */
+    if (!tern_cluster_ready(n->cluster) && tern_cluster_reachable(n->cluster)) {
+        n->unready_since_ms = 0;
+        return;
+    }
     if (tern_cluster_ready(n->cluster)) {
         if (n->unready_since_ms && n->was_ready)
             TERN_LOGI("cluster available again");

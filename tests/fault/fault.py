@@ -53,11 +53,14 @@ RSS_MAX_MB = 512.0  # any node, any time
 # ceiling - gates CI. One that holds in a run is reported as such, to be taken
 # off. Keys: (phase, start of the violation's text).
 KNOWN_OPEN = {
-    # the leader holds appends when its commit index stalls (raft_glue.c): progress
-    # in 0.3-2 s in most runs, but under this loss leaders change every few seconds
-    # (400 ms election timeout) and a phase still misses the bound now and then
+    # Elections under this loss take well under a second now (raft_timing.h,
+    # raft_recv.h: early election on a killed leader, staggered rounds, pre-vote
+    # yield, spare connections); what still misses the bound now and then is a Raft
+    # stream stalled for 1-2 s by TCP retransmissions, which a commit waits for
+    # (docs/reliability.md, "Open")
     ("loss+delay", "majority side"): "progress under 30% loss + 50 ms delay, not every run",
-    ("kill-9-under-loss", "majority side"): "no progress under 30% loss + 50 ms delay",
+    ("kill-9-under-loss", "majority side"): "progress under 30% loss + 50 ms delay after "
+                                            "kill -9, not every run",
     ("loss+delay", "recovery after the heal"): "clients back after the loss phase",
     ("kill-9-under-loss", "recovery after the heal"): "clients back after the loss phase",
 }

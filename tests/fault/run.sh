@@ -54,6 +54,8 @@ fi
 # fault.py's run folder goes under this one, so that the nodes' data (segments of
 # 8 MiB each) goes with the namespaces even if fault.py itself was killed.
 WORK=$(mktemp -d /tmp/tern-fault-run.XXXXXX)
+keep=0
+for a in "$@"; do [ "$a" = --keep ] && keep=1; done
 child=
 cleanup() {
     status=$?
@@ -70,11 +72,11 @@ cleanup() {
         child=
     fi
     # A passing run leaves nothing; a failing one keeps its logs (and copies of
-    # crashed nodes' data) for a look, without the nodes' live data.
-    if [ "$status" = 0 ]; then
+    # crashed nodes' data) for a look, without the nodes' live data; so does --keep.
+    if [ "$status" = 0 ] && [ "$keep" = 0 ]; then
         rm -rf "$WORK"
     else
-        for d in "$WORK"/*/node*/data; do [ -d "$d" ] && rm -rf "$d"; done
+        [ "$keep" = 1 ] || for d in "$WORK"/*/node*/data; do [ -d "$d" ] && rm -rf "$d"; done
         echo "fault suite: logs kept in $WORK" >&2
     fi
 }

@@ -148,6 +148,17 @@ struct tern_fsm *tern_cluster_fsm(struct tern_cluster *c);
 /* Is this node able to make work durable now (has a leader, quorum)? */
 int tern_cluster_ready(const struct tern_cluster *c);
 
+/* No leader, but a majority (this node with the nodes that asked it for a vote
+ * or granted it one within the last 4 election timeouts) is electing one: the
+ * node is not cut off, a leader is on its way (a lossy network can make that
+ * take seconds). Not ready, but no reason to send its clients elsewhere. */
+int tern_cluster_electing(const struct tern_cluster *c);
+
+/* Not cut off from the cluster: a leader heard from within an election timeout
+ * (even while this node's peer link to it reconnects), or electing one. A node
+ * that is not lets its clients go (node.c). */
+int tern_cluster_reachable(const struct tern_cluster *c);
+
 /* Sends a PUBLISH command to `node` for its clean sessions (best effort: these
  * messages are not durable). */
 int tern_cluster_forward(struct tern_cluster *c, uint32_t node,
