@@ -1,4 +1,5 @@
 /* See raft_recv.h. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "raft_recv.h"
@@ -13,6 +14,11 @@ struct wrapped {
     int (*start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                  raft_io_recv_cb recv);
     raft_io_recv_cb recv;
+    raft_io_tick_cb tick;
+    /* An InstallSnapshot that came while this node stored a snapshot, with a copy
+     * of its sender's address (the connection's, which may go first). */
+    struct raft_message held;
+    char *held_address;
     unsigned election_ms;
     /* Pre-vote yield (raft_recv.h): until then, grants of this term go unread. */
     raft_time yield_until;
@@ -27,7 +33,7 @@ struct wrapped {
 };
 
 static struct wrapped wrapped[INSTANCES];
-static uint64_t rebased, yielded, ignored;
+static uint64_t rebased, yielded, ignored, held;
 
 static struct wrapped *find(struct raft_io *io)
 {
@@ -149,10 +155,62 @@ static void drop_entries(struct raft_append_entries *ae)
     ae->n_entries = 0;
 }
 
+/* libraft 0.15 drops an InstallSnapshot while it takes or stores a snapshot
+ * ("already taking or installing snapshot") and its leader tries again only after
+ * install_snapshot_timeout (30 s); the same test as libraft's. */
+static int snapshot_busy(const struct raft *r)
+{
+    return r->snapshot.pending.term != 0 || r->snapshot.put.data != NULL;
+}
+
+static void held_free(struct wrapped *w)
+{
+    if (!w->held_address)
+        return;
+    raft_configuration_close(&w->held.install_snapshot.conf);
+    raft_free(w->held.install_snapshot.data.base);
+    free(w->held_address);
+    w->held_address = NULL;
+}
+
+/* Keeps msg (the newest one wins) until the snapshot is stored; false when out
+ * of memory (libraft gets it now, as before). */
+static int hold(struct wrapped *w, const struct raft_message *msg)
+{
+    char *address = strdup(msg->server_address ? msg->server_address : "");
+    if (!address)
+        return 0;
+    held_free(w);
+    w->held = *msg;
+    w->held.server_address = w->held_address = address;
+    if (held++ % 100 == 0)
+        TERN_LOGI("raft: snapshot from node %llu (index %llu) held while this node "
+                  "stores one; handed to libraft once stored",
+                  (unsigned long long)msg->server_id,
+                  (unsigned long long)msg->install_snapshot.last_index);
+    return 1;
+}
+
+static void on_tick(struct raft_io *io)
+{
+    struct wrapped *w = find(io);
+    struct raft *r = io->data;
+    if (w->held_address && r && !snapshot_busy(r)) {
+        struct raft_message m = w->held;
+        char *address = w->held_address;
+        w->held_address = NULL; /* libraft owns the message's memory from here */
+        w->recv(io, &m);
+        free(address);
+    }
+    w->tick(io);
+}
+
 static void on_recv(struct raft_io *io, struct raft_message *msg)
 {
     struct wrapped *w = find(io);
     struct raft *r = io->data; /* raft_init sets it */
+    if (r && msg->type == RAFT_IO_INSTALL_SNAPSHOT && snapshot_busy(r) && hold(w, msg))
+        return;
     if (r && w->election_ms && election_msg(w, r, msg)) {
         if (msg->type == RAFT_IO_APPEND_ENTRIES) {
             ignored++;
@@ -180,7 +238,8 @@ static int start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
 {
     struct wrapped *w = find(io);
     w->recv = recv;
-    return w->start(io, msecs, tick, on_recv);
+    w->tick = tick;
+    return w->start(io, msecs, on_tick, on_recv);
 }
 
 int tern_raft_recv_wrap(struct raft_io *io, unsigned election_ms)
@@ -204,6 +263,7 @@ void tern_raft_recv_unwrap(struct raft_io *io)
     if (w) {
         if (io->start == start)
             io->start = w->start;
+        held_free(w);
         memset(w, 0, sizeof(*w));
     }
 }
@@ -211,6 +271,11 @@ void tern_raft_recv_unwrap(struct raft_io *io)
 uint64_t tern_raft_recv_rebased(void)
 {
     return rebased;
+}
+
+uint64_t tern_raft_recv_held(void)
+{
+    return held;
 }
 
 uint64_t tern_raft_recv_yielded(void)

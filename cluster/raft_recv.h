@@ -26,6 +26,12 @@
  *    election timeouts: the lower id goes on to the vote, which this node then
  *    grants. Leaving a message unread is always safe in Raft; if the other
  *    does not win, this node's next round goes on as before.
+ *  - An InstallSnapshot that arrives while this node takes or stores a snapshot
+ *    of its own: libraft 0.15 drops it, and its leader sends the next one only
+ *    after install_snapshot_timeout (30 s), so a follower restarted behind a
+ *    compacted log (it snapshots what it replays at once) stayed out of the
+ *    cluster that long. It is held (the newest one) and handed to libraft on the
+ *    first tick after the store.
  *  - Who is electing: the last time each node asked this one for a vote or
  *    granted it one. A node whose majority is electing a leader with it is not
  *    cut off (tern_cluster_electing). */
@@ -47,6 +53,9 @@ void tern_raft_recv_unwrap(struct raft_io *io);
 
 /* AppendEntries rebased onto this node's snapshot so far (all instances). */
 uint64_t tern_raft_recv_rebased(void);
+
+/* InstallSnapshots held while a snapshot was stored (all instances). */
+uint64_t tern_raft_recv_held(void);
 
 /* Pre-vote grants left unread by the yield above (all instances). */
 uint64_t tern_raft_recv_yielded(void);
