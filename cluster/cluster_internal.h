@@ -64,6 +64,7 @@ struct tern_cluster {
     struct raft_io io;
     struct tern_raft_transport transport; /* raft_uv_tcp with TCP_NODELAY */
     struct tern_raft_fsm rfsm;
+    struct digest_job *digests; /* GET /state/digest in progress (state_digest.c) */
     struct tern_fsm *fsm;
     struct tern_peers *peers;
     struct tern_link_creds creds; /* cluster_tls: both NULL for plain TCP */
@@ -168,5 +169,9 @@ void cluster_members_check(struct tern_cluster *c);
 
 /* raft_glue.c */
 int cluster_split_addr(const char *s, struct tern_peer_addr *a);
+
+/* Ends the children of digests in progress (state_digest.c), so that their
+ * threads return now: a stop must not wait for a child that writes nothing. */
+void cluster_digests_kill(struct tern_cluster *c);
 
 #endif

@@ -524,6 +524,7 @@ static void close_now(struct tern_cluster *c)
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (c->peers)
         tern_peers_close(c->peers);
+    cluster_digests_kill(c); /* the loop ends only once a digest's thread is back */
     if (c->raft_started) {
         c->raft.data = c;
         tern_raft_fsm_cancel(&c->rfsm); /* raft_close waits for the snapshot's work */

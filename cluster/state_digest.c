@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+#include "cluster_internal.h"
 #include "snap_fork.h"
 #include "tern/cluster.h"
 #include "tern/error.h"
@@ -19,6 +20,9 @@
 struct digest_job {
     uv_work_t work;
     struct tern_snapfork child;
+    struct tern_snapfork_handle handle; /* to end the child from the loop */
+    struct tern_cluster *cluster;
+    struct digest_job *next;
     tern_digest_cb cb;
     void *ctx;
     uint64_t index; /* applied when forked: the state the child holds */
@@ -45,6 +49,12 @@ static void digest_done(uv_work_t *w, int status)
 {
     struct digest_job *j = w->data;
     (void)status; /* never cancelled */
+    for (struct digest_job **p = &j->cluster->digests; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    tern_snapfork_handle_close(&j->handle);
     j->cb(j->ctx, j->rc, j->index, j->crc, j->bytes, j->errmsg);
     free(j);
 }
@@ -68,12 +78,23 @@ int tern_cluster_state_digest(struct tern_cluster *c, uv_loop_t *loop, tern_dige
         free(j);
         return rc;
     }
+    tern_snapfork_handle_open(&j->handle, &j->child);
     int uv = uv_queue_work(loop, &j->work, digest_work, digest_done);
     if (uv != 0) {
+        tern_snapfork_handle_close(&j->handle);
         tern_snapfork_abort(&j->child);
         snprintf(errmsg, TERN_ERRMSG_SIZE, "uv_queue_work: %s", uv_strerror(uv));
         free(j);
         return TERN_EIO;
     }
+    j->cluster = c;
+    j->next = c->digests;
+    c->digests = j;
     return TERN_OK;
+}
+
+void cluster_digests_kill(struct tern_cluster *c)
+{
+    for (struct digest_job *j = c->digests; j; j = j->next)
+        tern_snapfork_handle_kill(&j->handle); /* its thread reads EOF, and returns */
 }
