@@ -646,6 +646,7 @@ class Phase:
         self.rss_start = {}
         self.rss_max = {}
         self.rss_end = {}
+        self.rss_series = []  # (seconds since the fault, node, MB), kept with the logs
         self.notes = []
         self.violations = []
 
@@ -693,6 +694,8 @@ class Suite:
             r = nd.rss_mb() if nd.alive() else None
             if r is not None:
                 ph.rss_max[nd.id] = max(ph.rss_max.get(nd.id, 0.0), r)
+                t = time.monotonic() - (ph.t_fault or ph.t_begin)
+                ph.rss_series.append((t, nd.id, r))
 
     def wait(self, ph, seconds, until=None):
         """Sleeps `seconds` (or until until() is true), sampling memory."""
@@ -822,6 +825,11 @@ class Suite:
         self.wait(ph, SETTLE_S)
         self.check_crashes(ph)
         ph.t_end = time.monotonic()
+        # Where a node's RSS went over the phase (seconds since the fault, node, MB):
+        # which moment a growth belongs to (the fault, the heal, a restart).
+        with open(os.path.join(self.workdir, "rss-%d-%s.txt" % (len(self.phases), name)),
+                  "w") as f:
+            f.writelines("%.2f %d %.1f\n" % x for x in ph.rss_series)
         log("phase %-22s done: progress %s, recovery %s" % (
             name, fmt_nodes(ph.progress), fmt_nodes(ph.recovery)))
         return ph
@@ -1022,9 +1030,9 @@ class Suite:
 
         print()
         print("fault suite: %s, loss emulation %s" % (self.args.bin, self.net.loss_mode))
-        hdr = ("%-18s %7s %5s %5s %6s %8s %9s %9s  %-17s %-17s" % (
+        hdr = ("%-18s %7s %5s %5s %6s %8s %9s %9s  %-17s %-17s %-17s" % (
             "phase", "acked", "lost", "dups", "reord", "unavail", "progress", "recovery",
-            "cpu% n1/n2/n3", "rss MB n1/n2/n3"))
+            "cpu% n1/n2/n3", "rss MB n1/n2/n3", "rss +MB n1/n2/n3"))
         print(hdr)
         print("-" * len(hdr))
         for ph in self.phases:
@@ -1039,10 +1047,13 @@ class Suite:
             rec = max((v if v is not None else float("inf")) for v in ph.recovery.values())
             cpu = "/".join("%.0f" % ph.cpu[i] if i in ph.cpu else "-" for i in (1, 2, 3))
             rss = "/".join("%.0f" % ph.rss_max[i] if i in ph.rss_max else "-" for i in (1, 2, 3))
-            print("%-18s %7d %5d %5d %6d %7.2fs %9s %9s  %-17s %-17s" % (
+            # The growth that RSS_GROWTH_MAX_MB bounds: the phase's peak less its start.
+            grew = "/".join("%.0f" % (ph.rss_max[i] - ph.rss_start.get(i, ph.rss_max[i]))
+                            if i in ph.rss_max else "-" for i in (1, 2, 3))
+            print("%-18s %7d %5d %5d %6d %7.2fs %9s %9s  %-17s %-17s %-17s" % (
                 ph.name, n_ack, n_lost, n_dup, len(reo), unavail, fmt_s(prog, "s"),
                 fmt_s(rec, "s"),
-                cpu, rss))
+                cpu, rss, grew))
             v = ph.violations
             if n_lost:
                 v.append("%d acknowledged messages never delivered (%s)" % (
