@@ -23,6 +23,7 @@
 #include "peer.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
+#include "raft_send.h"
 #include "raft_timing.h"
 #include "raft_transport.h"
 #include "tern/cluster.h"

@@ -193,6 +193,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     /* AppendEntries below this node's snapshot: raft_recv.h. */
     if (rv == 0 && tern_raft_recv_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
         TERN_LOGW("raft: too many instances to check incoming AppendEntries");
+    /* AppendEntries libraft would queue for a peer it is connecting to: raft_send.h. */
+    if (rv == 0 && tern_raft_send_wrap(&c->io, &c->transport) != TERN_OK)
+        TERN_LOGW("raft: too many instances to bound what is queued for a peer");
     /* Election rounds and check-quorum under loss: raft_timing.h. */
     if (rv == 0 && tern_raft_timing_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
         TERN_LOGW("raft: too many instances to adapt election timing");
@@ -491,6 +494,7 @@ void tern_cluster_free(struct tern_cluster *c)
     if (!c)
         return;
     tern_raft_recv_unwrap(&c->io);
+    tern_raft_send_unwrap(&c->io);
     tern_raft_timing_unwrap(&c->io);
     tern_fsm_free(c->fsm);
     tern_link_creds_free(&c->creds);

@@ -96,7 +96,8 @@ struct tern_raft_connect {
     uv_write_t write;
     uv_buf_t handshake;
     raft_id peer;
-    int status; /* != 0: failed or cancelled, reported from the close callback */
+    int status;      /* != 0: failed or cancelled, reported from the close callback */
+    uint64_t serial; /* tern_raft_transport_attempt */
     struct tern_link_tls *tls; /* the TLS handshake (the TCP handle is its) */
     struct tern_raft_connect *next;
 };
@@ -116,6 +117,7 @@ static void unlink_conn(struct tern_raft_connect *r)
 }
 
 static void pumps_check(uv_timer_t *timer);
+static void attempt_ended(struct tern_raft_transport *t, raft_id peer, uint64_t serial);
 
 static int t_init(struct raft_uv_transport *outer, raft_id id, const char *address)
 {
@@ -179,6 +181,8 @@ static void conn_fail(struct tern_raft_connect *r, int status)
 {
     unlink_conn(r);
     r->status = status;
+    if (status != RAFT_CANCELED)
+        attempt_ended(r->t, r->peer, r->serial);
     if (r->tls) {
         tern_link_tls_cancel(r->tls);
         r->tls = NULL;
@@ -278,6 +282,36 @@ static void pump_check_unsent(struct tern_raft_pump *p)
     uint64_t snap = tern_raft_frames_snapshot_unsent(&p->frames, unsent);
     if (unsent - snap > PUMP_UNSENT_MAX)
         pump_down(p, "peer not reading (8 MiB unsent besides a snapshot)");
+}
+
+uint64_t tern_raft_transport_attempt(const struct tern_raft_transport *t, raft_id peer)
+{
+    for (const struct tern_raft_connect *r = t->conns; r; r = r->next)
+        if (r->peer == peer && r->status == 0)
+            return r->serial;
+    for (size_t i = 0; i < sizeof(t->failed) / sizeof(t->failed[0]); i++)
+        if (t->failed[i].peer == peer)
+            return t->failed[i].serial;
+    return 0;
+}
+
+/* serial 0: the peer's last attempt succeeded. A record that finds no slot is
+ * left out: the peer then counts as not connecting (libraft gets everything). */
+static void attempt_ended(struct tern_raft_transport *t, raft_id peer, uint64_t serial)
+{
+    size_t n = sizeof(t->failed) / sizeof(t->failed[0]), slot = n;
+    for (size_t i = 0; i < n; i++) {
+        if (t->failed[i].peer == peer) {
+            slot = i;
+            break;
+        }
+        if (t->failed[i].peer == 0 && slot == n)
+            slot = i;
+    }
+    if (slot == n)
+        return;
+    t->failed[slot].peer = serial ? peer : 0;
+    t->failed[slot].serial = serial;
 }
 
 /* Every PUMP_CHECK_MS: a pump whose peer acknowledged nothing for stall_ms while
@@ -397,6 +431,7 @@ static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_stream_t *out,
     out->data = p;
     p->next = t->pumps;
     t->pumps = p;
+    attempt_ended(t, peer, 0); /* libraft gets a stream: it is not connecting */
     if (uv_pipe_open(&p->pipe, sv[1]) != 0) {
         close(sv[1]);
         pump_down(p, "cannot open the pipe");
@@ -718,6 +753,7 @@ static struct tern_raft_connect *spare_take(struct tern_raft_transport *t, raft_
     uv_timer_start(&r->timer, spare_handed, 0, 0);
     r->next = t->conns;
     t->conns = r;
+    r->serial = ++t->attempts;
     t->spares_taken++;
     spare_connect(s);
     return r;
@@ -774,6 +810,7 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
     uv_timer_start(&r->timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
     r->next = t->conns;
     t->conns = r;
+    r->serial = ++t->attempts;
     return 0;
 }
 

@@ -39,7 +39,12 @@ struct tern_raft_transport {
     char address[256];               /* ours, sent in the handshake */
     struct tern_raft_connect *conns; /* connection attempts in flight */
     struct tern_raft_pump *pumps;    /* outgoing connections (raft_transport.c) */
-    uv_timer_t pump_timer;           /* their progress, checked (pumps_check) */
+    uint64_t attempts;               /* connection attempts libraft asked for, ever */
+    struct {
+        raft_id peer;
+        uint64_t serial; /* its last attempt failed: libraft waits to retry */
+    } failed[16];
+    uv_timer_t pump_timer; /* their progress, checked (pumps_check) */
     int pump_timer_on;
     uint64_t stall_ms;
     raft_uv_accept_cb accept_cb;
@@ -82,6 +87,10 @@ int tern_raft_transport_warm(struct tern_raft_transport *t, raft_id peer,
  * connection. */
 int tern_raft_tls_listen(struct tern_raft_transport *t);
 void tern_raft_tls_close(struct tern_raft_transport *t);
+
+/* While libraft has no stream to peer and is connecting or waiting to retry
+ * after a failed attempt: the serial number (> 0) of that attempt; otherwise 0. */
+uint64_t tern_raft_transport_attempt(const struct tern_raft_transport *t, raft_id peer);
 
 /* After raft_uv_close(): releases raft_uv_tcp's memory. */
 void tern_raft_transport_close(struct tern_raft_transport *t);
