@@ -6,6 +6,8 @@ automatically, which would hide takeovers and disconnects). Every wait is bounde
 import itertools
 import os
 import queue
+import shutil
+import subprocess
 import threading
 import time
 
@@ -301,6 +303,27 @@ class LogFile:
 
     def sanitizer_report(self):
         return sanitizer_excerpt(self.log())
+
+
+SHIM_DIR = os.path.join(os.path.dirname(__file__), "shim")
+
+
+def preload_shim(name, out_dir, monkeypatch):
+    """Builds tests/integration/shim/NAME.c and puts it in LD_PRELOAD (before the
+    sanitizer runtime, which must then not insist on coming first); skips the test
+    without a C compiler. The caller starts the broker, then drops LD_PRELOAD so
+    that only the broker runs under it."""
+    import pytest
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler for the %s shim" % name)
+    so = os.path.join(str(out_dir), name + ".so")
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so,
+                    os.path.join(SHIM_DIR, name + ".c"), "-ldl"],
+                   check=True, capture_output=True, timeout=60)
+    monkeypatch.setenv("LD_PRELOAD", so)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:verify_asan_link_order=0")
+    return so
 
 
 def wait_until(pred, timeout=TIMEOUT, interval=0.02, msg="condition"):

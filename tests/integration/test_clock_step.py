@@ -10,38 +10,26 @@ stamped with the wall clock, show the step took effect.
 
 Every wait is bounded; the broker and files are removed by the fixtures.
 """
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
 
 import mqttraw
-from helpers import IS_MOSQUITTO, uid
+from helpers import IS_MOSQUITTO, preload_shim, uid
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern only (LD_PRELOAD shim)")
 
-SHIM_SRC = os.path.join(os.path.dirname(__file__), "shim", "clock_step.c")
 KEEPALIVE_S = 2
 STAMP_RE = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d{3}Z ", re.M)
 
 
 @pytest.fixture
 def stepped_broker(start_broker, tmp_path, monkeypatch):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        pytest.skip("no C compiler for the clock shim")
-    shim = str(tmp_path / "clock_step.so")
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", shim, SHIM_SRC, "-ldl"],
-                   check=True, capture_output=True, timeout=60)
+    preload_shim("clock_step", tmp_path, monkeypatch)
     step_file = tmp_path / "step"
     step_file.write_text("0")
-    monkeypatch.setenv("LD_PRELOAD", shim)
     monkeypatch.setenv("TERN_CLOCK_STEP_FILE", str(step_file))
-    # The shim comes before the sanitizer runtime in the library list.
-    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:verify_asan_link_order=0")
     b = start_broker()
     monkeypatch.delenv("LD_PRELOAD")  # only the broker runs under the shim
     return b, step_file

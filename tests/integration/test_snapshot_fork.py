@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 
 from cluster import tern_cluster_fixture  # noqa: F401  (the tern_cluster fixture)
-from helpers import IS_MOSQUITTO, V311, wait_until
+from helpers import IS_MOSQUITTO, V311, preload_shim, wait_until
 from test_cluster_snapshot import World, snapshot_indexes
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="tern cluster only")
@@ -279,8 +279,6 @@ def test_sigterm_during_a_forked_snapshot_does_not_wait_for_the_child(start_brok
         text[-2000:])
 
 
-SHIM_SRC = os.path.join(os.path.dirname(__file__), "shim", "fork_stop.c")
-
 
 @pytest.mark.tern_only
 def test_sigterm_during_a_digest_does_not_wait_for_its_child(start_broker, tmp_path,
@@ -291,18 +289,9 @@ def test_sigterm_during_a_digest_does_not_wait_for_its_child(start_broker, tmp_p
     sanitizer allocator's lock) kills it and exits at once. Before, the loop waited
     for the reading thread until its 30 s silence limit (a CI run: "node 1 did not
     exit within 5s of signal 15", the thread in tern_snapfork_collect)."""
-    import shutil
-    import subprocess
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        pytest.skip("no C compiler for the fork shim")
-    shim = str(tmp_path / "fork_stop.so")
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", shim, SHIM_SRC, "-ldl"],
-                   check=True, capture_output=True, timeout=60)
+    preload_shim("fork_stop", tmp_path, monkeypatch)
     stop_file = tmp_path / "stop-forks"
-    monkeypatch.setenv("LD_PRELOAD", shim)
     monkeypatch.setenv("TERN_FORK_STOP_FILE", str(stop_file))
-    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:verify_asan_link_order=0")
     b = start_broker(raft_snapshot_fork="never")  # only the digest forks
     monkeypatch.delenv("LD_PRELOAD")
     port = single_admin_port(b)
