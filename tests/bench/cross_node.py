@@ -21,13 +21,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from benchutil import free_ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -38,19 +39,6 @@ CASES = {
     "same-q1": dict(qos=1, pubs=1, pub_nodes=[1], sub_node=1),
     "fanin-q1": dict(qos=1, pubs=8, pub_nodes=[1, 2], sub_node=3),
 }
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            sk = socket.socket()
-            sk.bind(("127.0.0.1", 0))
-            socks.append(sk)
-        return [sk.getsockname()[1] for sk in socks]
-    finally:
-        for sk in socks:
-            sk.close()
 
 
 class Cluster:

@@ -43,6 +43,8 @@ import threading
 import time
 import urllib.request
 
+from benchutil import free_ports
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 PROCS = []
@@ -53,19 +55,6 @@ _SNAP_RE = re.compile(r"raft: snapshot (\d+) finished \((\d+) bytes, (\d+) ms(?:
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            sk = socket.socket()
-            sk.bind(("127.0.0.1", 0))
-            socks.append(sk)
-        return [sk.getsockname()[1] for sk in socks]
-    finally:
-        for sk in socks:
-            sk.close()
 
 
 def raise_nofile():
