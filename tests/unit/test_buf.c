@@ -47,7 +47,7 @@ static void test_printf(void **state)
         tern_wbuf_printf(&w, "%s", big);
     assert_int_equal(w.err, 0);
     assert_int_equal(w.len, 19 + 10 * 599);
-    assert_int_equal(strlen((char *)w.buf), w.len); /* NUL after the text */
+    assert_int_equal(strlen((char *)w.buf), w.len);         /* NUL after the text */
     assert_memory_equal(w.buf, "tern_connections 3\n", 19); /* then the copies of big */
     assert_memory_equal(w.buf + 19, big, sizeof big - 1);
     assert_int_equal(w.buf[w.len - 1], 'x');
