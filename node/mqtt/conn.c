@@ -30,6 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "tern/log.h"
 #include "tern/frontend.h"
 #include "tern/tls.h"
@@ -1151,6 +1155,16 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
     }
     n->stats.connections_accepted++;
     uv_tcp_nodelay(&c->tcp, 1);
+    /* A device's connection is a thin stream (a few small packets in flight):
+     * after a segment lost twice it otherwise waits out a retransmission timer
+     * doubled each time, and a client on a lossy network heard nothing for
+     * seconds after the network was back (docs/reliability.md, session 8).
+     * Linear timeouts for such streams only (the kernel's test: under 4
+     * segments in flight), for 6 retries at most. */
+    uv_os_fd_t fd;
+    int one = 1;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, &one, sizeof(one));
     c->last_rx_ms = tern_mono_ms();
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
