@@ -762,7 +762,12 @@ class Suite:
                                           BG_RATE, BG_WINDOW))
         self.regs = Registers(self.cluster, p, REGISTERS, REG_WORKERS)
         self.regs.start()
+        # A sanity check that the workload runs (not a bound): every probe
+        # acknowledged within the last 0.5 s, within 10 s of the start.
+        deadline = time.monotonic() + 10.0
         time.sleep(2.0)
+        while not self.healthy() and time.monotonic() < deadline:
+            time.sleep(0.1)
         if not self.healthy():
             raise RuntimeError("the workload does not get acknowledgements from every node")
         log("workload running: %d publishers x %d msg/s, 3 probes x %d msg/s, %d persistent "
