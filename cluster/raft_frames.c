@@ -7,6 +7,8 @@
 
 #define PREAMBLE 16u
 #define MSG_APPEND_ENTRIES 1u   /* RAFT_IO_APPEND_ENTRIES */
+#define MSG_AE_RESULT 2u        /* RAFT_IO_APPEND_ENTRIES_RESULT */
+#define AE_RESULT_FIXED 24u     /* term, rejected, last index */
 #define MSG_INSTALL_SNAPSHOT 5u /* RAFT_IO_INSTALL_SNAPSHOT */
 #define MSG_TYPE_MAX 6u         /* RAFT_IO_TIMEOUT_NOW */
 #define AE_FIXED 40u            /* term, prev index, prev term, commit, count */
@@ -39,7 +41,7 @@ void tern_raft_frames_free(struct tern_raft_frames *f)
 
 size_t tern_raft_frames_out_max(const struct tern_raft_frames *f, size_t n)
 {
-    return n + f->hold_len;
+    return n + f->hold_len + f->held_len;
 }
 
 static int hold_more(struct tern_raft_frames *f, size_t cap)
@@ -99,6 +101,46 @@ static size_t emit(struct tern_raft_frames *f, uint8_t *out, const uint8_t *p, s
     return n;
 }
 
+size_t tern_raft_frames_release(struct tern_raft_frames *f, uint8_t *out)
+{
+    size_t n = f->held_len;
+    if (n)
+        emit(f, out, f->held, n);
+    f->held_len = 0;
+    return n;
+}
+
+/* A heartbeat or an AppendEntries result (read whole: neither has a payload)
+ * is held back, replacing the one held before when that says no more than it
+ * (raft_frames.h). Returns 0 if the message is not one of those. */
+static int coalesce(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t type,
+                    uint64_t n_entries)
+{
+    const uint8_t *h = f->hold + PREAMBLE;
+    size_t hlen = f->hold_len - PREAMBLE;
+    bool heartbeat = type == MSG_APPEND_ENTRIES && n_entries == 0;
+    bool result = type == MSG_AE_RESULT && hlen >= AE_RESULT_FIXED;
+    if ((!heartbeat && !result) || f->hold_len > sizeof(f->held))
+        return 0;
+    uint64_t term = get64(h);
+    bool rejection = result && get64(h + 8) != 0;
+    if (f->held_len) {
+        if (f->held_type != type || f->held_term != term || rejection)
+            *o += tern_raft_frames_release(f, out + *o);
+        else
+            f->coalesced++;
+    }
+    memcpy(f->held, f->hold, f->hold_len);
+    f->held_len = f->hold_len;
+    f->held_type = type;
+    f->held_term = term;
+    f->payload_left = 0;
+    f->dropping = 0;
+    f->hold_len = 0;
+    f->need = 0;
+    return 1;
+}
+
 /* A message's preamble and header are held: forward or drop it. Returns -1 if
  * its layout is unknown. */
 static int decide(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t acked,
@@ -109,6 +151,10 @@ static int decide(struct tern_raft_frames *f, uint8_t *out, size_t *o, uint64_t 
     int64_t payload = payload_of(f, type, &n_entries);
     if (payload < 0)
         return -1;
+    if (coalesce(f, out, o, type, n_entries))
+        return 0;
+    /* What was held back goes before anything else: the order is kept. */
+    *o += tern_raft_frames_release(f, out + *o);
     const uint8_t *h = f->hold + PREAMBLE;
     uint64_t term = 0, prev = 0, prev_term = 0;
     if (type == MSG_APPEND_ENTRIES) {
@@ -167,7 +213,7 @@ uint64_t tern_raft_frames_snapshot_unsent(const struct tern_raft_frames *f,
 }
 
 size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size_t n,
-                             uint8_t *out, uint64_t acked, uint64_t now_ms)
+                             uint8_t *out, uint64_t acked, uint64_t now_ms, int busy)
 {
     size_t o = 0, i = 0;
     while (i < n && !f->raw) {
@@ -206,9 +252,12 @@ size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size
     }
     if (f->raw) {
         /* Whatever was held (nothing of it was forwarded yet), then the rest. */
+        o += tern_raft_frames_release(f, out + o);
         o += emit(f, out + o, f->hold, f->hold_len);
         f->hold_len = 0;
         o += emit(f, out + o, in + i, n - i);
     }
+    if (!busy)
+        o += tern_raft_frames_release(f, out + o);
     return o;
 }

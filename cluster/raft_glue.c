@@ -387,6 +387,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->pending = c->npending;
     st->proposals = c->applied_own;
     st->entries = c->entries;
+    st->coalesced = tern_raft_transport_coalesced(&m->transport);
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;
     st->commit_sum_us = c->commit_sum_us;

@@ -1,4 +1,6 @@
 /* See raft_transport.h. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,10 @@
 #define SPARE_RETRY_MS 1000
 /* How often every pump's progress is looked at. */
 #define PUMP_CHECK_MS 250u
+/* While a pump holds a heartbeat or result back (raft_frames.h): how often it
+ * looks whether its stream has sent everything before it. */
+#define PUMP_RELEASE_MS 5u
+#define PUMP_SLOW_MS 10u
 /* Ciphertext a TLS link to a Raft peer may hold before it stops reading the
  * pump's output (link_tls.h): what is unsent then waits in the pump, where it
  * is bounded as over plain TCP. */
@@ -117,6 +123,7 @@ static void unlink_conn(struct tern_raft_connect *r)
 }
 
 static void pumps_check(uv_timer_t *timer);
+static void pumps_release(uv_timer_t *timer);
 static void attempt_ended(struct tern_raft_transport *t, raft_id peer, uint64_t serial);
 
 static int t_init(struct raft_uv_transport *outer, raft_id id, const char *address)
@@ -138,6 +145,9 @@ static int t_init(struct raft_uv_transport *outer, raft_id id, const char *addre
     t->pump_timer.data = t;
     uv_timer_start(&t->pump_timer, pumps_check, PUMP_CHECK_MS, PUMP_CHECK_MS);
     uv_unref((uv_handle_t *)&t->pump_timer); /* keeps no loop running */
+    uv_timer_init(t->loop, &t->release_timer);
+    t->release_timer.data = t;
+    uv_unref((uv_handle_t *)&t->release_timer);
     t->pump_timer_on = 1;
     return 0;
 }
@@ -212,6 +222,7 @@ static void pump_closed(uv_handle_t *h)
         TERN_LOGD("raft: link to node %llu: %llu re-sent snapshots dropped",
                   (unsigned long long)p->peer,
                   (unsigned long long)p->frames.snaps_dropped);
+    p->t->coalesced += p->frames.coalesced;
     tern_raft_frames_free(&p->frames);
     p->free_out(p->out);
     free(p);
@@ -260,6 +271,26 @@ static void pump_written(uv_write_t *w, int status)
         pump_gone(p, status);
         pump_down(p, uv_strerror(status));
     }
+}
+
+/* The stream is backed up: bytes of it not sent yet (libuv's queue, the
+ * kernel's unsent bytes) and, over TCP, no acknowledgement from the peer for
+ * PUMP_SLOW_MS. A fast link (loopback at full load) has unsent bytes now and
+ * then too, and its acknowledgements come within microseconds: holding there
+ * would only delay results. */
+static int pump_busy(struct tern_raft_pump *p)
+{
+    int queued = uv_stream_get_write_queue_size(p->out) > 0;
+    uv_os_fd_t fd;
+    if (p->out->type != UV_TCP || uv_fileno((uv_handle_t *)p->out, &fd) != 0)
+        return queued;
+    int unsent = 0;
+    if (!queued && (ioctl(fd, SIOCOUTQNSD, &unsent) != 0 || unsent <= 0))
+        return 0;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+           ti.tcpi_last_ack_recv >= PUMP_SLOW_MS;
 }
 
 /* Bytes written to the peer that it has not acknowledged: libuv's queue and
@@ -339,8 +370,50 @@ static void pumps_check(uv_timer_t *timer)
     }
 }
 
-/* What libraft wrote: out on the TCP connection, less re-sent probes, unless
- * the peer stopped taking it. */
+/* Writes out (malloc'd, len > 0; the pump's then) to the peer. */
+static void pump_write_out(struct tern_raft_pump *p, char *out, size_t len)
+{
+    struct pump_write *pw = malloc(sizeof(*pw));
+    uv_buf_t ob = uv_buf_init(out, (unsigned)len);
+    if (!pw || uv_write(&pw->req, p->out, &ob, 1, pump_written) != 0) {
+        free(pw);
+        free(out);
+        pump_down(p, "cannot write");
+        return;
+    }
+    pw->base = out;
+    pw->req.data = p;
+    pump_check_unsent(p);
+}
+
+/* Every PUMP_RELEASE_MS while any pump holds a heartbeat or result back: out
+ * it goes once its stream is not busy. */
+static void pumps_release(uv_timer_t *timer)
+{
+    struct tern_raft_transport *t = timer->data;
+    int holding = 0;
+    struct tern_raft_pump *next;
+    for (struct tern_raft_pump *p = t->pumps; p; p = next) {
+        next = p->next; /* pump_write_out may take p down */
+        if (!p->frames.held_len)
+            continue;
+        if (pump_busy(p)) {
+            holding = 1;
+            continue;
+        }
+        char *out = malloc(TERN_RAFT_FRAMES_HELD_MAX);
+        if (!out) {
+            holding = 1;
+            continue;
+        }
+        pump_write_out(p, out, tern_raft_frames_release(&p->frames, (uint8_t *)out));
+    }
+    if (!holding)
+        uv_timer_stop(timer);
+}
+
+/* What libraft wrote: out on the TCP connection, less re-sent probes and
+ * superseded heartbeats and results, unless the peer stopped taking it. */
 static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct tern_raft_pump *p = s->data;
@@ -359,9 +432,13 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     int was_raw = p->frames.raw;
-    size_t len = tern_raft_frames_feed(&p->frames, (const uint8_t *)buf->base, (size_t)n,
-                                       (uint8_t *)out, acked, uv_now(p->t->loop));
+    size_t len =
+        tern_raft_frames_feed(&p->frames, (const uint8_t *)buf->base, (size_t)n,
+                              (uint8_t *)out, acked, uv_now(p->t->loop), pump_busy(p));
     free(buf->base);
+    if (p->frames.held_len && !uv_is_active((uv_handle_t *)&p->t->release_timer))
+        uv_timer_start(&p->t->release_timer, pumps_release, PUMP_RELEASE_MS,
+                       PUMP_RELEASE_MS);
     if (p->frames.raw && !was_raw)
         TERN_LOGW(
             "raft: link to node %llu: message framing not understood: re-sent probes "
@@ -371,17 +448,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         free(out);
         return;
     }
-    struct pump_write *pw = malloc(sizeof(*pw));
-    uv_buf_t ob = uv_buf_init(out, (unsigned)len);
-    if (!pw || uv_write(&pw->req, p->out, &ob, 1, pump_written) != 0) {
-        free(pw);
-        free(out);
-        pump_down(p, "cannot write");
-        return;
-    }
-    pw->base = out;
-    pw->req.data = p;
-    pump_check_unsent(p);
+    pump_write_out(p, out, len);
 }
 
 /* The peer never sends on our outgoing connection: only its end shows here. */
@@ -846,6 +913,7 @@ static void t_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb 
     if (t->pump_timer_on) {
         t->pump_timer_on = 0;
         uv_close((uv_handle_t *)&t->pump_timer, NULL);
+        uv_close((uv_handle_t *)&t->release_timer, NULL);
     }
     tern_raft_tls_close(t);
     t->inner.close(&t->inner, on_closed);
@@ -874,4 +942,12 @@ int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *lo
 void tern_raft_transport_close(struct tern_raft_transport *t)
 {
     raft_uv_tcp_close(&t->inner);
+}
+
+uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t)
+{
+    uint64_t n = t->coalesced;
+    for (const struct tern_raft_pump *p = t->pumps; p; p = p->next)
+        n += p->frames.coalesced;
+    return n;
 }

@@ -44,8 +44,11 @@ struct tern_raft_transport {
         raft_id peer;
         uint64_t serial; /* its last attempt failed: libraft waits to retry */
     } failed[16];
-    uv_timer_t pump_timer; /* their progress, checked (pumps_check) */
+    uv_timer_t pump_timer;    /* their progress, checked (pumps_check) */
+    uv_timer_t release_timer; /* held heartbeats and results (pumps_release) */
     int pump_timer_on;
+    uint64_t
+        coalesced; /* of pumps closed (raft_frames.h); tern_raft_transport_coalesced */
     uint64_t stall_ms;
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
@@ -91,6 +94,10 @@ void tern_raft_tls_close(struct tern_raft_transport *t);
 /* While libraft has no stream to peer and is connecting or waiting to retry
  * after a failed attempt: the serial number (> 0) of that attempt; otherwise 0. */
 uint64_t tern_raft_transport_attempt(const struct tern_raft_transport *t, raft_id peer);
+
+/* Heartbeats and AppendEntries results not sent because a newer one of the
+ * same term replaced them (raft_frames.h), since start. */
+uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t);
 
 /* After raft_uv_close(): releases raft_uv_tcp's memory. */
 void tern_raft_transport_close(struct tern_raft_transport *t);

@@ -300,6 +300,10 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "This node's proposals applied.", st.proposals);
     metric(b, "tern_raft_entries_appended_total", "counter",
            "Log entries this node appended as leader.", st.entries);
+    metric(b, "tern_raft_messages_coalesced_total", "counter",
+           "Raft heartbeats and AppendEntries results not sent: a newer one replaced "
+           "them while the stream was busy.",
+           st.coalesced);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
            admin_node_ready(a) && !a->node->draining);
     metric(b, "tern_draining", "gauge", "1 while the node is drained.",

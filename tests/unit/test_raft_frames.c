@@ -63,6 +63,18 @@ static struct msg plain(uint64_t type, uint64_t words)
     return m;
 }
 
+/* An AppendEntries result: rejected 0 is a success. */
+static struct msg result(uint64_t term, uint64_t rejected, uint64_t last)
+{
+    struct msg m = {.len = 0};
+    put64(&m, 2);
+    put64(&m, 24);
+    put64(&m, term);
+    put64(&m, rejected);
+    put64(&m, last);
+    return m;
+}
+
 /* An InstallSnapshot with a configuration of conf bytes and data bytes. */
 static struct msg snap(uint64_t conf, uint64_t data)
 {
@@ -115,21 +127,41 @@ static void cat(struct stream *s, const struct msg *m)
     s->len += m->len;
 }
 
-/* Feeds `in` in chunks of `chunk` bytes; returns what was forwarded. */
-static struct stream run(const struct stream *in, size_t chunk, uint64_t acked,
-                         uint64_t now_ms, struct tern_raft_frames *f)
+/* Feeds `in` in chunks of `chunk` bytes; returns what was forwarded. With the
+ * stream busy, what is held back at the end is released then (as the pump does
+ * once the stream has sent everything). */
+static struct stream run_as(const struct stream *in, size_t chunk, uint64_t acked,
+                            uint64_t now_ms, int busy, struct tern_raft_frames *f)
 {
     struct stream out = {.len = 0};
     for (size_t off = 0; off < in->len; off += chunk) {
         size_t n = in->len - off < chunk ? in->len - off : chunk;
         uint8_t *o = malloc(tern_raft_frames_out_max(f, n));
         assert_non_null(o);
-        size_t k = tern_raft_frames_feed(f, in->b + off, n, o, acked, now_ms);
+        size_t k = tern_raft_frames_feed(f, in->b + off, n, o, acked, now_ms, busy);
         memcpy(out.b + out.len, o, k);
         out.len += k;
         free(o);
     }
+    uint8_t held[TERN_RAFT_FRAMES_HELD_MAX];
+    size_t k = tern_raft_frames_release(f, held);
+    if (!busy)
+        assert_int_equal(k, 0); /* nothing is held on a stream that is not busy */
+    memcpy(out.b + out.len, held, k);
+    out.len += k;
     return out;
+}
+
+static struct stream run(const struct stream *in, size_t chunk, uint64_t acked,
+                         uint64_t now_ms, struct tern_raft_frames *f)
+{
+    return run_as(in, chunk, acked, now_ms, 0, f);
+}
+
+static struct stream run_busy(const struct stream *in, size_t chunk,
+                              struct tern_raft_frames *f)
+{
+    return run_as(in, chunk, 0, 1000, 1, f);
 }
 
 static void assert_stream(const struct stream *got, const struct stream *want)
@@ -159,6 +191,93 @@ static void test_everything_else_passes(void **state)
         assert_int_equal(f.out_total, in.len);
         tern_raft_frames_free(&f);
     }
+}
+
+/* While the stream is busy, results and heartbeats of one term are held back
+ * and each newer one replaces the one held: only the newest goes, once the
+ * stream is not busy. Whatever else follows sends the held one first. */
+static void test_busy_stream_coalesces_results_and_heartbeats(void **state)
+{
+    (void)state;
+    struct msg r1 = result(4, 0, 50), r2 = result(4, 0, 52), r3 = result(4, 0, 55);
+    struct msg h1 = ae(4, 60, 4, 50, 0, 0), h2 = ae(4, 60, 4, 53, 0, 0);
+    struct msg e = ae(4, 60, 4, 53, 2, 16), v = plain(3, 5);
+    struct stream in = {.len = 0}, want = {.len = 0};
+    cat(&in, &r1);
+    cat(&in, &r2);
+    cat(&in, &r3);
+    cat(&in, &v); /* a vote request: r3 goes before it */
+    cat(&in, &h1);
+    cat(&in, &h2);
+    cat(&in, &e); /* entries: h2 goes before them */
+    cat(&in, &h1);
+    cat(&want, &r3);
+    cat(&want, &v);
+    cat(&want, &h2);
+    cat(&want, &e);
+    cat(&want, &h1);
+    for (size_t chunk = 1; chunk <= in.len; chunk++) {
+        struct tern_raft_frames f;
+        tern_raft_frames_init(&f);
+        struct stream out = run_busy(&in, chunk, &f);
+        assert_stream(&out, &want);
+        assert_int_equal(f.coalesced, 3);
+        assert_int_equal(f.out_total, want.len);
+        assert_int_equal(f.held_len, 0);
+        tern_raft_frames_free(&f);
+    }
+}
+
+/* A rejection never replaces a held success (the success's index would be
+ * lost: libraft takes a rejection only as a hint to go back), nor does anything
+ * of another term or type replace what is held; a success replaces a held
+ * rejection. */
+static void test_coalescing_keeps_what_a_newer_one_does_not_say(void **state)
+{
+    (void)state;
+    struct msg ok1 = result(4, 0, 50), no = result(4, 57, 50), ok2 = result(4, 0, 58);
+    struct msg t5 = result(5, 0, 58), hb5 = ae(5, 58, 5, 58, 0, 0);
+    struct stream in = {.len = 0}, want = {.len = 0};
+    cat(&in, &ok1);
+    cat(&in, &no);  /* ok1 goes first */
+    cat(&in, &ok2); /* replaces the rejection */
+    cat(&in, &t5);  /* another term: ok2 goes first */
+    cat(&in, &hb5); /* another type: t5 goes first */
+    cat(&want, &ok1);
+    cat(&want, &ok2);
+    cat(&want, &t5);
+    cat(&want, &hb5);
+    for (size_t chunk = 1; chunk <= in.len; chunk += 3) {
+        struct tern_raft_frames f;
+        tern_raft_frames_init(&f);
+        struct stream out = run_busy(&in, chunk, &f);
+        assert_stream(&out, &want);
+        assert_int_equal(f.coalesced, 1);
+        tern_raft_frames_free(&f);
+    }
+}
+
+/* On a stream that is not busy, a result goes as soon as it is read whole; of
+ * several read at once only the newest goes (a burst after a stall). */
+static void test_idle_stream_sends_at_once(void **state)
+{
+    (void)state;
+    struct msg r1 = result(4, 0, 50), r2 = result(4, 0, 52);
+    struct stream one = {.len = 0}, both = {.len = 0}, want = {.len = 0};
+    cat(&one, &r1);
+    cat(&both, &r1);
+    cat(&both, &r2);
+    cat(&want, &r2);
+    struct tern_raft_frames f;
+    tern_raft_frames_init(&f);
+    struct stream out = run(&one, one.len, 0, 1000, &f);
+    assert_stream(&out, &one);
+    assert_int_equal(f.held_len, 0);
+    out = run(&both, both.len, 0, 1000, &f);
+    assert_stream(&out, &want);
+    assert_int_equal(f.coalesced, 1);
+    assert_int_equal(f.held_len, 0);
+    tern_raft_frames_free(&f);
 }
 
 /* A probe sent again (same term, previous index and term, with entries) while
@@ -327,6 +446,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_everything_else_passes),
+        cmocka_unit_test(test_busy_stream_coalesces_results_and_heartbeats),
+        cmocka_unit_test(test_coalescing_keeps_what_a_newer_one_does_not_say),
+        cmocka_unit_test(test_idle_stream_sends_at_once),
         cmocka_unit_test(test_resent_probe_dropped),
         cmocka_unit_test(test_resent_probe_passes_once_acknowledged),
         cmocka_unit_test(test_unknown_framing_passes_through),

@@ -104,6 +104,9 @@ struct tern_cluster_status {
     uint64_t pending;   /* proposals not applied yet */
     uint64_t proposals; /* proposals applied (this node's) */
     uint64_t entries;   /* log entries this node appended as leader */
+    /* Raft heartbeats and AppendEntries results this node did not send because
+     * a newer one replaced them while the stream was busy (raft_frames.h). */
+    uint64_t coalesced;
     /* This node's proposals by time from tern_cluster_propose to their apply
      * here (what a PUBACK waits for), and the longest since start. */
     uint64_t commit_us[TERN_COMMIT_BUCKETS];
