@@ -15,7 +15,9 @@
  *     nothing notices too (bounded by the same user timeout);
  *   - linear timeouts for thin streams and tighter retransmission timer bounds,
  *     so that a lost segment stalls a stream for less (Raft's heartbeats and
- *     votes ride on it; docs/reliability.md). */
+ *     votes ride on it; docs/reliability.md). The kernel counts a stream as
+ *     thin only past slow start (snd_ssthresh set), which BBR never sets: under
+ *     BBR only the timer bounds act (docs/reliability.md, session 9). */
 #ifndef TERN_LINK_H
 #define TERN_LINK_H
 

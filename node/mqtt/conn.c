@@ -1160,7 +1160,9 @@ void tern_conn_accept(struct tern_node *n, struct tern_listener *l)
      * doubled each time, and a client on a lossy network heard nothing for
      * seconds after the network was back (docs/reliability.md, session 8).
      * Linear timeouts for such streams only (the kernel's test: under 4
-     * segments in flight), for 6 retries at most. */
+     * segments in flight, past slow start), for 6 retries at most. Under BBR,
+     * which never ends slow start in that sense (no snd_ssthresh), the kernel
+     * never applies them (docs/reliability.md, session 9). */
     uv_os_fd_t fd;
     int one = 1;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
