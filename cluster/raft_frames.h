@@ -26,9 +26,10 @@
  * rest of what is unsent (raft_transport.c).
  *
  * Heartbeats (AppendEntries without entries) and AppendEntries results are
- * coalesced while the stream is busy (bytes of it not sent yet): a newer one of
- * the same term replaces the one held back, which goes out once the stream has
- * sent everything before it. Under 30% loss a stream carries 11-49 kB/s, and a
+ * coalesced while the stream is busy (the pump's judgement, raft_transport.c:
+ * bytes of it not sent yet and the peer silent for 10 ms): a newer one of the
+ * same term replaces the one held back, which goes out once the stream is not
+ * busy any more. Under 30% loss a stream carries 11-49 kB/s, and a
  * follower's results (one per AppendEntries, ~800/s at this suite's load, 42
  * kB/s) queued for seconds behind a stalled segment: the leader then learnt
  * late what the follower had, and committed late. Each newer one says all the
@@ -90,8 +91,9 @@ uint64_t tern_raft_frames_snapshot_unsent(const struct tern_raft_frames *f,
 
 /* Reads n bytes of libraft's stream; writes what is to be forwarded to out and
  * returns its length. `acked`: how many of the forwarded bytes the peer has
- * acknowledged so far; now_ms: a monotonic clock; busy: the stream has bytes
- * not sent yet (then a heartbeat or result last in `in` is held back). */
+ * acknowledged so far; now_ms: a monotonic clock; busy: the stream is backed
+ * up (then a heartbeat or result last in `in` is held back, and the newest of
+ * several read at once goes even when it is not). */
 size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size_t n,
                              uint8_t *out, uint64_t acked, uint64_t now_ms, int busy);
 
