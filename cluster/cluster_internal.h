@@ -21,6 +21,7 @@
 
 #include "link_tls.h"
 #include "peer.h"
+#include "raft_close.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
 #include "raft_send.h"
@@ -103,6 +104,7 @@ struct tern_cluster {
     uint64_t snapshot_forced_from;
     uint64_t drain_deadline;
     int raft_started;
+    int raft_closed; /* raft_close's callback ran: raft_uv_close once the loop ends */
     /* Proposal ids are stamped only once the log this node had at start has been
      * applied, so the sequence continues above everything it proposed before. */
     int seq_ready;

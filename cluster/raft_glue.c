@@ -190,6 +190,9 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
      * queue is trimmed sooner. A 20 s cut at 40 msg/s: 30 -> 12 MB. */
     if (rv == 0)
         raft_uv_set_connect_retry_delay(&c->io, 100);
+    /* raft_close's callback once: raft_close.h. First, so the backend gets it. */
+    if (rv == 0 && tern_raft_close_wrap(&c->io) != TERN_OK)
+        TERN_LOGW("raft: too many instances to guard the close callback");
     /* AppendEntries below this node's snapshot: raft_recv.h. */
     if (rv == 0 && tern_raft_recv_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
         TERN_LOGW("raft: too many instances to check incoming AppendEntries");
@@ -482,8 +485,9 @@ static void fail_pending(struct tern_cluster *c)
     }
 }
 
-/* Raft's I/O may still close handles after raft_close's callback, so the memory
- * goes only in tern_cluster_free(), once the loop has stopped. */
+/* Raft's I/O may still close handles, and report its close again, after
+ * raft_close's callback (raft_close.h): its memory, and ours, go only in
+ * tern_cluster_free(), once the loop has stopped. */
 static void finish_close(struct tern_cluster *c)
 {
     if (c->close_cb)
@@ -497,6 +501,9 @@ void tern_cluster_free(struct tern_cluster *c)
     tern_raft_recv_unwrap(&c->io);
     tern_raft_send_unwrap(&c->io);
     tern_raft_timing_unwrap(&c->io);
+    tern_raft_close_unwrap(&c->io);
+    if (c->raft_closed)
+        raft_uv_close(&c->io);
     tern_fsm_free(c->fsm);
     tern_link_creds_free(&c->creds);
     free(c->hash);
@@ -507,7 +514,7 @@ void tern_cluster_free(struct tern_cluster *c)
 static void on_raft_closed(struct raft *r)
 {
     struct tern_cluster *c = r->data;
-    raft_uv_close(&c->io);
+    c->raft_closed = 1;
     tern_raft_transport_close(&c->transport);
     finish_close(c);
 }
