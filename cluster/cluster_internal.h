@@ -95,6 +95,7 @@ struct tern_cluster {
     int holding;               /* leader: appends held (see append_held) */
     struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
+    uint64_t entries_compressed, entry_bytes_commands, entry_bytes_stored;
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us, commit_sum_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;

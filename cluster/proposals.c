@@ -214,11 +214,14 @@ static int append_entry(struct tern_cluster *c, const uint8_t *data, size_t len)
 {
     struct raft_buffer rb = {0};
     struct apply_req *a = malloc(sizeof(*a));
-    if (!a || tern_raft_entry_build(data, len, &rb) != TERN_OK) {
+    bool lz4 = c->cfg.entry_compression == TERN_ENTRY_COMPRESSION_LZ4;
+    if (!a || tern_raft_entry_build(data, len, lz4, &rb) != TERN_OK) {
         free(a);
         return TERN_ENOMEM;
     }
     a->c = c;
+    bool compressed = ((const uint8_t *)rb.base)[0] == TERN_RAFT_ENTRY_LZ4;
+    size_t stored = rb.len; /* libraft's once applied */
     int rv = raft_apply(&c->raft, &a->req, &rb, 1, on_applied);
     if (rv != 0) {
         raft_free(rb.base);
@@ -226,6 +229,9 @@ static int append_entry(struct tern_cluster *c, const uint8_t *data, size_t len)
         return TERN_ENOTLEADER;
     }
     c->entries++;
+    c->entries_compressed += compressed;
+    c->entry_bytes_commands += len;
+    c->entry_bytes_stored += stored;
     c->appended_term = c->raft.current_term;
     return TERN_OK;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <lz4.h>
 #include <uv.h>
 
 #include "raft_fsm.h"
@@ -55,21 +56,59 @@ static size_t entry_check(const struct tern_raft_fsm *rf, const uint8_t *p, size
     return n;
 }
 
+static size_t get32(const uint8_t *p)
+{
+    return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+}
+
+static void put32(uint8_t *p, size_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The commands of an entry, and their length: in the entry itself (version 2)
+ * or decompressed into *raw (version 3; the caller frees it). */
+static const uint8_t *entry_commands(const struct tern_raft_fsm *rf,
+                                     const struct raft_buffer *rb, size_t *left,
+                                     uint8_t **raw)
+{
+    const uint8_t *p = rb->base;
+    *raw = NULL;
+    if (rb->len >= TERN_RAFT_ENTRY_HDR && p[0] == TERN_RAFT_ENTRY_VERSION) {
+        *left = get32(p + 4);
+        if (*left > rb->len - TERN_RAFT_ENTRY_HDR)
+            apply_fatal(rf, "entry length %zu beyond its %zu bytes", *left, rb->len);
+        return p + TERN_RAFT_ENTRY_HDR;
+    }
+    if (rb->len < TERN_RAFT_ENTRY_LZ4_HDR || p[0] != TERN_RAFT_ENTRY_LZ4)
+        apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? p[0] : 0,
+                    rb->len);
+    size_t stored = get32(p + 4), n = get32(p + 8);
+    if (stored > rb->len - TERN_RAFT_ENTRY_LZ4_HDR || n == 0 ||
+        n > TERN_RAFT_ENTRY_RAW_MAX)
+        apply_fatal(rf, "compressed entry of %zu bytes for %zu in its %zu bytes", stored,
+                    n, rb->len);
+    *raw = malloc(n);
+    if (!*raw)
+        apply_fatal(rf, "out of memory decompressing the entry (%zu bytes)", n);
+    int got = LZ4_decompress_safe((const char *)p + TERN_RAFT_ENTRY_LZ4_HDR, (char *)*raw,
+                                  (int)stored, (int)n);
+    if (got < 0 || (size_t)got != n)
+        apply_fatal(rf, "compressed entry does not decompress to its %zu bytes", n);
+    *left = n;
+    return *raw;
+}
+
 /* Applies one entry (a batch of commands) to the FSM. */
 static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void **result)
 {
     struct tern_raft_fsm *rf = rfsm->data;
-    const uint8_t *p = rb->base;
     *result = NULL;
     rf->applied_bytes += rb->len; /* what libraft keeps in memory until a snapshot */
-    if (rb->len < TERN_RAFT_ENTRY_HDR || p[0] != TERN_RAFT_ENTRY_VERSION)
-        apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? p[0] : 0,
-                    rb->len);
-    size_t left =
-        (size_t)p[4] | (size_t)p[5] << 8 | (size_t)p[6] << 16 | (size_t)p[7] << 24;
-    if (left > rb->len - TERN_RAFT_ENTRY_HDR)
-        apply_fatal(rf, "entry length %zu beyond its %zu bytes", left, rb->len);
-    p += TERN_RAFT_ENTRY_HDR;
+    size_t left;
+    uint8_t *raw;
+    const uint8_t *p = entry_commands(rf, rb, &left, &raw);
     entry_check(rf, p, left);
     for (size_t i = 1; left > 0; i++) {
         struct tern_cmd cmd;
@@ -87,6 +126,7 @@ static int fsm_apply(struct raft_fsm *rfsm, const struct raft_buffer *rb, void *
         p += used;
         left -= used;
     }
+    free(raw);
     return 0;
 }
 
@@ -266,19 +306,55 @@ void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork)
     rf->raft.snapshot_async = on ? fsm_snapshot_async : NULL;
 }
 
-int tern_raft_entry_build(const uint8_t *cmds, size_t len, struct raft_buffer *out)
+/* Version 3 of cmds, or NULL when it would not be smaller than version 2 (or
+ * memory is short: version 2 then). */
+static uint8_t *entry_lz4(const uint8_t *cmds, size_t len, size_t *total)
+{
+    int bound = LZ4_compressBound((int)len);
+    uint8_t *h =
+        bound > 0 ? raft_malloc(TERN_RAFT_ENTRY_LZ4_HDR + (size_t)bound + 7) : NULL;
+    if (!h)
+        return NULL;
+    int stored = LZ4_compress_default(
+        (const char *)cmds, (char *)h + TERN_RAFT_ENTRY_LZ4_HDR, (int)len, bound);
+    size_t t = (TERN_RAFT_ENTRY_LZ4_HDR + (size_t)(stored > 0 ? stored : bound) + 7) &
+               ~(size_t)7;
+    if (stored <= 0 || t >= ((TERN_RAFT_ENTRY_HDR + len + 7) & ~(size_t)7)) {
+        raft_free(h);
+        return NULL;
+    }
+    memset(h, 0, TERN_RAFT_ENTRY_LZ4_HDR);
+    h[0] = TERN_RAFT_ENTRY_LZ4;
+    put32(h + 4, (size_t)stored);
+    put32(h + 8, len);
+    memset(h + TERN_RAFT_ENTRY_LZ4_HDR + stored, 0,
+           t - TERN_RAFT_ENTRY_LZ4_HDR - (size_t)stored);
+    /* libraft holds the entry in memory until a snapshot: only what it uses. */
+    uint8_t *shrunk = raft_realloc(h, t);
+    *total = t;
+    return shrunk ? shrunk : h;
+}
+
+int tern_raft_entry_build(const uint8_t *cmds, size_t len, bool compress,
+                          struct raft_buffer *out)
 {
     if (len > UINT32_MAX - TERN_RAFT_ENTRY_HDR - 7)
         return TERN_ETOOBIG;
-    size_t total = (TERN_RAFT_ENTRY_HDR + len + 7) & ~(size_t)7;
-    uint8_t *h = raft_calloc(1, total);
+    size_t total;
+    uint8_t *h = NULL;
+    if (compress && len >= TERN_RAFT_ENTRY_LZ4_MIN && len <= TERN_RAFT_ENTRY_RAW_MAX)
+        h = entry_lz4(cmds, len, &total);
+    if (h) {
+        out->base = h;
+        out->len = total;
+        return TERN_OK;
+    }
+    total = (TERN_RAFT_ENTRY_HDR + len + 7) & ~(size_t)7;
+    h = raft_calloc(1, total);
     if (!h)
         return TERN_ENOMEM;
     h[0] = TERN_RAFT_ENTRY_VERSION;
-    h[4] = (uint8_t)len;
-    h[5] = (uint8_t)(len >> 8);
-    h[6] = (uint8_t)(len >> 16);
-    h[7] = (uint8_t)(len >> 24);
+    put32(h + 4, len);
     if (len)
         memcpy(h + TERN_RAFT_ENTRY_HDR, cmds, len);
     out->base = h;

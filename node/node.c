@@ -284,6 +284,7 @@ int tern_node_init(struct tern_node *n, uv_loop_t *loop, const struct tern_confi
         .snapshot_bytes = cfg->raft_snapshot_bytes,
         .segment_bytes = cfg->raft_segment_bytes,
         .snapshot_fork = cfg->raft_snapshot_fork,
+        .entry_compression = cfg->raft_entry_compression,
         .join = cfg->join,
         .tls_cert_file = n->cfg.cluster_tls.cert_file,
         .tls_key_file = n->cfg.cluster_tls.key_file,

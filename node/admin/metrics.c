@@ -300,6 +300,15 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "This node's proposals applied.", st.proposals);
     metric(b, "tern_raft_entries_appended_total", "counter",
            "Log entries this node appended as leader.", st.entries);
+    metric(b, "tern_raft_entries_compressed_total", "counter",
+           "Of those, stored LZ4-compressed (raft_entry_compression).",
+           st.entries_compressed);
+    metric_head(b, "tern_raft_entry_bytes_total", "counter",
+                "Bytes of the entries this node appended as leader: the commands they "
+                "hold, and what the log stores and ships.");
+    sample(b, "tern_raft_entry_bytes_total", "form=\"commands\"",
+           st.entry_bytes_commands);
+    sample(b, "tern_raft_entry_bytes_total", "form=\"stored\"", st.entry_bytes_stored);
     metric(b, "tern_raft_messages_coalesced_total", "counter",
            "Raft heartbeats and AppendEntries results not sent: a newer one replaced "
            "them while the stream was busy.",

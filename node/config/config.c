@@ -64,6 +64,8 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
 static const char *const drop_policy_names[] = {"drop_oldest", "drop_new", NULL};
 static const char *const anonymous_names[] = {"auto", "false", "true", NULL};
 static const char *const snapshot_fork_names[] = {"auto", "never", "always", NULL};
+/* enum tern_entry_compression */
+static const char *const entry_compression_names[] = {"lz4", "none", NULL};
 
 #define FIELD(f) offsetof(struct tern_config, f), sizeof(((struct tern_config *)0)->f)
 #define UINT(n, f, lo, hi, d, doc)                                                       \
@@ -158,6 +160,9 @@ static const struct key keys[] = {
          "size of each Raft log segment file, allocated up front"),
     UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",
          "largest Raft entry (a batch of commands)"),
+    ENUM("raft_entry_compression", raft_entry_compression, entry_compression_names, "lz4",
+         "how a leader stores a batch of 512 bytes or more in the log; none = as "
+         "builds before it read them (a rolling upgrade from one)"),
     BOOL("join", join, "false",
          "join a running cluster (no bootstrap; ternctl add-node)"),
     {"listeners", KEY_LISTENERS, FIELD(listeners), 0, 0, NULL, NULL,

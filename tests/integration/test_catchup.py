@@ -184,15 +184,15 @@ def digests_agree(nodes):
     return None not in got.values() and len(set(got.values())) == 1
 
 
-def retained_on(node, base):
-    """{topic: sha256 of payload} of the retained messages under base/ as node serves
-    them to a new subscriber."""
+def retained_on(node, base, n=RETAINED):
+    """{topic: sha256 of payload} of the n retained messages under base/ as node
+    serves them to a new subscriber."""
     got = {}
     with mqttraw.RawClient(node.host, node.port, version=4, timeout=10.0) as r:
         assert r.connect(uid("ret"), clean=True).reason == 0
         r.subscribe(1, [(base + "/#", 0)])
         deadline = time.monotonic() + 20.0
-        while len(got) < RETAINED and time.monotonic() < deadline:
+        while len(got) < n and time.monotonic() < deadline:
             p = r.expect(mqttraw.PUBLISH, max(0.1, deadline - time.monotonic()))
             assert p.retain, p.topic
             got[p.topic] = hashlib.sha256(p.payload).hexdigest()

@@ -46,7 +46,10 @@ struct cl {
     unsigned n;
     struct server s[MAX_SERVERS];
     uint64_t seed, now_ms, seq;
-    unsigned excluded; /* bit i: server i is not waited for */
+    unsigned excluded;   /* bit i: server i is not waited for */
+    bool lz4;            /* entries built as a leader with raft_entry_compression */
+    unsigned batch;      /* commands per entry: 1..batch (0: 1..4) */
+    unsigned compressed; /* entries built compressed */
 };
 
 static uint64_t rnd(struct cl *c)
@@ -320,7 +323,8 @@ static void apply_done(struct raft_apply *req, int status, void *result)
 static int append_on(struct cl *c, unsigned i, const uint8_t *cmds, size_t len)
 {
     struct raft_buffer rb;
-    assert_int_equal(tern_raft_entry_build(cmds, len, &rb), TERN_OK);
+    assert_int_equal(tern_raft_entry_build(cmds, len, c->lz4, &rb), TERN_OK);
+    c->compressed += ((const uint8_t *)rb.base)[0] == TERN_RAFT_ENTRY_LZ4;
     struct raft_apply *req = malloc(sizeof(*req));
     assert_non_null(req);
     int rv = raft_apply(R(c, i), req, &rb, 1, apply_done);
@@ -352,10 +356,10 @@ static unsigned propose(struct cl *c, unsigned entries)
     unsigned cmds = 0;
     unsigned li = leader(c);
     for (unsigned e = 0; e < entries; e++) {
-        uint8_t buf[2048];
+        uint8_t buf[8192];
         size_t len = e == 0 ? start_cmd(c, buf, sizeof(buf)) : 0;
         cmds += e == 0;
-        unsigned k = 1 + (unsigned)(rnd(c) % 4);
+        unsigned k = 1 + (unsigned)(rnd(c) % (c->batch ? c->batch : 4));
         for (unsigned j = 0; j < k; j++)
             len += gen_cmd(c, buf + len, sizeof(buf) - len);
         assert_int_equal(append_on(c, li, buf, len), 0);
@@ -376,7 +380,7 @@ static void test_entry_format(void **state)
     size_t n = tern_cmd_encode(&t, cmds, sizeof(cmds));
     assert_true(n > 0 && n % 8 != 0);
     struct raft_buffer rb;
-    assert_int_equal(tern_raft_entry_build(cmds, n, &rb), TERN_OK);
+    assert_int_equal(tern_raft_entry_build(cmds, n, false, &rb), TERN_OK);
     assert_int_equal(rb.len % 8, 0);
     assert_true(rb.len >= TERN_RAFT_ENTRY_HDR + n &&
                 rb.len < TERN_RAFT_ENTRY_HDR + n + 8);
@@ -399,6 +403,110 @@ static void test_entry_format(void **state)
     tern_fsm_free(s.fsm);
 }
 
+/* Version 3: a batch of 512 bytes or more that LZ4 makes smaller is stored
+ * compressed and applies as the same commands; a smaller or incompressible one,
+ * or one built without compression, stays version 2. */
+static void test_entry_lz4_format(void **state)
+{
+    (void)state;
+    uint8_t cmds[4096];
+    size_t n = 0;
+    while (n < 2048) {
+        struct tern_cmd p = {.type = TERN_CMD_PUBLISH, .now_ms = 5};
+        p.u.publish.msg.topic = B("plant/line-4/sensor/temperature");
+        p.u.publish.msg.payload = B("{\"celsius\": 21.5, \"status\": \"ok\"}");
+        p.u.publish.msg.qos = 1;
+        n += tern_cmd_encode(&p, cmds + n, sizeof(cmds) - n);
+    }
+    struct raft_buffer plain, lz4;
+    assert_int_equal(tern_raft_entry_build(cmds, n, false, &plain), TERN_OK);
+    assert_int_equal(tern_raft_entry_build(cmds, n, true, &lz4), TERN_OK);
+    const uint8_t *h = lz4.base;
+    assert_int_equal(((const uint8_t *)plain.base)[0], TERN_RAFT_ENTRY_VERSION);
+    assert_int_equal(h[0], TERN_RAFT_ENTRY_LZ4);
+    assert_int_equal(h[1] | h[2] | h[3] | h[12] | h[13] | h[14] | h[15], 0);
+    size_t stored = h[4] | h[5] << 8 | h[6] << 16 | (size_t)h[7] << 24;
+    assert_int_equal(h[8] | h[9] << 8 | h[10] << 16 | (size_t)h[11] << 24, n);
+    assert_int_equal(lz4.len % 8, 0);
+    assert_true(lz4.len >= TERN_RAFT_ENTRY_LZ4_HDR + stored &&
+                lz4.len < TERN_RAFT_ENTRY_LZ4_HDR + stored + 8);
+    assert_true(lz4.len * 3 < plain.len); /* repetitive commands: well over 3x */
+    for (size_t i = TERN_RAFT_ENTRY_LZ4_HDR + stored; i < lz4.len; i++)
+        assert_int_equal(h[i], 0);
+
+    /* Both apply as the same commands, to the same state. */
+    struct server s[2];
+    const struct raft_buffer *rb[2] = {&plain, &lz4};
+    uint8_t *snap[2];
+    size_t snap_len[2];
+    for (int k = 0; k < 2; k++) {
+        memset(&s[k], 0, sizeof(s[k]));
+        s[k].fsm = tern_fsm_new(1, NULL, NULL);
+        assert_non_null(s[k].fsm);
+        tern_raft_fsm_init(&s[k].rf, s[k].fsm, on_applied, &s[k]);
+        void *result = NULL;
+        assert_int_equal(s[k].rf.raft.apply(&s[k].rf.raft, rb[k], &result), 0);
+        assert_int_equal(tern_fsm_snapshot(s[k].fsm, &snap[k], &snap_len[k]), TERN_OK);
+    }
+    assert_true(s[0].applied >= 20);
+    assert_int_equal(s[1].applied, s[0].applied);
+    assert_int_equal(snap_len[1], snap_len[0]);
+    assert_memory_equal(snap[1], snap[0], snap_len[0]);
+    for (int k = 0; k < 2; k++) {
+        free(snap[k]);
+        tern_fsm_free(s[k].fsm);
+    }
+    raft_free(plain.base);
+    raft_free(lz4.base);
+
+    /* Under the threshold, or incompressible: version 2. */
+    struct raft_buffer small, noise;
+    assert_int_equal(
+        tern_raft_entry_build(cmds, TERN_RAFT_ENTRY_LZ4_MIN - 1, true, &small), TERN_OK);
+    assert_int_equal(((const uint8_t *)small.base)[0], TERN_RAFT_ENTRY_VERSION);
+    uint8_t rnd_bytes[4096];
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < sizeof(rnd_bytes); i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        rnd_bytes[i] = (uint8_t)x;
+    }
+    assert_int_equal(tern_raft_entry_build(rnd_bytes, sizeof(rnd_bytes), true, &noise),
+                     TERN_OK);
+    assert_int_equal(((const uint8_t *)noise.base)[0], TERN_RAFT_ENTRY_VERSION);
+    raft_free(small.base);
+    raft_free(noise.base);
+}
+
+/* The same proposals under real Raft, in entries of up to 24 commands, built
+ * with and without compression: every replica of both runs ends in the same
+ * state, and the compressed run did store compressed entries. */
+static void test_lz4_entries_same_state(void **state)
+{
+    (void)state;
+    uint8_t *ref[2];
+    size_t ref_len[2];
+    for (int k = 0; k < 2; k++) {
+        struct cl *c = cl_new(3, 0x4C5A34ull);
+        c->lz4 = k == 1;
+        c->batch = 24;
+        for (int round = 0; round < 6; round++) {
+            propose(c, 8);
+            wait_caught_up(c);
+        }
+        assert_equal_fsms(c);
+        if (c->lz4)
+            assert_true(c->compressed >= 20);
+        else
+            assert_int_equal(c->compressed, 0);
+        assert_int_equal(tern_fsm_snapshot(c->s[0].fsm, &ref[k], &ref_len[k]), TERN_OK);
+        cl_free(c);
+    }
+    assert_int_equal(ref_len[1], ref_len[0]);
+    assert_memory_equal(ref[1], ref[0], ref_len[0]);
+    free(ref[0]);
+    free(ref[1]);
+}
+
 /* --- entries a replica cannot apply -------------------------------------------- */
 
 enum bad_entry {
@@ -406,6 +514,7 @@ enum bad_entry {
     BAD_LENGTH,  /* length beyond the entry's bytes */
     BAD_COMMAND, /* a valid command, then one that does not decode */
     BAD_ALLOC,   /* an allocation fails while the entry applies */
+    BAD_LZ4,     /* a compressed entry that does not decompress to its length */
 };
 
 /* In a child: a 3-node cluster applies some commands, then one crafted entry
@@ -417,7 +526,7 @@ static void bad_entry_child(enum bad_entry kind)
         c->s[i].rf.r = R(c, i);
     propose(c, 5);
     wait_caught_up(c);
-    uint8_t cmds[256];
+    uint8_t cmds[1024];
     struct tern_cmd t = {.type = TERN_CMD_TICK, .now_ms = c->now_ms};
     size_t n = tern_cmd_encode(&t, cmds, sizeof(cmds));
     if (kind == BAD_ALLOC) {
@@ -435,11 +544,18 @@ static void bad_entry_child(enum bad_entry kind)
         cmds[n + 1] = 0xEE; /* the second command's type */
         n += m;
     }
+    if (kind == BAD_LZ4) /* a batch that compresses: the same command again */
+        while (n + 64 < sizeof(cmds))
+            n += tern_cmd_encode(&t, cmds + n, sizeof(cmds) - n);
     struct raft_buffer rb;
-    assert_int_equal(tern_raft_entry_build(cmds, n, &rb), TERN_OK);
+    assert_int_equal(tern_raft_entry_build(cmds, n, kind == BAD_LZ4, &rb), TERN_OK);
     uint8_t *h = rb.base;
+    if (kind == BAD_LZ4) {
+        assert_int_equal(h[0], TERN_RAFT_ENTRY_LZ4);
+        h[8]++; /* one byte more than it holds */
+    }
     if (kind == BAD_VERSION)
-        h[0] = TERN_RAFT_ENTRY_VERSION + 1;
+        h[0] = TERN_RAFT_ENTRY_LZ4 + 1;
     if (kind == BAD_LENGTH)
         h[4] = (uint8_t)(rb.len - TERN_RAFT_ENTRY_HDR + 1);
     struct raft_apply *req = malloc(sizeof(*req));
@@ -490,6 +606,7 @@ static void test_bad_entry_stops_node(void **state)
         {BAD_LENGTH, "beyond its"},
         {BAD_COMMAND, "undecodable command 2 of the entry"},
         {BAD_ALLOC, "out of memory"},
+        {BAD_LZ4, "does not decompress to its"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char log[8192];
@@ -977,6 +1094,8 @@ int main(void)
     tern_log_set_level(TERN_LOG_ERROR); /* the adapter logs undecodable entries */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_format),
+        cmocka_unit_test(test_entry_lz4_format),
+        cmocka_unit_test(test_lz4_entries_same_state),
         cmocka_unit_test(test_bad_entry_stops_node),
         cmocka_unit_test(test_steady_3),
         cmocka_unit_test(test_steady_5),

@@ -62,6 +62,7 @@ struct tern_cluster_config {
     uint64_t snapshot_bytes;     /* ... or this many bytes of entries applied */
     uint64_t segment_bytes;      /* Raft log segment file size (0 = libraft's) */
     int snapshot_fork;           /* enum tern_snapshot_fork */
+    int entry_compression;       /* enum tern_entry_compression */
     /* Joining a running cluster: bootstrap no configuration; wait for the
      * leader to add this node (tern_cluster_add_member() on the leader). */
     bool join;
@@ -72,6 +73,13 @@ struct tern_cluster_config {
     tern_forward_fn on_forward;
     tern_flow_fn on_flow; /* called with forward_ctx too */
     void *forward_ctx;
+};
+
+/* How a leader stores a batch in the log (docs/configuration.md,
+ * raft_entry_compression; cluster/raft_fsm.h). */
+enum tern_entry_compression {
+    TERN_ENTRY_COMPRESSION_LZ4 = 0,
+    TERN_ENTRY_COMPRESSION_NONE = 1,
 };
 
 /* Where a snapshot is serialised (docs/configuration.md, raft_snapshot_fork). */
@@ -104,6 +112,10 @@ struct tern_cluster_status {
     uint64_t pending;   /* proposals not applied yet */
     uint64_t proposals; /* proposals applied (this node's) */
     uint64_t entries;   /* log entries this node appended as leader */
+    /* Of those, stored LZ4-compressed; and the bytes of commands they hold
+     * against the bytes stored (entries of either form). */
+    uint64_t entries_compressed;
+    uint64_t entry_bytes_commands, entry_bytes_stored;
     /* Raft heartbeats and AppendEntries results this node did not send because
      * a newer one replaced them while the stream was busy (raft_frames.h). */
     uint64_t coalesced;

@@ -98,6 +98,7 @@ struct tern_config {
     uint32_t raft_snapshot_trailing;        /* default 2048 */
     uint64_t raft_snapshot_bytes;           /* default 64 MiB */
     int raft_snapshot_fork;                 /* enum tern_snapshot_fork, default auto */
+    int raft_entry_compression;             /* enum tern_entry_compression, default lz4 */
     uint64_t raft_segment_bytes;            /* default 32 MiB */
     uint32_t max_batch_bytes;               /* default 1048576 */
     bool join; /* default false: join a running cluster instead of bootstrapping */
