@@ -7,6 +7,7 @@ read from its log ("admin API listening on HOST:PORT").
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -141,12 +142,18 @@ def parse_prometheus(text):
 LOG_LOAD = 48
 
 
+def log_load_payload(i):
+    """64 KiB that do not compress: the log then holds about what was published
+    (entries of a large batch are stored LZ4-compressed)."""
+    return random.Random(i).randbytes(65536)
+
+
 def publish_log_load(b, prefix):
     c = PahoClient(b, version=V311)
     try:
         c.connect()
         for i in range(LOG_LOAD):
-            c.publish("%s/%d" % (prefix, i), bytes([i]) * 65536, 1, retain=True)
+            c.publish("%s/%d" % (prefix, i), log_load_payload(i), 1, retain=True)
     finally:
         c.close()
 
@@ -160,7 +167,7 @@ def expect_log_load(b, prefix):
     finally:
         c.close()
     last = "%s/%d" % (prefix, LOG_LOAD - 1)
-    assert len(got) == LOG_LOAD and got[last] == bytes([LOG_LOAD - 1]) * 65536
+    assert len(got) == LOG_LOAD and got[last] == log_load_payload(LOG_LOAD - 1)
 
 
 # --- read endpoints --------------------------------------------------------------
