@@ -20,6 +20,7 @@
 #include <raft/uv.h>
 
 #include "link_tls.h"
+#include "lz4_block.h"
 #include "peer.h"
 #include "raft_close.h"
 #include "raft_fsm.h"
@@ -96,6 +97,7 @@ struct tern_cluster {
     struct proposal *applying; /* ours, while its command's effects run */
     uint64_t applied_own, entries;
     uint64_t entries_compressed, entry_bytes_commands, entry_bytes_stored;
+    uint64_t fwd_compressed; /* proposal batches sent to the leader compressed */
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us, commit_sum_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;

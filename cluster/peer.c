@@ -407,7 +407,7 @@ static void in_refuse(struct in_link *in, const char *why)
 static int frame_ok(const struct tern_peers *p, uint8_t type, uint32_t from)
 {
     if ((type != TERN_PEER_PROPOSE && type != TERN_PEER_FORWARD &&
-         type != TERN_PEER_FLOW) ||
+         type != TERN_PEER_FLOW && type != TERN_PEER_PROPOSE_LZ4) ||
         from == 0 || from == p->self)
         return 0;
     for (size_t i = 0; i < p->nout; i++)

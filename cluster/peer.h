@@ -24,6 +24,11 @@ enum tern_peer_frame {
     TERN_PEER_PROPOSE = 1, /* concatenated encoded commands, for the leader */
     TERN_PEER_FORWARD = 2, /* one encoded PUBLISH command for local delivery */
     TERN_PEER_FLOW = 3,    /* [u8 hold][client id]: hold / release a publisher there */
+    /* [u32 length of the commands][one LZ4 block of them] (lz4_block.h): a
+     * PROPOSE batch of TERN_LZ4_MIN bytes or more that it makes smaller, sent
+     * with raft_entry_compression lz4 (a build before it closes the link on it,
+     * as on any type it does not know). */
+    TERN_PEER_PROPOSE_LZ4 = 4,
 };
 
 struct tern_peers;

@@ -375,6 +375,29 @@ static bool append_held(struct tern_cluster *c)
     return true;
 }
 
+/* Follower: a batch to the leader, compressed as a leader stores it (the peer
+ * link crosses the same network as Raft's streams, and after a failover it
+ * carries this node's whole re-sent tail). */
+static int send_proposals(struct tern_cluster *c, uint32_t leader, const uint8_t *data,
+                          size_t len)
+{
+    size_t bound =
+        c->cfg.entry_compression == TERN_ENTRY_COMPRESSION_LZ4 ? tern_lz4_bound(len) : 0;
+    uint8_t *z = bound ? malloc(4 + bound) : NULL;
+    size_t n = z ? tern_lz4_pack(data, len, z + 4, 4) : 0;
+    int rv;
+    if (n) {
+        for (int i = 0; i < 4; i++)
+            z[i] = (uint8_t)(len >> (8 * i));
+        c->fwd_compressed++;
+        rv = tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE_LZ4, z, 4 + n);
+    } else {
+        rv = tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, data, len);
+    }
+    free(z);
+    return rv;
+}
+
 /* Sends every proposal waiting to be sent, in order, batched up to
  * max_batch_bytes per entry or frame. With nowhere to send them the idle handle
  * stops (the timer starts it again while any wait): no spinning. */
@@ -428,9 +451,8 @@ void cluster_flush(struct tern_cluster *c)
         p->gen = c->gen;
     }
     if (out.len) {
-        int rv =
-            self ? append_entry(c, out.buf, out.len)
-                 : tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, out.buf, out.len);
+        int rv = self ? append_entry(c, out.buf, out.len)
+                      : send_proposals(c, leader, out.buf, out.len);
         if (rv != TERN_OK) {
             /* Not sent: again from the timer (the link is full or going). */
             for (struct proposal *p = first; p; p = p->next)
@@ -491,6 +513,9 @@ void cluster_kick(struct tern_cluster *c)
         uv_idle_start(&c->idle, on_idle);
 }
 
+static void take_proposals(struct tern_cluster *c, uint32_t from, const uint8_t *data,
+                           size_t len);
+
 /* A follower's proposals, arriving at the leader: validated, then appended with
  * the leader's own on this turn. A node that is no longer leader drops them; the
  * follower retries with the same ids. */
@@ -512,8 +537,37 @@ void cluster_on_peer_frame(void *ctx, uint32_t from, uint8_t type, const uint8_t
             c->cfg.on_flow(c->cfg.forward_ctx, from, data[0] != 0, data + 1, len - 1);
         return;
     }
-    if (type != TERN_PEER_PROPOSE || raft_state(&c->raft) != RAFT_LEADER)
+    if ((type != TERN_PEER_PROPOSE && type != TERN_PEER_PROPOSE_LZ4) ||
+        raft_state(&c->raft) != RAFT_LEADER)
         return;
+    if (type == TERN_PEER_PROPOSE) {
+        take_proposals(c, from, data, len);
+        return;
+    }
+    /* Bounded as a plain frame is (peer_frame_bytes_max): no batch grows more
+     * than one could carry. */
+    size_t n = len >= 4 ? (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 |
+                              (size_t)data[3] << 24
+                        : 0;
+    uint64_t max =
+        c->cfg.peer_frame_bytes_max ? c->cfg.peer_frame_bytes_max : TERN_PEER_FRAME_MAX;
+    uint8_t *raw = n && n <= max ? malloc(n) : NULL;
+    if (!raw || tern_lz4_unpack(data + 4, len - 4, raw, n) != 0) {
+        TERN_LOGW("peer %u: dropped a compressed proposal batch: %s", from,
+                  raw ? "it does not decompress to its length" : "bad length");
+        free(raw);
+        return;
+    }
+    take_proposals(c, from, raw, n);
+    free(raw);
+}
+
+/* A batch of a follower's proposals, on the leader: validated whole, then what
+ * has not applied yet is appended with the leader's own on this turn. */
+static void take_proposals(struct tern_cluster *c, uint32_t from, const uint8_t *data,
+                           size_t len)
+{
+    char errmsg[TERN_ERRMSG_SIZE];
     size_t off = 0;
     while (off < len) {
         struct tern_cmd cmd;

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <lz4.h>
 #include <uv.h>
 
 #include "raft_fsm.h"
@@ -85,16 +84,13 @@ static const uint8_t *entry_commands(const struct tern_raft_fsm *rf,
         apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? p[0] : 0,
                     rb->len);
     size_t stored = get32(p + 4), n = get32(p + 8);
-    if (stored > rb->len - TERN_RAFT_ENTRY_LZ4_HDR || n == 0 ||
-        n > TERN_RAFT_ENTRY_RAW_MAX)
+    if (stored > rb->len - TERN_RAFT_ENTRY_LZ4_HDR || n == 0 || n > TERN_LZ4_RAW_MAX)
         apply_fatal(rf, "compressed entry of %zu bytes for %zu in its %zu bytes", stored,
                     n, rb->len);
     *raw = malloc(n);
     if (!*raw)
         apply_fatal(rf, "out of memory decompressing the entry (%zu bytes)", n);
-    int got = LZ4_decompress_safe((const char *)p + TERN_RAFT_ENTRY_LZ4_HDR, (char *)*raw,
-                                  (int)stored, (int)n);
-    if (got < 0 || (size_t)got != n)
+    if (tern_lz4_unpack(p + TERN_RAFT_ENTRY_LZ4_HDR, stored, *raw, n) != 0)
         apply_fatal(rf, "compressed entry does not decompress to its %zu bytes", n);
     *left = n;
     return *raw;
@@ -310,25 +306,22 @@ void tern_raft_fsm_set_fork(struct tern_raft_fsm *rf, int fork)
  * memory is short: version 2 then). */
 static uint8_t *entry_lz4(const uint8_t *cmds, size_t len, size_t *total)
 {
-    int bound = LZ4_compressBound((int)len);
-    uint8_t *h =
-        bound > 0 ? raft_malloc(TERN_RAFT_ENTRY_LZ4_HDR + (size_t)bound + 7) : NULL;
+    size_t bound = tern_lz4_bound(len);
+    uint8_t *h = bound ? raft_malloc(TERN_RAFT_ENTRY_LZ4_HDR + bound + 7) : NULL;
     if (!h)
         return NULL;
-    int stored = LZ4_compress_default(
-        (const char *)cmds, (char *)h + TERN_RAFT_ENTRY_LZ4_HDR, (int)len, bound);
-    size_t t = (TERN_RAFT_ENTRY_LZ4_HDR + (size_t)(stored > 0 ? stored : bound) + 7) &
-               ~(size_t)7;
-    if (stored <= 0 || t >= ((TERN_RAFT_ENTRY_HDR + len + 7) & ~(size_t)7)) {
+    size_t stored = tern_lz4_pack(cmds, len, h + TERN_RAFT_ENTRY_LZ4_HDR,
+                                  TERN_RAFT_ENTRY_LZ4_HDR - TERN_RAFT_ENTRY_HDR);
+    size_t t = (TERN_RAFT_ENTRY_LZ4_HDR + stored + 7) & ~(size_t)7;
+    if (!stored || t >= ((TERN_RAFT_ENTRY_HDR + len + 7) & ~(size_t)7)) {
         raft_free(h);
         return NULL;
     }
     memset(h, 0, TERN_RAFT_ENTRY_LZ4_HDR);
     h[0] = TERN_RAFT_ENTRY_LZ4;
-    put32(h + 4, (size_t)stored);
+    put32(h + 4, stored);
     put32(h + 8, len);
-    memset(h + TERN_RAFT_ENTRY_LZ4_HDR + stored, 0,
-           t - TERN_RAFT_ENTRY_LZ4_HDR - (size_t)stored);
+    memset(h + TERN_RAFT_ENTRY_LZ4_HDR + stored, 0, t - TERN_RAFT_ENTRY_LZ4_HDR - stored);
     /* libraft holds the entry in memory until a snapshot: only what it uses. */
     uint8_t *shrunk = raft_realloc(h, t);
     *total = t;
@@ -342,7 +335,7 @@ int tern_raft_entry_build(const uint8_t *cmds, size_t len, bool compress,
         return TERN_ETOOBIG;
     size_t total;
     uint8_t *h = NULL;
-    if (compress && len >= TERN_RAFT_ENTRY_LZ4_MIN && len <= TERN_RAFT_ENTRY_RAW_MAX)
+    if (compress)
         h = entry_lz4(cmds, len, &total);
     if (h) {
         out->base = h;

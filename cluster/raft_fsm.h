@@ -16,6 +16,7 @@
 
 #include <raft.h>
 
+#include "lz4_block.h"
 #include "snap_fork.h"
 #include "tern/cluster.h"
 #include "tern/cmd.h"
@@ -37,10 +38,7 @@
  * session 9). Builds before this one stop at such an entry (exit status 70). */
 #define TERN_RAFT_ENTRY_LZ4 3
 #define TERN_RAFT_ENTRY_LZ4_HDR 16
-#define TERN_RAFT_ENTRY_LZ4_MIN 512u
-/* The most a compressed entry may expand to: max_batch_bytes' ceiling, with
- * room for forwarded batches (a leader appends a follower's whole frame). */
-#define TERN_RAFT_ENTRY_RAW_MAX (128u << 20)
+#define TERN_RAFT_ENTRY_LZ4_MIN TERN_LZ4_MIN
 
 /* Exit status of a node that cannot apply a committed entry (unknown version,
  * undecodable command, out of memory): it stops rather than diverge from the

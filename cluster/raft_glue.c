@@ -393,6 +393,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->entries_compressed = c->entries_compressed;
     st->entry_bytes_commands = c->entry_bytes_commands;
     st->entry_bytes_stored = c->entry_bytes_stored;
+    st->proposal_frames_compressed = c->fwd_compressed;
     st->coalesced = tern_raft_transport_coalesced(&m->transport);
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;

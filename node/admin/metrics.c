@@ -309,6 +309,9 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
     sample(b, "tern_raft_entry_bytes_total", "form=\"commands\"",
            st.entry_bytes_commands);
     sample(b, "tern_raft_entry_bytes_total", "form=\"stored\"", st.entry_bytes_stored);
+    metric(b, "tern_peer_proposal_batches_compressed_total", "counter",
+           "Batches of proposals this node sent its leader LZ4-compressed.",
+           st.proposal_frames_compressed);
     metric(b, "tern_raft_messages_coalesced_total", "counter",
            "Raft heartbeats and AppendEntries results not sent: a newer one replaced "
            "them while the stream was busy.",

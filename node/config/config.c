@@ -161,8 +161,8 @@ static const struct key keys[] = {
     UINT("max_batch_bytes", max_batch_bytes, 4096, 67108864, "1048576",
          "largest Raft entry (a batch of commands)"),
     ENUM("raft_entry_compression", raft_entry_compression, entry_compression_names, "lz4",
-         "how a leader stores a batch of 512 bytes or more in the log; none = as "
-         "builds before it read them (a rolling upgrade from one)"),
+         "how a batch of 512 bytes or more is stored in the log and sent to the "
+         "leader; none = as builds before it read them (a rolling upgrade from one)"),
     BOOL("join", join, "false",
          "join a running cluster (no bootstrap; ternctl add-node)"),
     {"listeners", KEY_LISTENERS, FIELD(listeners), 0, 0, NULL, NULL,

@@ -1,6 +1,7 @@
 """Raft entries of a large batch are stored LZ4-compressed (cluster/raft_fsm.h,
-raft_entry_compression), and every replica applies them to the same state, from
-the network and from its own log after a restart.
+raft_entry_compression), and so are a follower's proposal batches to its leader
+(cluster/peer.h); every replica applies them to the same state, from the network
+and from its own log after a restart.
 
 Three nodes. Retained messages with compressible 4 KiB payloads (sensor-style
 JSON) are published on a follower and on the leader; then every node's
@@ -10,16 +11,24 @@ Every node is then stopped and started again, so that it replays the compressed
 entries from its log: the digests agree again and the messages are the same.
 With raft_entry_compression "none" nothing is compressed and the rest holds.
 
+A compressed proposal frame that is malformed (too short, a length beyond the
+peer frame bound, a block that does not decompress to its length), sent to the
+leader's peer port as if from a member, is dropped with a warning, and the
+leader goes on acknowledging.
+
 Every wait is bounded; the cluster is removed at the end (cluster.py).
 """
 import hashlib
 import json
 import os
+import socket
+import struct
 
 import pytest
 
 import mqttraw
 from cluster import TERN_BIN, Cluster, run_cluster
+from cluster import tern_cluster_fixture  # noqa: F401  (the tern_cluster fixture)
 from helpers import IS_MOSQUITTO, uid, wait_until
 from test_catchup import retained_on
 
@@ -94,12 +103,16 @@ def test_replicas_apply_compressed_entries_alike(cluster):
     print("leader: %s entries compressed, %s bytes of commands stored in %s" % (
         compressed, held, stored))
     assert held >= 2 * MESSAGES * PAYLOAD
+    # The follower's publishes went to the leader as compressed peer frames.
+    sent = follower.metric("tern_peer_proposal_batches_compressed_total")
     if c.compression == "lz4":
         assert compressed >= 2 * MESSAGES
         assert stored * 3 < held
+        assert sent >= MESSAGES
     else:
         assert compressed == 0
         assert stored >= held
+        assert sent == 0
 
     # Every node replays its log, the compressed entries included, from disk.
     c.stop_all()
@@ -109,3 +122,33 @@ def test_replicas_apply_compressed_entries_alike(cluster):
         digests(c)
     for nd in c.nodes:
         assert retained_on(nd, base, len(want)) == want, "node %d after restart" % nd.id
+
+
+PEER_PROPOSE_LZ4 = 4  # cluster/peer.h
+
+
+def peer_frame(ftype, sender, payload):
+    """[u32 length][u8 type][u32 from][payload], little-endian (cluster/peer.h)."""
+    return struct.pack("<IBI", len(payload) + 5, ftype, sender) + payload
+
+
+def test_malformed_compressed_proposals_are_dropped(tern_cluster):
+    c = tern_cluster
+    lead = c.wait_leader()
+    assert lead is not None, "no leader"
+    nd = c.node(lead)
+    sender = next(n.id for n in c.nodes if n.id != lead)
+    bad = [b"\x01\x02",                                        # no length
+           struct.pack("<I", 0x7FFFFFFF) + b"\x00" * 64,        # beyond the bound
+           struct.pack("<I", 1000) + bytes(range(256)) * 2]     # not an LZ4 block of 1000
+    with socket.create_connection((nd.host, nd.peer_port), timeout=5.0) as s:
+        for payload in bad:
+            s.sendall(peer_frame(PEER_PROPOSE_LZ4, sender, payload))
+        assert wait_until(
+            lambda: nd.log().count("dropped a compressed proposal batch") >= len(bad),
+            timeout=10.0, msg="the leader drops the three"), nd.log_tail()
+    assert nd.alive()
+    with mqttraw.RawClient(nd.host, nd.port, version=4, timeout=10.0) as r:
+        assert r.connect(uid("after"), clean=True).reason == 0
+        r.publish("after/bad", b"x", qos=1, packet_id=1)
+        assert r.expect(mqttraw.PUBACK, 10.0).packet_id == 1

@@ -116,6 +116,8 @@ struct tern_cluster_status {
      * against the bytes stored (entries of either form). */
     uint64_t entries_compressed;
     uint64_t entry_bytes_commands, entry_bytes_stored;
+    /* Batches of proposals this node sent its leader compressed (peer.h). */
+    uint64_t proposal_frames_compressed;
     /* Raft heartbeats and AppendEntries results this node did not send because
      * a newer one replaced them while the stream was busy (raft_frames.h). */
     uint64_t coalesced;
