@@ -22,7 +22,6 @@
 #include "link_tls.h"
 #include "lz4_block.h"
 #include "peer.h"
-#include "raft_close.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
 #include "raft_send.h"

@@ -190,13 +190,11 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
      * queue is trimmed sooner. A 20 s cut at 40 msg/s: 30 -> 12 MB. */
     if (rv == 0)
         raft_uv_set_connect_retry_delay(&c->io, 100);
-    /* raft_close's callback once: raft_close.h. First, so the backend gets it. */
-    if (rv == 0 && tern_raft_close_wrap(&c->io) != TERN_OK)
-        TERN_LOGW("raft: too many instances to guard the close callback");
     /* AppendEntries below this node's snapshot: raft_recv.h. */
     if (rv == 0 && tern_raft_recv_wrap(&c->io, c->cfg.election_timeout_ms) != TERN_OK)
         TERN_LOGW("raft: too many instances to check incoming AppendEntries");
-    /* AppendEntries libraft would queue for a peer it is connecting to: raft_send.h. */
+    /* AppendEntries libraft would queue for a peer it is connecting to, and
+     * raft_close's callback run once: raft_send.h. */
     if (rv == 0 && tern_raft_send_wrap(&c->io, &c->transport) != TERN_OK)
         TERN_LOGW("raft: too many instances to bound what is queued for a peer");
     /* Election rounds and check-quorum under loss: raft_timing.h. */
@@ -490,7 +488,7 @@ static void fail_pending(struct tern_cluster *c)
 }
 
 /* Raft's I/O may still close handles, and report its close again, after
- * raft_close's callback (raft_close.h): its memory, and ours, go only in
+ * raft_close's callback (raft_send.h): its memory, and ours, go only in
  * tern_cluster_free(), once the loop has stopped. */
 static void finish_close(struct tern_cluster *c)
 {
@@ -505,7 +503,6 @@ void tern_cluster_free(struct tern_cluster *c)
     tern_raft_recv_unwrap(&c->io);
     tern_raft_send_unwrap(&c->io);
     tern_raft_timing_unwrap(&c->io);
-    tern_raft_close_unwrap(&c->io);
     if (c->raft_closed)
         raft_uv_close(&c->io);
     tern_fsm_free(c->fsm);

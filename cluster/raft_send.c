@@ -23,6 +23,7 @@ struct wrapped {
     int (*send)(struct raft_io *io, struct raft_io_send *req,
                 const struct raft_message *message, raft_io_send_cb cb);
     void (*close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb close_cb; /* raft's, until it ran (raft_send.h) */
     /* Per peer, the connection attempt during which an AppendEntries to it
      * went to libraft's queue. */
     struct {
@@ -101,7 +102,7 @@ static int on_send(struct raft_io *io, struct raft_io_send *req,
 {
     struct wrapped *w = find(io);
     uint64_t attempt = 0;
-    if (!w->closed && message->type == RAFT_IO_APPEND_ENTRIES)
+    if (!w->closed && w->t && message->type == RAFT_IO_APPEND_ENTRIES)
         attempt = tern_raft_transport_attempt(w->t, message->server_id);
     if (attempt) {
         raft_id id = message->server_id;
@@ -123,6 +124,19 @@ static int on_send(struct raft_io *io, struct raft_io_send *req,
     return w->send(io, req, message, cb);
 }
 
+/* The backend's report that it has closed: raft's callback, the first time. */
+static void on_closed(struct raft_io *io)
+{
+    struct wrapped *w = find(io);
+    raft_io_close_cb cb = w ? w->close_cb : NULL;
+    if (!cb) {
+        TERN_LOGD("raft: the I/O backend reported its close again (ignored)");
+        return;
+    }
+    w->close_cb = NULL;
+    cb(io);
+}
+
 static void on_close(struct raft_io *io, raft_io_close_cb cb)
 {
     struct wrapped *w = find(io);
@@ -133,7 +147,8 @@ static void on_close(struct raft_io *io, raft_io_close_cb cb)
         uv_timer_stop(&w->timer);
         uv_close((uv_handle_t *)&w->timer, NULL);
     }
-    w->close(io, cb);
+    w->close_cb = cb;
+    w->close(io, on_closed);
 }
 
 int tern_raft_send_wrap(struct raft_io *io, struct tern_raft_transport *t)

@@ -24,7 +24,19 @@
  * libraft gets every message, so one the transport closed is still found by
  * libraft's next write (it never reads its end; a first version that dropped
  * whenever no stream was up left a leader silent towards a follower for good).
- * Other messages always pass. */
+ * Other messages always pass.
+ *
+ * The close this wraps (to fail the held requests) also runs raft_close()'s
+ * callback once. libraft 0.15's uv backend decides that it has closed
+ * (uvMaybeFireCloseCb) at every step of its close, and a step whose end it does
+ * not track - an open segment's writer, whose close waits for a write still in
+ * the threadpool - can report again after the callback fired
+ * (canonical/raft#341, cowsql/raft#45): raft would free its address and
+ * configuration twice, and ours would run again on a node already stopping.
+ * Seen as a SEGV at SIGTERM under ASan (docs/reliability.md, session 10). So the
+ * backend gets this wrapper's callback, which passes the first call on and
+ * drops the rest; the backend's memory is freed only after the loop has stopped
+ * (raft_glue.c), so a late call still finds it. */
 #ifndef TERN_RAFT_SEND_H
 #define TERN_RAFT_SEND_H
 
@@ -35,8 +47,9 @@
 struct tern_raft_transport;
 
 /* Wraps io->send and io->close. Call after raft_uv_init() and before
- * raft_start(). Returns TERN_OK, or TERN_ELIMIT when too many instances are
- * wrapped (io then works as before). */
+ * raft_start(), and before any other wrapper of io->close (the backend must get
+ * this one's callback). t may be NULL (then nothing is held). Returns TERN_OK, or
+ * TERN_ELIMIT when too many instances are wrapped (io then works as before). */
 int tern_raft_send_wrap(struct raft_io *io, struct tern_raft_transport *t);
 /* After the loop stopped (io->close has run). */
 void tern_raft_send_unwrap(struct raft_io *io);

@@ -1,7 +1,7 @@
 /* raft_close()'s callback runs once although libraft's uv backend may fire its
- * close callback twice (cluster/raft_close.h). A real struct raft over an I/O
- * whose close fires twice, as libraft 0.15's uvMaybeFireCloseCb can: unwrapped,
- * raft's ioCloseCb frees its address twice (ASan, or glibc, aborts) and the
+ * close callback twice (cluster/raft_send.h, which wraps io->close). A real struct raft
+ * over an I/O whose close fires twice, as libraft 0.15's uvMaybeFireCloseCb can:
+ * unwrapped, raft's ioCloseCb frees its address twice (ASan, or glibc, aborts) and the
  * user's callback runs twice. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../cluster/raft_close.h"
+#include "../../cluster/raft_send.h"
 #include "tern/error.h"
 
 static int fake_init(struct raft_io *io, raft_id id, const char *address)
@@ -46,12 +46,12 @@ static void test_close_callback_runs_once(void **state)
     io.init = fake_init;
     io.close = fake_close;
     fsm.version = 1;
-    assert_int_equal(tern_raft_close_wrap(&io), TERN_OK);
+    assert_int_equal(tern_raft_send_wrap(&io, NULL), TERN_OK);
     assert_int_equal(raft_init(&r, &io, &fsm, 1, "127.0.0.1:1"), 0);
     closed = 0;
     raft_close(&r, on_closed);
     assert_int_equal(closed, 1);
-    tern_raft_close_unwrap(&io);
+    tern_raft_send_unwrap(&io);
     assert_true(io.close == fake_close);
 }
 
