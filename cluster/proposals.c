@@ -383,18 +383,21 @@ static int send_proposals(struct tern_cluster *c, uint32_t leader, const uint8_t
 {
     size_t bound =
         c->cfg.entry_compression == TERN_ENTRY_COMPRESSION_LZ4 ? tern_lz4_bound(len) : 0;
-    uint8_t *z = bound ? malloc(4 + bound) : NULL;
-    size_t n = z ? tern_lz4_pack(data, len, z + 4, 4) : 0;
+    struct tern_wbuf z;
+    tern_wbuf_init(&z);
+    size_t n = 0;
+    if (bound && tern_wbuf_try_reserve(&z, 4 + bound) == TERN_OK) {
+        tern_wbuf_put_u32(&z, (uint32_t)len);
+        n = tern_lz4_pack(data, len, z.buf + z.len, 4);
+    }
     int rv;
     if (n) {
-        for (int i = 0; i < 4; i++)
-            z[i] = (uint8_t)(len >> (8 * i));
         c->fwd_compressed++;
-        rv = tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE_LZ4, z, 4 + n);
+        rv = tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE_LZ4, z.buf, 4 + n);
     } else {
         rv = tern_peers_send(c->peers, leader, TERN_PEER_PROPOSE, data, len);
     }
-    free(z);
+    tern_wbuf_free(&z);
     return rv;
 }
 
@@ -546,13 +549,13 @@ void cluster_on_peer_frame(void *ctx, uint32_t from, uint8_t type, const uint8_t
     }
     /* Bounded as a plain frame is (peer_frame_bytes_max): no batch grows more
      * than one could carry. */
-    size_t n = len >= 4 ? (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 |
-                              (size_t)data[3] << 24
-                        : 0;
+    struct tern_rbuf r;
+    tern_rbuf_init(&r, data, len);
+    size_t n = tern_rbuf_get_u32(&r);
     uint64_t max =
         c->cfg.peer_frame_bytes_max ? c->cfg.peer_frame_bytes_max : TERN_PEER_FRAME_MAX;
-    uint8_t *raw = n && n <= max ? malloc(n) : NULL;
-    if (!raw || tern_lz4_unpack(data + 4, len - 4, raw, n) != 0) {
+    uint8_t *raw = !r.err && n && n <= max ? malloc(n) : NULL;
+    if (!raw || tern_lz4_unpack(r.buf + r.pos, tern_rbuf_left(&r), raw, n) != 0) {
         TERN_LOGW("peer %u: dropped a compressed proposal batch: %s", from,
                   raw ? "it does not decompress to its length" : "bad length");
         free(raw);

@@ -11,6 +11,7 @@
 #include "raft_fsm.h"
 #include "tern/error.h"
 #include "tern/log.h"
+#include "tern/storage.h"
 
 /* A committed entry this replica cannot apply. Skipping it, or applying part
  * of it, would leave this replica in another state than the ones that applied
@@ -55,11 +56,6 @@ static size_t entry_check(const struct tern_raft_fsm *rf, const uint8_t *p, size
     return n;
 }
 
-static size_t get32(const uint8_t *p)
-{
-    return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
-}
-
 static void put32(uint8_t *p, size_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -72,25 +68,30 @@ static const uint8_t *entry_commands(const struct tern_raft_fsm *rf,
                                      const struct raft_buffer *rb, size_t *left,
                                      uint8_t **raw)
 {
-    const uint8_t *p = rb->base;
+    struct tern_rbuf r;
+    tern_rbuf_init(&r, rb->base, rb->len);
+    uint8_t version = tern_rbuf_get_u8(&r);
+    tern_rbuf_get_bytes(&r, 3);
+    size_t stored = tern_rbuf_get_u32(&r); /* version 2: the commands' length */
     *raw = NULL;
-    if (rb->len >= TERN_RAFT_ENTRY_HDR && p[0] == TERN_RAFT_ENTRY_VERSION) {
-        *left = get32(p + 4);
-        if (*left > rb->len - TERN_RAFT_ENTRY_HDR)
-            apply_fatal(rf, "entry length %zu beyond its %zu bytes", *left, rb->len);
-        return p + TERN_RAFT_ENTRY_HDR;
+    if (!r.err && version == TERN_RAFT_ENTRY_VERSION) {
+        *left = stored;
+        if (stored > tern_rbuf_left(&r))
+            apply_fatal(rf, "entry length %zu beyond its %zu bytes", stored, rb->len);
+        return r.buf + r.pos;
     }
-    if (rb->len < TERN_RAFT_ENTRY_LZ4_HDR || p[0] != TERN_RAFT_ENTRY_LZ4)
-        apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? p[0] : 0,
+    size_t n = tern_rbuf_get_u32(&r);
+    tern_rbuf_get_bytes(&r, 4);
+    if (r.err || version != TERN_RAFT_ENTRY_LZ4)
+        apply_fatal(rf, "unknown entry version %u (%zu bytes)", rb->len ? version : 0,
                     rb->len);
-    size_t stored = get32(p + 4), n = get32(p + 8);
-    if (stored > rb->len - TERN_RAFT_ENTRY_LZ4_HDR || n == 0 || n > TERN_LZ4_RAW_MAX)
+    if (stored > tern_rbuf_left(&r) || n == 0 || n > TERN_LZ4_RAW_MAX)
         apply_fatal(rf, "compressed entry of %zu bytes for %zu in its %zu bytes", stored,
                     n, rb->len);
     *raw = malloc(n);
     if (!*raw)
         apply_fatal(rf, "out of memory decompressing the entry (%zu bytes)", n);
-    if (tern_lz4_unpack(p + TERN_RAFT_ENTRY_LZ4_HDR, stored, *raw, n) != 0)
+    if (tern_lz4_unpack(r.buf + r.pos, stored, *raw, n) != 0)
         apply_fatal(rf, "compressed entry does not decompress to its %zu bytes", n);
     *left = n;
     return *raw;

@@ -31,14 +31,13 @@
 /* 3: the same batch of commands, LZ4-compressed (one block): a 16-byte header
  * - version, three zero bytes, u32 stored length, u32 length of the commands,
  * four zero bytes - then the stored bytes, zero padding to 8. A leader writes it
- * for a batch of TERN_RAFT_ENTRY_LZ4_MIN bytes or more that it makes smaller
+ * for a batch of TERN_LZ4_MIN bytes or more that it makes smaller
  * (raft_entry_compression). Under 30% loss a Raft stream carries 5-40 kB/s and
  * a commit waits for the whole batch to cross it; this workload's batches
  * compress 2.4x at 1 KiB, 3.1x at 4 KiB, 3.5x at 16 KiB (docs/reliability.md,
  * session 9). Builds before this one stop at such an entry (exit status 70). */
 #define TERN_RAFT_ENTRY_LZ4 3
 #define TERN_RAFT_ENTRY_LZ4_HDR 16
-#define TERN_RAFT_ENTRY_LZ4_MIN TERN_LZ4_MIN
 
 /* Exit status of a node that cannot apply a committed entry (unknown version,
  * undecodable command, out of memory): it stops rather than diverge from the
@@ -108,7 +107,7 @@ void tern_raft_fsm_cancel(struct tern_raft_fsm *rf);
 /* Builds one entry from `len` bytes of concatenated encoded commands into a new
  * raft_calloc'ed buffer (raft_apply() takes it; otherwise raft_free() it):
  * version 3 (compressed) when `compress` is set, len is at least
- * TERN_RAFT_ENTRY_LZ4_MIN and the result is smaller, version 2 otherwise.
+ * TERN_LZ4_MIN and the result is smaller, version 2 otherwise.
  * Returns TERN_OK, TERN_ETOOBIG (len beyond u32) or TERN_ENOMEM. */
 int tern_raft_entry_build(const uint8_t *cmds, size_t len, bool compress,
                           struct raft_buffer *out);

@@ -461,8 +461,8 @@ static void test_entry_lz4_format(void **state)
 
     /* Under the threshold, or incompressible: version 2. */
     struct raft_buffer small, noise;
-    assert_int_equal(
-        tern_raft_entry_build(cmds, TERN_RAFT_ENTRY_LZ4_MIN - 1, true, &small), TERN_OK);
+    assert_int_equal(tern_raft_entry_build(cmds, TERN_LZ4_MIN - 1, true, &small),
+                     TERN_OK);
     assert_int_equal(((const uint8_t *)small.base)[0], TERN_RAFT_ENTRY_VERSION);
     uint8_t rnd_bytes[4096];
     uint64_t x = 0x9E3779B97F4A7C15ull;
