@@ -22,6 +22,7 @@
 #include "link_tls.h"
 #include "lz4_block.h"
 #include "peer.h"
+#include "raft_commit.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
 #include "raft_send.h"

@@ -229,6 +229,10 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     raft_set_snapshot_threshold(&c->raft, snapshot_threshold(c));
     raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
     raft_set_pre_vote(&c->raft, true);
+    /* Commits as far as a majority holds the log, not only at its end:
+     * raft_commit.h. After the wrappers of io->close above. */
+    if (tern_raft_commit_wrap(&c->io) != TERN_OK)
+        TERN_LOGW("raft: too many instances to commit ahead of the leader's last write");
 
     /* Every member bootstraps the same static configuration; on a restart the
      * log already has one and bootstrap says so (RAFT_CANTBOOTSTRAP). A joining
@@ -393,6 +397,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->entry_bytes_stored = c->entry_bytes_stored;
     st->proposal_frames_compressed = c->fwd_compressed;
     st->coalesced = tern_raft_transport_coalesced(&m->transport);
+    st->writes_held = tern_raft_commit_held(&m->io);
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;
     st->commit_sum_us = c->commit_sum_us;
@@ -503,6 +508,7 @@ void tern_cluster_free(struct tern_cluster *c)
     tern_raft_recv_unwrap(&c->io);
     tern_raft_send_unwrap(&c->io);
     tern_raft_timing_unwrap(&c->io);
+    tern_raft_commit_unwrap(&c->io);
     if (c->raft_closed)
         raft_uv_close(&c->io);
     tern_fsm_free(c->fsm);

@@ -316,6 +316,10 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "Raft heartbeats and AppendEntries results not sent: a newer one replaced "
            "them while the stream was busy.",
            st.coalesced);
+    metric(b, "tern_raft_writes_held_total", "counter",
+           "Log writes of this node as leader reported to Raft only once a majority "
+           "had them, so that it commits what a majority holds.",
+           st.writes_held);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
            admin_node_ready(a) && !a->node->draining);
     metric(b, "tern_draining", "gauge", "1 while the node is drained.",

@@ -121,6 +121,10 @@ struct tern_cluster_status {
     /* Raft heartbeats and AppendEntries results this node did not send because
      * a newer one replaced them while the stream was busy (raft_frames.h). */
     uint64_t coalesced;
+    /* Writes of this node as leader reported to libraft only once a majority
+     * had them (raft_commit.h): each one a commit libraft 0.15 would have held
+     * back until the followers had the whole log. */
+    uint64_t writes_held;
     /* This node's proposals by time from tern_cluster_propose to their apply
      * here (what a PUBACK waits for), and the longest since start. */
     uint64_t commit_us[TERN_COMMIT_BUCKETS];
