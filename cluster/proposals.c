@@ -336,19 +336,20 @@ int cluster_check_seq_ready(struct tern_cluster *c)
 }
 
 /* libraft 0.15 advances the commit index only to the leader's last stored
- * index, once a majority has all of it (replicationQuorum(r, r->last_stored) on
- * every AppendEntries result and local write): a follower that holds all but the
- * newest entries counts for nothing. While the followers lag behind a leader that
- * keeps appending - a lossy or slow link under steady load - nothing commits at
- * all: under 30% loss and 50 ms delay the followers' match index moved on all
- * through an 8 s fault and the commit index stood still for 3.5 s at a time.
- * So when the commit index has not moved for HOLD_MS with entries uncommitted,
- * the leader appends nothing more until a majority has caught up with its whole
- * log (that commits it); what was proposed meanwhile goes in the next entries.
- * Only once the leader has appended in its own term: entries of earlier terms
- * commit only under one of the current term, so holding before one would wait
- * forever. On a healthy cluster the commit index moves every few ms and this
- * never holds. */
+ * index, once a majority has all of it; raft_commit.h makes the last stored
+ * index trail what a majority holds, so commits follow the followers. What
+ * remains of the append hold is batching while commits stall (a stream stalled
+ * by retransmissions under loss): when the commit index has not moved for
+ * HOLD_MS with entries uncommitted, the leader appends nothing more until it
+ * moves again, and what was proposed meanwhile goes in the next entries (fewer,
+ * larger, compressed ones rather than one AppendEntries per batch of a few
+ * proposals behind the stall). Before raft_commit.h this was what let a lossy
+ * cluster commit at all (under 30% loss and 50 ms delay the commit index stood
+ * still for 3.5 s at a time while the followers' match index moved on). Only
+ * once the leader has appended in its own term: entries of earlier terms commit
+ * only under one of the current term, so holding before one would wait forever.
+ * On a healthy cluster the commit index moves every few ms and this never
+ * holds. */
 #define HOLD_MS 100
 
 static bool append_held(struct tern_cluster *c)
@@ -359,7 +360,7 @@ static bool append_held(struct tern_cluster *c)
         c->commit_seen = commit;
         c->commit_moved_ms = now;
         if (c->holding)
-            TERN_LOGD("raft: commit index %llu caught up: appending again",
+            TERN_LOGD("raft: commit index %llu moved: appending again",
                       (unsigned long long)commit);
         c->holding = 0;
         return false;
