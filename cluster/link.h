@@ -12,7 +12,8 @@
  *     fails the connection (its owner reconnects). Set before connect(), it also
  *     bounds a connection attempt (SYN retries would otherwise last ~2 min);
  *   - keep-alive probes after TERN_LINK_KEEPIDLE_S idle, so a link that carries
- *     nothing notices too (bounded by the same user timeout);
+ *     nothing notices too: with a user timeout set, the kernel aborts it once
+ *     nothing came back for that long while a probe is out;
  *   - linear timeouts for thin streams and tighter retransmission timer bounds,
  *     so that a lost segment stalls a stream for less (Raft's heartbeats and
  *     votes ride on it; docs/reliability.md). The kernel counts a stream as
@@ -23,11 +24,17 @@
 
 #include <uv.h>
 
-/* Long enough for TCP to retransmit a segment through a few losses on a bad
- * network (RTO 200 ms + 2x back-off: 0.2 + 0.4 + 0.8 s, plus the round trip),
- * short enough that a dead stream is replaced well within the cluster's
- * liveness budget. docs/reliability.md has the measurements. */
-#define TERN_LINK_USER_TIMEOUT_MS 2000u
+/* Sized for the links that carry nothing: two followers' links to each other
+ * (the spare Raft connection, the peer links) see only keep-alive probes, one a
+ * second, until their leader is lost and the election needs them. At 2 s one
+ * lost probe or answer aborted such a link, so under loss the first vote
+ * request found it dead and waited for a new connection across that loss
+ * (docs/reliability.md, session 12). At 10 s, nine in a row must be lost.
+ * Where a dead peer matters sooner it is noticed otherwise: a killed process's
+ * kernel resets its connections at once, a follower learns of a silent leader
+ * from its election timer, and what a leader writes to a silent follower is
+ * bounded by raft_transport.c's pump. */
+#define TERN_LINK_USER_TIMEOUT_MS 10000u
 #define TERN_LINK_KEEPIDLE_S 1
 #define TERN_LINK_KEEPINTVL_S 1
 #define TERN_LINK_KEEPCNT 2
@@ -38,8 +45,7 @@
  * the measured round trip (RTO = srtt + 4 rttvar, at least the floor). The
  * ceiling bounds the back-off: one segment lost again and again is retried at
  * least every second, so a stream that survives a lossy spell resumes within
- * a second of its end, and the user timeout sees more retries (0.15 + 0.3 +
- * 0.6 + 1 s) before it gives up. */
+ * a second of its end. */
 #define TERN_LINK_RTO_MIN_US 50000u
 #define TERN_LINK_RTO_MAX_MS 1000u
 #define TERN_LINK_DELACK_MAX_US 20000u
