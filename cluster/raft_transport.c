@@ -70,9 +70,14 @@
  *     instead by the state the node already holds, one at a time per link
  *     (raft_frames.h drops a re-sent one while the first is unacknowledged);
  *   - nothing that was sent has been acknowledged for stall_ms (a few election
- *     timeouts) while something is: a peer that stopped reading gives its
- *     stream up even when what it holds is under the bounds, which frees a
- *     snapshot stuck behind it. */
+ *     timeouts) while something is, nothing is in flight (the peer's window
+ *     is closed) and the peer's kernel still answers: a peer that stopped
+ *     reading gives its stream up even when what it holds is under the
+ *     bounds, which frees a snapshot stuck behind it. Data in flight, or
+ *     window probes, that go unanswered are TCP's to retransmit and the user
+ *     timeout's to give up on (link.h): on a lossy path a stream stalls for
+ *     seconds now and then with its peer alive, and a new connection there
+ *     costs more than the stall (docs/reliability.md, session 12). */
 struct tern_raft_pump {
     struct tern_raft_transport *t;
     uv_stream_t *out;         /* TCP (raft_malloc'd by t_connect) or link_tls's end */
@@ -273,6 +278,16 @@ static void pump_written(uv_write_t *w, int status)
     }
 }
 
+/* The kernel's view of p's TCP connection; 0 where there is none to ask (TLS:
+ * p->out is link_tls's end). */
+static int pump_tcp_info(const struct tern_raft_pump *p, struct tcp_info *ti)
+{
+    uv_os_fd_t fd;
+    socklen_t len = sizeof(*ti);
+    return p->out->type == UV_TCP && uv_fileno((const uv_handle_t *)p->out, &fd) == 0 &&
+           getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) == 0;
+}
+
 /* The stream is backed up: bytes of it not sent yet (libuv's queue, the
  * kernel's unsent bytes) and, over TCP, no acknowledgement from the peer for
  * PUMP_SLOW_MS. A fast link (loopback at full load) has unsent bytes now and
@@ -288,9 +303,7 @@ static int pump_busy(struct tern_raft_pump *p)
     if (!queued && (ioctl(fd, SIOCOUTQNSD, &unsent) != 0 || unsent <= 0))
         return 0;
     struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-           ti.tcpi_last_ack_recv >= PUMP_SLOW_MS;
+    return pump_tcp_info(p, &ti) && ti.tcpi_last_ack_recv >= PUMP_SLOW_MS;
 }
 
 /* Bytes written to the peer that it has not acknowledged: libuv's queue and
@@ -345,8 +358,19 @@ static void attempt_ended(struct tern_raft_transport *t, raft_id peer, uint64_t 
     t->failed[slot].serial = serial;
 }
 
+/* Whether p's peer is there but not reading: its window is closed on what p
+ * holds (nothing of it in flight) and its kernel answered within ms (window
+ * probes are answered). A closed window whose probes go unanswered is a lossy
+ * or dead path: the user timeout's (link.h). Over TLS (p->out is link_tls's
+ * end) none of it can be seen: yes. */
+static int pump_not_reading(const struct tern_raft_pump *p, uint64_t ms)
+{
+    struct tcp_info ti;
+    return !pump_tcp_info(p, &ti) || (ti.tcpi_unacked == 0 && ti.tcpi_last_ack_recv < ms);
+}
+
 /* Every PUMP_CHECK_MS: a pump whose peer acknowledged nothing for stall_ms while
- * it holds unacknowledged bytes is down. */
+ * it holds unacknowledged bytes, and is not reading them, is down. */
 static void pumps_check(uv_timer_t *timer)
 {
     struct tern_raft_transport *t = timer->data;
@@ -360,7 +384,8 @@ static void pumps_check(uv_timer_t *timer)
         if (unacked == 0 || acked != p->acked) {
             p->acked = acked;
             p->progress_ms = now;
-        } else if (now - p->progress_ms >= t->stall_ms) {
+        } else if (now - p->progress_ms >= t->stall_ms &&
+                   pump_not_reading(p, t->stall_ms)) {
             char why[96];
             snprintf(
                 why, sizeof(why), "no progress for %llu ms (%llu bytes unacknowledged)",

@@ -256,9 +256,9 @@ def test_node_added_empty_catches_up_from_big_snapshot(big_cluster, link):
             len(closed), (", first: " + closed[0]) if closed else ""))
         assert st == 200, (st, body)
         if link == "stalled":
-            # Either guard may end it first, both at 2 s here: the pump's
-            # (nothing acknowledged) or the kernel's TCP_USER_TIMEOUT, which
-            # also bounds zero-window probing (cluster/link.h).
+            # Either guard may end it: the pump's at 2 s (nothing acknowledged,
+            # the proxy's window closed) or the kernel's TCP_USER_TIMEOUT, which
+            # also bounds zero-window probing (cluster/link.h, 10 s).
             gave_up = [ln for ln in closed
                        if "no progress for" in ln or "connection timed out" in ln]
             assert gave_up, "the leader held the stalled stream: %r" % closed

@@ -175,3 +175,35 @@ def test_idle_links_between_followers_outlast_a_lossy_spell(ns_cluster):
     assert not lost, ("idle links between followers %d and %d aborted during 10 s of 20%% "
                       "loss: %r (of %r)" % (a, b, sorted(lost), sorted(before)))
 
+
+def test_a_leaders_stream_that_waits_on_retransmissions_is_kept(ns_cluster):
+    """A Raft stream whose data is in flight and not acknowledged for a while is TCP's
+    to retransmit (and the 10 s user timeout's to give up on). The transport's pump
+    closed any stream with nothing acknowledged for 2 s; on a lossy path that happened
+    with the peer alive (a segment lost three or four times over), and the new
+    connection had to be made across the same loss (issue 11: the only follower's
+    stream after a kill under loss, then a second election). The pump's own rule is
+    for a peer that stopped reading, whose window is closed. Here the leader's packets
+    to one follower's Raft port are dropped for 3 s: before, the pump closed that
+    stream at 2 s ("no progress for"); it must stay, and carry on after."""
+    c, _ = ns_cluster
+    lead = c.wait_leader(10)
+    assert lead, "no leader"
+    f = next(i for i in (1, 2, 3) if i != lead)
+    raft = "%s:7001" % c.addr(f)
+    before = {l for l in _links_between(c, lead, f) if l[1] == raft}
+    assert before, "no Raft stream from node %d to node %d" % (lead, f)
+    c._iptables(lead, "OUTPUT", "-o", "eth0", "-d", c.addr(f), "-p", "tcp", "--dport",
+                "7001", "-j", "DROP")
+    try:
+        time.sleep(3)
+    finally:
+        c.heal()
+    after = {l for l in _links_between(c, lead, f) if l[1] == raft}
+    closed = [ln for ln in c.node(lead).log().splitlines()
+              if "link to node %d" % f in ln and "closed" in ln]
+    print("leader %d's Raft stream to node %d: %r before, %r after; closes logged: %r" % (
+        lead, f, sorted(before), sorted(after), closed))
+    assert before <= after and not closed, (
+        "the leader gave up its stream to node %d after 3 s of retransmissions: %r" % (
+            f, closed))
