@@ -98,6 +98,7 @@ struct tern_cluster {
     uint64_t applied_own, entries;
     uint64_t entries_compressed, entry_bytes_commands, entry_bytes_stored;
     uint64_t fwd_compressed; /* proposal batches sent to the leader compressed */
+    uint64_t heard_by_ack; /* followers counted heard for check-quorum (raft_timing.h) */
     uint64_t commit_us[TERN_COMMIT_BUCKETS], commit_max_us, commit_sum_us;
     uint32_t down_declared[TERN_PEER_MAX]; /* node ids declared down, 0 = free */
     int closing;

@@ -54,6 +54,13 @@ static void on_timer(uv_timer_t *t)
         resend = true;
     cluster_check_seq_ready(c);
     tern_raft_timing_tick(&c->raft, c->cfg.election_timeout_ms);
+    if (raft_state(&c->raft) == RAFT_LEADER)
+        for (unsigned i = 0; i < c->raft.configuration.n; i++) {
+            raft_id id = c->raft.configuration.servers[i].id;
+            if (id != c->node_id && tern_raft_transport_acked_ms(&c->transport, id) <
+                                        c->cfg.election_timeout_ms)
+                c->heard_by_ack += (uint64_t)tern_raft_timing_heard(&c->raft, id);
+        }
     uint32_t leader = cluster_leader_id(c);
     if (leader != c->last_leader) {
         if (leader == c->node_id)
@@ -398,6 +405,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->proposal_frames_compressed = c->fwd_compressed;
     st->coalesced = tern_raft_transport_coalesced(&m->transport);
     st->writes_held = tern_raft_commit_held(&m->io);
+    st->heard_by_ack = m->heard_by_ack;
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;
     st->commit_sum_us = c->commit_sum_us;

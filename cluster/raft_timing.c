@@ -129,6 +129,21 @@ void tern_raft_timing_tick(struct raft *r, unsigned election_ms)
         raft_set_election_timeout(r, election_ms * TERN_RAFT_LEADER_WINDOW);
 }
 
+int tern_raft_timing_heard(struct raft *r, raft_id peer)
+{
+    if (raft_state(r) != RAFT_LEADER || peer == r->id)
+        return 0;
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        struct raft_progress *pr = &r->leader_state.progress[i];
+        if (r->configuration.servers[i].id != peer ||
+            r->configuration.servers[i].role != RAFT_VOTER || pr->recent_recv)
+            continue;
+        pr->recent_recv = true;
+        return 1;
+    }
+    return 0;
+}
+
 uint64_t tern_raft_timing_staggered(void)
 {
     return staggered;

@@ -57,6 +57,18 @@ void tern_raft_timing_peer_gone(struct raft *r, raft_id peer, unsigned election_
 /* From the cluster's timer: a leader gets its longer check-quorum window. */
 void tern_raft_timing_tick(struct raft *r, unsigned election_ms);
 
+/* A leader's check-quorum counts a follower as heard when any message of it
+ * arrived within the window; on a lossy network its results may all wait
+ * behind one segment retransmitted for a second or more, and the leader of a
+ * majority that can only just commit stepped down while the follower was
+ * there (kill -9 under loss: a second election, 1-3 s without a leader). So
+ * from the cluster's timer: peer's host acknowledged this leader's own stream
+ * to it within an election timeout (raft_transport.h, acked_ms), which counts
+ * as hearing it. Not for followers' timers: a stopped leader's kernel goes on
+ * acknowledging, and its followers must elect a new one. Returns whether peer
+ * was marked heard now (it had not been heard in this window yet). */
+int tern_raft_timing_heard(struct raft *r, raft_id peer);
+
 /* The timeout of a candidate's round (exposed for tests): r01 in [0, 1) is
  * the random draw, rank this node's position among the voters by id, after
  * whether an earlier round of this candidacy timed out. */

@@ -969,6 +969,18 @@ void tern_raft_transport_close(struct tern_raft_transport *t)
     raft_uv_tcp_close(&t->inner);
 }
 
+uint64_t tern_raft_transport_acked_ms(const struct tern_raft_transport *t, raft_id peer)
+{
+    uint64_t best = UINT64_MAX;
+    for (const struct tern_raft_pump *p = t->pumps; p; p = p->next) {
+        struct tcp_info ti;
+        if (p->peer == peer && !p->down && pump_tcp_info(p, &ti) &&
+            ti.tcpi_last_ack_recv < best)
+            best = ti.tcpi_last_ack_recv;
+    }
+    return best;
+}
+
 uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t)
 {
     uint64_t n = t->coalesced;

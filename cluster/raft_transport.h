@@ -95,6 +95,12 @@ void tern_raft_tls_close(struct tern_raft_transport *t);
  * after a failed attempt: the serial number (> 0) of that attempt; otherwise 0. */
 uint64_t tern_raft_transport_attempt(const struct tern_raft_transport *t, raft_id peer);
 
+/* Milliseconds since peer's kernel last acknowledged anything on this node's
+ * outgoing stream to it (data, or a keep-alive's answer): its host is up and
+ * the path back from it carries packets. UINT64_MAX without such a stream, or
+ * over TLS (not told apart there). */
+uint64_t tern_raft_transport_acked_ms(const struct tern_raft_transport *t, raft_id peer);
+
 /* Heartbeats and AppendEntries results not sent because a newer one of the
  * same term replaced them (raft_frames.h), since start. */
 uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t);

@@ -320,6 +320,10 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "Log writes of this node as leader reported to Raft only once a majority "
            "had them, so that it commits what a majority holds.",
            st.writes_held);
+    metric(b, "tern_raft_followers_heard_by_ack_total", "counter",
+           "Times this node as leader counted a follower as heard for its quorum check "
+           "because the follower's host acknowledged the leader's stream to it.",
+           st.heard_by_ack);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
            admin_node_ready(a) && !a->node->draining);
     metric(b, "tern_draining", "gauge", "1 while the node is drained.",

@@ -1,12 +1,18 @@
 /* Candidate round timeouts (cluster/raft_timing.h): the first round of a
  * candidacy keeps libraft's [T, 2T); a round after a timed-out one waits rank
  * x T more, so that two candidates of different ranks retry at least apart by
- * 0 and on average by T per rank, whatever their draws. */
+ * 0 and on average by T per rank, whatever their draws. And a follower counted
+ * heard for check-quorum (tern_raft_timing_heard) keeps a real libraft leader
+ * (its fixture: simulated network and clock) from stepping down. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include <raft.h>
+#include <raft/fixture.h>
 
 #include "../../cluster/raft_timing.h"
 
@@ -36,11 +42,92 @@ static void test_rounds_after_a_timeout_are_staggered_by_rank(void **state)
         }
 }
 
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    (void)fsm, (void)buf;
+    *result = NULL;
+    return 0;
+}
+
+/* n voters of libraft's fixture, a leader elected. */
+static void cluster_start(struct raft_fixture *f, struct raft_fsm *fsm, unsigned n)
+{
+    assert_int_equal(raft_fixture_initialize(f), 0);
+    for (unsigned i = 0; i < n; i++) {
+        fsm[i].version = 1;
+        fsm[i].apply = fsm_apply;
+        assert_int_equal(raft_fixture_grow(f, &fsm[i]), 0);
+    }
+    struct raft_configuration conf;
+    assert_int_equal(raft_fixture_configuration(f, n, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(f, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(f), 0);
+    assert_true(raft_fixture_step_until_has_leader(f, 10000));
+}
+
+/* Three voters; the followers' messages to the leader fail for 10 election
+ * timeouts (its to them go on); the followers are marked heard every 50 ms
+ * when heard is set. Returns whether the first leader still leads at the end. */
+static bool leads_through_silence(bool heard, unsigned *marked)
+{
+    struct raft_fixture f = {0};
+    struct raft_fsm fsm[3] = {{0}};
+    cluster_start(&f, fsm, 3);
+    unsigned li = raft_fixture_leader_index(&f);
+    struct raft *r = raft_fixture_get(&f, li);
+    unsigned election_ms = r->election_timeout;
+    raft_term term = r->current_term;
+    for (unsigned i = 0; i < 3; i++)
+        if (i != li)
+            raft_fixture_disconnect(&f, i, li);
+    *marked = 0;
+    for (unsigned t = 0; t < 10 * election_ms; t += 50) {
+        raft_fixture_step_until_elapsed(&f, 50);
+        if (heard)
+            for (unsigned i = 0; i < 3; i++)
+                if (i != li)
+                    *marked +=
+                        (unsigned)tern_raft_timing_heard(r, raft_fixture_get(&f, i)->id);
+    }
+    bool leads = raft_state(r) == RAFT_LEADER && r->current_term == term;
+    /* Not the leader's own id, and nothing for a node that is not leader. */
+    assert_int_equal(tern_raft_timing_heard(r, r->id), 0);
+    raft_fixture_close(&f);
+    return leads;
+}
+
+static void test_a_follower_heard_keeps_the_leader(void **state)
+{
+    (void)state;
+    unsigned marked;
+    assert_false(leads_through_silence(false, &marked));
+    assert_int_equal(marked, 0);
+    assert_true(leads_through_silence(true, &marked));
+    assert_true(marked >= 2); /* each follower, once per check-quorum window */
+}
+
+static void test_only_a_leader_marks(void **state)
+{
+    (void)state;
+    struct raft_fixture f = {0};
+    struct raft_fsm fsm[2] = {{0}};
+    cluster_start(&f, fsm, 2);
+    unsigned li = raft_fixture_leader_index(&f);
+    struct raft *follower = raft_fixture_get(&f, 1 - li);
+    assert_int_equal(tern_raft_timing_heard(follower, raft_fixture_get(&f, li)->id), 0);
+    /* Unknown ids are not marked. */
+    assert_int_equal(tern_raft_timing_heard(raft_fixture_get(&f, li), 99), 0);
+    raft_fixture_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_round_is_libraft_s),
         cmocka_unit_test(test_rounds_after_a_timeout_are_staggered_by_rank),
+        cmocka_unit_test(test_a_follower_heard_keeps_the_leader),
+        cmocka_unit_test(test_only_a_leader_marks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

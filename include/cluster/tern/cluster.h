@@ -125,6 +125,9 @@ struct tern_cluster_status {
      * had them (raft_commit.h): each one a commit libraft 0.15 would have held
      * back until the followers had the whole log. */
     uint64_t writes_held;
+    /* Times this node as leader counted a follower heard for its check-quorum
+     * because the follower's host acknowledged its stream (raft_timing.h). */
+    uint64_t heard_by_ack;
     /* This node's proposals by time from tern_cluster_propose to their apply
      * here (what a PUBACK waits for), and the longest since start. */
     uint64_t commit_us[TERN_COMMIT_BUCKETS];
