@@ -738,7 +738,8 @@ class Suite:
         log("workdir %s, namespaces %s*, binary %s" % (self.workdir, self.prefix, self.args.bin))
         self.net.setup()
         mode = self.net.detect_loss(self.args.netem_helper)
-        log("network %s0/24 (bridge .254); loss/delay emulation: %s" % (self.net.subnet, mode))
+        log("network %s0/24 (bridge .254); loss/delay emulation: %s%s" % (
+            self.net.subnet, mode, " (loss only, no delay)" if mode == "statistic" else ""))
         self.cluster = Cluster(self.net, self.workdir, self.args.bin, self.args.node_config)
         self.cluster.start_all()
         self.cluster.wait_ready(30)
@@ -1034,7 +1035,9 @@ class Suite:
             return ph.t_begin <= t < until[id(ph)]
 
         print()
-        print("fault suite: %s, loss emulation %s" % (self.args.bin, self.net.loss_mode))
+        print("fault suite: %s, loss emulation %s%s" % (
+            self.args.bin, self.net.loss_mode,
+            " (loss only, no delay)" if self.net.loss_mode == "statistic" else ""))
         hdr = ("%-18s %7s %5s %5s %6s %8s %9s %9s  %-17s %-17s %-17s" % (
             "phase", "acked", "lost", "dups", "reord", "unavail", "progress", "recovery",
             "cpu% n1/n2/n3", "rss MB n1/n2/n3", "rss +MB n1/n2/n3"))
@@ -1215,6 +1218,11 @@ def main():
             args.node_config[k] = json.loads(v)
         except ValueError:
             args.node_config[k] = v
+    # A helper asked for and missing would fall back to loss without the delay, and
+    # every figure of the loss phases would be of a milder fault (session 12).
+    if args.netem_helper and not os.access(args.netem_helper, os.X_OK):
+        ap.error("--netem-helper %s: not an executable (tests/fault/run.sh builds it)" %
+                 args.netem_helper)
     phases = [p for p in args.phases.split(",") if p]
     for p in phases:
         if p not in PHASES:
