@@ -9,6 +9,11 @@
 #define INSTANCES 8
 #define CONTACTS 16
 
+struct contact {
+    raft_id id;
+    raft_time at;
+};
+
 struct wrapped {
     struct raft_io *io;
     int (*start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
@@ -23,11 +28,9 @@ struct wrapped {
     /* Pre-vote yield (raft_recv.h): until then, grants of this term go unread. */
     raft_time yield_until;
     raft_term yield_term;
-    struct {
-        raft_id id;
-        raft_time at;
-    } electing[CONTACTS]; /* who last asked for or granted a vote, when */
-    raft_id gone;         /* AppendEntries from it, up to gone_term, unread */
+    struct contact electing[CONTACTS]; /* who last asked for or granted a vote, when */
+    struct contact heard[CONTACTS];    /* whose message libraft last got, when */
+    raft_id gone; /* AppendEntries from it, up to gone_term, unread */
     raft_term gone_term;
     raft_time gone_until;
 };
@@ -86,22 +89,28 @@ static raft_term last_term(const struct raft_log *l)
     return l->entries[(l->back == 0 ? l->size : l->back) - 1].term;
 }
 
-static void electing_seen(struct wrapped *w, raft_id id, raft_time now)
+/* Records id's contact at now in a table of CONTACTS (the oldest goes). */
+static void contact_seen(struct contact *t, raft_id id, raft_time now)
 {
     size_t free_slot = CONTACTS, oldest = 0;
     for (size_t i = 0; i < CONTACTS; i++) {
-        if (w->electing[i].id == id) {
-            w->electing[i].at = now;
+        if (t[i].id == id) {
+            t[i].at = now;
             return;
         }
-        if (w->electing[i].id == 0 && free_slot == CONTACTS)
+        if (t[i].id == 0 && free_slot == CONTACTS)
             free_slot = i;
-        if (w->electing[i].at < w->electing[oldest].at)
+        if (t[i].at < t[oldest].at)
             oldest = i;
     }
     size_t i = free_slot < CONTACTS ? free_slot : oldest;
-    w->electing[i].id = id;
-    w->electing[i].at = now;
+    t[i].id = id;
+    t[i].at = now;
+}
+
+static void electing_seen(struct wrapped *w, raft_id id, raft_time now)
+{
+    contact_seen(w->electing, id, now);
 }
 
 /* true: the message is not for libraft (a pre-vote grant this node yields). */
@@ -230,6 +239,7 @@ static void on_recv(struct raft_io *io, struct raft_message *msg)
                       (unsigned long long)msg->server_id, (unsigned long long)prev + 1,
                       (unsigned long long)r->log.snapshot.last_index, k);
     }
+    contact_seen(w->heard, msg->server_id, io->time(io));
     w->recv(io, msg);
 }
 
@@ -310,4 +320,15 @@ unsigned tern_raft_recv_electing(struct raft_io *io, uint64_t window_ms)
         if (w->electing[i].id && now - w->electing[i].at < window_ms)
             n++;
     return n;
+}
+
+uint64_t tern_raft_recv_heard_ms(struct raft_io *io, raft_id peer)
+{
+    struct wrapped *w = find(io);
+    if (!w)
+        return UINT64_MAX;
+    for (size_t i = 0; i < CONTACTS; i++)
+        if (w->heard[i].id == peer)
+            return io->time(io) - w->heard[i].at;
+    return UINT64_MAX;
 }

@@ -71,6 +71,10 @@ uint64_t tern_raft_recv_ignored(void);
 /* Nodes that asked this one for a vote, or granted it one, within window_ms. */
 unsigned tern_raft_recv_electing(struct raft_io *io, uint64_t window_ms);
 
+/* Milliseconds since a message from peer was last handed to libraft (one
+ * left unread above does not count); UINT64_MAX if none was. */
+uint64_t tern_raft_recv_heard_ms(struct raft_io *io, raft_id peer);
+
 /* The rebase itself, on a message as libraft's recv callback gets it (exposed for
  * tests): snapshot at snap_index (term snap_term). Returns the entries left out. */
 unsigned tern_raft_recv_rebase(struct raft_append_entries *ae, raft_index snap_index,
