@@ -22,6 +22,7 @@
 #include "link_tls.h"
 #include "lz4_block.h"
 #include "peer.h"
+#include "raft_beacon.h"
 #include "raft_commit.h"
 #include "raft_fsm.h"
 #include "raft_recv.h"
@@ -66,6 +67,7 @@ struct tern_cluster {
     struct raft raft;
     struct raft_io io;
     struct tern_raft_transport transport; /* raft_uv_tcp with TCP_NODELAY */
+    struct tern_raft_beacon beacon;       /* plain TCP only (raft_beacon.h) */
     struct tern_raft_fsm rfsm;
     struct digest_job *digests; /* GET /state/digest in progress (state_digest.c) */
     struct tern_fsm *fsm;

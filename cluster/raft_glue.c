@@ -54,6 +54,7 @@ static void on_timer(uv_timer_t *t)
         resend = true;
     cluster_check_seq_ready(c);
     tern_raft_timing_tick(&c->raft, c->cfg.election_timeout_ms);
+    tern_raft_beacon_tick(&c->beacon);
     if (raft_state(&c->raft) == RAFT_LEADER)
         for (unsigned i = 0; i < c->raft.configuration.n; i++) {
             raft_id id = c->raft.configuration.servers[i].id;
@@ -264,6 +265,13 @@ static int start_raft(struct tern_cluster *c, char *errmsg)
     }
     c->raft_started = 1;
     c->start_index = raft_last_index(&c->raft);
+    /* Liveness in datagrams beside the streams: raft_beacon.h. */
+    if (!c->creds.server &&
+        tern_raft_beacon_start(&c->beacon, c->loop, &c->raft, self_addr,
+                               c->cfg.election_timeout_ms) != TERN_OK)
+        TERN_LOGW("raft: no beacons on %s (UDP: an IPv4 address that binds is needed); "
+                  "elections under loss are slower",
+                  self_addr);
     /* Connections to every member made ahead of need (raft_transport.h). */
     for (uint32_t i = 0; i < c->cfg.member_count; i++)
         if (c->cfg.members[i].id != c->node_id)
@@ -406,6 +414,10 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->coalesced = tern_raft_transport_coalesced(&m->transport);
     st->writes_held = tern_raft_commit_held(&m->io);
     st->heard_by_ack = m->heard_by_ack;
+    st->beacons_sent = m->beacon.sent;
+    st->beacons_kept = m->beacon.kept;
+    st->heard_by_beacon = m->beacon.heard;
+    st->beacons_refused = m->beacon.refused;
     memcpy(st->commit_us, c->commit_us, sizeof(st->commit_us));
     st->commit_max_us = c->commit_max_us;
     st->commit_sum_us = c->commit_sum_us;
@@ -549,6 +561,7 @@ static void close_now(struct tern_cluster *c)
     }
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    tern_raft_beacon_close(&c->beacon, on_handle_closed);
     if (c->peers)
         tern_peers_close(c->peers);
     cluster_digests_kill(c); /* the loop ends only once a digest's thread is back */

@@ -324,6 +324,21 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "Times this node as leader counted a follower as heard for its quorum check "
            "because the follower's host acknowledged the leader's stream to it.",
            st.heard_by_ack);
+    metric(b, "tern_raft_beacons_sent_total", "counter",
+           "Beacons (datagrams saying this node leads) sent to the other members.",
+           st.beacons_sent);
+    metric(b, "tern_raft_beacons_kept_total", "counter",
+           "Times this node as follower restarted its election timer on its leader's "
+           "beacon.",
+           st.beacons_kept);
+    metric(b, "tern_raft_followers_heard_by_beacon_total", "counter",
+           "Times this node as leader counted a follower as heard for its quorum check "
+           "by the follower's answer to a beacon.",
+           st.heard_by_beacon);
+    metric(b, "tern_raft_beacons_refused_total", "counter",
+           "Datagrams on the Raft port not taken as beacons (malformed, from an address "
+           "that is not their sender's, of another term).",
+           st.beacons_refused);
     metric(b, "tern_ready", "gauge", "1 when the node can commit and accepts clients.",
            admin_node_ready(a) && !a->node->draining);
     metric(b, "tern_draining", "gauge", "1 while the node is drained.",

@@ -176,10 +176,12 @@ class NetnsCluster(cluster.Cluster):
         """Node i's listening ports unreachable (what iptables on a shared loopback by
         port does): node i still sends on the connections it opened, nothing reaches it
         on those the others opened to it."""
-        for port in ("7001", "7101", "1883"):
-            self._iptables(i, "INPUT", "-i", "eth0", "-p", "tcp", "--dport", port, "-j",
+        # The Raft port takes UDP too (beacons, cluster/raft_beacon.h).
+        for proto, port in (("tcp", "7001"), ("udp", "7001"), ("tcp", "7101"),
+                            ("tcp", "1883")):
+            self._iptables(i, "INPUT", "-i", "eth0", "-p", proto, "--dport", port, "-j",
                            "DROP")
-            self._iptables(i, "OUTPUT", "-o", "eth0", "-p", "tcp", "--sport", port, "-j",
+            self._iptables(i, "OUTPUT", "-o", "eth0", "-p", proto, "--sport", port, "-j",
                            "DROP")
 
     def _between_nodes(self, direction):

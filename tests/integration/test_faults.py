@@ -243,3 +243,69 @@ def test_a_leader_keeps_its_term_while_its_followers_results_wait(ns_cluster):
         "node %d lost its leadership (term %s -> %s, leader %s) while its followers' "
         "results were held back and its own stream to them went on" % (
             lead, term, during[0], during[1]))
+
+
+def test_a_leader_and_its_only_follower_outlast_a_stalled_stream(ns_cluster):
+    """Kill -9 under loss left two nodes, and a new leader's one Raft stream to its
+    only follower stalled for 2-3 s now and then (one segment retransmitted again and
+    again at a 0.6-1 s timeout): the follower's election timer ran out, the leader's
+    quorum check failed, and a second election took the cluster 1.5-3 s more (issue
+    11; traced with LIBRAFT_TRACE). Here the third node is stopped and the leader's
+    TCP to the follower's Raft port is dropped for 3 s: before, the follower had left
+    its leader or the leader its term by the end; both must hold (the leader's
+    beacons, cluster/raft_beacon.h, say it is alive by datagrams that no stream holds
+    up), and the stream carries on after."""
+    import signal
+    c, _ = ns_cluster
+    lead = c.wait_leader(10)
+    assert lead, "no leader"
+    f, g = [i for i in (1, 2, 3) if i != lead]
+    term = c.node(lead).metric("tern_raft_term")
+    assert term, "no term from the leader"
+    c.node(g).proc.send_signal(signal.SIGSTOP)
+    try:
+        c._iptables(lead, "OUTPUT", "-o", "eth0", "-d", c.addr(f), "-p", "tcp", "--dport",
+                    "7001", "-j", "DROP")
+        time.sleep(3)
+        during = {i: (c.node(i).metric("tern_raft_term"), c.node(i).metric("tern_raft_leader"))
+                  for i in (lead, f)}
+    finally:
+        c.heal()
+        c.node(g).proc.send_signal(signal.SIGCONT)
+    kept = c.node(f).metric("tern_raft_beacons_kept_total")
+    print("leader %d, term %s, node %d stopped; after 3 s of the leader's stream to node "
+          "%d dropped: %r; timers kept by beacons: %s" % (lead, term, g, f, during, kept))
+    assert during == {lead: (term, lead), f: (term, lead)}, (
+        "leader %d and its follower %d parted (term, leader per node: %r; term was %s) "
+        "while only the leader's stream to the follower was held back" % (
+            lead, f, during, term))
+
+
+def test_a_beacon_is_taken_only_from_its_senders_raft_address(ns_cluster):
+    """Beacons restart a follower's election timer, so one that names the leader but
+    comes from anywhere else (here the clients' side of the bridge) must be refused,
+    as must a datagram that is not a beacon; the follower keeps its leader through it
+    and counts each in tern_raft_beacons_refused_total."""
+    import socket
+    import struct
+    c, _ = ns_cluster
+    lead = c.wait_leader(10)
+    assert lead, "no leader"
+    f = next(i for i in (1, 2, 3) if i != lead)
+    nd = c.node(f)
+    term = int(nd.metric("tern_raft_term"))
+    refused = nd.metric("tern_raft_beacons_refused_total")
+    forged = b"TBCN" + struct.pack("<B3xQQQ", 1, term, lead, f)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for payload in (forged, b"junk", forged + b"x", b"\0" * 32):
+            s.sendto(payload, (c.addr(f), 7001))
+    deadline = time.time() + 5
+    after = refused
+    while time.time() < deadline and (after or 0) < (refused or 0) + 4:
+        time.sleep(0.1)
+        after = nd.metric("tern_raft_beacons_refused_total")
+    print("node %d refused %s -> %s; leader %s" % (f, refused, after,
+                                                   nd.metric("tern_raft_leader")))
+    assert refused is not None and after >= refused + 4, (
+        "node %d took a forged or malformed beacon (refused %s -> %s)" % (f, refused, after))
+    assert nd.metric("tern_raft_leader") == lead

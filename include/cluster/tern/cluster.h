@@ -128,6 +128,10 @@ struct tern_cluster_status {
     /* Times this node as leader counted a follower heard for its check-quorum
      * because the follower's host acknowledged its stream (raft_timing.h). */
     uint64_t heard_by_ack;
+    /* Beacons (raft_beacon.h): sent as leader; this follower's election timer
+     * restarted by one; followers counted heard by their answers as leader;
+     * datagrams not taken. */
+    uint64_t beacons_sent, beacons_kept, heard_by_beacon, beacons_refused;
     /* This node's proposals by time from tern_cluster_propose to their apply
      * here (what a PUBACK waits for), and the longest since start. */
     uint64_t commit_us[TERN_COMMIT_BUCKETS];
