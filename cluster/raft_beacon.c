@@ -87,6 +87,20 @@ static int bridged(const struct tern_raft_beacon *b, raft_id peer)
            (uint64_t)b->election_ms * TERN_RAFT_BEACON_BRIDGE;
 }
 
+int tern_raft_beacon_keeps(const struct raft *r, const struct tern_raft_beacon_frame *f)
+{
+    if (f->kind != TERN_RAFT_BEACON_PING || r->state != RAFT_FOLLOWER ||
+        f->term != r->current_term || f->to != r->id)
+        return 0;
+    /* Its leader, or the node it voted for in this term before an AppendEntries
+     * named a leader: under loss the first one may wait seconds behind a stalled
+     * stream, and the one node this follower voted for is the only one that can
+     * have won with its vote (kill -9 under loss: the follower timed out and a
+     * third election began). */
+    raft_id leader = r->follower_state.current_leader.id;
+    return leader == f->from || (leader == 0 && r->voted_for == f->from);
+}
+
 static void take(struct tern_raft_beacon *b, const struct tern_raft_beacon_frame *f,
                  const struct sockaddr_in *from)
 {
@@ -103,8 +117,7 @@ static void take(struct tern_raft_beacon *b, const struct tern_raft_beacon_frame
         return;
     }
     if (f->kind == TERN_RAFT_BEACON_PING) {
-        if (raft_state(r) != RAFT_FOLLOWER ||
-            r->follower_state.current_leader.id != f->from) {
+        if (!tern_raft_beacon_keeps(r, f)) {
             b->refused++;
             return;
         }

@@ -13,6 +13,7 @@
  * So, on plain TCP clusters, each node also binds a UDP socket on its Raft
  * address. A leader sends every member a beacon (its term and id) on the
  * cluster's timer (50 ms); a follower whose current leader and term it names
+ * (or, before an AppendEntries named one, the node it voted for in that term)
  * restarts its election timer, as an AppendEntries would, and answers; the
  * leader counts the answer as hearing that follower for its quorum check. A
  * datagram lost is just one of twenty a second: no stream to wait on.
@@ -72,6 +73,10 @@ int tern_raft_beacon_start(struct tern_raft_beacon *b, uv_loop_t *loop, struct r
 
 /* From the cluster's timer: a leader sends one beacon to every other member. */
 void tern_raft_beacon_tick(struct tern_raft_beacon *b);
+
+/* Whether a follower restarts its election timer on ping f: of its term, from
+ * its leader or, before it knows one, from the node it voted for in that term. */
+int tern_raft_beacon_keeps(const struct raft *r, const struct tern_raft_beacon_frame *f);
 
 /* Closes the socket, if bound (cb may be NULL). */
 void tern_raft_beacon_close(struct tern_raft_beacon *b, uv_close_cb cb);

@@ -1,7 +1,7 @@
 /* The beacon's wire format (cluster/raft_beacon.h): what is encoded decodes
  * back, and a datagram that is not exactly a well-formed beacon is refused
- * (its length, magic, padding, kind, or a zero id). What beacons do to real
- * nodes is tests/integration/test_faults.py's. */
+ * (its length, magic, padding, kind, or a zero id); and which pings keep a
+ * follower. What beacons do to real nodes is tests/integration/test_faults.py's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,11 +70,54 @@ static void test_malformed_is_refused(void **state)
     assert_int_equal(tern_raft_beacon_decode(b, sizeof(good), &g), -1);
 }
 
+/* A follower as libraft leaves it (only the fields the decision reads). */
+static void follower(struct raft *r, raft_term term, raft_id leader, raft_id voted_for)
+{
+    memset(r, 0, sizeof(*r));
+    r->id = 1;
+    r->state = RAFT_FOLLOWER;
+    r->current_term = term;
+    r->voted_for = voted_for;
+    r->follower_state.current_leader.id = leader;
+}
+
+static void test_who_keeps_a_follower(void **state)
+{
+    (void)state;
+    static struct raft r; /* large */
+    struct tern_raft_beacon_frame from2 = {TERN_RAFT_BEACON_PING, 4, 2, 1};
+    struct tern_raft_beacon_frame from3 = {TERN_RAFT_BEACON_PING, 4, 3, 1};
+    follower(&r, 4, 2, 2);
+    assert_true(tern_raft_beacon_keeps(&r, &from2));
+    assert_false(tern_raft_beacon_keeps(&r, &from3));
+    /* Voted for 2 in term 4, no AppendEntries yet: 2 is the only one that can
+     * have won with this vote. */
+    follower(&r, 4, 0, 2);
+    assert_true(tern_raft_beacon_keeps(&r, &from2));
+    assert_false(tern_raft_beacon_keeps(&r, &from3));
+    /* No vote, no leader: nobody. */
+    follower(&r, 4, 0, 0);
+    assert_false(tern_raft_beacon_keeps(&r, &from2));
+    /* Another term, another receiver, not a follower, an answer: no. */
+    follower(&r, 5, 2, 2);
+    assert_false(tern_raft_beacon_keeps(&r, &from2));
+    follower(&r, 4, 2, 2);
+    r.id = 3;
+    assert_false(tern_raft_beacon_keeps(&r, &from2));
+    follower(&r, 4, 2, 2);
+    r.state = RAFT_CANDIDATE;
+    assert_false(tern_raft_beacon_keeps(&r, &from2));
+    follower(&r, 4, 2, 2);
+    struct tern_raft_beacon_frame answer = {TERN_RAFT_BEACON_ANSWER, 4, 2, 1};
+    assert_false(tern_raft_beacon_keeps(&r, &answer));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_malformed_is_refused),
+        cmocka_unit_test(test_who_keeps_a_follower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
