@@ -133,11 +133,19 @@ static void fake_recv(struct raft_io *io, struct raft_message *m)
     }
 }
 
+/* The wrapper notes when each peer was last heard (tern_raft_recv_heard_ms). */
+static raft_time fake_time(struct raft_io *io)
+{
+    (void)io;
+    return 1000;
+}
+
 static void wrap_fake(void)
 {
     memset(&fake_io, 0, sizeof fake_io);
     memset(&fake_raft, 0, sizeof fake_raft);
     fake_io.start = fake_start;
+    fake_io.time = fake_time;
     fake_io.data = &fake_raft;
     ticks = delivered = 0;
     assert_int_equal(tern_raft_recv_wrap(&fake_io, 0), 0);
@@ -207,6 +215,9 @@ static void test_install_snapshot_held_while_taking(void **state)
     struct raft_message c = install(420, address);
     wrapped_recv(&fake_io, &c);
     assert_int_equal(delivered, 2);
+    /* handed to libraft: its sender was heard now (the fake clock stands still) */
+    assert_int_equal(tern_raft_recv_heard_ms(&fake_io, 1), 0);
+    assert_true(tern_raft_recv_heard_ms(&fake_io, 2) == UINT64_MAX);
     /* held when the node closes: freed with the wrapper (ASan) */
     fake_raft.snapshot.put.data = &fake_raft;
     struct raft_message d = install(430, address);
