@@ -1,5 +1,4 @@
 /* See raft_beacon.h. */
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -42,18 +41,17 @@ int tern_raft_beacon_decode(const uint8_t *in, size_t len,
     return 0;
 }
 
-/* addr ("a.b.c.d:port") as a socket address; -1 for anything else. */
-static int parse(const char *addr, struct sockaddr_in *sa)
+/* addr ("a.b.c.d:port") as a socket address, as the Raft transport reads it
+ * (raft_transport.c); TERN_EINVAL for anything else. The base layer has no
+ * socket headers (tests/layout), so each user does this split and lookup. */
+static int ipv4(const char *addr, struct sockaddr_in *sa)
 {
     char host[64];
     uint16_t port;
-    memset(sa, 0, sizeof(*sa));
-    sa->sin_family = AF_INET;
     if (!addr || tern_addr_split(addr, host, sizeof(host), &port) != TERN_OK ||
-        inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return -1;
-    sa->sin_port = htons(port);
-    return 0;
+        uv_ip4_addr(host, port, sa) != 0)
+        return TERN_EINVAL;
+    return TERN_OK;
 }
 
 static const struct raft_server *member(const struct raft *r, raft_id id)
@@ -107,36 +105,32 @@ static void take(struct tern_raft_beacon *b, const struct tern_raft_beacon_frame
     struct raft *r = b->r;
     const struct raft_server *s = member(r, f->from);
     struct sockaddr_in sa;
-    /* Only from the address its sender has in the configuration, to us, of
-     * this term: anything else (a restarted peer's stale term, a forged
-     * sender) is left alone. */
-    if (f->to != r->id || !s || parse(s->address, &sa) != 0 ||
+    /* Only from the address its sender has in the configuration (a forged
+     * sender is left alone), and only to bridge a stall of Raft's own messages. */
+    if (!s || ipv4(s->address, &sa) != TERN_OK ||
         sa.sin_addr.s_addr != from->sin_addr.s_addr || sa.sin_port != from->sin_port ||
-        f->term != r->current_term || !bridged(b, f->from)) {
+        !bridged(b, f->from)) {
         b->refused++;
         return;
     }
-    if (f->kind == TERN_RAFT_BEACON_PING) {
-        if (!tern_raft_beacon_keeps(r, f)) {
-            b->refused++;
-            return;
-        }
+    if (tern_raft_beacon_keeps(r, f)) {
         /* What libraft does on an AppendEntries of its leader. */
         r->election_timer_start = r->io->time(r->io);
         b->kept++;
         send_frame(b, TERN_RAFT_BEACON_ANSWER, f->from, &sa);
-        return;
+    } else if (f->kind == TERN_RAFT_BEACON_ANSWER && f->to == r->id &&
+               f->term == r->current_term) {
+        b->heard += (uint64_t)tern_raft_timing_heard(r, f->from); /* leaders only */
+    } else {
+        b->refused++; /* another term, not ours, or not our leader */
     }
-    if (raft_state(r) == RAFT_LEADER)
-        b->heard += (uint64_t)tern_raft_timing_heard(r, f->from);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
-    static char slab[64]; /* one datagram at a time, read on the loop's thread */
-    (void)h;
-    *buf = uv_buf_init(slab, sizeof(slab));
+    struct tern_raft_beacon *b = h->data; /* one datagram at a time */
+    *buf = uv_buf_init(b->in, sizeof(b->in));
 }
 
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
@@ -162,7 +156,7 @@ int tern_raft_beacon_start(struct tern_raft_beacon *b, uv_loop_t *loop, struct r
     b->r = r;
     b->election_ms = election_ms;
     tern_wbuf_init(&b->out);
-    if (parse(addr, &sa) != 0)
+    if (ipv4(addr, &sa) != TERN_OK)
         return TERN_EINVAL;
     if (uv_udp_init(loop, &b->udp) != 0)
         return TERN_EIO;
@@ -184,7 +178,7 @@ void tern_raft_beacon_tick(struct tern_raft_beacon *b)
     for (unsigned i = 0; i < r->configuration.n; i++) {
         const struct raft_server *s = &r->configuration.servers[i];
         struct sockaddr_in sa;
-        if (s->id != r->id && parse(s->address, &sa) == 0)
+        if (s->id != r->id && ipv4(s->address, &sa) == TERN_OK)
             send_frame(b, TERN_RAFT_BEACON_PING, s->id, &sa);
     }
 }

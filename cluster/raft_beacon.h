@@ -64,6 +64,7 @@ struct tern_raft_beacon {
     uint64_t heard;   /* leader: follower counted heard by its answer */
     uint64_t refused; /* datagrams not taken (malformed, wrong sender, stale) */
     struct tern_wbuf out;
+    char in[64]; /* a datagram received (longer ones are refused) */
 };
 
 /* Binds addr ("a.b.c.d:port", the Raft address) for UDP and receives. 0, or a
