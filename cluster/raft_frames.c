@@ -101,6 +101,13 @@ static size_t emit(struct tern_raft_frames *f, uint8_t *out, const uint8_t *p, s
     return n;
 }
 
+int tern_raft_frames_at_boundary(const struct tern_raft_frames *f)
+{
+    /* A header being read is not forwarded yet; a dropped copy's payload is not
+     * forwarded at all. */
+    return !f->raw && (f->payload_left == 0 || f->dropping);
+}
+
 size_t tern_raft_frames_release(struct tern_raft_frames *f, uint8_t *out)
 {
     size_t n = f->held_len;

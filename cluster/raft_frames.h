@@ -97,6 +97,11 @@ uint64_t tern_raft_frames_snapshot_unsent(const struct tern_raft_frames *f,
 size_t tern_raft_frames_feed(struct tern_raft_frames *f, const uint8_t *in, size_t n,
                              uint8_t *out, uint64_t acked, uint64_t now_ms, int busy);
 
+/* Whether what was forwarded so far ends at a message's end (nothing of a
+ * message is half forwarded), so that the next bytes may go on another
+ * connection: not on a stream this parser does not understand. */
+int tern_raft_frames_at_boundary(const struct tern_raft_frames *f);
+
 /* Writes the heartbeat or result held back, if any, to out (room for
  * TERN_RAFT_FRAMES_HELD_MAX) and returns its length: once the stream is not
  * busy any more. */

@@ -413,6 +413,38 @@ static void test_resent_snapshot_dropped(void **state)
 
 /* The pump's accounting: of the last `unsent` bytes forwarded, those of the last
  * snapshot. */
+/* The pump may move a stream to another connection only where what it forwarded
+ * ends with a whole message: fed a byte at a time, the parser says so exactly
+ * after each message forwarded (and after a dropped copy's header), never inside
+ * one, and never once the stream is not understood. */
+static void test_boundary_only_between_messages(void **state)
+{
+    (void)state;
+    struct msg p1 = ae(4, 50, 3, 49, 2, 16), p2 = ae(4, 50, 3, 49, 3, 16);
+    struct msg res = result(4, 0, 52), bad = plain(9, 2);
+    struct msg *msgs[] = {&p1, &res, &p2, &p1 /* copies: dropped */, &bad, &p1};
+    struct tern_raft_frames f;
+    tern_raft_frames_init(&f);
+    assert_true(tern_raft_frames_at_boundary(&f));
+    uint8_t o[8192];
+    for (size_t m = 0; m < sizeof(msgs) / sizeof(msgs[0]); m++) {
+        for (size_t i = 0; i < msgs[m]->len; i++) {
+            uint64_t before = f.out_total;
+            tern_raft_frames_feed(&f, msgs[m]->b + i, 1, o, 0, 1000, 0);
+            int whole = i + 1 == msgs[m]->len;
+            if (f.raw)
+                assert_false(tern_raft_frames_at_boundary(&f));
+            else if (f.out_total > before && !whole)
+                assert_false(tern_raft_frames_at_boundary(&f)); /* inside a message */
+            else if (whole)
+                assert_true(tern_raft_frames_at_boundary(&f));
+        }
+    }
+    assert_int_equal(f.dropped, 2);
+    assert_int_equal(f.raw, 1);
+    tern_raft_frames_free(&f);
+}
+
 static void test_snapshot_unsent(void **state)
 {
     (void)state;
@@ -454,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_unknown_framing_passes_through),
         cmocka_unit_test(test_resent_snapshot_dropped),
         cmocka_unit_test(test_snapshot_unsent),
+        cmocka_unit_test(test_boundary_only_between_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
