@@ -412,6 +412,7 @@ void tern_cluster_status(const struct tern_cluster *c, struct tern_cluster_statu
     st->entry_bytes_stored = c->entry_bytes_stored;
     st->proposal_frames_compressed = c->fwd_compressed;
     st->coalesced = tern_raft_transport_coalesced(&m->transport);
+    st->streams_moved = tern_raft_transport_moved(&m->transport);
     st->writes_held = tern_raft_commit_held(&m->io);
     st->heard_by_ack = m->heard_by_ack;
     st->beacons_sent = m->beacon.sent;

@@ -44,7 +44,23 @@
  * later: a peer that is down costs a SYN a second. */
 #define SPARE_RETRY_MS 1000
 /* How often every pump's progress is looked at. */
-#define PUMP_CHECK_MS 250u
+#define PUMP_CHECK_MS 50u
+/* A stream with segments in flight and none of them acknowledged for this long,
+ * or for this many of its round trips if that is longer, waits on TCP's
+ * retransmission timer (a lost segment's first retransmission comes after a
+ * round trip or two; the timer is 0.3-1 s under loss and backs off): what libraft
+ * writes next goes on the peer's spare connection instead (struct
+ * tern_raft_pump). */
+#define PUMP_MOVE_MS 250u
+#define PUMP_MOVE_RTTS 3u
+/* A spare whose peer acknowledged nothing (keep-alive answers come every
+ * second) for this long is not moved to. */
+#define SPARE_SILENT_MS 2500u
+/* What a pump keeps of what it wrote, to write it again on the spare when it
+ * moves: from the last message start the peer acknowledged, at most this much
+ * (a stall holds a few kB; a stream with more unacknowledged stays where it
+ * is). */
+#define PUMP_RESEND_MAX (1u << 20)
 /* While a pump holds a heartbeat or result back (raft_frames.h): how often it
  * looks whether its stream has sent everything before it. */
 #define PUMP_RELEASE_MS 5u
@@ -78,6 +94,23 @@
  *     timeout's to give up on (link.h): on a lossy path a stream stalls for
  *     seconds now and then with its peer alive, and a new connection there
  *     costs more than the stall (docs/reliability.md, session 12). */
+/*
+ * On a lossy path one segment may be lost again and again: the stream then
+ * waits one retransmission timeout after another (0.3 s, 0.6 s, 1 s) while the
+ * peer, the path and everything after that segment are there, and every
+ * commit that needs this peer waits with it (with one follower left, every
+ * commit: docs/reliability.md, session 15). When a stream has had segments in
+ * flight and none acknowledged for PUMP_MOVE_MS (or PUMP_MOVE_RTTS round
+ * trips), the pump moves to the peer's spare connection (its handshake sent
+ * long before, tern_raft_transport_warm), at a message boundary, with nothing
+ * left in libuv's queue. It writes there again what the peer has not
+ * acknowledged, from the start of the message the acknowledgements reached,
+ * then what libraft writes next: so the peer gets every message in order on
+ * the new stream, and nothing waits on the old one (a vote request, an
+ * AppendEntries the next ones build on). The old socket is closed; its kernel
+ * still sends what it held, then a FIN, and the peer's libraft reads that too:
+ * Raft takes a message twice or late. Plain TCP only: with TLS there are no
+ * spares. */
 struct tern_raft_pump {
     struct tern_raft_transport *t;
     uv_stream_t *out;         /* TCP (raft_malloc'd by t_connect) or link_tls's end */
@@ -87,7 +120,11 @@ struct tern_raft_pump {
     int down;
     raft_id peer;
     struct tern_raft_frames frames; /* drops re-sent probes (raft_frames.h) */
-    uint64_t acked;                 /* of frames.out_total, at the last progress: */
+    /* Writes kept since the last message start the peer acknowledged (to
+     * write again when moving), oldest first; sent_bytes is their total. */
+    struct pump_write *sent, **sent_tail;
+    uint64_t sent_bytes;
+    uint64_t acked; /* of frames.out_total, at the last progress: */
     uint64_t progress_ms;
     struct tern_raft_pump *next;
 };
@@ -95,6 +132,12 @@ struct tern_raft_pump {
 struct pump_write {
     uv_write_t req;
     char *base;
+    size_t len;
+    uint64_t start; /* offset of base[0] in the forwarded stream */
+    int boundary;   /* base[0] starts a message */
+    int done;       /* in the kernel (or cancelled) */
+    int kept;       /* on the pump's sent list (else freed once written) */
+    struct pump_write *next;
 };
 
 struct tern_raft_connect {
@@ -229,6 +272,12 @@ static void pump_closed(uv_handle_t *h)
                   (unsigned long long)p->frames.snaps_dropped);
     p->t->coalesced += p->frames.coalesced;
     tern_raft_frames_free(&p->frames);
+    while (p->sent) {
+        struct pump_write *pw = p->sent;
+        p->sent = pw->next;
+        free(pw->base);
+        free(pw);
+    }
     p->free_out(p->out);
     free(p);
 }
@@ -270,8 +319,11 @@ static void pump_written(uv_write_t *w, int status)
 {
     struct pump_write *pw = (struct pump_write *)w;
     struct tern_raft_pump *p = w->data;
-    free(pw->base);
-    free(pw);
+    pw->done = 1;
+    if (!pw->kept) {
+        free(pw->base);
+        free(pw);
+    }
     if (status != 0 && status != UV_ECANCELED) {
         pump_gone(p, status);
         pump_down(p, uv_strerror(status));
@@ -369,8 +421,47 @@ static int pump_not_reading(const struct tern_raft_pump *p, uint64_t ms)
     return !pump_tcp_info(p, &ti) || (ti.tcpi_unacked == 0 && ti.tcpi_last_ack_recv < ms);
 }
 
-/* Every PUMP_CHECK_MS: a pump whose peer acknowledged nothing for stall_ms while
- * it holds unacknowledged bytes, and is not reading them, is down. */
+/* Frees the writes kept that a move would not write again: every one before the
+ * last that starts a message and is acknowledged from its start (or all, when
+ * all are acknowledged and end with a message). Past PUMP_RESEND_MAX, written
+ * ones are freed once acknowledged, whole or not: the stream then cannot move
+ * until a message start leads the list again. */
+static void pump_trim(struct tern_raft_pump *p, uint64_t acked)
+{
+    struct pump_write *h;
+    while ((h = p->sent) && h->done) {
+        struct pump_write *n = h->next;
+        int whole = h->start + h->len <= acked;
+        if (!((n && n->boundary && n->start <= acked) ||
+              (!n && whole && tern_raft_frames_at_boundary(&p->frames)) ||
+              (whole && p->sent_bytes > PUMP_RESEND_MAX)))
+            break;
+        p->sent = n;
+        if (!n)
+            p->sent_tail = &p->sent;
+        p->sent_bytes -= h->len;
+        free(h->base);
+        free(h);
+    }
+}
+
+static int pump_move(struct tern_raft_pump *p, uint64_t stalled_ms);
+
+/* Whether p's segments in flight have waited on retransmissions for
+ * stalled_ms: long enough to carry on elsewhere (PUMP_MOVE_MS). */
+static int pump_waits_on_retransmits(const struct tern_raft_pump *p, uint64_t stalled_ms)
+{
+    struct tcp_info ti;
+    if (!pump_tcp_info(p, &ti) || ti.tcpi_unacked == 0)
+        return 0;
+    uint64_t rtts = (uint64_t)ti.tcpi_rtt * PUMP_MOVE_RTTS / 1000;
+    return stalled_ms >= (rtts > PUMP_MOVE_MS ? rtts : PUMP_MOVE_MS);
+}
+
+/* Every PUMP_CHECK_MS: a pump whose segments in flight wait on retransmissions
+ * moves to its spare connection; one whose peer acknowledged nothing for
+ * stall_ms while it holds unacknowledged bytes, and is not reading them, is
+ * down. */
 static void pumps_check(uv_timer_t *timer)
 {
     struct tern_raft_transport *t = timer->data;
@@ -381,9 +472,13 @@ static void pumps_check(uv_timer_t *timer)
         uint64_t unacked = pump_unacked(p);
         uint64_t acked =
             p->frames.out_total > unacked ? p->frames.out_total - unacked : 0;
+        pump_trim(p, acked);
         if (unacked == 0 || acked != p->acked) {
             p->acked = acked;
             p->progress_ms = now;
+        } else if (pump_waits_on_retransmits(p, now - p->progress_ms) &&
+                   pump_move(p, now - p->progress_ms)) {
+            continue;
         } else if (now - p->progress_ms >= t->stall_ms &&
                    pump_not_reading(p, t->stall_ms)) {
             char why[96];
@@ -395,10 +490,12 @@ static void pumps_check(uv_timer_t *timer)
     }
 }
 
-/* Writes out (malloc'd, len > 0; the pump's then) to the peer. */
-static void pump_write_out(struct tern_raft_pump *p, char *out, size_t len)
+/* Writes out (malloc'd, len > 0; the pump's then), the last len bytes the
+ * frames forwarded, to the peer; boundary: they start a message. Kept on the
+ * sent list while a move may need them again (pump_trim). */
+static void pump_write_out(struct tern_raft_pump *p, char *out, size_t len, int boundary)
 {
-    struct pump_write *pw = malloc(sizeof(*pw));
+    struct pump_write *pw = calloc(1, sizeof(*pw));
     uv_buf_t ob = uv_buf_init(out, (unsigned)len);
     if (!pw || uv_write(&pw->req, p->out, &ob, 1, pump_written) != 0) {
         free(pw);
@@ -407,7 +504,14 @@ static void pump_write_out(struct tern_raft_pump *p, char *out, size_t len)
         return;
     }
     pw->base = out;
+    pw->len = len;
+    pw->start = p->frames.out_total - len;
+    pw->boundary = boundary;
+    pw->kept = 1;
     pw->req.data = p;
+    *p->sent_tail = pw;
+    p->sent_tail = &pw->next;
+    p->sent_bytes += len;
     pump_check_unsent(p);
 }
 
@@ -431,7 +535,9 @@ static void pumps_release(uv_timer_t *timer)
             holding = 1;
             continue;
         }
-        pump_write_out(p, out, tern_raft_frames_release(&p->frames, (uint8_t *)out));
+        int boundary = tern_raft_frames_at_boundary(&p->frames);
+        pump_write_out(p, out, tern_raft_frames_release(&p->frames, (uint8_t *)out),
+                       boundary);
     }
     if (!holding)
         uv_timer_stop(timer);
@@ -450,6 +556,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     uint64_t unacked = pump_unacked(p);
     uint64_t acked = p->frames.out_total > unacked ? p->frames.out_total - unacked : 0;
+    pump_trim(p, acked);
     char *out = malloc(tern_raft_frames_out_max(&p->frames, (size_t)n));
     if (!out) {
         free(buf->base);
@@ -457,6 +564,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     int was_raw = p->frames.raw;
+    int boundary = tern_raft_frames_at_boundary(&p->frames);
     size_t len =
         tern_raft_frames_feed(&p->frames, (const uint8_t *)buf->base, (size_t)n,
                               (uint8_t *)out, acked, uv_now(p->t->loop), pump_busy(p));
@@ -473,7 +581,7 @@ static void pump_from_raft(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         free(out);
         return;
     }
-    pump_write_out(p, out, len);
+    pump_write_out(p, out, len, boundary);
 }
 
 /* The peer never sends on our outgoing connection: only its end shows here. */
@@ -521,6 +629,7 @@ static uv_stream_t *pump_start(struct tern_raft_transport *t, uv_stream_t *out,
     uv_pipe_init(t->loop, &p->pipe, 0);
     p->pipe.data = p;
     out->data = p;
+    p->sent_tail = &p->sent;
     p->next = t->pumps;
     t->pumps = p;
     attempt_ended(t, peer, 0); /* libraft gets a stream: it is not connecting */
@@ -851,6 +960,89 @@ static struct tern_raft_connect *spare_take(struct tern_raft_transport *t, raft_
     return r;
 }
 
+/* p's peer's spare, ready and heard from lately (SPARE_SILENT_MS), or NULL. */
+static struct tern_raft_spare *spare_alive(struct tern_raft_transport *t, raft_id peer)
+{
+    struct tern_raft_spare *s = t->spares;
+    while (s && s->peer != peer)
+        s = s->next;
+    if (!s || !s->ready)
+        return NULL;
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (uv_fileno((uv_handle_t *)s->tcp, &fd) != 0 ||
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        ti.tcpi_last_ack_recv >= SPARE_SILENT_MS)
+        return NULL;
+    return s;
+}
+
+/* struct tern_raft_pump: p carries on over its peer's spare connection, which
+ * gets again what the peer has not acknowledged. 0 when it cannot now (no spare
+ * ready, a message half written, libuv still holding some of the stream, more
+ * unacknowledged than a move writes again). */
+static int pump_move(struct tern_raft_pump *p, uint64_t stalled_ms)
+{
+    struct tern_raft_transport *t = p->t;
+    struct tern_raft_spare *s = spare_alive(t, p->peer);
+    if (!s || p->out->type != UV_TCP || !tern_raft_frames_at_boundary(&p->frames) ||
+        uv_stream_get_write_queue_size(p->out) > 0)
+        return 0;
+    uint64_t unacked = pump_unacked(p);
+    pump_trim(p, p->frames.out_total - unacked);
+    if ((p->sent && !p->sent->boundary) || p->sent_bytes > PUMP_RESEND_MAX)
+        return 0;
+    struct pump_write *again = NULL;
+    if (p->sent_bytes) {
+        again = calloc(1, sizeof(*again));
+        char *b = again ? malloc(p->sent_bytes) : NULL;
+        if (!b) {
+            free(again);
+            return 0;
+        }
+        size_t at = 0;
+        for (struct pump_write *pw = p->sent; pw; pw = pw->next) {
+            memcpy(b + at, pw->base, pw->len);
+            at += pw->len;
+        }
+        again->base = b;
+        again->len = at;
+        again->req.data = p;
+    }
+    uv_stream_t *next = (uv_stream_t *)s->tcp;
+    uv_read_stop(next);
+    next->data = p;
+    uv_buf_t ob =
+        again ? uv_buf_init(again->base, (unsigned)again->len) : uv_buf_init(NULL, 0);
+    if (uv_read_start(next, pump_alloc, pump_from_peer) != 0 ||
+        (again && uv_write(&again->req, next, &ob, 1, pump_written) != 0)) {
+        uv_read_stop(next);
+        next->data = s;
+        uv_read_start(next, pump_alloc, spare_on_read);
+        if (again)
+            free(again->base);
+        free(again);
+        return 0;
+    }
+    s->tcp = NULL;
+    s->ready = 0;
+    spare_connect(s);
+    /* Closed with its receive queue empty (the peer sends nothing here), so the
+     * kernel sends what it holds, then a FIN; no reset. */
+    uv_read_stop(p->out);
+    uv_close((uv_handle_t *)p->out, (uv_close_cb)raft_free);
+    p->out = next;
+    p->acked = p->frames.out_total - (again ? again->len : 0);
+    p->progress_ms = uv_now(t->loop);
+    t->moved++;
+    TERN_LOGI("raft: link to node %llu: nothing acknowledged for %llu ms (%llu bytes "
+              "waiting): carrying on over the spare connection, %zu bytes written again",
+              (unsigned long long)p->peer, (unsigned long long)stalled_ms,
+              (unsigned long long)unacked, again ? again->len : (size_t)0);
+    return 1;
+}
+
 static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *req,
                      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
@@ -979,6 +1171,11 @@ uint64_t tern_raft_transport_acked_ms(const struct tern_raft_transport *t, raft_
             best = ti.tcpi_last_ack_recv;
     }
     return best;
+}
+
+uint64_t tern_raft_transport_moved(const struct tern_raft_transport *t)
+{
+    return t->moved;
 }
 
 uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t)

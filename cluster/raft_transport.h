@@ -66,6 +66,7 @@ struct tern_raft_transport {
     void *gone_data;
     struct tern_raft_spare *spares; /* tern_raft_transport_warm */
     uint64_t spares_taken;
+    uint64_t moved; /* streams moved to a spare (struct tern_raft_pump) */
     int closing;
 };
 
@@ -104,6 +105,10 @@ uint64_t tern_raft_transport_acked_ms(const struct tern_raft_transport *t, raft_
 /* Heartbeats and AppendEntries results not sent because a newer one of the
  * same term replaced them (raft_frames.h), since start. */
 uint64_t tern_raft_transport_coalesced(const struct tern_raft_transport *t);
+
+/* Outgoing streams that waited on retransmissions and went on over the peer's
+ * spare connection (raft_transport.c, struct tern_raft_pump), since start. */
+uint64_t tern_raft_transport_moved(const struct tern_raft_transport *t);
 
 /* After raft_uv_close(): releases raft_uv_tcp's memory. */
 void tern_raft_transport_close(struct tern_raft_transport *t);

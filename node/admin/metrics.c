@@ -316,6 +316,10 @@ static void metrics_raft(struct tern_wbuf *b, const struct tern_admin *a)
            "Raft heartbeats and AppendEntries results not sent: a newer one replaced "
            "them while the stream was busy.",
            st.coalesced);
+    metric(b, "tern_raft_streams_moved_total", "counter",
+           "Raft streams to a peer that waited on TCP retransmissions and carried on "
+           "over the spare connection to that peer.",
+           st.streams_moved);
     metric(b, "tern_raft_writes_held_total", "counter",
            "Log writes of this node as leader reported to Raft only once a majority "
            "had them, so that it commits what a majority holds.",

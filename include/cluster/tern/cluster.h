@@ -121,6 +121,9 @@ struct tern_cluster_status {
     /* Raft heartbeats and AppendEntries results this node did not send because
      * a newer one replaced them while the stream was busy (raft_frames.h). */
     uint64_t coalesced;
+    /* Outgoing Raft streams that waited on retransmissions and carried on over
+     * the peer's spare connection (raft_transport.h). */
+    uint64_t streams_moved;
     /* Writes of this node as leader reported to libraft only once a majority
      * had them (raft_commit.h): each one a commit libraft 0.15 would have held
      * back until the followers had the whole log. */
