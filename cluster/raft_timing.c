@@ -109,10 +109,16 @@ void tern_raft_timing_peer_gone(struct raft *r, raft_id peer, unsigned election_
     raft_id leader = 0;
     const char *addr = NULL;
     raft_leader(r, &leader, &addr);
-    if (raft_state(r) != RAFT_FOLLOWER || leader != peer || leader == r->id)
+    if (raft_state(r) == RAFT_LEADER || peer == r->id)
+        return;
+    /* What it sent before it went may still be on its way, and is left unread
+     * in any state: a pre-voting candidate keeps its term, and an AppendEntries
+     * of that term would make it the gone node's follower again. A node that
+     * did not lead this term sends none of it, so nothing is lost. */
+    tern_raft_recv_ignore(r->io, peer, r->current_term, (uint64_t)election_ms * 4);
+    if (raft_state(r) != RAFT_FOLLOWER || leader != peer)
         return;
     raft_time now = r->io->time(r->io);
-    tern_raft_recv_ignore(r->io, peer, r->current_term, (uint64_t)election_ms * 4);
     /* libraft's follower timer: expired once now - start >= this. */
     raft_time elapsed = now - r->election_timer_start;
     r->follower_state.randomized_election_timeout =

@@ -45,12 +45,14 @@ int tern_raft_timing_wrap(struct raft_io *io, unsigned election_ms);
 /* Gives io->random back (before io's memory goes). */
 void tern_raft_timing_unwrap(struct raft_io *io);
 
-/* The leader's process is gone (raft_transport.h, gone_cb): a follower starts
- * its election within (rank + 1) heartbeats instead of [T, 2T), and leaves the
- * AppendEntries of that leader's term still on their way (a killed process's
- * kernel sends what it had queued, for seconds on a lossy network) unread for
- * 4 T (raft_recv.h). An early election is always safe in Raft; a peer that
- * only closed a connection and is still leader is heard again after 4 T. */
+/* A peer's process is gone (raft_transport.h, gone_cb): a follower of it starts
+ * its election within (rank + 1) heartbeats instead of [T, 2T), and any node but
+ * a leader leaves the AppendEntries of its current term from that peer still on
+ * their way (a killed process's kernel sends what it had queued, for seconds on
+ * a lossy network) unread for 4 T (raft_recv.h): also a candidate, which before
+ * took the dead leader back from them. An early election is always safe in
+ * Raft; a peer that only closed a connection and is still leader is heard again
+ * after 4 T. */
 void tern_raft_timing_peer_gone(struct raft *r, raft_id peer, unsigned election_ms,
                                 unsigned heartbeat_ms);
 
