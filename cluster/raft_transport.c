@@ -43,6 +43,12 @@
 /* A spare connection that failed (raft_transport.h) is made again this much
  * later: a peer that is down costs a SYN a second. */
 #define SPARE_RETRY_MS 1000
+/* Spare connections kept to each peer: a move (struct tern_raft_pump) takes
+ * one, and its replacement needs a SYN's round trip across whatever the network
+ * does then (a lost SYN: 1.5 s before the next attempt); a second one is there
+ * for a stall that comes sooner (4 of 54 moves in three runs of the loss phases
+ * waited 1.1-1.3 s for a spare with one). */
+#define SPARES_PER_PEER 2
 /* How often every pump's progress is looked at. */
 #define PUMP_CHECK_MS 50u
 /* A stream with segments in flight and none of them acknowledged for this long,
@@ -788,10 +794,12 @@ static void on_connected(uv_connect_t *c, int status)
 
 /* --- spare connections (raft_transport.h, tern_raft_transport_warm) --- */
 
+#define SPARE_ADDRESS_MAX 256
+
 struct tern_raft_spare {
     struct tern_raft_transport *t;
     raft_id peer;
-    char address[256];
+    char address[SPARE_ADDRESS_MAX];
     struct sockaddr_in sa;
     uv_tcp_t *tcp; /* raft_malloc'd (libraft frees what it is given); NULL: none */
     uv_connect_t connect;
@@ -896,28 +904,30 @@ int tern_raft_transport_warm(struct tern_raft_transport *t, raft_id peer,
 {
     if (t->creds || peer == t->id)
         return TERN_OK; /* TLS: every connection is made on demand */
+    unsigned have = 0;
     for (struct tern_raft_spare *s = t->spares; s; s = s->next)
-        if (s->peer == peer)
-            return TERN_OK;
+        have += s->peer == peer;
     char host[64];
     uint16_t port;
-    struct tern_raft_spare *s = calloc(1, sizeof(*s));
-    if (!s)
-        return TERN_ENOMEM;
-    if (strlen(address) >= sizeof(s->address) ||
+    struct sockaddr_in sa;
+    if (strlen(address) >= SPARE_ADDRESS_MAX ||
         tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
-        uv_ip4_addr(host, port, &s->sa) != 0) {
-        free(s);
+        uv_ip4_addr(host, port, &sa) != 0)
         return TERN_EINVAL;
+    for (; have < SPARES_PER_PEER; have++) {
+        struct tern_raft_spare *s = calloc(1, sizeof(*s));
+        if (!s)
+            return TERN_ENOMEM;
+        s->t = t;
+        s->peer = peer;
+        s->sa = sa;
+        strcpy(s->address, address);
+        uv_timer_init(t->loop, &s->timer);
+        s->timer.data = s;
+        s->next = t->spares;
+        t->spares = s;
+        spare_connect(s);
     }
-    s->t = t;
-    s->peer = peer;
-    strcpy(s->address, address);
-    uv_timer_init(t->loop, &s->timer);
-    s->timer.data = s;
-    s->next = t->spares;
-    t->spares = s;
-    spare_connect(s);
     return TERN_OK;
 }
 
@@ -934,9 +944,9 @@ static struct tern_raft_connect *spare_take(struct tern_raft_transport *t, raft_
                                             const char *address)
 {
     struct tern_raft_spare *s = t->spares;
-    while (s && s->peer != id)
+    while (s && (s->peer != id || !s->ready || strcmp(s->address, address) != 0))
         s = s->next;
-    if (!s || !s->ready || strcmp(s->address, address) != 0)
+    if (!s)
         return NULL;
     struct tern_raft_connect *r = calloc(1, sizeof(*r));
     if (!r)
@@ -960,22 +970,24 @@ static struct tern_raft_connect *spare_take(struct tern_raft_transport *t, raft_
     return r;
 }
 
-/* p's peer's spare, ready and heard from lately (SPARE_SILENT_MS), or NULL. */
+/* A spare to peer, ready, whose peer answered last (keep-alives), within
+ * SPARE_SILENT_MS; or NULL. */
 static struct tern_raft_spare *spare_alive(struct tern_raft_transport *t, raft_id peer)
 {
-    struct tern_raft_spare *s = t->spares;
-    while (s && s->peer != peer)
-        s = s->next;
-    if (!s || !s->ready)
-        return NULL;
-    uv_os_fd_t fd;
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    if (uv_fileno((uv_handle_t *)s->tcp, &fd) != 0 ||
-        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
-        ti.tcpi_last_ack_recv >= SPARE_SILENT_MS)
-        return NULL;
-    return s;
+    struct tern_raft_spare *best = NULL;
+    uint32_t best_ms = SPARE_SILENT_MS;
+    for (struct tern_raft_spare *s = t->spares; s; s = s->next) {
+        uv_os_fd_t fd;
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (s->peer == peer && s->ready && uv_fileno((uv_handle_t *)s->tcp, &fd) == 0 &&
+            getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            ti.tcpi_last_ack_recv < best_ms) {
+            best = s;
+            best_ms = ti.tcpi_last_ack_recv;
+        }
+    }
+    return best;
 }
 
 /* struct tern_raft_pump: p carries on over its peer's spare connection, which

@@ -76,8 +76,9 @@ struct tern_raft_transport {
 int tern_raft_transport_init(struct tern_raft_transport *t, struct uv_loop_s *loop,
                              const struct tern_link_creds *creds);
 
-/* Keeps a spare connection to peer ready, its handshake sent, and hands it to
- * libraft when libraft asks for a connection there. libraft connects only when
+/* Keeps two spare connections to peer ready, their handshakes sent, and hands
+ * one to libraft when libraft asks for a connection there, or to a stalled
+ * stream's pump (struct tern_raft_pump). libraft connects only when
  * it first sends: two followers have none to each other until their leader is
  * lost, and then made one across whatever the network does at that moment
  * (under 30% loss, 0.5-1.4 s of SYNs and connect timeouts before the first
