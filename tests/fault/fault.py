@@ -53,16 +53,13 @@ RSS_MAX_MB = 512.0  # any node, any time
 # ceiling - gates CI. One that holds in a run is reported as such, to be taken
 # off. Keys: (phase, start of the violation's text).
 KNOWN_OPEN = {
-    # Elections under this loss take well under a second now (raft_timing.h,
-    # raft_recv.h: early election on a killed leader, staggered rounds, pre-vote
-    # yield, spare connections); what still misses the bound now and then is a Raft
-    # stream stalled for 1-2 s by TCP retransmissions, which a commit waits for
-    # (docs/reliability.md, "Open")
-    ("loss+delay", "majority side"): "progress under 30% loss + 50 ms delay, not every run",
+    # After kill -9 under this loss the survivors elect across the same loss (1.5-3 s
+    # now and then) and every commit is a round trip over streams that may all stall
+    # (docs/reliability.md, "Open"). Progress in loss+delay and the recovery after
+    # either heal held in every run since stalled streams move to a spare (session
+    # 15) and are enforced.
     ("kill-9-under-loss", "majority side"): "progress under 30% loss + 50 ms delay after "
                                             "kill -9, not every run",
-    ("loss+delay", "recovery after the heal"): "clients back after the loss phase",
-    ("kill-9-under-loss", "recovery after the heal"): "clients back after the loss phase",
 }
 
 
