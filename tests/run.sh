@@ -37,8 +37,8 @@ fi
 if ! skip fuzz; then
     stage "fuzz targets (${FUZZ_SECONDS}s each)"
     CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DTERN_FUZZ=ON >/dev/null
-    cmake --build "$ROOT/build-fuzz" -j"$JOBS" --target fuzz_codec fuzz_cmd fuzz_snapshot fuzz_tls fuzz_pwfile fuzz_acl fuzz_proxy fuzz_ws fuzz_scram fuzz_lz4
-    for t in codec cmd snapshot tls pwfile acl proxy ws scram lz4; do
+    cmake --build "$ROOT/build-fuzz" -j"$JOBS" --target fuzz_codec fuzz_cmd fuzz_snapshot fuzz_tls fuzz_pwfile fuzz_acl fuzz_proxy fuzz_ws fuzz_scram fuzz_lz4 fuzz_frames fuzz_beacon
+    for t in codec cmd snapshot tls pwfile acl proxy ws scram lz4 frames beacon; do
         corpus="$ROOT/build-fuzz/corpus-$t"
         mkdir -p "$corpus"
         [ -d "$ROOT/tests/fuzz/corpus/$t" ] && cp -n "$ROOT/tests/fuzz/corpus/$t"/* "$corpus"/ 2>/dev/null || true
