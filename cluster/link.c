@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 
 #include "link.h"
+#include "tern/addr.h"
+#include "tern/error.h"
 
 /* Not in every libc's headers yet (Linux 6.15, include/uapi/linux/tcp.h). */
 #ifndef TCP_RTO_MAX_MS
@@ -37,4 +39,14 @@ void tern_link_tune(uv_tcp_t *tcp)
     setsockopt(fd, IPPROTO_TCP, TCP_RTO_MIN_US, &rto_min, sizeof(rto_min));
     setsockopt(fd, IPPROTO_TCP, TCP_RTO_MAX_MS, &rto_max, sizeof(rto_max));
     setsockopt(fd, IPPROTO_TCP, TCP_DELACK_MAX_US, &delack, sizeof(delack));
+}
+
+int tern_link_ipv4(const char *addr, struct sockaddr_in *sa)
+{
+    char host[64];
+    uint16_t port;
+    if (!addr || tern_addr_split(addr, host, sizeof(host), &port) != TERN_OK ||
+        port == 0 || uv_ip4_addr(host, port, sa) != 0)
+        return TERN_EINVAL;
+    return TERN_OK;
 }

@@ -55,4 +55,9 @@
  * later. */
 void tern_link_tune(uv_tcp_t *tcp);
 
+/* A member's address ("a.b.c.d:port", port > 0) as a socket address, as every
+ * node-to-node socket reads it (the base layer has no socket headers:
+ * tests/layout). TERN_OK, or TERN_EINVAL for anything else (a name, IPv6). */
+int tern_link_ipv4(const char *addr, struct sockaddr_in *sa);
+
 #endif

@@ -2,10 +2,10 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "link.h"
 #include "raft_beacon.h"
 #include "raft_recv.h"
 #include "raft_timing.h"
-#include "tern/addr.h"
 #include "tern/error.h"
 #include "tern/log.h"
 
@@ -39,19 +39,6 @@ int tern_raft_beacon_decode(const uint8_t *in, size_t len,
         f->from == 0 || f->to == 0)
         return -1;
     return 0;
-}
-
-/* addr ("a.b.c.d:port") as a socket address, as the Raft transport reads it
- * (raft_transport.c); TERN_EINVAL for anything else. The base layer has no
- * socket headers (tests/layout), so each user does this split and lookup. */
-static int ipv4(const char *addr, struct sockaddr_in *sa)
-{
-    char host[64];
-    uint16_t port;
-    if (!addr || tern_addr_split(addr, host, sizeof(host), &port) != TERN_OK ||
-        uv_ip4_addr(host, port, sa) != 0)
-        return TERN_EINVAL;
-    return TERN_OK;
 }
 
 static const struct raft_server *member(const struct raft *r, raft_id id)
@@ -107,7 +94,7 @@ static void take(struct tern_raft_beacon *b, const struct tern_raft_beacon_frame
     struct sockaddr_in sa;
     /* Only from the address its sender has in the configuration (a forged
      * sender is left alone), and only to bridge a stall of Raft's own messages. */
-    if (!s || ipv4(s->address, &sa) != TERN_OK ||
+    if (!s || tern_link_ipv4(s->address, &sa) != TERN_OK ||
         sa.sin_addr.s_addr != from->sin_addr.s_addr || sa.sin_port != from->sin_port ||
         !bridged(b, f->from)) {
         b->refused++;
@@ -156,7 +143,7 @@ int tern_raft_beacon_start(struct tern_raft_beacon *b, uv_loop_t *loop, struct r
     b->r = r;
     b->election_ms = election_ms;
     tern_wbuf_init(&b->out);
-    if (ipv4(addr, &sa) != TERN_OK)
+    if (tern_link_ipv4(addr, &sa) != TERN_OK)
         return TERN_EINVAL;
     if (uv_udp_init(loop, &b->udp) != 0)
         return TERN_EIO;
@@ -178,7 +165,7 @@ void tern_raft_beacon_tick(struct tern_raft_beacon *b)
     for (unsigned i = 0; i < r->configuration.n; i++) {
         const struct raft_server *s = &r->configuration.servers[i];
         struct sockaddr_in sa;
-        if (s->id != r->id && ipv4(s->address, &sa) == TERN_OK)
+        if (s->id != r->id && tern_link_ipv4(s->address, &sa) == TERN_OK)
             send_frame(b, TERN_RAFT_BEACON_PING, s->id, &sa);
     }
 }

@@ -16,7 +16,6 @@
 #include "link.h"
 #include "raft_frames.h"
 #include "raft_transport.h"
-#include "tern/addr.h"
 #include "tern/error.h"
 #include "tern/log.h"
 
@@ -338,12 +337,17 @@ static void pump_written(uv_write_t *w, int status)
 
 /* The kernel's view of p's TCP connection; 0 where there is none to ask (TLS:
  * p->out is link_tls's end). */
-static int pump_tcp_info(const struct tern_raft_pump *p, struct tcp_info *ti)
+static int tcp_info_of(const uv_stream_t *s, struct tcp_info *ti)
 {
     uv_os_fd_t fd;
     socklen_t len = sizeof(*ti);
-    return p->out->type == UV_TCP && uv_fileno((const uv_handle_t *)p->out, &fd) == 0 &&
+    return s->type == UV_TCP && uv_fileno((const uv_handle_t *)s, &fd) == 0 &&
            getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) == 0;
+}
+
+static int pump_tcp_info(const struct tern_raft_pump *p, struct tcp_info *ti)
+{
+    return tcp_info_of(p->out, ti);
 }
 
 /* The stream is backed up: bytes of it not sent yet (libuv's queue, the
@@ -907,12 +911,8 @@ int tern_raft_transport_warm(struct tern_raft_transport *t, raft_id peer,
     unsigned have = 0;
     for (struct tern_raft_spare *s = t->spares; s; s = s->next)
         have += s->peer == peer;
-    char host[64];
-    uint16_t port;
     struct sockaddr_in sa;
-    if (strlen(address) >= SPARE_ADDRESS_MAX ||
-        tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
-        uv_ip4_addr(host, port, &sa) != 0)
+    if (strlen(address) >= SPARE_ADDRESS_MAX || tern_link_ipv4(address, &sa) != TERN_OK)
         return TERN_EINVAL;
     for (; have < SPARES_PER_PEER; have++) {
         struct tern_raft_spare *s = calloc(1, sizeof(*s));
@@ -977,11 +977,8 @@ static struct tern_raft_spare *spare_alive(struct tern_raft_transport *t, raft_i
     struct tern_raft_spare *best = NULL;
     uint32_t best_ms = SPARE_SILENT_MS;
     for (struct tern_raft_spare *s = t->spares; s; s = s->next) {
-        uv_os_fd_t fd;
         struct tcp_info ti;
-        socklen_t len = sizeof(ti);
-        if (s->peer == peer && s->ready && uv_fileno((uv_handle_t *)s->tcp, &fd) == 0 &&
-            getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        if (s->peer == peer && s->ready && tcp_info_of((uv_stream_t *)s->tcp, &ti) &&
             ti.tcpi_last_ack_recv < best_ms) {
             best = s;
             best_ms = ti.tcpi_last_ack_recv;
@@ -1059,11 +1056,8 @@ static int t_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
                      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
     struct tern_raft_transport *t = outer->impl;
-    char host[64];
-    uint16_t port;
     struct sockaddr_in sa;
-    if (tern_addr_split(address, host, sizeof(host), &port) != TERN_OK || port == 0 ||
-        uv_ip4_addr(host, port, &sa) != 0)
+    if (tern_link_ipv4(address, &sa) != TERN_OK)
         return RAFT_NOCONNECTION;
     struct tern_raft_connect *r = spare_take(t, id, address);
     if (r) {
