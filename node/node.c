@@ -95,7 +95,8 @@ static void on_flush(uv_prepare_t *h)
 {
     struct tern_node *n = h->data;
     measure_loop(n);
-    tern_flow_check(n); /* before the flush: publishers read again may answer */
+    tern_conn_open_waiting(n); /* its SESSION_OPEN goes out in this turn's flush */
+    tern_flow_check(n);        /* before the flush: publishers read again may answer */
     /* Forwards (gathered in the idle phase and the last turn's I/O callbacks)
      * before the connections' output: a clean copy of a committed PUBLISH is in
      * the kernel before the publisher's ack that follows it, so a node killed
@@ -199,7 +200,8 @@ static void on_quorum_timer(uv_timer_t *t)
     if (now - n->unready_since_ms < grace)
         return;
     for (struct tern_conn *c = n->conns; c; c = c->next)
-        if (c->state == TERN_CONN_ACTIVE || c->state == TERN_CONN_CONNECTING)
+        if (c->state == TERN_CONN_ACTIVE || c->state == TERN_CONN_CONNECTING ||
+            c->state == TERN_CONN_WAITING)
             tern_conn_close(c, TERN_RC_SERVER_UNAVAILABLE,
                             "cluster unavailable (no quorum)");
 }

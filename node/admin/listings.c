@@ -10,6 +10,8 @@ static const char *conn_state_name(enum tern_conn_state s)
     switch (s) {
     case TERN_CONN_NEW:
         return "new";
+    case TERN_CONN_WAITING:
+        return "waiting";
     case TERN_CONN_CONNECTING:
         return "connecting";
     case TERN_CONN_ACTIVE:

@@ -1,6 +1,7 @@
 /* Client-id table of one node: which local connection holds the session of a
  * client id (active), and which one is waiting for its SESSION_OPEN to apply
- * (connecting). Both exist during a takeover on the same node.
+ * (connecting). Both exist during a takeover on the same node. A CONNECT that
+ * comes while one is connecting waits (waiting) until that one is done.
  *
  * A tern_hmap keyed by client id (seeded, so chosen ids cannot pile up); the
  * slots hold their ids, so the table holds only pointers to them. */
@@ -67,9 +68,16 @@ struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id
     return s;
 }
 
+void tern_clients_connected(struct tern_clients *t, struct tern_client_slot *slot)
+{
+    slot->connecting = NULL;
+    if (slot->waiting)
+        t->wake = true;
+}
+
 void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot)
 {
-    if (slot->active || slot->connecting)
+    if (slot->active || slot->connecting || slot->waiting)
         return;
     if (slot->linked) {
         tern_hmap_del_item(&t->map, tern_hmap_hash(slot->id, slot->id_len), slot);

@@ -848,6 +848,8 @@ static int dispatch(struct tern_conn *c, struct tern_packet *p, const uint8_t *f
             *reason = TERN_RC_PROTOCOL_ERROR;
             return TERN_EPROTO;
         }
+        if (tern_connect_waits(c, &p->u.connect))
+            return TERN_EAGAIN;
         if (p->u.connect.version == TERN_MQTT_5 &&
             (p->u.connect.props.mask & TERN_PROP_BIT(TERN_PROP_AUTH_METHOD)))
             return tern_access_scram_connect(c, &p->u.connect, frame, frame_len, reason);
@@ -881,8 +883,9 @@ static int dispatch(struct tern_conn *c, struct tern_packet *p, const uint8_t *f
 }
 
 /* Decodes and handles every whole packet in rbuf. Stops while the session is
- * being opened (packets pipelined after CONNECT wait for CONNACK) and while
- * the connection is paused (the rest waits in rbuf). */
+ * being opened (packets pipelined after CONNECT wait for CONNACK), while the
+ * CONNECT waits for an earlier one (it stays in rbuf) and while the connection
+ * is paused (the rest waits in rbuf). */
 static void conn_process(struct tern_conn *c)
 {
     size_t off = 0;
@@ -914,6 +917,8 @@ static void conn_process(struct tern_conn *c)
         }
         uint8_t reason = TERN_RC_SUCCESS;
         rv = dispatch(c, &p, c->rbuf->data + off, frame_len, &reason);
+        if (rv == TERN_EAGAIN)
+            break; /* the CONNECT waits (tern_connect_waits) */
         off += frame_len;
         if (rv != TERN_OK) {
             c->node->stats.protocol_errors++;
@@ -928,9 +933,48 @@ static void conn_process(struct tern_conn *c)
         c->rbuf->len -= (uint32_t)off;
     }
     /* Hold reading while CONNECTING so input waits in the kernel, bounded. */
-    if (c->state == TERN_CONN_CONNECTING)
+    if (c->state == TERN_CONN_CONNECTING || c->state == TERN_CONN_WAITING)
         uv_read_stop((uv_stream_t *)&c->tcp);
     tern_conn_unref(c);
+}
+
+/* The CONNECT kept in c's rbuf is handled again, with nothing of its wait left
+ * on c: the client id is taken from the table afresh. */
+static void open_resume(struct tern_conn *c)
+{
+    struct tern_clients *t = &c->node->clients;
+    struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
+    slot->waiting = NULL;
+    c->state = TERN_CONN_NEW;
+    c->client_id = NULL;
+    c->client_id_len = 0;
+    tern_clients_release(t, slot);
+    tern_conn_ref(c);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_process(c);
+    if (c->rbuf && c->rbuf->len == 0 && c->state != TERN_CONN_CLOSING) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+    }
+    ws_pull(c);
+    tls_pull(c);
+    tern_clients_drop(t, slot); /* the wait's hold */
+    tern_conn_unref(c);
+}
+
+void tern_conn_open_waiting(struct tern_node *n)
+{
+    if (!n->clients.wake)
+        return;
+    n->clients.wake = false;
+    /* Closing a connection frees it only from its close callback. */
+    struct tern_conn *next;
+    for (struct tern_conn *c = n->conns; c; c = next) {
+        next = c->next;
+        if (c->state == TERN_CONN_WAITING &&
+            !tern_clients_slot_of(c->client_id)->connecting)
+            open_resume(c);
+    }
 }
 
 void tern_conn_pause(struct tern_conn *c, uint32_t node)
@@ -1035,7 +1079,8 @@ void tern_conn_sweep(struct tern_node *n, uint64_t now)
             else if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
                                 "no CONNECT within connect_timeout_ms");
-        } else if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_CONNECTING) {
+        } else if (c->state == TERN_CONN_NEW || c->state == TERN_CONN_WAITING ||
+                   c->state == TERN_CONN_CONNECTING) {
             if (idle >= n->cfg.connect_timeout_ms)
                 tern_conn_close(c, TERN_RC_MAX_CONNECT_TIME,
                                 "no CONNECT within connect_timeout_ms");

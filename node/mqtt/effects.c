@@ -182,6 +182,12 @@ void tern_session_closed(struct tern_conn *c)
     if (!c->client_id)
         return;
     struct tern_client_slot *slot = tern_clients_slot_of(c->client_id);
+    if (c->state == TERN_CONN_WAITING) { /* see tern_connect_waits */
+        if (slot->waiting == c)
+            slot->waiting = NULL;
+        tern_clients_release(&n->clients, slot);
+        return;
+    }
     struct tern_bytes id = {(const uint8_t *)c->client_id, c->client_id_len};
     if (c->state == TERN_CONN_ACTIVE) {
         struct tern_cmd cmd = close_cmd(
@@ -208,7 +214,7 @@ void tern_session_closed(struct tern_conn *c)
      * slot's `connecting` until that applies: repl_opened then ends the
      * session it opened (on_open_done clears it if it never applies). */
     if (slot->connecting == c && c->state != TERN_CONN_CONNECTING)
-        slot->connecting = NULL;
+        tern_clients_connected(&n->clients, slot);
     tern_clients_release(&n->clients, slot);
 }
 
@@ -301,7 +307,7 @@ static void repl_opened(void *ctx, struct tern_fsm_session *s, bool present)
     struct tern_conn *c = slot ? slot->connecting : NULL;
     if (!c || c != proposing_conn(n))
         return;
-    slot->connecting = NULL;
+    tern_clients_connected(&n->clients, slot);
     c->epoch = tern_fsm_session_epoch(s);
     if (c->state != TERN_CONN_CONNECTING) {
         /* The client went away while its session was being opened: end it. */

@@ -33,7 +33,7 @@ static void on_open_done(struct tern_conn *c, int status,
     if (slot->connecting == c) {
         if (status == TERN_OK && res->duplicate)
             tern_session_open_lost(c);
-        slot->connecting = NULL;
+        tern_clients_connected(&c->node->clients, slot);
         tern_clients_release(&c->node->clients, slot);
     }
     if (c->state != TERN_CONN_CONNECTING)
@@ -124,6 +124,32 @@ static int read_limits(struct tern_conn *c, const struct tern_connect *p)
     return TERN_OK;
 }
 
+/* A CONNECT whose client id has a SESSION_OPEN of this node still in the log
+ * waits for it, unread in rbuf, and is handled once that applies or fails
+ * (tern_conn_open_waiting): refused (Server busy), a client on a lossy network
+ * went into its back-off and stayed away well after the cluster had recovered.
+ * Only the newest waits: an older one's client gave up on it. The wait ends
+ * at connect_timeout_ms like any CONNECT not answered. */
+bool tern_connect_waits(struct tern_conn *c, const struct tern_connect *p)
+{
+    struct tern_clients *t = &c->node->clients;
+    if (p->client_id.len == 0)
+        return false;
+    struct tern_client_slot *slot =
+        tern_clients_get(t, (const char *)p->client_id.ptr, p->client_id.len);
+    if (!slot || !slot->connecting)
+        return false;
+    if (slot->waiting)
+        tern_conn_close(slot->waiting, TERN_RC_SESSION_TAKEN_OVER,
+                        "a newer CONNECT of this client id came while it waited");
+    tern_clients_hold(slot);
+    c->client_id = slot->id;
+    c->client_id_len = slot->id_len;
+    c->state = TERN_CONN_WAITING;
+    slot->waiting = c;
+    return true;
+}
+
 int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
                         uint8_t *reason)
 {
@@ -204,7 +230,8 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
     if (read_limits(c, p) != TERN_OK)
         return TERN_ENOMEM;
     if (slot->connecting) {
-        /* Another CONNECT for this id is being opened on this node right now. */
+        /* Another CONNECT for this id came in a SCRAM exchange's round trip (the
+         * others wait in tern_connect_waits). */
         refuse(c, TERN_RC_SERVER_BUSY, TERN_V3_SERVER_UNAVAILABLE);
         return TERN_EPROTO;
     }
@@ -244,7 +271,7 @@ int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
     tern_conn_unref(c);
     free(userbuf);
     if (rv != TERN_OK) {
-        slot->connecting = NULL;
+        tern_clients_connected(&n->clients, slot);
         c->state = TERN_CONN_NEW;
         refuse(c, TERN_RC_SERVER_UNAVAILABLE, TERN_V3_SERVER_UNAVAILABLE);
         return TERN_EPROTO;

@@ -643,6 +643,48 @@ def test_quorum_loss_disconnects_and_refuses(tern_cluster, survivor):
     assert ca.reason == V3_RC_SERVER_UNAVAILABLE, "3.1.1 CONNECT without quorum: %r" % ca
 
 
+@pytest.mark.parametrize("survivor", ["leader", "follower"])
+def test_connect_behind_an_uncommitted_open_waits_for_it(tern_cluster, survivor):
+    """A device whose CONNECT waits for its session to open (the other two nodes
+    stopped for a moment, as on a lossy network) gives up and connects again, twice.
+    The newest CONNECT must wait for the first one's SESSION_OPEN and then take the
+    session over, not be refused at once (it was, 0x89 Server busy: the client went
+    into its back-off and was still away well after the cluster had recovered); the
+    one it replaced is closed unanswered."""
+    c = tern_cluster
+    a, b, d = roles(c, survivor)
+    cid = uid("behind")
+    props = {mqttraw.SESSION_EXPIRY: 600}
+    stopped = [c.node(b).proc, c.node(d).proc]
+    for p in stopped:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        first = c.raw(a, version=5)
+        first.connect(cid, clean=False, props=props, expect_connack=False)
+        time.sleep(0.3)
+        second = c.raw(a, version=5)
+        second.connect(cid, clean=False, props=props, expect_connack=False)
+        time.sleep(0.2)
+        third = c.raw(a, version=5, timeout=8.0)
+        third.connect(cid, clean=False, props=props, expect_connack=False)
+        replaced = second.wait_closed(3.0)
+        try:  # nothing is answered before the session can open
+            early = third.recv(0.3)
+        except mqttraw.Timeout:
+            early = None
+    finally:
+        for p in stopped:
+            p.send_signal(signal.SIGCONT)
+    assert replaced == [], "the replaced CONNECT got %r" % replaced
+    assert early is None, "CONNECT answered while no quorum: %r" % early
+    ca = third.expect(mqttraw.CONNACK, 8.0)
+    assert ca.reason == 0, "newest CONNECT refused: %r" % ca
+    # It holds the session: a PUBLISH is acknowledged on it.
+    third.publish("behind/x", b"1", qos=1, packet_id=1)
+    ack = third.expect(mqttraw.PUBACK, 8.0)
+    assert ack.reason == 0, "PUBLISH on the newest connection: %r" % ack
+
+
 # --- 11 --------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ struct tern_conn;
 struct tern_client_slot {
     struct tern_conn *active;     /* owns the current epoch */
     struct tern_conn *connecting; /* SESSION_OPEN proposed, not applied yet */
+    struct tern_conn *waiting;    /* a later CONNECT, handled once connecting is done */
     uint32_t refs;                /* connections whose client_id is id */
     uint16_t id_len;
     bool linked; /* in the table */
@@ -25,6 +26,7 @@ struct tern_client_slot {
 
 struct tern_clients {
     struct tern_hmap map; /* id -> slot; never walked but to free */
+    bool wake;            /* a slot with a waiting CONNECT is done connecting */
 };
 
 void tern_clients_init(struct tern_clients *t);
@@ -34,7 +36,10 @@ struct tern_client_slot *tern_clients_get(const struct tern_clients *t, const ch
 /* Finds or creates the slot; NULL on allocation failure. */
 struct tern_client_slot *tern_clients_put(struct tern_clients *t, const char *id,
                                           size_t len);
-/* Unlinks the slot when neither an active nor a connecting connection uses it;
+/* The slot's SESSION_OPEN applied or failed: connecting is cleared, and a
+ * waiting CONNECT is due (wake). */
+void tern_clients_connected(struct tern_clients *t, struct tern_client_slot *slot);
+/* Unlinks the slot when no active, connecting or waiting connection uses it;
  * frees it once no connection points at it either. */
 void tern_clients_release(struct tern_clients *t, struct tern_client_slot *slot);
 /* A connection takes its client id from the slot (hold) until it is freed (drop). */

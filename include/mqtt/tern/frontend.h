@@ -153,6 +153,7 @@ struct tern_node {
 
 enum tern_conn_state {
     TERN_CONN_NEW,        /* waiting for CONNECT */
+    TERN_CONN_WAITING,    /* its CONNECT waits for an earlier one (tern_connect_waits) */
     TERN_CONN_CONNECTING, /* SESSION_OPEN proposed */
     TERN_CONN_ACTIVE,
     TERN_CONN_CLOSING,
@@ -472,6 +473,11 @@ void tern_conn_opt_trim(struct tern_conn *c);
 
 /* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
  * which the connection is closed with *reason. */
+/* True if c's CONNECT must wait for an earlier one of its client id: it stays
+ * in rbuf (conn_process), handled again by tern_conn_open_waiting. */
+bool tern_connect_waits(struct tern_conn *c, const struct tern_connect *p);
+/* Each loop turn: CONNECTs whose wait is over are handled. */
+void tern_conn_open_waiting(struct tern_node *n);
 int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
                         uint8_t *reason);
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
