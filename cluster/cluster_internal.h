@@ -68,6 +68,10 @@ struct tern_cluster {
     struct raft_io io;
     struct tern_raft_transport transport; /* raft_uv_tcp with TCP_NODELAY */
     struct tern_raft_beacon beacon;       /* plain TCP only (raft_beacon.h) */
+    /* The leader's stream was reset while its beacons came: taken for gone at
+     * the next tick without one (TERN_RAFT_BEACON_ALIVE_MS), since gone_ms. */
+    raft_id gone_peer;
+    uint64_t gone_ms;
     struct tern_raft_fsm rfsm;
     struct digest_job *digests; /* GET /state/digest in progress (state_digest.c) */
     struct tern_fsm *fsm;

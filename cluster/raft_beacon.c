@@ -104,6 +104,8 @@ static void take(struct tern_raft_beacon *b, const struct tern_raft_beacon_frame
         /* What libraft does on an AppendEntries of its leader. */
         r->election_timer_start = r->io->time(r->io);
         b->kept++;
+        b->ping_from = f->from;
+        b->ping_ms = uv_now(b->udp.loop);
         send_frame(b, TERN_RAFT_BEACON_ANSWER, f->from, &sa);
     } else if (f->kind == TERN_RAFT_BEACON_ANSWER && f->to == r->id &&
                f->term == r->current_term) {
@@ -133,6 +135,13 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
         return;
     }
     take(b, &f, (const struct sockaddr_in *)addr);
+}
+
+uint64_t tern_raft_beacon_ping_age_ms(const struct tern_raft_beacon *b, raft_id peer)
+{
+    if (!b->on || b->ping_from != peer || !b->ping_ms)
+        return UINT64_MAX;
+    return uv_now(b->udp.loop) - b->ping_ms;
 }
 
 int tern_raft_beacon_start(struct tern_raft_beacon *b, uv_loop_t *loop, struct raft *r,

@@ -42,6 +42,15 @@
 /* How long (in election timeouts) beacons keep a peer without a Raft message. */
 #define TERN_RAFT_BEACON_BRIDGE 10u
 
+/* A reset of the stream to the leader is taken for its process gone
+ * (raft_timing.h) only if no beacon of it came for this long: a live leader
+ * beacons every 50 ms, so three in a row lost under 30% loss is 2.7%, and a
+ * killed one is taken for gone this much later at most. Under loss a live
+ * leader's node reset a follower's stream now and then, and the follower
+ * elected, left its leader's AppendEntries unread for 4 election timeouts and
+ * sent its clients away (docs/reliability.md, session 16). */
+#define TERN_RAFT_BEACON_ALIVE_MS 150u
+
 /* A beacon or its answer on the wire (little-endian, as tern_wbuf writes):
  * "TBCN", kind (u8), 3 zero bytes, term, sender's id, receiver's id (u64). */
 #define TERN_RAFT_BEACON_SIZE 32u
@@ -59,10 +68,12 @@ struct tern_raft_beacon {
     int on; /* bound and receiving: uv_close it */
     struct raft *r;
     unsigned election_ms;
-    uint64_t sent;    /* beacons sent */
-    uint64_t kept;    /* follower: election timer restarted by one */
-    uint64_t heard;   /* leader: follower counted heard by its answer */
-    uint64_t refused; /* datagrams not taken (malformed, wrong sender, stale) */
+    uint64_t sent;     /* beacons sent */
+    uint64_t kept;     /* follower: election timer restarted by one */
+    uint64_t heard;    /* leader: follower counted heard by its answer */
+    uint64_t refused;  /* datagrams not taken (malformed, wrong sender, stale) */
+    raft_id ping_from; /* follower: the sender of the last ping that kept it */
+    uint64_t ping_ms;  /* and when (the loop's clock) */
     struct tern_wbuf out;
     char in[64]; /* a datagram received (longer ones are refused) */
 };
@@ -78,6 +89,10 @@ void tern_raft_beacon_tick(struct tern_raft_beacon *b);
 /* Whether a follower restarts its election timer on ping f: of its term, from
  * its leader or, before it knows one, from the node it voted for in that term. */
 int tern_raft_beacon_keeps(const struct raft *r, const struct tern_raft_beacon_frame *f);
+
+/* Milliseconds since a ping from peer last kept this follower; UINT64_MAX if
+ * the last one was from another node, or there are no beacons. */
+uint64_t tern_raft_beacon_ping_age_ms(const struct tern_raft_beacon *b, raft_id peer);
 
 /* Closes the socket, if bound (cb may be NULL). */
 void tern_raft_beacon_close(struct tern_raft_beacon *b, uv_close_cb cb);

@@ -23,15 +23,45 @@ static unsigned snapshot_threshold(const struct tern_cluster *c);
 static void on_peer_gone(void *data, raft_id peer)
 {
     struct tern_cluster *c = data;
-    if (c->raft_started && !c->closing)
+    if (!c->raft_started || c->closing)
+        return;
+    if (tern_raft_beacon_ping_age_ms(&c->beacon, peer) < TERN_RAFT_BEACON_ALIVE_MS) {
+        if (c->gone_peer != peer)
+            TERN_LOGI("raft: link to node %llu reset while its beacons come: gone only "
+                      "if they stop",
+                      (unsigned long long)peer);
+        c->gone_peer = peer;
+        c->gone_ms = uv_now(c->loop);
+        return;
+    }
+    tern_raft_timing_peer_gone(&c->raft, peer, c->cfg.election_timeout_ms,
+                               c->cfg.heartbeat_timeout_ms);
+}
+
+/* From the timer: a reset peer whose beacons stopped is gone after all. */
+static void peer_gone_check(struct tern_cluster *c)
+{
+    raft_id peer = c->gone_peer;
+    if (!peer)
+        return;
+    uint64_t since = uv_now(c->loop) - c->gone_ms;
+    uint64_t ping = tern_raft_beacon_ping_age_ms(&c->beacon, peer);
+    if (ping < since) {
+        c->gone_peer = 0; /* a beacon came after the reset: alive */
+        TERN_LOGI("raft: node %llu beacons on after the reset: not gone",
+                  (unsigned long long)peer);
+    } else if (since >= TERN_RAFT_BEACON_ALIVE_MS) {
+        c->gone_peer = 0;
         tern_raft_timing_peer_gone(&c->raft, peer, c->cfg.election_timeout_ms,
                                    c->cfg.heartbeat_timeout_ms);
+    }
 }
 
 static void on_timer(uv_timer_t *t)
 {
     struct tern_cluster *c = t->data;
     uint64_t now = cluster_now_ms(c);
+    peer_gone_check(c);
     cluster_settle_restored(c);
     /* Proposals apply in order, so the oldest tells: overdue (a frame lost
      * without a leader change), everything outstanding goes again. */
