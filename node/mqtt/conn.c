@@ -917,7 +917,7 @@ static void conn_process(struct tern_conn *c)
         }
         uint8_t reason = TERN_RC_SUCCESS;
         rv = dispatch(c, &p, c->rbuf->data + off, frame_len, &reason);
-        if (rv == TERN_EAGAIN)
+        if (rv == TERN_EAGAIN && c->state == TERN_CONN_WAITING)
             break; /* the CONNECT waits (tern_connect_waits) */
         off += frame_len;
         if (rv != TERN_OK) {
