@@ -530,7 +530,9 @@ class Registers:
                 while True:
                     left = deadline - time.monotonic()
                     if subacked is not None:
-                        left = min(left, subacked + REG_READ_WAIT_S - time.monotonic())
+                        # The wait for the retained message runs from the SUBACK,
+                        # whenever in the read that came (not cut by the deadline).
+                        left = subacked + REG_READ_WAIT_S - time.monotonic()
                     if left <= 0:
                         if subacked is None:
                             raise mqttraw.Timeout("no SUBACK")

@@ -3,6 +3,8 @@ and the concurrent cases they must accept. Runs without root or a broker:
     /usr/bin/python3 -m pytest -q tests/fault/test_checks.py
 """
 import os
+import threading
+import time
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,3 +81,66 @@ def test_recorder_counts_duplicates_and_reorders():
     # 2 after 3 on one publisher connection; 7 (connection 1) after 8 (connection 2):
     # across a reconnect, told apart
     assert [(x[3], x[4], x[5]) for x in r.reorders] == [(2, 3, True), (7, 8, False)]
+
+
+class _SlowBroker:
+    """A one-connection MQTT 3.1.1 stand-in on loopback: CONNACK at once, the SUBACK
+    `delay` seconds after the SUBSCRIBE, and the retained PUBLISH `gap` seconds
+    after that (a slow commit, then a retransmission on a lossy path)."""
+
+    def __init__(self, topic, payload, delay, gap):
+        import socket
+        self.topic, self.payload, self.delay, self.gap = topic, payload, delay, gap
+        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.port = self.srv.getsockname()[1]
+        self.th = threading.Thread(target=self._serve, daemon=True)
+        self.th.start()
+
+    def _serve(self):
+        import struct
+        conn, _ = self.srv.accept()
+        conn.settimeout(10)
+        with conn:
+            conn.recv(1024)  # CONNECT
+            conn.sendall(bytes([0x20, 2, 0, 0]))
+            buf = b""
+            while not buf:
+                buf = conn.recv(1024)  # SUBSCRIBE, packet id at bytes 2-3
+            time.sleep(self.delay)
+            conn.sendall(bytes([0x90, 3]) + buf[2:4] + bytes([1]))
+            time.sleep(self.gap)
+            t = self.topic.encode()
+            body = struct.pack("!H", len(t)) + t + struct.pack("!H", 1) + self.payload
+            conn.sendall(bytes([0x33, len(body)]) + body)  # QoS 1, retain
+            try:
+                while conn.recv(1024):
+                    pass
+            except OSError:
+                pass
+
+    def close(self):
+        self.srv.close()
+
+
+def test_read_waits_for_the_retained_message_after_a_late_suback(monkeypatch):
+    """The read waits REG_READ_WAIT_S after its SUBACK for the retained message before
+    it concludes there is none. A SUBACK late in the read's own deadline cut that wait
+    short (here to ~0.5 s, the message following 0.8 s later), and the check then
+    reported the register as lost."""
+    b = _SlowBroker(T, b"v1", fault.REG_OP_TIMEOUT_S - 0.5, 0.8)
+    try:
+        monkeypatch.setattr(fault, "MQTT_PORT", b.port)
+        r = fault.Registers.__new__(fault.Registers)
+        r.cluster = type("C", (), {"node": lambda self, n: type("N", (), {
+            "ip": "127.0.0.1"})()})()
+        r.prefix = "t"
+        r.lock = threading.Lock()
+        r.reads = {T: []}
+        r.failed_reads = 0
+        r.read(T, 1)
+    finally:
+        b.close()
+    assert r.failed_reads == 0
+    assert [v for (_, _, v, _) in r.reads[T]] == ["v1"], r.reads[T]
