@@ -938,6 +938,16 @@ static void conn_process(struct tern_conn *c)
     tern_conn_unref(c);
 }
 
+/* Reads again, first what waited in rbuf and in the TLS or WebSocket engine. */
+static void read_again(struct tern_conn *c)
+{
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->rbuf && c->rbuf->len)
+        conn_process(c);
+    ws_pull(c);  /* frames that waited in the WebSocket engine */
+    tls_pull(c); /* plaintext that waited in the TLS engine */
+}
+
 /* The CONNECT kept in c's rbuf is handled again, with nothing of its wait left
  * on c: the client id is taken from the table afresh. */
 static void open_resume(struct tern_conn *c)
@@ -950,14 +960,7 @@ static void open_resume(struct tern_conn *c)
     c->client_id_len = 0;
     tern_clients_release(t, slot);
     tern_conn_ref(c);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    conn_process(c);
-    if (c->rbuf && c->rbuf->len == 0 && c->state != TERN_CONN_CLOSING) {
-        free(c->rbuf);
-        c->rbuf = NULL;
-    }
-    ws_pull(c);
-    tls_pull(c);
+    read_again(c);
     tern_clients_drop(t, slot); /* the wait's hold */
     tern_conn_unref(c);
 }
@@ -1044,11 +1047,7 @@ void tern_conn_resume(struct tern_conn *c)
 {
     if (c->state != TERN_CONN_ACTIVE || c->paused)
         return;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (c->rbuf && c->rbuf->len)
-        conn_process(c);
-    ws_pull(c);  /* frames that waited in the WebSocket engine */
-    tls_pull(c); /* plaintext that waited in the TLS engine */
+    read_again(c);
 }
 
 /* Connect timeout and keepalive for every connection, from one node-wide timer

@@ -471,13 +471,14 @@ struct tern_conn_opt *tern_conn_opt(struct tern_conn *c);
  * sequence must not restart, so a connection that published QoS > 0 keeps it. */
 void tern_conn_opt_trim(struct tern_conn *c);
 
-/* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
- * which the connection is closed with *reason. */
 /* True if c's CONNECT must wait for an earlier one of its client id: it stays
  * in rbuf (conn_process), handled again by tern_conn_open_waiting. */
 bool tern_connect_waits(struct tern_conn *c, const struct tern_connect *p);
 /* Each loop turn: CONNECTs whose wait is over are handled. */
 void tern_conn_open_waiting(struct tern_node *n);
+
+/* handle_*.c: one handler per packet type. Return TERN_OK, or an error after
+ * which the connection is closed with *reason. */
 int tern_handle_connect(struct tern_conn *c, const struct tern_connect *p,
                         uint8_t *reason);
 int tern_handle_publish(struct tern_conn *c, struct tern_publish *p, uint8_t *reason);
